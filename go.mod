@@ -1,0 +1,3 @@
+module github.com/vigil-agent/vigil
+
+go 1.26.0
