@@ -1,0 +1,56 @@
+# Vigil — run `make help` for the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+export VIGIL_CACHE ?= $(HOME)/.cache/vigil
+LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
+	-X github.com/prometheus/common/version.Revision=$(REVISION) \
+	-X github.com/prometheus/common/version.Branch=main
+# Packages whose tests need no root, no kernel feature and no server.
+TEST_TIMEOUT ?= 30m
+
+.PHONY: help build run test test-unit deps testenv-build testenv-up testenv-down bench lint generate check-generate clean
+
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## Build bin/vigil.
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/vigil ./cmd/vigil
+
+run: build ## Run the agent on this host with the embedded default configuration (http://localhost:19100/metrics).
+	./bin/vigil run $(ARGS)
+
+deps: ## Install the Debian packages and Go tools the tests need (as root; idempotent).
+	bash hack/install-deps.sh
+
+testenv-build: deps ## Build (or reuse from $(VIGIL_CACHE)) the test servers: Kubernetes, etcd, kwok, VictoriaLogs, OTel Collector.
+	bash hack/testenv/build.sh
+
+testenv-up: testenv-build ## Start the whole test environment in the background and print its endpoints and kubeconfig.
+	bash hack/testenv/up.sh
+
+testenv-down: ## Stop the environment started by testenv-up.
+	bash hack/testenv/down.sh
+
+test: testenv-build ## Install what the tests need, then run every test (vet, gofmt, generated-code check, go test) against real servers.
+	bash hack/test.sh
+
+test-unit: ## Run only the tests that need no servers or root (fast).
+	$(GO) test -short ./...
+
+bench: build ## Run the Go benchmarks and every side-by-side scenario in hack/bench/.
+	bash hack/bench.sh
+
+lint: ## go vet and gofmt.
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+generate: ## Regenerate generated code (bpf2go objects, dashboards JSON).
+	$(GO) generate ./...
+
+check-generate: ## Regenerate and fail if anything changed (CI).
+	bash hack/check-generate.sh
+
+clean: ## Remove build output (not the $(VIGIL_CACHE) tool cache).
+	rm -rf bin

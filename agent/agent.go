@@ -1,0 +1,367 @@
+// Package agent wires Vigil together: it loads the configuration, builds
+// and runs the collectors, serves the HTTP endpoints and reloads the
+// configuration on request without losing the running one.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	pcollectors "github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+
+	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/collectors/workload"
+	"github.com/vigil-agent/vigil/internal/event"
+)
+
+// Options are the parts of an agent that do not come from the
+// configuration file.
+type Options struct {
+	// ConfigFile is the file to (re)load; empty means the embedded default.
+	ConfigFile string
+	// ListenAddress overrides server.listen_address when not empty.
+	ListenAddress string
+	// Logger is the base logger; LogLevel is its level, which reloads set.
+	Logger   *slog.Logger
+	LogLevel *slog.LevelVar
+}
+
+// Agent is one running Vigil.
+type Agent struct {
+	opts   Options
+	logger *slog.Logger
+	reg    *prometheus.Registry
+	events *event.Bus
+	set    *collectorSet
+	mux    *http.ServeMux
+
+	reloadMu sync.Mutex // serialises reloads
+	cfg      atomic.Pointer[Config]
+	ready    atomic.Bool
+
+	reloadSuccess   prometheus.Gauge
+	reloadTimestamp prometheus.Gauge
+	componentUp     *prometheus.GaugeVec
+
+	listener net.Listener
+	server   *http.Server
+}
+
+// New builds an agent from a validated configuration. Nothing runs until
+// Run.
+func New(cfg *Config, opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.LogLevel == nil {
+		opts.LogLevel = new(slog.LevelVar)
+	}
+	if opts.ListenAddress != "" {
+		cfg.Server.ListenAddress = opts.ListenAddress
+	}
+	a := &Agent{
+		opts:   opts,
+		logger: opts.Logger,
+		reg:    prometheus.NewRegistry(),
+		events: event.NewBus(),
+		set:    &collectorSet{running: map[string]*runningCollector{}},
+		mux:    http.NewServeMux(),
+		reloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vigil_config_last_reload_successful",
+			Help: "Whether the last configuration reload attempt was successful.",
+		}),
+		reloadTimestamp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vigil_config_last_reload_success_timestamp_seconds",
+			Help: "Timestamp of the last successful configuration reload.",
+		}),
+		componentUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vigil_component_up",
+			Help: "Whether a component started and is running (1) or failed to start (0).",
+		}, []string{"component"}),
+	}
+	a.reg.MustRegister(
+		pcollectors.NewGoCollector(),
+		pcollectors.NewProcessCollector(pcollectors.ProcessCollectorOpts{}),
+		versioncollector.NewCollector("vigil"),
+		a.reloadSuccess, a.reloadTimestamp, a.componentUp,
+		a.set,
+	)
+	a.cfg.Store(cfg)
+	a.applyLogLevel(cfg)
+	a.routes()
+	return a, nil
+}
+
+// Registry returns the registry behind /metrics. Subsystems register their
+// own metrics here; the local TSDB and the exporters gather from it.
+func (a *Agent) Registry() *prometheus.Registry { return a.reg }
+
+// Events returns the fast-path event bus.
+func (a *Agent) Events() *event.Bus { return a.events }
+
+// Config returns the configuration in force.
+func (a *Agent) Config() *Config { return a.cfg.Load() }
+
+// Handle registers an extra HTTP handler; call it before Run.
+func (a *Agent) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
+
+// Addr returns the address the HTTP server listens on, once Run has bound
+// it.
+func (a *Agent) Addr() string {
+	if a.listener == nil {
+		return ""
+	}
+	return a.listener.Addr().String()
+}
+
+// Listen binds the HTTP listener. Run calls it when it has not been called;
+// calling it first lets a caller learn the bound address (port 0).
+func (a *Agent) Listen() error {
+	if a.listener != nil {
+		return nil
+	}
+	l, err := net.Listen("tcp", a.cfg.Load().Server.ListenAddress)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", a.cfg.Load().Server.ListenAddress, err)
+	}
+	a.listener = l
+	return nil
+}
+
+// Run starts the collectors and the HTTP server and blocks until ctx is
+// done, then shuts everything down.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.Listen(); err != nil {
+		return err
+	}
+	cfg := a.cfg.Load()
+	if err := a.apply(ctx, cfg, true); err != nil {
+		a.listener.Close()
+		return err
+	}
+	a.reloadSuccess.Set(1)
+	a.reloadTimestamp.SetToCurrentTime()
+
+	a.server = &http.Server{
+		Handler:           a.mux,
+		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
+		ErrorLog:          slog.NewLogLogger(a.logger.With("component", "http").Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- a.server.Serve(a.listener) }()
+	a.ready.Store(true)
+	a.logger.Info("vigil is ready", "address", a.Addr(), "config", configName(cfg))
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+	}
+	a.ready.Store(false)
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if serr := a.server.Shutdown(shutCtx); serr != nil && err == nil {
+		err = serr
+	}
+	a.shutdownAll(shutCtx)
+	a.logger.Info("vigil stopped")
+	return err
+}
+
+func configName(c *Config) string {
+	if c.File == "" {
+		return "embedded default"
+	}
+	return c.File
+}
+
+// Reload reads the configuration file again and applies it. A file that
+// does not load, or a component that cannot be built from it, leaves the
+// running configuration untouched and sets
+// vigil_config_last_reload_successful to 0.
+func (a *Agent) Reload(ctx context.Context) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	var (
+		cfg *Config
+		err error
+	)
+	if a.opts.ConfigFile == "" {
+		cfg, err = LoadDefault()
+	} else {
+		cfg, err = LoadFile(a.opts.ConfigFile)
+	}
+	if err == nil {
+		if a.opts.ListenAddress != "" {
+			cfg.Server.ListenAddress = a.opts.ListenAddress
+		}
+		err = a.apply(ctx, cfg, false)
+	}
+	if err != nil {
+		a.reloadSuccess.Set(0)
+		a.logger.Error("configuration reload failed; keeping the running configuration", "err", err)
+		return err
+	}
+	if old := a.cfg.Load(); old.Server != cfg.Server {
+		a.logger.Warn("server settings changed; they take effect at the next restart")
+	}
+	a.cfg.Store(cfg)
+	a.applyLogLevel(cfg)
+	a.reloadSuccess.Set(1)
+	a.reloadTimestamp.SetToCurrentTime()
+	a.logger.Info("configuration reloaded", "config", configName(cfg))
+	return nil
+}
+
+func (a *Agent) applyLogLevel(cfg *Config) {
+	if l, err := parseLevel(cfg.Log.Level); err == nil {
+		a.opts.LogLevel.Set(l)
+	}
+}
+
+// apply builds the collectors of cfg, keeping running collectors whose
+// configuration did not change, and swaps them in. When any collector
+// cannot be built, the new ones are discarded and nothing changes.
+func (a *Agent) apply(ctx context.Context, cfg *Config, first bool) error {
+	old := a.cfg.Load()
+	globalSame := !first && reflect.DeepEqual(old.Global, cfg.Global)
+
+	a.set.mu.RLock()
+	current := a.set.running
+	a.set.mu.RUnlock()
+
+	next := map[string]*runningCollector{}
+	var built []*runningCollector
+	var errs []error
+	for _, name := range cfg.Collectors.names() {
+		sec := cfg.Collectors[name]
+		if !sec.Enabled {
+			continue
+		}
+		if rc, ok := current[name]; ok && globalSame && sameCollector(rc.cfg, sec) {
+			next[name] = rc
+			continue
+		}
+		f, _ := collectors.Lookup(name)
+		logger := a.logger.With("component", "collector/"+name)
+		c, err := f.New(sec.Config, a.settings(cfg, logger))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("collectors.%s: %w", name, err))
+			continue
+		}
+		rc := &runningCollector{name: name, cfg: sec, c: c, logger: logger}
+		built = append(built, rc)
+		next[name] = rc
+	}
+	if len(errs) > 0 {
+		a.shutdownCollectors(ctx, built)
+		return errors.Join(errs...)
+	}
+	for _, rc := range built {
+		a.start(ctx, rc)
+	}
+	a.set.mu.Lock()
+	a.set.running = next
+	a.set.timeout = cfg.Global.CollectorTimeout
+	a.set.mu.Unlock()
+
+	var stale []*runningCollector
+	for name, rc := range current {
+		if next[name] != rc {
+			stale = append(stale, rc)
+			if _, still := next[name]; !still {
+				a.componentUp.DeleteLabelValues("collector/" + name)
+			}
+		}
+	}
+	a.shutdownCollectors(ctx, stale)
+	return nil
+}
+
+// start runs a collector's Lifecycle.Start. A collector that cannot start
+// (a missing kernel feature, a missing privilege) is logged and reported as
+// down; the others carry on.
+func (a *Agent) start(ctx context.Context, rc *runningCollector) {
+	rc.started = true
+	if lc, ok := rc.c.(collectors.Lifecycle); ok {
+		if err := lc.Start(ctx); err != nil {
+			rc.started = false
+			rc.err = fmt.Errorf("start failed: %w", err)
+			rc.logger.Error("collector failed to start; other collectors keep running", "err", err)
+		}
+	}
+	up := 0.0
+	if rc.started {
+		up = 1
+	}
+	a.componentUp.WithLabelValues("collector/" + rc.name).Set(up)
+}
+
+func (a *Agent) shutdownCollectors(ctx context.Context, rcs []*runningCollector) {
+	for _, rc := range rcs {
+		if lc, ok := rc.c.(collectors.Lifecycle); ok {
+			if err := lc.Shutdown(ctx); err != nil {
+				rc.logger.Warn("collector shutdown failed", "err", err)
+			}
+		}
+	}
+}
+
+func (a *Agent) shutdownAll(ctx context.Context) {
+	a.set.mu.Lock()
+	running := a.set.running
+	a.set.running = map[string]*runningCollector{}
+	a.set.mu.Unlock()
+	rcs := make([]*runningCollector, 0, len(running))
+	for _, rc := range running {
+		rcs = append(rcs, rc)
+	}
+	a.shutdownCollectors(ctx, rcs)
+}
+
+// settings returns what every collector gets from the agent.
+func (a *Agent) settings(cfg *Config, logger *slog.Logger) collectors.Settings {
+	return collectors.Settings{
+		Logger: logger,
+		Paths: collectors.Paths{
+			ProcFS: cfg.Global.ProcFS,
+			SysFS:  cfg.Global.SysFS,
+			RootFS: cfg.Global.RootFS,
+		},
+		NodeName: nodeName(cfg),
+		Events:   a.events,
+		Enricher: noEnrich{},
+		Traces:   discardTraces,
+		Logs:     discardLogs,
+	}
+}
+
+// nodeName is global.node_name, else $NODE_NAME, else the hostname.
+func nodeName(cfg *Config) string {
+	if cfg.Global.NodeName != "" {
+		return cfg.Global.NodeName
+	}
+	if n := os.Getenv("NODE_NAME"); n != "" {
+		return n
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+type noEnrich struct{}
+
+func (noEnrich) Enrich(*workload.Identity) {}

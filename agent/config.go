@@ -1,0 +1,268 @@
+package agent
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/internal/confyaml"
+)
+
+// DefaultListenAddress is the agent's default HTTP address. 19100 is not
+// taken on Prometheus's default port allocation page (the 9100–9999 exporter
+// range there is fully allocated) and is easy to remember beside
+// node_exporter's 9100.
+const DefaultListenAddress = ":19100"
+
+// DefaultConfigYAML is the embedded configuration that `vigil run` uses
+// without --config: every default collector on, no backend, remediation in
+// dry-run.
+//
+//go:embed default.yaml
+var DefaultConfigYAML []byte
+
+// Config is Vigil's whole configuration file.
+type Config struct {
+	Global     GlobalConfig     `yaml:"global"`
+	Server     ServerConfig     `yaml:"server"`
+	Log        LogConfig        `yaml:"log"`
+	Collectors CollectorsConfig `yaml:"collectors"`
+
+	// File is the path the configuration was read from, or "" for the
+	// embedded default.
+	File string `yaml:"-"`
+}
+
+// GlobalConfig holds settings shared by every component.
+type GlobalConfig struct {
+	// NodeName names this node; it defaults to $NODE_NAME, then the hostname.
+	NodeName string `yaml:"node_name"`
+	// ProcFS, SysFS and RootFS locate the host's filesystems (for example
+	// /host/proc inside a container).
+	ProcFS string `yaml:"procfs"`
+	SysFS  string `yaml:"sysfs"`
+	RootFS string `yaml:"rootfs"`
+	// CollectorTimeout bounds one collector's Update in one scrape.
+	CollectorTimeout time.Duration `yaml:"collector_timeout"`
+}
+
+// ServerConfig configures the HTTP server.
+type ServerConfig struct {
+	// ListenAddress is host:port; --web.listen-address overrides it.
+	ListenAddress string `yaml:"listen_address"`
+	// ReadHeaderTimeout bounds reading a request's headers.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// MaxRequests bounds concurrent /metrics requests; 0 means no bound.
+	MaxRequests int `yaml:"max_requests"`
+}
+
+// LogConfig configures the agent's own log.
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json, text or auto (text on a terminal, JSON otherwise).
+	Format string `yaml:"format"`
+}
+
+// CollectorConfig is one collector's section: whether it runs, and its own
+// settings.
+type CollectorConfig struct {
+	Enabled bool
+	Config  collectors.Config
+}
+
+// CollectorsConfig maps collector names to their sections. Every registered
+// collector has an entry after loading.
+type CollectorsConfig map[string]*CollectorConfig
+
+// defaultConfig returns a Config with every default filled in.
+func defaultConfig() *Config {
+	c := &Config{
+		Global: GlobalConfig{
+			ProcFS:           "/proc",
+			SysFS:            "/sys",
+			RootFS:           "/",
+			CollectorTimeout: 10 * time.Second,
+		},
+		Server: ServerConfig{
+			ListenAddress:     DefaultListenAddress,
+			ReadHeaderTimeout: 10 * time.Second,
+			MaxRequests:       40,
+		},
+		Log:        LogConfig{Level: "info", Format: "auto"},
+		Collectors: CollectorsConfig{},
+	}
+	for _, f := range collectors.Factories() {
+		c.Collectors[f.Name] = &CollectorConfig{Enabled: f.DefaultEnabled, Config: f.NewConfig()}
+	}
+	return c
+}
+
+// LoadFile reads, parses and validates a configuration file. Nothing is
+// applied: the caller swaps configurations only when this succeeds.
+func LoadFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Load(path, data)
+	if err != nil {
+		return nil, err
+	}
+	c.File = path
+	return c, nil
+}
+
+// LoadDefault returns the embedded default configuration.
+func LoadDefault() (*Config, error) {
+	return Load("<embedded default>", DefaultConfigYAML)
+}
+
+// topLevel mirrors Config for strict decoding of the fixed sections;
+// collectors are decoded section by section.
+type topLevel struct {
+	Global     *GlobalConfig `yaml:"global"`
+	Server     *ServerConfig `yaml:"server"`
+	Log        *LogConfig    `yaml:"log"`
+	Collectors yaml.Node     `yaml:"collectors"`
+}
+
+// Load parses and validates configuration data; file names it in errors.
+func Load(file string, data []byte) (*Config, error) {
+	c := defaultConfig()
+	root, err := confyaml.Parse(file, data)
+	if err != nil {
+		return nil, err
+	}
+	if root != nil {
+		top := topLevel{Global: &c.Global, Server: &c.Server, Log: &c.Log}
+		if err := confyaml.Decode(file, "", root, &top); err != nil {
+			return nil, err
+		}
+		if err := c.Collectors.decode(file, &top.Collectors); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, &confyaml.Error{File: file, Msg: "invalid configuration:\n" + indent(err.Error())}
+	}
+	return c, nil
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+// decode fills the collector sections from the "collectors:" mapping.
+func (cc CollectorsConfig) decode(file string, node *yaml.Node) error {
+	if node.Kind == 0 || node.Tag == "!!null" {
+		return nil
+	}
+	if node.Kind != yaml.MappingNode {
+		return &confyaml.Error{File: file, Line: node.Line, Column: node.Column, Path: "collectors", Msg: "must be a mapping of collector names to settings"}
+	}
+	var errs []error
+	for i := 0; i+1 < len(node.Content); i += 2 {
+		k, v := node.Content[i], node.Content[i+1]
+		path := "collectors." + k.Value
+		sec, ok := cc[k.Value]
+		if !ok {
+			errs = append(errs, &confyaml.Error{File: file, Line: k.Line, Column: k.Column, Path: path,
+				Msg: "unknown collector (known: " + strings.Join(cc.names(), ", ") + ")"})
+			continue
+		}
+		if v.Tag == "!!null" {
+			sec.Enabled = true
+			continue
+		}
+		if v.Kind != yaml.MappingNode {
+			errs = append(errs, &confyaml.Error{File: file, Line: v.Line, Column: v.Column, Path: path, Msg: "must be a mapping"})
+			continue
+		}
+		// "enabled" is common to every section; the rest belongs to the
+		// collector's own Config type.
+		rest := &yaml.Node{Kind: yaml.MappingNode, Tag: v.Tag, Line: v.Line, Column: v.Column}
+		enabled := true
+		for j := 0; j+1 < len(v.Content); j += 2 {
+			if v.Content[j].Value == "enabled" {
+				if err := confyaml.Decode(file, path+".enabled", v.Content[j+1], &enabled); err != nil {
+					errs = append(errs, err)
+				}
+				continue
+			}
+			rest.Content = append(rest.Content, v.Content[j], v.Content[j+1])
+		}
+		sec.Enabled = enabled
+		if err := confyaml.Decode(file, path, rest, sec.Config); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (cc CollectorsConfig) names() []string {
+	names := make([]string, 0, len(cc))
+	for n := range cc {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Validate checks every section and returns all problems, each prefixed
+// with its field path.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(path string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+		}
+	}
+	for _, p := range []struct{ name, v string }{{"procfs", c.Global.ProcFS}, {"sysfs", c.Global.SysFS}, {"rootfs", c.Global.RootFS}} {
+		if !strings.HasPrefix(p.v, "/") {
+			add("global."+p.name, fmt.Errorf("must be an absolute path, got %q", p.v))
+		}
+	}
+	if c.Global.CollectorTimeout <= 0 {
+		add("global.collector_timeout", fmt.Errorf("must be positive, got %s", c.Global.CollectorTimeout))
+	}
+	if _, _, err := net.SplitHostPort(c.Server.ListenAddress); err != nil {
+		add("server.listen_address", err)
+	}
+	if c.Server.ReadHeaderTimeout <= 0 {
+		add("server.read_header_timeout", fmt.Errorf("must be positive, got %s", c.Server.ReadHeaderTimeout))
+	}
+	if c.Server.MaxRequests < 0 {
+		add("server.max_requests", fmt.Errorf("must not be negative, got %d", c.Server.MaxRequests))
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		add("log.level", err)
+	}
+	switch c.Log.Format {
+	case "auto", "json", "text":
+	default:
+		add("log.format", fmt.Errorf("must be auto, json or text, got %q", c.Log.Format))
+	}
+	for _, name := range c.Collectors.names() {
+		sec := c.Collectors[name]
+		if sec.Enabled {
+			add("collectors."+name, sec.Config.Validate())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sameCollector reports whether two sections would build the same
+// collector, so a reload can keep a running collector untouched.
+func sameCollector(a, b *CollectorConfig) bool {
+	return a != nil && b != nil && a.Enabled == b.Enabled && reflect.DeepEqual(a.Config, b.Config)
+}

@@ -1,0 +1,5 @@
+package main
+
+// Every collector registers itself from its package's init function; this
+// file is the one place that says which are compiled into the binary.
+import ()

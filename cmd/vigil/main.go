@@ -1,0 +1,123 @@
+// Command vigil is the Vigil node agent: it collects host, cgroup, eBPF and
+// log telemetry, evaluates Prometheus rules on the node and remediates
+// failing services.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/version"
+
+	"github.com/vigil-agent/vigil/agent"
+)
+
+func main() {
+	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Main runs the command line and returns the process exit code: 0 on
+// success, 1 when the work failed (a bad file, a failed run), 2 on a usage
+// error.
+func Main(args []string, stdout, stderr io.Writer) int {
+	app := kingpin.New("vigil", "Vigil watches this node and heals it: host, cgroup, eBPF and log telemetry, Prometheus rules evaluated locally, and guarded remediation.")
+	app.UsageWriter(stdout)
+	app.ErrorWriter(stderr)
+	app.Terminate(nil)
+	app.HelpFlag.Short('h')
+
+	run := app.Command("run", "Run the agent.")
+	runConfig := run.Flag("config", "Configuration file (YAML). Without it, the embedded default configuration is used.").PlaceHolder("FILE").String()
+	runListen := run.Flag("web.listen-address", "Address for /metrics and the API; overrides server.listen_address (default "+agent.DefaultListenAddress+").").PlaceHolder("ADDR").String()
+
+	cfgCmd := app.Command("config", "Configuration tools.")
+	cfgCheck := cfgCmd.Command("check", "Check configuration files; print every problem with its file, line and field path.")
+	cfgCheckFiles := cfgCheck.Arg("file", "Configuration files to check.").Required().Strings()
+	cfgShowDefault := cfgCmd.Command("default", "Print the embedded default configuration.")
+
+	versionCmd := app.Command("version", "Print version information.")
+
+	cmd, err := app.Parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "vigil: %v (see vigil --help)\n", err)
+		return 2
+	}
+	switch cmd {
+	case "": // --help was handled by kingpin
+		return 0
+	case run.FullCommand():
+		return runAgent(*runConfig, *runListen, stderr)
+	case cfgCheck.FullCommand():
+		return checkConfig(*cfgCheckFiles, stdout, stderr)
+	case cfgShowDefault.FullCommand():
+		stdout.Write(agent.DefaultConfigYAML)
+		return 0
+	case versionCmd.FullCommand():
+		fmt.Fprintln(stdout, version.Print("vigil"))
+		return 0
+	}
+	return 0
+}
+
+func checkConfig(files []string, stdout, stderr io.Writer) int {
+	code := 0
+	for _, f := range files {
+		if _, err := agent.LoadFile(f); err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			code = 1
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: OK\n", f)
+	}
+	return code
+}
+
+func runAgent(configFile, listen string, stderr io.Writer) int {
+	var (
+		cfg *agent.Config
+		err error
+	)
+	if configFile == "" {
+		cfg, err = agent.LoadDefault()
+	} else {
+		cfg, err = agent.LoadFile(configFile)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "vigil: cannot load configuration: %v\n", err)
+		return 1
+	}
+	level := new(slog.LevelVar)
+	logger := agent.NewLogger(stderr, cfg.Log.Format, level)
+	a, err := agent.New(cfg, agent.Options{ConfigFile: configFile, ListenAddress: listen, Logger: logger, LogLevel: level})
+	if err != nil {
+		logger.Error("cannot build the agent", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = a.Reload(ctx) // a failure is logged and counted by Reload
+			}
+		}
+	}()
+	logger.Info("starting vigil", "version", version.Info(), "build", version.BuildContext())
+	if err := a.Run(ctx); err != nil {
+		logger.Error("vigil failed", "err", err)
+		return 1
+	}
+	return 0
+}
