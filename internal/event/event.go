@@ -5,10 +5,10 @@
 package event
 
 import (
-	"sync"
 	"time"
 
 	"github.com/vigil-agent/vigil/collectors/workload"
+	"github.com/vigil-agent/vigil/internal/fanout"
 )
 
 // Kind names what happened.
@@ -42,79 +42,12 @@ type Event struct {
 	Attrs map[string]string
 }
 
-// Bus fans events out to subscribers. Publish never blocks: a subscriber
-// whose buffer is full misses the event and its drop counter grows, so a
-// slow consumer can never stall a kernel reader.
-type Bus struct {
-	mu   sync.RWMutex
-	subs map[*Subscription]struct{}
-}
+// Bus carries fast-path events; see package fanout for its delivery
+// guarantees.
+type Bus = fanout.Bus[Event]
 
-// NewBus returns an empty bus.
-func NewBus() *Bus { return &Bus{subs: make(map[*Subscription]struct{})} }
+// Subscription is one consumer of a Bus.
+type Subscription = fanout.Subscription[Event]
 
-// Subscription is one consumer's view of the bus.
-type Subscription struct {
-	bus     *Bus
-	c       chan Event
-	mu      sync.Mutex
-	dropped uint64
-	closed  bool
-}
-
-// C returns the channel events arrive on. It is closed by Close.
-func (s *Subscription) C() <-chan Event { return s.c }
-
-// Dropped returns how many events this subscriber missed because its buffer
-// was full.
-func (s *Subscription) Dropped() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.dropped
-}
-
-// Close removes the subscription and closes its channel. It is safe to call
-// more than once.
-func (s *Subscription) Close() {
-	s.bus.mu.Lock()
-	delete(s.bus.subs, s)
-	s.bus.mu.Unlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed {
-		s.closed = true
-		close(s.c)
-	}
-}
-
-// Subscribe returns a subscription with a buffer of size buf (at least 1).
-func (b *Bus) Subscribe(buf int) *Subscription {
-	if buf < 1 {
-		buf = 1
-	}
-	s := &Subscription{bus: b, c: make(chan Event, buf)}
-	b.mu.Lock()
-	b.subs[s] = struct{}{}
-	b.mu.Unlock()
-	return s
-}
-
-// Publish delivers e to every subscriber that has room for it.
-func (b *Bus) Publish(e Event) {
-	if b == nil {
-		return
-	}
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	for s := range b.subs {
-		s.mu.Lock()
-		if !s.closed {
-			select {
-			case s.c <- e:
-			default:
-				s.dropped++
-			}
-		}
-		s.mu.Unlock()
-	}
-}
+// NewBus returns an empty event bus.
+func NewBus() *Bus { return fanout.New[Event]() }

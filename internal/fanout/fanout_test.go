@@ -1,4 +1,4 @@
-package event
+package fanout
 
 import (
 	"testing"
@@ -9,12 +9,12 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestPublishReachesEverySubscriber(t *testing.T) {
-	b := NewBus()
+	b := New[Event]()
 	s1, s2 := b.Subscribe(4), b.Subscribe(4)
 	defer s1.Close()
 	defer s2.Close()
 	b.Publish(Event{Kind: OOMKill, PID: 42})
-	for _, s := range []*Subscription{s1, s2} {
+	for _, s := range []*Subscription[Event]{s1, s2} {
 		e := <-s.C()
 		if e.Kind != OOMKill || e.PID != 42 {
 			t.Fatalf("got %+v", e)
@@ -23,7 +23,7 @@ func TestPublishReachesEverySubscriber(t *testing.T) {
 }
 
 func TestFullSubscriberDropsInsteadOfBlocking(t *testing.T) {
-	b := NewBus()
+	b := New[Event]()
 	s := b.Subscribe(1)
 	defer s.Close()
 	b.Publish(Event{PID: 1})
@@ -37,7 +37,7 @@ func TestFullSubscriberDropsInsteadOfBlocking(t *testing.T) {
 }
 
 func TestCloseStopsDelivery(t *testing.T) {
-	b := NewBus()
+	b := New[Event]()
 	s := b.Subscribe(1)
 	s.Close()
 	s.Close()
@@ -45,6 +45,14 @@ func TestCloseStopsDelivery(t *testing.T) {
 	if _, ok := <-s.C(); ok {
 		t.Fatal("channel still open after Close")
 	}
-	var nilBus *Bus
+	var nilBus *Bus[Event]
 	nilBus.Publish(Event{}) // a nil bus is a no-op
 }
+
+// Event is a stand-in payload for these tests.
+type Event struct {
+	Kind string
+	PID  int
+}
+
+const OOMKill = "oom_kill"

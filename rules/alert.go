@@ -1,0 +1,67 @@
+// Package rules decides when something is wrong: it evaluates Prometheus
+// rule files on the node, receives alerts from Alertmanager and turns
+// fast-path events into alerts, and publishes all of them on one stream.
+package rules
+
+import (
+	"time"
+
+	"github.com/vigil-agent/vigil/internal/fanout"
+)
+
+// Source says where an alert came from.
+type Source string
+
+// The sources of alerts.
+const (
+	// SourceRule is a local alerting rule evaluated by Vigil.
+	SourceRule Source = "rule"
+	// SourceAlertmanager is an alert delivered by Alertmanager's webhook.
+	SourceAlertmanager Source = "alertmanager"
+	// SourceEvent is a fast-path event (process exit, OOM kill) turned
+	// into an alert without waiting for a scrape.
+	SourceEvent Source = "event"
+)
+
+// State is an alert's state on the stream.
+type State string
+
+// The states delivered on the stream. Pending alerts are not delivered.
+const (
+	StateFiring   State = "firing"
+	StateResolved State = "resolved"
+)
+
+// Alert is the one alert type every source produces and the healing engine
+// consumes.
+type Alert struct {
+	// Labels identify the alert; "alertname" is always set.
+	Labels map[string]string
+	// Annotations carry human-readable details (summary, description,
+	// runbook_url).
+	Annotations map[string]string
+	State       State
+	Source      Source
+	// StartsAt is when the alert started firing; EndsAt is when it was
+	// resolved (zero while firing).
+	StartsAt time.Time
+	EndsAt   time.Time
+	// GeneratorURL links back to the rule or event that produced it.
+	GeneratorURL string
+	// Fingerprint identifies the alert by its labels (stable across
+	// sources for equal label sets).
+	Fingerprint string
+}
+
+// Name returns the alert's name.
+func (a Alert) Name() string { return a.Labels["alertname"] }
+
+// Stream is the agent's alert stream. Publish never blocks; a subscriber
+// that falls behind misses alerts and Dropped says how many.
+type Stream = fanout.Bus[Alert]
+
+// Subscription is one consumer of the alert stream.
+type Subscription = fanout.Subscription[Alert]
+
+// NewStream returns an empty alert stream.
+func NewStream() *Stream { return fanout.New[Alert]() }
