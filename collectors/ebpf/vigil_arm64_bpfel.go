@@ -88,7 +88,8 @@ type vigilVigilTcpSock struct {
 	CgroupId      uint64
 	Pid           uint32
 	Inbound       uint8
-	Pad           [3]uint8
+	Closed        uint8
+	Pad           [2]uint8
 	Comm          [16]int8
 }
 

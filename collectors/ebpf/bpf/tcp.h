@@ -50,7 +50,8 @@ struct vigil_tcp_sock {
 	__u64 cgroup_id;
 	__u32 pid;
 	__u8 inbound;
-	__u8 _pad[3];
+	__u8 closed;
+	__u8 _pad[2];
 	char comm[VIGIL_COMM_LEN];
 };
 
@@ -177,7 +178,7 @@ int BPF_PROG(vigil_tcp_state, const struct sock *sk, const int oldstate, const i
 	}
 
 	s = bpf_map_lookup_elem(&socks, &key);
-	if (!s)
+	if (!s || s->closed)
 		return 0;
 	if (newstate == VIGIL_TCP_ESTABLISHED && !s->established_ns) {
 		s->established_ns = now;
@@ -193,7 +194,10 @@ int BPF_PROG(vigil_tcp_state, const struct sock *sk, const int oldstate, const i
 			vigil_tcp_emit(sk, VIGIL_TCP_EV_CONNECT_FAIL, s, now, now - s->start_ns, err,
 				       VIGIL_PROG_TCP_STATE);
 		}
-		bpf_map_delete_elem(&socks, &key);
+		// Kept (LRU-bounded) rather than deleted: the kernel sends the
+		// reset of an aborted connection after moving it to CLOSE, and
+		// that reset is attributed from this entry.
+		s->closed = 1;
 	}
 	return 0;
 }
