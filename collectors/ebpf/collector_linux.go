@@ -36,6 +36,10 @@ type collector struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
+	// probe discovers the kernel's capabilities; tests replace it to
+	// pretend a feature is missing.
+	probe func(*Config, *slog.Logger) *capabilities
+
 	clock    clock
 	cgroups  *cgroupResolver
 	handlers *handlers
@@ -47,7 +51,7 @@ func newCollector(cfg *Config, set collectors.Settings) (collectors.Collector, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &collector{cfg: cfg, set: set, log: log, m: newMetrics(cfg)}, nil
+	return &collector{cfg: cfg, set: set, log: log, m: newMetrics(cfg), probe: discover}, nil
 }
 
 // clock turns the kernel's monotonic timestamps (bpf_ktime_get_ns) into
@@ -81,7 +85,7 @@ func (c *collector) Start(ctx context.Context) error {
 		c.cgroups = newCgroupResolver(root, c.set.Enricher)
 		c.log.Info("attributing eBPF events to workloads by cgroup", "hierarchy", root)
 	}
-	caps := discover(c.cfg, c.log)
+	caps := c.probe(c.cfg, c.log)
 	for n, err := range caps.features {
 		v := 1.0
 		if err != nil {

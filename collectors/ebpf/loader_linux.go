@@ -141,8 +141,12 @@ func uprobeSupport() error {
 // /sys/kernel/tracing when allowed and missing.
 func findTracefs(mount bool, log *slog.Logger) (string, error) {
 	for _, d := range tracefsDirs {
-		if _, err := os.Stat(d + "/events"); err == nil {
+		_, err := os.Stat(d + "/events")
+		if err == nil {
 			return d, nil
+		}
+		if errors.Is(err, os.ErrPermission) {
+			return "", fmt.Errorf("tracefs at %s is not readable: %w", d, err)
 		}
 	}
 	if !mount {
