@@ -165,3 +165,47 @@ func FuzzDecodeHTTPEvent(f *testing.F) {
 		_, _ = parseTraceParent(string(b))
 	})
 }
+
+// BenchmarkHandleTCPEvent is the user-space cost of one TCP event: decode,
+// workload lookup and metric updates.
+func BenchmarkHandleTCPEvent(b *testing.B) {
+	h := newTestHandlers()
+	e := sampleTCP()
+	e.Kind = tcpClose
+	raw := encode(b, e)
+	b.ReportAllocs()
+	for b.Loop() {
+		h.handleEvent(raw)
+	}
+}
+
+// BenchmarkHandleHTTPRequest is the user-space cost of one request seen on
+// the server side: the request read and the response write, parsed,
+// matched, counted and turned into a span.
+func BenchmarkHandleHTTPRequest(b *testing.B) {
+	h := newTestHandlers()
+	req := encode(b, sampleHTTP(httpRead, "GET /api/items/42 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: Go-http-client/1.1\r\nAccept-Encoding: gzip\r\n\r\n"))
+	resp := encode(b, sampleHTTP(httpWrite, "HTTP/1.1 200 OK\r\nDate: Wed, 25 Nov 2026 21:00:00 GMT\r\nContent-Length: 2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nok"))
+	b.ReportAllocs()
+	for b.Loop() {
+		h.handleHTTP(req)
+		h.handleHTTP(resp)
+	}
+}
+
+// BenchmarkSpans is the cost of turning one finished request into a span
+// in a batch of 512.
+func BenchmarkSpans(b *testing.B) {
+	q := newSpanQueue(nil, prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}), "node", slog.New(slog.DiscardHandler))
+	p := &pendingRequest{server: true, msg: httpMessage{Request: true, Method: "GET", Target: "/a/1", Version: "1.1",
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, pid: 1, comm: "x"}
+	batch := make([]httpSpan, 512)
+	for i := range batch {
+		batch[i] = httpSpan{req: p, path: "/a/1", route: "/a/{id}", status: 200}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = q.traces(batch)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/span")
+}

@@ -7,8 +7,9 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/event"
@@ -26,13 +27,19 @@ type handlers struct {
 	spans   *spanQueue
 	log     *slog.Logger
 
-	mu      sync.Mutex
-	pending map[connKey]*pendingRequest
+	// Used by the events reader only.
+	tcpCache      map[tcpKey]*tcpSeries
+	tcpCacheReset time.Time
+
+	// Used by the HTTP reader only.
+	httpCache      map[httpKey]httpSeries
+	httpCacheReset time.Time
+	pending        map[connKey]*pendingRequest
 }
 
 func newHandlers(cfg *Config, m *metrics, cg *cgroupResolver, clk clock, bus *event.Bus, spans *spanQueue, log *slog.Logger) *handlers {
 	return &handlers{cfg: cfg, m: m, cgroups: cg, clock: clk, bus: bus, spans: spans, log: log,
-		pending: map[connKey]*pendingRequest{}}
+		pending: map[connKey]*pendingRequest{}, tcpCache: map[tcpKey]*tcpSeries{}, httpCache: map[httpKey]httpSeries{}}
 }
 
 // handleEvent handles one sample of the events ring buffer.
@@ -65,38 +72,98 @@ func tcpFailureReason(errno uint32) string {
 	return "error"
 }
 
-func (h *handlers) handleTCP(e *tcpEvent) {
-	wl := h.cgroups.Identity(e.CgroupId)
-	local := addrPort(e.Family, e.Saddr, e.Sport).String()
-	remote := addrPort(e.Family, e.Daddr, e.Dport).String()
-	dest, dir := remote, "outbound"
-	if e.Inbound != 0 {
-		dest, dir = local, "inbound"
+// tcpKey names the series a TCP event updates.
+type tcpKey struct {
+	cgroup  uint64
+	dest    netip.AddrPort
+	inbound bool
+}
+
+// tcpSeries are the metric handles of one tcpKey, resolved once: label
+// hashing and workload lookup dominate the per-event cost otherwise.
+type tcpSeries struct {
+	attempts, accepts, retrans, resetsSent, resetsRecv prometheus.Counter
+	connect, lifetime                                  prometheus.Observer
+	active                                             prometheus.Gauge
+	wl                                                 workload.Identity
+	dest                                               string
+}
+
+// maxCachedSeries bounds the handle caches; they are also emptied every
+// seriesCacheTTL so that late workload enrichment shows up.
+const (
+	maxCachedSeries = 16384
+	seriesCacheTTL  = time.Minute
+)
+
+func (h *handlers) tcpSeriesFor(e *tcpEvent) *tcpSeries {
+	local := addrPort(e.Family, e.Saddr, e.Sport)
+	remote := addrPort(e.Family, e.Daddr, e.Dport)
+	k := tcpKey{cgroup: e.CgroupId, dest: remote, inbound: e.Inbound != 0}
+	if k.inbound {
+		k.dest = local
 	}
-	secs := float64(e.DurationNs) / 1e9
+	if time.Since(h.tcpCacheReset) > seriesCacheTTL || len(h.tcpCache) >= maxCachedSeries {
+		clear(h.tcpCache)
+		h.tcpCacheReset = time.Now()
+	}
+	if s, ok := h.tcpCache[k]; ok {
+		return s
+	}
 	m := h.m
+	wl := h.cgroups.Identity(e.CgroupId)
+	dir := "outbound"
+	if k.inbound {
+		dir = "inbound"
+	}
+	lv := m.tcpCap.labels(wl, k.dest.String())
+	withDir := append(append([]string{}, lv...), dir)
+	s := &tcpSeries{
+		attempts:   m.tcpAttempts.WithLabelValues(lv...),
+		connect:    m.tcpConnect.WithLabelValues(lv...),
+		accepts:    m.tcpAccepts.WithLabelValues(lv...),
+		active:     m.tcpActive.WithLabelValues(withDir...),
+		lifetime:   m.tcpLifetime.WithLabelValues(withDir...),
+		retrans:    m.tcpRetrans.WithLabelValues(withDir...),
+		resetsSent: m.tcpResets.WithLabelValues(append(append([]string{}, withDir...), "sent")...),
+		resetsRecv: m.tcpResets.WithLabelValues(append(append([]string{}, withDir...), "received")...),
+		wl:         wl,
+		dest:       lv[len(lv)-1],
+	}
+	h.tcpCache[k] = s
+	return s
+}
+
+func (h *handlers) handleTCP(e *tcpEvent) {
+	if e.Kind == tcpListen {
+		return // only remembered in the kernel, to attribute accepted connections
+	}
+	s := h.tcpSeriesFor(e)
+	secs := float64(e.DurationNs) / 1e9
 	switch e.Kind {
 	case tcpConnect:
-		m.tcpAttempts.WithLabelValues(m.tcpCap.labels(wl, dest)...).Inc()
-		m.tcpConnect.WithLabelValues(m.tcpCap.labels(wl, dest)...).Observe(secs)
-		m.tcpActive.WithLabelValues(m.tcpCap.labels(wl, dest, dir)...).Inc()
+		s.attempts.Inc()
+		s.connect.Observe(secs)
+		s.active.Inc()
 	case tcpConnectFail:
-		m.tcpAttempts.WithLabelValues(m.tcpCap.labels(wl, dest)...).Inc()
-		m.tcpFailures.WithLabelValues(m.tcpCap.labels(wl, dest, tcpFailureReason(e.Err))...).Inc()
+		s.attempts.Inc()
+		lv := append(s.wl.Labels(), s.dest, tcpFailureReason(e.Err))
+		if s.dest == overflowValue {
+			clear(lv[:len(lv)-2])
+		}
+		h.m.tcpFailures.WithLabelValues(lv...).Inc()
 	case tcpAccept:
-		m.tcpAccepts.WithLabelValues(m.tcpCap.labels(wl, dest)...).Inc()
-		m.tcpActive.WithLabelValues(m.tcpCap.labels(wl, dest, dir)...).Inc()
+		s.accepts.Inc()
+		s.active.Inc()
 	case tcpClose:
-		m.tcpActive.WithLabelValues(m.tcpCap.labels(wl, dest, dir)...).Dec()
-		m.tcpLifetime.WithLabelValues(m.tcpCap.labels(wl, dest, dir)...).Observe(secs)
+		s.active.Dec()
+		s.lifetime.Observe(secs)
 	case tcpRetransmit:
-		m.tcpRetrans.WithLabelValues(m.tcpCap.labels(wl, dest, dir)...).Inc()
+		s.retrans.Inc()
 	case tcpResetSent:
-		m.tcpResets.WithLabelValues(m.tcpCap.labels(wl, dest, dir, "sent")...).Inc()
+		s.resetsSent.Inc()
 	case tcpResetReceived:
-		m.tcpResets.WithLabelValues(m.tcpCap.labels(wl, dest, dir, "received")...).Inc()
-	case tcpListen:
-		// Only remembered in the kernel, to attribute accepted connections.
+		s.resetsRecv.Inc()
 	}
 }
 
@@ -148,6 +215,7 @@ type pendingRequest struct {
 	start    time.Time
 	msg      httpMessage
 	wl       workload.Identity
+	cgroup   uint64
 	pid      uint32
 	comm     string
 	local    netip.AddrPort
@@ -175,43 +243,61 @@ func (h *handlers) handleHTTP(b []byte) {
 	if msg.Request {
 		p := &pendingRequest{server: e.Dir == httpRead, start: at, msg: msg, pid: e.Pid, comm: commString(e.Comm),
 			local: addrPort(e.Family, e.Saddr, e.Sport), remote: addrPort(e.Family, e.Daddr, e.Dport)}
-		p.wl = h.cgroups.Identity(e.CgroupId)
-		h.mu.Lock()
+		p.wl, p.cgroup = h.cgroups.Identity(e.CgroupId), e.CgroupId
 		if len(h.pending) >= h.cfg.MaxPendingRequests {
 			h.m.httpUnmatched.Add(float64(len(h.pending)))
 			clear(h.pending)
 		}
 		h.pending[key] = p
-		h.mu.Unlock()
 		return
 	}
-	h.mu.Lock()
 	p := h.pending[key]
 	if p != nil && p.server == (e.Dir == httpWrite) {
 		delete(h.pending, key)
 	} else {
 		p = nil
 	}
-	h.mu.Unlock()
 	if p == nil {
 		return
 	}
 	h.completeHTTP(p, msg.Status, at)
 }
 
+// httpKey names the series a finished request updates.
+type httpKey struct {
+	cgroup        uint64
+	route, method string
+	server        bool
+	class         string
+}
+
+type httpSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
 func (h *handlers) completeHTTP(p *pendingRequest, status int, end time.Time) {
 	path, route := routeOf(p.msg.Target)
-	route = h.m.routeCap.value(route)
-	kind := "client"
-	if p.server {
-		kind = "server"
+	k := httpKey{cgroup: p.cgroup, route: route, method: p.msg.Method, server: p.server, class: statusClass(status)}
+	if time.Since(h.httpCacheReset) > seriesCacheTTL || len(h.httpCache) >= maxCachedSeries {
+		clear(h.httpCache)
+		h.httpCacheReset = time.Now()
+	}
+	s, ok := h.httpCache[k]
+	if !ok {
+		kind := "client"
+		if p.server {
+			kind = "server"
+		}
+		lv := h.m.httpCap.labels(p.wl, h.m.routeCap.value(route), kind, p.msg.Method, k.class)
+		s = httpSeries{h.m.httpRequests.WithLabelValues(lv...), h.m.httpDuration.WithLabelValues(lv...)}
+		h.httpCache[k] = s
 	}
 	d := end.Sub(p.start)
 	if d < 0 {
 		d = 0
 	}
-	lv := h.m.httpCap.labels(p.wl, route, kind, p.msg.Method, statusClass(status))
-	h.m.httpRequests.WithLabelValues(lv...).Inc()
-	h.m.httpDuration.WithLabelValues(lv...).Observe(d.Seconds())
+	s.requests.Inc()
+	s.duration.Observe(d.Seconds())
 	h.spans.add(httpSpan{req: p, path: path, route: route, status: status, end: end})
 }

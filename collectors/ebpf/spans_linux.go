@@ -4,7 +4,8 @@ package ebpf
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
+	"math/rand/v2"
 	"log/slog"
 	"strconv"
 	"time"
@@ -108,6 +109,7 @@ func (q *spanQueue) traces(batch []httpSpan) ptrace.Traces {
 			ss := rs.ScopeSpans().AppendEmpty()
 			ss.Scope().SetName(scopeName)
 			spans = ss.Spans()
+			spans.EnsureCapacity(len(batch))
 			byPID[s.req.pid] = spans
 		}
 		fillSpan(spans.AppendEmpty(), s)
@@ -146,14 +148,16 @@ func resourceAttrs(a pcommon.Map, p *pendingRequest, node string) {
 // that trace as a child of the span it names.
 func fillSpan(sp ptrace.Span, s httpSpan) {
 	p := s.req
+	// IDs need to be unique, not secret: a fast PRNG is enough.
 	var traceID [16]byte
 	var spanID [8]byte
-	_, _ = rand.Read(spanID[:])
+	binary.LittleEndian.PutUint64(spanID[:], rand.Uint64()|1)
 	if tp, ok := parseTraceParent(p.msg.TraceParent); ok {
 		traceID = tp.TraceID
 		sp.SetParentSpanID(pcommon.SpanID(tp.SpanID))
 	} else {
-		_, _ = rand.Read(traceID[:])
+		binary.LittleEndian.PutUint64(traceID[:8], rand.Uint64())
+		binary.LittleEndian.PutUint64(traceID[8:], rand.Uint64()|1)
 	}
 	sp.SetTraceID(pcommon.TraceID(traceID))
 	sp.SetSpanID(pcommon.SpanID(spanID))
@@ -161,6 +165,7 @@ func fillSpan(sp ptrace.Span, s httpSpan) {
 	sp.SetStartTimestamp(pcommon.NewTimestampFromTime(p.start))
 	sp.SetEndTimestamp(pcommon.NewTimestampFromTime(s.end))
 	a := sp.Attributes()
+	a.EnsureCapacity(16)
 	a.PutStr("http.request.method", p.msg.Method)
 	a.PutStr("url.path", s.path)
 	a.PutStr("http.route", s.route)
