@@ -5,8 +5,8 @@ package ebpf
 import (
 	"context"
 	"encoding/binary"
-	"math/rand/v2"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
