@@ -43,6 +43,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 	versionCmd := app.Command("version", "Print version information.")
 
+	extra := map[string]func(stdout, stderr io.Writer) int{}
+	for _, setup := range subcommands {
+		name, run := setup(app)
+		extra[name] = run
+	}
+
 	cmd, err := app.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "vigil: %v (see vigil --help)\n", err)
@@ -62,8 +68,16 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, version.Print("vigil"))
 		return 0
 	}
+	if run, ok := extra[cmd]; ok {
+		return run(stdout, stderr)
+	}
 	return 0
 }
+
+// subcommands are added by other files of this package (rules, status, …)
+// from init functions: each declares its command and flags on app and
+// returns the command's full name and what runs it.
+var subcommands []func(app *kingpin.Application) (fullCommand string, run func(stdout, stderr io.Writer) int)
 
 func checkConfig(files []string, stdout, stderr io.Writer) int {
 	code := 0
