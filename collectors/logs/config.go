@@ -126,7 +126,9 @@ type LokiConfig struct {
 	// HTTPClientConfig has authentication (basic_auth, authorization,
 	// bearer_token_file, oauth2), TLS, proxy and http_headers, as in
 	// Prometheus's configuration.
-	promconfig.HTTPClientConfig `yaml:",inline"`
+	// (A named, not embedded, field: embedding would promote the type's
+	// UnmarshalYAML to LokiConfig and hide every other key.)
+	HTTP promconfig.HTTPClientConfig `yaml:",inline"`
 }
 
 // BufferConfig bounds the on-disk buffer.
@@ -192,7 +194,7 @@ func NewConfig() *Config {
 				MaxBytes:     1 << 30,
 				SegmentBytes: 8 << 20,
 			},
-			HTTPClientConfig: promconfig.DefaultHTTPClientConfig,
+			HTTP: promconfig.DefaultHTTPClientConfig,
 		},
 		Levels: LevelsConfig{Enabled: true, ScanBytes: 200},
 	}
@@ -272,7 +274,7 @@ func (c *Config) Validate() error {
 		if c.Loki.Buffer.Dir == "" {
 			bad("loki.buffer.dir", "must not be empty")
 		}
-		if err := c.Loki.HTTPClientConfig.Validate(); err != nil {
+		if err := c.Loki.HTTP.Validate(); err != nil {
 			bad("loki", "%v", err)
 		}
 	}

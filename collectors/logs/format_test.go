@@ -168,12 +168,12 @@ func TestDetectLevel(t *testing.T) {
 		`level=error msg="db down"`:                      "error",
 		`{"level":"WARN","msg":"slow"}`:                  "warn",
 		`2024-01-01 10:00:00 [INFO] started`:             "info",
-		`E1125 10:00:00.000000    1 reflector.go:1] x`:  "error",
+		`E1125 10:00:00.000000    1 reflector.go:1] x`:   "error",
 		`W1125 10:00:00.000000    1 main.go:1] x`:        "warn",
 		`panic: runtime error: index out of range`:       "fatal",
 		`GET /index.html 200 12ms`:                       "unknown",
 		`DEBUG cache hit`:                                "debug",
-		`informational message about errors`:            "unknown",
+		`informational message about errors`:             "unknown",
 		`2024-01-01T00:00:00Z CRITICAL disk almost full`: "fatal",
 	} {
 		if got := levelNames[detectLevel([]byte(in), 200)]; got != want {

@@ -43,7 +43,7 @@ type shipper struct {
 }
 
 func newShipper(cfg LokiConfig, buf *diskBuffer, m *selfMetrics, logger *slog.Logger) (*shipper, error) {
-	client, err := promconfig.NewClientFromConfig(cfg.HTTPClientConfig, "vigil-logs",
+	client, err := promconfig.NewClientFromConfig(cfg.HTTP, "vigil-logs",
 		promconfig.WithUserAgent("vigil-logs"))
 	if err != nil {
 		return nil, fmt.Errorf("loki http client: %w", err)
@@ -179,6 +179,9 @@ func (s *shipper) flush(ctx context.Context) {
 	s.comp = snappy.Encode(s.comp[:cap(s.comp)], body)
 	backoff := s.cfg.MinBackoff
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 && ctx.Err() != nil {
+			return // shutting down: the batch stays in the buffer
+		}
 		status, err := s.send(ctx, s.comp)
 		if err == nil {
 			s.m.sentLines.Add(float64(s.lines))
@@ -230,7 +233,9 @@ func (s *shipper) ackBatch() {
 
 // send does one push; status is 0 when no response came.
 func (s *shipper) send(ctx context.Context, body []byte) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	// A request in flight when the agent shuts down is allowed to finish
+	// (within the timeout), so a clean restart sends nothing twice.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
 	if err != nil {
