@@ -214,7 +214,7 @@ func validFormat(f string, plainOK bool) bool {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("collectors.logs.%s: %s", field, fmt.Sprintf(format, args...)))
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
 	for i, in := range c.Inputs {
 		p := fmt.Sprintf("inputs[%d]", i)
