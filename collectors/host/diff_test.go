@@ -96,7 +96,10 @@ func slack(name string, ne float64) float64 {
 	case strings.HasPrefix(name, "node_cpu_"):
 		return 1
 	case strings.HasPrefix(name, "node_memory_"):
-		return math.Max(64<<20, 0.02*ne)
+		// Other builds on this shared machine (and the race detector in
+		// this very process) move free and committed memory by tens of MiB
+		// between scrapes; a wrong field or unit is off by far more.
+		return math.Max(256<<20, 0.05*ne)
 	case name == "node_filesystem_avail_bytes" || name == "node_filesystem_free_bytes":
 		return 512 << 20
 	case name == "node_filesystem_files_free":
