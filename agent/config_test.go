@@ -121,3 +121,15 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+func TestEveryProblemNamesItsSection(t *testing.T) {
+	_, err := Load("cfg.yaml", []byte("collectors:\n  test_ok:\n    value: -1\n  test_fail:\n    value: -2\n"))
+	if err == nil {
+		t.Fatal("accepted negative values")
+	}
+	for _, want := range []string{"collectors.test_ok: value must not be negative", "collectors.test_fail: value must not be negative"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
