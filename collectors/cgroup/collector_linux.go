@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/workload"
@@ -215,29 +216,73 @@ func (c *Collector) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 }
 
 // emit sends one cgroup's metrics; a field that was not read is left out.
+// All of a cgroup's series share one set of label pairs, built once: with
+// prometheus.MustNewConstMetric each series would build its own, which was
+// nine tenths of the collector's allocations.
 func emit(ch chan<- prometheus.Metric, s *stats, lv []string) {
-	counter := func(d *prometheus.Desc, bit uint32, v float64) {
+	lp := labelPairs(lv)
+	send := func(d *prometheus.Desc, t prometheus.ValueType, bit uint32, v float64) {
 		if s.Has(bit) {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, lv...)
+			ch <- &series{desc: d, typ: t, value: v, labels: lp}
 		}
 	}
-	gauge := func(d *prometheus.Desc, bit uint32, v float64) {
-		if s.Has(bit) {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lv...)
-		}
+	const counter, gauge = prometheus.CounterValue, prometheus.GaugeValue
+	send(cpuUsageDesc, counter, hasCPUUsage, s.cpuUsage)
+	send(cpuUserDesc, counter, hasCPUUser, s.cpuUser)
+	send(cpuSystemDesc, counter, hasCPUSystem, s.cpuSystem)
+	send(cpuPeriodsDesc, counter, hasPeriods, float64(s.periods))
+	send(cpuThrottledDesc, counter, hasThrottled, float64(s.throttled))
+	send(cpuThrottledSDesc, counter, hasThrottledTime, s.throttledTime)
+	send(memUsageDesc, gauge, hasMemUsage, float64(s.memUsage))
+	send(memWorkingSetDesc, gauge, hasMemUsage, float64(workingSet(s)))
+	send(memRSSDesc, gauge, hasRSS, float64(s.rss))
+	send(memCacheDesc, gauge, hasCache, float64(s.cache))
+	send(memLimitDesc, gauge, hasMemLimit, float64(s.memLimit))
+	send(oomKillsDesc, counter, hasOOMKills, float64(s.oomKills))
+}
+
+// sortedLabelIdx orders labelNames by name, as the exposition format and
+// the registry's consistency check expect label pairs.
+var sortedLabelIdx = func() []int {
+	idx := make([]int, len(labelNames))
+	for i := range idx {
+		idx[i] = i
 	}
-	counter(cpuUsageDesc, hasCPUUsage, s.cpuUsage)
-	counter(cpuUserDesc, hasCPUUser, s.cpuUser)
-	counter(cpuSystemDesc, hasCPUSystem, s.cpuSystem)
-	counter(cpuPeriodsDesc, hasPeriods, float64(s.periods))
-	counter(cpuThrottledDesc, hasThrottled, float64(s.throttled))
-	counter(cpuThrottledSDesc, hasThrottledTime, s.throttledTime)
-	gauge(memUsageDesc, hasMemUsage, float64(s.memUsage))
-	gauge(memWorkingSetDesc, hasMemUsage, float64(workingSet(s)))
-	gauge(memRSSDesc, hasRSS, float64(s.rss))
-	gauge(memCacheDesc, hasCache, float64(s.cache))
-	gauge(memLimitDesc, hasMemLimit, float64(s.memLimit))
-	counter(oomKillsDesc, hasOOMKills, float64(s.oomKills))
+	sort.Slice(idx, func(a, b int) bool { return labelNames[idx[a]] < labelNames[idx[b]] })
+	return idx
+}()
+
+func labelPairs(values []string) []*dto.LabelPair {
+	pairs := make([]dto.LabelPair, len(values))
+	out := make([]*dto.LabelPair, len(values))
+	for i, j := range sortedLabelIdx {
+		pairs[i] = dto.LabelPair{Name: &labelNames[j], Value: &values[j]}
+		out[i] = &pairs[i]
+	}
+	return out
+}
+
+// series is one sample whose label pairs are shared, read-only, with the
+// other series of its cgroup.
+type series struct {
+	desc   *prometheus.Desc
+	typ    prometheus.ValueType
+	value  float64
+	labels []*dto.LabelPair
+}
+
+// Desc implements prometheus.Metric.
+func (m *series) Desc() *prometheus.Desc { return m.desc }
+
+// Write implements prometheus.Metric.
+func (m *series) Write(out *dto.Metric) error {
+	out.Label = m.labels
+	if m.typ == prometheus.CounterValue {
+		out.Counter = &dto.Counter{Value: &m.value}
+	} else {
+		out.Gauge = &dto.Gauge{Value: &m.value}
+	}
+	return nil
 }
 
 // workingSet is usage minus inactive file pages, never below zero, as the

@@ -21,7 +21,7 @@ import (
 // cgroups live under a test-specific parent (/vigil-test-<random>) in every
 // hierarchy, named like real layouts below it, and are removed at the end.
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		return
@@ -44,14 +44,14 @@ func randHex(n int) string {
 // realCgroups creates cgroups at the same relative path in each of the
 // hierarchies it was given and removes them at cleanup.
 type realCgroups struct {
-	t       *testing.T
+	t       testing.TB
 	l       layout
 	roots   []string // hierarchies written to: v1 controllers (and the cgroup2 mount on hybrid), or the v2 root
 	created []string // relative paths, in creation order
 	procs   []*exec.Cmd
 }
 
-func newRealCgroups(t *testing.T) *realCgroups {
+func newRealCgroups(t testing.TB) *realCgroups {
 	requireRoot(t)
 	l, err := detectLayout("/sys")
 	if err != nil {
@@ -199,7 +199,7 @@ func (r *realCgroups) cleanup() {
 
 // poll calls f until it returns "" or the deadline passes, then fails with
 // f's last message. The deadline is generous: the machine is shared.
-func poll(t *testing.T, what string, f func() string) {
+func poll(t testing.TB, what string, f func() string) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	var msg string
