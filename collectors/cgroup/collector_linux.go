@@ -64,6 +64,11 @@ var (
 	layoutDesc     = newDesc("hierarchy_info", "The cgroup layout detected at start: v2, hybrid (v1 controllers plus a cgroup2 mount) or v1. Always 1.", "layout")
 )
 
+// nopEnricher leaves identities as the cgroup path gives them.
+type nopEnricher struct{}
+
+func (nopEnricher) Enrich(*workload.Identity) {}
+
 // kind is why a cgroup is reported. Lower kinds are kept first when
 // max_cgroups is reached.
 type kind uint8
@@ -111,6 +116,9 @@ func New(cfg *Config, set collectors.Settings) (*Collector, error) {
 	}
 	if set.Logger == nil {
 		set.Logger = slog.New(slog.DiscardHandler)
+	}
+	if set.Enricher == nil {
+		set.Enricher = nopEnricher{}
 	}
 	c := &Collector{cfg: cfg, set: set, logger: set.Logger, readErrors: map[string]uint64{}, warned: map[string]bool{}}
 	c.readers.New = func() any { return newFileReader(c.readError) }

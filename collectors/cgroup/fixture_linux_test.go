@@ -2,11 +2,14 @@ package cgroup
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -265,5 +268,36 @@ func TestParseProcCgroup(t *testing.T) {
 				t.Errorf("got %q, %v; want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// The agent may scrape for /metrics and for the local TSDB at once.
+func TestFixtureV2ConcurrentUpdates(t *testing.T) {
+	c := newStarted(t, NewConfig(), v2Fixture, fxEnricher, nil)
+	errs := make(chan error)
+	for range 4 {
+		go func() {
+			ch := make(chan prometheus.Metric, 256)
+			go func() {
+				errs <- c.Update(context.Background(), ch)
+				close(ch)
+			}()
+			n := 0
+			for m := range ch {
+				if m.Desc() == cpuUsageDesc {
+					n++
+				}
+			}
+			if n != 9 {
+				errs <- fmt.Errorf("concurrent scrape saw %d cgroups, want 9", n)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
