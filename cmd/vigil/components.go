@@ -4,4 +4,5 @@ package main
 // file is the one place that says which are compiled into the binary.
 import (
 	_ "github.com/vigil-agent/vigil/collectors/host"
+	_ "github.com/vigil-agent/vigil/collectors/cgroup"
 )
