@@ -43,7 +43,9 @@ var testGaugeDesc = prometheus.NewDesc("vigil_test_value", "A value from the tes
 
 type funcCollector func(ctx context.Context, ch chan<- prometheus.Metric) error
 
-func (f funcCollector) Update(ctx context.Context, ch chan<- prometheus.Metric) error { return f(ctx, ch) }
+func (f funcCollector) Update(ctx context.Context, ch chan<- prometheus.Metric) error {
+	return f(ctx, ch)
+}
 
 // The test collectors behave as real ones can: one works, one fails, one
 // panics, one ignores its deadline.

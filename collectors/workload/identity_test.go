@@ -80,3 +80,27 @@ func FuzzFromCgroupPath(f *testing.F) {
 		_ = id.String()
 	})
 }
+
+type podNamer struct{}
+
+func (podNamer) Enrich(id *Identity) { id.Pod = "web-1" }
+
+func TestSwitchDelegatesToTheLastEnricher(t *testing.T) {
+	var s Switch
+	id := Identity{PodUID: "u"}
+	s.Enrich(&id)
+	if id.Pod != "" {
+		t.Fatal("zero Switch changed the identity")
+	}
+	s.Set(podNamer{})
+	s.Enrich(&id)
+	if id.Pod != "web-1" {
+		t.Fatalf("Pod = %q after Set", id.Pod)
+	}
+	s.Set(nil)
+	id.Pod = ""
+	s.Enrich(&id)
+	if id.Pod != "" {
+		t.Fatal("Set(nil) did not restore the no-op")
+	}
+}
