@@ -116,6 +116,7 @@ func (c *Collector) Start(ctx context.Context) error {
 	c.t = t
 	c.start = true
 	t.scan(true)
+	nfiles := len(t.files)
 	if ship != nil {
 		c.wg.Go(func() { ship.run(runCtx) })
 	}
@@ -124,7 +125,7 @@ func (c *Collector) Start(ctx context.Context) error {
 	}
 	c.wg.Go(func() { t.run(runCtx) })
 	c.logger.Info("log pipeline started", "inputs", len(c.cfg.Inputs), "pod_logs", c.cfg.PodLogs.Enabled,
-		"files", len(t.files), "loki", c.cfg.Loki.URL != "", "positions_file", c.cfg.PositionsFile)
+		"files", nfiles, "loki", c.cfg.Loki.URL != "", "positions_file", c.cfg.PositionsFile)
 	return nil
 }
 
