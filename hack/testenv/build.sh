@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Builds the test-environment binaries that Go modules under tools/ pin, into
+#   ${VIGIL_CACHE:-$HOME/.cache/vigil}/bin/<tool>-<version>-<key>/
+# where <key> is a hash of the files at the top of tools/<tool>/ (go.mod, go.sum,
+# generated sources). A directory that already holds every binary is a cache
+# hit and the go command is not run for that tool. internal/testenv computes
+# the same key to find the binaries.
+#
+# Usage: hack/testenv/build.sh [tool...]   (default: every tool)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cache="${VIGIL_CACHE:-$HOME/.cache/vigil}/bin"
+mkdir -p "$cache"
+
+kube_version=v1.37.2
+
+# tool_key prints the cache key of tools/$1: sha256 over "name\ncontent" of
+# each regular file directly in the directory, in byte order of the names.
+tool_key() {
+	local dir="$root/tools/$1" f
+	(
+		cd "$dir"
+		for f in $(LC_ALL=C ls -A | LC_ALL=C sort); do
+			[ -f "$f" ] || continue
+			printf '%s\n' "$f"
+			cat "$f"
+		done
+	) | sha256sum | cut -c1-12
+}
+
+# build TOOL VERSION "BIN..." -- go build arguments...
+# Builds into a temporary directory and renames it into place when every
+# binary is there, so an interrupted build is never mistaken for a hit.
+build() {
+	local tool=$1 version=$2 bins=$3
+	shift 3
+	local dir="$cache/$tool-$version-$(tool_key "$tool")" b missing=""
+	for b in $bins; do
+		[ -x "$dir/$b" ] || missing="$missing $b"
+	done
+	if [ -z "$missing" ]; then
+		echo "testenv-build: $tool $version: cached in $dir"
+		return 0
+	fi
+	echo "testenv-build: $tool $version: building$missing into $dir"
+	local tmp="$dir.tmp.$$" start=$SECONDS
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
+	local out="$tmp/"
+	set -- $bins -- "$@"
+	# One binary: name it; several: go build names each after its package.
+	[ "$2" = "--" ] && out="$tmp/$1"
+	while [ "$1" != "--" ]; do shift; done
+	shift
+	(cd "$root/tools/$tool" && nice -n 10 go build -trimpath -o "$out" "$@" 2>&1) || {
+		rm -rf "$tmp"
+		echo "testenv-build: $tool $version: FAILED" >&2
+		return 1
+	}
+	rm -rf "$dir"
+	mv "$tmp" "$dir"
+	echo "testenv-build: $tool $version: built in $((SECONDS - start))s"
+}
+
+build_etcd() {
+	build etcd v3.7.3 "etcd" -ldflags='-s -w' go.etcd.io/etcd/server/v3
+}
+
+build_kube() {
+	local v=$kube_version maj minor
+	maj=${v#v}; maj=${maj%%.*}
+	minor=${v#v*.}; minor=${minor%%.*}
+	local x="-X k8s.io/component-base/version.gitVersion=$v"
+	x="$x -X k8s.io/component-base/version.gitMajor=$maj -X k8s.io/component-base/version.gitMinor=$minor"
+	x="$x -X k8s.io/component-base/version.gitTreeState=clean"
+	x="$x -X k8s.io/client-go/pkg/version.gitVersion=$v"
+	x="$x -X k8s.io/client-go/pkg/version.gitMajor=$maj -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+	build kube "$v" "kube-apiserver kube-controller-manager kube-scheduler kwok" \
+		-ldflags="-s -w $x" \
+		k8s.io/kubernetes/cmd/kube-apiserver \
+		k8s.io/kubernetes/cmd/kube-controller-manager \
+		k8s.io/kubernetes/cmd/kube-scheduler \
+		sigs.k8s.io/kwok/cmd/kwok
+}
+
+build_victorialogs() {
+	build victorialogs v1.52.1 "victoria-logs" -ldflags='-s -w' \
+		github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs
+}
+
+build_otelcol() {
+	build otelcol v0.165.0 "otelcol" -ldflags='-s -w' .
+}
+
+tools=("$@")
+[ ${#tools[@]} -gt 0 ] || tools=(etcd victorialogs otelcol kube)
+total=$SECONDS
+for t in "${tools[@]}"; do
+	"build_$t"
+done
+echo "testenv-build: done in $((SECONDS - total))s"
