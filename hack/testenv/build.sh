@@ -37,7 +37,7 @@ build() {
 	shift 3
 	local dir="$cache/$tool-$version-$(tool_key "$tool")" b missing=""
 	for b in $bins; do
-		[ -x "$dir/$b" ] || missing="$missing $b"
+		[ -f "$dir/$b" ] || missing="$missing $b"
 	done
 	if [ -z "$missing" ]; then
 		echo "testenv-build: $tool $version: cached in $dir"
@@ -53,7 +53,8 @@ build() {
 	[ "$2" = "--" ] && out="$tmp/$1"
 	while [ "$1" != "--" ]; do shift; done
 	shift
-	(cd "$root/tools/$tool" && nice -n 10 go build -trimpath -o "$out" "$@" 2>&1) || {
+	(cd "$root/tools/$tool" && nice -n 10 go build -trimpath -o "$out" "$@" 2>&1) &&
+		if [ -n "${post_build:-}" ]; then (cd "$root/tools/$tool" && "$post_build" "$tmp"); fi || {
 		rm -rf "$tmp"
 		echo "testenv-build: $tool $version: FAILED" >&2
 		return 1
@@ -76,12 +77,26 @@ build_kube() {
 	x="$x -X k8s.io/component-base/version.gitTreeState=clean"
 	x="$x -X k8s.io/client-go/pkg/version.gitVersion=$v"
 	x="$x -X k8s.io/client-go/pkg/version.gitMajor=$maj -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-	build kube "$v" "kube-apiserver kube-controller-manager kube-scheduler kwok" \
+	post_build=kwok_stages build kube "$v" "kube-apiserver kube-controller-manager kube-scheduler kwok kwok-stages.yaml" \
 		-ldflags="-s -w $x" \
 		k8s.io/kubernetes/cmd/kube-apiserver \
 		k8s.io/kubernetes/cmd/kube-controller-manager \
 		k8s.io/kubernetes/cmd/kube-scheduler \
 		sigs.k8s.io/kwok/cmd/kwok
+}
+
+# kwok_stages DIR writes DIR/kwok-stages.yaml: the Stage objects that kwok's
+# module ships (nodes become Ready and keep a Lease; pods become Ready,
+# complete and are deleted), read from the module cache as data.
+kwok_stages() {
+	local src f
+	src="$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage"
+	for f in node/fast/node-initialize.yaml \
+		node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+		pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+		echo "---"
+		cat "$src/$f"
+	done >"$1/kwok-stages.yaml"
 }
 
 build_victorialogs() {
