@@ -9,3 +9,4 @@ go run go.opentelemetry.io/collector/cmd/builder@v0.165.0 \
 	--config=builder-config.yaml --skip-compilation --skip-get-modules
 # One test-only dependency of the generated module is not served by the proxy.
 go mod tidy -e
+gofmt -w ./*.go
