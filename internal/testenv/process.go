@@ -70,6 +70,9 @@ func StartProcess(t TB, c Command) *Process {
 		c.StopTimeout = 15 * time.Second
 	}
 	logDir := filepath.Join(dir, "logs")
+	if ld, ok := t.(interface{ LogDir() string }); ok {
+		logDir = ld.LogDir() // cmd/testenv-up keeps every log in one folder
+	}
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
