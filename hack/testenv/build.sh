@@ -44,7 +44,7 @@ build() {
 		return 0
 	fi
 	echo "testenv-build: $tool $version: building$missing into $dir"
-	local tmp="$dir.tmp.$$" start=$SECONDS
+	local tmp="$dir.tmp.$$"
 	rm -rf "$tmp"
 	mkdir -p "$tmp"
 	local out="$tmp/"
@@ -53,15 +53,18 @@ build() {
 	[ "$2" = "--" ] && out="$tmp/$1"
 	while [ "$1" != "--" ]; do shift; done
 	shift
-	(cd "$root/tools/$tool" && nice -n 10 go build -trimpath -o "$out" "$@" 2>&1) &&
-		if [ -n "${post_build:-}" ]; then (cd "$root/tools/$tool" && "$post_build" "$tmp"); fi || {
+	local TIMEFORMAT="testenv-build: $tool $version: built in %0Rs (CPU: %0Us user, %0Ss system)"
+	if ! time (
+		cd "$root/tools/$tool" || exit 1
+		nice -n 10 go build -trimpath -o "$out" "$@" || exit 1
+		if [ -n "${post_build:-}" ]; then "$post_build" "$tmp"; fi
+	) 2>&1; then
 		rm -rf "$tmp"
 		echo "testenv-build: $tool $version: FAILED" >&2
 		return 1
-	}
+	fi
 	rm -rf "$dir"
 	mv "$tmp" "$dir"
-	echo "testenv-build: $tool $version: built in $((SECONDS - start))s"
 }
 
 build_etcd() {
@@ -112,6 +115,7 @@ tools=("$@")
 [ ${#tools[@]} -gt 0 ] || tools=(etcd victorialogs otelcol kube)
 total=$SECONDS
 for t in "${tools[@]}"; do
+	declare -F "build_$t" >/dev/null || { echo "testenv-build: unknown tool $t (etcd victorialogs otelcol kube)" >&2; exit 2; }
 	"build_$t"
 done
 echo "testenv-build: done in $((SECONDS - total))s"
