@@ -6,7 +6,8 @@
 # hit and the go command is not run for that tool. internal/testenv computes
 # the same key to find the binaries.
 #
-# Usage: hack/testenv/build.sh [tool...]   (default: every tool)
+# Usage: hack/testenv/build.sh [tool...]      build (default: every tool)
+#        hack/testenv/build.sh --key TOOL     print TOOL's cache key
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -110,6 +111,11 @@ build_victorialogs() {
 build_otelcol() {
 	build otelcol v0.165.0 "otelcol" -ldflags='-s -w' .
 }
+
+if [ "${1:-}" = "--key" ]; then
+	tool_key "$2"
+	exit 0
+fi
 
 tools=("$@")
 [ ${#tools[@]} -gt 0 ] || tools=(etcd victorialogs otelcol kube)

@@ -232,6 +232,7 @@ func (p *Process) Stop() error {
 
 // Restart stops the process and starts it again with the same arguments.
 func (p *Process) Restart() error {
+	p.t.Helper()
 	if err := p.Stop(); err != nil {
 		return err
 	}
