@@ -23,6 +23,7 @@ import (
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/event"
+	"github.com/vigil-agent/vigil/rules"
 )
 
 // Options are the parts of an agent that do not come from the
@@ -45,6 +46,13 @@ type Agent struct {
 	events *event.Bus
 	set    *collectorSet
 	mux    *http.ServeMux
+
+	alerts   *rules.Stream
+	pipeline *Pipeline
+	enricher workload.Switch
+	// components are the running section components by name; only Run
+	// and Reload (serialised by reloadMu) touch the map.
+	components map[string]Component
 
 	reloadMu sync.Mutex // serialises reloads
 	cfg      atomic.Pointer[Config]
@@ -77,6 +85,10 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 		events: event.NewBus(),
 		set:    &collectorSet{running: map[string]*runningCollector{}},
 		mux:    http.NewServeMux(),
+
+		alerts:     rules.NewStream(),
+		pipeline:   NewPipeline(),
+		components: map[string]Component{},
 		reloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "vigil_config_last_reload_successful",
 			Help: "Whether the last configuration reload attempt was successful.",
@@ -109,6 +121,12 @@ func (a *Agent) Registry() *prometheus.Registry { return a.reg }
 
 // Events returns the fast-path event bus.
 func (a *Agent) Events() *event.Bus { return a.events }
+
+// Alerts returns the alert stream.
+func (a *Agent) Alerts() *rules.Stream { return a.alerts }
+
+// Pipeline returns the span and log-record pipeline.
+func (a *Agent) Pipeline() *Pipeline { return a.pipeline }
 
 // Config returns the configuration in force.
 func (a *Agent) Config() *Config { return a.cfg.Load() }
@@ -147,6 +165,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	cfg := a.cfg.Load()
 	if err := a.apply(ctx, cfg, true); err != nil {
+		a.listener.Close()
+		return err
+	}
+	if err := a.startComponents(ctx, cfg); err != nil {
+		a.shutdownAll(ctx)
 		a.listener.Close()
 		return err
 	}
@@ -209,7 +232,12 @@ func (a *Agent) Reload(ctx context.Context) error {
 		if a.opts.ListenAddress != "" {
 			cfg.Server.ListenAddress = a.opts.ListenAddress
 		}
-		err = a.apply(ctx, cfg, false)
+		// Components first: their ApplyConfig is all-or-nothing, and the
+		// collector swap below cannot fail once its collectors are built.
+		err = a.reconfigureComponents(ctx, cfg)
+		if err == nil {
+			err = a.apply(ctx, cfg, false)
+		}
 	}
 	if err != nil {
 		a.reloadSuccess.Set(0)
@@ -321,7 +349,84 @@ func (a *Agent) shutdownCollectors(ctx context.Context, rcs []*runningCollector)
 	}
 }
 
+// host returns what a component named name gets from the agent.
+func (a *Agent) host(cfg *Config, name string) *Host {
+	return &Host{
+		Logger:   a.logger.With("component", name),
+		NodeName: nodeName(cfg),
+		Registry: a.reg,
+		Gatherer: a.reg,
+		Events:   a.events,
+		Alerts:   a.alerts,
+		Handle:   a.Handle,
+		Pipeline: a.pipeline,
+	}
+}
+
+// startComponents builds and starts every enabled section component. A
+// component that cannot be built (its configuration cannot work) stops the
+// start-up; one that cannot start is logged and reported down, and the
+// rest of the agent keeps running.
+func (a *Agent) startComponents(ctx context.Context, cfg *Config) error {
+	for _, f := range sectionFactories() {
+		sec := cfg.Sections[f.Name]
+		if f.Enabled != nil && !f.Enabled(sec) {
+			continue
+		}
+		c, err := f.New(sec, a.host(cfg, f.Name))
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.Name, err)
+		}
+		a.components[f.Name] = c
+		up := 1.0
+		if err := c.Start(ctx); err != nil {
+			up = 0
+			a.logger.Error("component failed to start; the rest of the agent keeps running", "component", f.Name, "err", err)
+		}
+		a.componentUp.WithLabelValues(f.Name).Set(up)
+	}
+	return nil
+}
+
+// reconfigureComponents hands each running component its new section.
+// Components that are not Reconfigurable, or that are switched on or off,
+// take the change at the next restart, which is logged.
+func (a *Agent) reconfigureComponents(ctx context.Context, cfg *Config) error {
+	old := a.cfg.Load()
+	for _, f := range sectionFactories() {
+		sec := cfg.Sections[f.Name]
+		c, running := a.components[f.Name]
+		wantRunning := f.Enabled == nil || f.Enabled(sec)
+		if running != wantRunning {
+			a.logger.Warn("enabling or disabling a component takes effect at the next restart", "component", f.Name)
+			continue
+		}
+		if !running || reflect.DeepEqual(old.Sections[f.Name], sec) {
+			continue
+		}
+		rc, ok := c.(Reconfigurable)
+		if !ok {
+			a.logger.Warn("this component's settings take effect at the next restart", "component", f.Name)
+			continue
+		}
+		if err := rc.ApplyConfig(ctx, sec); err != nil {
+			return fmt.Errorf("%s: %w", f.Name, err)
+		}
+	}
+	return nil
+}
+
 func (a *Agent) shutdownAll(ctx context.Context) {
+	factories := sectionFactories()
+	for i := len(factories) - 1; i >= 0; i-- {
+		name := factories[i].Name
+		if c, ok := a.components[name]; ok {
+			if err := c.Shutdown(ctx); err != nil {
+				a.logger.Warn("component shutdown failed", "component", name, "err", err)
+			}
+			delete(a.components, name)
+		}
+	}
 	a.set.mu.Lock()
 	running := a.set.running
 	a.set.running = map[string]*runningCollector{}
@@ -342,11 +447,12 @@ func (a *Agent) settings(cfg *Config, logger *slog.Logger) collectors.Settings {
 			SysFS:  cfg.Global.SysFS,
 			RootFS: cfg.Global.RootFS,
 		},
-		NodeName: nodeName(cfg),
-		Events:   a.events,
-		Enricher: noEnrich{},
-		Traces:   discardTraces,
-		Logs:     discardLogs,
+		NodeName:        nodeName(cfg),
+		Events:          a.events,
+		Enricher:        &a.enricher,
+		ProvideEnricher: a.enricher.Set,
+		Traces:          a.pipeline.Traces(),
+		Logs:            a.pipeline.Logs(),
 	}
 }
 
@@ -361,7 +467,3 @@ func nodeName(cfg *Config) string {
 	h, _ := os.Hostname()
 	return h
 }
-
-type noEnrich struct{}
-
-func (noEnrich) Enrich(*workload.Identity) {}

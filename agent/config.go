@@ -36,6 +36,9 @@ type Config struct {
 	Server     ServerConfig     `yaml:"server"`
 	Log        LogConfig        `yaml:"log"`
 	Collectors CollectorsConfig `yaml:"collectors"`
+	// Sections holds the registered components' sections (rules, healing,
+	// exporters, …) by top-level key; every registered section has an entry.
+	Sections map[string]SectionConfig `yaml:"-"`
 
 	// File is the path the configuration was read from, or "" for the
 	// embedded default.
@@ -100,9 +103,13 @@ func defaultConfig() *Config {
 		},
 		Log:        LogConfig{Level: "info", Format: "auto"},
 		Collectors: CollectorsConfig{},
+		Sections:   map[string]SectionConfig{},
 	}
 	for _, f := range collectors.Factories() {
 		c.Collectors[f.Name] = &CollectorConfig{Enabled: f.DefaultEnabled, Config: f.NewConfig()}
+	}
+	for _, f := range sectionFactories() {
+		c.Sections[f.Name] = f.NewConfig()
 	}
 	return c
 }
@@ -127,15 +134,6 @@ func LoadDefault() (*Config, error) {
 	return Load("<embedded default>", DefaultConfigYAML)
 }
 
-// topLevel mirrors Config for strict decoding of the fixed sections;
-// collectors are decoded section by section.
-type topLevel struct {
-	Global     *GlobalConfig `yaml:"global"`
-	Server     *ServerConfig `yaml:"server"`
-	Log        *LogConfig    `yaml:"log"`
-	Collectors yaml.Node     `yaml:"collectors"`
-}
-
 // Load parses and validates configuration data; file names it in errors.
 func Load(file string, data []byte) (*Config, error) {
 	c := defaultConfig()
@@ -144,11 +142,7 @@ func Load(file string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	if root != nil {
-		top := topLevel{Global: &c.Global, Server: &c.Server, Log: &c.Log}
-		if err := confyaml.Decode(file, "", root, &top); err != nil {
-			return nil, err
-		}
-		if err := c.Collectors.decode(file, &top.Collectors); err != nil {
+		if err := c.decode(file, root); err != nil {
 			return nil, err
 		}
 	}
@@ -156,6 +150,46 @@ func Load(file string, data []byte) (*Config, error) {
 		return nil, &confyaml.Error{File: file, Msg: "invalid configuration:\n" + indent(err.Error())}
 	}
 	return c, nil
+}
+
+// decode fills c from the document's top-level mapping: the agent's own
+// sections, then each registered component's section.
+func (c *Config) decode(file string, root *yaml.Node) error {
+	if root.Kind != yaml.MappingNode {
+		return &confyaml.Error{File: file, Line: root.Line, Column: root.Column, Msg: "the configuration must be a YAML mapping"}
+	}
+	var errs []error
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		var err error
+		switch k.Value {
+		case "global":
+			err = confyaml.Decode(file, k.Value, v, &c.Global)
+		case "server":
+			err = confyaml.Decode(file, k.Value, v, &c.Server)
+		case "log":
+			err = confyaml.Decode(file, k.Value, v, &c.Log)
+		case "collectors":
+			err = c.Collectors.decode(file, v)
+		default:
+			sec, ok := c.Sections[k.Value]
+			if !ok {
+				known := []string{"global", "server", "log", "collectors"}
+				for name := range c.Sections {
+					known = append(known, name)
+				}
+				sort.Strings(known)
+				err = &confyaml.Error{File: file, Line: k.Line, Column: k.Column, Path: k.Value,
+					Msg: "unknown section (known: " + strings.Join(known, ", ") + ")"}
+				break
+			}
+			err = confyaml.Decode(file, k.Value, v, sec)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func indent(s string) string {
@@ -222,10 +256,19 @@ func (cc CollectorsConfig) names() []string {
 // with its field path.
 func (c *Config) Validate() error {
 	var errs []error
-	add := func(path string, err error) {
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+	var add func(path string, err error)
+	add = func(path string, err error) {
+		if err == nil {
+			return
 		}
+		// Prefix every problem of a joined error, not just the first line.
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				add(path, e)
+			}
+			return
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", path, err))
 	}
 	for _, p := range []struct{ name, v string }{{"procfs", c.Global.ProcFS}, {"sysfs", c.Global.SysFS}, {"rootfs", c.Global.RootFS}} {
 		if !strings.HasPrefix(p.v, "/") {
@@ -256,6 +299,11 @@ func (c *Config) Validate() error {
 		sec := c.Collectors[name]
 		if sec.Enabled {
 			add("collectors."+name, sec.Config.Validate())
+		}
+	}
+	for _, f := range sectionFactories() {
+		if sec, ok := c.Sections[f.Name]; ok {
+			add(f.Name, sec.Validate())
 		}
 	}
 	return errors.Join(errs...)

@@ -29,7 +29,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	app := kingpin.New("vigil", "Vigil watches this node and heals it: host, cgroup, eBPF and log telemetry, Prometheus rules evaluated locally, and guarded remediation.")
 	app.UsageWriter(stdout)
 	app.ErrorWriter(stderr)
-	app.Terminate(nil)
+	// --help and --version print and then "terminate"; remember that
+	// instead of exiting, so Main stays testable and runs nothing after.
+	terminated := -1
+	app.Terminate(func(code int) {
+		if terminated < 0 {
+			terminated = code
+		}
+	})
 	app.HelpFlag.Short('h')
 
 	run := app.Command("run", "Run the agent.")
@@ -43,14 +50,24 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 	versionCmd := app.Command("version", "Print version information.")
 
+	extra := map[string]func(stdout, stderr io.Writer) int{}
+	for _, setup := range subcommands {
+		name, run := setup(app)
+		extra[name] = run
+	}
+
 	cmd, err := app.Parse(args)
+	if terminated >= 0 {
+		return terminated
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "vigil: %v (see vigil --help)\n", err)
 		return 2
 	}
 	switch cmd {
-	case "": // --help was handled by kingpin
-		return 0
+	case "":
+		app.Usage(nil)
+		return 2
 	case run.FullCommand():
 		return runAgent(*runConfig, *runListen, stderr)
 	case cfgCheck.FullCommand():
@@ -62,8 +79,16 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, version.Print("vigil"))
 		return 0
 	}
+	if run, ok := extra[cmd]; ok {
+		return run(stdout, stderr)
+	}
 	return 0
 }
+
+// subcommands are added by other files of this package (rules, status, …)
+// from init functions: each declares its command and flags on app and
+// returns the command's full name and what runs it.
+var subcommands []func(app *kingpin.Application) (fullCommand string, run func(stdout, stderr io.Writer) int)
 
 func checkConfig(files []string, stdout, stderr io.Writer) int {
 	code := 0
