@@ -13,10 +13,38 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigil-agent/vigil/collectors/cgroup"
 	"github.com/vigil-agent/vigil/collectors/workload"
 )
 
-// cgroupResolver maps the cgroup IDs the kernel programs report to
+// resolver maps the cgroup IDs the kernel programs report to workload
+// identities; unknown IDs give an empty identity.
+type resolver interface {
+	Identity(id uint64) workload.Identity
+}
+
+// unifiedResolver resolves cgroup2 IDs with the cgroup collector's resolver
+// (open by kernfs handle, then a walk), shared with the cgroup metrics.
+type unifiedResolver struct{ r *cgroup.Resolver }
+
+func (u unifiedResolver) Identity(id uint64) workload.Identity {
+	if id == 0 {
+		return workload.Identity{}
+	}
+	wl, err := u.r.CgroupID(id)
+	if err != nil {
+		return workload.Identity{}
+	}
+	return wl
+}
+
+// noResolver is used when no cgroup hierarchy is usable.
+type noResolver struct{}
+
+func (noResolver) Identity(uint64) workload.Identity { return workload.Identity{} }
+
+// cgroupResolver maps the cgroup IDs of the v1 memory hierarchy (which the
+// cgroup collector's resolver does not cover: it knows cgroup2 IDs only) the kernel programs report to
 // workload identities. A cgroup's ID is its kernfs node ID, which is also
 // the inode number of its directory, so the hierarchy is walked and indexed
 // by inode; a miss re-walks it at most once per minWalkInterval.

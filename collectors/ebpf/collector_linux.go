@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/collectors/cgroup"
 )
 
 // collector is the eBPF collector. Start discovers what the kernel offers
@@ -41,7 +42,7 @@ type collector struct {
 	probe func(*Config, *slog.Logger) *capabilities
 
 	clock    clock
-	cgroups  *cgroupResolver
+	cgroups  resolver
 	handlers *handlers
 	spans    *spanQueue
 }
@@ -81,8 +82,16 @@ func (c *collector) Start(ctx context.Context) error {
 	root, memory, err := cgroupMount(procFS, c.cfg.CgroupHierarchy)
 	if err != nil {
 		c.log.Warn("cannot attribute eBPF events to workloads", "reason", err)
-	} else {
+	} else if memory {
 		c.cgroups = newCgroupResolver(root, c.set.Enricher)
+		c.log.Info("attributing eBPF events to workloads by cgroup", "hierarchy", root)
+	} else {
+		paths := c.set.Paths
+		paths.ProcFS = procFS
+		if paths.SysFS == "" {
+			paths.SysFS = "/sys"
+		}
+		c.cgroups = unifiedResolver{cgroup.NewResolver(paths, c.set.Enricher)}
 		c.log.Info("attributing eBPF events to workloads by cgroup", "hierarchy", root)
 	}
 	caps := c.probe(c.cfg, c.log)

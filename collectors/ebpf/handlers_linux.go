@@ -21,7 +21,7 @@ import (
 type handlers struct {
 	cfg     *Config
 	m       *metrics
-	cgroups *cgroupResolver
+	cgroups resolver
 	clock   clock
 	bus     *event.Bus
 	spans   *spanQueue
@@ -37,7 +37,10 @@ type handlers struct {
 	pending        map[connKey]*pendingRequest
 }
 
-func newHandlers(cfg *Config, m *metrics, cg *cgroupResolver, clk clock, bus *event.Bus, spans *spanQueue, log *slog.Logger) *handlers {
+func newHandlers(cfg *Config, m *metrics, cg resolver, clk clock, bus *event.Bus, spans *spanQueue, log *slog.Logger) *handlers {
+	if cg == nil {
+		cg = noResolver{}
+	}
 	return &handlers{cfg: cfg, m: m, cgroups: cg, clock: clk, bus: bus, spans: spans, log: log,
 		pending: map[connKey]*pendingRequest{}, tcpCache: map[tcpKey]*tcpSeries{}, httpCache: map[httpKey]httpSeries{}}
 }

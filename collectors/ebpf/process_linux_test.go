@@ -115,3 +115,36 @@ func TestOOMKill(t *testing.T) {
 		eventually(t, c.metric, func() bool { return env.value(t, c.metric, c.labels) >= 1 })
 	}
 }
+
+// TestUnifiedHierarchy attributes by cgroup2 IDs (what a pure v2 node
+// uses), resolved through the cgroup collector's resolver.
+func TestUnifiedHierarchy(t *testing.T) {
+	cfg := NewConfig()
+	cfg.CgroupHierarchy = "unified"
+	env := startCollector(t, cfg)
+	root, _, err := cgroupMount("/proc", "unified")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const unit = "vigil-ebpf-test-v2.service"
+	dir := filepath.Join(root, unit)
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		eventually(t, "cgroup2 test directory removed", func() bool {
+			err := os.Remove(dir)
+			return err == nil || os.IsNotExist(err)
+		})
+	})
+	cmd := inCgroup(dir, "sh", "-c", "exit 4")
+	if err := cmd.Run(); err == nil {
+		t.Fatal("sh -c 'exit 4' succeeded")
+	}
+	ev := env.waitEvent(t, "sh exiting with 4", func(e event.Event) bool {
+		return e.Kind == event.ProcessExit && e.PID == uint32(cmd.Process.Pid)
+	})
+	if ev.ExitCode != 4 || ev.Workload.SystemdUnit != unit || ev.Workload.CgroupPath != "/"+unit {
+		t.Errorf("exit event = %+v, want code 4 in %s", ev, unit)
+	}
+}
