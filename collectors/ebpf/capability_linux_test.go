@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -139,4 +141,54 @@ func unprivilegedCollector() error {
 	}
 	fmt.Printf("loaded=%d of=%d\n", loaded, len(programs))
 	return nil
+}
+
+// TestEventsLostAreCounted overflows a one-page ring buffer that is read
+// only every 5s, and checks the loss is exported per program.
+func TestEventsLostAreCounted(t *testing.T) {
+	cfg := NewConfig()
+	cfg.RingBufferBytes = 4096
+	cfg.PollInterval = 5 * time.Second
+	cfg.WakeupThreshold = 1 << 30
+	cfg.Programs = ProgramsConfig{TCP: true}
+	env := startCollector(t, cfg)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for range 200 {
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	eventually(t, "events lost in tcp_state", func() bool {
+		return env.value(t, "vigil_ebpf_events_lost_total", map[string]string{"program": "tcp_state"}) > 0
+	})
+}
+
+// TestBPFStats exports the kernel's per-program run time and count.
+func TestBPFStats(t *testing.T) {
+	cfg := NewConfig()
+	cfg.BPFStats = true
+	env := startCollector(t, cfg)
+	c, err := net.Dial("tcp4", "127.0.0.1:1") // refused: still a state change
+	if err == nil {
+		c.Close()
+	}
+	eventually(t, "tcp_state runs counted", func() bool {
+		return env.value(t, "vigil_ebpf_program_runs_total", map[string]string{"program": "tcp_state"}) > 0 &&
+			env.value(t, "vigil_ebpf_program_run_seconds_total", map[string]string{"program": "tcp_state"}) > 0
+	})
 }
