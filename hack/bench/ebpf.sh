@@ -9,4 +9,6 @@ if [ "$(id -u)" != 0 ]; then
   echo "ebpf bench: skipped, loading eBPF programs needs root"
   exit 0
 fi
-go run ./collectors/ebpf/cmd/ebpf-overhead -connections "${EBPF_BENCH_CONNECTIONS:-20000}" -requests "${EBPF_BENCH_REQUESTS:-20000}" -rounds "${EBPF_BENCH_ROUNDS:-3}"
+go build -o "${TMPDIR:-/tmp}/vigil-ebpf-overhead" ./collectors/ebpf/cmd/ebpf-overhead
+"${TMPDIR:-/tmp}/vigil-ebpf-overhead" -connections "${EBPF_BENCH_CONNECTIONS:-20000}" -requests "${EBPF_BENCH_REQUESTS:-20000}" -rounds "${EBPF_BENCH_ROUNDS:-3}" ${EBPF_BENCH_FLAGS:-}
+rm -f "${TMPDIR:-/tmp}/vigil-ebpf-overhead"

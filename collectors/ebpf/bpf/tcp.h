@@ -134,6 +134,11 @@ int BPF_PROG(vigil_tcp_state, const struct sock *sk, const int oldstate, const i
 	__u64 now;
 	struct vigil_tcp_sock *s;
 
+	// Most transitions (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, TIME_WAIT,
+	// CLOSING) say nothing the metrics need: leave before any read.
+	if (newstate != VIGIL_TCP_SYN_SENT && newstate != VIGIL_TCP_LISTEN && newstate != VIGIL_TCP_SYN_RECV &&
+	    newstate != VIGIL_TCP_ESTABLISHED && newstate != VIGIL_TCP_CLOSE)
+		return 0;
 	if (BPF_CORE_READ(sk, sk_protocol) != VIGIL_IPPROTO_TCP)
 		return 0;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -17,8 +18,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,7 +38,15 @@ func main() {
 	reqs := flag.Int("requests", 20000, "requests per round of the keep-alive HTTP loop")
 	rounds := flag.Int("rounds", 3, "rounds per mode; the median is reported")
 	flag.BoolVar(&bpfStats, "bpf-stats", false, "enable the kernel's BPF run-time statistics and report each program's cost (adds a little overhead)")
+	agentMode := flag.Bool("agent", false, "internal: run only the collector until stdin closes, then print its counters")
 	flag.Parse()
+	if *agentMode {
+		if err := runAgent(); err != nil {
+			fmt.Fprintln(os.Stderr, "ebpf-overhead agent:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*conns, *reqs, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "ebpf-overhead:", err)
 		os.Exit(1)
@@ -99,6 +110,88 @@ func (a *agent) sum(name string) float64 {
 		}
 	}
 	return s
+}
+
+// runAgent is the collector in its own process, as the agent runs it
+// beside the workloads: it prints "ready", runs until stdin closes, then
+// prints "events lost" and the per-program kernel statistics.
+func runAgent() error {
+	a, err := startAgent()
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	time.Sleep(300 * time.Millisecond) // let the reader drain
+	runTime, runs := map[string]float64{}, map[string]float64{}
+	a.addStats(runTime, runs)
+	fmt.Printf("%f %f\n", a.sum("vigil_ebpf_events_total"), a.sum("vigil_ebpf_events_lost_total"))
+	for p := range runTime {
+		fmt.Printf("%s %f %f\n", p, runTime[p], runs[p])
+	}
+	return a.stop()
+}
+
+// agentProc is a running agent child process.
+type agentProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+func spawnAgent() (*agentProc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-agent"}
+	if bpfStats {
+		args = append(args, "-bpf-stats")
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &agentProc{cmd: cmd, stdin: in, out: bufio.NewReader(outPipe)}
+	if line, err := p.out.ReadString('\n'); err != nil || line != "ready\n" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("agent did not start: %q %v", line, err)
+	}
+	return p, nil
+}
+
+// finish stops the agent and returns its events, losses, kernel stats and
+// the CPU time it used.
+func (p *agentProc) finish(runTime, runs map[string]float64) (events, lost float64, cpu time.Duration, err error) {
+	p.stdin.Close()
+	if _, err = fmt.Fscanf(p.out, "%f %f\n", &events, &lost); err != nil {
+		return
+	}
+	for {
+		var name string
+		var rt, n float64
+		if _, e := fmt.Fscanf(p.out, "%s %f %f\n", &name, &rt, &n); e != nil {
+			break
+		}
+		runTime[name] += rt
+		runs[name] += n
+	}
+	if err = p.cmd.Wait(); err != nil {
+		return
+	}
+	ru := p.cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return
 }
 
 // addStats adds each program's run time and run count.
@@ -187,13 +280,23 @@ func run(conns, reqs, rounds int) error {
 	type result struct{ without, with []time.Duration }
 	var tcp, web result
 	var events, lost float64
-	var eventTime time.Duration
+	var eventTime, agentCPU time.Duration
 	runTime, runs := map[string]float64{}, map[string]float64{}
 	// Warm up both paths once.
 	if _, err := connectLoop(ln.Addr().String(), 1000); err != nil {
 		return err
 	}
 	if _, err := httpLoop(url, 1000); err != nil {
+		return err
+	}
+	// The agent's CPU time with no traffic (start-up: BTF, loading,
+	// attaching; shut-down), subtracted from the rounds' agent CPU.
+	idle, err := spawnAgent()
+	if err != nil {
+		return err
+	}
+	_, _, idleCPU, err := idle.finish(map[string]float64{}, map[string]float64{})
+	if err != nil {
 		return err
 	}
 	for range rounds {
@@ -207,11 +310,10 @@ func run(conns, reqs, rounds int) error {
 		}
 		web.without = append(web.without, d)
 
-		a, err := startAgent()
+		a, err := spawnAgent()
 		if err != nil {
 			return err
 		}
-		before := a.sum("vigil_ebpf_events_total")
 		t0 := time.Now()
 		if d, err = connectLoop(ln.Addr().String(), conns); err != nil {
 			return err
@@ -221,17 +323,14 @@ func run(conns, reqs, rounds int) error {
 			return err
 		}
 		web.with = append(web.with, d)
-		// Let the reader drain what was submitted without a wake-up.
-		time.Sleep(300 * time.Millisecond)
-		events += a.sum("vigil_ebpf_events_total") - before
 		eventTime += time.Since(t0)
-		lost += a.sum("vigil_ebpf_events_lost_total")
-		if bpfStats {
-			a.addStats(runTime, runs)
-		}
-		if err := a.stop(); err != nil {
+		ev, lo, cpu, err := a.finish(runTime, runs)
+		if err != nil {
 			return err
 		}
+		events += ev
+		lost += lo
+		agentCPU += cpu
 	}
 
 	fmt.Printf("%-34s %12s %12s %8s\n", "scenario (median of "+fmt.Sprint(rounds)+" rounds)", "without", "with eBPF", "ratio")
@@ -242,6 +341,9 @@ func run(conns, reqs, rounds int) error {
 	row(fmt.Sprintf("connect loop, %d connections", conns), tcp)
 	row(fmt.Sprintf("keep-alive HTTP, %d requests", reqs), web)
 	fmt.Printf("%-34s %12.0f events/s over %d rounds (%.0f events), lost %.0f\n", "events consumed", events/eventTime.Seconds(), rounds, events, lost)
+	busy := agentCPU - time.Duration(rounds)*idleCPU
+	fmt.Printf("%-34s %12s over %d rounds (start-up %s each excluded): %.1f µs per connection+request\n", "agent process CPU (user+sys)",
+		busy.Round(time.Millisecond), rounds, idleCPU.Round(time.Millisecond), float64(busy.Microseconds())/float64(rounds*(conns+reqs)))
 	if bpfStats {
 		total := 0.0
 		for _, p := range slices.Sorted(maps.Keys(runTime)) {
