@@ -1,7 +1,9 @@
 package exporters
 
 import (
+	"maps"
 	"os"
+	"slices"
 	"runtime"
 	"strings"
 
@@ -102,8 +104,8 @@ func (n NodeResource) Apply(attrs pcommon.Map) {
 	put(AttrOSType, n.OSType)
 	put(AttrK8sNodeName, n.K8sNodeName)
 	put(AttrServiceName, "vigil")
-	for k, v := range n.Extra {
-		attrs.PutStr(k, v)
+	for _, k := range slices.Sorted(maps.Keys(n.Extra)) {
+		attrs.PutStr(k, n.Extra[k])
 	}
 }
 
