@@ -119,6 +119,7 @@ func buildExporter(ctx context.Context, c *Config, full string, e *ExporterConfi
 		// Names are Prometheus names already: no suffixes added.
 		pc.TranslationStrategy = "UnderscoreEscapingWithoutSuffixes"
 		pc.SendMetadata = true
+		pc.DisableScopeInfo = true
 		cfg = pc
 	default:
 		s, err := c.resolveOTLP(typ, e, signal)
