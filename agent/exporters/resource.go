@@ -3,8 +3,8 @@ package exporters
 import (
 	"maps"
 	"os"
-	"slices"
 	"runtime"
+	"slices"
 	"strings"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
