@@ -156,7 +156,15 @@ func TestSeveralTargetsAtOnce(t *testing.T) {
 			return m > 0 && l == 3 && sp == 2
 		})
 	}
-	waitFor(t, "remote write to finish", func() bool {
+	// The sink has the data a moment before the exporter hears back.
+	waitFor(t, "every queue to empty", func() bool {
+		for _, tg := range []string{"otlp/grpc", "otlphttp/http", "prometheusremotewrite/prom"} {
+			for _, sig := range []string{SignalMetrics, SignalLogs, SignalTraces} {
+				if counter(reg, "vigil_exporter_queue_length", tg, sig) > 0 {
+					return false
+				}
+			}
+		}
 		return counter(reg, "vigil_exporter_sent_total", "prometheusremotewrite/prom", SignalMetrics) > 0
 	})
 
@@ -285,9 +293,9 @@ func TestOutageWithinBoundLosesNothing(t *testing.T) {
 	if d := counter(reg, "vigil_exporter_dropped_total", "otlphttp/backend", SignalLogs); d != 0 {
 		t.Errorf("dropped = %v, want 0", d)
 	}
-	if n := counter(reg, "vigil_exporter_sent_total", "otlphttp/backend", SignalLogs); n != 510 {
-		t.Errorf("sent = %v, want 510", n)
-	}
+	waitFor(t, "sent_total to reach 510", func() bool {
+		return counter(reg, "vigil_exporter_sent_total", "otlphttp/backend", SignalLogs) == 510
+	})
 }
 
 // TestOutageBeyondBoundDropsOldest overfills the queue during an outage:
