@@ -33,6 +33,8 @@ type sink struct {
 	grpcAddr string
 	// delay holds every HTTP request this long (a slow backend).
 	delay time.Duration
+	// discard makes the sink only read and count requests (benchmarks).
+	discard bool
 
 	mu      sync.Mutex
 	metrics []pmetric.Metrics
@@ -111,6 +113,14 @@ func (s *sink) handle(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var body io.Reader = r.Body
+	if s.discard {
+		_, _ = io.Copy(io.Discard, r.Body)
+		s.mu.Lock()
+		s.reqs++
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	if r.Header.Get("Content-Encoding") == "gzip" {
 		zr, err := gzip.NewReader(r.Body)
 		if err != nil {
@@ -170,6 +180,9 @@ func (g *grpcMetrics) Export(_ context.Context, req pmetricotlp.ExportRequest) (
 	g.s.mu.Lock()
 	defer g.s.mu.Unlock()
 	g.s.reqs++
+	if g.s.discard {
+		return pmetricotlp.NewExportResponse(), nil
+	}
 	md := pmetric.NewMetrics()
 	req.Metrics().CopyTo(md)
 	g.s.metrics = append(g.s.metrics, md)
