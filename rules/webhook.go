@@ -70,6 +70,9 @@ type webhookState struct {
 }
 
 func newWebhook(cfg WebhookConfig, pub *publisher, reg prometheus.Registerer, logger *slog.Logger) (*webhook, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	w := &webhook{pub: pub, logger: logger,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_rules_webhook_requests_total",
