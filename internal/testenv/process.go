@@ -262,6 +262,9 @@ func (p *Process) keepLog() {
 	kept := "not kept"
 	if err := os.MkdirAll(dir, 0o755); err == nil {
 		dst := filepath.Join(dir, p.cmd.Name+".log")
+		for i := 2; fileExists(dst); i++ { // two servers of one name in a test
+			dst = filepath.Join(dir, fmt.Sprintf("%s-%d.log", p.cmd.Name, i))
+		}
 		if err := copyFile(p.logPath, dst); err == nil {
 			kept = "kept at " + dst
 		}
@@ -277,6 +280,11 @@ func sanitize(name string) string {
 		}
 		return '_'
 	}, name)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func copyFile(src, dst string) error {
