@@ -254,6 +254,7 @@ func (p *Process) LogTail(n int) string {
 
 // keepLog prints the log's tail and copies the log out of the temp folder.
 func (p *Process) keepLog() {
+	p.t.Helper()
 	dir := os.Getenv(EnvLogDir)
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "vigil-testenv-logs")
