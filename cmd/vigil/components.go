@@ -5,5 +5,6 @@ package main
 import (
 	_ "github.com/vigil-agent/vigil/collectors/cgroup"
 	_ "github.com/vigil-agent/vigil/collectors/host"
+	_ "github.com/vigil-agent/vigil/collectors/kube"
 	_ "github.com/vigil-agent/vigil/collectors/logs"
 )
