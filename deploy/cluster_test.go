@@ -461,7 +461,10 @@ collectors:
 			return sa.PolicyV1().Evictions(ns).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: p2}})
 		}},
 		{"delete-pod", func(ctx context.Context) error { return pods.Delete(ctx, p1, metav1.DeleteOptions{}) }},
-		{"get node", func(ctx context.Context) error { _, err := sa.CoreV1().Nodes().Get(ctx, self, metav1.GetOptions{}); return err }},
+		{"get node", func(ctx context.Context) error {
+			_, err := sa.CoreV1().Nodes().Get(ctx, self, metav1.GetOptions{})
+			return err
+		}},
 		{"cordon: patch node", func(ctx context.Context) error {
 			_, err := sa.CoreV1().Nodes().Patch(ctx, self, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{})
 			return err
@@ -493,17 +496,26 @@ collectors:
 	}
 	restart := []byte(`{"spec":{"template":{"metadata":{"annotations":{"vigil.dev/restartedAt":"` + time.Now().UTC().Format(time.RFC3339) + `"}}}}}`)
 	calls = append(calls,
-		call{"get deployment", func(ctx context.Context) error { _, err := apps.Deployments(ns).Get(ctx, "web", metav1.GetOptions{}); return err }},
+		call{"get deployment", func(ctx context.Context) error {
+			_, err := apps.Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+			return err
+		}},
 		call{"rollout-restart deployment", func(ctx context.Context) error {
 			_, err := apps.Deployments(ns).Patch(ctx, "web", types.StrategicMergePatchType, restart, metav1.PatchOptions{})
 			return err
 		}},
-		call{"get statefulset", func(ctx context.Context) error { _, err := apps.StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{}); return err }},
+		call{"get statefulset", func(ctx context.Context) error {
+			_, err := apps.StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
+			return err
+		}},
 		call{"rollout-restart statefulset", func(ctx context.Context) error {
 			_, err := apps.StatefulSets(ns).Patch(ctx, "db", types.StrategicMergePatchType, restart, metav1.PatchOptions{})
 			return err
 		}},
-		call{"get daemonset", func(ctx context.Context) error { _, err := apps.DaemonSets(ns).Get(ctx, "agent", metav1.GetOptions{}); return err }},
+		call{"get daemonset", func(ctx context.Context) error {
+			_, err := apps.DaemonSets(ns).Get(ctx, "agent", metav1.GetOptions{})
+			return err
+		}},
 		call{"rollout-restart daemonset", func(ctx context.Context) error {
 			_, err := apps.DaemonSets(ns).Patch(ctx, "agent", types.StrategicMergePatchType, restart, metav1.PatchOptions{})
 			return err
@@ -553,7 +565,10 @@ collectors:
 
 	// And what it must not do.
 	denied := []call{
-		{"list secrets", func(ctx context.Context) error { _, err := sa.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); return err }},
+		{"list secrets", func(ctx context.Context) error {
+			_, err := sa.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+			return err
+		}},
 		{"create pod", func(ctx context.Context) error {
 			_, err := pods.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x"}, Spec: tmpl.Spec}, metav1.CreateOptions{})
 			return err
@@ -563,7 +578,9 @@ collectors:
 			_, err := apps.Deployments(ns).Patch(ctx, "web", types.MergePatchType, []byte(`{"spec":{"replicas":9}}`), metav1.PatchOptions{}, "scale")
 			return err
 		}},
-		{"delete deployment", func(ctx context.Context) error { return apps.Deployments(ns).Delete(ctx, "web", metav1.DeleteOptions{}) }},
+		{"delete deployment", func(ctx context.Context) error {
+			return apps.Deployments(ns).Delete(ctx, "web", metav1.DeleteOptions{})
+		}},
 		{"create lease outside vigil", func(ctx context.Context) error {
 			_, err := sa.CoordinationV1().Leases(ns).Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{})
 			return err
