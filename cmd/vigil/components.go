@@ -6,5 +6,6 @@ import (
 	_ "github.com/vigil-agent/vigil/collectors/cgroup"
 	_ "github.com/vigil-agent/vigil/collectors/ebpf"
 	_ "github.com/vigil-agent/vigil/collectors/host"
+	_ "github.com/vigil-agent/vigil/collectors/kube"
 	_ "github.com/vigil-agent/vigil/collectors/logs"
 )
