@@ -12,10 +12,10 @@ type cordon struct{}
 
 func init() { Register(cordon{}) }
 
-func (cordon) Name() string           { return "cordon" }
-func (cordon) Scope() Scope           { return ScopeCluster }
-func (cordon) Params() []Param        { return []Param{paramNode} }
-func (cordon) Target(a Args) Target   { return Target{Kind: "Node", Name: a.Str("node")} }
+func (cordon) Name() string         { return "cordon" }
+func (cordon) Scope() Scope         { return ScopeCluster }
+func (cordon) Params() []Param      { return []Param{paramNode} }
+func (cordon) Target(a Args) Target { return Target{Kind: "Node", Name: a.Str("node")} }
 func (cordon) Act(ctx context.Context, env *Env, a Args) (string, error) {
 	if err := cordonNode(ctx, env, a.Str("node")); err != nil {
 		return "", err

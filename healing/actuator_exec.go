@@ -26,11 +26,12 @@ func (execRunbook) Params() []Param {
 		{Name: "command", Required: true, List: true, Doc: "argv: an absolute program path, then its arguments"},
 		{Name: "timeout", Default: "60s", Check: checkDuration, Doc: "killed (with its children) after this"},
 		{Name: "dir", Default: "/", Check: checkAbs, Doc: "working directory"},
+		{Name: "target", Doc: "what the script acts on, for cooldowns and records (default: the program path)"},
 	}
 }
 func (execRunbook) Target(a Args) Target {
-	name := ""
-	if c := a.List("command"); len(c) > 0 {
+	name := a.Str("target")
+	if c := a.List("command"); name == "" && len(c) > 0 {
 		name = c[0]
 	}
 	return Target{Kind: "Command", Name: name}

@@ -144,5 +144,5 @@ func (c *Config) LoadPolicies() (*Tree, error) {
 	if c.PolicyFile != "" {
 		return LoadPolicyFile(c.PolicyFile)
 	}
-	return CompilePolicies("", "healing.policies", &c.Policies)
+	return CompilePolicies("", "policies", &c.Policies)
 }

@@ -53,6 +53,8 @@ type Engine struct {
 	tree atomic.Pointer[Tree]
 
 	paused atomic.Bool
+	// handled counts alerts Handle has finished dispatching.
+	handled atomic.Uint64
 
 	mu        sync.Mutex
 	incidents map[string]*incident
@@ -251,6 +253,7 @@ func fingerprint(a rules.Alert) string {
 // runbooks; a firing one starts a runbook for each matching policy that is
 // not already running for it.
 func (e *Engine) Handle(a rules.Alert) {
+	defer e.handled.Add(1)
 	e.m.alerts.Inc()
 	fp := fingerprint(a)
 	if a.State == rules.StateResolved {
