@@ -49,6 +49,7 @@ type Agent struct {
 
 	alerts   *rules.Stream
 	pipeline *Pipeline
+	enricher workload.Switch
 	// components are the running section components by name; only Run
 	// and Reload (serialised by reloadMu) touch the map.
 	components map[string]Component
@@ -446,11 +447,12 @@ func (a *Agent) settings(cfg *Config, logger *slog.Logger) collectors.Settings {
 			SysFS:  cfg.Global.SysFS,
 			RootFS: cfg.Global.RootFS,
 		},
-		NodeName: nodeName(cfg),
-		Events:   a.events,
-		Enricher: noEnrich{},
-		Traces:   a.pipeline.Traces(),
-		Logs:     a.pipeline.Logs(),
+		NodeName:        nodeName(cfg),
+		Events:          a.events,
+		Enricher:        &a.enricher,
+		ProvideEnricher: a.enricher.Set,
+		Traces:          a.pipeline.Traces(),
+		Logs:            a.pipeline.Logs(),
 	}
 }
 
@@ -465,7 +467,3 @@ func nodeName(cfg *Config) string {
 	h, _ := os.Hostname()
 	return h
 }
-
-type noEnrich struct{}
-
-func (noEnrich) Enrich(*workload.Identity) {}

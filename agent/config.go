@@ -256,10 +256,19 @@ func (cc CollectorsConfig) names() []string {
 // with its field path.
 func (c *Config) Validate() error {
 	var errs []error
-	add := func(path string, err error) {
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+	var add func(path string, err error)
+	add = func(path string, err error) {
+		if err == nil {
+			return
 		}
+		// Prefix every problem of a joined error, not just the first line.
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				add(path, e)
+			}
+			return
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", path, err))
 	}
 	for _, p := range []struct{ name, v string }{{"procfs", c.Global.ProcFS}, {"sysfs", c.Global.SysFS}, {"rootfs", c.Global.RootFS}} {
 		if !strings.HasPrefix(p.v, "/") {

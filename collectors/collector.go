@@ -65,6 +65,10 @@ type Settings struct {
 	// Enricher adds Kubernetes metadata to workload identities. Never nil;
 	// without Kubernetes it leaves identities unchanged.
 	Enricher workload.Enricher
+	// ProvideEnricher lets a metadata collector (Kubernetes) become the
+	// Enricher every collector's Settings.Enricher delegates to; pass nil
+	// at Shutdown.
+	ProvideEnricher func(workload.Enricher)
 	// Traces receives spans the collector produces (for example one per
 	// HTTP request seen by eBPF). Never nil.
 	Traces consumer.Traces

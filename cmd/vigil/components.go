@@ -2,4 +2,7 @@ package main
 
 // Every collector registers itself from its package's init function; this
 // file is the one place that says which are compiled into the binary.
-import ()
+import (
+	_ "github.com/vigil-agent/vigil/collectors/cgroup"
+	_ "github.com/vigil-agent/vigil/collectors/host"
+)

@@ -29,7 +29,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	app := kingpin.New("vigil", "Vigil watches this node and heals it: host, cgroup, eBPF and log telemetry, Prometheus rules evaluated locally, and guarded remediation.")
 	app.UsageWriter(stdout)
 	app.ErrorWriter(stderr)
-	app.Terminate(nil)
+	// --help and --version print and then "terminate"; remember that
+	// instead of exiting, so Main stays testable and runs nothing after.
+	terminated := -1
+	app.Terminate(func(code int) {
+		if terminated < 0 {
+			terminated = code
+		}
+	})
 	app.HelpFlag.Short('h')
 
 	run := app.Command("run", "Run the agent.")
@@ -50,13 +57,17 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 
 	cmd, err := app.Parse(args)
+	if terminated >= 0 {
+		return terminated
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "vigil: %v (see vigil --help)\n", err)
 		return 2
 	}
 	switch cmd {
-	case "": // --help was handled by kingpin
-		return 0
+	case "":
+		app.Usage(nil)
+		return 2
 	case run.FullCommand():
 		return runAgent(*runConfig, *runListen, stderr)
 	case cfgCheck.FullCommand():

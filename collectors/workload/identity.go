@@ -9,6 +9,7 @@ package workload
 import (
 	"path"
 	"strings"
+	"sync/atomic"
 )
 
 // Identity names the workload a process, cgroup or log stream belongs to.
@@ -216,4 +217,27 @@ func isUID(s string) bool {
 		}
 	}
 	return true
+}
+
+// Switch is an Enricher that delegates to whichever Enricher was set last,
+// so the Kubernetes metadata collector can provide enrichment to the
+// collectors built before it. Its zero value leaves identities unchanged.
+type Switch struct {
+	e atomic.Pointer[Enricher]
+}
+
+// Set makes s delegate to e; nil restores the no-op.
+func (s *Switch) Set(e Enricher) {
+	if e == nil {
+		s.e.Store(nil)
+		return
+	}
+	s.e.Store(&e)
+}
+
+// Enrich implements Enricher.
+func (s *Switch) Enrich(id *Identity) {
+	if p := s.e.Load(); p != nil {
+		(*p).Enrich(id)
+	}
 }

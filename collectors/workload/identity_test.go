@@ -34,6 +34,12 @@ func TestFromCgroupPath(t *testing.T) {
 		{"systemd service", "/system.slice/nginx.service", Identity{SystemdUnit: "nginx.service"}},
 		{"templated service", "/system.slice/system-getty.slice/getty@tty1.service", Identity{SystemdUnit: "getty@tty1.service"}},
 		{"user service", "/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service", Identity{SystemdUnit: "foo.service"}},
+		{"cgroupfs driver below a parent cgroup",
+			"/vigil-test-0a1b/kubepods/burstable/pod" + uid + "/" + cid,
+			Identity{ContainerID: cid, PodUID: uid, QoSClass: "burstable"}},
+		{"cri-o conmon scope", "/kubepods.slice/kubepods-pod" + uidSystemd + ".slice/crio-conmon-" + cid + ".scope",
+			Identity{ContainerID: cid, Runtime: "cri-o", PodUID: uid, QoSClass: "guaranteed"}},
+		{"qos slice only", "/kubepods.slice/kubepods-burstable.slice", Identity{QoSClass: "burstable"}},
 		{"root", "/", Identity{}},
 		{"unknown", "/vigil-test/job1", Identity{}},
 	}
@@ -73,4 +79,28 @@ func FuzzFromCgroupPath(f *testing.F) {
 		}
 		_ = id.String()
 	})
+}
+
+type podNamer struct{}
+
+func (podNamer) Enrich(id *Identity) { id.Pod = "web-1" }
+
+func TestSwitchDelegatesToTheLastEnricher(t *testing.T) {
+	var s Switch
+	id := Identity{PodUID: "u"}
+	s.Enrich(&id)
+	if id.Pod != "" {
+		t.Fatal("zero Switch changed the identity")
+	}
+	s.Set(podNamer{})
+	s.Enrich(&id)
+	if id.Pod != "web-1" {
+		t.Fatalf("Pod = %q after Set", id.Pod)
+	}
+	s.Set(nil)
+	id.Pod = ""
+	s.Enrich(&id)
+	if id.Pod != "" {
+		t.Fatal("Set(nil) did not restore the no-op")
+	}
 }
