@@ -70,6 +70,10 @@ type SystemdConfig struct {
 	// Address is a D-Bus address; empty means systemd's private socket,
 	// then the system bus.
 	Address string `yaml:"address"`
+	// Direct says Address is systemd's private socket (a peer-to-peer
+	// connection, no bus daemon); assumed for addresses ending in
+	// /systemd/private.
+	Direct bool `yaml:"direct"`
 }
 
 // DefaultReadinessCondition is the readiness gate condition type that

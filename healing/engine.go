@@ -117,7 +117,7 @@ func New(cfg *Config, opts Options) (*Engine, error) {
 	}
 	sd := opts.Systemd
 	if sd == nil {
-		sd = systemdDialer(cfg.Systemd.Address)
+		sd = systemdDialer(cfg.Systemd.Address, cfg.Systemd.Direct)
 	}
 	env := &Env{
 		Kube: kube, NodeName: opts.NodeName, Identity: identity, Systemd: sd, HTTP: httpc,

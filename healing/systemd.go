@@ -3,6 +3,9 @@ package healing
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
@@ -10,9 +13,10 @@ import (
 )
 
 // systemdDialer returns how the systemd actuators reach systemd: the
-// D-Bus address given, or systemd's private socket and then the system
-// bus.
-func systemdDialer(address string) func(ctx context.Context) (*sdbus.Conn, error) {
+// D-Bus address given (a bus, or systemd's private socket such as
+// unix:path=/run/systemd/private), or by default systemd's private socket
+// and then the system bus.
+func systemdDialer(address string, direct bool) func(ctx context.Context) (*sdbus.Conn, error) {
 	if address == "" {
 		return func(ctx context.Context) (*sdbus.Conn, error) { return sdbus.NewWithContext(ctx) }
 	}
@@ -22,13 +26,18 @@ func systemdDialer(address string) func(ctx context.Context) (*sdbus.Conn, error
 			if err != nil {
 				return nil, err
 			}
-			if err := c.Auth(nil); err != nil {
+			// EXTERNAL with the numeric uid, as systemd's own clients do.
+			if err := c.Auth([]godbus.Auth{godbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
 				c.Close()
 				return nil, err
 			}
-			if err := c.Hello(); err != nil {
-				c.Close()
-				return nil, err
+			// systemd's private socket is peer-to-peer: there is no bus
+			// daemon to say Hello to.
+			if !direct && !strings.HasSuffix(address, "/systemd/private") {
+				if err := c.Hello(); err != nil {
+					c.Close()
+					return nil, err
+				}
 			}
 			return c, nil
 		})
