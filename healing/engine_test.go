@@ -65,7 +65,10 @@ func testLogger(t testing.TB) *slog.Logger {
 
 type tbWriter struct{ t testing.TB }
 
-func (w tbWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 // startEngine decodes the healing section from yamlText (with "$DIR"
 // replaced by a temporary directory), builds and starts an engine.
