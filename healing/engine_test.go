@@ -26,7 +26,7 @@ import (
 
 // harness is a running engine fed through a real alert stream.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	e      *Engine
 	stream *rules.Stream
 	reg    *prometheus.Registry
@@ -72,7 +72,7 @@ func (w tbWriter) Write(p []byte) (int, error) {
 
 // startEngine decodes the healing section from yamlText (with "$DIR"
 // replaced by a temporary directory), builds and starts an engine.
-func startEngine(t *testing.T, yamlText string, opts ...func(*Options)) *harness {
+func startEngine(t testing.TB, yamlText string, opts ...func(*Options)) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	yamlText = strings.ReplaceAll(yamlText, "$DIR", dir)
