@@ -83,8 +83,13 @@ func newIncidentID() string {
 }
 
 func (a *auditor) record(ctx context.Context, r Record, start time.Time) Record {
+	return a.recordWith(ctx, r, start, nil)
+}
+
+// recordWith is record with a hook run as the record is stored.
+func (a *auditor) recordWith(ctx context.Context, r Record, start time.Time, hook func(Record)) Record {
 	r.At = time.Now()
-	r = a.history.Add(r)
+	r = a.history.AddWith(r, hook)
 	a.m.remediations.WithLabelValues(r.Policy, r.Action, string(r.Result)).Inc()
 	if r.Result == ResultVetoed {
 		a.m.vetoes.WithLabelValues(r.Policy, r.Guard).Inc()

@@ -35,6 +35,11 @@ type Config struct {
 	AuthTokenFile string `yaml:"auth_token_file"`
 	// History is how many records are kept for the guards and the API.
 	History int `yaml:"history"`
+	// RepeatInterval: after a runbook ends without acting (vetoed,
+	// dry-run, skipped), the same alert firing again for the same policy
+	// within this interval is not decided again, so an alert re-sent at
+	// every evaluation does not flood the records. 0 decides every time.
+	RepeatInterval time.Duration `yaml:"repeat_interval"`
 	// Identity names this agent in leases and events (default: node name).
 	Identity string `yaml:"identity"`
 	// Kubernetes configures the Kubernetes actuators.
@@ -87,6 +92,7 @@ func NewConfig() *Config {
 		DryRun:          true,
 		MaintenanceFile: "/etc/vigil/maintenance",
 		History:         1000,
+		RepeatInterval:  time.Minute,
 		Kubernetes: KubeConfig{
 			Mode:               "auto",
 			LeaseNamespace:     "vigil",
@@ -110,6 +116,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NodeRateLimit != nil && (c.NodeRateLimit.Max < 1 || c.NodeRateLimit.Per <= 0) {
 		add("node_rate_limit", "max must be at least 1 and per positive")
+	}
+	if c.RepeatInterval < 0 {
+		add("repeat_interval", "must not be negative")
 	}
 	if c.History < 10 {
 		add("history", "must be at least 10, got %d", c.History)

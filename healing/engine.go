@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,9 @@ type Engine struct {
 
 	mu        sync.Mutex
 	incidents map[string]*incident
+	// quiet holds, per policy and alert, until when a repeat of an alert
+	// whose runbook did not act is not decided again.
+	quiet     map[string]time.Time
 	approvals map[uint64]chan bool
 
 	sub     *rules.Subscription
@@ -132,6 +136,7 @@ func New(cfg *Config, opts Options) (*Engine, error) {
 		guards:    Guards,
 		alerts:    opts.Alerts,
 		incidents: map[string]*incident{},
+		quiet:     map[string]time.Time{},
 		approvals: map[uint64]chan bool{},
 	}
 	history := NewHistory(cfg.History)
@@ -263,6 +268,11 @@ func (e *Engine) Handle(a rules.Alert) {
 				inc.resolve()
 			}
 		}
+		for key := range e.quiet {
+			if strings.HasSuffix(key, "\x00"+fp) {
+				delete(e.quiet, key)
+			}
+		}
 		e.mu.Unlock()
 		return
 	}
@@ -277,6 +287,13 @@ func (e *Engine) Handle(a rules.Alert) {
 			e.mu.Unlock()
 			continue
 		}
+		if until, ok := e.quiet[key]; ok {
+			if time.Now().Before(until) {
+				e.mu.Unlock()
+				continue
+			}
+			delete(e.quiet, key)
+		}
 		inc := &incident{id: newIncidentID(), key: key, alert: a, policy: p, resolved: make(chan struct{})}
 		e.incidents[key] = inc
 		e.wg.Add(1)
@@ -284,8 +301,15 @@ func (e *Engine) Handle(a rules.Alert) {
 		go func() {
 			defer e.wg.Done()
 			defer func() {
+				last := e.tried(inc.id)
 				e.mu.Lock()
 				delete(e.incidents, key)
+				if ri := e.cfg.Load().RepeatInterval; ri > 0 && len(last) > 0 {
+					switch last[len(last)-1].Result {
+					case ResultVetoed, ResultDryRun, ResultSkipped:
+						e.quiet[key] = time.Now().Add(ri)
+					}
+				}
 				e.mu.Unlock()
 			}()
 			e.runbook(e.ctx, inc)
@@ -478,15 +502,11 @@ func (e *Engine) approve(ctx context.Context, rec *Record, timeout time.Duration
 	pending := *rec
 	pending.Result, pending.Reason = ResultPending, fmt.Sprintf("waiting up to %s for POST /api/v1/actions/{id}/approve", timeout)
 	ch := make(chan bool, 1)
-	// Register before publishing so an approval that follows the record
-	// at once finds the waiter.
-	e.mu.Lock()
-	pending.At = time.Now()
-	pending = e.audit.history.Add(pending)
-	e.approvals[pending.ID] = ch
-	e.mu.Unlock()
-	e.audit.m.remediations.WithLabelValues(pending.Policy, pending.Action, string(ResultPending)).Inc()
-	e.logger.Info("remediation pending_approval", "id", pending.ID, "policy", pending.Policy, "action", pending.Action, "target", pending.Target.String())
+	pending = e.audit.recordWith(ctx, pending, time.Time{}, func(r Record) {
+		e.mu.Lock()
+		e.approvals[r.ID] = ch
+		e.mu.Unlock()
+	})
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	var ok bool

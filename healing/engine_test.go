@@ -515,3 +515,26 @@ func (h *hookReceiver) last() Escalation {
 	return h.got[len(h.got)-1]
 }
 func (h *hookReceiver) first() Escalation { h.mu.Lock(); defer h.mu.Unlock(); return h.got[0] }
+
+// An alert re-sent at every evaluation is decided once per
+// repeat_interval while its runbook does not act, and again at once after
+// it resolved.
+func TestRepeatIntervalQuietsResentAlerts(t *testing.T) {
+	h := startEngine(t, `
+policies:
+  routes:`+touchPolicy) // dry-run
+	labels := map[string]string{"alertname": "Broken", "target": "a"}
+	h.fire(labels)
+	h.settle()
+	h.fire(labels)
+	h.fire(labels)
+	h.settle()
+	if got := results(h.e.History().Recent(0)); got != "dry_run" {
+		t.Fatalf("results %q", got)
+	}
+	h.resolve(labels)
+	h.fire(labels)
+	if got := results(h.settle()); got != "dry_run dry_run" {
+		t.Fatalf("after resolve: %q", got)
+	}
+}

@@ -84,10 +84,18 @@ func NewHistory(size int) *History {
 }
 
 // Add stores r, assigning its ID, and hands it to subscribers.
-func (h *History) Add(r Record) Record {
+func (h *History) Add(r Record) Record { return h.AddWith(r, nil) }
+
+// AddWith is Add, calling hook with the stored record before any reader
+// can see it (the engine registers a pending approval there, so an
+// approval that follows the record at once finds its waiter).
+func (h *History) AddWith(r Record, hook func(Record)) Record {
 	h.mu.Lock()
 	h.lastID++
 	r.ID = h.lastID
+	if hook != nil {
+		hook(r)
+	}
 	h.buf[h.next] = r
 	h.next = (h.next + 1) % len(h.buf)
 	if h.next == 0 {
