@@ -540,6 +540,9 @@ func TestKubernetesActuators(t *testing.T) {
 			t.Fatalf("with the annotation: %+v", r)
 		}
 		set("null")
+		// An annotation change bumps a Deployment's generation: wait for
+		// the controller to observe it, or the rollout guard vetoes.
+		c.settled(t, ns, "mt")
 		h2 := c.agentEngine(t, c.k.Nodes[0], "a2", policy)
 		h2.fire(map[string]string{"alertname": "X", "namespace": ns, "deployment": "mt"})
 		if r := lastRecord(t, h2.settle()); r.Result != ResultSuccess {
