@@ -6,6 +6,7 @@ import (
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 )
 
 // scale changes a Deployment's or StatefulSet's replicas by step through
@@ -50,7 +51,7 @@ func (scale) Act(ctx context.Context, env *Env, a Args) (string, error) {
 		return env.Kube.AppsV1().Deployments(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
 	}
 	var from, to int32
-	err := env.kubeDo(ctx, "scale", func(ctx context.Context) error {
+	scaleOnce := func(ctx context.Context) error {
 		s, err := get(ctx)
 		if err != nil {
 			return err
@@ -73,6 +74,11 @@ func (scale) Act(ctx context.Context, env *Env, a Args) (string, error) {
 		// conflict instead of a lost update.
 		_, err = update(ctx, s)
 		return err
+	}
+	err := env.kubeDo(ctx, "scale", func(ctx context.Context) error {
+		// A conflict (the controller wrote the object since the read) is
+		// retried from a fresh read, a few times.
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error { return scaleOnce(ctx) })
 	})
 	if err != nil {
 		return "", err
