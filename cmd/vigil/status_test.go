@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-agent/vigil/healing"
+	"github.com/vigil-agent/vigil/internal/confyaml"
+	"github.com/vigil-agent/vigil/rules"
+)
+
+// statusAgent runs a real healing engine (live, one exec policy) behind
+// /api/v1/actions.
+func statusAgent(t *testing.T) (*healing.Engine, *rules.Stream, *httptest.Server) {
+	t.Helper()
+	cfg := healing.NewConfig()
+	cfg.Kubernetes.Mode = "off"
+	node, err := confyaml.Parse("t.yaml", []byte(`
+dry_run: false
+policies:
+  runbook_url: https://runbooks.example/disk
+  routes:
+    - name: clean-tmp
+      steps:
+        - action: exec
+          params: {command: ["/bin/true"], target: "{{.instance}}"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := confyaml.Decode("t.yaml", "healing", node, cfg); err != nil {
+		t.Fatal(err)
+	}
+	stream := rules.NewStream()
+	e, err := healing.New(cfg, healing.Options{NodeName: "n1", Alerts: stream})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	e.Routes(mux.Handle)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		e.Shutdown(context.Background())
+	})
+	return e, stream, srv
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestStatusPrintsRecentDecisions(t *testing.T) {
+	e, stream, srv := statusAgent(t)
+	stream.Publish(rules.Alert{Labels: map[string]string{"alertname": "DiskFull", "instance": "db-1"}, State: rules.StateFiring})
+	waitFor(t, "a record", func() bool { return len(e.History().Recent(0)) == 1 })
+
+	var out, errb bytes.Buffer
+	if code := Main([]string{"status", "--url", srv.URL}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	s := out.String()
+	for _, want := range []string{"agent n1: remediation live; 1 recent decisions", "POLICY", "clean-tmp", "exec", "Command db-1", "success", "https://runbooks.example/disk"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q:\n%s", want, s)
+		}
+	}
+}
+
+func TestStatusFollowStreams(t *testing.T) {
+	e, stream, srv := statusAgent(t)
+	var mu sync.Mutex
+	var out bytes.Buffer
+	w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
+	done := make(chan int)
+	go func() { done <- Main([]string{"status", "--follow", "--url", srv.URL}, w, w) }()
+	waitFor(t, "the header", func() bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(out.String(), "RESULT") })
+	stream.Publish(rules.Alert{Labels: map[string]string{"alertname": "DiskFull", "instance": "db-2"}, State: rules.StateFiring})
+	waitFor(t, "the streamed decision", func() bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(out.String(), "Command db-2") })
+	_ = e
+	srv.CloseClientConnections()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("vigil status --follow did not end with the stream")
+	}
+}
+
+func TestStatusUnreachable(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := Main([]string{"status", "--url", "http://127.0.0.1:1"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "connection refused") {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -1,0 +1,31 @@
+package healing
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// cordon marks a node unschedulable.
+type cordon struct{}
+
+func init() { Register(cordon{}) }
+
+func (cordon) Name() string         { return "cordon" }
+func (cordon) Scope() Scope         { return ScopeCluster }
+func (cordon) Params() []Param      { return []Param{paramNode} }
+func (cordon) Target(a Args) Target { return Target{Kind: "Node", Name: a.Str("node")} }
+func (cordon) Act(ctx context.Context, env *Env, a Args) (string, error) {
+	if err := cordonNode(ctx, env, a.Str("node")); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("cordoned node %s", a.Str("node")), nil
+}
+
+func cordonNode(ctx context.Context, env *Env, node string) error {
+	return env.kubeDo(ctx, "cordon node", func(ctx context.Context) error {
+		_, err := env.Kube.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":true}}`), patchOpts)
+		return err
+	})
+}

@@ -1,0 +1,90 @@
+package healing
+
+import (
+	"context"
+	"fmt"
+
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+)
+
+// scale changes a Deployment's or StatefulSet's replicas by step through
+// the scale subresource, never beyond [min, max]. A workload already at
+// the bound is not changed and the action fails, so the runbook goes on
+// to its next step.
+type scale struct{}
+
+func init() { Register(scale{}) }
+
+func (scale) Name() string { return "scale" }
+func (scale) Scope() Scope { return ScopeCluster }
+func (scale) Params() []Param {
+	return []Param{paramNamespace,
+		{Name: "kind", Default: "Deployment", Check: checkOneOf("Deployment", "StatefulSet"), Doc: "Deployment or StatefulSet"},
+		paramName,
+		{Name: "step", Default: "1", Check: checkSignedInt, Doc: "replicas to add (negative to remove)"},
+		{Name: "min", Default: "1", Check: checkInt(0), Doc: "lowest replica count"},
+		{Name: "max", Required: true, Check: checkInt(1), Doc: "highest replica count"},
+	}
+}
+func (scale) Target(a Args) Target {
+	return Target{Kind: a.Str("kind"), Namespace: a.Str("namespace"), Name: a.Str("name")}
+}
+
+func (scale) Act(ctx context.Context, env *Env, a Args) (string, error) {
+	ns, kind, name := a.Str("namespace"), a.Str("kind"), a.Str("name")
+	step, lo, hi := a.Int("step"), a.Int("min"), a.Int("max")
+	if lo > hi {
+		return "", fmt.Errorf("min %d is above max %d", lo, hi)
+	}
+	get := func(ctx context.Context) (*autoscalingv1.Scale, error) {
+		if kind == "StatefulSet" {
+			return env.Kube.AppsV1().StatefulSets(ns).GetScale(ctx, name, metav1.GetOptions{})
+		}
+		return env.Kube.AppsV1().Deployments(ns).GetScale(ctx, name, metav1.GetOptions{})
+	}
+	update := func(ctx context.Context, s *autoscalingv1.Scale) (*autoscalingv1.Scale, error) {
+		if kind == "StatefulSet" {
+			return env.Kube.AppsV1().StatefulSets(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
+		}
+		return env.Kube.AppsV1().Deployments(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
+	}
+	var from, to int32
+	scaleOnce := func(ctx context.Context) error {
+		s, err := get(ctx)
+		if err != nil {
+			return err
+		}
+		from = s.Spec.Replicas
+		to = from + int32(step)
+		// Move only in the step's direction and stop at the bound: a
+		// workload above max is not scaled down by a step up.
+		if step >= 0 {
+			to = min(to, int32(hi))
+		} else {
+			to = max(to, int32(lo))
+		}
+		if (step >= 0 && to <= from) || (step < 0 && to >= from) {
+			to = from
+			return nil
+		}
+		s.Spec.Replicas = to
+		// The resourceVersion read above makes a concurrent change a
+		// conflict instead of a lost update.
+		_, err = update(ctx, s)
+		return err
+	}
+	err := env.kubeDo(ctx, "scale", func(ctx context.Context) error {
+		// A conflict (the controller wrote the object since the read) is
+		// retried from a fresh read, a few times.
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error { return scaleOnce(ctx) })
+	})
+	if err != nil {
+		return "", err
+	}
+	if to == from {
+		return "", fmt.Errorf("%s %s/%s is at %d replicas, the bound of [%d, %d] for step %d; not scaled", kind, ns, name, from, lo, hi, step)
+	}
+	return fmt.Sprintf("scaled %s %s/%s from %d to %d replicas (bounds %d–%d)", kind, ns, name, from, to, lo, hi), nil
+}

@@ -1,0 +1,35 @@
+package healing
+
+import (
+	"context"
+	"fmt"
+)
+
+// systemdResetFailed clears a unit's failed state (and its start rate
+// limit) so it can be started again.
+type systemdResetFailed struct{}
+
+func init() { Register(systemdResetFailed{}) }
+
+func (systemdResetFailed) Name() string         { return "systemd_reset_failed" }
+func (systemdResetFailed) Scope() Scope         { return ScopeNode }
+func (systemdResetFailed) Params() []Param      { return []Param{paramUnit, paramTimeout} }
+func (systemdResetFailed) Target(a Args) Target { return Target{Kind: "Unit", Name: a.Str("unit")} }
+
+func (systemdResetFailed) Act(ctx context.Context, env *Env, a Args) (string, error) {
+	unit := a.Str("unit")
+	if env.Systemd == nil {
+		return "", fmt.Errorf("systemd is not available on this agent")
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.Duration("timeout"))
+	defer cancel()
+	c, err := env.Systemd(ctx)
+	if err != nil {
+		return "", fmt.Errorf("connect to systemd: %w", err)
+	}
+	defer c.Close()
+	if err := c.ResetFailedUnitContext(ctx, unit); err != nil {
+		return "", fmt.Errorf("reset-failed %s: %w", unit, err)
+	}
+	return fmt.Sprintf("reset the failed state of unit %s", unit), nil
+}

@@ -1,0 +1,30 @@
+package healing
+
+import (
+	"context"
+	"fmt"
+
+	sdbus "github.com/coreos/go-systemd/v22/dbus"
+)
+
+// systemdRestart restarts a local systemd unit over D-Bus
+// (org.freedesktop.systemd1.Manager.RestartUnit) and waits for the job.
+type systemdRestart struct{}
+
+func init() { Register(systemdRestart{}) }
+
+func (systemdRestart) Name() string         { return "systemd_restart" }
+func (systemdRestart) Scope() Scope         { return ScopeNode }
+func (systemdRestart) Params() []Param      { return []Param{paramUnit, paramMode, paramTimeout} }
+func (systemdRestart) Target(a Args) Target { return Target{Kind: "Unit", Name: a.Str("unit")} }
+
+func (systemdRestart) Act(ctx context.Context, env *Env, a Args) (string, error) {
+	unit := a.Str("unit")
+	err := systemdJob(ctx, env, a.Duration("timeout"), "restart "+unit, func(ctx context.Context, c *sdbus.Conn, ch chan<- string) (int, error) {
+		return c.RestartUnitContext(ctx, unit, a.Str("mode"), ch)
+	})
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("restarted unit %s", unit), nil
+}

@@ -1,0 +1,571 @@
+package healing
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sdbus "github.com/coreos/go-systemd/v22/dbus"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/collector/consumer"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vigil-agent/vigil/rules"
+)
+
+// Options are what the engine gets from its host.
+type Options struct {
+	Logger   *slog.Logger
+	NodeName string
+	// Registerer receives the engine's metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	// Alerts is the stream the engine subscribes to.
+	Alerts *rules.Stream
+	// Traces receives one span per decision (nil: none).
+	Traces consumer.Traces
+	// Kube overrides the client built from healing.kubernetes (tests use
+	// it to act as a given ServiceAccount).
+	Kube kubernetes.Interface
+	// Systemd overrides how systemd is reached.
+	Systemd func(ctx context.Context) (*sdbus.Conn, error)
+	// HTTP is the webhook client (default: 10 s timeout).
+	HTTP *http.Client
+}
+
+// Engine is the healing engine.
+type Engine struct {
+	logger *slog.Logger
+	env    *Env
+	m      *metrics
+	audit  *auditor
+	guards []Guard
+	alerts *rules.Stream
+
+	cfg  atomic.Pointer[Config]
+	tree atomic.Pointer[Tree]
+
+	paused atomic.Bool
+	// handled counts alerts Handle has finished dispatching.
+	handled atomic.Uint64
+
+	mu        sync.Mutex
+	incidents map[string]*incident
+	// quiet holds, per policy and alert, until when a repeat of an alert
+	// whose runbook did not act is not decided again.
+	quiet     map[string]time.Time
+	approvals map[uint64]chan bool
+
+	sub     *rules.Subscription
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	started bool
+}
+
+type incident struct {
+	id       string
+	key      string
+	alert    rules.Alert
+	policy   *Policy
+	resolved chan struct{}
+	once     sync.Once
+}
+
+func (i *incident) resolve() { i.once.Do(func() { close(i.resolved) }) }
+
+func (i *incident) isResolved() bool {
+	select {
+	case <-i.resolved:
+		return true
+	default:
+		return false
+	}
+}
+
+// New builds an engine from a validated configuration; nothing runs until
+// Start.
+func New(cfg *Config, opts Options) (*Engine, error) {
+	tree, err := cfg.LoadPolicies()
+	if err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	kube := opts.Kube
+	if kube == nil {
+		kube, _, err = NewKubeClient(cfg.Kubernetes)
+		if err != nil {
+			return nil, err
+		}
+	}
+	identity := cfg.Identity
+	if identity == "" {
+		identity = opts.NodeName
+	}
+	if identity == "" {
+		identity, _ = os.Hostname()
+	}
+	httpc := opts.HTTP
+	if httpc == nil {
+		httpc = &http.Client{Timeout: 10 * time.Second}
+	}
+	sd := opts.Systemd
+	if sd == nil {
+		sd = systemdDialer(cfg.Systemd.Address, cfg.Systemd.Direct)
+	}
+	env := &Env{
+		Kube: kube, NodeName: opts.NodeName, Identity: identity, Systemd: sd, HTTP: httpc,
+		Retry:              RetryPolicy{Steps: cfg.Kubernetes.Retries + 1, Base: 200 * time.Millisecond},
+		Logger:             opts.Logger,
+		ReadinessCondition: cfg.Kubernetes.ReadinessCondition,
+	}
+	e := &Engine{
+		logger:    opts.Logger,
+		env:       env,
+		m:         newMetrics(),
+		guards:    Guards,
+		alerts:    opts.Alerts,
+		incidents: map[string]*incident{},
+		quiet:     map[string]time.Time{},
+		approvals: map[uint64]chan bool{},
+	}
+	history := NewHistory(cfg.History)
+	e.audit = &auditor{logger: opts.Logger, m: e.m, history: history, traces: opts.Traces, env: env}
+	if opts.Registerer != nil {
+		if err := e.m.register(opts.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	e.cfg.Store(cfg)
+	e.tree.Store(tree)
+	return e, nil
+}
+
+// History returns the engine's record history.
+func (e *Engine) History() *History { return e.audit.history }
+
+// Start subscribes to the alert stream and handles alerts until Shutdown.
+func (e *Engine) Start(ctx context.Context) error {
+	e.ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	e.started = true
+	cfg := e.cfg.Load()
+	e.logger.Info("healing engine started", "policies", len(e.tree.Load().Policies), "dry_run", cfg.DryRun,
+		"kubernetes", e.env.Kube != nil, "identity", e.env.Identity)
+	if e.alerts == nil {
+		return nil
+	}
+	e.sub = e.alerts.Subscribe(1024)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		for a := range e.sub.C() {
+			e.Handle(a)
+		}
+	}()
+	return nil
+}
+
+// Shutdown stops taking alerts, cancels running runbooks (an action in
+// flight gets its context cancelled) and waits for them.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	if !e.started {
+		return nil
+	}
+	if e.sub != nil {
+		e.sub.Close()
+	}
+	e.cancel()
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ApplyConfig swaps in new policies and guard settings. The Kubernetes and
+// systemd connection settings take effect at the next restart.
+func (e *Engine) ApplyConfig(_ context.Context, sc any) error {
+	cfg, ok := sc.(*Config)
+	if !ok {
+		return fmt.Errorf("healing: unexpected configuration type %T", sc)
+	}
+	tree, err := cfg.LoadPolicies()
+	if err != nil {
+		return err
+	}
+	if old := e.cfg.Load(); old.Kubernetes != cfg.Kubernetes || old.Systemd != cfg.Systemd || old.Identity != cfg.Identity {
+		e.logger.Warn("healing.kubernetes, healing.systemd and healing.identity take effect at the next restart")
+	}
+	e.cfg.Store(cfg)
+	e.tree.Store(tree)
+	e.logger.Info("healing policies reloaded", "policies", len(tree.Policies), "dry_run", cfg.DryRun)
+	return nil
+}
+
+// Pause stops every action until Resume; decisions are still recorded,
+// vetoed by the maintenance guard.
+func (e *Engine) Pause() { e.paused.Store(true); e.m.paused.Set(1) }
+
+// Resume undoes Pause.
+func (e *Engine) Resume() { e.paused.Store(false); e.m.paused.Set(0) }
+
+// Paused reports whether the engine is paused.
+func (e *Engine) Paused() bool { return e.paused.Load() }
+
+// Approve answers a pending action: ok approves it, !ok denies it. It
+// reports whether an action with that record ID was waiting.
+func (e *Engine) Approve(id uint64, ok bool) bool {
+	e.mu.Lock()
+	ch, found := e.approvals[id]
+	delete(e.approvals, id)
+	e.mu.Unlock()
+	if found {
+		ch <- ok
+	}
+	return found
+}
+
+func fingerprint(a rules.Alert) string {
+	if a.Fingerprint != "" {
+		return a.Fingerprint
+	}
+	keys := make([]string, 0, len(a.Labels))
+	for k := range a.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s\x00%s\x00", k, a.Labels[k])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// Handle takes one alert: a resolved alert ends the verify wait of its
+// runbooks; a firing one starts a runbook for each matching policy that is
+// not already running for it.
+func (e *Engine) Handle(a rules.Alert) {
+	defer e.handled.Add(1)
+	e.m.alerts.Inc()
+	fp := fingerprint(a)
+	if a.State == rules.StateResolved {
+		e.mu.Lock()
+		for _, inc := range e.incidents {
+			if inc.alert.Fingerprint == fp {
+				inc.resolve()
+			}
+		}
+		for key := range e.quiet {
+			if strings.HasSuffix(key, "\x00"+fp) {
+				delete(e.quiet, key)
+			}
+		}
+		e.mu.Unlock()
+		return
+	}
+	if e.ctx == nil || e.ctx.Err() != nil {
+		return
+	}
+	a.Fingerprint = fp
+	for _, p := range e.tree.Load().Match(a.Labels) {
+		key := p.Name + "\x00" + fp
+		e.mu.Lock()
+		if _, running := e.incidents[key]; running {
+			e.mu.Unlock()
+			continue
+		}
+		if until, ok := e.quiet[key]; ok {
+			if time.Now().Before(until) {
+				e.mu.Unlock()
+				continue
+			}
+			delete(e.quiet, key)
+		}
+		inc := &incident{id: newIncidentID(), key: key, alert: a, policy: p, resolved: make(chan struct{})}
+		e.incidents[key] = inc
+		e.wg.Add(1)
+		e.mu.Unlock()
+		go func() {
+			defer e.wg.Done()
+			defer func() {
+				last := e.tried(inc.id)
+				e.mu.Lock()
+				delete(e.incidents, key)
+				if ri := e.cfg.Load().RepeatInterval; ri > 0 && len(last) > 0 {
+					switch last[len(last)-1].Result {
+					case ResultVetoed, ResultDryRun, ResultSkipped:
+						e.quiet[key] = time.Now().Add(ri)
+					}
+				}
+				e.mu.Unlock()
+			}()
+			e.runbook(e.ctx, inc)
+		}()
+	}
+}
+
+type outcome int
+
+const (
+	outcomeDone    outcome = iota // stop: resolved, vetoed, skipped, dry-run, or unverified success
+	outcomeNext                   // failed or unresolved: the next step runs
+	outcomeBreaker                // the circuit breaker is open: escalate
+)
+
+// escalationGuards are the guards an escalation passes: it notifies, so
+// only the maintenance switch and dry-run hold it back.
+var escalationGuards = []string{GuardMaintenance, GuardDryRun}
+
+func (e *Engine) runbook(ctx context.Context, inc *incident) {
+	p := inc.policy
+	for _, s := range p.Steps {
+		if inc.isResolved() {
+			return
+		}
+		switch e.attempt(ctx, inc, s, e.guards, "") {
+		case outcomeDone:
+			return
+		case outcomeBreaker:
+			if p.Escalate != nil {
+				e.attempt(ctx, inc, p.Escalate, e.pick(escalationGuards), "circuit breaker open")
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	if p.Escalate != nil && !inc.isResolved() && ctx.Err() == nil {
+		e.attempt(ctx, inc, p.Escalate, e.pick(escalationGuards), "every step failed")
+	}
+}
+
+func (e *Engine) pick(names []string) []Guard {
+	var out []Guard
+	for _, g := range e.guards {
+		for _, n := range names {
+			if g.Name == n {
+				out = append(out, g)
+			}
+		}
+	}
+	return out
+}
+
+// SetGuards replaces the guard list (for tests that prove each guard is
+// what stops an action).
+func (e *Engine) SetGuards(g []Guard) { e.guards = g }
+
+func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []Guard, why string) outcome {
+	cfg := e.cfg.Load()
+	p := inc.policy
+	start := time.Now()
+	rec := Record{
+		Incident: inc.id, Policy: p.Name, Step: s.Index, Action: s.Action.Name(),
+		Alert: inc.alert.Name(), AlertLabels: inc.alert.Labels, Fingerprint: inc.alert.Fingerprint,
+		RunbookURL: p.RunbookURL, Node: e.env.NodeName, Agent: e.env.Identity,
+	}
+	if rec.RunbookURL == "" {
+		rec.RunbookURL = inc.alert.Annotations["runbook_url"]
+	}
+	finish := func(r Result, reason string) {
+		rec.Result, rec.Reason = r, reason
+		e.audit.record(ctx, rec, start)
+	}
+	args, err := s.Render(inc.alert.Labels)
+	if err != nil {
+		finish(ResultFailed, "cannot render parameters: "+err.Error())
+		return outcomeNext
+	}
+	rec.Args = args
+	t := s.Action.Target(args)
+	rec.Target = t
+
+	var facts Facts
+	switch {
+	case e.paused.Load():
+		facts.Maintenance = "remediation is paused through the API"
+	default:
+		facts.Maintenance = hostMaintenance(cfg.MaintenanceFile)
+	}
+	if t.Kubernetes() {
+		if e.env.Kube == nil {
+			finish(ResultFailed, ErrNoKubernetes.Error())
+			return outcomeNext
+		}
+		if err := e.env.gatherFacts(ctx, t, &facts); err != nil {
+			finish(ResultFailed, "cannot read the target's state: "+err.Error())
+			return outcomeNext
+		}
+	}
+	if s.Action.Scope() == ScopeNode && t.Kind == "Pod" && facts.Node != e.env.NodeName {
+		finish(ResultSkipped, fmt.Sprintf("pod runs on node %q; its agent acts", facts.Node))
+		return outcomeDone
+	}
+	gin := &GuardInput{
+		Now: time.Now(), Alert: inc.alert, Policy: p, Step: s, Target: t, Incident: inc.id,
+		Facts: facts, History: e.audit.history, GlobalDryRun: cfg.DryRun, NodeRateLimit: cfg.NodeRateLimit,
+	}
+	if guard, reason := RunGuards(guards, gin); guard != "" {
+		if why != "" {
+			reason += " (escalation: " + why + ")"
+		}
+		rec.Guard = guard
+		if guard == GuardDryRun {
+			rec.DryRun = true
+			finish(ResultDryRun, "would "+describe(s, t)+"; "+reason)
+			return outcomeDone
+		}
+		finish(ResultVetoed, reason)
+		if guard == GuardCircuitBreaker {
+			return outcomeBreaker
+		}
+		return outcomeDone
+	}
+	if p.RequireApproval {
+		if !e.approve(ctx, &rec, p.ApprovalTimeout) {
+			return outcomeDone
+		}
+	}
+	if s.Action.Scope() == ScopeCluster {
+		hold := max(cfg.Kubernetes.LeaseDuration, s.Verify+p.Cooldown)
+		if e.env.Kube == nil {
+			finish(ResultFailed, ErrNoKubernetes.Error())
+			return outcomeNext
+		}
+		won, holder, err := e.env.acquireLease(ctx, cfg.Kubernetes.LeaseNamespace, s.Action.Name(), t, hold)
+		if err != nil {
+			finish(ResultFailed, err.Error())
+			return outcomeNext
+		}
+		if !won {
+			finish(ResultSkipped, "lease "+LeaseName(s.Action.Name(), t)+" is held by "+holder)
+			return outcomeDone
+		}
+	}
+	actCtx := withEscalation(ctx, &Escalation{
+		Alert: inc.alert, Policy: p.Name, RunbookURL: rec.RunbookURL, Reason: why, Tried: e.tried(inc.id), Agent: e.env.Identity,
+	})
+	actStart := time.Now()
+	msg, err := s.Action.Act(actCtx, e.env, args)
+	d := time.Since(actStart)
+	e.m.duration.WithLabelValues(p.Name, s.Action.Name()).Observe(d.Seconds())
+	rec.Duration = d.Seconds()
+	if err != nil {
+		finish(ResultFailed, err.Error())
+		return outcomeNext
+	}
+	if why != "" {
+		msg += " (escalation: " + why + ")"
+	}
+	finish(ResultSuccess, msg)
+	if s.Verify <= 0 {
+		return outcomeDone
+	}
+	return e.verify(ctx, inc, rec, s.Verify)
+}
+
+// verify waits for the alert to resolve within window.
+func (e *Engine) verify(ctx context.Context, inc *incident, rec Record, window time.Duration) outcome {
+	start := time.Now()
+	timer := time.NewTimer(window)
+	defer timer.Stop()
+	rec.Duration, rec.Guard = 0, ""
+	select {
+	case <-inc.resolved:
+		rec.Result, rec.Reason = ResultResolved, fmt.Sprintf("alert resolved %s after the action", time.Since(start).Round(time.Millisecond))
+		e.audit.record(ctx, rec, start)
+		return outcomeDone
+	case <-timer.C:
+		rec.Result, rec.Reason = ResultUnresolved, fmt.Sprintf("alert still firing %s after the action", window)
+		e.audit.record(ctx, rec, start)
+		return outcomeNext
+	case <-ctx.Done():
+		return outcomeDone
+	}
+}
+
+func (e *Engine) approve(ctx context.Context, rec *Record, timeout time.Duration) bool {
+	pending := *rec
+	pending.Result, pending.Reason = ResultPending, fmt.Sprintf("waiting up to %s for POST /api/v1/actions/{id}/approve", timeout)
+	ch := make(chan bool, 1)
+	pending = e.audit.recordWith(ctx, pending, time.Time{}, func(r Record) {
+		e.mu.Lock()
+		e.approvals[r.ID] = ch
+		e.mu.Unlock()
+	})
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var ok bool
+	reason := ""
+	select {
+	case ok = <-ch:
+		if !ok {
+			reason = fmt.Sprintf("denied through the API (record %d)", pending.ID)
+		}
+	case <-timer.C:
+		reason = fmt.Sprintf("not approved within %s (record %d)", timeout, pending.ID)
+	case <-ctx.Done():
+		reason = "agent shutting down"
+	}
+	e.mu.Lock()
+	delete(e.approvals, pending.ID)
+	e.mu.Unlock()
+	if !ok {
+		rec.Guard, rec.Result, rec.Reason = "approval", ResultVetoed, reason
+		e.audit.record(ctx, *rec, time.Time{})
+	}
+	return ok
+}
+
+// tried returns the records of an incident so far.
+func (e *Engine) tried(incident string) []Record {
+	var out []Record
+	e.audit.history.Each(func(r *Record) bool {
+		if r.Incident == incident {
+			out = append(out, *r)
+		}
+		return true
+	})
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
+
+func describe(s *Step, t Target) string { return s.Action.Name() + " " + t.String() }
+
+// Escalation is what a webhook receives: the alert, the policy and every
+// record of the runbook so far.
+type Escalation struct {
+	Alert      rules.Alert `json:"alert"`
+	Policy     string      `json:"policy"`
+	RunbookURL string      `json:"runbook_url,omitempty"`
+	Reason     string      `json:"reason,omitempty"`
+	Tried      []Record    `json:"tried"`
+	Agent      string      `json:"agent"`
+}
+
+type escalationKey struct{}
+
+func withEscalation(ctx context.Context, e *Escalation) context.Context {
+	return context.WithValue(ctx, escalationKey{}, e)
+}
+
+func escalationFrom(ctx context.Context) *Escalation {
+	e, _ := ctx.Value(escalationKey{}).(*Escalation)
+	return e
+}

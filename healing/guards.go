@@ -1,0 +1,238 @@
+package healing
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/vigil-agent/vigil/rules"
+)
+
+// Facts are what the engine read about a target before the guards run, so
+// that every guard is a pure function of its input.
+type Facts struct {
+	// Maintenance is why actions are paused ("" when they are not): the
+	// engine's pause switch, the maintenance file, or a
+	// vigil.dev/maintenance annotation on the target, its owner or its node.
+	Maintenance string
+	// Node is the node a pod target runs on.
+	Node string
+	// Workload describes the pod target's owner or the workload target.
+	Workload *WorkloadFacts
+}
+
+// WorkloadFacts describe a Deployment, StatefulSet or DaemonSet.
+type WorkloadFacts struct {
+	Kind, Namespace, Name string
+	// Replicas is the desired number of pods.
+	Replicas int
+	// Unavailable counts desired pods that are not Ready now (unready,
+	// rerouted, quarantined or missing).
+	Unavailable int
+	// TargetReady says whether the target pod is Ready now.
+	TargetReady bool
+	// RollingOut is set, with a reason, while the workload is mid-rollout.
+	RollingOut string
+}
+
+// GuardInput is everything a guard may look at.
+type GuardInput struct {
+	Now      time.Time
+	Alert    rules.Alert
+	Policy   *Policy
+	Step     *Step
+	Target   Target
+	Incident string
+	Facts    Facts
+	History  *History
+	// GlobalDryRun is healing.dry_run.
+	GlobalDryRun bool
+	// NodeRateLimit is healing.node_rate_limit (nil: none).
+	NodeRateLimit *RateLimit
+}
+
+// Guard can veto an action with a reason.
+type Guard struct {
+	Name  string
+	Check func(in *GuardInput) (veto string)
+}
+
+// Guard names, used in records and vigil_remediation_vetoes_total.
+const (
+	GuardMaintenance    = "maintenance"
+	GuardRollout        = "rollout"
+	GuardBlastRadius    = "blast_radius"
+	GuardCooldown       = "cooldown"
+	GuardRateLimit      = "rate_limit"
+	GuardNodeRateLimit  = "node_rate_limit"
+	GuardCircuitBreaker = "circuit_breaker"
+	GuardDryRun         = "dry_run"
+)
+
+// Guards is the ordered list every action passes. Dry-run comes last so a
+// dry-run record means "every other guard let it through".
+var Guards = []Guard{
+	{GuardMaintenance, guardMaintenance},
+	{GuardRollout, guardRollout},
+	{GuardBlastRadius, guardBlastRadius},
+	{GuardCooldown, guardCooldown},
+	{GuardRateLimit, guardRateLimit},
+	{GuardNodeRateLimit, guardNodeRateLimit},
+	{GuardCircuitBreaker, guardCircuitBreaker},
+	{GuardDryRun, guardDryRun},
+}
+
+func guardMaintenance(in *GuardInput) string { return in.Facts.Maintenance }
+
+func guardRollout(in *GuardInput) string {
+	if w := in.Facts.Workload; w != nil && w.RollingOut != "" {
+		return fmt.Sprintf("%s %s/%s is mid-rollout: %s", w.Kind, w.Namespace, w.Name, w.RollingOut)
+	}
+	return ""
+}
+
+// disruptive actuators take their pod target out of service; the blast
+// radius applies to them.
+type disruptive interface{ DisruptsPod() bool }
+
+func guardBlastRadius(in *GuardInput) string {
+	br, w := in.Policy.BlastRadius, in.Facts.Workload
+	if br == nil || w == nil || in.Target.Kind != "Pod" {
+		return ""
+	}
+	if d, ok := in.Step.Action.(disruptive); !ok || !d.DisruptsPod() {
+		return ""
+	}
+	after := w.Unavailable
+	if w.TargetReady {
+		after++
+	}
+	limit := -1
+	if br.MaxUnavailable > 0 {
+		limit = br.MaxUnavailable
+	}
+	if br.MaxUnavailablePercent > 0 {
+		p := w.Replicas * br.MaxUnavailablePercent / 100
+		if limit < 0 || p < limit {
+			limit = p
+		}
+	}
+	if after > limit {
+		return fmt.Sprintf("%s %s/%s would have %d of %d replicas unavailable (%d already), more than the %d allowed",
+			w.Kind, w.Namespace, w.Name, after, w.Replicas, w.Unavailable, limit)
+	}
+	return ""
+}
+
+func guardCooldown(in *GuardInput) string {
+	cd := in.Policy.Cooldown
+	if cd <= 0 || in.History == nil {
+		return ""
+	}
+	var veto string
+	in.History.Each(func(r *Record) bool {
+		if in.Now.Sub(r.At) > cd {
+			return false
+		}
+		if r.Result == ResultSuccess && r.Target == in.Target && r.Incident != in.Incident {
+			veto = fmt.Sprintf("%s was acted on %s ago (%s by policy %s); cooldown is %s",
+				in.Target, in.Now.Sub(r.At).Round(time.Second), r.Action, r.Policy, cd)
+			return false
+		}
+		return true
+	})
+	return veto
+}
+
+func countTaken(h *History, now time.Time, per time.Duration, policy string) int {
+	n := 0
+	if h == nil {
+		return 0
+	}
+	h.Each(func(r *Record) bool {
+		if now.Sub(r.At) > per {
+			return false
+		}
+		if r.taken() && (policy == "" || r.Policy == policy) {
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+func guardRateLimit(in *GuardInput) string {
+	rl := in.Policy.RateLimit
+	if rl == nil {
+		return ""
+	}
+	if n := countTaken(in.History, in.Now, rl.Per, in.Policy.Name); n >= rl.Max {
+		return fmt.Sprintf("policy %s took %d actions in the last %s; its limit is %d", in.Policy.Name, n, rl.Per, rl.Max)
+	}
+	return ""
+}
+
+func guardNodeRateLimit(in *GuardInput) string {
+	rl := in.NodeRateLimit
+	if rl == nil {
+		return ""
+	}
+	if n := countTaken(in.History, in.Now, rl.Per, ""); n >= rl.Max {
+		return fmt.Sprintf("this node took %d actions in the last %s; its limit is %d", n, rl.Per, rl.Max)
+	}
+	return ""
+}
+
+// breakerOpen reports whether the policy's last cb.Failures remediations
+// failed with none resolving since, the last within cb.ResetAfter.
+func breakerOpen(in *GuardInput) (bool, int) {
+	cb := in.Policy.CircuitBreaker
+	if cb == nil || in.History == nil {
+		return false, 0
+	}
+	failures := 0
+	var last time.Time
+	in.History.Each(func(r *Record) bool {
+		if r.Policy != in.Policy.Name || r.Step < 0 {
+			return true
+		}
+		switch r.Result {
+		case ResultResolved:
+			return false
+		case ResultFailed, ResultUnresolved:
+			if failures == 0 {
+				last = r.At
+			}
+			failures++
+		}
+		return failures < cb.Failures
+	})
+	return failures >= cb.Failures && in.Now.Sub(last) < cb.ResetAfter, failures
+}
+
+func guardCircuitBreaker(in *GuardInput) string {
+	if open, n := breakerOpen(in); open {
+		return fmt.Sprintf("policy %s failed %d remediations in a row; circuit open for %s after the last, escalating instead",
+			in.Policy.Name, n, in.Policy.CircuitBreaker.ResetAfter)
+	}
+	return ""
+}
+
+func guardDryRun(in *GuardInput) string {
+	switch {
+	case in.GlobalDryRun:
+		return "healing.dry_run is on"
+	case in.Policy.DryRun:
+		return "policy " + in.Policy.Name + " is in dry-run"
+	}
+	return ""
+}
+
+// RunGuards returns the first guard that vetoes, or "" and "".
+func RunGuards(guards []Guard, in *GuardInput) (guard, reason string) {
+	for _, g := range guards {
+		if r := g.Check(in); r != "" {
+			return g.Name, r
+		}
+	}
+	return "", ""
+}

@@ -1,0 +1,680 @@
+package healing
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
+	"github.com/vigil-agent/vigil/rules"
+)
+
+// cluster is one control plane shared by the Kubernetes subtests, with
+// the shipped RBAC applied and a client acting as the agent's own
+// ServiceAccount.
+type cluster struct {
+	k     *testenv.Kube
+	admin kubernetes.Interface
+	agent kubernetes.Interface
+}
+
+func startCluster(t *testing.T) *cluster {
+	k := testenv.StartKubernetes(t)
+	c := &cluster{k: k, admin: k.Client()}
+	ctx := t.Context()
+	if _, err := c.admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "vigil"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	applyRBAC(t, c.admin)
+	var err error
+	c.agent, err = kubernetes.NewForConfig(k.ServiceAccountConfig(t, "vigil", "vigil"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// applyRBAC creates every object of healing/rbac.yaml.
+func applyRBAC(t *testing.T, c kubernetes.Interface) {
+	ctx := t.Context()
+	dec := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(RBAC)))
+	for {
+		doc, err := dec.Read()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			t.Fatalf("rbac.yaml: %v", err)
+		}
+		switch o := obj.(type) {
+		case *corev1.ServiceAccount:
+			_, err = c.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			_, err = c.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			_, err = c.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.Role:
+			_, err = c.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.RoleBinding:
+			_, err = c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		default:
+			t.Fatalf("rbac.yaml: unexpected %T", obj)
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (c *cluster) namespace(t *testing.T) string {
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(name) > 60 {
+		name = name[len(name)-60:]
+	}
+	name = strings.Trim(name, "-")
+	if _, err := c.admin.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+type depOpts struct {
+	replicas int32
+	gate     bool
+	paused   bool
+}
+
+// deployment creates a Deployment and waits until its rollout is done and
+// every replica is Ready.
+func (c *cluster) deployment(t *testing.T, ns, name string, o depOpts) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &o.replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "app", Image: "example.invalid/app:1",
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+				}}},
+			},
+		},
+	}
+	if o.gate {
+		d.Spec.Template.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: DefaultReadinessCondition}}
+	}
+	if _, err := c.admin.AppsV1().Deployments(ns).Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.settled(t, ns, name)
+	return d
+}
+
+// settled waits until a Deployment's rollout is complete and all its
+// replicas are available.
+func (c *cluster) settled(t *testing.T, ns, name string) {
+	t.Helper()
+	testenv.Eventually(t, 2*time.Minute, 100*time.Millisecond, "deployment "+name+" settled", func(ctx context.Context) error {
+		d, err := c.admin.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		s := d.Status
+		if d.Generation != s.ObservedGeneration || s.UpdatedReplicas != *d.Spec.Replicas || s.Replicas != *d.Spec.Replicas || s.AvailableReplicas != *d.Spec.Replicas {
+			return fmt.Errorf("generation %d observed %d, replicas %d updated %d available %d of %d", d.Generation, s.ObservedGeneration, s.Replicas, s.UpdatedReplicas, s.AvailableReplicas, *d.Spec.Replicas)
+		}
+		return nil
+	})
+}
+
+func (c *cluster) pods(t *testing.T, ns, app string) []corev1.Pod {
+	t.Helper()
+	l, err := c.admin.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=" + app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []corev1.Pod
+	for _, p := range l.Items {
+		if p.DeletionTimestamp == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// setPodReady writes a pod's Ready condition as a kubelet would (kwok does
+// not undo it).
+func (c *cluster) setPodReady(t *testing.T, p *corev1.Pod, ready bool) {
+	t.Helper()
+	pod, err := c.admin.CoreV1().Pods(p.Namespace).Get(t.Context(), p.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := corev1.ConditionFalse
+	if ready {
+		st = corev1.ConditionTrue
+	}
+	setCondition(pod, corev1.PodCondition{Type: corev1.PodReady, Status: st, LastTransitionTime: metav1.Now()})
+	if _, err := c.admin.CoreV1().Pods(p.Namespace).UpdateStatus(t.Context(), pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// agentEngine starts an engine acting as the agent's ServiceAccount on
+// node.
+func (c *cluster) agentEngine(t *testing.T, node, identity, policies string) *harness {
+	return startEngine(t, "dry_run: false\nidentity: "+identity+"\npolicies:\n"+policies, func(o *Options) {
+		o.Kube = c.agent
+		o.NodeName = node
+	})
+}
+
+func lastRecord(t *testing.T, recs []Record) Record {
+	t.Helper()
+	if len(recs) == 0 {
+		t.Fatal("no records")
+	}
+	return recs[len(recs)-1]
+}
+
+func TestKubernetesActuators(t *testing.T) {
+	c := startCluster(t)
+
+	t.Run("CrashLoopingDeploymentIsRestarted", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "web", depOpts{replicas: 2})
+		h := c.agentEngine(t, c.k.Nodes[0], "agent-a", `
+  runbook_url: https://runbooks.example/crashloop
+  routes:
+    - name: crashloop
+      matchers: ['alertname="KubePodCrashLooping"']
+      steps:
+        - action: rollout_restart
+          params: {namespace: "{{.namespace}}", name: "{{.deployment}}"}
+          verify: {window: 2m}
+`)
+		labels := map[string]string{"alertname": "KubePodCrashLooping", "namespace": ns, "deployment": "web", "pod": "web-x"}
+		h.fire(labels)
+		recs := h.waitRecords(1)
+		if r := recs[0]; r.Result != ResultSuccess || r.Target.String() != "Deployment "+ns+"/web" {
+			t.Fatalf("records:%s", dump(recs))
+		}
+		d, err := c.admin.AppsV1().Deployments(ns).Get(t.Context(), "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Spec.Template.Annotations[RestartedAtAnnotation] == "" {
+			t.Fatal("the Deployment's template has no restartedAt annotation")
+		}
+		// The controller rolls new pods out.
+		c.settled(t, ns, "web")
+		h.resolve(labels)
+		recs = h.settle()
+		if got := results(recs); got != "success resolved" {
+			t.Fatalf("results %q%s", got, dump(recs))
+		}
+		// The Event on the Deployment names the policy and the runbook.
+		testenv.Eventually(t, time.Minute, 100*time.Millisecond, "remediation event", func(ctx context.Context) error {
+			evs, err := c.admin.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=web,involvedObject.kind=Deployment"})
+			if err != nil {
+				return err
+			}
+			var reasons []string
+			for _, e := range evs.Items {
+				reasons = append(reasons, e.Reason)
+				if e.Reason == "RemediationSuccess" && strings.Contains(e.Message, "policy crashloop") && strings.Contains(e.Message, "https://runbooks.example/crashloop") && e.ReportingInstance == "agent-a" {
+					return nil
+				}
+			}
+			return fmt.Errorf("events: %v", reasons)
+		})
+	})
+
+	t.Run("HighErrorRatePodIsReroutedAndKeepsRunning", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "api", depOpts{replicas: 2, gate: true})
+		if _, err := c.admin.CoreV1().Services(ns).Create(t.Context(), &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "api"},
+			Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "api"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromString("http")}}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		readyIPs := func(ctx context.Context) (map[string]bool, error) {
+			sl, err := c.admin.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=api"})
+			if err != nil {
+				return nil, err
+			}
+			ips := map[string]bool{}
+			for _, s := range sl.Items {
+				for _, e := range s.Endpoints {
+					if e.Conditions.Ready != nil && *e.Conditions.Ready {
+						for _, a := range e.Addresses {
+							ips[a] = true
+						}
+					}
+				}
+			}
+			return ips, nil
+		}
+		testenv.Eventually(t, time.Minute, 100*time.Millisecond, "2 ready endpoints", func(ctx context.Context) error {
+			ips, err := readyIPs(ctx)
+			if err == nil && len(ips) != 2 {
+				err = fmt.Errorf("%d ready endpoints", len(ips))
+			}
+			return err
+		})
+		victim := c.pods(t, ns, "api")[0]
+		policy := `
+  routes:
+    - name: reroute
+      matchers: ['alertname="HighErrorRate"']
+      blast_radius: {max_unavailable: 1}
+      steps:
+        - action: reroute_readiness
+          params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
+`
+		other := c.k.Nodes[0]
+		if other == victim.Spec.NodeName {
+			other = c.k.Nodes[1]
+		}
+		// The agent of another node leaves it alone.
+		elsewhere := c.agentEngine(t, other, "agent-other", policy)
+		local := c.agentEngine(t, victim.Spec.NodeName, "agent-local", policy)
+		labels := map[string]string{"alertname": "HighErrorRate", "namespace": ns, "pod": victim.Name}
+		elsewhere.fire(labels)
+		local.fire(labels)
+		if r := lastRecord(t, elsewhere.settle()); r.Result != ResultSkipped || !strings.Contains(r.Reason, "runs on node") {
+			t.Fatalf("other node's agent: %+v", r)
+		}
+		if r := lastRecord(t, local.settle()); r.Result != ResultSuccess {
+			t.Fatalf("local agent:%s", dump(local.e.History().Recent(0)))
+		}
+		testenv.Eventually(t, time.Minute, 100*time.Millisecond, "the pod out of the EndpointSlice's ready set", func(ctx context.Context) error {
+			ips, err := readyIPs(ctx)
+			if err == nil && (ips[victim.Status.PodIP] || len(ips) != 1) {
+				err = fmt.Errorf("ready endpoints %v still list %s", ips, victim.Status.PodIP)
+			}
+			return err
+		})
+		p, err := c.admin.CoreV1().Pods(ns).Get(t.Context(), victim.Name, metav1.GetOptions{})
+		if err != nil || p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+			t.Fatalf("the rerouted pod must stay up: %v %+v", err, p.Status.Phase)
+		}
+		// The second pod would take the workload beyond max_unavailable 1
+		// (the rerouted one already counts).
+		second := c.pods(t, ns, "api")[1]
+		local2 := c.agentEngine(t, second.Spec.NodeName, "agent-2", policy)
+		local2.fire(map[string]string{"alertname": "HighErrorRate", "namespace": ns, "pod": second.Name})
+		if r := lastRecord(t, local2.settle()); r.Result != ResultVetoed || r.Guard != GuardBlastRadius {
+			t.Fatalf("second pod:%s", dump(local2.e.History().Recent(0)))
+		}
+		if ips, _ := readyIPs(t.Context()); !ips[second.Status.PodIP] {
+			t.Fatal("the vetoed pod left the endpoints")
+		}
+	})
+
+	t.Run("RerouteRefusesPodWithoutReadinessGate", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "nogate", depOpts{replicas: 1})
+		p := c.pods(t, ns, "nogate")[0]
+		h := c.agentEngine(t, p.Spec.NodeName, "a", `
+  name: reroute
+  steps: [{action: reroute_readiness, params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}}]
+`)
+		h.fire(map[string]string{"alertname": "E", "namespace": ns, "pod": p.Name})
+		if r := lastRecord(t, h.settle()); r.Result != ResultFailed || !strings.Contains(r.Reason, "does not list readiness gate") {
+			t.Fatalf("%+v", r)
+		}
+	})
+
+	t.Run("SaturatedDeploymentScaledWithinBounds", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "worker", depOpts{replicas: 1})
+		// Watch every replica count the Deployment ever has.
+		var mu sync.Mutex
+		seen := 0
+		w, err := c.admin.AppsV1().Deployments(ns).Watch(t.Context(), metav1.ListOptions{FieldSelector: "metadata.name=worker"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for ev := range w.ResultChan() {
+				if d, ok := ev.Object.(*appsv1.Deployment); ok {
+					mu.Lock()
+					seen = max(seen, int(*d.Spec.Replicas))
+					mu.Unlock()
+				}
+			}
+		}()
+		h := c.agentEngine(t, c.k.Nodes[0], "agent-a", `
+  routes:
+    - name: saturated
+      matchers: ['alertname="Saturated"']
+      steps:
+        - action: scale
+          params: {namespace: "{{.namespace}}", name: "{{.deployment}}", step: "1", min: "1", max: "3"}
+`)
+		for i := 0; i < 4; i++ {
+			h.fire(map[string]string{"alertname": "Saturated", "namespace": ns, "deployment": "worker", "n": fmt.Sprint(i)})
+			h.settle()
+			c.settled(t, ns, "worker")
+		}
+		recs := h.settle()
+		if got := results(recs); got != "success success failed failed" {
+			t.Fatalf("results %q%s", got, dump(recs))
+		}
+		if !strings.Contains(recs[2].Reason, "is at 3 replicas, the bound of [1, 3]") {
+			t.Errorf("bound reason: %q", recs[2].Reason)
+		}
+		d, _ := c.admin.AppsV1().Deployments(ns).Get(t.Context(), "worker", metav1.GetOptions{})
+		w.Stop()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		if *d.Spec.Replicas != 3 || seen != 3 {
+			t.Fatalf("replicas %d, highest seen %d; want 3 and never more", *d.Spec.Replicas, seen)
+		}
+	})
+
+	t.Run("TwoAgentsRacingActOnce", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "race", depOpts{replicas: 1})
+		policy := `
+  routes:
+    - name: restart
+      steps:
+        - action: rollout_restart
+          params: {namespace: "{{.namespace}}", name: "{{.deployment}}"}
+`
+		a := c.agentEngine(t, c.k.Nodes[0], "agent-a", policy)
+		b := c.agentEngine(t, c.k.Nodes[1], "agent-b", policy)
+		before, _ := c.admin.AppsV1().Deployments(ns).Get(t.Context(), "race", metav1.GetOptions{})
+		labels := map[string]string{"alertname": "CrashLoop", "namespace": ns, "deployment": "race"}
+		var wg sync.WaitGroup
+		for _, h := range []*harness{a, b} {
+			wg.Add(1)
+			go func() { defer wg.Done(); h.stream.Publish(alertFiring(labels)) }()
+		}
+		wg.Wait()
+		a.waitRecords(1)
+		b.waitRecords(1)
+		all := append(a.settle(), b.settle()...)
+		var success, skipped int
+		for _, r := range all {
+			switch r.Result {
+			case ResultSuccess:
+				success++
+			case ResultSkipped:
+				skipped++
+				if !strings.Contains(r.Reason, "lease "+LeaseName("rollout_restart", r.Target)+" is held by") {
+					t.Errorf("skip reason: %q", r.Reason)
+				}
+			}
+		}
+		if success != 1 || skipped != 1 {
+			t.Fatalf("success=%d skipped=%d:%s", success, skipped, dump(all))
+		}
+		after, _ := c.admin.AppsV1().Deployments(ns).Get(t.Context(), "race", metav1.GetOptions{})
+		if after.Generation != before.Generation+1 {
+			t.Fatalf("generation %d → %d: the Deployment was changed %d times", before.Generation, after.Generation, after.Generation-before.Generation)
+		}
+	})
+
+	t.Run("GuardRolloutInProgress", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "roll", depOpts{replicas: 2})
+		// A paused Deployment with a new template stays mid-rollout.
+		patch := `{"spec":{"paused":true,"template":{"metadata":{"annotations":{"v":"2"}}}}}`
+		if _, err := c.admin.AppsV1().Deployments(ns).Patch(t.Context(), "roll", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		p := c.pods(t, ns, "roll")[0]
+		h := c.agentEngine(t, p.Spec.NodeName, "a", `
+  name: kill
+  steps: [{action: delete_pod, params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}}]
+`)
+		testenv.Eventually(t, time.Minute, 100*time.Millisecond, "paused rollout observed", func(ctx context.Context) error {
+			d, err := c.admin.AppsV1().Deployments(ns).Get(ctx, "roll", metav1.GetOptions{})
+			if err == nil && d.Status.ObservedGeneration != d.Generation {
+				err = fmt.Errorf("not observed yet")
+			}
+			return err
+		})
+		h.fire(map[string]string{"alertname": "Bad", "namespace": ns, "pod": p.Name, "try": "1"})
+		if r := lastRecord(t, h.settle()); r.Result != ResultVetoed || r.Guard != GuardRollout || !strings.Contains(r.Reason, "mid-rollout") {
+			t.Fatalf("during the rollout:%s", dump(h.e.History().Recent(0)))
+		}
+		if _, err := c.admin.CoreV1().Pods(ns).Get(t.Context(), p.Name, metav1.GetOptions{}); err != nil {
+			t.Fatalf("the pod was touched: %v", err)
+		}
+		if _, err := c.admin.AppsV1().Deployments(ns).Patch(t.Context(), "roll", types.StrategicMergePatchType, []byte(`{"spec":{"paused":false}}`), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.settled(t, ns, "roll")
+		p = c.pods(t, ns, "roll")[0]
+		h2 := c.agentEngine(t, p.Spec.NodeName, "a", `
+  name: kill
+  steps: [{action: delete_pod, params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}}]
+`)
+		h2.fire(map[string]string{"alertname": "Bad", "namespace": ns, "pod": p.Name, "try": "2"})
+		if r := lastRecord(t, h2.settle()); r.Result != ResultSuccess {
+			t.Fatalf("after the rollout:%s", dump(h2.e.History().Recent(0)))
+		}
+	})
+
+	t.Run("GuardBlastRadiusCountsUnreadyPods", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "br", depOpts{replicas: 3})
+		pods := c.pods(t, ns, "br")
+		c.setPodReady(t, &pods[0], false) // already unready, not by Vigil
+		target := pods[1]
+		run := func(maxUnavailable int) Record {
+			h := c.agentEngine(t, target.Spec.NodeName, "a", fmt.Sprintf(`
+  name: evict
+  blast_radius: {max_unavailable: %d}
+  steps: [{action: evict_pod, params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}}]
+`, maxUnavailable))
+			h.fire(map[string]string{"alertname": "Bad", "namespace": ns, "pod": target.Name})
+			return lastRecord(t, h.settle())
+		}
+		if r := run(1); r.Result != ResultVetoed || r.Guard != GuardBlastRadius || !strings.Contains(r.Reason, "2 of 3 replicas unavailable (1 already)") {
+			t.Fatalf("max_unavailable 1: %+v", r)
+		}
+		if _, err := c.admin.CoreV1().Pods(ns).Get(t.Context(), target.Name, metav1.GetOptions{}); err != nil {
+			t.Fatalf("the vetoed pod is gone: %v", err)
+		}
+		if r := run(2); r.Result != ResultSuccess {
+			t.Fatalf("max_unavailable 2: %+v", r)
+		}
+	})
+
+	t.Run("GuardMaintenanceAnnotation", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "mt", depOpts{replicas: 1})
+		policy := `
+  name: restart
+  steps: [{action: rollout_restart, params: {namespace: "{{.namespace}}", name: "{{.deployment}}"}}]
+`
+		set := func(v string) {
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%s}}}`, MaintenanceAnnotation, v)
+			if _, err := c.admin.AppsV1().Deployments(ns).Patch(t.Context(), "mt", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		set(`"true"`)
+		h := c.agentEngine(t, c.k.Nodes[0], "a", policy)
+		h.fire(map[string]string{"alertname": "X", "namespace": ns, "deployment": "mt"})
+		if r := lastRecord(t, h.settle()); r.Result != ResultVetoed || r.Guard != GuardMaintenance || !strings.Contains(r.Reason, MaintenanceAnnotation) {
+			t.Fatalf("with the annotation: %+v", r)
+		}
+		set("null")
+		// An annotation change bumps a Deployment's generation: wait for
+		// the controller to observe it, or the rollout guard vetoes.
+		c.settled(t, ns, "mt")
+		h2 := c.agentEngine(t, c.k.Nodes[0], "a2", policy)
+		h2.fire(map[string]string{"alertname": "X", "namespace": ns, "deployment": "mt"})
+		if r := lastRecord(t, h2.settle()); r.Result != ResultSuccess {
+			t.Fatalf("without the annotation: %+v", r)
+		}
+	})
+
+	t.Run("EvictHonoursPodDisruptionBudget", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "pdb", depOpts{replicas: 2})
+		minAvail := intstr.FromInt32(2)
+		if _, err := c.admin.PolicyV1().PodDisruptionBudgets(ns).Create(t.Context(), &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Name: "pdb"},
+			Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: &minAvail, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pdb"}}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// The budget would hold a later drain of the node forever.
+		t.Cleanup(func() {
+			c.admin.PolicyV1().PodDisruptionBudgets(ns).Delete(context.Background(), "pdb", metav1.DeleteOptions{})
+		})
+		testenv.Eventually(t, time.Minute, 100*time.Millisecond, "PDB status", func(ctx context.Context) error {
+			p, err := c.admin.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, "pdb", metav1.GetOptions{})
+			if err == nil && p.Status.ObservedGeneration != p.Generation {
+				err = fmt.Errorf("PDB not observed")
+			}
+			return err
+		})
+		p := c.pods(t, ns, "pdb")[0]
+		h := c.agentEngine(t, p.Spec.NodeName, "a", `
+  name: evict
+  steps: [{action: evict_pod, params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}}]
+`)
+		h.fire(map[string]string{"alertname": "X", "namespace": ns, "pod": p.Name})
+		if r := lastRecord(t, h.settle()); r.Result != ResultFailed || !strings.Contains(r.Reason, "PodDisruptionBudget") {
+			t.Fatalf("%+v", r)
+		}
+	})
+
+	t.Run("QuarantineStartsReplacementAndKeepsPod", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "q", depOpts{replicas: 2})
+		p := c.pods(t, ns, "q")[0]
+		h := c.agentEngine(t, p.Spec.NodeName, "a", `
+  name: quarantine
+  steps: [{action: quarantine, params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}}]
+`)
+		h.fire(map[string]string{"alertname": "X", "namespace": ns, "pod": p.Name})
+		if r := lastRecord(t, h.settle()); r.Result != ResultSuccess {
+			t.Fatalf("%+v", r)
+		}
+		got, err := c.admin.CoreV1().Pods(ns).Get(t.Context(), p.Name, metav1.GetOptions{})
+		if err != nil || got.Labels["app"] != "" || got.Labels[QuarantineLabel] != "true" || !strings.Contains(got.Annotations[QuarantineAnnotation], `"app":"q"`) {
+			t.Fatalf("quarantined pod: %v %v %v", err, got.Labels, got.Annotations)
+		}
+		c.settled(t, ns, "q")
+		if n := len(c.pods(t, ns, "q")); n != 2 {
+			t.Fatalf("%d pods select app=q, want 2 (a replacement)", n)
+		}
+	})
+
+	t.Run("DrainEvictsAndCordons", func(t *testing.T) {
+		ns := c.namespace(t)
+		node := c.k.Nodes[1]
+		c.deployment(t, ns, "dr", depOpts{replicas: 2})
+		h := c.agentEngine(t, c.k.Nodes[0], "a", `
+  name: drain
+  steps: [{action: drain, params: {node: "{{.node}}", timeout: 45s}}]
+`)
+		h.fire(map[string]string{"alertname": "NodeBad", "node": node})
+		if r := lastRecord(t, h.settle()); r.Result != ResultSuccess {
+			t.Fatalf("%s", dump(h.e.History().Recent(0)))
+		}
+		n, _ := c.admin.CoreV1().Nodes().Get(t.Context(), node, metav1.GetOptions{})
+		if !n.Spec.Unschedulable {
+			t.Fatal("node not cordoned")
+		}
+		c.settled(t, ns, "dr")
+		for _, p := range c.pods(t, ns, "dr") {
+			if p.Spec.NodeName == node {
+				t.Fatalf("pod %s still on the drained node", p.Name)
+			}
+		}
+		// Leave the node usable for the other subtests.
+		c.admin.CoreV1().Nodes().Patch(t.Context(), node, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":false}}`), metav1.PatchOptions{})
+	})
+
+	t.Run("ShippedRBACAllowsExactlyWhatActuatorsNeed", func(t *testing.T) {
+		type check struct {
+			group, resource, sub, verb, ns string
+		}
+		ssar := func(ch check) bool {
+			r, err := c.agent.AuthorizationV1().SelfSubjectAccessReviews().Create(t.Context(), &authv1.SelfSubjectAccessReview{
+				Spec: authv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authv1.ResourceAttributes{
+					Group: ch.group, Resource: ch.resource, Subresource: ch.sub, Verb: ch.verb, Namespace: ch.ns}},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r.Status.Allowed
+		}
+		need := []check{
+			{"", "pods", "", "get", "app"}, {"", "pods", "", "list", ""}, {"", "pods", "", "delete", "app"}, {"", "pods", "", "update", "app"},
+			{"", "pods", "status", "update", "app"}, {"", "pods", "eviction", "create", "app"},
+			{"", "nodes", "", "get", ""}, {"", "nodes", "", "patch", ""}, {"", "events", "", "create", "app"},
+			{"apps", "deployments", "", "get", "app"}, {"apps", "deployments", "", "patch", "app"},
+			{"apps", "statefulsets", "", "patch", "app"}, {"apps", "daemonsets", "", "patch", "app"},
+			{"apps", "replicasets", "", "get", "app"},
+			{"apps", "deployments", "scale", "update", "app"}, {"apps", "statefulsets", "scale", "get", "app"},
+			{"coordination.k8s.io", "leases", "", "create", "vigil"}, {"coordination.k8s.io", "leases", "", "update", "vigil"},
+		}
+		deny := []check{
+			{"", "secrets", "", "get", "app"}, {"", "configmaps", "", "list", "app"}, {"", "pods", "", "create", "app"},
+			{"", "pods", "exec", "create", "app"}, {"", "nodes", "", "delete", ""}, {"", "nodes", "", "update", ""},
+			{"apps", "deployments", "", "delete", "app"}, {"apps", "deployments", "", "update", "app"}, {"apps", "deployments", "", "create", "app"},
+			{"apps", "replicasets", "", "delete", "app"}, {"", "events", "", "delete", "app"},
+			{"coordination.k8s.io", "leases", "", "create", "kube-system"}, {"coordination.k8s.io", "leases", "", "delete", "vigil"},
+			{"rbac.authorization.k8s.io", "clusterroles", "", "update", ""}, {"", "serviceaccounts", "token", "create", "vigil"},
+		}
+		for _, ch := range need {
+			if !ssar(ch) {
+				t.Errorf("the agent may not %s %s/%s/%s in %q, which an actuator needs", ch.verb, ch.group, ch.resource, ch.sub, ch.ns)
+			}
+		}
+		for _, ch := range deny {
+			if ssar(ch) {
+				t.Errorf("the agent may %s %s/%s/%s in %q, which no actuator needs", ch.verb, ch.group, ch.resource, ch.sub, ch.ns)
+			}
+		}
+	})
+}
+
+func alertFiring(labels map[string]string) rules.Alert {
+	return rules.Alert{Labels: labels, State: rules.StateFiring, Source: rules.SourceRule, StartsAt: time.Now()}
+}
