@@ -148,38 +148,52 @@ func TestVictoriaLogsReadsBackLokiPush(t *testing.T) {
 
 func TestOTelCollectorWritesSpan(t *testing.T) {
 	c := testenv.StartOTelCollector(t)
-	traces := `{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"testenv"}}]},
+	send := func(t *testing.T, name string) {
+		t.Helper()
+		traces := `{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"testenv"}}]},
  "scopeSpans":[{"scope":{"name":"testenv"},"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
- "name":"testenv-span","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000001000000000",
+ "name":"` + name + `","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000001000000000",
  "attributes":[{"key":"http.route","value":{"stringValue":"/heal"}}]}]}]}]}`
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, c.HTTPURL+"/v1/traces", bytes.NewBufferString(traces))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	http.DefaultClient.CloseIdleConnections()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("OTLP export: %s: %s", resp.Status, body)
-	}
-
-	testenv.Eventually(t, time.Minute, 200*time.Millisecond, "span in the collector's traces file", func(context.Context) error {
-		spans, err := c.Spans()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, c.HTTPURL+"/v1/traces", bytes.NewBufferString(traces))
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		for _, s := range spans {
-			if s.Name == "testenv-span" && s.Resource["service.name"] == "testenv" && s.Attributes["http.route"] == "/heal" {
-				return nil
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		http.DefaultClient.CloseIdleConnections()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("OTLP export: %s: %s", resp.Status, body)
+		}
+	}
+	waitFor := func(t *testing.T, name string) {
+		t.Helper()
+		testenv.Eventually(t, time.Minute, 200*time.Millisecond, "span "+name+" in the collector's traces file", func(context.Context) error {
+			spans, err := c.Spans()
+			if err != nil {
+				return err
 			}
-		}
-		return fmt.Errorf("span not found among %d: %+v", len(spans), spans)
-	})
+			for _, s := range spans {
+				if s.Name == name && s.Resource["service.name"] == "testenv" && s.Attributes["http.route"] == "/heal" {
+					return nil
+				}
+			}
+			return fmt.Errorf("span not found among %d: %+v", len(spans), spans)
+		})
+	}
+	send(t, "testenv-span")
+	waitFor(t, "testenv-span")
+
+	// A restart keeps the endpoints: exporters under test reconnect to them.
+	if err := c.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	send(t, "testenv-span-after-restart")
+	waitFor(t, "testenv-span-after-restart")
 }
 
 func TestHAProxyReportsDrain(t *testing.T) {

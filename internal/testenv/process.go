@@ -254,6 +254,7 @@ func (p *Process) LogTail(n int) string {
 
 // keepLog prints the log's tail and copies the log out of the temp folder.
 func (p *Process) keepLog() {
+	p.t.Helper()
 	dir := os.Getenv(EnvLogDir)
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "vigil-testenv-logs")
@@ -262,6 +263,9 @@ func (p *Process) keepLog() {
 	kept := "not kept"
 	if err := os.MkdirAll(dir, 0o755); err == nil {
 		dst := filepath.Join(dir, p.cmd.Name+".log")
+		for i := 2; fileExists(dst); i++ { // two servers of one name in a test
+			dst = filepath.Join(dir, fmt.Sprintf("%s-%d.log", p.cmd.Name, i))
+		}
 		if err := copyFile(p.logPath, dst); err == nil {
 			kept = "kept at " + dst
 		}
@@ -277,6 +281,11 @@ func sanitize(name string) string {
 		}
 		return '_'
 	}, name)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func copyFile(src, dst string) error {

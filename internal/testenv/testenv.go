@@ -2,8 +2,9 @@
 // control plane with kwok nodes, Prometheus, Alertmanager, VictoriaLogs, an
 // OpenTelemetry Collector, HAProxy and node_exporter — for tests.
 //
-// Every Start function (Kubernetes, Prometheus, Alertmanager, VictoriaLogs,
-// OTelCollector, HAProxy, NodeExporter) brings its server up on free
+// Every Start function ([StartKubernetes], [StartPrometheus],
+// [StartAlertmanager], [StartVictoriaLogs], [StartOTelCollector],
+// [StartHAProxy], [StartNodeExporter]) brings its server up on free
 // 127.0.0.1 ports with its data in the test's temporary directory, waits
 // until it is ready, returns its endpoints and stops it when the test ends.
 // Each server's output goes to a log file; when the test fails, the tail of
