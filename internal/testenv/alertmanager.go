@@ -25,19 +25,21 @@ func StartAlertmanager(t TB, configYAML string) *Alertmanager {
 	bin := Binary(t, "prometheus-alertmanager")
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "alertmanager.yml", configYAML)
-	port := FreePort(t)
-	a := &Alertmanager{URL: "http://" + hostPort(port), ConfigFile: cfg}
-	a.Process = StartProcess(t, Command{
-		Name: "alertmanager",
-		Path: bin,
-		Args: []string{
-			"--config.file=" + cfg,
-			"--storage.path=" + filepath.Join(dir, "data"),
-			"--web.listen-address=" + hostPort(port),
-			"--cluster.listen-address=",
-			"--log.level=info",
-		},
-		Ready: HTTPReady(a.URL + "/-/ready"),
+	a := &Alertmanager{ConfigFile: cfg}
+	a.Process = StartOnFreePorts(t, 1, func(ports []int) Command {
+		a.URL = "http://" + hostPort(ports[0])
+		return Command{
+			Name: "alertmanager",
+			Path: bin,
+			Args: []string{
+				"--config.file=" + cfg,
+				"--storage.path=" + filepath.Join(dir, "data"),
+				"--web.listen-address=" + hostPort(ports[0]),
+				"--cluster.listen-address=",
+				"--log.level=info",
+			},
+			Ready: HTTPReady(a.URL + "/-/ready"),
+		}
 	})
 	return a
 }

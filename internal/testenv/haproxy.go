@@ -38,14 +38,18 @@ func StartHAProxy(t TB, backends ...string) *HAProxy {
 	t.Helper()
 	bin := Binary(t, "haproxy")
 	dir := t.TempDir()
-	port := FreePort(t)
 	h := &HAProxy{
-		URL:         "http://" + hostPort(port),
 		Backend:     "be",
 		AdminSocket: filepath.Join(dir, "admin.sock"),
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `global
+	for i := range backends {
+		h.Servers = append(h.Servers, "s"+strconv.Itoa(i))
+	}
+	h.Process = StartOnFreePorts(t, 1, func(ports []int) Command {
+		frontend := hostPort(ports[0])
+		h.URL = "http://" + frontend
+		var b strings.Builder
+		fmt.Fprintf(&b, `global
     stats socket %s mode 600 level admin
     stats timeout 30s
 
@@ -60,25 +64,24 @@ frontend fe
     default_backend %s
 
 backend %s
-`, h.AdminSocket, hostPort(port), h.Backend, h.Backend)
-	for i, addr := range backends {
-		name := "s" + strconv.Itoa(i)
-		h.Servers = append(h.Servers, name)
-		fmt.Fprintf(&b, "    server %s %s\n", name, addr)
-	}
-	h.Config = b.String()
-	h.ConfigFile = writeFile(t, dir, "haproxy.cfg", h.Config)
-	sockReady, feReady := SocketReady(h.AdminSocket), TCPReady(hostPort(port))
-	h.Process = StartProcess(t, Command{
-		Name: "haproxy",
-		Path: bin,
-		Args: []string{"-db", "-f", h.ConfigFile},
-		Ready: func(ctx context.Context) error {
-			if err := sockReady(ctx); err != nil {
-				return err
-			}
-			return feReady(ctx)
-		},
+`, h.AdminSocket, frontend, h.Backend, h.Backend)
+		for i, addr := range backends {
+			fmt.Fprintf(&b, "    server %s %s\n", h.Servers[i], addr)
+		}
+		h.Config = b.String()
+		h.ConfigFile = writeFile(t, dir, "haproxy.cfg", h.Config)
+		sockReady, feReady := SocketReady(h.AdminSocket), TCPReady(frontend)
+		return Command{
+			Name: "haproxy",
+			Path: bin,
+			Args: []string{"-db", "-f", h.ConfigFile},
+			Ready: func(ctx context.Context) error {
+				if err := sockReady(ctx); err != nil {
+					return err
+				}
+				return feReady(ctx)
+			},
+		}
 	})
 	return h
 }

@@ -84,36 +84,41 @@ func StartKubernetesWith(t TB, opts KubeOptions) *Kube {
 	k := &Kube{t: t}
 	k.writePKI(dir)
 
-	ports := freePorts(t, 3)
-	etcdClient, etcdPeer, apiPort := ports[0], ports[1], ports[2]
-	k.Etcd = StartEtcd(t, filepath.Join(dir, "etcd"), etcdClient, etcdPeer, etcdBin)
+	var etcdURL string
+	etcdAttempt := 0
+	k.Etcd = StartOnFreePorts(t, 2, func(ports []int) Command {
+		etcdURL = "http://" + hostPort(ports[0])
+		etcdAttempt++ // a fresh data folder for each attempt
+		return etcdCommand(filepath.Join(dir, "etcd"+strconv.Itoa(etcdAttempt)), ports[0], ports[1], etcdBin)
+	})
 
-	k.Server = "https://" + hostPort(apiPort)
-	k.writeKubeconfig(dir, "admin", "admin")
 	saKey := filepath.Join(dir, "sa.key")
-	apiArgs := mergeFlags([]string{
-		"--bind-address=127.0.0.1",
-		"--secure-port=" + strconv.Itoa(apiPort),
-		"--advertise-address=127.0.0.1",
-		"--endpoint-reconciler-type=none",
-		"--etcd-servers=http://" + hostPort(etcdClient),
-		"--tls-cert-file=" + filepath.Join(dir, "apiserver.crt"),
-		"--tls-private-key-file=" + filepath.Join(dir, "apiserver.key"),
-		"--client-ca-file=" + k.CAFile,
-		"--authorization-mode=Node,RBAC",
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file=" + saKey,
-		"--service-account-signing-key-file=" + saKey,
-		"--service-cluster-ip-range=10.96.0.0/16",
-		"--allow-privileged=true",
-		"--profiling=false",
-		"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
-	}, opts.APIServerArgs)
-	k.APIServer = StartProcess(t, Command{
-		Name:  "kube-apiserver",
-		Path:  apiBin,
-		Args:  apiArgs,
-		Ready: k.readyz,
+	k.APIServer = StartOnFreePorts(t, 1, func(ports []int) Command {
+		k.Server = "https://" + hostPort(ports[0])
+		k.writeKubeconfig(dir, "admin", "admin")
+		return Command{
+			Name: "kube-apiserver",
+			Path: apiBin,
+			Args: mergeFlags([]string{
+				"--bind-address=127.0.0.1",
+				"--secure-port=" + strconv.Itoa(ports[0]),
+				"--advertise-address=127.0.0.1",
+				"--endpoint-reconciler-type=none",
+				"--etcd-servers=" + etcdURL,
+				"--tls-cert-file=" + filepath.Join(dir, "apiserver.crt"),
+				"--tls-private-key-file=" + filepath.Join(dir, "apiserver.key"),
+				"--client-ca-file=" + k.CAFile,
+				"--authorization-mode=Node,RBAC",
+				"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+				"--service-account-key-file=" + saKey,
+				"--service-account-signing-key-file=" + saKey,
+				"--service-cluster-ip-range=10.96.0.0/16",
+				"--allow-privileged=true",
+				"--profiling=false",
+				"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
+			}, opts.APIServerArgs),
+			Ready: k.readyz,
+		}
 	})
 
 	cmKubeconfig := k.writeKubeconfig(dir, "kube-controller-manager", "system:kube-controller-manager")
@@ -209,17 +214,30 @@ func StartKubernetesWith(t TB, opts KubeOptions) *Kube {
 	return k
 }
 
-// StartEtcd starts a single-member etcd with its data in dataDir, serving
-// clients on http://127.0.0.1:clientPort. bin is the etcd binary, or "" to
-// look it up.
-func StartEtcd(t TB, dataDir string, clientPort, peerPort int, bin string) *Process {
+// StartEtcd starts a single-member etcd on free ports with its data in
+// dataDir and returns the process and its client URL (http://127.0.0.1:port).
+func StartEtcd(t TB, dataDir string) (*Process, string) {
 	t.Helper()
-	if bin == "" {
-		bin = Binary(t, "etcd")
-	}
+	bin := Binary(t, "etcd")
+	var url string
+	attempt := 0
+	p := StartOnFreePorts(t, 2, func(ports []int) Command {
+		url = "http://" + hostPort(ports[0])
+		attempt++
+		d := dataDir
+		if attempt > 1 { // the failed attempt may have initialised dataDir
+			d += "." + strconv.Itoa(attempt)
+		}
+		return etcdCommand(d, ports[0], ports[1], bin)
+	})
+	return p, url
+}
+
+// etcdCommand is the command of a single-member etcd.
+func etcdCommand(dataDir string, clientPort, peerPort int, bin string) Command {
 	client := "http://" + hostPort(clientPort)
 	peer := "http://" + hostPort(peerPort)
-	return StartProcess(t, Command{
+	return Command{
 		Name: "etcd",
 		Path: bin,
 		Args: []string{
@@ -234,7 +252,7 @@ func StartEtcd(t TB, dataDir string, clientPort, peerPort int, bin string) *Proc
 			"--log-level=warn",
 		},
 		Ready: HTTPReady(client + "/health"),
-	})
+	}
 }
 
 func nodeReady(n *corev1.Node) bool {

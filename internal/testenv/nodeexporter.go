@@ -15,13 +15,15 @@ type NodeExporter struct {
 func StartNodeExporter(t TB, args ...string) *NodeExporter {
 	t.Helper()
 	bin := Binary(t, "prometheus-node-exporter")
-	port := FreePort(t)
-	n := &NodeExporter{URL: "http://" + hostPort(port)}
-	n.Process = StartProcess(t, Command{
-		Name:  "node-exporter",
-		Path:  bin,
-		Args:  append([]string{"--web.listen-address=" + hostPort(port)}, args...),
-		Ready: HTTPReady(n.URL + "/metrics"),
+	n := &NodeExporter{}
+	n.Process = StartOnFreePorts(t, 1, func(ports []int) Command {
+		n.URL = "http://" + hostPort(ports[0])
+		return Command{
+			Name:  "node-exporter",
+			Path:  bin,
+			Args:  append([]string{"--web.listen-address=" + hostPort(ports[0])}, args...),
+			Ready: HTTPReady(n.URL + "/metrics"),
+		}
 	})
 	return n
 }

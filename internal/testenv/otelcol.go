@@ -34,15 +34,15 @@ func StartOTelCollector(t TB) *OTelCollector {
 	t.Helper()
 	bin := Binary(t, "otelcol")
 	dir := t.TempDir()
-	ports := freePorts(t, 2)
 	c := &OTelCollector{
-		GRPCEndpoint: hostPort(ports[0]),
-		HTTPURL:      "http://" + hostPort(ports[1]),
-		TracesFile:   filepath.Join(dir, "traces.jsonl"),
-		MetricsFile:  filepath.Join(dir, "metrics.jsonl"),
-		LogsFile:     filepath.Join(dir, "logs.jsonl"),
+		TracesFile:  filepath.Join(dir, "traces.jsonl"),
+		MetricsFile: filepath.Join(dir, "metrics.jsonl"),
+		LogsFile:    filepath.Join(dir, "logs.jsonl"),
 	}
-	cfg := fmt.Sprintf(`receivers:
+	c.Process = StartOnFreePorts(t, 2, func(ports []int) Command {
+		c.GRPCEndpoint = hostPort(ports[0])
+		c.HTTPURL = "http://" + hostPort(ports[1])
+		cfg := fmt.Sprintf(`receivers:
   otlp:
     protocols:
       grpc:
@@ -76,18 +76,19 @@ service:
       receivers: [otlp]
       exporters: [file/logs, debug]
 `, c.GRPCEndpoint, hostPort(ports[1]), c.TracesFile, c.MetricsFile, c.LogsFile)
-	c.ConfigFile = writeFile(t, dir, "otelcol.yaml", cfg)
-	grpcReady, httpReady := TCPReady(c.GRPCEndpoint), TCPReady(hostPort(ports[1]))
-	c.Process = StartProcess(t, Command{
-		Name: "otelcol",
-		Path: bin,
-		Args: []string{"--config=" + c.ConfigFile},
-		Ready: func(ctx context.Context) error {
-			if err := grpcReady(ctx); err != nil {
-				return err
-			}
-			return httpReady(ctx)
-		},
+		c.ConfigFile = writeFile(t, dir, "otelcol.yaml", cfg)
+		grpcReady, httpReady := TCPReady(c.GRPCEndpoint), TCPReady(hostPort(ports[1]))
+		return Command{
+			Name: "otelcol",
+			Path: bin,
+			Args: []string{"--config=" + c.ConfigFile},
+			Ready: func(ctx context.Context) error {
+				if err := grpcReady(ctx); err != nil {
+					return err
+				}
+				return httpReady(ctx)
+			},
+		}
 	})
 	return c
 }

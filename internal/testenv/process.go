@@ -59,6 +59,37 @@ type Process struct {
 // the test, with the tail of its log in the message.
 func StartProcess(t TB, c Command) *Process {
 	t.Helper()
+	p := newProcess(t, c)
+	if err := p.Start(); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return p
+}
+
+// StartOnFreePorts picks n free 127.0.0.1 ports, builds the command for them
+// and starts it like [StartProcess]. A port can be taken by someone else
+// between the pick and the server's bind; when the server then fails with
+// "address already in use", it is tried again on new ports (three times).
+func StartOnFreePorts(t TB, n int, build func(ports []int) Command) *Process {
+	t.Helper()
+	const attempts = 3
+	for i := 1; ; i++ {
+		p := newProcess(t, build(freePorts(t, n)))
+		err := p.Start()
+		if err == nil {
+			return p
+		}
+		if i == attempts || !strings.Contains(strings.ToLower(p.LogTail(200)), "address already in use") {
+			t.Fatalf("testenv: %v", err)
+		}
+		t.Logf("testenv: %s: a port was taken; trying new ports", p.cmd.Name)
+	}
+}
+
+// newProcess prepares a Process for c and registers its stop (and, for a
+// failed test, the keeping of its log) at the test's cleanup.
+func newProcess(t TB, c Command) *Process {
+	t.Helper()
 	dir := t.TempDir() // before Cleanup below: the stop runs before removal
 	if c.Dir == "" {
 		c.Dir = dir
@@ -76,7 +107,11 @@ func StartProcess(t TB, c Command) *Process {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	p := &Process{t: t, cmd: c, logPath: filepath.Join(logDir, c.Name+".log")}
+	logPath := filepath.Join(logDir, c.Name+".log")
+	for i := 2; fileExists(logPath); i++ { // a retried or second server of one name
+		logPath = filepath.Join(logDir, fmt.Sprintf("%s-%d.log", c.Name, i))
+	}
+	p := &Process{t: t, cmd: c, logPath: logPath}
 	t.Cleanup(func() {
 		if err := p.Stop(); err != nil {
 			t.Logf("testenv: stop %s: %v", c.Name, err)
@@ -85,9 +120,6 @@ func StartProcess(t TB, c Command) *Process {
 			p.keepLog()
 		}
 	})
-	if err := p.Start(); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
 	return p
 }
 
@@ -180,9 +212,19 @@ func (p *Process) waitReady(done <-chan struct{}) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(p.t.Context(), p.cmd.ReadyTimeout)
 	defer cancel()
+	// A check in flight ends as soon as the process exits.
+	checkCtx, cancelChecks := context.WithCancel(ctx)
+	defer cancelChecks()
+	go func() {
+		select {
+		case <-done:
+			cancelChecks()
+		case <-checkCtx.Done():
+		}
+	}()
 	var last error
 	for {
-		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		cctx, ccancel := context.WithTimeout(checkCtx, 10*time.Second)
 		last = p.cmd.Ready(cctx)
 		ccancel()
 		if last == nil {
@@ -262,10 +304,7 @@ func (p *Process) keepLog() {
 	dir = filepath.Join(dir, sanitize(p.t.Name()))
 	kept := "not kept"
 	if err := os.MkdirAll(dir, 0o755); err == nil {
-		dst := filepath.Join(dir, p.cmd.Name+".log")
-		for i := 2; fileExists(dst); i++ { // two servers of one name in a test
-			dst = filepath.Join(dir, fmt.Sprintf("%s-%d.log", p.cmd.Name, i))
-		}
+		dst := filepath.Join(dir, filepath.Base(p.logPath))
 		if err := copyFile(p.logPath, dst); err == nil {
 			kept = "kept at " + dst
 		}

@@ -109,25 +109,26 @@ func StartPrometheus(t TB, opts PrometheusOptions) *Prometheus {
 		b.WriteString("\n")
 	}
 	cfg := writeFile(t, dir, "prometheus.yml", b.String())
-	port := FreePort(t)
-	p := &Prometheus{URL: "http://" + hostPort(port), ConfigFile: cfg}
-	args := []string{
-		"--config.file=" + cfg,
-		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
-		"--web.listen-address=" + hostPort(port),
-		"--web.enable-lifecycle",
-		"--rules.alert.resend-delay=1s",
-		"--log.level=info",
-	}
-	if opts.RemoteWriteReceiver {
-		args = append(args, "--web.enable-remote-write-receiver")
-	}
-	args = append(args, opts.Args...)
-	p.Process = StartProcess(t, Command{
-		Name:  "prometheus",
-		Path:  bin,
-		Args:  args,
-		Ready: HTTPReady(p.URL + "/-/ready"),
+	p := &Prometheus{ConfigFile: cfg}
+	p.Process = StartOnFreePorts(t, 1, func(ports []int) Command {
+		p.URL = "http://" + hostPort(ports[0])
+		args := []string{
+			"--config.file=" + cfg,
+			"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+			"--web.listen-address=" + hostPort(ports[0]),
+			"--web.enable-lifecycle",
+			"--rules.alert.resend-delay=1s",
+			"--log.level=info",
+		}
+		if opts.RemoteWriteReceiver {
+			args = append(args, "--web.enable-remote-write-receiver")
+		}
+		return Command{
+			Name:  "prometheus",
+			Path:  bin,
+			Args:  append(args, opts.Args...),
+			Ready: HTTPReady(p.URL + "/-/ready"),
+		}
 	})
 	return p
 }

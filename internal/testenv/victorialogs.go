@@ -33,19 +33,21 @@ func StartVictoriaLogs(t TB) *VictoriaLogs {
 	t.Helper()
 	bin := Binary(t, "victoria-logs")
 	dir := t.TempDir()
-	port := FreePort(t)
-	v := &VictoriaLogs{URL: "http://" + hostPort(port), DataDir: filepath.Join(dir, "data")}
-	v.Process = StartProcess(t, Command{
-		Name: "victoria-logs",
-		Path: bin,
-		Args: []string{
-			"-httpListenAddr=" + hostPort(port),
-			"-storageDataPath=" + v.DataDir,
-			"-inmemoryDataFlushInterval=1s",
-			"-retentionPeriod=100y",
-			"-loggerLevel=INFO",
-		},
-		Ready: HTTPReady(v.URL + "/health"),
+	v := &VictoriaLogs{DataDir: filepath.Join(dir, "data")}
+	v.Process = StartOnFreePorts(t, 1, func(ports []int) Command {
+		v.URL = "http://" + hostPort(ports[0])
+		return Command{
+			Name: "victoria-logs",
+			Path: bin,
+			Args: []string{
+				"-httpListenAddr=" + hostPort(ports[0]),
+				"-storageDataPath=" + v.DataDir,
+				"-inmemoryDataFlushInterval=1s",
+				"-retentionPeriod=100y",
+				"-loggerLevel=INFO",
+			},
+			Ready: HTTPReady(v.URL + "/health"),
+		}
 	})
 	return v
 }
