@@ -165,7 +165,8 @@ func statPanel(o panelOpts, qs ...query) cog.Builder[dashboard.Panel] {
 		Description(o.desc).
 		Datasource(promDS).
 		Span(w).Height(h).
-		Unit(o.unit)
+		Unit(o.unit).
+		ReduceOptions(common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"}))
 	for _, t := range promTargets(qs, true) {
 		b = b.WithTarget(t)
 	}
@@ -180,7 +181,8 @@ func tablePanel(o panelOpts, qs ...query) cog.Builder[dashboard.Panel] {
 		Description(o.desc).
 		Datasource(promDS).
 		Span(w).Height(h).
-		Unit(o.unit)
+		Unit(o.unit).
+		Footer(common.NewTableFooterOptionsBuilder().Show(false).Reducer([]string{"sum"}))
 	for _, t := range promTargets(qs, true) {
 		b = b.WithTarget(t)
 	}
