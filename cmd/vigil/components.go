@@ -5,4 +5,5 @@ package main
 import (
 	_ "github.com/vigil-agent/vigil/collectors/cgroup"
 	_ "github.com/vigil-agent/vigil/collectors/host"
+	_ "github.com/vigil-agent/vigil/collectors/logs"
 )

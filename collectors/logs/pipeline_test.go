@@ -1,0 +1,496 @@
+package logs
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/grafana/loki/pkg/push"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/collectors/workload"
+	"github.com/vigil-agent/vigil/internal/event"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// fakeLoki is a FAKE Loki push endpoint for unit tests: Loki is AGPL and
+// may not run here. It decodes requests with the same push types and snappy
+// as a real Loki would; the end-to-end test uses VictoriaLogs instead.
+type fakeLoki struct {
+	srv     *httptest.Server
+	mu      sync.Mutex
+	got     []pushed
+	tenants map[string]int
+	status  atomic.Int32 // 0: accept; otherwise answer with this status
+	reqs    atomic.Int64
+}
+
+type pushed struct {
+	labels string
+	line   string
+	meta   map[string]string
+	ts     time.Time
+}
+
+func newFakeLoki(t *testing.T) *fakeLoki {
+	f := &fakeLoki{tenants: map[string]int{}}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.reqs.Add(1)
+		if s := f.status.Load(); s != 0 {
+			http.Error(w, "unavailable", int(s))
+			return
+		}
+		if r.Header.Get("Content-Type") != "application/x-protobuf" {
+			http.Error(w, "bad content type", http.StatusBadRequest)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		raw, err := snappy.Decode(nil, body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var req push.PushRequest
+		if err := req.Unmarshal(raw); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		f.mu.Lock()
+		f.tenants[r.Header.Get("X-Scope-OrgID")]++
+		for _, s := range req.Streams {
+			for _, e := range s.Entries {
+				m := map[string]string{}
+				for _, kv := range e.StructuredMetadata {
+					m[kv.Name] = kv.Value
+				}
+				f.got = append(f.got, pushed{labels: s.Labels, line: e.Line, meta: m, ts: e.Timestamp})
+			}
+		}
+		f.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeLoki) lines() []pushed {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]pushed(nil), f.got...)
+}
+
+// waitFor polls cond with a generous deadline (this box is shared).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func testConfig(t *testing.T, dir string, lokiURL string) *Config {
+	cfg := NewConfig()
+	cfg.PodLogs.Enabled = false
+	cfg.Inputs = []InputConfig{{Paths: []string{filepath.Join(dir, "*.log")}, Format: FormatAuto, Labels: map[string]string{"job": "test"}}}
+	cfg.PollInterval = 10 * time.Millisecond
+	cfg.ScanInterval = 50 * time.Millisecond
+	cfg.CommitInterval = 20 * time.Millisecond
+	cfg.PositionsFile = filepath.Join(dir, "state", "positions.json")
+	cfg.Loki.URL = lokiURL
+	cfg.Loki.TenantID = "team-a"
+	cfg.Loki.BatchWait = 50 * time.Millisecond
+	cfg.Loki.MinBackoff = 10 * time.Millisecond
+	cfg.Loki.MaxBackoff = 100 * time.Millisecond
+	cfg.Loki.Buffer.Dir = filepath.Join(dir, "state", "buffer")
+	cfg.Loki.Buffer.SegmentBytes = 64 << 10
+	cfg.Loki.Buffer.MaxBytes = 64 << 20
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+type nopEnricher struct{}
+
+func (nopEnricher) Enrich(*workload.Identity) {}
+
+func settings() collectors.Settings {
+	return collectors.Settings{NodeName: "node-1", Events: event.NewBus(), Enricher: nopEnricher{}}
+}
+
+func startCollector(t *testing.T, cfg *Config) *Collector {
+	t.Helper()
+	c, err := New(cfg, settings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopCollector(t, c) })
+	return c
+}
+
+func stopCollector(t *testing.T, c *Collector) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Shutdown(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+func appendLines(t *testing.T, path string, lines ...string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, l := range lines {
+		if _, err := f.WriteString(l + "\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func numbered(prefix string, from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf("%s %06d", prefix, i))
+	}
+	return out
+}
+
+// countLines asserts every want line arrived exactly once and nothing else.
+func countLines(t *testing.T, got []pushed, want []string) {
+	t.Helper()
+	n := map[string]int{}
+	for _, p := range got {
+		n[p.line]++
+	}
+	for _, w := range want {
+		if n[w] != 1 {
+			t.Errorf("line %q arrived %d times, want once", w, n[w])
+		}
+		delete(n, w)
+	}
+	for l, c := range n {
+		t.Errorf("unexpected line %q (%d times)", l, c)
+	}
+}
+
+func counter(t *testing.T, c prometheus.Collector, labels ...string) float64 {
+	t.Helper()
+	if v, ok := c.(*prometheus.CounterVec); ok {
+		return testutil.ToFloat64(v.WithLabelValues(labels...))
+	}
+	return testutil.ToFloat64(c)
+}
+
+func TestShipsLinesWithLabelsMetadataAndTenant(t *testing.T) {
+	dir := t.TempDir()
+	loki := newFakeLoki(t)
+	c := startCollector(t, testConfig(t, dir, loki.srv.URL))
+	path := filepath.Join(dir, "app.log")
+	want := numbered("hello", 0, 1000)
+	appendLines(t, path, want...)
+	waitFor(t, "1000 lines in Loki", func() bool { return len(loki.lines()) >= 1000 })
+	got := loki.lines()
+	countLines(t, got, want)
+	if got[0].labels != `{job="test", node="node-1"}` {
+		t.Errorf("labels = %s", got[0].labels)
+	}
+	if got[0].meta["filename"] != path {
+		t.Errorf("structured metadata = %v, want filename", got[0].meta)
+	}
+	loki.mu.Lock()
+	if loki.tenants["team-a"] == 0 || len(loki.tenants) != 1 {
+		t.Errorf("tenants seen: %v", loki.tenants)
+	}
+	loki.mu.Unlock()
+	waitFor(t, "vigil_logs_sent_lines_total 1000", func() bool { return counter(t, c.m.sentLines) == 1000 })
+}
+
+func TestRestartResumesFromPositions(t *testing.T) {
+	dir := t.TempDir()
+	loki := newFakeLoki(t)
+	cfg := testConfig(t, dir, loki.srv.URL)
+	path := filepath.Join(dir, "app.log")
+	c := startCollector(t, cfg)
+	appendLines(t, path, numbered("a", 0, 500)...)
+	waitFor(t, "first 500 lines", func() bool { return len(loki.lines()) >= 500 })
+	stopCollector(t, c)
+	appendLines(t, path, numbered("a", 500, 1000)...) // written while stopped
+	startCollector(t, cfg)
+	appendLines(t, path, numbered("a", 1000, 1500)...)
+	waitFor(t, "1500 lines", func() bool { return len(loki.lines()) >= 1500 })
+	time.Sleep(200 * time.Millisecond) // let any duplicate arrive before counting
+	countLines(t, loki.lines(), numbered("a", 0, 1500))
+}
+
+func TestRotationRenameAndCopytruncate(t *testing.T) {
+	dir := t.TempDir()
+	loki := newFakeLoki(t)
+	c := startCollector(t, testConfig(t, dir, loki.srv.URL))
+	path := filepath.Join(dir, "app.log")
+	appendLines(t, path, numbered("r", 0, 100)...)
+	waitFor(t, "100 lines", func() bool { return len(loki.lines()) >= 100 })
+
+	// Rename rotation: the writer renames the file, writes a little more
+	// to the old inode (it has not reopened yet), then creates a new one.
+	old, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, filepath.Join(dir, "app.log.1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range numbered("r", 100, 150) {
+		fmt.Fprintln(old, l)
+	}
+	old.Close()
+	appendLines(t, path, numbered("r", 150, 250)...)
+	waitFor(t, "250 lines", func() bool { return len(loki.lines()) >= 250 })
+
+	// copytruncate: copy, truncate in place, keep writing.
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "truncation noticed", func() bool { return counter(t, c.m.rotations, "truncate") >= 1 })
+	appendLines(t, path, numbered("r", 250, 300)...)
+	waitFor(t, "300 lines", func() bool { return len(loki.lines()) >= 300 })
+	time.Sleep(200 * time.Millisecond)
+	countLines(t, loki.lines(), numbered("r", 0, 300))
+	if v := counter(t, c.m.rotations, "rename"); v < 1 {
+		t.Errorf("rename rotations = %v", v)
+	}
+}
+
+func TestLongLineAndBinaryGarbage(t *testing.T) {
+	dir := t.TempDir()
+	loki := newFakeLoki(t)
+	cfg := testConfig(t, dir, loki.srv.URL)
+	c := startCollector(t, cfg)
+	path := filepath.Join(dir, "app.log")
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
+	garbage := string([]byte{0xff, 0xfe, 0x00, 'o', 'k', 0xc3})
+	appendLines(t, path, "before", big, garbage, "after")
+	waitFor(t, "4 lines", func() bool { return len(loki.lines()) >= 4 })
+	got := loki.lines()
+	if got[0].line != "before" || got[3].line != "after" {
+		t.Fatalf("neighbours of the long line damaged: %q, %q", got[0].line, got[3].line)
+	}
+	if len(got[1].line) != cfg.MaxLineBytes || !strings.HasPrefix(big, got[1].line) {
+		t.Errorf("long line: %d bytes, want the first %d", len(got[1].line), cfg.MaxLineBytes)
+	}
+	if got[2].line != "\uFFFD\x00ok\uFFFD" {
+		t.Errorf("garbage line = %q, want invalid bytes replaced", got[2].line)
+	}
+	if v := counter(t, c.m.truncated); v != 1 {
+		t.Errorf("vigil_logs_truncated_lines_total = %v, want 1", v)
+	}
+}
+
+func TestOutageBuffersThenDelivers(t *testing.T) {
+	dir := t.TempDir()
+	loki := newFakeLoki(t)
+	c := startCollector(t, testConfig(t, dir, loki.srv.URL))
+	path := filepath.Join(dir, "app.log")
+	loki.status.Store(http.StatusServiceUnavailable)
+	appendLines(t, path, numbered("o", 0, 2000)...)
+	waitFor(t, "retries during the outage", func() bool { return counter(t, c.m.retries) >= 3 })
+	waitFor(t, "lines in the disk buffer", func() bool { return testutil.ToFloat64(c.m.bufferBytes) > 0 })
+	if n := len(loki.lines()); n != 0 {
+		t.Fatalf("%d lines accepted during the outage", n)
+	}
+	loki.status.Store(0)
+	waitFor(t, "2000 lines after the outage", func() bool { return len(loki.lines()) >= 2000 })
+	time.Sleep(200 * time.Millisecond)
+	countLines(t, loki.lines(), numbered("o", 0, 2000))
+	if v := counter(t, c.m.sendFailures, "5xx"); v < 1 {
+		t.Errorf("vigil_logs_send_failures_total{reason=5xx} = %v", v)
+	}
+}
+
+func TestRejectedBatchIsDroppedAndCounted(t *testing.T) {
+	dir := t.TempDir()
+	loki := newFakeLoki(t)
+	c := startCollector(t, testConfig(t, dir, loki.srv.URL))
+	loki.status.Store(http.StatusBadRequest)
+	appendLines(t, filepath.Join(dir, "app.log"), "refused")
+	waitFor(t, "the rejected line counted", func() bool { return counter(t, c.m.dropped, "rejected") == 1 })
+	loki.status.Store(0)
+	appendLines(t, filepath.Join(dir, "app.log"), "accepted")
+	waitFor(t, "the next line", func() bool { return len(loki.lines()) == 1 })
+	countLines(t, loki.lines(), []string{"accepted"})
+}
+
+func TestBufferFullDropsAndCounts(t *testing.T) {
+	dir := t.TempDir()
+	loki := newFakeLoki(t)
+	cfg := testConfig(t, dir, loki.srv.URL)
+	cfg.Loki.Buffer.MaxBytes = 256 << 10
+	c := startCollector(t, cfg)
+	loki.status.Store(http.StatusServiceUnavailable)
+	line := strings.Repeat("x", 1000)
+	var want []string
+	for i := range 1000 { // ~1 MB, four times the bound
+		want = append(want, fmt.Sprintf("%06d %s", i, line))
+	}
+	appendLines(t, filepath.Join(dir, "app.log"), want...)
+	waitFor(t, "all lines read", func() bool { return counter(t, c.m.linesRead) == 1000 })
+	waitFor(t, "drops counted", func() bool { return counter(t, c.m.dropped, "buffer_full") > 0 })
+	if b := testutil.ToFloat64(c.m.bufferBytes); b > float64(cfg.Loki.Buffer.MaxBytes) {
+		t.Errorf("buffer holds %v bytes, bound %d", b, cfg.Loki.Buffer.MaxBytes)
+	}
+	loki.status.Store(0)
+	dropped := counter(t, c.m.dropped, "buffer_full")
+	waitFor(t, "buffered lines delivered", func() bool { return float64(len(loki.lines()))+dropped >= 1000 })
+	time.Sleep(200 * time.Millisecond)
+	got := loki.lines()
+	if float64(len(got))+dropped != 1000 {
+		t.Errorf("delivered %d + dropped %v != 1000 written", len(got), dropped)
+	}
+	seen := map[string]bool{}
+	for _, p := range got {
+		if seen[p.line] {
+			t.Errorf("duplicate %q", p.line[:6])
+		}
+		seen[p.line] = true
+	}
+}
+
+func TestPodLogsCRIWithWorkloadMetrics(t *testing.T) {
+	dir := t.TempDir()
+	loki := newFakeLoki(t)
+	cfg := testConfig(t, dir, loki.srv.URL)
+	cfg.Inputs = nil
+	cfg.PodLogs = PodLogsConfig{Enabled: true, Dir: filepath.Join(dir, "pods"), Format: FormatAuto,
+		Multiline: MultilineConfig{Start: `^\S`, Timeout: 50 * time.Millisecond}}
+	cfg.Patterns = []PatternConfig{
+		{Name: "exception", Regex: `Exception`, Labels: map[string]string{"severity": "page"}},
+		{Name: "timeout", Literal: "timed out"},
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c := startCollector(t, cfg)
+	cdir := filepath.Join(dir, "pods", "shop_cart-7d9f_0f1e2d3c-aaaa-bbbb-cccc-000000000001", "server")
+	if err := os.MkdirAll(cdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ts := "2024-01-02T03:04:05.000000001Z"
+	appendLines(t, filepath.Join(cdir, "0.log"),
+		ts+" stdout F level=info msg=started",
+		ts+" stderr P java.lang.Illegal",
+		ts+" stderr F StateException: boom",
+		ts+" stderr F \tat shop.Cart.add(Cart.java:10)",
+		ts+" stdout F level=error msg=\"db timed out\"",
+	)
+	waitFor(t, "3 records", func() bool { return len(loki.lines()) >= 3 })
+	got := loki.lines()
+	wantLabels := `{container="server", job="test", namespace="shop", node="node-1", pod="cart-7d9f"}`
+	var lines []string
+	for _, p := range got {
+		if p.labels != wantLabels && !strings.Contains(p.labels, `pod="cart-7d9f"`) {
+			t.Errorf("labels %s", p.labels)
+		}
+		if p.meta["pod_uid"] != "0f1e2d3c-aaaa-bbbb-cccc-000000000001" {
+			t.Errorf("structured metadata %v lacks pod_uid", p.meta)
+		}
+		lines = append(lines, p.line)
+	}
+	countLines(t, got, []string{
+		"level=info msg=started",
+		"java.lang.IllegalStateException: boom\n\tat shop.Cart.add(Cart.java:10)",
+		`level=error msg="db timed out"`,
+	})
+	for _, p := range got {
+		if strings.HasPrefix(p.line, "java") && p.meta["stream"] != "stderr" {
+			t.Errorf("stream metadata = %q", p.meta["stream"])
+		}
+	}
+	exp := `
+# HELP vigil_log_matches_total Log records that matched a configured pattern, per workload.
+# TYPE vigil_log_matches_total counter
+vigil_log_matches_total{container="server",container_id="",namespace="shop",pattern="exception",pod="cart-7d9f",pod_uid="0f1e2d3c-aaaa-bbbb-cccc-000000000001",severity="page",unit=""} 1
+vigil_log_matches_total{container="server",container_id="",namespace="shop",pattern="timeout",pod="cart-7d9f",pod_uid="0f1e2d3c-aaaa-bbbb-cccc-000000000001",severity="",unit=""} 1
+`
+	if err := testutil.CollectAndCompare(updateCollector{c}, strings.NewReader(exp), "vigil_log_matches_total"); err != nil {
+		t.Error(err)
+	}
+	lvl := `
+# HELP vigil_log_lines_total Log records per workload and level (unknown when no level could be read).
+# TYPE vigil_log_lines_total counter
+`
+	for _, l := range levelNames {
+		v := 0
+		switch l {
+		case "info", "error", "unknown":
+			v = 1
+		}
+		lvl += fmt.Sprintf("vigil_log_lines_total{container=\"server\",container_id=\"\",level=%q,namespace=\"shop\",pod=\"cart-7d9f\",pod_uid=\"0f1e2d3c-aaaa-bbbb-cccc-000000000001\",unit=\"\"} %d\n", l, v)
+	}
+	if err := testutil.CollectAndCompare(updateCollector{c}, strings.NewReader(lvl), "vigil_log_lines_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// updateCollector adapts Update to prometheus.Collector for testutil.
+type updateCollector struct{ c *Collector }
+
+func (u updateCollector) Describe(chan<- *prometheus.Desc) {}
+func (u updateCollector) Collect(ch chan<- prometheus.Metric) {
+	_ = u.c.Update(context.Background(), ch)
+}
+
+func TestNoBackendStillCountsPatterns(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, "")
+	cfg.Patterns = []PatternConfig{{Name: "boom", Literal: "boom"}}
+	c := startCollector(t, cfg)
+	appendLines(t, filepath.Join(dir, "app.log"), "boom", "fine", "boom again")
+	waitFor(t, "lines read", func() bool { return counter(t, c.m.records) == 3 })
+	if _, err := os.Stat(cfg.Loki.Buffer.Dir); err == nil {
+		t.Error("a buffer folder was created without loki.url")
+	}
+	waitFor(t, "positions saved", func() bool {
+		p, err := loadPositions(cfg.PositionsFile)
+		return err == nil && p.Files[filepath.Join(dir, "app.log")].Offset == int64(len("boom\nfine\nboom again\n"))
+	})
+	var buf bytes.Buffer
+	ch := make(chan prometheus.Metric, 100)
+	_ = c.Update(context.Background(), ch)
+	close(ch)
+	found := false
+	for m := range ch {
+		if strings.Contains(m.Desc().String(), "vigil_log_matches_total") {
+			found = true
+			fmt.Fprintln(&buf, m.Desc())
+		}
+	}
+	if !found {
+		t.Error("no vigil_log_matches_total without a backend")
+	}
+}
