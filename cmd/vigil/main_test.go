@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -74,6 +75,60 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+// lockedBuffer is a bytes.Buffer safe for one writer and many readers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startVigil runs `vigil args...` as a child process (this test binary
+// standing in for vigil) and waits until its log says it is ready. It
+// returns the process, the agent's base URL and its log.
+func startVigil(t *testing.T, args ...string) (*exec.Cmd, string, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "VIGIL_TEST_MAIN=1")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+
+	// The JSON log's "vigil is ready" record names the bound address.
+	addr := make(chan string, 1)
+	logBuf := &lockedBuffer{}
+	go func() {
+		sc := bufio.NewScanner(io.TeeReader(stderr, logBuf))
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "vigil is ready" {
+				addr <- rec["address"].(string)
+			}
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	select {
+	case a := <-addr:
+		return cmd, "http://" + a, logBuf
+	case <-time.After(60 * time.Second):
+		t.Fatalf("agent did not become ready; log:\n%s", logBuf.String())
+	}
+	return nil, "", nil
+}
+
 // TestRunReloadsOnSIGHUP runs the agent as a real process and reloads it
 // with a signal, as an operator would.
 func TestRunReloadsOnSIGHUP(t *testing.T) {
@@ -81,33 +136,7 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("log:\n  level: info\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "run", "--config", cfg, "--web.listen-address", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), "VIGIL_TEST_MAIN=1")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-
-	// The JSON log's "vigil is ready" record names the bound address.
-	addr := make(chan string, 1)
-	var logBuf bytes.Buffer
-	go func() {
-		sc := bufio.NewScanner(io.TeeReader(stderr, &logBuf))
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "vigil is ready" {
-				addr <- rec["address"].(string)
-			}
-		}
-	}()
-	var url string
-	select {
-	case a := <-addr:
-		url = "http://" + a
-	case <-time.After(60 * time.Second):
-		t.Fatalf("agent did not become ready; log:\n%s", logBuf.String())
-	}
+	cmd, url, logBuf := startVigil(t, "run", "--config", cfg, "--web.listen-address", "127.0.0.1:0")
 
 	reloadOK := func() string {
 		resp, err := http.Get(url + "/metrics")
