@@ -47,8 +47,8 @@ const (
 // the binary has it.
 type component struct {
 	name string
-	// config is the YAML fragment that enables it; {{dir}} is the test's
-	// folder.
+	// config is the YAML fragment that enables it; {{dir}} stands for the
+	// test's folder, {{loki}} for the Loki push URL.
 	config string
 }
 
@@ -67,6 +67,7 @@ var optionalComponents = []component{
     positions_file: {{dir}}/positions.json
     start_at: beginning
     poll_interval: 100ms
+    loki: {url: "{{loki}}", labels: {cluster: e2e}, batch_wait: 200ms, buffer: {dir: {{dir}}/buffer}}
     patterns:
       - {name: timeout, literal: "timeout"}
       - {name: veto_trigger, literal: "` + vetoTrigger + `"}
@@ -120,8 +121,9 @@ type liveAgent struct {
 }
 
 // startLiveAgent builds and starts the agent with every component it has,
-// and starts the workload. It stops both at cleanup.
-func startLiveAgent(t *testing.T) *liveAgent {
+// and starts the workload. It stops both at cleanup. The logs collector
+// ships to lokiURL (a Loki push endpoint).
+func startLiveAgent(t *testing.T, lokiURL string) *liveAgent {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		skipOrFail(t, "needs root: the eBPF collector loads programs and the test makes cgroups")
@@ -157,7 +159,7 @@ func startLiveAgent(t *testing.T) *liveAgent {
 	// ("vigil config check" on the fragment alone).
 	var collectorsYAML, sectionsYAML strings.Builder
 	for _, c := range optionalComponents {
-		frag := strings.ReplaceAll(c.config, "{{dir}}", dir)
+		frag := strings.NewReplacer("{{dir}}", dir, "{{loki}}", lokiURL).Replace(c.config)
 		f := filepath.Join(dir, "check-"+c.name+".yaml")
 		writeFile(t, f, frag)
 		out, err := exec.Command(bin, "config", "check", f).CombinedOutput()

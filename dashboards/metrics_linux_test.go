@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // usedMetrics returns every metric name the dashboards' PromQL reads,
@@ -96,7 +98,8 @@ func TestLiveAgent(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts the agent, a workload and Prometheus")
 	}
-	la := startLiveAgent(t)
+	vl := testenv.StartVictoriaLogs(t)
+	la := startLiveAgent(t, vl.LokiPushURL())
 	la.activity(t)
 
 	t.Run("metrics exported", func(t *testing.T) {
@@ -138,6 +141,7 @@ func TestLiveAgent(t *testing.T) {
 	})
 
 	t.Run("panels", func(t *testing.T) { testPanelsReturnData(t, la) })
+	t.Run("logs panel", func(t *testing.T) { testLogsPanel(t, la, vl) })
 }
 
 // reportMissingComponents fails (CI=true) or skips naming every metric

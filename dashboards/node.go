@@ -34,9 +34,9 @@ func Node() (dashboard.Dashboard, error) {
 					q("sum by (instance, mode) (rate("+sel(mNodeCPUSeconds, nodeSel, `mode!="idle"`)+rateInterval+")) / on (instance) group_left count by (instance) ("+sel(mNodeCPUSeconds, nodeSel, `mode="idle"`)+")", "{{instance}} {{mode}}")),
 			}},
 			{title: "Memory", panels: []panelB{
-				timeSeries(panelOpts{title: "Memory utilisation", unit: "percentunit", width: 8, desc: "1 - MemAvailable / MemTotal (U)."},
+				timeSeries(panelOpts{title: "Memory utilisation", unit: "percentunit", width: 8, desc: "1 - MemAvailable / MemTotal, and swap in use (0 without swap) (U)."},
 					q("1 - "+sel(mNodeMemAvailable, nodeSel)+" / "+sel(mNodeMemTotal, nodeSel), "{{instance}}"),
-					q("1 - "+sel(mNodeSwapFree, nodeSel)+" / ("+sel(mNodeSwapTotal, nodeSel)+" > 0)", "{{instance}} swap")),
+					q("("+sel(mNodeSwapTotal, nodeSel)+" - "+sel(mNodeSwapFree, nodeSel)+") / clamp_min("+sel(mNodeSwapTotal, nodeSel)+", 1)", "{{instance}} swap")),
 				timeSeries(panelOpts{title: "Memory saturation (major page faults)", unit: "ops", width: 8, desc: "Major page faults per second: pages read back from disk (S)."},
 					q("rate("+sel(mNodeVMStatMajFault, nodeSel)+rateInterval+")", "{{instance}}")),
 				timeSeries(panelOpts{title: "OOM kills", width: 8, desc: "Processes killed by the kernel's OOM killer (E)."},
