@@ -82,13 +82,14 @@ var optionalComponents = []component{
   enabled: true
   maintenance_file: {{dir}}/maintenance
   policies:
-    - name: e2e-dry-run
-      matchers: ['alertname="` + alertDryRun + `"']
-      dry_run: true
-      steps: [{action: exec, params: {command: [/bin/true]}}]
-    - name: e2e-veto
-      matchers: ['alertname="` + alertVeto + `"']
-      steps: [{action: exec, params: {command: [/bin/true]}}]
+    routes:
+      - name: e2e-dry-run
+        matchers: ['alertname="` + alertDryRun + `"']
+        dry_run: true
+        steps: [{action: exec, params: {command: [/bin/true]}}]
+      - name: e2e-veto
+        matchers: ['alertname="` + alertVeto + `"']
+        steps: [{action: exec, params: {command: [/bin/true]}}]
 `},
 }
 
