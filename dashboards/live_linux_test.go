@@ -39,6 +39,7 @@ const (
 	// Alert names of the test's rules; the healing policies match them.
 	alertDryRun = "VigilDashboardsDryRun"
 	alertVeto   = "VigilDashboardsVeto"
+	alertAct    = "VigilDashboardsAct"
 	// vetoTrigger is the log text that makes alertVeto fire.
 	vetoTrigger = "vigil-dashboards-veto-trigger"
 )
@@ -80,9 +81,13 @@ var optionalComponents = []component{
 `},
 	{"healing", `healing:
   enabled: true
+  dry_run: false
   maintenance_file: {{dir}}/maintenance
   policies:
     routes:
+      - name: e2e-act
+        matchers: ['alertname="` + alertAct + `"']
+        steps: [{action: exec, params: {command: [/bin/true]}}]
       - name: e2e-dry-run
         matchers: ['alertname="` + alertDryRun + `"']
         dry_run: true
@@ -146,6 +151,8 @@ func startLiveAgent(t *testing.T, lokiURL string) *liveAgent {
   - name: vigil-dashboards-e2e
     rules:
       - alert: ` + alertDryRun + `
+        expr: vector(1)
+      - alert: ` + alertAct + `
         expr: vector(1)
       - alert: ` + alertVeto + `
         expr: sum(vigil_log_matches_total{pattern="veto_trigger"}) > 0

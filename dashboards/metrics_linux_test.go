@@ -71,7 +71,8 @@ func (la *liveAgent) value(t *testing.T, metric string, match map[string]string)
 }
 
 // activity drives what only happens on events: an OOM kill, a dry-run
-// remediation, and a remediation vetoed by a guard (maintenance).
+// remediation, a real one (exec /bin/true), and one vetoed by a guard
+// (maintenance).
 func (la *liveAgent) activity(t *testing.T) {
 	t.Helper()
 	la.oomKill(t)
@@ -80,6 +81,10 @@ func (la *liveAgent) activity(t *testing.T) {
 	}
 	eventually(t, 3*time.Minute, "a dry-run remediation", func() bool {
 		return la.value(t, "vigil_remediations_total", map[string]string{"policy": "e2e-dry-run", "result": "dry_run"}) >= 1
+	})
+	// A harmless real action (exec /bin/true): its duration is recorded.
+	eventually(t, 3*time.Minute, "a successful remediation", func() bool {
+		return la.value(t, "vigil_remediations_total", map[string]string{"policy": "e2e-act", "result": "success"}) >= 1
 	})
 	// Maintenance on, then the log line that fires the second alert:
 	// its action is vetoed by the maintenance guard.
