@@ -7,8 +7,11 @@ import (
 )
 
 // remediationEvents is the annotation query of the healing timeline: one
-// annotation per step in which a policy recorded a decision.
-var remediationEvents = "sum by (instance, policy, action, result) (increase(" + sel(mRemediations, nodeSel) + "[1m])) > 0"
+// annotation per step in which a policy recorded a decision. A counter
+// series appears with its first decision, which increase() cannot see, so
+// series that are new within the step count too.
+var remediationEvents = "sum by (instance, policy, action, result) (\n  (increase(" + sel(mRemediations, nodeSel) + "[1m]) > 0)\n  or\n  (" +
+	sel(mRemediations, nodeSel) + " unless " + sel(mRemediations, nodeSel) + " offset 1m)\n)"
 
 // Healing shows what the healing engine did: actions by policy and result,
 // vetoes by guard, a timeline of decisions as annotations, and the time
@@ -53,8 +56,8 @@ func Healing() (dashboard.Dashboard, error) {
 					q("histogram_quantile(0.99, sum by (policy, le) (rate("+sel(mRemediationDelay+"_bucket", nodeSel)+rateInterval+")))", "{{policy}} p99")),
 				timeSeries(panelOpts{title: "Action duration", unit: "s", desc: "Time an actuator took to act (its API calls), p99, by policy and action."},
 					q("histogram_quantile(0.99, sum by (policy, action, le) (rate("+sel(mRemediationDuration+"_bucket", nodeSel)+rateInterval+")))", "{{policy}} {{action}}")),
-				tablePanel(panelOpts{title: "Decisions in range", unit: "short", width: 24, desc: "Every policy, action and result over the time range."},
-					q("sort_desc(sum by (policy, action, result) (increase("+sel(mRemediations, nodeSel)+"[$__range])) > 0)", "")),
+				tablePanel(panelOpts{title: "Decisions in range", unit: "short", width: 24, desc: "Decisions per policy, action and result over the time range (a series's first decision is not counted by increase(); the timeline shows it)."},
+					q("sort_desc(sum by (policy, action, result) (increase("+sel(mRemediations, nodeSel)+"[$__range])))", "")),
 			}},
 		},
 	}.build()

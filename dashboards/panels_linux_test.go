@@ -66,6 +66,11 @@ func testPanelsReturnData(t *testing.T, la *liveAgent) {
 			blocked = append(blocked, pending{q, missing})
 			continue
 		}
+		if strings.HasPrefix(q.Where, "annotation") {
+			// Grafana runs an annotation query over the dashboard's
+			// whole range; so does this subquery.
+			s = "max_over_time((" + s + ")[15m:5s])"
+		}
 		todo = append(todo, pending{q, s})
 	}
 	// Label each variable must yield (a non-empty value) in the results.
