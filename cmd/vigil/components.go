@@ -4,6 +4,7 @@ package main
 // file is the one place that says which are compiled into the binary.
 import (
 	_ "github.com/vigil-agent/vigil/collectors/cgroup"
+	_ "github.com/vigil-agent/vigil/collectors/ebpf"
 	_ "github.com/vigil-agent/vigil/collectors/host"
 	_ "github.com/vigil-agent/vigil/collectors/logs"
 )

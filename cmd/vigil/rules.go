@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/vigil-agent/vigil/rules"
+	"github.com/vigil-agent/vigil/rules/ruletest"
+)
+
+// `vigil rules check FILE...` and `vigil rules test FILE...`.
+func init() {
+	subcommands = append(subcommands, func(app *kingpin.Application) (string, func(stdout, stderr io.Writer) int) {
+		cmd := app.GetCommand("rules")
+		if cmd == nil {
+			cmd = app.Command("rules", "Rule file tools (Prometheus rule files and PrometheusRule objects).")
+		}
+		check := cmd.Command("check", "Check rule files like `promtool check rules`; print each problem with file, line, group and rule. FILE may be embedded:GLOB for the built-in rules.")
+		checkFiles := check.Arg("file", "Rule files to check.").Required().Strings()
+		return check.FullCommand(), func(stdout, stderr io.Writer) int {
+			return checkRules(*checkFiles, stdout, stderr)
+		}
+	})
+	subcommands = append(subcommands, func(app *kingpin.Application) (string, func(stdout, stderr io.Writer) int) {
+		cmd := app.GetCommand("rules")
+		if cmd == nil {
+			cmd = app.Command("rules", "Rule file tools (Prometheus rule files and PrometheusRule objects).")
+		}
+		test := cmd.Command("test", "Run rule unit test files with the semantics of `promtool test rules`. FILE may be embedded:GLOB (e.g. embedded:tests/*.test.yml for the built-in tests).")
+		run := test.Flag("run", "Only run test groups whose name matches this regular expression; may be repeated.").Strings()
+		files := test.Arg("test-file", "Unit test files.").Required().Strings()
+		return test.FullCommand(), func(stdout, stderr io.Writer) int {
+			if !ruletest.Run(stdout, stderr, ruletest.Options{Run: *run}, *files...) {
+				return 1
+			}
+			return 0
+		}
+	})
+}
+
+func checkRules(patterns []string, stdout, stderr io.Writer) int {
+	code := 0
+	for _, p := range patterns {
+		files, err := rules.ExpandRuleFiles([]string{p})
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			code = 1
+			continue
+		}
+		if len(files) == 0 {
+			fmt.Fprintf(stderr, "%s: no files match\n", p)
+			code = 1
+		}
+		for _, f := range files {
+			rs, err := rules.LoadRuleFiles(f)
+			if err != nil {
+				fmt.Fprintf(stderr, "%s: FAILED:\n%v\n", f, err)
+				code = 1
+				continue
+			}
+			n := 0
+			for _, g := range rs.Groups[f].Groups {
+				n += len(g.Rules)
+			}
+			fmt.Fprintf(stdout, "%s: SUCCESS: %d rules found\n", f, n)
+		}
+	}
+	return code
+}

@@ -1,0 +1,298 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// HTTP/1.x seen from the syscall tracepoints: a read or write on a TCP
+// socket whose payload starts like an HTTP request or status line is sent
+// to user space with its first bytes, which pairs requests with responses
+// per process and file descriptor.
+#pragma once
+#include "common.h"
+
+#define VIGIL_HTTP_CAP 512
+#define VIGIL_S_IFMT 00170000
+#define VIGIL_S_IFSOCK 0140000
+
+enum vigil_http_dir {
+	VIGIL_HTTP_READ = 0,
+	VIGIL_HTTP_WRITE = 1,
+};
+
+// vigil_http_event is the beginning of one read or write that looks like
+// HTTP/1.x. When the process had read a single byte from the descriptor
+// just before (Go's HTTP server does that while a keep-alive connection is
+// idle), that byte is in prefix and belongs before data.
+struct vigil_http_event {
+	__u64 ts_ns;
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 fd;
+	__u32 size; // bytes the syscall transferred
+	__u16 sport;
+	__u16 dport;
+	__u16 captured; // bytes of data that are valid
+	__u8 family;
+	__u8 dir;
+	__u8 has_prefix;
+	__u8 prefix;
+	__u8 _pad[2];
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char comm[VIGIL_COMM_LEN];
+	__u8 data[VIGIL_HTTP_CAP];
+};
+
+struct vigil_http_args {
+	__u64 buf; // buffer, or iovec array for readv
+	__u32 fd;
+	__u8 vec;
+	__u8 _pad[3];
+};
+
+// read_args remembers a read's buffer from syscall entry to exit, per thread.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct vigil_http_args);
+} http_read_args SEC(".maps");
+
+// one_byte holds a single byte read from (tgid, fd) until the next read.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} http_one_byte SEC(".maps");
+
+// A zeroed event used as the template for ring buffer records, since the
+// event is too large for the BPF stack.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vigil_http_event);
+} http_scratch SEC(".maps");
+
+// vigil_http_looks_like reports whether b starts an HTTP/1.x request line or
+// status line.
+static __always_inline bool vigil_http_looks_like(const __u8 *b)
+{
+	switch (b[0]) {
+	case 'G':
+		return b[1] == 'E' && b[2] == 'T' && b[3] == ' ';
+	case 'P':
+		return (b[1] == 'O' && b[2] == 'S' && b[3] == 'T' && b[4] == ' ') ||
+		       (b[1] == 'U' && b[2] == 'T' && b[3] == ' ') ||
+		       (b[1] == 'A' && b[2] == 'T' && b[3] == 'C' && b[4] == 'H' && b[5] == ' ');
+	case 'D':
+		return b[1] == 'E' && b[2] == 'L' && b[3] == 'E' && b[4] == 'T' && b[5] == 'E' && b[6] == ' ';
+	case 'H':
+		return (b[1] == 'E' && b[2] == 'A' && b[3] == 'D' && b[4] == ' ') ||
+		       (b[1] == 'T' && b[2] == 'T' && b[3] == 'P' && b[4] == '/' && b[5] == '1' && b[6] == '.');
+	case 'O':
+		return b[1] == 'P' && b[2] == 'T' && b[3] == 'I' && b[4] == 'O' && b[5] == 'N' && b[6] == 'S';
+	}
+	return false;
+}
+
+// vigil_http_sock finds the socket behind fd in the current task and fills
+// the addresses; it returns false for anything but a TCP socket.
+static __always_inline bool vigil_http_sock(__u32 fd, struct vigil_http_event *e)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct file **fds;
+	struct file *f = 0;
+	struct sock *sk;
+	__u32 max = BPF_CORE_READ(fdt, max_fds);
+
+	if (fd >= max)
+		return false;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return false;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & VIGIL_S_IFMT) != VIGIL_S_IFSOCK)
+		return false;
+	struct socket *so = BPF_CORE_READ(f, private_data);
+	sk = BPF_CORE_READ(so, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != 6)
+		return false;
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e->family == VIGIL_AF_INET) {
+		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(e->saddr, &s, 4);
+		__builtin_memcpy(e->daddr, &d, 4);
+	} else if (e->family == VIGIL_AF_INET6) {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		return false;
+	}
+	return true;
+}
+
+// vigil_http_capture checks and, if it looks like HTTP, sends the first
+// bytes of buf (n bytes valid) transferred on fd in direction dir.
+static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n, __u8 dir)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	__u64 key = ((__u64)tgid << 32) | fd;
+	__u8 head[8] = {};
+	__u8 *prefix = 0;
+	__u8 pfx = 0;
+	__u32 zero = 0;
+	struct vigil_http_event *tmpl, *e;
+	__u32 len;
+
+	if (!buf || n == 0)
+		return 0;
+	if (dir == VIGIL_HTTP_READ) {
+		prefix = bpf_map_lookup_elem(&http_one_byte, &key);
+		if (prefix) {
+			pfx = *prefix;
+			bpf_map_delete_elem(&http_one_byte, &key);
+		} else if (n == 1) {
+			// Possibly the first byte of the next request on a
+			// keep-alive connection: keep it for the next read.
+			if (bpf_probe_read_user(&pfx, 1, buf) == 0)
+				bpf_map_update_elem(&http_one_byte, &key, &pfx, BPF_ANY);
+			return 0;
+		}
+	}
+	if (prefix) {
+		head[0] = pfx;
+		bpf_probe_read_user(&head[1], 7, buf);
+	} else {
+		bpf_probe_read_user(head, 8, buf);
+	}
+	if (!vigil_http_looks_like(head))
+		return 0;
+
+	tmpl = bpf_map_lookup_elem(&http_scratch, &zero);
+	if (!tmpl)
+		return 0;
+	tmpl->fd = fd;
+	if (!vigil_http_sock(fd, tmpl))
+		return 0;
+	e = bpf_ringbuf_reserve(&http_events, sizeof(*e), 0);
+	if (!e) {
+		vigil_count_lost(VIGIL_PROG_HTTP);
+		return 0;
+	}
+	// Copy the header fields from the template, then the payload.
+	__builtin_memcpy(e, tmpl, offsetof(struct vigil_http_event, data));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = vigil_task_cgroup_id((struct task_struct *)bpf_get_current_task());
+	e->pid = tgid;
+	e->fd = fd;
+	e->size = n;
+	e->dir = dir;
+	e->has_prefix = prefix ? 1 : 0;
+	e->prefix = pfx;
+	e->_pad[0] = e->_pad[1] = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	// At most VIGIL_HTTP_CAP - 1 bytes: the mask proves the bound to the
+	// verifier whatever order the compiler puts the comparison in.
+	len = n >= VIGIL_HTTP_CAP ? VIGIL_HTTP_CAP - 1 : (__u32)n;
+	barrier_var(len);
+	len &= VIGIL_HTTP_CAP - 1;
+	e->captured = len;
+	if (bpf_probe_read_user(e->data, len, buf) != 0)
+		e->captured = 0;
+	bpf_ringbuf_submit(e, vigil_submit_flags(false));
+	return 0;
+}
+
+static __always_inline int vigil_http_enter_read(struct trace_event_raw_sys_enter *ctx, __u8 vec)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct vigil_http_args a = {};
+
+	a.fd = (__u32)ctx->args[0];
+	a.buf = ctx->args[1];
+	a.vec = vec;
+	bpf_map_update_elem(&http_read_args, &id, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int vigil_http_exit_read(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct vigil_http_args *a = bpf_map_lookup_elem(&http_read_args, &id);
+	long ret = ctx->ret;
+	__u64 buf;
+	__u32 fd;
+
+	if (!a)
+		return 0;
+	buf = a->buf;
+	fd = a->fd;
+	if (a->vec) {
+		struct iovec iov = {};
+		bpf_probe_read_user(&iov, sizeof(iov), (void *)buf);
+		buf = (__u64)iov.iov_base;
+		if (ret > (long)iov.iov_len)
+			ret = iov.iov_len;
+	}
+	bpf_map_delete_elem(&http_read_args, &id);
+	if (ret <= 0)
+		return 0;
+	return vigil_http_capture(fd, (void *)buf, ret, VIGIL_HTTP_READ);
+}
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int vigil_http_enter_read_(struct trace_event_raw_sys_enter *ctx) { return vigil_http_enter_read(ctx, 0); }
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int vigil_http_exit_read_(struct trace_event_raw_sys_exit *ctx) { return vigil_http_exit_read(ctx); }
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int vigil_http_enter_recvfrom(struct trace_event_raw_sys_enter *ctx) { return vigil_http_enter_read(ctx, 0); }
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int vigil_http_exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { return vigil_http_exit_read(ctx); }
+
+SEC("tracepoint/syscalls/sys_enter_readv")
+int vigil_http_enter_readv(struct trace_event_raw_sys_enter *ctx) { return vigil_http_enter_read(ctx, 1); }
+
+SEC("tracepoint/syscalls/sys_exit_readv")
+int vigil_http_exit_readv(struct trace_event_raw_sys_exit *ctx) { return vigil_http_exit_read(ctx); }
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int vigil_http_write(struct trace_event_raw_sys_enter *ctx)
+{
+	return vigil_http_capture((__u32)ctx->args[0], (void *)ctx->args[1], ctx->args[2], VIGIL_HTTP_WRITE);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int vigil_http_sendto(struct trace_event_raw_sys_enter *ctx)
+{
+	return vigil_http_capture((__u32)ctx->args[0], (void *)ctx->args[1], ctx->args[2], VIGIL_HTTP_WRITE);
+}
+
+SEC("tracepoint/syscalls/sys_enter_writev")
+int vigil_http_writev(struct trace_event_raw_sys_enter *ctx)
+{
+	struct iovec iov = {};
+
+	if (ctx->args[2] < 1)
+		return 0;
+	bpf_probe_read_user(&iov, sizeof(iov), (void *)ctx->args[1]);
+	return vigil_http_capture((__u32)ctx->args[0], iov.iov_base, iov.iov_len, VIGIL_HTTP_WRITE);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int vigil_http_sendmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	struct user_msghdr msg = {};
+	struct iovec iov = {};
+
+	bpf_probe_read_user(&msg, sizeof(msg), (void *)ctx->args[1]);
+	if (!msg.msg_iov || msg.msg_iovlen < 1)
+		return 0;
+	bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov);
+	return vigil_http_capture((__u32)ctx->args[0], iov.iov_base, iov.iov_len, VIGIL_HTTP_WRITE);
+}

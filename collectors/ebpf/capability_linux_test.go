@@ -1,0 +1,194 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/internal/event"
+)
+
+func TestDisabledProgramsAreReportedNotLoaded(t *testing.T) {
+	cfg := NewConfig()
+	cfg.Programs.HTTP = false
+	cfg.Programs.OOM = false
+	env := startCollector(t, cfg)
+	for _, p := range programs {
+		want := 1.0
+		if p.group == "http" || p.group == "oom" {
+			want = 0
+		}
+		if v := env.value(t, "vigil_ebpf_program_loaded", map[string]string{"program": p.name}); v != want {
+			t.Errorf("vigil_ebpf_program_loaded{program=%q} = %v, want %v", p.name, v, want)
+		}
+	}
+}
+
+// TestNoBTF pretends the kernel has no BTF (a fake: this kernel has it) and
+// checks that Start succeeds with every program reported as not loaded.
+func TestNoBTF(t *testing.T) {
+	requireRoot(t)
+	var logs strings.Builder
+	c, err := newCollector(NewConfig(), collectors.Settings{
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Events: event.NewBus(),
+		Paths: collectors.Paths{ProcFS: "/proc"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := c.(*collector)
+	col.probe = func(cfg *Config, log *slog.Logger) *capabilities {
+		caps := discover(cfg, log)
+		caps.features["btf"] = errors.New("kernel BTF unavailable (pretended by the test)")
+		return caps
+	}
+	if err := col.Start(context.Background()); err != nil {
+		t.Fatalf("Start without BTF: %v", err)
+	}
+	defer col.Shutdown(context.Background())
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(updateAdapter{col})
+	env := &testEnv{c: col, reg: reg}
+	for _, p := range programs {
+		if v := env.value(t, "vigil_ebpf_program_loaded", map[string]string{"program": p.name}); v != 0 {
+			t.Errorf("vigil_ebpf_program_loaded{program=%q} = %v, want 0", p.name, v)
+		}
+	}
+	if !strings.Contains(logs.String(), "kernel BTF unavailable (pretended by the test)") {
+		t.Errorf("log does not say why nothing loaded:\n%s", logs.String())
+	}
+}
+
+// TestUnprivileged runs the collector as user nobody in a child process:
+// loading fails for lack of privileges, and Start must still succeed.
+func TestUnprivileged(t *testing.T) {
+	requireRoot(t)
+	// The test binary's own directory is private to root: run a copy.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "vigil-ebpf-unprivileged-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyPath := filepath.Join(dir, "ebpf.test")
+	if err := os.WriteFile(copyPath, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(copyPath, "-test.run=^$", "-")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), helperEnv+"=unprivileged")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("unprivileged collector: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), fmt.Sprintf("loaded=0 of=%d", len(programs))) ||
+		!strings.Contains(string(out), "permission denied") {
+		t.Errorf("unprivileged collector output:\n%s", out)
+	}
+}
+
+// unprivilegedCollector is the helper for TestUnprivileged.
+func unprivilegedCollector() error {
+	c, err := newCollector(NewConfig(), collectors.Settings{
+		Logger: slog.New(slog.NewTextHandler(os.Stdout, nil)), Events: event.NewBus(),
+		Paths: collectors.Paths{ProcFS: "/proc"},
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.(collectors.Lifecycle).Start(context.Background()); err != nil {
+		return fmt.Errorf("Start: %w", err)
+	}
+	defer c.(collectors.Lifecycle).Shutdown(context.Background())
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(updateAdapter{c})
+	mfs, err := reg.Gather()
+	if err != nil {
+		return err
+	}
+	loaded := 0
+	for _, mf := range mfs {
+		if mf.GetName() == "vigil_ebpf_program_loaded" {
+			for _, m := range mf.GetMetric() {
+				loaded += int(m.GetGauge().GetValue())
+			}
+		}
+	}
+	fmt.Printf("loaded=%d of=%d\n", loaded, len(programs))
+	return nil
+}
+
+// TestEventsLostAreCounted overflows a one-page ring buffer that is read
+// only every 5s, and checks the loss is exported per program.
+func TestEventsLostAreCounted(t *testing.T) {
+	cfg := NewConfig()
+	cfg.RingBufferBytes = 4096
+	cfg.PollInterval = 5 * time.Second
+	cfg.WakeupThreshold = 1 << 30
+	cfg.Programs = ProgramsConfig{TCP: true}
+	env := startCollector(t, cfg)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for range 200 {
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	eventually(t, "events lost in tcp_state", func() bool {
+		return env.value(t, "vigil_ebpf_events_lost_total", map[string]string{"program": "tcp_state"}) > 0
+	})
+}
+
+// TestBPFStats exports the kernel's per-program run time and count.
+func TestBPFStats(t *testing.T) {
+	cfg := NewConfig()
+	cfg.BPFStats = true
+	env := startCollector(t, cfg)
+	c, err := net.Dial("tcp4", "127.0.0.1:1") // refused: still a state change
+	if err == nil {
+		c.Close()
+	}
+	eventually(t, "tcp_state runs counted", func() bool {
+		return env.value(t, "vigil_ebpf_program_runs_total", map[string]string{"program": "tcp_state"}) > 0 &&
+			env.value(t, "vigil_ebpf_program_run_seconds_total", map[string]string{"program": "tcp_state"}) > 0
+	})
+}

@@ -1,0 +1,360 @@
+//go:build linux
+
+// Command ebpf-overhead measures what Vigil's eBPF programs cost the
+// workloads they watch: it times a loopback connect loop and a keep-alive
+// HTTP loop with the programs detached and attached, alternating rounds in
+// one run, and reports the ratio, the events consumed per second and the
+// events lost. hack/bench/ebpf.sh runs it for `make bench`; it needs root.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+
+	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/collectors/ebpf"
+	"github.com/vigil-agent/vigil/internal/event"
+)
+
+func main() {
+	conns := flag.Int("connections", 20000, "connections per round of the connect loop")
+	reqs := flag.Int("requests", 20000, "requests per round of the keep-alive HTTP loop")
+	rounds := flag.Int("rounds", 3, "rounds per mode; the median is reported")
+	flag.BoolVar(&bpfStats, "bpf-stats", false, "enable the kernel's BPF run-time statistics and report each program's cost (adds a little overhead)")
+	agentMode := flag.Bool("agent", false, "internal: run only the collector until stdin closes, then print its counters")
+	flag.Parse()
+	if *agentMode {
+		if err := runAgent(); err != nil {
+			fmt.Fprintln(os.Stderr, "ebpf-overhead agent:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(*conns, *reqs, *rounds); err != nil {
+		fmt.Fprintln(os.Stderr, "ebpf-overhead:", err)
+		os.Exit(1)
+	}
+}
+
+var bpfStats bool
+
+// agent is the eBPF collector as the agent runs it.
+type agent struct {
+	c   collectors.Collector
+	reg *prometheus.Registry
+}
+
+type adapter struct{ c collectors.Collector }
+
+func (a adapter) Describe(chan<- *prometheus.Desc) {}
+func (a adapter) Collect(ch chan<- prometheus.Metric) {
+	_ = a.c.Update(context.Background(), ch)
+}
+
+func startAgent() (*agent, error) {
+	f, ok := collectors.Lookup(ebpf.Name)
+	if !ok {
+		return nil, fmt.Errorf("collector %s not registered", ebpf.Name)
+	}
+	sub := event.NewBus()
+	cfg := f.NewConfig().(*ebpf.Config)
+	cfg.BPFStats = bpfStats
+	c, err := f.New(cfg, collectors.Settings{
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Events: sub,
+		Traces: map[bool]consumer.Traces{true: consumertest.NewNop()}[os.Getenv("X_SPANS") != ""], Paths: collectors.Paths{ProcFS: "/proc", SysFS: "/sys", RootFS: "/"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.(collectors.Lifecycle).Start(context.Background()); err != nil {
+		return nil, err
+	}
+	a := &agent{c: c, reg: prometheus.NewRegistry()}
+	a.reg.MustRegister(adapter{c})
+	if n := a.sum("vigil_ebpf_program_loaded"); n == 0 {
+		_ = a.stop()
+		return nil, fmt.Errorf("no eBPF program loaded (root needed)")
+	}
+	return a, nil
+}
+
+func (a *agent) stop() error { return a.c.(collectors.Lifecycle).Shutdown(context.Background()) }
+
+// sum adds every sample of the named metric.
+func (a *agent) sum(name string) float64 {
+	mfs, _ := a.reg.Gather()
+	s := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			s += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return s
+}
+
+// runAgent is the collector in its own process, as the agent runs it
+// beside the workloads: it prints "ready", runs until stdin closes, then
+// prints "events lost" and the per-program kernel statistics.
+func runAgent() error {
+	a, err := startAgent()
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	time.Sleep(300 * time.Millisecond) // let the reader drain
+	runTime, runs := map[string]float64{}, map[string]float64{}
+	a.addStats(runTime, runs)
+	fmt.Printf("%f %f\n", a.sum("vigil_ebpf_events_total"), a.sum("vigil_ebpf_events_lost_total"))
+	for p := range runTime {
+		fmt.Printf("%s %f %f\n", p, runTime[p], runs[p])
+	}
+	return a.stop()
+}
+
+// agentProc is a running agent child process.
+type agentProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+func spawnAgent() (*agentProc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-agent"}
+	if bpfStats {
+		args = append(args, "-bpf-stats")
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &agentProc{cmd: cmd, stdin: in, out: bufio.NewReader(outPipe)}
+	if line, err := p.out.ReadString('\n'); err != nil || line != "ready\n" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("agent did not start: %q %v", line, err)
+	}
+	return p, nil
+}
+
+// finish stops the agent and returns its events, losses, kernel stats and
+// the CPU time it used.
+func (p *agentProc) finish(runTime, runs map[string]float64) (events, lost float64, cpu time.Duration, err error) {
+	p.stdin.Close()
+	if _, err = fmt.Fscanf(p.out, "%f %f\n", &events, &lost); err != nil {
+		return
+	}
+	for {
+		var name string
+		var rt, n float64
+		if _, e := fmt.Fscanf(p.out, "%s %f %f\n", &name, &rt, &n); e != nil {
+			break
+		}
+		runTime[name] += rt
+		runs[name] += n
+	}
+	if err = p.cmd.Wait(); err != nil {
+		return
+	}
+	ru := p.cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return
+}
+
+// addStats adds each program's run time and run count.
+func (a *agent) addStats(runTime, runs map[string]float64) {
+	mfs, _ := a.reg.Gather()
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			prog := ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "program" {
+					prog = l.GetValue()
+				}
+			}
+			switch mf.GetName() {
+			case "vigil_ebpf_program_run_seconds_total":
+				runTime[prog] += m.GetCounter().GetValue()
+			case "vigil_ebpf_program_runs_total":
+				runs[prog] += m.GetCounter().GetValue()
+			}
+		}
+	}
+}
+
+// connectLoop opens and closes n loopback connections one after another.
+func connectLoop(addr string, n int) (time.Duration, error) {
+	start := time.Now()
+	for range n {
+		c, err := net.Dial("tcp4", addr)
+		if err != nil {
+			return 0, err
+		}
+		c.Close()
+	}
+	return time.Since(start), nil
+}
+
+// httpLoop sends n requests over one keep-alive connection.
+func httpLoop(url string, n int) (time.Duration, error) {
+	cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	defer cl.CloseIdleConnections()
+	start := time.Now()
+	for range n {
+		resp, err := cl.Get(url)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	return time.Since(start), nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func run(conns, reqs, rounds int) error {
+	// Servers: a TCP listener that accepts and closes, and an HTTP server.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	hl, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok"))
+	})}
+	go func() { _ = srv.Serve(hl) }()
+	defer srv.Close()
+	url := "http://" + hl.Addr().String() + "/api/items/42"
+
+	type result struct{ without, with []time.Duration }
+	var tcp, web result
+	var events, lost float64
+	var eventTime, agentCPU time.Duration
+	runTime, runs := map[string]float64{}, map[string]float64{}
+	// Warm up both paths once.
+	if _, err := connectLoop(ln.Addr().String(), 1000); err != nil {
+		return err
+	}
+	if _, err := httpLoop(url, 1000); err != nil {
+		return err
+	}
+	// The agent's CPU time with no traffic (start-up: BTF, loading,
+	// attaching; shut-down), subtracted from the rounds' agent CPU.
+	idle, err := spawnAgent()
+	if err != nil {
+		return err
+	}
+	_, _, idleCPU, err := idle.finish(map[string]float64{}, map[string]float64{})
+	if err != nil {
+		return err
+	}
+	for range rounds {
+		d, err := connectLoop(ln.Addr().String(), conns)
+		if err != nil {
+			return err
+		}
+		tcp.without = append(tcp.without, d)
+		if d, err = httpLoop(url, reqs); err != nil {
+			return err
+		}
+		web.without = append(web.without, d)
+
+		a, err := spawnAgent()
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if d, err = connectLoop(ln.Addr().String(), conns); err != nil {
+			return err
+		}
+		tcp.with = append(tcp.with, d)
+		if d, err = httpLoop(url, reqs); err != nil {
+			return err
+		}
+		web.with = append(web.with, d)
+		eventTime += time.Since(t0)
+		ev, lo, cpu, err := a.finish(runTime, runs)
+		if err != nil {
+			return err
+		}
+		events += ev
+		lost += lo
+		agentCPU += cpu
+	}
+
+	fmt.Printf("%-34s %12s %12s %8s\n", "scenario (median of "+fmt.Sprint(rounds)+" rounds)", "without", "with eBPF", "ratio")
+	row := func(name string, r result) {
+		w, x := median(r.without), median(r.with)
+		fmt.Printf("%-34s %12s %12s %8.3f\n", name, w.Round(time.Millisecond), x.Round(time.Millisecond), float64(x)/float64(w))
+	}
+	row(fmt.Sprintf("connect loop, %d connections", conns), tcp)
+	row(fmt.Sprintf("keep-alive HTTP, %d requests", reqs), web)
+	fmt.Printf("%-34s %12.0f events/s over %d rounds (%.0f events), lost %.0f\n", "events consumed", events/eventTime.Seconds(), rounds, events, lost)
+	busy := agentCPU - time.Duration(rounds)*idleCPU
+	fmt.Printf("%-34s %12s over %d rounds (start-up %s each excluded): %.1f µs per connection+request\n", "agent process CPU (user+sys)",
+		busy.Round(time.Millisecond), rounds, idleCPU.Round(time.Millisecond), float64(busy.Microseconds())/float64(rounds*(conns+reqs)))
+	if bpfStats {
+		total := 0.0
+		for _, p := range slices.Sorted(maps.Keys(runTime)) {
+			if runs[p] > 0 {
+				fmt.Printf("  kernel: %-22s %10.0f runs %8.0f ns/run %8.3f s total\n", p, runs[p], runTime[p]/runs[p]*1e9, runTime[p])
+			}
+			total += runTime[p]
+		}
+		fmt.Printf("  kernel: all programs %.3f s over %s of attached rounds\n", total, eventTime.Round(time.Millisecond))
+	}
+	fmt.Println(strings.Repeat("-", 70))
+	fmt.Println("goal: ratio <= 1.03 with zero events lost; wall time on a shared machine is noisy, compare ratios")
+	return nil
+}

@@ -1,0 +1,131 @@
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/vigil-agent/vigil/collectors"
+)
+
+// Name is the collector's name: its configuration key under collectors:
+// and its collector label value.
+const Name = "ebpf"
+
+// ProgramsConfig switches each group of programs on or off.
+type ProgramsConfig struct {
+	// TCP is the connection lifecycle (sock/inet_sock_set_state).
+	TCP bool `yaml:"tcp"`
+	// TCPRetransmits counts retransmitted segments (tcp/tcp_retransmit_skb).
+	TCPRetransmits bool `yaml:"tcp_retransmits"`
+	// TCPResets counts resets sent and received (tcp/tcp_send_reset,
+	// tcp/tcp_receive_reset).
+	TCPResets bool `yaml:"tcp_resets"`
+	// Process is process exec and exit (sched/sched_process_exec,
+	// sched/sched_process_exit).
+	Process bool `yaml:"process"`
+	// OOM is OOM kills (oom/mark_victim).
+	OOM bool `yaml:"oom"`
+	// HTTP is HTTP/1.x requests from the read/write syscall tracepoints.
+	HTTP bool `yaml:"http"`
+}
+
+// Config is the collectors.ebpf section.
+type Config struct {
+	// Programs switches program groups on or off; all are on by default.
+	Programs ProgramsConfig `yaml:"programs"`
+	// RingBufferBytes sizes the ring buffer for TCP and process events
+	// (a power of two, at least one page).
+	RingBufferBytes int `yaml:"ring_buffer_bytes"`
+	// HTTPRingBufferBytes sizes the ring buffer for HTTP events.
+	HTTPRingBufferBytes int `yaml:"http_ring_buffer_bytes"`
+	// WakeupThreshold is how many events a CPU submits before it wakes the
+	// reader; fast-path events always wake it.
+	WakeupThreshold int `yaml:"wakeup_threshold"`
+	// PollInterval is how long the reader sleeps at most before it
+	// collects events submitted without a wake-up.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// MaxTrackedSockets bounds the kernel map of sockets being followed.
+	MaxTrackedSockets int `yaml:"max_tracked_sockets"`
+	// MaxSeries caps the distinct label sets of each metric family keyed by
+	// workload and destination (or route); further ones are counted in an
+	// overflow series.
+	MaxSeries int `yaml:"max_series"`
+	// MaxRoutes caps distinct HTTP routes across all workloads.
+	MaxRoutes int `yaml:"max_routes"`
+	// MaxPendingRequests bounds HTTP requests waiting for their response.
+	MaxPendingRequests int `yaml:"max_pending_requests"`
+	// BPFStats enables the kernel's BPF run-time statistics (a small
+	// system-wide cost) and exports each program's run time and count.
+	BPFStats bool `yaml:"bpf_stats"`
+	// CgroupHierarchy chooses the cgroup hierarchy workloads are identified
+	// by: auto (unified if it is the only one, else the v1 memory
+	// hierarchy), unified, or memory.
+	CgroupHierarchy string `yaml:"cgroup_hierarchy"`
+	// MountTracefs mounts tracefs at /sys/kernel/tracing when it is missing;
+	// the syscall tracepoints (HTTP) need it.
+	MountTracefs bool `yaml:"mount_tracefs"`
+}
+
+// NewConfig returns the default configuration.
+func NewConfig() *Config {
+	return &Config{
+		Programs:            ProgramsConfig{TCP: true, TCPRetransmits: true, TCPResets: true, Process: true, OOM: true, HTTP: true},
+		RingBufferBytes:     1 << 20,
+		HTTPRingBufferBytes: 4 << 20,
+		WakeupThreshold:     64,
+		PollInterval:        100 * time.Millisecond,
+		MaxTrackedSockets:   65536,
+		MaxSeries:           2000,
+		MaxRoutes:           500,
+		MaxPendingRequests:  16384,
+		CgroupHierarchy:     "auto",
+		MountTracefs:        true,
+	}
+}
+
+// Validate implements collectors.Config.
+func (c *Config) Validate() error {
+	var errs []error
+	ring := func(field string, v int) {
+		if v < 4096 || v&(v-1) != 0 {
+			errs = append(errs, fmt.Errorf("%s: must be a power of two of at least 4096, got %d", field, v))
+		}
+	}
+	ring("ring_buffer_bytes", c.RingBufferBytes)
+	ring("http_ring_buffer_bytes", c.HTTPRingBufferBytes)
+	positive := func(field string, v int) {
+		if v < 1 {
+			errs = append(errs, fmt.Errorf("%s: must be at least 1, got %d", field, v))
+		}
+	}
+	positive("wakeup_threshold", c.WakeupThreshold)
+	positive("max_tracked_sockets", c.MaxTrackedSockets)
+	positive("max_series", c.MaxSeries)
+	positive("max_routes", c.MaxRoutes)
+	positive("max_pending_requests", c.MaxPendingRequests)
+	if c.PollInterval < time.Millisecond || c.PollInterval > 5*time.Second {
+		errs = append(errs, fmt.Errorf("poll_interval: must be between 1ms and 5s, got %s", c.PollInterval))
+	}
+	switch c.CgroupHierarchy {
+	case "auto", "unified", "memory":
+	default:
+		errs = append(errs, fmt.Errorf("cgroup_hierarchy: must be auto, unified or memory, got %q", c.CgroupHierarchy))
+	}
+	return errors.Join(errs...)
+}
+
+func init() {
+	collectors.Register(collectors.Factory{
+		Name:           Name,
+		DefaultEnabled: true,
+		NewConfig:      func() collectors.Config { return NewConfig() },
+		New: func(cfg collectors.Config, set collectors.Settings) (collectors.Collector, error) {
+			c, ok := cfg.(*Config)
+			if !ok {
+				return nil, fmt.Errorf("ebpf: unexpected configuration type %T", cfg)
+			}
+			return newCollector(c, set)
+		},
+	})
+}

@@ -1,0 +1,27 @@
+package ebpf
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigValidate(t *testing.T) {
+	if err := NewConfig().Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	c := NewConfig()
+	c.RingBufferBytes = 5000
+	c.WakeupThreshold = 0
+	c.PollInterval = time.Minute
+	c.CgroupHierarchy = "v3"
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, field := range []string{"ring_buffer_bytes", "wakeup_threshold", "poll_interval", "cgroup_hierarchy"} {
+		if !strings.Contains(err.Error(), field+":") {
+			t.Errorf("error does not name %s: %v", field, err)
+		}
+	}
+}

@@ -1,0 +1,306 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-agent/vigil/collectors/workload"
+	"github.com/vigil-agent/vigil/internal/event"
+)
+
+// handlers turn decoded kernel events into metrics, fast-path events and
+// spans. handleEvent and handleHTTP are each called from one reader
+// goroutine; metrics are safe for concurrent use.
+type handlers struct {
+	cfg     *Config
+	m       *metrics
+	cgroups resolver
+	clock   clock
+	bus     *event.Bus
+	spans   *spanQueue
+	log     *slog.Logger
+
+	// Used by the events reader only.
+	tcpCache      map[tcpKey]*tcpSeries
+	tcpCacheReset time.Time
+
+	// Used by the HTTP reader only.
+	httpCache      map[httpKey]httpSeries
+	httpCacheReset time.Time
+	pending        map[connKey]*pendingRequest
+}
+
+func newHandlers(cfg *Config, m *metrics, cg resolver, clk clock, bus *event.Bus, spans *spanQueue, log *slog.Logger) *handlers {
+	if cg == nil {
+		cg = noResolver{}
+	}
+	return &handlers{cfg: cfg, m: m, cgroups: cg, clock: clk, bus: bus, spans: spans, log: log,
+		pending: map[connKey]*pendingRequest{}, tcpCache: map[tcpKey]*tcpSeries{}, httpCache: map[httpKey]httpSeries{}}
+}
+
+// handleEvent handles one sample of the events ring buffer.
+func (h *handlers) handleEvent(b []byte) {
+	ev, err := decodeEvent(b)
+	if err != nil {
+		h.m.decodeErrors.WithLabelValues("events").Inc()
+		h.log.Debug("dropped undecodable eBPF event", "err", err)
+		return
+	}
+	switch e := ev.(type) {
+	case *tcpEvent:
+		h.handleTCP(e)
+	case *procEvent:
+		h.handleProc(e)
+	}
+}
+
+func tcpFailureReason(errno uint32) string {
+	switch errno {
+	case 111: // ECONNREFUSED
+		return "refused"
+	case 110: // ETIMEDOUT
+		return "timeout"
+	case 113, 101: // EHOSTUNREACH, ENETUNREACH
+		return "unreachable"
+	case 0: // closed by the process before the handshake finished
+		return "aborted"
+	}
+	return "error"
+}
+
+// tcpKey names the series a TCP event updates.
+type tcpKey struct {
+	cgroup  uint64
+	dest    netip.AddrPort
+	inbound bool
+}
+
+// tcpSeries are the metric handles of one tcpKey, resolved once: label
+// hashing and workload lookup dominate the per-event cost otherwise.
+type tcpSeries struct {
+	attempts, accepts, retrans, resetsSent, resetsRecv prometheus.Counter
+	connect, lifetime                                  prometheus.Observer
+	active                                             prometheus.Gauge
+	wl                                                 workload.Identity
+	dest                                               string
+}
+
+// maxCachedSeries bounds the handle caches; they are also emptied every
+// seriesCacheTTL so that late workload enrichment shows up.
+const (
+	maxCachedSeries = 16384
+	seriesCacheTTL  = time.Minute
+)
+
+func (h *handlers) tcpSeriesFor(e *tcpEvent) *tcpSeries {
+	local := addrPort(e.Family, e.Saddr, e.Sport)
+	remote := addrPort(e.Family, e.Daddr, e.Dport)
+	k := tcpKey{cgroup: e.CgroupId, dest: remote, inbound: e.Inbound != 0}
+	if k.inbound {
+		k.dest = local
+	}
+	if time.Since(h.tcpCacheReset) > seriesCacheTTL || len(h.tcpCache) >= maxCachedSeries {
+		clear(h.tcpCache)
+		h.tcpCacheReset = time.Now()
+	}
+	if s, ok := h.tcpCache[k]; ok {
+		return s
+	}
+	m := h.m
+	wl := h.cgroups.Identity(e.CgroupId)
+	dir := "outbound"
+	if k.inbound {
+		dir = "inbound"
+	}
+	lv := m.tcpCap.labels(wl, k.dest.String())
+	withDir := append(append([]string{}, lv...), dir)
+	s := &tcpSeries{
+		attempts:   m.tcpAttempts.WithLabelValues(lv...),
+		connect:    m.tcpConnect.WithLabelValues(lv...),
+		accepts:    m.tcpAccepts.WithLabelValues(lv...),
+		active:     m.tcpActive.WithLabelValues(withDir...),
+		lifetime:   m.tcpLifetime.WithLabelValues(withDir...),
+		retrans:    m.tcpRetrans.WithLabelValues(withDir...),
+		resetsSent: m.tcpResets.WithLabelValues(append(append([]string{}, withDir...), "sent")...),
+		resetsRecv: m.tcpResets.WithLabelValues(append(append([]string{}, withDir...), "received")...),
+		wl:         wl,
+		dest:       lv[len(lv)-1],
+	}
+	h.tcpCache[k] = s
+	return s
+}
+
+func (h *handlers) handleTCP(e *tcpEvent) {
+	if e.Kind == tcpListen {
+		return // only remembered in the kernel, to attribute accepted connections
+	}
+	s := h.tcpSeriesFor(e)
+	secs := float64(e.DurationNs) / 1e9
+	switch e.Kind {
+	case tcpConnect:
+		s.attempts.Inc()
+		s.connect.Observe(secs)
+		s.active.Inc()
+	case tcpConnectFail:
+		s.attempts.Inc()
+		lv := append(s.wl.Labels(), s.dest, tcpFailureReason(e.Err))
+		if s.dest == overflowValue {
+			clear(lv[:len(lv)-2])
+		}
+		h.m.tcpFailures.WithLabelValues(lv...).Inc()
+	case tcpAccept:
+		s.accepts.Inc()
+		s.active.Inc()
+	case tcpClose:
+		s.active.Dec()
+		s.lifetime.Observe(secs)
+	case tcpRetransmit:
+		s.retrans.Inc()
+	case tcpResetSent:
+		s.resetsSent.Inc()
+	case tcpResetReceived:
+		s.resetsRecv.Inc()
+	}
+}
+
+var pageSize = uint64(os.Getpagesize())
+
+func (h *handlers) handleProc(e *procEvent) {
+	wl := h.cgroups.Identity(e.CgroupId)
+	m := h.m
+	switch e.Kind {
+	case procExec:
+		m.procExecs.WithLabelValues(m.procCap.workloadLabels(wl)...).Inc()
+	case procExit:
+		sig := int(e.ExitCode & 0x7f)
+		code := int(e.ExitCode>>8) & 0xff
+		outcome := "success"
+		switch {
+		case sig != 0:
+			outcome = "signal"
+			code = 0
+		case code != 0:
+			outcome = "error"
+		}
+		m.procExits.WithLabelValues(m.procCap.workloadLabels(wl, outcome)...).Inc()
+		if outcome == "success" {
+			return
+		}
+		h.publish(event.Event{Kind: event.ProcessExit, Time: h.clock.time(e.TsNs), Workload: wl,
+			PID: e.Pid, Comm: commString(e.Comm), ExitCode: code, Signal: sig,
+			Attrs: map[string]string{"ppid": strconv.FormatUint(uint64(e.Ppid), 10)}})
+	case procOOM:
+		m.oomKills.WithLabelValues(m.procCap.workloadLabels(wl)...).Inc()
+		h.publish(event.Event{Kind: event.OOMKill, Time: h.clock.time(e.TsNs), Workload: wl,
+			PID: e.Pid, Comm: commString(e.Comm), Signal: 9,
+			Attrs: map[string]string{"total_vm_bytes": strconv.FormatUint(e.Value*pageSize, 10)}})
+	}
+}
+
+func (h *handlers) publish(ev event.Event) {
+	h.m.fastPath.WithLabelValues(string(ev.Kind)).Inc()
+	h.bus.Publish(ev)
+}
+
+// connKey names one socket of one process.
+type connKey struct{ pid, fd uint32 }
+
+// pendingRequest is a request waiting for its response.
+type pendingRequest struct {
+	server   bool
+	start    time.Time
+	msg      httpMessage
+	wl       workload.Identity
+	cgroup   uint64
+	pid      uint32
+	comm     string
+	local    netip.AddrPort
+	remote   netip.AddrPort
+	captured int
+}
+
+// handleHTTP handles one sample of the HTTP ring buffer. A request read is
+// the start of a server request, a request written the start of a client
+// request; the status line in the other direction on the same process and
+// descriptor completes it.
+func (h *handlers) handleHTTP(b []byte) {
+	var e httpEvent
+	if err := decodeHTTPEvent(b, &e); err != nil {
+		h.m.decodeErrors.WithLabelValues("http_events").Inc()
+		h.log.Debug("dropped undecodable eBPF HTTP event", "err", err)
+		return
+	}
+	msg, err := parseHTTP(e.payload())
+	if err != nil {
+		return // looked like HTTP to the kernel's quick check only
+	}
+	key := connKey{e.Pid, e.Fd}
+	at := h.clock.time(e.TsNs)
+	if msg.Request {
+		p := &pendingRequest{server: e.Dir == httpRead, start: at, msg: msg, pid: e.Pid, comm: commString(e.Comm),
+			local: addrPort(e.Family, e.Saddr, e.Sport), remote: addrPort(e.Family, e.Daddr, e.Dport)}
+		p.wl, p.cgroup = h.cgroups.Identity(e.CgroupId), e.CgroupId
+		if len(h.pending) >= h.cfg.MaxPendingRequests {
+			h.m.httpUnmatched.Add(float64(len(h.pending)))
+			clear(h.pending)
+		}
+		h.pending[key] = p
+		return
+	}
+	p := h.pending[key]
+	if p != nil && p.server == (e.Dir == httpWrite) {
+		delete(h.pending, key)
+	} else {
+		p = nil
+	}
+	if p == nil {
+		return
+	}
+	h.completeHTTP(p, msg.Status, at)
+}
+
+// httpKey names the series a finished request updates.
+type httpKey struct {
+	cgroup        uint64
+	route, method string
+	server        bool
+	class         string
+}
+
+type httpSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+func (h *handlers) completeHTTP(p *pendingRequest, status int, end time.Time) {
+	path, route := routeOf(p.msg.Target)
+	k := httpKey{cgroup: p.cgroup, route: route, method: p.msg.Method, server: p.server, class: statusClass(status)}
+	if time.Since(h.httpCacheReset) > seriesCacheTTL || len(h.httpCache) >= maxCachedSeries {
+		clear(h.httpCache)
+		h.httpCacheReset = time.Now()
+	}
+	s, ok := h.httpCache[k]
+	if !ok {
+		kind := "client"
+		if p.server {
+			kind = "server"
+		}
+		lv := h.m.httpCap.labels(p.wl, h.m.routeCap.value(route), kind, p.msg.Method, k.class)
+		s = httpSeries{h.m.httpRequests.WithLabelValues(lv...), h.m.httpDuration.WithLabelValues(lv...)}
+		h.httpCache[k] = s
+	}
+	d := end.Sub(p.start)
+	if d < 0 {
+		d = 0
+	}
+	s.requests.Inc()
+	s.duration.Observe(d.Seconds())
+	h.spans.add(httpSpan{req: p, path: path, route: route, status: status, end: end})
+}

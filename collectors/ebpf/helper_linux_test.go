@@ -1,0 +1,181 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// runHelper runs the helper named by $VIGIL_EBPF_TEST_HELPER with arg, in
+// a child process of the test, so that what it does is attributed to the
+// cgroup the test put it in.
+func runHelper(name, arg string) int {
+	var err error
+	switch name {
+	case "tcp-client":
+		err = tcpClient(arg)
+	case "http-client":
+		err = httpClient(arg)
+	case "unprivileged":
+		err = unprivilegedCollector()
+	default:
+		err = fmt.Errorf("unknown helper %q", name)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 1
+	}
+	return 0
+}
+
+// tcpClient makes the outbound connections TestTCPLifecycle checks; arg is
+// "ok,refused,timeout,reset" addresses.
+func tcpClient(arg string) error {
+	a := strings.Split(arg, ",")
+	if len(a) != 4 {
+		return fmt.Errorf("want 4 addresses, got %q", arg)
+	}
+	ok, refused, timeout, reset := a[0], a[1], a[2], a[3]
+	for range 3 {
+		c, err := net.Dial("tcp4", ok)
+		if err != nil {
+			return err
+		}
+		if _, err := c.Write([]byte("x")); err != nil {
+			return err
+		}
+		c.Close()
+	}
+	if _, err := net.Dial("tcp4", refused); !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("connect to %s: want ECONNREFUSED, got %v", refused, err)
+	}
+	// One SYN retransmission, then the kernel gives up with ETIMEDOUT.
+	d := net.Dialer{Timeout: 60 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_SYNCNT, 1) })
+		return errors.Join(err, serr)
+	}}
+	if _, err := d.Dial("tcp4", timeout); !errors.Is(err, syscall.ETIMEDOUT) {
+		return fmt.Errorf("connect to %s: want ETIMEDOUT, got %v", timeout, err)
+	}
+	c, err := net.Dial("tcp4", reset)
+	if err != nil {
+		return err
+	}
+	if err := c.(*net.TCPConn).SetLinger(0); err != nil { // close sends RST
+		return err
+	}
+	return c.Close()
+}
+
+// httpClient sends the requests TestHTTP checks to the server at arg, over
+// one keep-alive connection, and checks the answers.
+func httpClient(arg string) error {
+	cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	defer cl.CloseIdleConnections()
+	for _, r := range []struct {
+		method, path, traceparent string
+		want                      int
+	}{
+		{"GET", "/users/12345?verbose=1", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 200},
+		{"POST", "/orders", "", 201},
+		{"GET", "/missing", "", 404},
+		{"GET", "/users/12345?verbose=1", "", 200},
+	} {
+		req, err := http.NewRequest(r.method, "http://"+arg+r.path, strings.NewReader(""))
+		if err != nil {
+			return err
+		}
+		if r.traceparent != "" {
+			req.Header.Set("traceparent", r.traceparent)
+		}
+		resp, err := cl.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != r.want {
+			return fmt.Errorf("%s %s: status %d, want %d", r.method, r.path, resp.StatusCode, r.want)
+		}
+	}
+	return nil
+}
+
+// testCgroup makes a v1 memory cgroup named name (a .service name, so the
+// workload identity carries it as its unit) under the test's own memory
+// cgroup, and removes it at cleanup. It returns its directory.
+func testCgroup(t *testing.T, name string) string {
+	t.Helper()
+	own := ""
+	f, err := os.Open("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) == 3 && parts[1] == "memory" {
+			own = parts[2]
+		}
+	}
+	f.Close()
+	root, memory, err := cgroupMount("/proc", "memory")
+	if err != nil || !memory {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("no v1 memory cgroup hierarchy: %v", err)
+		}
+		t.Skipf("needs a v1 memory cgroup hierarchy: %v", err)
+	}
+	dir := filepath.Join(root, own, name)
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for i := 0; ; i++ {
+			err := os.Remove(dir)
+			if err == nil || os.IsNotExist(err) || i == 100 {
+				if err != nil && !os.IsNotExist(err) {
+					t.Errorf("remove cgroup %s: %v", dir, err)
+				}
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	return dir
+}
+
+// inCgroup returns a command that runs argv inside the cgroup at dir.
+func inCgroup(dir string, argv ...string) *exec.Cmd {
+	script := `echo $$ > "$0/cgroup.procs" && exec "$@"`
+	return exec.Command("sh", append([]string{"-c", script, dir}, argv...)...)
+}
+
+// helperCmd runs a test helper (see runHelper) inside the cgroup at dir.
+func helperCmd(t *testing.T, dir, name, arg string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := inCgroup(dir, exe, "-test.run=^$", arg)
+	cmd.Env = append(os.Environ(), helperEnv+"="+name)
+	return cmd
+}
+
+func itoa(i int) string { return fmt.Sprint(i) }

@@ -1,0 +1,122 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// findSpans returns the spans captured so far that match.
+func (e *testEnv) findSpans(match func(ptrace.Span) bool) []ptrace.Span {
+	var out []ptrace.Span
+	for _, td := range e.sink.AllTraces() {
+		for i := 0; i < td.ResourceSpans().Len(); i++ {
+			rs := td.ResourceSpans().At(i)
+			for j := 0; j < rs.ScopeSpans().Len(); j++ {
+				ss := rs.ScopeSpans().At(j).Spans()
+				for k := 0; k < ss.Len(); k++ {
+					if match(ss.At(k)) {
+						out = append(out, ss.At(k))
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func strAttr(s ptrace.Span, k string) string {
+	v, _ := s.Attributes().Get(k)
+	return v.AsString()
+}
+
+func TestHTTP(t *testing.T) {
+	env := startCollector(t, nil)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /users/{id}", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond) // a latency the spans must show
+		_, _ = w.Write([]byte(`{"id":"` + r.PathValue("id") + `"}`))
+	})
+	mux.HandleFunc("POST /orders", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusCreated) })
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+
+	const unit = "vigil-ebpf-test-http.service"
+	cg := testCgroup(t, unit)
+	cmd := helperCmd(t, cg, "http-client", ln.Addr().String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("http client: %v\n%s", err, out)
+	}
+
+	type series map[string]string
+	for _, c := range []struct {
+		labels series
+		want   float64
+	}{
+		{series{"kind": "client", "unit": unit, "method": "GET", "route": "/users/{id}", "status_class": "2xx"}, 2},
+		{series{"kind": "client", "unit": unit, "method": "POST", "route": "/orders", "status_class": "2xx"}, 1},
+		{series{"kind": "client", "unit": unit, "method": "GET", "route": "/missing", "status_class": "4xx"}, 1},
+		{series{"kind": "server", "method": "GET", "route": "/users/{id}", "status_class": "2xx"}, 2},
+		{series{"kind": "server", "method": "POST", "route": "/orders", "status_class": "2xx"}, 1},
+		{series{"kind": "server", "method": "GET", "route": "/missing", "status_class": "4xx"}, 1},
+	} {
+		eventually(t, "vigil_http_requests_total", func() bool {
+			return env.value(t, "vigil_http_requests_total", c.labels) >= c.want
+		})
+		if got := env.value(t, "vigil_http_requests_total", c.labels); got != c.want {
+			t.Errorf("vigil_http_requests_total%v = %v, want %v", c.labels, got, c.want)
+		}
+		if got := env.value(t, "vigil_http_request_duration_seconds", c.labels); got != c.want {
+			t.Errorf("vigil_http_request_duration_seconds_count%v = %v, want %v", c.labels, got, c.want)
+		}
+	}
+
+	// The first GET carried a traceparent: both sides join that trace as
+	// children of the span it names.
+	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	var traced []ptrace.Span
+	eventually(t, "spans with the client's traceparent", func() bool {
+		traced = env.findSpans(func(s ptrace.Span) bool { return s.TraceID().String() == traceID })
+		return len(traced) >= 2
+	})
+	kinds := map[ptrace.SpanKind]ptrace.Span{}
+	for _, s := range traced {
+		kinds[s.Kind()] = s
+		if s.ParentSpanID().String() != parentID {
+			t.Errorf("%s span parent = %s, want %s", s.Kind(), s.ParentSpanID(), parentID)
+		}
+		if s.Name() != "GET /users/{id}" || strAttr(s, "http.request.method") != "GET" ||
+			strAttr(s, "url.path") != "/users/12345" || strAttr(s, "http.route") != "/users/{id}" ||
+			strAttr(s, "http.response.status_code") != "200" || strAttr(s, "server.port") != strings.Split(ln.Addr().String(), ":")[1] {
+			t.Errorf("%s span %q attributes: %v", s.Kind(), s.Name(), s.Attributes().AsRaw())
+		}
+		if d := s.EndTimestamp().AsTime().Sub(s.StartTimestamp().AsTime()); d < 20*time.Millisecond || d > time.Minute {
+			t.Errorf("%s span lasted %v, want at least the handler's 20ms", s.Kind(), d)
+		}
+	}
+	if len(kinds) != 2 || kinds[ptrace.SpanKindServer] == (ptrace.Span{}) || kinds[ptrace.SpanKindClient] == (ptrace.Span{}) {
+		t.Fatalf("want one server and one client span in trace %s, got %d spans", traceID, len(traced))
+	}
+	if got := strAttr(kinds[ptrace.SpanKindServer], "client.address"); got != "127.0.0.1" {
+		t.Errorf("server span client.address = %q", got)
+	}
+	// Requests without a traceparent start their own trace.
+	untraced := env.findSpans(func(s ptrace.Span) bool {
+		return strAttr(s, "http.route") == "/orders" && s.Kind() == ptrace.SpanKindServer
+	})
+	if len(untraced) != 1 || untraced[0].ParentSpanID().String() != "" || untraced[0].TraceID().String() == traceID {
+		t.Errorf("POST /orders server spans: %d, want one root span of its own trace", len(untraced))
+	}
+}

@@ -1,0 +1,314 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// program describes one eBPF program in the object and how it attaches.
+type program struct {
+	name  string // metric label and C function name without "vigil_"
+	fn    string // C function name
+	group string // config switch (ProgramsConfig field name in YAML)
+	// For tp_btf programs: the kernel's tracepoint name; for syscall
+	// tracepoints: "syscalls/<event>".
+	tracepoint string
+	btfTP      bool
+}
+
+// programs lists every program. The HTTP read pairs (enter and exit) must
+// both load for that syscall to be followed.
+var programs = []program{
+	{"tcp_state", "vigil_tcp_state", "tcp", "inet_sock_set_state", true},
+	{"tcp_retransmit", "vigil_tcp_retransmit", "tcp_retransmits", "tcp_retransmit_skb", true},
+	{"tcp_receive_reset", "vigil_tcp_receive_reset", "tcp_resets", "tcp_receive_reset", true},
+	{"tcp_send_reset", "vigil_tcp_send_reset", "tcp_resets", "tcp_send_reset", true},
+	{"process_exec", "vigil_process_exec", "process", "sched_process_exec", true},
+	{"process_exit", "vigil_process_exit", "process", "sched_process_exit", true},
+	{"oom_victim", "vigil_oom_victim", "oom", "mark_victim", true},
+	{"http_enter_read", "vigil_http_enter_read_", "http", "syscalls/sys_enter_read", false},
+	{"http_exit_read", "vigil_http_exit_read_", "http", "syscalls/sys_exit_read", false},
+	{"http_enter_recvfrom", "vigil_http_enter_recvfrom", "http", "syscalls/sys_enter_recvfrom", false},
+	{"http_exit_recvfrom", "vigil_http_exit_recvfrom", "http", "syscalls/sys_exit_recvfrom", false},
+	{"http_enter_readv", "vigil_http_enter_readv", "http", "syscalls/sys_enter_readv", false},
+	{"http_exit_readv", "vigil_http_exit_readv", "http", "syscalls/sys_exit_readv", false},
+	{"http_write", "vigil_http_write", "http", "syscalls/sys_enter_write", false},
+	{"http_sendto", "vigil_http_sendto", "http", "syscalls/sys_enter_sendto", false},
+	{"http_writev", "vigil_http_writev", "http", "syscalls/sys_enter_writev", false},
+	{"http_sendmsg", "vigil_http_sendmsg", "http", "syscalls/sys_enter_sendmsg", false},
+}
+
+// lossNames names the kernel's per-program loss counters, indexed like
+// enum vigil_prog in bpf/common.h. The HTTP programs share one.
+var lossNames = []string{"tcp_state", "tcp_retransmit", "tcp_receive_reset", "tcp_send_reset",
+	"process_exec", "process_exit", "oom_victim", "http"}
+
+func (c *ProgramsConfig) enabled(group string) bool {
+	switch group {
+	case "tcp":
+		return c.TCP
+	case "tcp_retransmits":
+		return c.TCPRetransmits
+	case "tcp_resets":
+		return c.TCPResets
+	case "process":
+		return c.Process
+	case "oom":
+		return c.OOM
+	case "http":
+		return c.HTTP
+	}
+	return false
+}
+
+// capabilities is what the kernel was found to offer.
+type capabilities struct {
+	kernelBTF  *btf.Spec
+	features   map[string]error // nil error: available
+	tracefsDir string
+}
+
+// tracefsDirs are where tracefs may be mounted.
+var tracefsDirs = []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"}
+
+// discover probes the kernel. Every missing feature is logged once with
+// the reason, and the programs that need it are skipped later.
+func discover(cfg *Config, log *slog.Logger) *capabilities {
+	caps := &capabilities{features: map[string]error{}}
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		err = fmt.Errorf("kernel BTF unavailable (needs CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux): %w", err)
+	}
+	caps.kernelBTF = spec
+	caps.features["btf"] = err
+	caps.features["ringbuf"] = wrapProbe("BPF ring buffer (Linux 5.8+)", features.HaveMapType(ebpf.RingBuf))
+	// tp_btf is not probed with a test program here: the library's probe
+	// for BPF_PROG_TYPE_TRACING uses fentry, which kernel lockdown refuses
+	// while tp_btf works. The collector sets it from the real loads.
+	caps.features["tracepoint"] = wrapProbe("tracepoint programs", features.HaveProgramType(ebpf.TracePoint))
+	caps.features["uprobe"] = uprobeSupport()
+
+	caps.tracefsDir, err = findTracefs(cfg.MountTracefs, log)
+	caps.features["tracefs"] = err
+	names := make([]string, 0, len(caps.features))
+	for n := range caps.features {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := caps.features[n]; err != nil {
+			log.Warn("eBPF feature unavailable", "feature", n, "reason", err)
+		}
+	}
+	return caps
+}
+
+func wrapProbe(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("%s not supported by this kernel", what)
+	}
+	if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%s: permission denied (needs root or CAP_BPF and CAP_PERFMON)", what)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// uprobeSupport checks for the uprobe PMU. Vigil attaches no uprobe yet;
+// it is reported so that operators see what a later TLS collector needs.
+func uprobeSupport() error {
+	if _, err := os.Stat("/sys/bus/event_source/devices/uprobe/type"); err != nil {
+		return fmt.Errorf("uprobe PMU missing (CONFIG_UPROBE_EVENTS): %w", err)
+	}
+	return wrapProbe("kprobe/uprobe programs", features.HaveProgramType(ebpf.Kprobe))
+}
+
+// findTracefs returns the tracefs directory, mounting it at
+// /sys/kernel/tracing when allowed and missing.
+func findTracefs(mount bool, log *slog.Logger) (string, error) {
+	for _, d := range tracefsDirs {
+		_, err := os.Stat(d + "/events")
+		if err == nil {
+			return d, nil
+		}
+		if errors.Is(err, os.ErrPermission) {
+			return "", fmt.Errorf("tracefs at %s is not readable: %w", d, err)
+		}
+	}
+	if !mount {
+		return "", errors.New("tracefs is not mounted at /sys/kernel/tracing (syscall tracepoints need it; mount_tracefs is off)")
+	}
+	if err := unix.Mount("tracefs", tracefsDirs[0], "tracefs", 0, ""); err != nil {
+		return "", fmt.Errorf("tracefs is not mounted and mounting it at %s failed: %w", tracefsDirs[0], err)
+	}
+	log.Info("mounted tracefs for the syscall tracepoints", "path", tracefsDirs[0])
+	return tracefsDirs[0], nil
+}
+
+// missing returns why program p cannot run here, or nil.
+func (caps *capabilities) missing(p program) error {
+	if err := caps.features["btf"]; err != nil {
+		return err
+	}
+	if err := caps.features["ringbuf"]; err != nil {
+		return err
+	}
+	if p.btfTP {
+		var fn *btf.Typedef
+		if err := caps.kernelBTF.TypeByName("btf_trace_"+p.tracepoint, &fn); err != nil {
+			return fmt.Errorf("tracepoint %s not in kernel BTF: %w", p.tracepoint, err)
+		}
+		return nil
+	}
+	if err := caps.features["tracepoint"]; err != nil {
+		return err
+	}
+	if err := caps.features["tracefs"]; err != nil {
+		return err
+	}
+	if _, err := os.Stat(caps.tracefsDir + "/events/" + p.tracepoint); err != nil {
+		return fmt.Errorf("tracepoint %s not found in tracefs: %w", p.tracepoint, err)
+	}
+	return nil
+}
+
+// objects are the loaded kernel objects: shared maps, and each program that
+// loaded and attached.
+type objects struct {
+	maps  map[string]*ebpf.Map
+	progs map[string]*ebpf.Program // by program.name
+	links []link.Link
+}
+
+func (o *objects) close() {
+	for _, l := range o.links {
+		_ = l.Close()
+	}
+	for _, p := range o.progs {
+		_ = p.Close()
+	}
+	for _, m := range o.maps {
+		_ = m.Close()
+	}
+}
+
+// loadOptions are what the loader takes from the configuration and the host.
+type loadOptions struct {
+	cfg          *Config
+	cgroupMemory bool // attribute by the v1 memory hierarchy
+}
+
+// load creates the shared maps, then loads and attaches each enabled
+// program on its own, so that one refused program does not keep the
+// others out. It returns an error only when nothing can be loaded at all.
+func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, error) {
+	if err := caps.features["btf"]; err != nil {
+		return nil, err
+	}
+	if err := caps.features["ringbuf"]; err != nil {
+		return nil, err
+	}
+	spec, err := loadVigil()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded eBPF object: %w", err)
+	}
+	cfg := opts.cfg
+	if err := spec.Variables["wakeup_threshold"].Set(uint32(cfg.WakeupThreshold)); err != nil {
+		return nil, err
+	}
+	var v1 uint8
+	if opts.cgroupMemory {
+		v1 = 1
+	}
+	if err := spec.Variables["cgroup_v1_memory"].Set(v1); err != nil {
+		return nil, err
+	}
+	spec.Maps["events"].MaxEntries = uint32(cfg.RingBufferBytes)
+	spec.Maps["http_events"].MaxEntries = uint32(cfg.HTTPRingBufferBytes)
+	spec.Maps["socks"].MaxEntries = uint32(cfg.MaxTrackedSockets)
+
+	o := &objects{maps: map[string]*ebpf.Map{}, progs: map[string]*ebpf.Program{}}
+	for name, ms := range spec.Maps {
+		if strings.HasPrefix(name, ".") {
+			continue // .rodata and friends belong to each program's collection
+		}
+		m, err := ebpf.NewMap(ms)
+		if err != nil {
+			o.close()
+			return nil, fmt.Errorf("create map %s: %w", name, wrapProbe("map creation", err))
+		}
+		o.maps[name] = m
+	}
+	for _, p := range programs {
+		if !cfg.Programs.enabled(p.group) {
+			log.Info("eBPF program disabled by configuration", "program", p.name, "switch", "programs."+p.group)
+			continue
+		}
+		if err := caps.missing(p); err != nil {
+			log.Warn("eBPF program not loaded", "program", p.name, "reason", err)
+			continue
+		}
+		prog, l, err := loadOne(spec, p, o.maps)
+		if err != nil {
+			log.Warn("eBPF program not loaded", "program", p.name, "reason", err)
+			continue
+		}
+		o.progs[p.name] = prog
+		o.links = append(o.links, l)
+	}
+	if len(o.progs) == 0 {
+		o.close()
+		return nil, errors.New("no eBPF program could be loaded")
+	}
+	return o, nil
+}
+
+// loadOne loads program p from a copy of spec that holds only p, reusing
+// the shared maps, and attaches it.
+func loadOne(spec *ebpf.CollectionSpec, p program, maps map[string]*ebpf.Map) (*ebpf.Program, link.Link, error) {
+	s := spec.Copy()
+	for n := range s.Programs {
+		if n != p.fn {
+			delete(s.Programs, n)
+		}
+	}
+	if s.Programs[p.fn] == nil {
+		return nil, nil, fmt.Errorf("program %s missing from the object", p.fn)
+	}
+	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: maps})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, nil, fmt.Errorf("verifier rejected it: %v", ve)
+		}
+		return nil, nil, wrapProbe("load", err)
+	}
+	prog := coll.DetachProgram(p.fn)
+	coll.Close()
+	var l link.Link
+	if p.btfTP {
+		l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	} else {
+		group, event, _ := strings.Cut(p.tracepoint, "/")
+		l, err = link.Tracepoint(group, event, prog, nil)
+	}
+	if err != nil {
+		prog.Close()
+		return nil, nil, wrapProbe("attach to "+p.tracepoint, err)
+	}
+	return prog, l, nil
+}

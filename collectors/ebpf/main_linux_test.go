@@ -1,0 +1,172 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.uber.org/goleak"
+
+	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/internal/event"
+)
+
+// helperEnv makes the test binary act as a helper process (an HTTP client,
+// a connector) instead of running tests; see runHelper.
+const helperEnv = "VIGIL_EBPF_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if h := os.Getenv(helperEnv); h != "" {
+		os.Exit(runHelper(h, os.Args[len(os.Args)-1]))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// requireRoot skips without root, except under CI where the suite runs as
+// root and nothing the issue asks for may be skipped.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("eBPF tests must run as root under CI")
+		}
+		t.Skip("loading eBPF programs needs root (CAP_BPF, CAP_PERFMON)")
+	}
+}
+
+// testEnv is a started collector with everything it publishes captured.
+type testEnv struct {
+	c    *collector
+	reg  *prometheus.Registry
+	bus  *event.Bus
+	sub  *event.Subscription
+	sink *consumertest.TracesSink
+}
+
+// updateAdapter exposes a collectors.Collector to a Prometheus registry,
+// the way the agent's /metrics does.
+type updateAdapter struct{ c collectors.Collector }
+
+func (a updateAdapter) Describe(chan<- *prometheus.Desc) {}
+func (a updateAdapter) Collect(ch chan<- prometheus.Metric) {
+	_ = a.c.Update(context.Background(), ch)
+}
+
+func startCollector(t *testing.T, cfg *Config) *testEnv {
+	t.Helper()
+	requireRoot(t)
+	if cfg == nil {
+		cfg = NewConfig()
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	env := &testEnv{bus: event.NewBus(), sink: new(consumertest.TracesSink), reg: prometheus.NewRegistry()}
+	env.sub = env.bus.Subscribe(1024)
+	set := collectors.Settings{
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("component", Name),
+		Paths:  collectors.Paths{ProcFS: "/proc", SysFS: "/sys", RootFS: "/"},
+		Events: env.bus, Traces: env.sink, NodeName: "test-node",
+	}
+	c, err := newCollector(cfg, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.c = c.(*collector)
+	if err := env.c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.c.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		env.sub.Close()
+	})
+	env.reg.MustRegister(updateAdapter{env.c})
+	return env
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// value sums the samples of metric name whose labels include want: the
+// value of counters and gauges, the sample count of histograms.
+func (e *testEnv) value(t *testing.T, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if !hasLabels(m, want) {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.Counter.GetValue()
+			case m.Gauge != nil:
+				sum += m.Gauge.GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+func hasLabels(m *dto.Metric, want map[string]string) bool {
+	got := map[string]string{}
+	for _, l := range m.GetLabel() {
+		got[l.GetName()] = l.GetValue()
+	}
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// eventually polls cond with a generous deadline: this is a loaded 2-core
+// machine, and nothing here is a timing assertion.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestProgramsLoad(t *testing.T) {
+	env := startCollector(t, nil)
+	for _, p := range programs {
+		if v := env.value(t, "vigil_ebpf_program_loaded", map[string]string{"program": p.name}); v != 1 {
+			t.Errorf("vigil_ebpf_program_loaded{program=%q} = %v, want 1", p.name, v)
+		}
+	}
+	for _, f := range []string{"btf", "ringbuf", "tp_btf", "tracepoint", "tracefs"} {
+		if v := env.value(t, "vigil_ebpf_feature_available", map[string]string{"feature": f}); v != 1 {
+			t.Errorf("vigil_ebpf_feature_available{feature=%q} = %v, want 1", f, v)
+		}
+	}
+}

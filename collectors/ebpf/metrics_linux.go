@@ -1,0 +1,189 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-agent/vigil/collectors/workload"
+)
+
+// overflowValue replaces the capped label (destination or route) of every
+// series beyond a family's cap; its workload labels are emptied.
+const overflowValue = "overflow"
+
+// capper bounds the distinct keys (workload + destination or route) a
+// metric family may create. Keys beyond the cap are folded into one
+// overflow series, and the fold is counted.
+type capper struct {
+	mu       sync.Mutex
+	max      int
+	seen     map[string]struct{}
+	overflow prometheus.Counter
+}
+
+func newCapper(max int, overflow prometheus.Counter) *capper {
+	return &capper{max: max, seen: map[string]struct{}{}, overflow: overflow}
+}
+
+// allow reports whether key may have its own series.
+func (c *capper) allow(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.seen[key]; ok {
+		return true
+	}
+	if len(c.seen) < c.max {
+		c.seen[key] = struct{}{}
+		return true
+	}
+	c.overflow.Inc()
+	return false
+}
+
+// labels returns the label values to use for a series of workload wl and
+// capped value v, followed by rest (small fixed enumerations that never
+// count towards the cap). Past the cap, the workload labels are emptied and
+// v becomes "overflow".
+func (c *capper) labels(wl workload.Identity, v string, rest ...string) []string {
+	vals := wl.Labels()
+	if !c.allow(wl.CgroupPath + "\x00" + v) {
+		clear(vals)
+		v = overflowValue
+	}
+	return append(append(vals, v), rest...)
+}
+
+// workloadLabels is labels for families keyed by workload alone: past the
+// cap every workload label becomes "overflow".
+func (c *capper) workloadLabels(wl workload.Identity, rest ...string) []string {
+	vals := wl.Labels()
+	if !c.allow(wl.CgroupPath) {
+		for i := range vals {
+			vals[i] = overflowValue
+		}
+	}
+	return append(vals, rest...)
+}
+
+// value caps a single value (for example routes across all workloads).
+func (c *capper) value(v string) string {
+	if !c.allow(v) {
+		return overflowValue
+	}
+	return v
+}
+
+func labelNames(extra ...string) []string {
+	return append(append([]string{}, workload.LabelNames...), extra...)
+}
+
+// Buckets: connects on a LAN take tens of microseconds to milliseconds;
+// connections live from milliseconds to hours; requests from 100µs up.
+var (
+	connectBuckets  = prometheus.ExponentialBuckets(0.00005, 4, 10) // 50µs … 13s
+	lifetimeBuckets = prometheus.ExponentialBuckets(0.001, 4, 12)   // 1ms … 70min
+	requestBuckets  = prometheus.ExponentialBuckets(0.0001, 2.5, 13)
+)
+
+// metrics are everything the collector exports.
+type metrics struct {
+	programLoaded    *prometheus.GaugeVec
+	featureAvailable *prometheus.GaugeVec
+	eventsLost       *prometheus.Desc // read from the kernel's per-CPU counters
+	programRunTime   *prometheus.Desc
+	programRunCount  *prometheus.Desc
+	eventsRead       *prometheus.CounterVec
+	decodeErrors     *prometheus.CounterVec
+	seriesOverflow   *prometheus.CounterVec
+	fastPath         *prometheus.CounterVec
+	spansDropped     prometheus.Counter
+	httpUnmatched    prometheus.Counter
+
+	tcpAttempts  *prometheus.CounterVec
+	tcpFailures  *prometheus.CounterVec
+	tcpConnect   *prometheus.HistogramVec
+	tcpAccepts   *prometheus.CounterVec
+	tcpActive    *prometheus.GaugeVec
+	tcpLifetime  *prometheus.HistogramVec
+	tcpRetrans   *prometheus.CounterVec
+	tcpResets    *prometheus.CounterVec
+	tcpCap       *capper
+	procExecs    *prometheus.CounterVec
+	procExits    *prometheus.CounterVec
+	oomKills     *prometheus.CounterVec
+	procCap      *capper
+	httpRequests *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
+	httpCap      *capper
+	routeCap     *capper
+}
+
+func newMetrics(cfg *Config) *metrics {
+	m := &metrics{
+		programLoaded: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_ebpf_program_loaded",
+			Help: "Whether the eBPF program is loaded and attached (1) or not (0)."}, []string{"program"}),
+		featureAvailable: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_ebpf_feature_available",
+			Help: "Whether the kernel offers the eBPF feature (btf, ringbuf, tp_btf, tracepoint, uprobe, tracefs)."}, []string{"feature"}),
+		eventsLost: prometheus.NewDesc("vigil_ebpf_events_lost_total",
+			"Events the eBPF program could not hand to user space because its ring buffer was full.", []string{"program"}, nil),
+		programRunTime: prometheus.NewDesc("vigil_ebpf_program_run_seconds_total",
+			"Time the kernel spent running the program (needs bpf_stats: true).", []string{"program"}, nil),
+		programRunCount: prometheus.NewDesc("vigil_ebpf_program_runs_total",
+			"Times the kernel ran the program (needs bpf_stats: true).", []string{"program"}, nil),
+		eventsRead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_events_total",
+			Help: "Events read from the kernel, by ring buffer."}, []string{"ring"}),
+		decodeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_decode_errors_total",
+			Help: "Samples from the kernel that could not be decoded and were dropped, by ring buffer."}, []string{"ring"}),
+		seriesOverflow: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_series_overflow_total",
+			Help: "Observations folded into the overflow series because the family reached max_series (or max_routes)."}, []string{"family"}),
+		fastPath: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_fast_path_events_total",
+			Help: "Fast-path events published to the agent's event bus, by kind."}, []string{"kind"}),
+		spansDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_spans_dropped_total",
+			Help: "HTTP spans dropped because the span queue was full or the traces consumer failed."}),
+		httpUnmatched: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_http_unmatched_total",
+			Help: "HTTP requests forgotten without a response because max_pending_requests was reached."}),
+
+		tcpAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_tcp_connect_attempts_total",
+			Help: "Outbound TCP connection attempts that finished (established or failed)."}, labelNames("destination")),
+		tcpFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_tcp_connect_failures_total",
+			Help: "Outbound TCP connection attempts that failed, by reason (refused, timeout, unreachable, aborted, error)."}, labelNames("destination", "reason")),
+		tcpConnect: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_tcp_connect_duration_seconds",
+			Help: "Time from SYN sent to connection established, for successful outbound connects.", Buckets: connectBuckets}, labelNames("destination")),
+		tcpAccepts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_tcp_accepts_total",
+			Help: "Inbound TCP connections established, by listening address."}, labelNames("destination")),
+		tcpActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_tcp_active_connections",
+			Help: "TCP connections established since the agent started and still open."}, labelNames("destination", "direction")),
+		tcpLifetime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_tcp_connection_duration_seconds",
+			Help: "Lifetime of closed TCP connections, from established to closed.", Buckets: lifetimeBuckets}, labelNames("destination", "direction")),
+		tcpRetrans: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_tcp_retransmits_total",
+			Help: "TCP segments retransmitted (including SYNs)."}, labelNames("destination", "direction")),
+		tcpResets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_tcp_resets_total",
+			Help: "TCP resets sent or received on connections the agent follows."}, labelNames("destination", "direction", "side")),
+		procExecs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_process_execs_total",
+			Help: "Programs executed (execve)."}, labelNames()),
+		procExits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_process_exits_total",
+			Help: "Processes that exited, by outcome (success: code 0, error: non-zero code, signal: killed by a signal)."}, labelNames("outcome")),
+		oomKills: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_oom_kills_total",
+			Help: "Processes chosen as victims by the OOM killer."}, labelNames()),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_http_requests_total",
+			Help: "HTTP/1.x requests seen, by side (server or client), method, route and status class."}, labelNames("route", "kind", "method", "status_class")),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_http_request_duration_seconds",
+			Help: "Time from request to response start, as seen in the process's syscalls.", Buckets: requestBuckets}, labelNames("route", "kind", "method", "status_class")),
+	}
+	m.tcpCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("tcp"))
+	m.procCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("process"))
+	m.httpCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("http"))
+	m.routeCap = newCapper(cfg.MaxRoutes, m.seriesOverflow.WithLabelValues("http_route"))
+	return m
+}
+
+// collectors returns every metric vector, for Update.
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.programLoaded, m.featureAvailable, m.eventsRead, m.decodeErrors,
+		m.seriesOverflow, m.fastPath, m.spansDropped, m.httpUnmatched,
+		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
+		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration}
+}

@@ -1,0 +1,207 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"context"
+	"encoding/binary"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// scopeName is the instrumentation scope of the spans Vigil makes.
+const scopeName = "github.com/vigil-agent/vigil/collectors/ebpf"
+
+// maxQueuedSpans bounds spans waiting to be handed to the traces consumer.
+const maxQueuedSpans = 8192
+
+// httpSpan is one finished request.
+type httpSpan struct {
+	req    *pendingRequest
+	path   string
+	route  string
+	status int
+	end    time.Time
+}
+
+// spanQueue hands finished requests to the traces consumer in batches, off
+// the ring buffer reader's goroutine; when the consumer falls behind, spans
+// are dropped and counted.
+type spanQueue struct {
+	next    consumer.Traces
+	c       chan httpSpan
+	dropped prometheus.Counter
+	node    string
+	log     *slog.Logger
+}
+
+func newSpanQueue(next consumer.Traces, dropped prometheus.Counter, node string, log *slog.Logger) *spanQueue {
+	return &spanQueue{next: next, c: make(chan httpSpan, maxQueuedSpans), dropped: dropped, node: node, log: log}
+}
+
+func (q *spanQueue) add(s httpSpan) {
+	if q.next == nil {
+		return
+	}
+	select {
+	case q.c <- s:
+	default:
+		q.dropped.Inc()
+	}
+}
+
+// run batches spans every interval until ctx ends, then flushes.
+func (q *spanQueue) run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var batch []httpSpan
+	flush := func() {
+		if len(batch) == 0 || q.next == nil {
+			batch = batch[:0]
+			return
+		}
+		td := q.traces(batch)
+		if err := q.next.ConsumeTraces(context.Background(), td); err != nil {
+			q.dropped.Add(float64(len(batch)))
+			q.log.Warn("traces consumer refused eBPF HTTP spans", "spans", len(batch), "err", err)
+		}
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case s := <-q.c:
+			batch = append(batch, s)
+			if len(batch) >= 512 {
+				flush()
+			}
+		case <-t.C:
+			flush()
+		case <-ctx.Done():
+			for {
+				select {
+				case s := <-q.c:
+					batch = append(batch, s)
+				default:
+					flush()
+					return
+				}
+			}
+		}
+	}
+}
+
+// traces builds one ptrace.Traces with a resource per process.
+func (q *spanQueue) traces(batch []httpSpan) ptrace.Traces {
+	td := ptrace.NewTraces()
+	byPID := map[uint32]ptrace.SpanSlice{}
+	for _, s := range batch {
+		spans, ok := byPID[s.req.pid]
+		if !ok {
+			rs := td.ResourceSpans().AppendEmpty()
+			resourceAttrs(rs.Resource().Attributes(), s.req, q.node)
+			ss := rs.ScopeSpans().AppendEmpty()
+			ss.Scope().SetName(scopeName)
+			spans = ss.Spans()
+			spans.EnsureCapacity(len(batch))
+			byPID[s.req.pid] = spans
+		}
+		fillSpan(spans.AppendEmpty(), s)
+	}
+	return td
+}
+
+func resourceAttrs(a pcommon.Map, p *pendingRequest, node string) {
+	name := p.comm
+	if p.wl.Container != "" {
+		name = p.wl.Container
+	} else if p.wl.SystemdUnit != "" {
+		name = p.wl.SystemdUnit
+	}
+	a.PutStr("service.name", name)
+	a.PutInt("process.pid", int64(p.pid))
+	a.PutStr("process.executable.name", p.comm)
+	if node != "" {
+		a.PutStr("host.name", node)
+	}
+	put := func(k, v string) {
+		if v != "" {
+			a.PutStr(k, v)
+		}
+	}
+	put("k8s.namespace.name", p.wl.Namespace)
+	put("k8s.pod.name", p.wl.Pod)
+	put("k8s.pod.uid", p.wl.PodUID)
+	put("k8s.container.name", p.wl.Container)
+	put("container.id", p.wl.ContainerID)
+	put("systemd.unit", p.wl.SystemdUnit)
+}
+
+// fillSpan sets a span following the OpenTelemetry HTTP semantic
+// conventions. When the request carried a W3C traceparent, the span joins
+// that trace as a child of the span it names.
+func fillSpan(sp ptrace.Span, s httpSpan) {
+	p := s.req
+	// IDs need to be unique, not secret: a fast PRNG is enough.
+	var traceID [16]byte
+	var spanID [8]byte
+	binary.LittleEndian.PutUint64(spanID[:], rand.Uint64()|1)
+	if tp, ok := parseTraceParent(p.msg.TraceParent); ok {
+		traceID = tp.TraceID
+		sp.SetParentSpanID(pcommon.SpanID(tp.SpanID))
+	} else {
+		binary.LittleEndian.PutUint64(traceID[:8], rand.Uint64())
+		binary.LittleEndian.PutUint64(traceID[8:], rand.Uint64()|1)
+	}
+	sp.SetTraceID(pcommon.TraceID(traceID))
+	sp.SetSpanID(pcommon.SpanID(spanID))
+	sp.SetName(p.msg.Method + " " + s.route)
+	sp.SetStartTimestamp(pcommon.NewTimestampFromTime(p.start))
+	sp.SetEndTimestamp(pcommon.NewTimestampFromTime(s.end))
+	a := sp.Attributes()
+	a.EnsureCapacity(16)
+	a.PutStr("http.request.method", p.msg.Method)
+	a.PutStr("url.path", s.path)
+	a.PutStr("http.route", s.route)
+	a.PutInt("http.response.status_code", int64(s.status))
+	a.PutStr("network.protocol.name", "http")
+	a.PutStr("network.protocol.version", p.msg.Version)
+	a.PutStr("network.transport", "tcp")
+	a.PutStr("network.peer.address", p.remote.Addr().String())
+	a.PutInt("network.peer.port", int64(p.remote.Port()))
+	if p.server {
+		sp.SetKind(ptrace.SpanKindServer)
+		a.PutStr("server.address", p.local.Addr().String())
+		a.PutInt("server.port", int64(p.local.Port()))
+		a.PutStr("client.address", p.remote.Addr().String())
+		a.PutInt("client.port", int64(p.remote.Port()))
+		a.PutStr("url.scheme", "http")
+		if s.status >= 500 {
+			sp.Status().SetCode(ptrace.StatusCodeError)
+		}
+	} else {
+		sp.SetKind(ptrace.SpanKindClient)
+		a.PutStr("server.address", p.remote.Addr().String())
+		a.PutInt("server.port", int64(p.remote.Port()))
+		a.PutStr("url.full", "http://"+hostOr(p.msg.Host, p.remote.String())+p.msg.Target)
+		if s.status >= 400 {
+			sp.Status().SetCode(ptrace.StatusCodeError)
+		}
+	}
+	if s.status >= 400 {
+		a.PutStr("error.type", strconv.Itoa(s.status))
+	}
+}
+
+func hostOr(host, fallback string) string {
+	if host != "" {
+		return host
+	}
+	return fallback
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Side-by-side cost of Vigil's eBPF programs (run by `make bench`, as root):
+# a 20,000-connection loopback connect loop and a 20,000-request keep-alive
+# HTTP loop, each timed with the programs detached and attached in
+# alternating rounds of one run, plus events consumed per second and lost.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ "$(id -u)" != 0 ]; then
+  echo "ebpf bench: skipped, loading eBPF programs needs root"
+  exit 0
+fi
+go build -o "${TMPDIR:-/tmp}/vigil-ebpf-overhead" ./collectors/ebpf/cmd/ebpf-overhead
+"${TMPDIR:-/tmp}/vigil-ebpf-overhead" -connections "${EBPF_BENCH_CONNECTIONS:-20000}" -requests "${EBPF_BENCH_REQUESTS:-20000}" -rounds "${EBPF_BENCH_ROUNDS:-3}" ${EBPF_BENCH_FLAGS:-}
+rm -f "${TMPDIR:-/tmp}/vigil-ebpf-overhead"

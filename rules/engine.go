@@ -1,0 +1,416 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	promrules "github.com/prometheus/prometheus/rules"
+	"github.com/prometheus/prometheus/util/strutil"
+
+	"github.com/vigil-agent/vigil/internal/event"
+)
+
+// Options are what the engine gets from the agent.
+type Options struct {
+	Logger *slog.Logger
+	// Registerer receives the engine's metrics (rule evaluation, TSDB,
+	// webhook, event alerts).
+	Registerer prometheus.Registerer
+	// Gatherer is what the local TSDB ingests every evaluation interval.
+	Gatherer prometheus.Gatherer
+	// Events are the fast-path events turned into alerts.
+	Events *event.Bus
+	// Alerts is the stream every alert is published on.
+	Alerts *Stream
+	// Handle registers HTTP handlers on the agent's server; may be nil.
+	Handle func(pattern string, h http.Handler)
+}
+
+// Engine is the rules engine: it ingests the agent's metrics into the local
+// TSDB, evaluates rule files with Prometheus's rule manager and PromQL
+// engine, receives Alertmanager's webhook, turns fast-path events into
+// alerts, and publishes every alert on the stream.
+type Engine struct {
+	opts   Options
+	logger *slog.Logger
+	cfg    atomic.Pointer[Config]
+
+	storage *LocalStorage
+	engine  *promql.Engine
+	manager *promrules.Manager
+	remote  atomic.Pointer[remoteSet]
+	// remoteQueries counts remote queries by endpoint and result.
+	remoteQueries *prometheus.CounterVec
+	pub           *publisher
+	webhook       *webhook
+	events        *eventAlerter
+
+	mu      sync.Mutex // guards the fields below and ApplyConfig
+	started bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	mgrDone chan struct{}
+}
+
+// NewEngine builds the engine from a validated configuration. Nothing runs
+// until Start.
+func NewEngine(cfg *Config, o Options) (*Engine, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Registerer == nil {
+		o.Registerer = prometheus.NewRegistry()
+	}
+	if o.Alerts == nil {
+		o.Alerts = NewStream()
+	}
+	if cfg.files == nil && len(cfg.RuleFiles) > 0 {
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	e := &Engine{opts: o, logger: o.Logger}
+	e.cfg.Store(cfg)
+	st, err := NewLocalStorage(StorageOptions{
+		Dir: cfg.StorageDir, Retention: cfg.Retention, MaxSeries: cfg.MaxSeries,
+		Logger: o.Logger.With("part", "tsdb"), Registerer: o.Registerer,
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.storage = st
+	e.engine = promql.NewEngine(promql.EngineOpts{
+		Logger:               o.Logger.With("part", "promql"),
+		Reg:                  o.Registerer,
+		MaxSamples:           50_000_000,
+		Timeout:              2 * time.Minute,
+		LookbackDelta:        5 * time.Minute,
+		EnableAtModifier:     true,
+		EnableNegativeOffset: true,
+		Parser:               Parser,
+		NoStepSubqueryIntervalFn: func(int64) int64 {
+			return e.cfg.Load().EvaluationInterval.Milliseconds()
+		},
+	})
+	e.remoteQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_rules_remote_queries_total",
+		Help: "Queries rule groups sent to remote query endpoints, by endpoint and result (success, error).",
+	}, []string{"endpoint", "result"})
+	o.Registerer.MustRegister(e.remoteQueries)
+	rs, err := newRemoteSet(cfg.RemoteQueries, e.remoteQueries)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	e.remote.Store(rs)
+	e.pub = newPublisher(o.Alerts, o.Registerer)
+	e.manager = promrules.NewManager(&promrules.ManagerOptions{
+		ExternalURL:  externalURL(cfg),
+		QueryFunc:    e.query,
+		NotifyFunc:   e.notify,
+		Context:      context.Background(),
+		AppendableV2: st,
+		Queryable:    st,
+		Logger:       o.Logger.With("part", "manager"),
+		Registerer:   o.Registerer,
+		// Vigil restarts lose the local TSDB, so `for` state restores only
+		// within a run; a 10m grace keeps alerts from flapping after one.
+		OutageTolerance: time.Hour,
+		ForGracePeriod:  10 * time.Minute,
+		ResendDelay:     time.Minute,
+		GroupLoader:     groupLoader{},
+		Parser:          Parser,
+	})
+	if e.webhook, err = newWebhook(cfg.AlertmanagerWebhook, e.pub, o.Registerer, o.Logger.With("part", "webhook")); err != nil {
+		st.Close()
+		return nil, err
+	}
+	e.events = newEventAlerter(cfg.EventAlerts, o.Alerts, o.Registerer)
+	if o.Handle != nil {
+		o.Handle("POST "+WebhookPath, e.webhook)
+		o.Handle("GET /api/v1/rules", http.HandlerFunc(e.serveRules))
+		o.Handle("GET /api/v1/alerts", http.HandlerFunc(e.serveAlerts))
+		o.Handle("GET /api/v1/query", http.HandlerFunc(e.serveQuery))
+		o.Handle("POST /api/v1/query", http.HandlerFunc(e.serveQuery))
+	}
+	return e, nil
+}
+
+func externalURL(cfg *Config) *url.URL {
+	u, err := url.Parse(cfg.ExternalURL)
+	if err != nil || cfg.ExternalURL == "" {
+		return &url.URL{}
+	}
+	return u
+}
+
+// Storage returns the local TSDB.
+func (e *Engine) Storage() *LocalStorage { return e.storage }
+
+// Manager returns Prometheus's rule manager running the rule files.
+func (e *Engine) Manager() *promrules.Manager { return e.manager }
+
+// Webhook returns the Alertmanager webhook handler (also served on the
+// agent's server at WebhookPath).
+func (e *Engine) Webhook() http.Handler { return e.webhook }
+
+// WebhookTLSAddr returns the address of the webhook's TLS listener once
+// started, or "" when it has none.
+func (e *Engine) WebhookTLSAddr() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.webhook.tlsAddr
+}
+
+// Start loads the rule files and starts ingestion, evaluation, the event
+// alerts and (when configured) the webhook's TLS listener.
+func (e *Engine) Start(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cfg := e.cfg.Load()
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.cancel = cancel
+	e.started = true
+	e.mgrDone = make(chan struct{})
+	go func() { defer close(e.mgrDone); e.manager.Run() }()
+
+	if err := e.webhook.start(runCtx); err != nil {
+		return err
+	}
+	// Ingest once so the first evaluation has data.
+	if err := e.storage.Ingest(e.opts.Gatherer, time.Now(), 1); err != nil {
+		e.logger.Warn("first ingest into the local TSDB failed", "err", err)
+	}
+	if err := e.manager.Update(cfg.EvaluationInterval, cfg.files, labels.FromMap(cfg.ExternalLabels), cfg.ExternalURL, nil); err != nil {
+		return fmt.Errorf("load rule files: %w", err)
+	}
+	e.wg.Add(2)
+	go e.ingestLoop(runCtx)
+	go func() {
+		defer e.wg.Done()
+		sub := e.opts.Events.Subscribe(4096)
+		e.events.run(runCtx, sub)
+	}()
+	e.logger.Info("rules engine started", "rule_files", len(cfg.files), "evaluation_interval", cfg.EvaluationInterval.String(), "retention", cfg.Retention.String())
+	return nil
+}
+
+func (e *Engine) ingestLoop(ctx context.Context) {
+	defer e.wg.Done()
+	gen := uint64(1)
+	interval := e.cfg.Load().EvaluationInterval
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if iv := e.cfg.Load().EvaluationInterval; iv != interval {
+				interval = iv
+				t.Reset(iv)
+			}
+			gen++
+			if err := e.storage.Ingest(e.opts.Gatherer, now, gen); err != nil {
+				e.logger.Warn("ingest into the local TSDB failed", "err", err)
+			}
+		}
+	}
+}
+
+// Shutdown stops everything; it is safe before Start.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var errs []error
+	if e.started {
+		e.cancel()
+		e.manager.Stop()
+		<-e.mgrDone
+		e.wg.Wait()
+		errs = append(errs, e.webhook.shutdown(ctx))
+		e.started = false
+	}
+	if e.storage != nil {
+		errs = append(errs, e.storage.Close())
+		e.storage = nil
+	}
+	e.engine.Close()
+	return errors.Join(errs...)
+}
+
+// ApplyConfig swaps in a new validated configuration. The rule files are
+// reloaded all-or-nothing: when they do not load, the running rule set and
+// configuration are kept and the error is returned.
+func (e *Engine) ApplyConfig(_ context.Context, cfg *Config) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old := e.cfg.Load()
+	if cfg.files == nil && len(cfg.RuleFiles) > 0 {
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+	}
+	rs, err := newRemoteSet(cfg.RemoteQueries, e.remoteQueries)
+	if err != nil {
+		return err
+	}
+	wh, err := e.webhook.prepare(cfg.AlertmanagerWebhook)
+	if err != nil {
+		return err
+	}
+	if e.started {
+		// Queries dispatch on the new endpoints while the new groups load.
+		prev := e.remote.Swap(rs)
+		if err := e.manager.Update(cfg.EvaluationInterval, cfg.files, labels.FromMap(cfg.ExternalLabels), cfg.ExternalURL, nil); err != nil {
+			e.remote.Store(prev)
+			return fmt.Errorf("rule files: %w", err)
+		}
+	} else {
+		e.remote.Store(rs)
+	}
+	if old.StorageDir != cfg.StorageDir {
+		e.logger.Warn("rules.storage_dir changes take effect at the next restart")
+	}
+	if old.AlertmanagerWebhook.TLS != cfg.AlertmanagerWebhook.TLS {
+		e.logger.Warn("rules.alertmanager_webhook.tls changes take effect at the next restart")
+	}
+	e.webhook.apply(wh)
+	e.events.setConfig(cfg.EventAlerts)
+	e.storage.SetLimits(cfg.Retention, cfg.MaxSeries)
+	e.cfg.Store(cfg)
+	e.logger.Info("rules configuration applied", "rule_files", len(cfg.files))
+	return nil
+}
+
+// query is the rule manager's QueryFunc: groups mapped to a remote endpoint
+// query it, the rest query the local TSDB.
+func (e *Engine) query(ctx context.Context, q string, t time.Time) (promql.Vector, error) {
+	if rq := e.remote.Load().forGroup(groupFromContext(ctx)); rq != nil {
+		return rq.query(ctx, q, t)
+	}
+	return promrules.EngineQueryFunc(e.engine, e.storage)(ctx, q, t)
+}
+
+// groupFromContext returns the name of the rule group being evaluated, as
+// the rule manager records it in the query's origin.
+func groupFromContext(ctx context.Context) string {
+	origin, _ := ctx.Value(promql.QueryOrigin{}).(map[string]any)
+	g, _ := origin["ruleGroup"].(map[string]string)
+	return g["name"]
+}
+
+// notify is the rule manager's NotifyFunc: it turns the manager's alerts
+// into stream alerts. The manager re-sends active alerts every resend
+// delay; the publisher delivers only changes (firing, then resolved).
+func (e *Engine) notify(_ context.Context, expr string, alerts ...*promrules.Alert) {
+	cfg := e.cfg.Load()
+	gen := cfg.ExternalURL + strutil.TableLinkForExpression(expr)
+	for _, a := range alerts {
+		out := Alert{
+			Labels:       make(map[string]string, a.Labels.Len()+len(cfg.ExternalLabels)),
+			Annotations:  a.Annotations.Map(),
+			State:        StateFiring,
+			Source:       SourceRule,
+			StartsAt:     a.FiredAt,
+			GeneratorURL: gen,
+		}
+		for k, v := range cfg.ExternalLabels {
+			out.Labels[k] = v
+		}
+		a.Labels.Range(func(l labels.Label) { out.Labels[l.Name] = l.Value })
+		if !a.ResolvedAt.IsZero() {
+			out.State = StateResolved
+			out.EndsAt = a.ResolvedAt
+		}
+		e.pub.publish(out)
+	}
+}
+
+// Fingerprint returns the fingerprint of a label set, the same for every
+// source (and the same as Alertmanager's).
+func Fingerprint(ls map[string]string) string {
+	m := make(model.LabelSet, len(ls))
+	for k, v := range ls {
+		m[model.LabelName(k)] = model.LabelValue(v)
+	}
+	return m.Fingerprint().String()
+}
+
+// publisher publishes state changes only: an alert is delivered when it
+// starts firing and when it resolves, however often its source repeats it.
+type publisher struct {
+	stream *Stream
+	mu     sync.Mutex
+	last   map[string]pubState
+	count  *prometheus.CounterVec
+}
+
+type pubState struct {
+	alert    Alert
+	state    State
+	startsAt time.Time
+	seen     time.Time
+}
+
+func newPublisher(s *Stream, reg prometheus.Registerer) *publisher {
+	p := &publisher{stream: s, last: map[string]pubState{}, count: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_rules_alerts_published_total",
+		Help: "Alerts published on the alert stream, by source and state (firing, resolved).",
+	}, []string{"source", "state"})}
+	reg.MustRegister(p.count)
+	return p
+}
+
+// publish delivers a unless it repeats the last state seen for its
+// fingerprint and source.
+func (p *publisher) publish(a Alert) {
+	if a.Fingerprint == "" {
+		a.Fingerprint = Fingerprint(a.Labels)
+	}
+	key := string(a.Source) + "/" + a.Fingerprint
+	now := time.Now()
+	p.mu.Lock()
+	prev, ok := p.last[key]
+	same := ok && prev.state == a.State && (a.State == StateResolved || prev.startsAt.Equal(a.StartsAt))
+	p.last[key] = pubState{alert: a, state: a.State, startsAt: a.StartsAt, seen: now}
+	// Forget resolved alerts after a while (the manager stops re-sending
+	// them after 15 minutes) and firing ones nobody repeated for a day.
+	if len(p.last) > 1000 {
+		for k, s := range p.last {
+			if (s.state == StateResolved && now.Sub(s.seen) > 30*time.Minute) || now.Sub(s.seen) > 24*time.Hour {
+				delete(p.last, k)
+			}
+		}
+	}
+	p.mu.Unlock()
+	if same {
+		return
+	}
+	p.count.WithLabelValues(string(a.Source), string(a.State)).Inc()
+	p.stream.Publish(a)
+}
+
+// firing returns the firing alerts last published from source.
+func (p *publisher) firing(source Source) []Alert {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []Alert
+	for _, s := range p.last {
+		if s.state == StateFiring && s.alert.Source == source {
+			out = append(out, s.alert)
+		}
+	}
+	return out
+}

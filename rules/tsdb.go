@@ -1,0 +1,297 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+)
+
+// LocalStorage is the embedded TSDB: a Prometheus TSDB head (no WAL, no
+// blocks) that keeps Retention of samples and is truncated as it goes, so
+// its memory is bounded by series × retention. It is a storage.Queryable
+// for the PromQL engine and a storage.AppendableV2 for the rule manager
+// (recording rules, ALERTS, ALERTS_FOR_STATE).
+type LocalStorage struct {
+	head    *tsdb.Head
+	dir     string
+	tempDir bool
+	logger  *slog.Logger
+
+	mu        sync.Mutex // serialises Ingest and Truncate
+	retention time.Duration
+	maxSeries int
+	// series maps a series' labels hash to what the last ingest appended;
+	// seen marks the ones present in the current ingest.
+	series       map[uint64][]*ingested
+	lastTruncate time.Time
+
+	samples, dropped, stale prometheus.Counter
+	ingestErrors            prometheus.Counter
+	ingestDuration          prometheus.Histogram
+	seriesGauge             prometheus.GaugeFunc
+}
+
+type ingested struct {
+	lset labels.Labels
+	ref  storage.SeriesRef
+	gen  uint64 // ingest generation it was last seen in
+}
+
+// StorageOptions configure a LocalStorage.
+type StorageOptions struct {
+	// Dir is where full chunks are memory-mapped; empty means a new
+	// temporary directory, removed by Close.
+	Dir       string
+	Retention time.Duration
+	MaxSeries int
+	Logger    *slog.Logger
+	// Registerer receives the head's and the ingester's metrics; may be nil.
+	Registerer prometheus.Registerer
+}
+
+// NewLocalStorage opens an empty head.
+func NewLocalStorage(o StorageOptions) (*LocalStorage, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &LocalStorage{dir: o.Dir, logger: o.Logger, retention: o.Retention, maxSeries: o.MaxSeries, series: map[uint64][]*ingested{}}
+	if s.dir == "" {
+		d, err := os.MkdirTemp("", "vigil-tsdb-")
+		if err != nil {
+			return nil, fmt.Errorf("local TSDB: %w", err)
+		}
+		s.dir, s.tempDir = d, true
+	} else if err := os.MkdirAll(s.dir, 0o750); err != nil {
+		return nil, fmt.Errorf("local TSDB: %w", err)
+	}
+	ho := tsdb.DefaultHeadOptions()
+	ho.ChunkDirRoot = s.dir
+	// Chunks are cut at least every retention, so truncation frees memory
+	// in steps of at most one retention.
+	ho.ChunkRange = max(o.Retention.Milliseconds(), time.Minute.Milliseconds())
+	head, err := tsdb.NewHead(o.Registerer, o.Logger, nil, nil, ho, nil)
+	if err != nil {
+		s.removeDir()
+		return nil, fmt.Errorf("local TSDB: %w", err)
+	}
+	if err := head.Init(math.MinInt64); err != nil {
+		head.Close()
+		s.removeDir()
+		return nil, fmt.Errorf("local TSDB: %w", err)
+	}
+	s.head = head
+	s.samples = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_samples_appended_total", Help: "Samples appended to the local TSDB from the agent's metrics."})
+	s.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_samples_dropped_total", Help: "Samples not stored in the local TSDB: series beyond max_series, or rejected by the head."})
+	s.stale = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_stale_markers_total", Help: "Staleness markers written for series that disappeared from the agent's metrics."})
+	s.ingestErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_ingest_errors_total", Help: "Ingest cycles that failed (gather or commit errors)."})
+	s.ingestDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_rules_tsdb_ingest_duration_seconds", Help: "Time to gather the agent's metrics and append them to the local TSDB.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)})
+	s.seriesGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vigil_rules_tsdb_series", Help: "Series in the local TSDB head."}, func() float64 { return float64(head.NumSeries()) })
+	if o.Registerer != nil {
+		for _, c := range []prometheus.Collector{s.samples, s.dropped, s.stale, s.ingestErrors, s.ingestDuration, s.seriesGauge} {
+			if err := o.Registerer.Register(c); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("local TSDB metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+func (s *LocalStorage) removeDir() {
+	if s.tempDir {
+		os.RemoveAll(s.dir)
+	}
+}
+
+// SetLimits changes retention and the series bound (on reload).
+func (s *LocalStorage) SetLimits(retention time.Duration, maxSeries int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retention, s.maxSeries = retention, maxSeries
+}
+
+// Querier implements storage.Queryable over the head.
+func (s *LocalStorage) Querier(mint, maxt int64) (storage.Querier, error) {
+	return tsdb.NewBlockQuerier(tsdb.NewRangeHead(s.head, mint, maxt), mint, maxt)
+}
+
+// AppenderV2 implements storage.AppendableV2.
+func (s *LocalStorage) AppenderV2(ctx context.Context) storage.AppenderV2 {
+	return s.head.AppenderV2(ctx)
+}
+
+// Head returns the underlying TSDB head (for statistics).
+func (s *LocalStorage) Head() *tsdb.Head { return s.head }
+
+// Close releases the head and removes a temporary directory.
+func (s *LocalStorage) Close() error {
+	err := s.head.Close()
+	s.removeDir()
+	return err
+}
+
+// Ingest gathers g and appends every sample at time ts. Series that were
+// present in the previous ingest but not in this one get a staleness
+// marker, as Prometheus's scrape loop does. Old data is truncated every
+// few ingests.
+func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) error {
+	start := time.Now()
+	defer func() { s.ingestDuration.Observe(time.Since(start).Seconds()) }()
+	mfs, gerr := g.Gather()
+	if len(mfs) == 0 && gerr != nil {
+		s.ingestErrors.Inc()
+		return gerr
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := ts.UnixMilli()
+	app := s.head.AppenderV2(context.Background())
+	var b labels.ScratchBuilder
+	var appended, dropped float64
+	add := func(name string, lp []*dto.LabelPair, extraName, extraValue string, v float64) {
+		b.Reset()
+		b.Add(labels.MetricName, name)
+		for _, p := range lp {
+			if p.GetValue() != "" {
+				b.Add(p.GetName(), p.GetValue())
+			}
+		}
+		if extraName != "" {
+			b.Add(extraName, extraValue)
+		}
+		b.Sort()
+		lset := b.Labels()
+		h := lset.Hash()
+		var e *ingested
+		for _, c := range s.series[h] {
+			if labels.Equal(c.lset, lset) {
+				e = c
+				break
+			}
+		}
+		if e == nil {
+			if len(s.series) >= s.maxSeries {
+				dropped++
+				return
+			}
+			e = &ingested{lset: lset}
+			s.series[h] = append(s.series[h], e)
+		}
+		if e.gen == gen {
+			return // duplicate series in one gather
+		}
+		ref, err := app.Append(e.ref, lset, 0, t, v, nil, nil, storage.AOptions{MetricFamilyName: name})
+		if err != nil {
+			dropped++
+			return
+		}
+		e.ref, e.gen = ref, gen
+		appended++
+	}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		for _, m := range mf.GetMetric() {
+			lp := m.GetLabel()
+			switch {
+			case m.Counter != nil:
+				add(name, lp, "", "", m.GetCounter().GetValue())
+			case m.Gauge != nil:
+				add(name, lp, "", "", m.GetGauge().GetValue())
+			case m.Untyped != nil:
+				add(name, lp, "", "", m.GetUntyped().GetValue())
+			case m.Summary != nil:
+				sm := m.GetSummary()
+				for _, q := range sm.GetQuantile() {
+					add(name, lp, "quantile", formatFloat(q.GetQuantile()), q.GetValue())
+				}
+				add(name+"_sum", lp, "", "", sm.GetSampleSum())
+				add(name+"_count", lp, "", "", float64(sm.GetSampleCount()))
+			case m.Histogram != nil:
+				hg := m.GetHistogram()
+				inf := false
+				for _, bk := range hg.GetBucket() {
+					if math.IsInf(bk.GetUpperBound(), 1) {
+						inf = true
+					}
+					add(name+"_bucket", lp, "le", formatFloat(bk.GetUpperBound()), float64(bk.GetCumulativeCount()))
+				}
+				if !inf && len(hg.GetBucket()) > 0 {
+					add(name+"_bucket", lp, "le", "+Inf", float64(hg.GetSampleCount()))
+				}
+				add(name+"_sum", lp, "", "", hg.GetSampleSum())
+				add(name+"_count", lp, "", "", float64(hg.GetSampleCount()))
+			}
+		}
+	}
+	// Series that vanished: write a staleness marker once and forget them.
+	var stale float64
+	for h, list := range s.series {
+		kept := list[:0]
+		for _, e := range list {
+			if e.gen == gen {
+				kept = append(kept, e)
+				continue
+			}
+			if _, err := app.Append(e.ref, e.lset, 0, t, math.Float64frombits(value.StaleNaN), nil, nil, storage.AOptions{}); err == nil {
+				stale++
+			}
+		}
+		if len(kept) == 0 {
+			delete(s.series, h)
+		} else {
+			s.series[h] = kept
+		}
+	}
+	if err := app.Commit(); err != nil {
+		s.ingestErrors.Inc()
+		return fmt.Errorf("commit: %w", err)
+	}
+	s.samples.Add(appended)
+	s.dropped.Add(dropped)
+	s.stale.Add(stale)
+	if ts.Sub(s.lastTruncate) >= s.retention/4 {
+		s.lastTruncate = ts
+		if err := s.truncate(ts); err != nil {
+			return err
+		}
+	}
+	if gerr != nil {
+		s.ingestErrors.Inc()
+		return fmt.Errorf("gather (partial data stored): %w", gerr)
+	}
+	return nil
+}
+
+// truncate drops data older than the retention.
+func (s *LocalStorage) truncate(now time.Time) error {
+	mint := now.Add(-s.retention).UnixMilli()
+	if s.head.MinTime() >= mint {
+		return nil
+	}
+	if err := s.head.Truncate(mint); err != nil {
+		return errors.Join(errors.New("truncate local TSDB"), err)
+	}
+	return nil
+}
+
+func formatFloat(f float64) string {
+	switch {
+	case math.IsInf(f, 1):
+		return "+Inf"
+	case math.IsInf(f, -1):
+		return "-Inf"
+	}
+	return fmt.Sprint(f)
+}
