@@ -1,0 +1,50 @@
+package dashboards
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+)
+
+// Builder builds one dashboard.
+type Builder struct {
+	// File is the JSON file's name under json/.
+	File string
+	// Build returns the dashboard.
+	Build func() (dashboard.Dashboard, error)
+}
+
+// All lists every dashboard, in a fixed order.
+func All() []Builder {
+	return []Builder{
+		{File: "node.json", Build: Node},
+		{File: "workloads.json", Build: Workloads},
+		{File: "network.json", Build: Network},
+		{File: "http.json", Build: HTTP},
+		{File: "logs.json", Build: Logs},
+		{File: "healing.json", Build: Healing},
+	}
+}
+
+// Render builds every dashboard and returns its JSON by file name. The
+// output is deterministic: the same code gives the same bytes.
+func Render() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, b := range All() {
+		d, err := b.Build()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", b.File, err)
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(d); err != nil {
+			return nil, fmt.Errorf("%s: %w", b.File, err)
+		}
+		out[b.File] = buf.Bytes()
+	}
+	return out, nil
+}
