@@ -6,8 +6,8 @@
 // call, and the agent binary works with that ServiceAccount's token.
 //
 // The chart's dashboards/ folder is a copy of the repository's generated
-// dashboards/*.json, refreshed by `make generate` (go generate) so that the
+// dashboards/json/*.json, refreshed by `make generate` (go generate) so that the
 // chart stays self-contained for `helm package`.
 package deploy
 
-//go:generate sh -c "rm -f helm/vigil/dashboards/*.json; for f in ../dashboards/*.json; do [ -f \"$f\" ] && cp \"$f\" helm/vigil/dashboards/; done; true"
+//go:generate sh -c "rm -f helm/vigil/dashboards/*.json; for f in ../dashboards/json/*.json; do [ -f \"$f\" ] && cp \"$f\" helm/vigil/dashboards/; done; true"

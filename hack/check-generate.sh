@@ -29,6 +29,10 @@ else
   skip "clang is not installed (apt-get install clang llvm libbpf-dev), so the eBPF objects cannot be regenerated"
 fi
 
+# Dashboards JSON (pure Go), then the Helm chart's copy of it.
+echo "check-generate: go generate ./dashboards/... ./deploy/..."
+go generate ./dashboards/... ./deploy/...
+
 [ "$fail" = 0 ] || exit 1
 if [ "$(snapshot)" != "$before" ]; then
   echo "check-generate: generated files differ from the committed ones; run 'make generate' and commit:" >&2
