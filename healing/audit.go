@@ -21,6 +21,7 @@ import (
 type metrics struct {
 	remediations *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
+	alertToAct   *prometheus.HistogramVec
 	vetoes       *prometheus.CounterVec
 	auditErrors  *prometheus.CounterVec
 	alerts       prometheus.Counter
@@ -37,6 +38,11 @@ func newMetrics() *metrics {
 			Name:    "vigil_remediation_duration_seconds",
 			Help:    "Time an actuator took to act (its API calls), by policy and action.",
 			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"policy", "action"}),
+		alertToAct: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "vigil_remediation_alert_to_action_seconds",
+			Help:    "Time from an alert's start to the action decided for it (taken, failed or dry-run), by policy and action.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2, 5, 10, 30, 60, 120, 300, 600},
 		}, []string{"policy", "action"}),
 		vetoes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_remediation_vetoes_total",
@@ -58,7 +64,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.remediations, m.duration, m.vetoes, m.auditErrors, m.alerts, m.paused} {
+	for _, c := range []prometheus.Collector{m.remediations, m.duration, m.alertToAct, m.vetoes, m.auditErrors, m.alerts, m.paused} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -93,6 +99,9 @@ func (a *auditor) recordWith(ctx context.Context, r Record, start time.Time, hoo
 	a.m.remediations.WithLabelValues(r.Policy, r.Action, string(r.Result)).Inc()
 	if r.Result == ResultVetoed {
 		a.m.vetoes.WithLabelValues(r.Policy, r.Guard).Inc()
+	}
+	if (r.taken() || r.Result == ResultDryRun) && !r.AlertStartsAt.IsZero() {
+		a.m.alertToAct.WithLabelValues(r.Policy, r.Action).Observe(max(0, r.At.Sub(r.AlertStartsAt).Seconds()))
 	}
 	attrs := []any{"id", r.ID, "incident", r.Incident, "policy", r.Policy, "step", r.Step, "action", r.Action,
 		"target", r.Target.String(), "alert", r.Alert, "result", string(r.Result)}

@@ -375,7 +375,7 @@ func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []G
 	start := time.Now()
 	rec := Record{
 		Incident: inc.id, Policy: p.Name, Step: s.Index, Action: s.Action.Name(),
-		Alert: inc.alert.Name(), AlertLabels: inc.alert.Labels, Fingerprint: inc.alert.Fingerprint,
+		Alert: inc.alert.Name(), AlertLabels: inc.alert.Labels, AlertStartsAt: inc.alert.StartsAt, Fingerprint: inc.alert.Fingerprint,
 		RunbookURL: p.RunbookURL, Node: e.env.NodeName, Agent: e.env.Identity,
 	}
 	if rec.RunbookURL == "" {

@@ -236,6 +236,12 @@ policies:
 	if n := testutil.CollectAndCount(h.e.m.duration); n != 1 {
 		t.Errorf("duration histogram series = %d", n)
 	}
+	if r.AlertStartsAt.IsZero() {
+		t.Error("record does not carry the alert's start")
+	}
+	if n := testutil.CollectAndCount(h.e.m.alertToAct, "vigil_remediation_alert_to_action_seconds"); n != 1 {
+		t.Errorf("alert-to-action histogram series = %d, want 1", n)
+	}
 	h.spans.mu.Lock()
 	defer h.spans.mu.Unlock()
 	if len(h.spans.spans) != 1 {

@@ -50,15 +50,17 @@ type Record struct {
 	Args        Args              `json:"args,omitempty"`
 	Alert       string            `json:"alert"`
 	AlertLabels map[string]string `json:"alert_labels,omitempty"`
-	Fingerprint string            `json:"fingerprint,omitempty"`
-	Result      Result            `json:"result"`
-	Guard       string            `json:"guard,omitempty"`
-	Reason      string            `json:"reason,omitempty"`
-	RunbookURL  string            `json:"runbook_url,omitempty"`
-	DryRun      bool              `json:"dry_run"`
-	Duration    float64           `json:"duration_seconds"`
-	Node        string            `json:"node"`
-	Agent       string            `json:"agent"`
+	// AlertStartsAt is when the alert started firing.
+	AlertStartsAt time.Time `json:"alert_starts_at,omitzero"`
+	Fingerprint   string    `json:"fingerprint,omitempty"`
+	Result        Result    `json:"result"`
+	Guard         string    `json:"guard,omitempty"`
+	Reason        string    `json:"reason,omitempty"`
+	RunbookURL    string    `json:"runbook_url,omitempty"`
+	DryRun        bool      `json:"dry_run"`
+	Duration      float64   `json:"duration_seconds"`
+	Node          string    `json:"node"`
+	Agent         string    `json:"agent"`
 }
 
 // taken reports whether the record is an action that reached an actuator.
