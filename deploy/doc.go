@@ -10,4 +10,4 @@
 // chart stays self-contained for `helm package`.
 package deploy
 
-//go:generate sh -c "rm -f helm/vigil/dashboards/*.json; for f in ../dashboards/*.json; do [ -f \"$f\" ] && cp \"$f\" helm/vigil/dashboards/; done; true"
+//go:generate sh -c "rm -f helm/vigil/dashboards/*.json; cp ../dashboards/json/*.json helm/vigil/dashboards/ 2>/dev/null; true"
