@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,7 +21,6 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -37,9 +37,9 @@ import (
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
+	"github.com/vigil-agent/vigil/healing"
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
@@ -300,13 +300,12 @@ func TestClusterApplyAndRights(t *testing.T) {
 // TestAgentWithServiceAccountToken runs the vigil binary outside the
 // cluster with the kustomize base's ServiceAccount token (a kubeconfig with
 // only that token): its kube collector lists and watches this node's pods
-// and resolves their Deployment. Then every Kubernetes call the healing
-// actuators make is made with the same token, and none is Forbidden.
-//
-// The healing engine's actuators are not on main yet, so these calls are
-// made directly with client-go, one per actuator API call (same verbs,
-// resources and subresources as healing/actuator_*.go on the healing
-// branch); when they are merged this test should drive them instead.
+// and resolves their Deployment. Then each Kubernetes actuator of the
+// healing engine acts with a client holding the same token (healing.Lookup
+// and Act, as the engine calls them), and the two API uses the engine
+// makes outside actuators (the audit Event and the per-target Lease, whose
+// helpers are unexported) are made directly with client-go: none is
+// Forbidden.
 func TestAgentWithServiceAccountToken(t *testing.T) {
 	k := testenv.StartKubernetes(t)
 	admin := k.Client()
@@ -442,57 +441,30 @@ collectors:
 		do   func(ctx context.Context) error
 	}
 	calls := []call{
-		{"get pod", func(ctx context.Context) error { _, err := pods.Get(ctx, p0, metav1.GetOptions{}); return err }},
-		{"list pods (drain, all namespaces)", func(ctx context.Context) error {
-			_, err := sa.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + self})
-			return err
-		}},
-		{"watch pods", func(ctx context.Context) error {
+		{"kube collector: get, list (all namespaces), watch pods", func(ctx context.Context) error {
+			if _, err := pods.Get(ctx, p0, metav1.GetOptions{}); err != nil {
+				return err
+			}
+			if _, err := sa.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + self}); err != nil {
+				return err
+			}
 			w, err := pods.Watch(ctx, metav1.ListOptions{})
 			if err == nil {
 				w.Stop()
 			}
 			return err
 		}},
-		{"quarantine: update pod labels", func(ctx context.Context) error {
-			return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-				p, err := pods.Get(ctx, p0, metav1.GetOptions{})
-				if err != nil {
-					return err
-				}
-				p.Labels["vigil.dev/quarantined"] = "true"
-				_, err = pods.Update(ctx, p, metav1.UpdateOptions{FieldManager: "vigil"})
+		{"kube collector: list, watch replicasets", func(ctx context.Context) error {
+			if _, err := apps.ReplicaSets(ns).List(ctx, metav1.ListOptions{}); err != nil {
 				return err
-			})
-		}},
-		{"reroute: update pods/status readiness gate", func(ctx context.Context) error {
-			return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-				p, err := pods.Get(ctx, p1, metav1.GetOptions{})
-				if err != nil {
-					return err
-				}
-				p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: "vigil.dev/healthy", Status: corev1.ConditionFalse, LastTransitionTime: metav1.Now()})
-				_, err = pods.UpdateStatus(ctx, p, metav1.UpdateOptions{FieldManager: "vigil"})
-				return err
-			})
-		}},
-		{"evict-pod: create pods/eviction", func(ctx context.Context) error {
-			return sa.PolicyV1().Evictions(ns).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: p2}})
-		}},
-		{"delete-pod", func(ctx context.Context) error { return pods.Delete(ctx, p1, metav1.DeleteOptions{}) }},
-		{"get node", func(ctx context.Context) error {
-			_, err := sa.CoreV1().Nodes().Get(ctx, self, metav1.GetOptions{})
+			}
+			w, err := apps.ReplicaSets("").Watch(ctx, metav1.ListOptions{})
+			if err == nil {
+				w.Stop()
+			}
 			return err
 		}},
-		{"cordon: patch node", func(ctx context.Context) error {
-			_, err := sa.CoreV1().Nodes().Patch(ctx, self, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{})
-			return err
-		}},
-		{"uncordon: patch node", func(ctx context.Context) error {
-			_, err := sa.CoreV1().Nodes().Patch(ctx, self, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":false}}`), metav1.PatchOptions{})
-			return err
-		}},
-		{"audit: create event", func(ctx context.Context) error {
+		{"healing audit: create event", func(ctx context.Context) error {
 			_, err := sa.CoreV1().Events(ns).Create(ctx, &corev1.Event{
 				ObjectMeta:     metav1.ObjectMeta{GenerateName: "web."},
 				InvolvedObject: corev1.ObjectReference{Kind: "Deployment", Namespace: ns, Name: "web", APIVersion: "apps/v1"},
@@ -501,69 +473,7 @@ collectors:
 			}, metav1.CreateOptions{})
 			return err
 		}},
-		{"get replicaset", func(ctx context.Context) error {
-			l, err := apps.ReplicaSets(ns).List(ctx, metav1.ListOptions{})
-			if err != nil {
-				return err
-			}
-			if len(l.Items) == 0 {
-				return fmt.Errorf("no ReplicaSet")
-			}
-			_, err = apps.ReplicaSets(ns).Get(ctx, l.Items[0].Name, metav1.GetOptions{})
-			return err
-		}},
-	}
-	restart := []byte(`{"spec":{"template":{"metadata":{"annotations":{"vigil.dev/restartedAt":"` + time.Now().UTC().Format(time.RFC3339) + `"}}}}}`)
-	calls = append(calls,
-		call{"get deployment", func(ctx context.Context) error {
-			_, err := apps.Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
-			return err
-		}},
-		call{"rollout-restart deployment", func(ctx context.Context) error {
-			_, err := apps.Deployments(ns).Patch(ctx, "web", types.StrategicMergePatchType, restart, metav1.PatchOptions{})
-			return err
-		}},
-		call{"get statefulset", func(ctx context.Context) error {
-			_, err := apps.StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
-			return err
-		}},
-		call{"rollout-restart statefulset", func(ctx context.Context) error {
-			_, err := apps.StatefulSets(ns).Patch(ctx, "db", types.StrategicMergePatchType, restart, metav1.PatchOptions{})
-			return err
-		}},
-		call{"get daemonset", func(ctx context.Context) error {
-			_, err := apps.DaemonSets(ns).Get(ctx, "agent", metav1.GetOptions{})
-			return err
-		}},
-		call{"rollout-restart daemonset", func(ctx context.Context) error {
-			_, err := apps.DaemonSets(ns).Patch(ctx, "agent", types.StrategicMergePatchType, restart, metav1.PatchOptions{})
-			return err
-		}},
-		call{"scale deployment", func(ctx context.Context) error {
-			// As the actuator does: read, change, write; retry on a conflict.
-			return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-				s, err := apps.Deployments(ns).GetScale(ctx, "web", metav1.GetOptions{})
-				if err != nil {
-					return err
-				}
-				s.Spec.Replicas++
-				_, err = apps.Deployments(ns).UpdateScale(ctx, "web", s, metav1.UpdateOptions{})
-				return err
-			})
-		}},
-		call{"scale statefulset", func(ctx context.Context) error {
-			// As the actuator does: read, change, write; retry on a conflict.
-			return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-				s, err := apps.StatefulSets(ns).GetScale(ctx, "db", metav1.GetOptions{})
-				if err != nil {
-					return err
-				}
-				s.Spec.Replicas++
-				_, err = apps.StatefulSets(ns).UpdateScale(ctx, "db", s, metav1.UpdateOptions{})
-				return err
-			})
-		}},
-		call{"lease: create, get, update", func(ctx context.Context) error {
+		{"healing lease: create, get, update", func(ctx context.Context) error {
 			leases := sa.CoordinationV1().Leases("vigil")
 			l, err := leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "deployment-shop-web"},
 				Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(self), LeaseDurationSeconds: ptr.To[int32](60)}}, metav1.CreateOptions{})
@@ -577,6 +487,41 @@ collectors:
 			_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
 			return err
 		}},
+	}
+	// The healing engine's Kubernetes actuators, as the ServiceAccount.
+	env := &healing.Env{Kube: sa, NodeName: self, Identity: self, Logger: slog.New(slog.DiscardHandler),
+		Retry: healing.RetryPolicy{Steps: 3}, ReadinessCondition: healing.DefaultReadinessCondition}
+	act := func(action string, args map[string]string) call {
+		return call{"healing " + action + " " + fmt.Sprint(args), func(ctx context.Context) error {
+			a, ok := healing.Lookup(action)
+			if !ok {
+				return fmt.Errorf("no actuator %q", action)
+			}
+			full := healing.Args{}
+			for _, p := range a.Params() {
+				if v, ok := args[p.Name]; ok {
+					full[p.Name] = []string{v}
+				} else if p.Default != "" {
+					full[p.Name] = []string{p.Default}
+				}
+			}
+			msg, err := a.Act(ctx, env, full)
+			t.Logf("%s: %s", action, msg)
+			return err
+		}}
+	}
+	calls = append(calls,
+		act("reroute_readiness", map[string]string{"namespace": ns, "pod": p1}),
+		act("quarantine", map[string]string{"namespace": ns, "pod": p0}),
+		act("evict_pod", map[string]string{"namespace": ns, "pod": p2}),
+		act("delete_pod", map[string]string{"namespace": ns, "pod": p1}),
+		act("rollout_restart", map[string]string{"namespace": ns, "kind": "Deployment", "name": "web"}),
+		act("rollout_restart", map[string]string{"namespace": ns, "kind": "StatefulSet", "name": "db"}),
+		act("rollout_restart", map[string]string{"namespace": ns, "kind": "DaemonSet", "name": "agent"}),
+		act("scale", map[string]string{"namespace": ns, "kind": "Deployment", "name": "web", "max": "5"}),
+		act("scale", map[string]string{"namespace": ns, "kind": "StatefulSet", "name": "db", "max": "3"}),
+		act("cordon", map[string]string{"node": self}),
+		act("drain", map[string]string{"node": self, "timeout": "2m", "grace_period": "0"}),
 	)
 	for _, c := range calls {
 		if err := c.do(ctx); err != nil {

@@ -138,8 +138,8 @@ func TestHelmDashboards(t *testing.T) {
 		&chart.File{Name: "dashboards/Vigil_Healing.json", Data: []byte(`{"title":"Vigil / Healing"}`)},
 		&chart.File{Name: "dashboards/README.md", Data: []byte("not a dashboard")})
 	got = count(mustHelm(t, c, "vigil", "monitoring", nil))
-	if len(got) != 2 {
-		t.Fatalf("dashboard ConfigMaps: %v", got)
+	if len(got) != len(shipped)+2 {
+		t.Fatalf("dashboard ConfigMaps for %d shipped and 2 added files: %v", len(shipped), keys(got))
 	}
 	cm := got["vigil-dashboard-vigil-node"]
 	if cm == nil {
