@@ -1,0 +1,341 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(appEnv) == "1" {
+		os.Exit(runApp())
+	}
+	os.Exit(m.Run())
+}
+
+// The policies the suite runs with: one per fault class, written as an SRE
+// would, matching Vigil's default alerts. {{ESCALATE}} is the escalation
+// webhook's URL.
+const policies = `
+policies:
+  cooldown: 30s
+  circuit_breaker: {failures: 3, reset_after: 10m}
+  escalate:
+    action: webhook
+    params: {url: "{{ESCALATE}}"}
+  # Every route is scoped to the suite's namespaces, as an SRE scopes
+  # remediation to application namespaces: other processes on this machine
+  # (builds, tests) exit non-zero too, and must not feed these policies.
+  routes:
+    # A fault that comes and goes: few actions, then the breaker escalates.
+    - name: flapping
+      matchers: ['alertname="VigilProcessExitedNonZero"', 'namespace=~"faults-flap.*"']
+      cooldown: 60s
+      rate_limit: {max: 3, per: 10m}
+      circuit_breaker: {failures: 2, reset_after: 10m}
+      steps:
+        - action: delete_pod
+          params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
+          verify: {window: 5s}
+    - name: crashloop
+      matchers: ['alertname="VigilWorkloadCrashLooping"', 'namespace=~"faults-.*"', 'namespace!~"faults-flap.*"']
+      rate_limit: {max: 4, per: 10m}
+      steps:
+        - action: delete_pod
+          params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
+          verify: {window: 20s}
+    - name: oom
+      matchers: ['alertname="VigilOOMKill"', 'namespace=~"faults-.*"']
+      steps:
+        - action: delete_pod
+          params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
+          verify: {window: 30s}
+    - name: errors
+      matchers: ['alertname="VigilWorkloadHigh5xxRatio"', 'namespace=~"faults-.*"']
+      blast_radius: {max_unavailable: 1}
+      steps:
+        - action: reroute_readiness
+          params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
+          verify: {window: 3m}
+    - name: dependency
+      matchers: ['alertname="VigilWorkloadDependencyUnreachable"', 'namespace=~"faults-.*"', 'dependency_owner_name=~".+"']
+      steps:
+        - action: rollout_restart
+          params: {namespace: "{{.dependency_namespace}}", kind: "{{.dependency_owner_kind}}", name: "{{.dependency_owner_name}}"}
+          verify: {window: 2m}
+    - name: saturated
+      matchers: ['alertname="VigilWorkloadHighLatency"', 'namespace=~"faults-.*"', 'owner_kind="Deployment"']
+      cooldown: 1m
+      steps:
+        - action: scale
+          params: {namespace: "{{.namespace}}", name: "{{.owner_name}}", step: "1", min: "1", max: "3", restore_after: "30s"}
+          verify: {window: 4m}
+`
+
+const agentConfig = `
+global:
+  node_name: {{NODE}}
+server:
+  listen_address: "{{LISTEN}}"
+log:
+  level: info
+  format: text
+collectors:
+  host: {enabled: false}
+  logs: {enabled: false}
+  cgroup: {enabled: true}
+  ebpf: {enabled: true}
+  kube:
+    enabled: true
+    kubeconfig: {{KUBECONFIG}}
+rules:
+  evaluation_interval: 1s
+  event_alerts:
+    resolve_after: 10s
+healing:
+  dry_run: {{DRYRUN}}
+  policy_file: {{POLICIES}}
+  repeat_interval: 30s
+  node_rate_limit: {max: 200, per: 1h}
+  kubernetes:
+    mode: "on"
+    kubeconfig: {{KUBECONFIG}}
+    lease_namespace: vigil
+`
+
+// env is what a scenario works with.
+type env struct {
+	c     *cluster
+	kl    *fakeKubelet
+	agent *agentProc
+	esc   *escalations
+	ctrl  string
+	dry   bool
+}
+
+// result is one row of the report.
+type result struct {
+	Scenario   string
+	Mode       string
+	Detected   bool
+	Alert      string
+	Action     string
+	ToAction   time.Duration
+	ToHealthy  time.Duration // 0: not measured (see Healthy)
+	Healthy    string        // how the scenario ended
+	Actions    int           // actions taken (success or failed) on objects at fault
+	DryRuns    int           // would-be actions recorded in dry-run
+	Collateral int           // actions on objects not at fault
+	Notes      string
+}
+
+// scenario is one fault, injected into its own namespace.
+type scenario struct {
+	name string
+	// short says whether the dry-run pass of `make test`'s short form runs
+	// it (the live pass always runs every scenario).
+	short bool
+	// setup creates the workloads and starts their traffic.
+	setup func(t *testing.T, e *env, ns string) any
+	// inject breaks something and returns when.
+	inject func(t *testing.T, e *env, ns string, st any) time.Time
+	// atFault says whether a record's target is an object at fault.
+	atFault func(r record, ns string, st any) bool
+	// finish waits for the scenario's end state after the first action
+	// (live) and fills the result; it may fail the test.
+	finish func(ctx context.Context, t *testing.T, e *env, ns string, st any, t0 time.Time, res *result)
+	// clear removes the fault.
+	clear func(t *testing.T, e *env, ns string, st any)
+}
+
+func TestFaults(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the fault suite needs root (eBPF, cgroups, loopback addresses); CI runs as root")
+		}
+		t.Skip("needs root: eBPF programs, memory cgroups and loopback addresses")
+	}
+	full := os.Getenv("FAULTS_FULL") == "1"
+	k := testenv.StartKubernetes(t)
+	c := &cluster{k: k, client: k.Client(), node: k.Nodes[0]}
+	c.namespace(t, "vigil")
+	ctrl := t.TempDir()
+	kl := startFakeKubelet(t, c.client, c.node, ctrl)
+	esc := startEscalations(t)
+	pol := filepath.Join(t.TempDir(), "policies.yaml")
+	if err := os.WriteFile(pol, []byte(strings.ReplaceAll(policies, "{{ESCALATE}}", esc.srv.URL)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	var (
+		mu      sync.Mutex
+		results []result
+	)
+	for _, dry := range []bool{false, true} {
+		mode := "live"
+		if dry {
+			mode = "dry-run"
+		}
+		ok := t.Run(mode, func(t *testing.T) {
+			cfg := strings.NewReplacer("{{NODE}}", c.node, "{{KUBECONFIG}}", k.Kubeconfig,
+				"{{POLICIES}}", pol, "{{DRYRUN}}", fmt.Sprint(dry)).Replace(agentConfig)
+			e := &env{c: c, kl: kl, agent: startAgent(t, cfg), esc: esc, ctrl: ctrl, dry: dry}
+			suffix := ""
+			if dry {
+				suffix = "-dry"
+			}
+			// A healthy bystander with traffic: nothing may ever touch it.
+			byNS := "faults-bystander" + suffix
+			c.namespace(t, byNS)
+			c.deploy(t, byNS, "steady", appOpts{replicas: 2, gate: true})
+			startLoad(t, c, byNS, "steady", 10, 0)
+
+			t.Run("scenarios", func(t *testing.T) {
+				for _, sc := range allScenarios() {
+					if dry && !full && !sc.short || !selected(sc.name) {
+						continue
+					}
+					t.Run(sc.name, func(t *testing.T) {
+						t.Parallel()
+						res := runScenario(t, e, sc, "faults-"+sc.name+suffix)
+						res.Mode = mode
+						mu.Lock()
+						results = append(results, res)
+						mu.Unlock()
+					})
+				}
+			})
+			// Nothing outside the scenarios' objects at fault was acted on.
+			recs, err := e.agent.actions(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range recs {
+				if r.Target.Namespace == byNS || r.AlertLabels["namespace"] == byNS {
+					t.Errorf("the healthy bystander got a record: %+v", r)
+				}
+				if dry && r.taken() {
+					t.Errorf("dry-run took an action: %s %s: %s (%s)", r.Action, r.Target, r.Result, r.Reason)
+				}
+			}
+		})
+		if !ok {
+			break
+		}
+	}
+	writeReport(t, results, full)
+}
+
+// runScenario sets a scenario up, injects its fault and measures.
+func runScenario(t *testing.T, e *env, sc scenario, ns string) result {
+	res := result{Scenario: sc.name}
+	e.c.namespace(t, ns)
+	st := sc.setup(t, e, ns)
+	t0 := sc.inject(t, e, ns, st)
+	defer sc.clear(t, e, ns, st)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+
+	// Detection: the first decision that reached the guards and passed
+	// them (an action, or its dry-run record) for this namespace.
+	want := func(r record) bool {
+		if e.dry {
+			return r.Result == "dry_run"
+		}
+		return r.taken()
+	}
+	var first record
+	err := poll(ctx, func() bool {
+		recs, err := e.agent.actions(ctx)
+		if err != nil {
+			return false
+		}
+		for _, r := range recs {
+			if r.AlertLabels["namespace"] == ns && want(r) && r.Action != "webhook" {
+				first = r
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Errorf("%s: no remediation decision within 5 minutes of the fault", sc.name)
+		res.Notes = "not detected"
+		return res
+	}
+	res.Detected = true
+	res.Alert = first.Alert
+	res.Action = first.Action + " " + first.Target.String()
+	res.ToAction = first.started().Sub(t0)
+	t.Logf("%s: %s fired, %s after %s", sc.name, first.Alert, res.Action, res.ToAction.Round(time.Millisecond))
+
+	if !e.dry {
+		sc.finish(ctx, t, e, ns, st, t0, &res)
+	} else {
+		// Give the would-be runbook time to record what it would do.
+		time.Sleep(3 * time.Second)
+		res.Healthy = "dry-run: nothing changed"
+	}
+	recs, err := e.agent.actions(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.AlertLabels["namespace"] != ns && r.Target.Namespace != ns {
+			continue
+		}
+		switch {
+		case r.Result == "dry_run" && r.Action != "webhook":
+			res.DryRuns++
+		case r.taken() && r.Action == "webhook":
+		case r.taken() && sc.atFault(r, ns, st):
+			res.Actions++
+		case r.taken():
+			res.Collateral++
+			t.Errorf("%s: action on an object not at fault: %s %s (%s)", sc.name, r.Action, r.Target, r.Reason)
+		}
+	}
+	if e.dry && (res.Actions > 0 || res.Collateral > 0) {
+		t.Errorf("%s: dry-run took %d actions", sc.name, res.Actions+res.Collateral)
+	}
+	if e.dry && res.DryRuns == 0 {
+		t.Errorf("%s: dry-run recorded no would-be action", sc.name)
+	}
+	return res
+}
+
+// poll calls cond every 200ms until it is true or ctx ends.
+func poll(ctx context.Context, cond func() bool) error {
+	for {
+		if cond() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// selected applies FAULTS_ONLY (a comma-separated list of scenario names),
+// for running some scenarios while working on them.
+func selected(name string) bool {
+	only := os.Getenv("FAULTS_ONLY")
+	if only == "" {
+		return true
+	}
+	for _, n := range strings.Split(only, ",") {
+		if strings.TrimSpace(n) == name {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,576 @@
+package faults
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
+)
+
+func splitHostPort(s string) (string, string, error) { return net.SplitHostPort(s) }
+
+// buildVigil builds the agent binary from this module once per test binary.
+var (
+	buildOnce sync.Once
+	vigilBin  string
+	buildErr  error
+)
+
+func buildVigil(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "vigil-faults-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		vigilBin = filepath.Join(dir, "vigil")
+		cmd := exec.Command("go", "build", "-o", vigilBin, "./cmd/vigil")
+		cmd.Dir = ".."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/vigil: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return vigilBin
+}
+
+// agentProc is a running vigil binary.
+type agentProc struct {
+	url  string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+// startAgent runs `vigil run --config` with cfg (a YAML text in which
+// {{LISTEN}} is replaced by the listen address) until stop or the test ends.
+func startAgent(t *testing.T, cfg string) *agentProc {
+	t.Helper()
+	bin := buildVigil(t)
+	dir := t.TempDir()
+	port := testenv.FreePort(t)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	file := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(file, []byte(strings.ReplaceAll(cfg, "{{LISTEN}}", addr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := &agentProc{url: "http://" + addr, log: filepath.Join(dir, "vigil.log"), done: make(chan struct{})}
+	lf, err := os.Create(a.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.cmd = exec.Command(bin, "run", "--config", file)
+	a.cmd.Stdout, a.cmd.Stderr = lf, lf
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = a.cmd.Wait(); lf.Close(); close(a.done) }()
+	t.Cleanup(func() {
+		a.stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(a.log)
+			if len(b) > 20000 {
+				b = b[len(b)-20000:]
+			}
+			t.Logf("agent log (tail):\n%s", b)
+		}
+	})
+	testenv.Eventually(t, 90*time.Second, 200*time.Millisecond, "agent ready", func(ctx context.Context) error {
+		select {
+		case <-a.done:
+			b, _ := os.ReadFile(a.log)
+			return fmt.Errorf("agent exited: %s", b)
+		default:
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.url+"/-/ready", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("/-/ready: %s", resp.Status)
+		}
+		return nil
+	})
+	return a
+}
+
+func (a *agentProc) stop() {
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(20 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+// record is the part of an audit record (GET /api/v1/actions) the suite
+// reads.
+type record struct {
+	ID          uint64            `json:"id"`
+	At          time.Time         `json:"time"`
+	Incident    string            `json:"incident"`
+	Policy      string            `json:"policy"`
+	Action      string            `json:"action"`
+	Target      target            `json:"target"`
+	Alert       string            `json:"alert"`
+	AlertLabels map[string]string `json:"alert_labels"`
+	Result      string            `json:"result"`
+	Guard       string            `json:"guard"`
+	Reason      string            `json:"reason"`
+	DryRun      bool              `json:"dry_run"`
+	Duration    float64           `json:"duration_seconds"`
+}
+
+type target struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+func (t target) String() string { return t.Kind + " " + t.Namespace + "/" + t.Name }
+
+// started is when the actuator was called.
+func (r record) started() time.Time {
+	return r.At.Add(-time.Duration(r.Duration * float64(time.Second)))
+}
+
+// taken reports whether the record is an action that reached an actuator.
+func (r record) taken() bool { return r.Result == "success" || r.Result == "failed" }
+
+// actions reads the agent's audit trail, oldest first.
+func (a *agentProc) actions(ctx context.Context) ([]record, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.url+"/api/v1/actions?limit=100000", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Actions []record `json:"actions"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return nil, err
+	}
+	sort.Slice(body.Actions, func(i, j int) bool { return body.Actions[i].ID < body.Actions[j].ID })
+	return body.Actions, nil
+}
+
+// escalations receives the policies' escalation webhooks.
+type escalations struct {
+	srv *httptest.Server
+	mu  sync.Mutex
+	got []escalation
+}
+
+type escalation struct {
+	At     time.Time
+	Policy string            `json:"policy"`
+	Reason string            `json:"reason"`
+	Alert  map[string]any    `json:"alert"`
+	Labels map[string]string `json:"-"`
+}
+
+func startEscalations(t *testing.T) *escalations {
+	e := &escalations{}
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m escalation
+		b, _ := io.ReadAll(r.Body)
+		if err := json.Unmarshal(b, &m); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		m.At = time.Now()
+		m.Labels = map[string]string{}
+		if l, ok := m.Alert["labels"].(map[string]any); ok {
+			for k, v := range l {
+				m.Labels[k], _ = v.(string)
+			}
+		}
+		e.mu.Lock()
+		e.got = append(e.got, m)
+		e.mu.Unlock()
+	}))
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func (e *escalations) list() []escalation {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]escalation(nil), e.got...)
+}
+
+// cluster wraps the control plane and the objects the scenarios make.
+type cluster struct {
+	k      *testenv.Kube
+	client kubernetes.Interface
+	node   string
+}
+
+type appOpts struct {
+	replicas    int32
+	memoryLimit string // e.g. "64Mi"
+	call        string // dependency URL
+	listen      string // fixed listen address (a Service's ClusterIP:port)
+	workers     int
+	serviceTime time.Duration
+	gate        bool // declare the vigil.dev/healthy readiness gate
+}
+
+func (c *cluster) namespace(t *testing.T, ns string) {
+	t.Helper()
+	if _, err := c.client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deploy creates a Deployment of the fault app pinned to the agent's node
+// and a Service in front of it, and waits until its pods are Ready.
+func (c *cluster) deploy(t *testing.T, ns, name string, o appOpts) *corev1.Service {
+	t.Helper()
+	svc := c.service(t, ns, name)
+	c.deployNoService(t, ns, name, o)
+	return svc
+}
+
+// deployNoService is deploy for an app whose Service already exists.
+func (c *cluster) deployNoService(t *testing.T, ns, name string, o appOpts) {
+	t.Helper()
+	labels := map[string]string{"app": name}
+	ann := map[string]string{annApp: "true", annCall: o.call, annListen: o.listen}
+	if o.workers > 0 {
+		ann[annWork] = strconv.Itoa(o.workers)
+		ann[annServ] = o.serviceTime.String()
+	}
+	ctr := corev1.Container{
+		Name: "app", Image: "example.invalid/fault-app:1",
+		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: appPort}},
+	}
+	if o.memoryLimit != "" {
+		q := resource.MustParse(o.memoryLimit)
+		ctr.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: q}
+		ctr.Resources.Requests = corev1.ResourceList{corev1.ResourceMemory: q}
+	}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &o.replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: ann},
+				Spec: corev1.PodSpec{
+					NodeName:   c.node,
+					Containers: []corev1.Container{ctr},
+				},
+			},
+		},
+	}
+	if o.gate {
+		d.Spec.Template.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: "vigil.dev/healthy"}}
+	}
+	if _, err := c.client.AppsV1().Deployments(ns).Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.settled(t, ns, name)
+}
+
+func (c *cluster) service(t *testing.T, ns, name string) *corev1.Service {
+	t.Helper()
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": name},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(appPort)}},
+		},
+	}
+	s, err := c.client.CoreV1().Services(ns).Create(t.Context(), s, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (c *cluster) settled(t *testing.T, ns, name string) {
+	t.Helper()
+	testenv.Eventually(t, 2*time.Minute, 200*time.Millisecond, "deployment "+ns+"/"+name+" available", func(ctx context.Context) error {
+		d, err := c.client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		s := d.Status
+		if d.Generation != s.ObservedGeneration || s.UpdatedReplicas != *d.Spec.Replicas || s.Replicas != *d.Spec.Replicas || s.AvailableReplicas != *d.Spec.Replicas {
+			return fmt.Errorf("replicas %d updated %d available %d of %d", s.Replicas, s.UpdatedReplicas, s.AvailableReplicas, *d.Spec.Replicas)
+		}
+		return nil
+	})
+}
+
+func (c *cluster) pods(ctx context.Context, ns, app string) ([]corev1.Pod, error) {
+	l, err := c.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+	if err != nil {
+		return nil, err
+	}
+	var out []corev1.Pod
+	for _, p := range l.Items {
+		if p.DeletionTimestamp == nil {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (c *cluster) replicas(ctx context.Context, ns, name string) (int32, error) {
+	d, err := c.client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return 0, err
+	}
+	return *d.Spec.Replicas, nil
+}
+
+// readyEndpoints returns the ready addresses behind a Service, as a
+// service proxy would route to them.
+func (c *cluster) readyEndpoints(ctx context.Context, ns, svc string) ([]string, error) {
+	l, err := c.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range l.Items {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready != nil && !*e.Conditions.Ready {
+				continue
+			}
+			for _, a := range e.Addresses {
+				out = append(out, net.JoinHostPort(a, strconv.Itoa(appPort)))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// control writes the fault app's mode for a pod ("pod-NAME") or for every
+// pod of an app ("app-NS-APP"); "" removes it (back to ok).
+func control(t *testing.T, dir, key, mode string) {
+	t.Helper()
+	f := filepath.Join(dir, key)
+	if mode == "" {
+		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+			t.Error(err)
+		}
+		return
+	}
+	if err := os.WriteFile(f+".tmp", []byte(mode), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(f+".tmp", f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// load sends steady HTTP traffic to a Service's ready endpoints, the way
+// clients behind a service proxy would, and keeps what it saw.
+type load struct {
+	c        *cluster
+	ns, svc  string
+	every    time.Duration
+	slow     time.Duration // a response slower than this counts as bad
+	client   *http.Client
+	mu       sync.Mutex
+	ok, bad  int
+	lastBad  time.Time
+	lastGood time.Time
+	stopped  chan struct{}
+	cancel   context.CancelFunc
+}
+
+func startLoad(t *testing.T, c *cluster, ns, svc string, rate int, slow time.Duration) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{c: c, ns: ns, svc: svc, every: time.Second / time.Duration(rate), slow: slow,
+		client:  &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		stopped: make(chan struct{}), cancel: cancel}
+	go l.run(ctx)
+	t.Cleanup(l.stop)
+	return l
+}
+
+func (l *load) stop() {
+	l.cancel()
+	<-l.stopped
+}
+
+func (l *load) run(ctx context.Context) {
+	defer close(l.stopped)
+	var (
+		eps     []string
+		refresh time.Time
+		next    int
+		wg      sync.WaitGroup
+		sem     = make(chan struct{}, 256)
+	)
+	defer wg.Wait()
+	tick := time.NewTicker(l.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if time.Since(refresh) > 200*time.Millisecond {
+			if e, err := l.c.readyEndpoints(ctx, l.ns, l.svc); err == nil {
+				eps = e
+			}
+			refresh = time.Now()
+		}
+		if len(eps) == 0 {
+			l.note(false)
+			continue
+		}
+		ep := eps[next%len(eps)]
+		next++
+		select {
+		case sem <- struct{}{}:
+		default:
+			l.note(false) // more than 256 requests outstanding: saturated
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			start := time.Now()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ep+"/api/items", nil)
+			resp, err := l.client.Do(req)
+			if err != nil {
+				if ctx.Err() == nil {
+					l.note(false)
+				}
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			l.note(resp.StatusCode < 500 && (l.slow == 0 || time.Since(start) < l.slow))
+		}()
+	}
+}
+
+func (l *load) note(good bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if good {
+		l.ok++
+		l.lastGood = time.Now()
+	} else {
+		l.bad++
+		l.lastBad = time.Now()
+	}
+}
+
+// healthySince returns since when every response was good (zero if the
+// last one was bad or nothing succeeded yet).
+func (l *load) healthySince() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lastGood.IsZero() || !l.lastGood.After(l.lastBad) {
+		return time.Time{}
+	}
+	return l.lastBad
+}
+
+func (l *load) counts() (ok, bad int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ok, l.bad
+}
+
+// waitHealthy waits until the load saw only good responses for hold, and
+// returns when that good stretch began.
+func waitHealthy(ctx context.Context, l *load, since time.Time, hold time.Duration) (time.Time, bool) {
+	for {
+		if s := l.healthySince(); !s.IsZero() && time.Since(s) >= hold {
+			if s.Before(since) {
+				s = since
+			}
+			return s, true
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// metricValue reads one sample from the agent's /metrics (the sum over
+// every series of name whose labels include want).
+func (a *agentProc) metricValue(ctx context.Context, name string, want map[string]string) (float64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.url+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		s := string(line)
+		if !strings.HasPrefix(s, name+"{") && !strings.HasPrefix(s, name+" ") {
+			continue
+		}
+		match := true
+		for k, v := range want {
+			if !strings.Contains(s, k+`="`+v+`"`) {
+				match = false
+			}
+		}
+		if !match {
+			continue
+		}
+		f := strings.Fields(s)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum, nil
+}

@@ -1,0 +1,348 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func allScenarios() []scenario {
+	return []scenario{crashScenario(), oomScenario(), errorsScenario(), dependencyScenario(), saturationScenario(), flapScenario()}
+}
+
+func podTarget(name string) func(r record, ns string, _ any) bool {
+	return func(r record, ns string, _ any) bool {
+		return r.Target.Kind == "Pod" && r.Target.Namespace == ns && strings.HasPrefix(r.Target.Name, name)
+	}
+}
+
+func firstPod(t *testing.T, e *env, ns, app string) corev1.Pod {
+	t.Helper()
+	pods, err := e.c.pods(t.Context(), ns, app)
+	if err != nil || len(pods) == 0 {
+		t.Fatalf("pods of %s/%s: %v (%d)", ns, app, err, len(pods))
+	}
+	return pods[0]
+}
+
+func waitEscalation(ctx context.Context, e *env, ns string) (escalation, bool) {
+	var got escalation
+	err := poll(ctx, func() bool {
+		for _, x := range e.esc.list() {
+			if x.Labels["namespace"] == ns {
+				got = x
+				return true
+			}
+		}
+		return false
+	})
+	return got, err == nil
+}
+
+// crash: a container that exits non-zero in a loop; every replacement
+// crashes too, so the restart does not help and the policy escalates.
+func crashScenario() scenario {
+	return scenario{
+		name: "crashloop", short: true,
+		setup: func(t *testing.T, e *env, ns string) any {
+			e.c.deploy(t, ns, "crasher", appOpts{replicas: 1})
+			return nil
+		},
+		inject: func(t *testing.T, e *env, ns string, _ any) time.Time {
+			control(t, e.ctrl, "app-"+ns+"-crasher", "crash")
+			return time.Now()
+		},
+		atFault: podTarget("crasher-"),
+		finish: func(ctx context.Context, t *testing.T, e *env, ns string, _ any, t0 time.Time, res *result) {
+			x, ok := waitEscalation(ctx, e, ns)
+			if !ok {
+				t.Errorf("crashloop: the restart did not help and nothing escalated")
+				res.Healthy = "not escalated"
+				return
+			}
+			res.Healthy = fmt.Sprintf("escalated after %s (%s)", x.At.Sub(t0).Round(100*time.Millisecond), x.Reason)
+		},
+		clear: func(t *testing.T, e *env, ns string, _ any) { control(t, e.ctrl, "app-"+ns+"-crasher", "") },
+	}
+}
+
+// oom: one replica leaks memory past its 48 MiB limit and is OOM-killed
+// over and over; the policy replaces that pod.
+func oomScenario() scenario {
+	type state struct {
+		pod  string
+		load *load
+	}
+	return scenario{
+		name: "oom", short: true,
+		setup: func(t *testing.T, e *env, ns string) any {
+			e.c.deploy(t, ns, "leaky", appOpts{replicas: 2, memoryLimit: "48Mi"})
+			return &state{load: startLoad(t, e.c, ns, "leaky", 10, 0)}
+		},
+		inject: func(t *testing.T, e *env, ns string, st any) time.Time {
+			s := st.(*state)
+			s.pod = firstPod(t, e, ns, "leaky").Name
+			control(t, e.ctrl, "pod-"+s.pod, "oom")
+			return time.Now()
+		},
+		atFault: func(r record, ns string, st any) bool {
+			return r.Target.Kind == "Pod" && r.Target.Namespace == ns && r.Target.Name == st.(*state).pod
+		},
+		finish: func(ctx context.Context, t *testing.T, e *env, ns string, st any, t0 time.Time, res *result) {
+			s := st.(*state)
+			since, ok := waitHealthy(ctx, s.load, t0, 5*time.Second)
+			if !ok {
+				t.Errorf("oom: traffic did not recover")
+				res.Healthy = "not healthy"
+				return
+			}
+			res.ToHealthy = since.Sub(t0)
+			res.Healthy = "replacement pod serves"
+			if p, err := e.c.client.CoreV1().Pods(ns).Get(ctx, s.pod, metav1.GetOptions{}); err == nil && p.DeletionTimestamp == nil {
+				t.Errorf("oom: the leaking pod %s is still there", s.pod)
+			}
+		},
+		clear: func(t *testing.T, e *env, ns string, st any) { control(t, e.ctrl, "pod-"+st.(*state).pod, "") },
+	}
+}
+
+// errors: one of three replicas answers 503; it is taken out of its
+// Service's endpoints and keeps running for debugging.
+func errorsScenario() scenario {
+	type state struct {
+		pod  string
+		load *load
+	}
+	return scenario{
+		name: "http5xx",
+		setup: func(t *testing.T, e *env, ns string) any {
+			e.c.deploy(t, ns, "web", appOpts{replicas: 3, gate: true})
+			return &state{load: startLoad(t, e.c, ns, "web", 30, 0)}
+		},
+		inject: func(t *testing.T, e *env, ns string, st any) time.Time {
+			s := st.(*state)
+			s.pod = firstPod(t, e, ns, "web").Name
+			control(t, e.ctrl, "pod-"+s.pod, "5xx")
+			return time.Now()
+		},
+		atFault: func(r record, ns string, st any) bool {
+			return r.Target.Kind == "Pod" && r.Target.Namespace == ns && r.Target.Name == st.(*state).pod
+		},
+		finish: func(ctx context.Context, t *testing.T, e *env, ns string, st any, t0 time.Time, res *result) {
+			s := st.(*state)
+			since, ok := waitHealthy(ctx, s.load, t0, 5*time.Second)
+			if !ok {
+				t.Errorf("http5xx: traffic did not recover")
+				res.Healthy = "not healthy"
+				return
+			}
+			res.ToHealthy = since.Sub(t0)
+			p, err := e.c.client.CoreV1().Pods(ns).Get(ctx, s.pod, metav1.GetOptions{})
+			switch {
+			case err != nil || p.DeletionTimestamp != nil:
+				t.Errorf("http5xx: the faulty pod %s should keep running for debugging: %v", s.pod, err)
+			case e.kl.starts(ns, s.pod) == 0:
+				t.Errorf("http5xx: the faulty pod %s has no process", s.pod)
+			}
+			eps, _ := e.c.readyEndpoints(ctx, ns, "web")
+			res.Healthy = fmt.Sprintf("rerouted; pod kept for debugging; %d endpoints left", len(eps))
+		},
+		clear: func(t *testing.T, e *env, ns string, st any) { control(t, e.ctrl, "pod-"+st.(*state).pod, "") },
+	}
+}
+
+// dependency: web calls db for every request; db starts refusing
+// connections. web's errors come from db: db is acted on, web is not.
+func dependencyScenario() scenario {
+	type state struct {
+		db   string
+		load *load
+	}
+	return scenario{
+		name: "dependency", short: true,
+		setup: func(t *testing.T, e *env, ns string) any {
+			svc := e.c.service(t, ns, "db")
+			addr := svc.Spec.ClusterIP + ":80"
+			e.c.deployNoService(t, ns, "db", appOpts{replicas: 1, listen: addr})
+			e.c.deploy(t, ns, "web", appOpts{replicas: 1, call: "http://" + addr + "/"})
+			return &state{load: startLoad(t, e.c, ns, "web", 10, 0)}
+		},
+		inject: func(t *testing.T, e *env, ns string, st any) time.Time {
+			s := st.(*state)
+			s.db = firstPod(t, e, ns, "db").Name
+			control(t, e.ctrl, "pod-"+s.db, "refuse")
+			return time.Now()
+		},
+		atFault: func(r record, ns string, st any) bool {
+			return r.Target.Namespace == ns && (r.Target.Kind == "Deployment" && r.Target.Name == "db" || r.Target.Kind == "Pod" && strings.HasPrefix(r.Target.Name, "db-"))
+		},
+		finish: func(ctx context.Context, t *testing.T, e *env, ns string, st any, t0 time.Time, res *result) {
+			s := st.(*state)
+			since, ok := waitHealthy(ctx, s.load, t0, 5*time.Second)
+			if !ok {
+				t.Errorf("dependency: web did not recover")
+				res.Healthy = "not healthy"
+				return
+			}
+			res.ToHealthy = since.Sub(t0)
+			res.Healthy = "db restarted; web untouched"
+			recs, _ := e.agent.actions(ctx)
+			var vetoes []string
+			for _, r := range recs {
+				if r.Target.Namespace == ns && strings.HasPrefix(r.Target.Name, "web") && r.Guard == "dependency" {
+					vetoes = append(vetoes, r.Action)
+				}
+			}
+			if len(vetoes) > 0 {
+				res.Notes = fmt.Sprintf("%d action(s) on web vetoed by the dependency guard", len(vetoes))
+			}
+		},
+		clear: func(t *testing.T, e *env, ns string, st any) { control(t, e.ctrl, "pod-"+st.(*state).db, "") },
+	}
+}
+
+// saturation: a one-replica Deployment that serves 20 requests/s gets 30;
+// latency climbs; it is scaled up within its bounds and, once the extra
+// traffic is gone, back down.
+func saturationScenario() scenario {
+	type state struct {
+		base, extra *load
+	}
+	return scenario{
+		name: "saturation",
+		setup: func(t *testing.T, e *env, ns string) any {
+			e.c.deploy(t, ns, "api", appOpts{replicas: 1, workers: 2, serviceTime: 100 * time.Millisecond})
+			return &state{base: startLoad(t, e.c, ns, "api", 8, time.Second)}
+		},
+		inject: func(t *testing.T, e *env, ns string, st any) time.Time {
+			st.(*state).extra = startLoad(t, e.c, ns, "api", 22, time.Second)
+			return time.Now()
+		},
+		atFault: func(r record, ns string, _ any) bool {
+			return r.Target.Namespace == ns && r.Target.Kind == "Deployment" && r.Target.Name == "api"
+		},
+		finish: func(ctx context.Context, t *testing.T, e *env, ns string, st any, t0 time.Time, res *result) {
+			s := st.(*state)
+			since, ok := waitHealthy(ctx, s.base, t0, 5*time.Second)
+			if !ok {
+				t.Errorf("saturation: latency did not recover")
+				res.Healthy = "not healthy"
+				return
+			}
+			res.ToHealthy = since.Sub(t0)
+			n, _ := e.c.replicas(ctx, ns, "api")
+			if n < 2 || n > 3 {
+				t.Errorf("saturation: %d replicas after scaling, want 2..3", n)
+			}
+			// The extra traffic goes away: the scale-up is undone.
+			s.extra.stop()
+			calm := time.Now()
+			ctx2, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+			defer cancel()
+			if err := poll(ctx2, func() bool { m, err := e.c.replicas(ctx2, ns, "api"); return err == nil && m == 1 }); err != nil {
+				t.Errorf("saturation: still %d replicas 6 minutes after the load dropped", n)
+				res.Healthy = fmt.Sprintf("scaled 1→%d, not restored", n)
+				return
+			}
+			res.Healthy = fmt.Sprintf("scaled 1→%d; back to 1 %s after the load dropped", n, time.Since(calm).Round(time.Second))
+		},
+		clear: func(t *testing.T, e *env, ns string, st any) {
+			if x := st.(*state).extra; x != nil {
+				x.stop()
+			}
+		},
+	}
+}
+
+// flap: a fault that comes and goes every few seconds, faster than the
+// cooldown: at most the policy's allowed actions, then the circuit breaker
+// escalates.
+func flapScenario() scenario {
+	type state struct{ stop chan struct{} }
+	return scenario{
+		name: "flapping", short: true,
+		setup: func(t *testing.T, e *env, ns string) any {
+			e.c.deploy(t, ns, "flappy", appOpts{replicas: 1})
+			return &state{stop: make(chan struct{})}
+		},
+		inject: func(t *testing.T, e *env, ns string, st any) time.Time {
+			s := st.(*state)
+			key := "app-" + ns + "-flappy"
+			control(t, e.ctrl, key, "crash")
+			go func() {
+				on := true
+				for {
+					// On for 2 s, off for 12 s: longer than the event
+					// alert's resolve_after (10 s), so every burst is a
+					// new alert; far shorter than the policy's cooldown.
+					d := 12 * time.Second
+					if on {
+						d = 2 * time.Second
+					}
+					select {
+					case <-s.stop:
+						_ = os.Remove(e.ctrl + "/" + key)
+						return
+					case <-time.After(d):
+					}
+					on = !on
+					mode := ""
+					if on {
+						mode = "crash"
+					}
+					control(t, e.ctrl, key, mode)
+				}
+			}()
+			return time.Now()
+		},
+		atFault: podTarget("flappy-"),
+		finish: func(ctx context.Context, t *testing.T, e *env, ns string, _ any, t0 time.Time, res *result) {
+			err := poll(ctx, func() bool {
+				recs, _ := e.agent.actions(ctx)
+				for _, r := range recs {
+					if r.AlertLabels["namespace"] == ns && r.Action == "webhook" && strings.Contains(r.Reason, "circuit breaker") {
+						return true
+					}
+				}
+				return false
+			})
+			recs, _ := e.agent.actions(ctx)
+			guards := map[string]int{}
+			taken := 0
+			for _, r := range recs {
+				if r.AlertLabels["namespace"] != ns {
+					continue
+				}
+				if r.Result == "vetoed" {
+					guards[r.Guard]++
+				}
+				if r.taken() && r.Action != "webhook" {
+					taken++
+				}
+			}
+			if taken > 3 {
+				t.Errorf("flapping: %d actions, the policy allows 3 per 10m", taken)
+			}
+			var gs []string
+			for g, n := range guards {
+				gs = append(gs, fmt.Sprintf("%s×%d", g, n))
+			}
+			sort.Strings(gs)
+			res.Notes = "vetoed: " + strings.Join(gs, ", ")
+			if err != nil {
+				t.Errorf("flapping: the circuit breaker never escalated (%s)", res.Notes)
+				res.Healthy = "breaker did not escalate"
+				return
+			}
+			res.Healthy = fmt.Sprintf("%d actions, then the circuit breaker escalated", taken)
+		},
+		clear: func(t *testing.T, e *env, ns string, st any) { close(st.(*state).stop) },
+	}
+}
