@@ -156,14 +156,14 @@ func (en *enricher) owner(ctx context.Context, ns, name string) (map[string]stri
 }
 
 func (en *enricher) podOwner(ctx context.Context, pod *corev1.Pod, kindLabel, nameLabel string) (map[string]string, error) {
-	w, _, err := en.env.ownerOf(ctx, pod)
+	kind, name, err := en.env.ownerRef(ctx, pod)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
-	if err != nil || w == nil {
+	if err != nil || kind == "" {
 		return nil, err
 	}
-	return map[string]string{kindLabel: w.Kind, nameLabel: w.Name}, nil
+	return map[string]string{kindLabel: kind, nameLabel: name}, nil
 }
 
 // dependency resolves "ip:port" to the Service whose cluster IP and port

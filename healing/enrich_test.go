@@ -142,3 +142,17 @@ policies:
 		t.Fatalf("acted %q; records:%s", got, dump(recs))
 	}
 }
+
+func TestEnrichmentConfigValidation(t *testing.T) {
+	cfg := NewConfig()
+	if cfg.Kubernetes.EnrichTimeout != 2*time.Second || cfg.Kubernetes.EnrichCacheTTL != 30*time.Second {
+		t.Fatalf("defaults: %+v", cfg.Kubernetes)
+	}
+	cfg.Kubernetes.EnrichTimeout, cfg.Kubernetes.EnrichCacheTTL = 0, -time.Second
+	err := cfg.Validate()
+	for _, want := range []string{"kubernetes.enrich_timeout: must be positive", "kubernetes.enrich_cache_ttl: must not be negative"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want %q", err, want)
+		}
+	}
+}
