@@ -488,6 +488,35 @@ policies:
 	}
 }
 
+// TestRateLimitIgnoresEscalations: escalations notify people; they do not
+// use up a policy's rate limit, so the circuit breaker, not the limit, is
+// what stops a policy whose actions keep failing.
+func TestRateLimitIgnoresEscalations(t *testing.T) {
+	hook := newHookReceiver(t)
+	h := startEngine(t, `
+dry_run: false
+policies:
+  routes:
+    - name: flaky
+      rate_limit: {max: 3, per: 1h}
+      circuit_breaker: {failures: 2, reset_after: 1h}
+      escalate:
+        action: webhook
+        params: {url: "`+hook.url+`"}
+      steps:
+        - action: exec
+          params: {command: ["/bin/sh", "-c", "echo try >> $DIR/acted; exit 1"]}
+`)
+	for _, target := range []string{"a", "b", "c"} {
+		h.fire(map[string]string{"alertname": "Flaky", "target": target})
+		h.settle()
+	}
+	recs := h.settle()
+	if got := results(recs); got != "failed success failed success vetoed(circuit_breaker) success" {
+		t.Fatalf("results %q%s", got, dump(recs))
+	}
+}
+
 type hookReceiver struct {
 	url  string
 	mu   sync.Mutex

@@ -158,7 +158,9 @@ func countTaken(h *History, now time.Time, per time.Duration, policy string) int
 		if now.Sub(r.At) > per {
 			return false
 		}
-		if r.taken() && (policy == "" || r.Policy == policy) {
+		// Escalations (step -1) notify people; they are not remediation
+		// actions and do not use up the limits.
+		if r.taken() && r.Step >= 0 && (policy == "" || r.Policy == policy) {
 			n++
 		}
 		return true
