@@ -83,8 +83,14 @@ func runApp() int {
 	getMode := func() string { cur.Lock(); defer cur.Unlock(); return current }
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if sem != nil {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+			// Queue for a worker; a client that gave up is not served
+			// (as a server with a request deadline would do).
+			select {
+			case sem <- struct{}{}:
+				defer func() { <-sem }()
+			case <-r.Context().Done():
+				return
+			}
 		}
 		if service > 0 {
 			time.Sleep(service)

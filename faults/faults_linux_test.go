@@ -278,6 +278,11 @@ func runScenario(t *testing.T, e *env, sc scenario, ns string) result {
 
 	if !e.dry {
 		sc.finish(ctx, t, e, ns, st, t0, &res)
+		// Healthy again cannot come before the fix started: a good
+		// stretch that began just before it is counted from the action.
+		if res.ToHealthy > 0 && res.ToHealthy < res.ToAction {
+			res.ToHealthy = res.ToAction
+		}
 	} else {
 		// Give the would-be runbook time to record what it would do.
 		time.Sleep(3 * time.Second)
