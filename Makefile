@@ -10,7 +10,7 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 # Packages whose tests need no root, no kernel feature and no server.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help build run test test-unit deps testenv-build testenv-up testenv-down bench lint generate check-generate clean
+.PHONY: help build run test test-unit faults deps testenv-build testenv-up testenv-down bench lint generate check-generate clean
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,9 @@ testenv-down: ## Stop the environment started by testenv-up.
 
 test: testenv-build ## Install what the tests need, then run every test (vet, gofmt, generated-code check, go test) against real servers.
 	bash hack/test.sh
+
+faults: testenv-build ## Run the full fault-injection suite (every scenario live and again in dry-run) and write docs/faults-report.md.
+	FAULTS_FULL=1 FAULTS_REPORT=$(CURDIR)/docs/faults-report.md $(GO) test -count=1 -timeout 40m -v -run TestFaults ./faults
 
 test-unit: ## Run only the tests that need no servers or root (fast).
 	$(GO) test -short ./...
