@@ -21,7 +21,8 @@ import (
 // size and time, and pushes each batch to Loki as protobuf+snappy (the push
 // API's native encoding, types from github.com/grafana/loki/pkg/push). A
 // batch is acknowledged in the buffer only after Loki answered 2xx, so a
-// crash re-sends at most the batch in flight.
+// crash re-sends only the batch in flight, and so does a push that timed out
+// (Loki may have stored it anyway): see docs/logs.md, Durability.
 type shipper struct {
 	cfg     LokiConfig
 	url     string
@@ -272,7 +273,8 @@ func (s *shipper) ackBatch() {
 // send does one push; status is 0 when no response came.
 func (s *shipper) send(ctx context.Context, body []byte) (int, error) {
 	// A request in flight when the agent shuts down is allowed to finish
-	// (within the timeout), so a clean restart sends nothing twice.
+	// (within the timeout), so a clean restart sends nothing twice unless
+	// that request timed out.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
