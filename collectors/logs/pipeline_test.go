@@ -229,10 +229,22 @@ func TestShipsLinesWithLabelsMetadataAndTenant(t *testing.T) {
 	c := startCollector(t, testConfig(t, dir, loki.srv.URL))
 	path := filepath.Join(dir, "app.log")
 	want := numbered("hello", 0, 1000)
+	before := time.Now()
 	appendLines(t, path, want...)
 	waitFor(t, "1000 lines in Loki", func() bool { return len(loki.lines()) >= 1000 })
+	after := time.Now()
 	got := loki.lines()
 	countLines(t, got, want)
+	// Plain lines are stamped when read, in file order, strictly
+	// increasing (Loki keeps their order).
+	for i, p := range got {
+		if p.ts.Before(before) || p.ts.After(after) {
+			t.Fatalf("line %q stamped %v, outside [%v, %v]", p.line, p.ts, before, after)
+		}
+		if i > 0 && !p.ts.After(got[i-1].ts) {
+			t.Fatalf("line %q stamped %v, not after the line before it (%v)", p.line, p.ts, got[i-1].ts)
+		}
+	}
 	if got[0].labels != `{job="test", node="node-1"}` {
 		t.Errorf("labels = %s", got[0].labels)
 	}
