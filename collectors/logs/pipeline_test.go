@@ -54,7 +54,7 @@ type pushed struct {
 	ts     time.Time
 }
 
-func newFakeLoki(t *testing.T) *fakeLoki {
+func newFakeLoki(t testing.TB) *fakeLoki {
 	f := &fakeLoki{tenants: map[string]int{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.reqs.Add(1)
@@ -123,7 +123,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func testConfig(t *testing.T, dir string, lokiURL string) *Config {
+func testConfig(t testing.TB, dir string, lokiURL string) *Config {
 	cfg := NewConfig()
 	cfg.PodLogs.Enabled = false
 	cfg.Inputs = []InputConfig{{Paths: []string{filepath.Join(dir, "*.log")}, Format: FormatAuto, Labels: map[string]string{"job": "test"}}}
