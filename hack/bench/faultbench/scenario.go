@@ -104,11 +104,17 @@ func (e *environment) prepareCrash(ctx context.Context, unit string) (inject, re
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	injected := false
 	inject = func() error {
+		injected = true
 		_, err := io.WriteString(stdin, "crash\n")
 		return err
 	}
 	revert = func() error {
+		if !injected { // the run was cut short before its fault
+			kill()
+			return nil
+		}
 		select {
 		case err := <-done:
 			var ee *exec.ExitError
@@ -275,8 +281,8 @@ var measuredAlerts = map[string]bool{"VigilProcessExitedNonZero": true, alertCra
 // (its own, and Alertmanager's as delivered) or in Prometheus, and
 // Prometheus holds the unit's error counter: the next fault then raises a
 // new alert on both paths.
-func (e *environment) waitHealthy(ctx context.Context, sc *scenario, unit string) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+func (e *environment) waitHealthy(parent context.Context, sc *scenario, unit string) error {
+	ctx, cancel := context.WithTimeout(parent, 3*time.Minute)
 	defer cancel()
 	var why string
 	for {
@@ -290,7 +296,10 @@ func (e *environment) waitHealthy(ctx context.Context, sc *scenario, unit string
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s not healthy: %s", unit, why)
+			if err := parent.Err(); err != nil {
+				return err
+			}
+			return fmt.Errorf("%s not healthy after 3m: %s", unit, why)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
