@@ -92,10 +92,11 @@ func randomHex(n int) string {
 
 // call is one webhook action call the receiver got.
 type call struct {
-	at     time.Time
-	policy string
-	source string
-	labels map[string]string
+	at       time.Time
+	policy   string
+	source   string
+	labels   map[string]string
+	startsAt time.Time // when the alert started: the event's kernel time, the rule's first firing evaluation
 }
 
 // receiver is the remediation endpoint: every webhook action of Vigil's
@@ -126,8 +127,9 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	at := time.Now()
 	var body struct {
 		Alert struct {
-			Labels map[string]string
-			Source string
+			Labels   map[string]string
+			Source   string
+			StartsAt time.Time
 		} `json:"alert"`
 		Policy string `json:"policy"`
 	}
@@ -145,21 +147,21 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		rc.bad = append(rc.bad, fmt.Sprintf("policy %s acted on a %q alert %v, want source %q",
 			body.Policy, body.Alert.Source, body.Alert.Labels, expectedSource[body.Policy]))
 	}
-	rc.calls = append(rc.calls, call{at: at, policy: body.Policy, source: body.Alert.Source, labels: body.Alert.Labels})
+	rc.calls = append(rc.calls, call{at: at, policy: body.Policy, source: body.Alert.Source, labels: body.Alert.Labels, startsAt: body.Alert.StartsAt})
 	close(rc.wake)
 	rc.wake = make(chan struct{})
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// first returns the time of the first call of policy for unit at or after
-// since, waiting until ctx ends.
-func (rc *receiver) first(ctx context.Context, policy, unit string, since time.Time) (time.Time, error) {
+// first returns the first call of policy for unit at or after since,
+// waiting until ctx ends.
+func (rc *receiver) first(ctx context.Context, policy, unit string, since time.Time) (call, error) {
 	for {
 		rc.mu.Lock()
 		for _, c := range rc.calls {
 			if c.policy == policy && c.labels["unit"] == unit && !c.at.Before(since) {
 				rc.mu.Unlock()
-				return c.at, nil
+				return c, nil
 			}
 		}
 		wake := rc.wake
@@ -167,7 +169,7 @@ func (rc *receiver) first(ctx context.Context, policy, unit string, since time.T
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return time.Time{}, ctx.Err()
+			return call{}, ctx.Err()
 		}
 	}
 }

@@ -56,12 +56,13 @@ func ratio(a, b time.Duration, ok bool) string {
 	return fmt.Sprintf("%.1f×", r)
 }
 
-// seconds formats d for the table: milliseconds below 1 s, else seconds.
+// seconds formats d for the table: milliseconds below 1 s, else seconds;
+// missed is "–".
 func seconds(d time.Duration) string {
 	switch {
-	case d < 0:
+	case d == missed:
 		return "–"
-	case d < time.Second:
+	case d > -time.Second && d < time.Second:
 		return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
 	default:
 		return fmt.Sprintf("%.2f s", d.Seconds())
@@ -102,6 +103,22 @@ func (r report) markdown() string {
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "Goals — %s.\n\n", strings.Join(verdicts, "; "))
+	b.WriteString("Where the time goes (median / slowest): detection is fault → the alert's start (the exit's kernel time for the event alert, the first firing evaluation for a rule), delivery is the alert's start → the action's call (for the conventional path: Prometheus → Alertmanager → Vigil's webhook → healing).\n\n")
+	b.WriteString("| scenario | path | detection | delivery |\n|---|---|---|---|\n")
+	for _, sc := range r.scenarios {
+		var ld, ldl, cd, cdl []time.Duration
+		for _, res := range sc.results {
+			if res.local != missed {
+				ld, ldl = append(ld, res.localDetect), append(ldl, res.local-res.localDetect)
+			}
+			if res.conv != missed {
+				cd, cdl = append(cd, res.convDetect), append(cdl, res.conv-res.convDetect)
+			}
+		}
+		fmt.Fprintf(&b, "| %s | local | %s | %s |\n", sc.name, spread(ld), spread(ldl))
+		fmt.Fprintf(&b, "| %s | conventional | %s | %s |\n", sc.name, spread(cd), spread(cdl))
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "Time from the fault's injection (the driver's clock) to the remediation webhook's arrival at the driver's receiver (same clock), %d faults per scenario, each measured on both paths at once. Percentiles by nearest rank (with fewer than 100 faults the p99 is the slowest fault). Missed: no action within %s.\n\n", s.runs, s.timeout)
 	b.WriteString("Settings:\n\n")
 	fmt.Fprintf(&b, "- local: Vigil with the eBPF and cgroup collectors; `rules.evaluation_interval: %s` (ingest and every group, the default rule set included); crash = fast-path event alert `VigilProcessExitedNonZero` (`event_alerts.resolve_after: 5s`); 5xx = local rule `%s`, `for: 0s`; healing `dry_run: false`, action `webhook`.\n", s.localInterval, httpExpr(s.window))
@@ -144,4 +161,14 @@ func yes(ok bool) string {
 		return "met"
 	}
 	return "NOT met"
+}
+
+// spread is "median / slowest" of ds, or "–" when empty.
+func spread(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "–"
+	}
+	sorted := slices.Clone(ds)
+	slices.Sort(sorted)
+	return seconds(nearestRank(sorted, 0.5)) + " / " + seconds(sorted[len(sorted)-1])
 }

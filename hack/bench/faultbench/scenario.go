@@ -50,10 +50,13 @@ type scenario struct {
 }
 
 // result is one measured fault: how long each path took to call its
-// action (a negative duration: it had not acted by the timeout).
+// action (missed: it had not acted by the timeout), and how much of that
+// was before the alert started (detection; the rest is delivery to the
+// action).
 type result struct {
-	unit        string
-	local, conv time.Duration
+	unit                    string
+	local, conv             time.Duration
+	localDetect, convDetect time.Duration
 }
 
 // missed marks a path that did not act within the timeout.
@@ -253,17 +256,18 @@ func (e *environment) fault(ctx context.Context, sc *scenario, unit string) (res
 	wctx, cancel := context.WithTimeout(ctx, e.s.timeout)
 	defer cancel()
 	for _, p := range []struct {
-		policy string
-		into   *time.Duration
-	}{{sc.localPolicy, &res.local}, {sc.convPolicy, &res.conv}} {
-		at, err := e.rc.first(wctx, p.policy, unit, t0)
+		policy        string
+		total, detect *time.Duration
+	}{{sc.localPolicy, &res.local, &res.localDetect}, {sc.convPolicy, &res.conv, &res.convDetect}} {
+		c, err := e.rc.first(wctx, p.policy, unit, t0)
 		switch {
 		case err == nil:
-			*p.into = at.Sub(t0)
+			*p.total = c.at.Sub(t0)
+			*p.detect = c.startsAt.Sub(t0)
 		case ctx.Err() != nil:
 			return res, errors.Join(ctx.Err(), revert())
 		default:
-			*p.into = missed
+			*p.total, *p.detect = missed, missed
 			e.log.Warn("no action within the timeout", "scenario", sc.name, "policy", p.policy, "unit", unit, "timeout", e.s.timeout)
 		}
 	}
