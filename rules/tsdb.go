@@ -36,8 +36,14 @@ type LocalStorage struct {
 	// seen marks the ones present in the current ingest.
 	series       map[uint64][]*ingested
 	lastTruncate time.Time
+	// lastIngest is the previous ingest's time (ms; 0 before the first).
+	// gone remembers, by labels hash, series that vanished and when, for
+	// as long as data is retained: a counter that comes back is not new.
+	lastIngest int64
+	gone       map[uint64]int64
 
 	samples, dropped, stale prometheus.Counter
+	zeros                   prometheus.Counter
 	ingestErrors            prometheus.Counter
 	ingestDuration          prometheus.Histogram
 	seriesGauge             prometheus.GaugeFunc
@@ -66,7 +72,7 @@ func NewLocalStorage(o StorageOptions) (*LocalStorage, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &LocalStorage{dir: o.Dir, logger: o.Logger, retention: o.Retention, maxSeries: o.MaxSeries, series: map[uint64][]*ingested{}}
+	s := &LocalStorage{dir: o.Dir, logger: o.Logger, retention: o.Retention, maxSeries: o.MaxSeries, series: map[uint64][]*ingested{}, gone: map[uint64]int64{}}
 	if s.dir == "" {
 		d, err := os.MkdirTemp("", "vigil-tsdb-")
 		if err != nil {
@@ -94,12 +100,13 @@ func NewLocalStorage(o StorageOptions) (*LocalStorage, error) {
 	s.head = head
 	s.samples = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_samples_appended_total", Help: "Samples appended to the local TSDB from the agent's metrics."})
 	s.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_samples_dropped_total", Help: "Samples not stored in the local TSDB: series beyond max_series, or rejected by the head."})
+	s.zeros = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_created_zeros_total", Help: "Zero samples written before the first sample of new counter series, so that increase() and rate() count their first increments."})
 	s.stale = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_stale_markers_total", Help: "Staleness markers written for series that disappeared from the agent's metrics."})
 	s.ingestErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_ingest_errors_total", Help: "Ingest cycles that failed (gather or commit errors)."})
 	s.ingestDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_rules_tsdb_ingest_duration_seconds", Help: "Time to gather the agent's metrics and append them to the local TSDB.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)})
 	s.seriesGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vigil_rules_tsdb_series", Help: "Series in the local TSDB head."}, func() float64 { return float64(head.NumSeries()) })
 	if o.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.samples, s.dropped, s.stale, s.ingestErrors, s.ingestDuration, s.seriesGauge} {
+		for _, c := range []prometheus.Collector{s.samples, s.dropped, s.stale, s.zeros, s.ingestErrors, s.ingestDuration, s.seriesGauge} {
 			if err := o.Registerer.Register(c); err != nil {
 				s.Close()
 				return nil, fmt.Errorf("local TSDB metrics: %w", err)
@@ -159,8 +166,18 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 	t := ts.UnixMilli()
 	app := s.head.AppenderV2(context.Background())
 	var b labels.ScratchBuilder
-	var appended, dropped float64
-	add := func(name string, lp []*dto.LabelPair, extraName, extraValue string, v float64) {
+	var appended, dropped, zeros float64
+	// add appends one sample. For a cumulative series (counter, histogram
+	// bucket/count/sum, summary count/sum) that appears for the first time
+	// after the first ingest, a zero sample is written first, at the
+	// previous ingest's time (or the series' created time if later), as
+	// Prometheus does with created-timestamp zero ingestion: the series did
+	// not exist then, so it was zero. Without it increase() and rate() miss
+	// the first increments of every new series — a crash-looping container
+	// gets a new container ID, so a new series, at each restart, and its
+	// exits would never count. A series seen before (vanished and back) gets
+	// no zero: its value may be an old cumulative total.
+	add := func(name string, lp []*dto.LabelPair, extraName, extraValue string, v float64, cumulative bool, created int64) {
 		b.Reset()
 		b.Add(labels.MetricName, name)
 		for _, p := range lp {
@@ -188,6 +205,18 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 			}
 			e = &ingested{lset: lset}
 			s.series[h] = append(s.series[h], e)
+			if _, seen := s.gone[h]; cumulative && !seen && s.lastIngest > 0 && v > 0 {
+				zt := s.lastIngest
+				if created > zt && created < t {
+					zt = created
+				}
+				if zt < t {
+					if ref, err := app.Append(0, lset, 0, zt, 0, nil, nil, storage.AOptions{MetricFamilyName: name}); err == nil {
+						e.ref = ref
+						zeros++
+					}
+				}
+			}
 		}
 		if e.gen == gen {
 			return // duplicate series in one gather
@@ -206,32 +235,34 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 			lp := m.GetLabel()
 			switch {
 			case m.Counter != nil:
-				add(name, lp, "", "", m.GetCounter().GetValue())
+				add(name, lp, "", "", m.GetCounter().GetValue(), true, m.GetCounter().GetCreatedTimestamp().AsTime().UnixMilli())
 			case m.Gauge != nil:
-				add(name, lp, "", "", m.GetGauge().GetValue())
+				add(name, lp, "", "", m.GetGauge().GetValue(), false, 0)
 			case m.Untyped != nil:
-				add(name, lp, "", "", m.GetUntyped().GetValue())
+				add(name, lp, "", "", m.GetUntyped().GetValue(), false, 0)
 			case m.Summary != nil:
 				sm := m.GetSummary()
+				ct := sm.GetCreatedTimestamp().AsTime().UnixMilli()
 				for _, q := range sm.GetQuantile() {
-					add(name, lp, "quantile", formatFloat(q.GetQuantile()), q.GetValue())
+					add(name, lp, "quantile", formatFloat(q.GetQuantile()), q.GetValue(), false, 0)
 				}
-				add(name+"_sum", lp, "", "", sm.GetSampleSum())
-				add(name+"_count", lp, "", "", float64(sm.GetSampleCount()))
+				add(name+"_sum", lp, "", "", sm.GetSampleSum(), true, ct)
+				add(name+"_count", lp, "", "", float64(sm.GetSampleCount()), true, ct)
 			case m.Histogram != nil:
 				hg := m.GetHistogram()
+				ct := hg.GetCreatedTimestamp().AsTime().UnixMilli()
 				inf := false
 				for _, bk := range hg.GetBucket() {
 					if math.IsInf(bk.GetUpperBound(), 1) {
 						inf = true
 					}
-					add(name+"_bucket", lp, "le", formatFloat(bk.GetUpperBound()), float64(bk.GetCumulativeCount()))
+					add(name+"_bucket", lp, "le", formatFloat(bk.GetUpperBound()), float64(bk.GetCumulativeCount()), true, ct)
 				}
 				if !inf && len(hg.GetBucket()) > 0 {
-					add(name+"_bucket", lp, "le", "+Inf", float64(hg.GetSampleCount()))
+					add(name+"_bucket", lp, "le", "+Inf", float64(hg.GetSampleCount()), true, ct)
 				}
-				add(name+"_sum", lp, "", "", hg.GetSampleSum())
-				add(name+"_count", lp, "", "", float64(hg.GetSampleCount()))
+				add(name+"_sum", lp, "", "", hg.GetSampleSum(), true, ct)
+				add(name+"_count", lp, "", "", float64(hg.GetSampleCount()), true, ct)
 			}
 		}
 	}
@@ -247,6 +278,7 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 			if _, err := app.Append(e.ref, e.lset, 0, t, math.Float64frombits(value.StaleNaN), nil, nil, storage.AOptions{}); err == nil {
 				stale++
 			}
+			s.gone[h] = t
 		}
 		if len(kept) == 0 {
 			delete(s.series, h)
@@ -258,6 +290,13 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 		s.ingestErrors.Inc()
 		return fmt.Errorf("commit: %w", err)
 	}
+	s.lastIngest = t
+	for h, at := range s.gone {
+		if t-at > s.retention.Milliseconds() {
+			delete(s.gone, h)
+		}
+	}
+	s.zeros.Add(zeros)
 	s.samples.Add(appended)
 	s.dropped.Add(dropped)
 	s.stale.Add(stale)

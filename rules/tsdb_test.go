@@ -148,3 +148,57 @@ func TestMaxSeriesDropsAndCounts(t *testing.T) {
 		t.Errorf("dropped %v, want 2", got)
 	}
 }
+
+// TestNewCounterSeriesCountFromZero: a counter series that appears after
+// the first ingest (a crash-looping container gets a new container ID, so
+// a new series, at each restart) counts in increase() from its first
+// sample; one present at the first ingest, or one that vanished and came
+// back with an old total, does not jump.
+func TestNewCounterSeriesCountFromZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	exits := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "exits_total", Help: "h"}, []string{"container_id"})
+	lat := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "lat_seconds", Help: "h", Buckets: []float64{1}}, []string{"pod"})
+	reg.MustRegister(exits, lat)
+	exits.WithLabelValues("old").Add(5) // before the agent's first ingest
+	s := newTestStorage(t, 10*time.Minute, 1000)
+	t0 := time.Now().Add(-time.Minute)
+	step := 5 * time.Second
+	for i := 0; i < 3; i++ {
+		if err := s.Ingest(reg, t0.Add(time.Duration(i)*step), uint64(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Three restarts, three new series with one exit each, between ingests.
+	for i, id := range []string{"a", "b", "c"} {
+		exits.WithLabelValues(id).Inc()
+		lat.WithLabelValues(id).Observe(0.5)
+		if err := s.Ingest(reg, t0.Add(time.Duration(3+i)*step), uint64(4+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := t0.Add(5 * step)
+	if v := instant(t, s, `sum(increase(exits_total{container_id!="old"}[1m]))`, now); len(v) != 1 || v[0].F < 2.9 {
+		t.Errorf("increase over the new series = %v, want 3", v)
+	}
+	if v := instant(t, s, `sum(increase(lat_seconds_count[1m]))`, now); len(v) != 1 || v[0].F < 2.9 {
+		t.Errorf("histogram count increase over the new series = %v, want 3", v)
+	}
+	if v := instant(t, s, `increase(exits_total{container_id="old"}[1m])`, now); len(v) != 1 || v[0].F != 0 {
+		t.Errorf("a series present at the first ingest must not jump: %v", v)
+	}
+	// A series that vanishes and comes back with its old total is not new.
+	reg.Unregister(exits)
+	if err := s.Ingest(reg, t0.Add(6*step), 7); err != nil {
+		t.Fatal(err)
+	}
+	reg.MustRegister(exits)
+	if err := s.Ingest(reg, t0.Add(7*step), 8); err != nil {
+		t.Fatal(err)
+	}
+	if v := instant(t, s, `increase(exits_total{container_id="a"}[10s])`, t0.Add(7*step)); len(v) != 0 && v[0].F != 0 {
+		t.Errorf("a series that came back must not count its old total again: %v", v)
+	}
+	if got := testutil.ToFloat64(s.zeros); got < 6 {
+		t.Errorf("vigil_rules_tsdb_created_zeros_total = %v, want ≥ 6", got)
+	}
+}
