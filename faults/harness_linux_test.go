@@ -217,9 +217,11 @@ func startEscalations(t *testing.T) *escalations {
 		}
 		m.At = time.Now()
 		m.Labels = map[string]string{}
-		if l, ok := m.Alert["labels"].(map[string]any); ok {
-			for k, v := range l {
-				m.Labels[k], _ = v.(string)
+		for _, key := range []string{"Labels", "labels"} { // rules.Alert has no JSON tags
+			if l, ok := m.Alert[key].(map[string]any); ok {
+				for k, v := range l {
+					m.Labels[k], _ = v.(string)
+				}
 			}
 		}
 		e.mu.Lock()
