@@ -40,7 +40,7 @@ func startExporters(t *testing.T, cfg *Config) (*Exporters, *prometheus.Registry
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cv := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "test_requests_total", Help: "Requests."}, append([]string{"code"}, workload.LabelNames...))
-	cv.WithLabelValues(append([]string{"200"}, workload.Identity{Namespace: "shop", Pod: "cart-1", Container: "cart", ContainerID: "abc", PodUID: "uid-1"}.Labels()...)...).Add(7)
+	cv.WithLabelValues(append([]string{"200"}, workload.Identity{Namespace: "shop", Pod: "cart-1", Container: "cart", ContainerID: "abc", PodUID: "uid-1", OwnerKind: "Deployment", OwnerName: "cart"}.Labels()...)...).Add(7)
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "test_node_load", Help: "Load."})
 	g.Set(1.5)
 	reg.MustRegister(cv, g)
@@ -68,7 +68,7 @@ func fastRetry() RetryConfig {
 func makeLogs(first, n int) plog.Logs {
 	ld := plog.NewLogs()
 	rl := ld.ResourceLogs().AppendEmpty()
-	PutWorkload(rl.Resource().Attributes(), workload.Identity{Namespace: "shop", Pod: "cart-1"})
+	workload.Identity{Namespace: "shop", Pod: "cart-1"}.PutAttributes(rl.Resource().Attributes())
 	lrs := rl.ScopeLogs().AppendEmpty().LogRecords()
 	for i := range n {
 		lr := lrs.AppendEmpty()
@@ -182,7 +182,8 @@ func TestSeveralTargetsAtOnce(t *testing.T) {
 					continue
 				}
 				found = true
-				if res[AttrK8sPodName] != "cart-1" || res[AttrK8sNamespaceName] != "shop" || res[AttrHostName] == nil || res[AttrOSType] != "linux" {
+				if res[AttrK8sPodName] != "cart-1" || res[AttrK8sNamespaceName] != "shop" || res["k8s.deployment.name"] != "cart" ||
+					res[AttrServiceName] != "cart" || res[AttrHostName] == nil || res[AttrOSType] != "linux" {
 					t.Errorf("resource of the workload counter = %v", res)
 				}
 				if got := ms.At(j).Sum().DataPoints().At(0).Attributes().AsRaw(); len(got) != 1 || got["code"] != "200" {
@@ -216,7 +217,7 @@ func TestSeveralTargetsAtOnce(t *testing.T) {
 		series = append(series, b.String())
 	}
 	rwSink.mu.Unlock()
-	want := `__name__="test_requests_total",cluster="c1",code="200",container="cart",container_id="abc",instance="node-a",job="vigil",namespace="shop",pod="cart-1",pod_uid="uid-1",`
+	want := `__name__="test_requests_total",cluster="c1",code="200",container="cart",container_id="abc",instance="node-a",job="vigil",namespace="shop",owner_kind="Deployment",owner_name="cart",pod="cart-1",pod_uid="uid-1",`
 	if !contains(series, want) {
 		t.Errorf("remote write lacks %s; got:\n%s", want, strings.Join(series, "\n"))
 	}
