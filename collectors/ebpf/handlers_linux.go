@@ -41,6 +41,7 @@ func newHandlers(cfg *Config, m *metrics, cg resolver, clk clock, bus *event.Bus
 	if cg == nil {
 		cg = noResolver{}
 	}
+	cg = countingResolver{cg, m.unresolved}
 	return &handlers{cfg: cfg, m: m, cgroups: cg, clock: clk, bus: bus, spans: spans, log: log,
 		pending: map[connKey]*pendingRequest{}, tcpCache: map[tcpKey]*tcpSeries{}, httpCache: map[httpKey]httpSeries{}}
 }
@@ -58,6 +59,8 @@ func (h *handlers) handleEvent(b []byte) {
 		h.handleTCP(e)
 	case *procEvent:
 		h.handleProc(e)
+	case *cgroupEvent:
+		h.handleCgroup(e)
 	}
 }
 

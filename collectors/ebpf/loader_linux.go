@@ -38,6 +38,8 @@ var programs = []program{
 	{"process_exec", "vigil_process_exec", "process", "sched_process_exec", true},
 	{"process_exit", "vigil_process_exit", "process", "sched_process_exit", true},
 	{"oom_victim", "vigil_oom_victim", "oom", "mark_victim", true},
+	{"cgroup_mkdir", "vigil_cgroup_mkdir", "cgroups", "cgroup_mkdir", true},
+	{"cgroup_rmdir", "vigil_cgroup_rmdir", "cgroups", "cgroup_rmdir", true},
 	{"http_enter_read", "vigil_http_enter_read_", "http", "syscalls/sys_enter_read", false},
 	{"http_exit_read", "vigil_http_exit_read_", "http", "syscalls/sys_exit_read", false},
 	{"http_enter_recvfrom", "vigil_http_enter_recvfrom", "http", "syscalls/sys_enter_recvfrom", false},
@@ -51,9 +53,10 @@ var programs = []program{
 }
 
 // lossNames names the kernel's per-program loss counters, indexed like
-// enum vigil_prog in bpf/common.h. The HTTP programs share one.
+// enum vigil_prog in bpf/common.h. The HTTP programs share one, and so do
+// the cgroup programs.
 var lossNames = []string{"tcp_state", "tcp_retransmit", "tcp_receive_reset", "tcp_send_reset",
-	"process_exec", "process_exit", "oom_victim", "http"}
+	"process_exec", "process_exit", "oom_victim", "http", "cgroup"}
 
 func (c *ProgramsConfig) enabled(group string) bool {
 	switch group {
@@ -69,6 +72,8 @@ func (c *ProgramsConfig) enabled(group string) bool {
 		return c.OOM
 	case "http":
 		return c.HTTP
+	case "cgroups":
+		return c.Cgroups
 	}
 	return false
 }
@@ -210,6 +215,10 @@ func (o *objects) close() {
 type loadOptions struct {
 	cfg          *Config
 	cgroupMemory bool // attribute by the v1 memory hierarchy
+	// cgroupHierarchy is the kernel's ID of the hierarchy workloads are
+	// identified by; -1 when there is none, and the cgroup programs are
+	// not loaded.
+	cgroupHierarchy int32
 }
 
 // load creates the shared maps, then loads and attaches each enabled
@@ -237,6 +246,9 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 	if err := spec.Variables["cgroup_v1_memory"].Set(v1); err != nil {
 		return nil, err
 	}
+	if err := spec.Variables["cgroup_hierarchy"].Set(max(opts.cgroupHierarchy, 0)); err != nil {
+		return nil, err
+	}
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingBufferBytes)
 	spec.Maps["http_events"].MaxEntries = uint32(cfg.HTTPRingBufferBytes)
 	spec.Maps["socks"].MaxEntries = uint32(cfg.MaxTrackedSockets)
@@ -256,6 +268,10 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 	for _, p := range programs {
 		if !cfg.Programs.enabled(p.group) {
 			log.Info("eBPF program disabled by configuration", "program", p.name, "switch", "programs."+p.group)
+			continue
+		}
+		if p.group == "cgroups" && opts.cgroupHierarchy < 0 {
+			log.Warn("eBPF program not loaded", "program", p.name, "reason", "no cgroup hierarchy to follow")
 			continue
 		}
 		if err := caps.missing(p); err != nil {

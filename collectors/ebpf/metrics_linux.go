@@ -101,6 +101,7 @@ type metrics struct {
 	fastPath         *prometheus.CounterVec
 	spansDropped     prometheus.Counter
 	httpUnmatched    prometheus.Counter
+	unresolved       prometheus.Counter
 
 	tcpAttempts  *prometheus.CounterVec
 	tcpFailures  *prometheus.CounterVec
@@ -146,6 +147,9 @@ func newMetrics(cfg *Config) *metrics {
 		httpUnmatched: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_http_unmatched_total",
 			Help: "HTTP requests forgotten without a response because max_pending_requests was reached."}),
 
+		unresolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_unresolved_cgroups_total",
+			Help: "Cgroup IDs in kernel events that named no known cgroup (removed before it was seen, or unreadable), so the event has no workload labels."}),
+
 		tcpAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_tcp_connect_attempts_total",
 			Help: "Outbound TCP connection attempts that finished (established or failed)."}, labelNames("destination")),
 		tcpFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_tcp_connect_failures_total",
@@ -183,7 +187,7 @@ func newMetrics(cfg *Config) *metrics {
 // collectors returns every metric vector, for Update.
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.programLoaded, m.featureAvailable, m.eventsRead, m.decodeErrors,
-		m.seriesOverflow, m.fastPath, m.spansDropped, m.httpUnmatched,
+		m.seriesOverflow, m.fastPath, m.spansDropped, m.httpUnmatched, m.unresolved,
 		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
 		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration}
 }

@@ -13,6 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type vigilVigilCgroupEvent struct {
+	_         structs.HostLayout
+	CgroupId  uint64
+	Hierarchy int32
+	PathLen   uint16
+	Kind      uint8
+	Truncated uint8
+	Path      [512]int8
+}
+
 type vigilVigilHttpArgs struct {
 	_   structs.HostLayout
 	Buf uint64
@@ -106,6 +116,8 @@ const (
 	vigilMapLost                    = "lost"
 	vigilMapPending                 = "pending"
 	vigilMapSocks                   = "socks"
+	vigilProgVigilCgroupMkdir       = "vigil_cgroup_mkdir"
+	vigilProgVigilCgroupRmdir       = "vigil_cgroup_rmdir"
 	vigilProgVigilHttpEnterRead     = "vigil_http_enter_read_"
 	vigilProgVigilHttpEnterReadv    = "vigil_http_enter_readv"
 	vigilProgVigilHttpEnterRecvfrom = "vigil_http_enter_recvfrom"
@@ -123,8 +135,10 @@ const (
 	vigilProgVigilTcpRetransmit     = "vigil_tcp_retransmit"
 	vigilProgVigilTcpSendReset      = "vigil_tcp_send_reset"
 	vigilProgVigilTcpState          = "vigil_tcp_state"
+	vigilVarCgroupHierarchy         = "cgroup_hierarchy"
 	vigilVarCgroupV1Memory          = "cgroup_v1_memory"
 	vigilVarExitAll                 = "exit_all"
+	vigilVarVigilUnusedCgroup       = "vigil_unused_cgroup"
 	vigilVarVigilUnusedHttp         = "vigil_unused_http"
 	vigilVarVigilUnusedProc         = "vigil_unused_proc"
 	vigilVarVigilUnusedTcp          = "vigil_unused_tcp"
@@ -173,6 +187,8 @@ type vigilSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilProgramSpecs struct {
+	VigilCgroupMkdir       *ebpf.ProgramSpec `ebpf:"vigil_cgroup_mkdir"`
+	VigilCgroupRmdir       *ebpf.ProgramSpec `ebpf:"vigil_cgroup_rmdir"`
 	VigilHttpEnterRead     *ebpf.ProgramSpec `ebpf:"vigil_http_enter_read_"`
 	VigilHttpEnterReadv    *ebpf.ProgramSpec `ebpf:"vigil_http_enter_readv"`
 	VigilHttpEnterRecvfrom *ebpf.ProgramSpec `ebpf:"vigil_http_enter_recvfrom"`
@@ -211,12 +227,14 @@ type vigilMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilVariableSpecs struct {
-	CgroupV1Memory  *ebpf.VariableSpec `ebpf:"cgroup_v1_memory"`
-	ExitAll         *ebpf.VariableSpec `ebpf:"exit_all"`
-	VigilUnusedHttp *ebpf.VariableSpec `ebpf:"vigil_unused_http"`
-	VigilUnusedProc *ebpf.VariableSpec `ebpf:"vigil_unused_proc"`
-	VigilUnusedTcp  *ebpf.VariableSpec `ebpf:"vigil_unused_tcp"`
-	WakeupThreshold *ebpf.VariableSpec `ebpf:"wakeup_threshold"`
+	CgroupHierarchy   *ebpf.VariableSpec `ebpf:"cgroup_hierarchy"`
+	CgroupV1Memory    *ebpf.VariableSpec `ebpf:"cgroup_v1_memory"`
+	ExitAll           *ebpf.VariableSpec `ebpf:"exit_all"`
+	VigilUnusedCgroup *ebpf.VariableSpec `ebpf:"vigil_unused_cgroup"`
+	VigilUnusedHttp   *ebpf.VariableSpec `ebpf:"vigil_unused_http"`
+	VigilUnusedProc   *ebpf.VariableSpec `ebpf:"vigil_unused_proc"`
+	VigilUnusedTcp    *ebpf.VariableSpec `ebpf:"vigil_unused_tcp"`
+	WakeupThreshold   *ebpf.VariableSpec `ebpf:"wakeup_threshold"`
 }
 
 // vigilObjects contains all objects after they have been loaded into the kernel.
@@ -268,18 +286,22 @@ func (m *vigilMaps) Close() error {
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilVariables struct {
-	CgroupV1Memory  *ebpf.Variable `ebpf:"cgroup_v1_memory"`
-	ExitAll         *ebpf.Variable `ebpf:"exit_all"`
-	VigilUnusedHttp *ebpf.Variable `ebpf:"vigil_unused_http"`
-	VigilUnusedProc *ebpf.Variable `ebpf:"vigil_unused_proc"`
-	VigilUnusedTcp  *ebpf.Variable `ebpf:"vigil_unused_tcp"`
-	WakeupThreshold *ebpf.Variable `ebpf:"wakeup_threshold"`
+	CgroupHierarchy   *ebpf.Variable `ebpf:"cgroup_hierarchy"`
+	CgroupV1Memory    *ebpf.Variable `ebpf:"cgroup_v1_memory"`
+	ExitAll           *ebpf.Variable `ebpf:"exit_all"`
+	VigilUnusedCgroup *ebpf.Variable `ebpf:"vigil_unused_cgroup"`
+	VigilUnusedHttp   *ebpf.Variable `ebpf:"vigil_unused_http"`
+	VigilUnusedProc   *ebpf.Variable `ebpf:"vigil_unused_proc"`
+	VigilUnusedTcp    *ebpf.Variable `ebpf:"vigil_unused_tcp"`
+	WakeupThreshold   *ebpf.Variable `ebpf:"wakeup_threshold"`
 }
 
 // vigilPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilPrograms struct {
+	VigilCgroupMkdir       *ebpf.Program `ebpf:"vigil_cgroup_mkdir"`
+	VigilCgroupRmdir       *ebpf.Program `ebpf:"vigil_cgroup_rmdir"`
 	VigilHttpEnterRead     *ebpf.Program `ebpf:"vigil_http_enter_read_"`
 	VigilHttpEnterReadv    *ebpf.Program `ebpf:"vigil_http_enter_readv"`
 	VigilHttpEnterRecvfrom *ebpf.Program `ebpf:"vigil_http_enter_recvfrom"`
@@ -301,6 +323,8 @@ type vigilPrograms struct {
 
 func (p *vigilPrograms) Close() error {
 	return _VigilClose(
+		p.VigilCgroupMkdir,
+		p.VigilCgroupRmdir,
 		p.VigilHttpEnterRead,
 		p.VigilHttpEnterReadv,
 		p.VigilHttpEnterRecvfrom,

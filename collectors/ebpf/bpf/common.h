@@ -24,7 +24,8 @@ enum vigil_prog {
 	VIGIL_PROG_PROCESS_EXIT = 5,
 	VIGIL_PROG_OOM_VICTIM = 6,
 	VIGIL_PROG_HTTP = 7,
-	VIGIL_PROG_COUNT = 8,
+	VIGIL_PROG_CGROUP = 8,
+	VIGIL_PROG_COUNT = 9,
 };
 
 // Configuration set by the loader before the object is loaded.
