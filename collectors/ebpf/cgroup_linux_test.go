@@ -196,7 +196,7 @@ func TestCgroupEventsResolveAndUnresolvedIsCounted(t *testing.T) {
 	h.handleEvent(exit(known))
 	h.handleEvent(exit(unknown))
 	h.handleEvent(exit(0))
-	if got := testutil.ToFloat64(h.m.procExits.WithLabelValues("", "", "", cid, uid, "", "error")); got != 2 {
+	if got := testutil.ToFloat64(h.m.procExits.WithLabelValues(append(workload.Identity{ContainerID: cid, PodUID: uid}.Labels(), "error")...)); got != 2 {
 		t.Errorf("exits of the known container = %v, want 2", got)
 	}
 	if got := testutil.ToFloat64(h.m.unresolved); got != 2 {

@@ -516,8 +516,8 @@ func TestPodLogsCRIWithWorkloadMetrics(t *testing.T) {
 	exp := `
 # HELP vigil_log_matches_total Log records that matched a configured pattern, per workload.
 # TYPE vigil_log_matches_total counter
-vigil_log_matches_total{container="server",container_id="",namespace="shop",pattern="exception",pod="cart-7d9f",pod_uid="0f1e2d3c-aaaa-bbbb-cccc-000000000001",severity="page",unit=""} 1
-vigil_log_matches_total{container="server",container_id="",namespace="shop",pattern="timeout",pod="cart-7d9f",pod_uid="0f1e2d3c-aaaa-bbbb-cccc-000000000001",severity="",unit=""} 1
+vigil_log_matches_total{container="server",container_id="",namespace="shop",owner_kind="",owner_name="",pattern="exception",pod="cart-7d9f",pod_uid="0f1e2d3c-aaaa-bbbb-cccc-000000000001",severity="page",unit=""} 1
+vigil_log_matches_total{container="server",container_id="",namespace="shop",owner_kind="",owner_name="",pattern="timeout",pod="cart-7d9f",pod_uid="0f1e2d3c-aaaa-bbbb-cccc-000000000001",severity="",unit=""} 1
 `
 	if err := testutil.CollectAndCompare(updateCollector{c}, strings.NewReader(exp), "vigil_log_matches_total"); err != nil {
 		t.Error(err)
@@ -532,7 +532,7 @@ vigil_log_matches_total{container="server",container_id="",namespace="shop",patt
 		case "info", "error", "unknown":
 			v = 1
 		}
-		lvl += fmt.Sprintf("vigil_log_lines_total{container=\"server\",container_id=\"\",level=%q,namespace=\"shop\",pod=\"cart-7d9f\",pod_uid=\"0f1e2d3c-aaaa-bbbb-cccc-000000000001\",unit=\"\"} %d\n", l, v)
+		lvl += fmt.Sprintf("vigil_log_lines_total{container=\"server\",container_id=\"\",level=%q,namespace=\"shop\",owner_kind=\"\",owner_name=\"\",pod=\"cart-7d9f\",pod_uid=\"0f1e2d3c-aaaa-bbbb-cccc-000000000001\",unit=\"\"} %d\n", l, v)
 	}
 	if err := testutil.CollectAndCompare(updateCollector{c}, strings.NewReader(lvl), "vigil_log_lines_total"); err != nil {
 		t.Error(err)
