@@ -419,6 +419,7 @@ type load struct {
 	ok, bad  int
 	lastBad  time.Time
 	lastGood time.Time
+	badWhy   string // what the last bad request saw
 	stopped  chan struct{}
 	cancel   context.CancelFunc
 }
@@ -463,7 +464,7 @@ func (l *load) run(ctx context.Context) {
 			refresh = time.Now()
 		}
 		if len(eps) == 0 {
-			l.note(false)
+			l.note(false, "no ready endpoints")
 			continue
 		}
 		ep := eps[next%len(eps)]
@@ -471,7 +472,7 @@ func (l *load) run(ctx context.Context) {
 		select {
 		case sem <- struct{}{}:
 		default:
-			l.note(false) // more than 256 requests outstanding: saturated
+			l.note(false, "256 requests outstanding") // saturated
 			continue
 		}
 		wg.Add(1)
@@ -483,18 +484,19 @@ func (l *load) run(ctx context.Context) {
 			resp, err := l.client.Do(req)
 			if err != nil {
 				if ctx.Err() == nil {
-					l.note(false)
+					l.note(false, err.Error())
 				}
 				return
 			}
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			l.note(resp.StatusCode < 500 && (l.slow == 0 || time.Since(start) < l.slow))
+			took := time.Since(start)
+			l.note(resp.StatusCode < 500 && (l.slow == 0 || took < l.slow), fmt.Sprintf("%s from %s in %s", resp.Status, ep, took.Round(time.Millisecond)))
 		}()
 	}
 }
 
-func (l *load) note(good bool) {
+func (l *load) note(good bool, what string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if good {
@@ -503,7 +505,15 @@ func (l *load) note(good bool) {
 	} else {
 		l.bad++
 		l.lastBad = time.Now()
+		l.badWhy = what
 	}
+}
+
+// String summarises what the load saw.
+func (l *load) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return fmt.Sprintf("%d good, %d bad; last bad %s ago: %s", l.ok, l.bad, time.Since(l.lastBad).Round(time.Millisecond), l.badWhy)
 }
 
 // healthySince returns since when every response was good (zero if the

@@ -98,7 +98,7 @@ func oomScenario() scenario {
 			s := st.(*state)
 			since, ok := waitHealthy(ctx, s.load, t0, 5*time.Second)
 			if !ok {
-				t.Errorf("oom: traffic did not recover")
+				t.Errorf("oom: traffic did not recover: %s", s.load)
 				res.Healthy = "not healthy"
 				return
 			}
@@ -138,7 +138,7 @@ func errorsScenario() scenario {
 			s := st.(*state)
 			since, ok := waitHealthy(ctx, s.load, t0, 5*time.Second)
 			if !ok {
-				t.Errorf("http5xx: traffic did not recover")
+				t.Errorf("http5xx: traffic did not recover: %s", s.load)
 				res.Healthy = "not healthy"
 				return
 			}
@@ -186,7 +186,7 @@ func dependencyScenario() scenario {
 			s := st.(*state)
 			since, ok := waitHealthy(ctx, s.load, t0, 5*time.Second)
 			if !ok {
-				t.Errorf("dependency: web did not recover")
+				t.Errorf("dependency: web did not recover: %s", s.load)
 				res.Healthy = "not healthy"
 				return
 			}
@@ -231,7 +231,7 @@ func saturationScenario() scenario {
 			s := st.(*state)
 			since, ok := waitHealthy(ctx, s.base, t0, 5*time.Second)
 			if !ok {
-				t.Errorf("saturation: latency did not recover")
+				t.Errorf("saturation: latency did not recover: %s", s.base)
 				res.Healthy = "not healthy"
 				return
 			}
@@ -286,6 +286,7 @@ func flapScenario() scenario {
 				time.Sleep(200 * time.Millisecond)
 				control(t, e.ctrl, key, "")
 			}
+			t0 := time.Now()
 			burst()
 			go func() {
 				for {
@@ -297,7 +298,7 @@ func flapScenario() scenario {
 					burst()
 				}
 			}()
-			return time.Now()
+			return t0
 		},
 		atFault: podTarget("flappy-"),
 		finish: func(ctx context.Context, t *testing.T, e *env, ns string, _ any, t0 time.Time, res *result) {
