@@ -13,19 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type vigilVigilHttpArgs struct {
-	_   structs.HostLayout
-	Buf uint64
-	Fd  uint32
-	Vec uint8
-	Pad [3]uint8
-}
-
 type vigilVigilHttpEvent struct {
 	_         structs.HostLayout
 	TsNs      uint64
 	CgroupId  uint64
 	Pid       uint32
+	Tid       uint32
 	Fd        uint32
 	Size      uint32
 	Sport     uint16
@@ -35,7 +28,8 @@ type vigilVigilHttpEvent struct {
 	Dir       uint8
 	HasPrefix uint8
 	Prefix    uint8
-	Pad       [2]uint8
+	Window    uint8
+	Pad       [5]uint8
 	Saddr     [16]uint8
 	Daddr     [16]uint8
 	Comm      [16]int8
@@ -97,38 +91,35 @@ type vigilVigilTcpSock struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	vigilMapEvents                  = "events"
-	vigilMapHttpEvents              = "http_events"
-	vigilMapHttpOneByte             = "http_one_byte"
-	vigilMapHttpReadArgs            = "http_read_args"
-	vigilMapHttpScratch             = "http_scratch"
-	vigilMapListeners               = "listeners"
-	vigilMapLost                    = "lost"
-	vigilMapPending                 = "pending"
-	vigilMapSocks                   = "socks"
-	vigilProgVigilHttpEnterRead     = "vigil_http_enter_read_"
-	vigilProgVigilHttpEnterReadv    = "vigil_http_enter_readv"
-	vigilProgVigilHttpEnterRecvfrom = "vigil_http_enter_recvfrom"
-	vigilProgVigilHttpExitRead      = "vigil_http_exit_read_"
-	vigilProgVigilHttpExitReadv     = "vigil_http_exit_readv"
-	vigilProgVigilHttpExitRecvfrom  = "vigil_http_exit_recvfrom"
-	vigilProgVigilHttpSendmsg       = "vigil_http_sendmsg"
-	vigilProgVigilHttpSendto        = "vigil_http_sendto"
-	vigilProgVigilHttpWrite         = "vigil_http_write"
-	vigilProgVigilHttpWritev        = "vigil_http_writev"
-	vigilProgVigilOomVictim         = "vigil_oom_victim"
-	vigilProgVigilProcessExec       = "vigil_process_exec"
-	vigilProgVigilProcessExit       = "vigil_process_exit"
-	vigilProgVigilTcpReceiveReset   = "vigil_tcp_receive_reset"
-	vigilProgVigilTcpRetransmit     = "vigil_tcp_retransmit"
-	vigilProgVigilTcpSendReset      = "vigil_tcp_send_reset"
-	vigilProgVigilTcpState          = "vigil_tcp_state"
-	vigilVarCgroupV1Memory          = "cgroup_v1_memory"
-	vigilVarExitAll                 = "exit_all"
-	vigilVarVigilUnusedHttp         = "vigil_unused_http"
-	vigilVarVigilUnusedProc         = "vigil_unused_proc"
-	vigilVarVigilUnusedTcp          = "vigil_unused_tcp"
-	vigilVarWakeupThreshold         = "wakeup_threshold"
+	vigilMapEvents                 = "events"
+	vigilMapHttpEvents             = "http_events"
+	vigilMapHttpOneByte            = "http_one_byte"
+	vigilMapHttpScratch            = "http_scratch"
+	vigilMapListeners              = "listeners"
+	vigilMapLost                   = "lost"
+	vigilMapPending                = "pending"
+	vigilMapSocks                  = "socks"
+	vigilProgVigilHttpExitRead     = "vigil_http_exit_read_"
+	vigilProgVigilHttpExitReadv    = "vigil_http_exit_readv"
+	vigilProgVigilHttpExitRecvfrom = "vigil_http_exit_recvfrom"
+	vigilProgVigilHttpSendmsg      = "vigil_http_sendmsg"
+	vigilProgVigilHttpSendto       = "vigil_http_sendto"
+	vigilProgVigilHttpWrite        = "vigil_http_write"
+	vigilProgVigilHttpWritev       = "vigil_http_writev"
+	vigilProgVigilOomVictim        = "vigil_oom_victim"
+	vigilProgVigilProcessExec      = "vigil_process_exec"
+	vigilProgVigilProcessExit      = "vigil_process_exit"
+	vigilProgVigilTcpReceiveReset  = "vigil_tcp_receive_reset"
+	vigilProgVigilTcpRetransmit    = "vigil_tcp_retransmit"
+	vigilProgVigilTcpSendReset     = "vigil_tcp_send_reset"
+	vigilProgVigilTcpState         = "vigil_tcp_state"
+	vigilVarCgroupV1Memory         = "cgroup_v1_memory"
+	vigilVarExitAll                = "exit_all"
+	vigilVarHttpHeadWindows        = "http_head_windows"
+	vigilVarVigilUnusedHttp        = "vigil_unused_http"
+	vigilVarVigilUnusedProc        = "vigil_unused_proc"
+	vigilVarVigilUnusedTcp         = "vigil_unused_tcp"
+	vigilVarWakeupThreshold        = "wakeup_threshold"
 )
 
 // loadVigil returns the embedded CollectionSpec for vigil.
@@ -173,38 +164,34 @@ type vigilSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilProgramSpecs struct {
-	VigilHttpEnterRead     *ebpf.ProgramSpec `ebpf:"vigil_http_enter_read_"`
-	VigilHttpEnterReadv    *ebpf.ProgramSpec `ebpf:"vigil_http_enter_readv"`
-	VigilHttpEnterRecvfrom *ebpf.ProgramSpec `ebpf:"vigil_http_enter_recvfrom"`
-	VigilHttpExitRead      *ebpf.ProgramSpec `ebpf:"vigil_http_exit_read_"`
-	VigilHttpExitReadv     *ebpf.ProgramSpec `ebpf:"vigil_http_exit_readv"`
-	VigilHttpExitRecvfrom  *ebpf.ProgramSpec `ebpf:"vigil_http_exit_recvfrom"`
-	VigilHttpSendmsg       *ebpf.ProgramSpec `ebpf:"vigil_http_sendmsg"`
-	VigilHttpSendto        *ebpf.ProgramSpec `ebpf:"vigil_http_sendto"`
-	VigilHttpWrite         *ebpf.ProgramSpec `ebpf:"vigil_http_write"`
-	VigilHttpWritev        *ebpf.ProgramSpec `ebpf:"vigil_http_writev"`
-	VigilOomVictim         *ebpf.ProgramSpec `ebpf:"vigil_oom_victim"`
-	VigilProcessExec       *ebpf.ProgramSpec `ebpf:"vigil_process_exec"`
-	VigilProcessExit       *ebpf.ProgramSpec `ebpf:"vigil_process_exit"`
-	VigilTcpReceiveReset   *ebpf.ProgramSpec `ebpf:"vigil_tcp_receive_reset"`
-	VigilTcpRetransmit     *ebpf.ProgramSpec `ebpf:"vigil_tcp_retransmit"`
-	VigilTcpSendReset      *ebpf.ProgramSpec `ebpf:"vigil_tcp_send_reset"`
-	VigilTcpState          *ebpf.ProgramSpec `ebpf:"vigil_tcp_state"`
+	VigilHttpExitRead     *ebpf.ProgramSpec `ebpf:"vigil_http_exit_read_"`
+	VigilHttpExitReadv    *ebpf.ProgramSpec `ebpf:"vigil_http_exit_readv"`
+	VigilHttpExitRecvfrom *ebpf.ProgramSpec `ebpf:"vigil_http_exit_recvfrom"`
+	VigilHttpSendmsg      *ebpf.ProgramSpec `ebpf:"vigil_http_sendmsg"`
+	VigilHttpSendto       *ebpf.ProgramSpec `ebpf:"vigil_http_sendto"`
+	VigilHttpWrite        *ebpf.ProgramSpec `ebpf:"vigil_http_write"`
+	VigilHttpWritev       *ebpf.ProgramSpec `ebpf:"vigil_http_writev"`
+	VigilOomVictim        *ebpf.ProgramSpec `ebpf:"vigil_oom_victim"`
+	VigilProcessExec      *ebpf.ProgramSpec `ebpf:"vigil_process_exec"`
+	VigilProcessExit      *ebpf.ProgramSpec `ebpf:"vigil_process_exit"`
+	VigilTcpReceiveReset  *ebpf.ProgramSpec `ebpf:"vigil_tcp_receive_reset"`
+	VigilTcpRetransmit    *ebpf.ProgramSpec `ebpf:"vigil_tcp_retransmit"`
+	VigilTcpSendReset     *ebpf.ProgramSpec `ebpf:"vigil_tcp_send_reset"`
+	VigilTcpState         *ebpf.ProgramSpec `ebpf:"vigil_tcp_state"`
 }
 
 // vigilMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilMapSpecs struct {
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	HttpEvents   *ebpf.MapSpec `ebpf:"http_events"`
-	HttpOneByte  *ebpf.MapSpec `ebpf:"http_one_byte"`
-	HttpReadArgs *ebpf.MapSpec `ebpf:"http_read_args"`
-	HttpScratch  *ebpf.MapSpec `ebpf:"http_scratch"`
-	Listeners    *ebpf.MapSpec `ebpf:"listeners"`
-	Lost         *ebpf.MapSpec `ebpf:"lost"`
-	Pending      *ebpf.MapSpec `ebpf:"pending"`
-	Socks        *ebpf.MapSpec `ebpf:"socks"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	HttpEvents  *ebpf.MapSpec `ebpf:"http_events"`
+	HttpOneByte *ebpf.MapSpec `ebpf:"http_one_byte"`
+	HttpScratch *ebpf.MapSpec `ebpf:"http_scratch"`
+	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
+	Lost        *ebpf.MapSpec `ebpf:"lost"`
+	Pending     *ebpf.MapSpec `ebpf:"pending"`
+	Socks       *ebpf.MapSpec `ebpf:"socks"`
 }
 
 // vigilVariableSpecs contains global variables before they are loaded into the kernel.
@@ -213,6 +200,7 @@ type vigilMapSpecs struct {
 type vigilVariableSpecs struct {
 	CgroupV1Memory  *ebpf.VariableSpec `ebpf:"cgroup_v1_memory"`
 	ExitAll         *ebpf.VariableSpec `ebpf:"exit_all"`
+	HttpHeadWindows *ebpf.VariableSpec `ebpf:"http_head_windows"`
 	VigilUnusedHttp *ebpf.VariableSpec `ebpf:"vigil_unused_http"`
 	VigilUnusedProc *ebpf.VariableSpec `ebpf:"vigil_unused_proc"`
 	VigilUnusedTcp  *ebpf.VariableSpec `ebpf:"vigil_unused_tcp"`
@@ -239,15 +227,14 @@ func (o *vigilObjects) Close() error {
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilMaps struct {
-	Events       *ebpf.Map `ebpf:"events"`
-	HttpEvents   *ebpf.Map `ebpf:"http_events"`
-	HttpOneByte  *ebpf.Map `ebpf:"http_one_byte"`
-	HttpReadArgs *ebpf.Map `ebpf:"http_read_args"`
-	HttpScratch  *ebpf.Map `ebpf:"http_scratch"`
-	Listeners    *ebpf.Map `ebpf:"listeners"`
-	Lost         *ebpf.Map `ebpf:"lost"`
-	Pending      *ebpf.Map `ebpf:"pending"`
-	Socks        *ebpf.Map `ebpf:"socks"`
+	Events      *ebpf.Map `ebpf:"events"`
+	HttpEvents  *ebpf.Map `ebpf:"http_events"`
+	HttpOneByte *ebpf.Map `ebpf:"http_one_byte"`
+	HttpScratch *ebpf.Map `ebpf:"http_scratch"`
+	Listeners   *ebpf.Map `ebpf:"listeners"`
+	Lost        *ebpf.Map `ebpf:"lost"`
+	Pending     *ebpf.Map `ebpf:"pending"`
+	Socks       *ebpf.Map `ebpf:"socks"`
 }
 
 func (m *vigilMaps) Close() error {
@@ -255,7 +242,6 @@ func (m *vigilMaps) Close() error {
 		m.Events,
 		m.HttpEvents,
 		m.HttpOneByte,
-		m.HttpReadArgs,
 		m.HttpScratch,
 		m.Listeners,
 		m.Lost,
@@ -270,6 +256,7 @@ func (m *vigilMaps) Close() error {
 type vigilVariables struct {
 	CgroupV1Memory  *ebpf.Variable `ebpf:"cgroup_v1_memory"`
 	ExitAll         *ebpf.Variable `ebpf:"exit_all"`
+	HttpHeadWindows *ebpf.Variable `ebpf:"http_head_windows"`
 	VigilUnusedHttp *ebpf.Variable `ebpf:"vigil_unused_http"`
 	VigilUnusedProc *ebpf.Variable `ebpf:"vigil_unused_proc"`
 	VigilUnusedTcp  *ebpf.Variable `ebpf:"vigil_unused_tcp"`
@@ -280,30 +267,24 @@ type vigilVariables struct {
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilPrograms struct {
-	VigilHttpEnterRead     *ebpf.Program `ebpf:"vigil_http_enter_read_"`
-	VigilHttpEnterReadv    *ebpf.Program `ebpf:"vigil_http_enter_readv"`
-	VigilHttpEnterRecvfrom *ebpf.Program `ebpf:"vigil_http_enter_recvfrom"`
-	VigilHttpExitRead      *ebpf.Program `ebpf:"vigil_http_exit_read_"`
-	VigilHttpExitReadv     *ebpf.Program `ebpf:"vigil_http_exit_readv"`
-	VigilHttpExitRecvfrom  *ebpf.Program `ebpf:"vigil_http_exit_recvfrom"`
-	VigilHttpSendmsg       *ebpf.Program `ebpf:"vigil_http_sendmsg"`
-	VigilHttpSendto        *ebpf.Program `ebpf:"vigil_http_sendto"`
-	VigilHttpWrite         *ebpf.Program `ebpf:"vigil_http_write"`
-	VigilHttpWritev        *ebpf.Program `ebpf:"vigil_http_writev"`
-	VigilOomVictim         *ebpf.Program `ebpf:"vigil_oom_victim"`
-	VigilProcessExec       *ebpf.Program `ebpf:"vigil_process_exec"`
-	VigilProcessExit       *ebpf.Program `ebpf:"vigil_process_exit"`
-	VigilTcpReceiveReset   *ebpf.Program `ebpf:"vigil_tcp_receive_reset"`
-	VigilTcpRetransmit     *ebpf.Program `ebpf:"vigil_tcp_retransmit"`
-	VigilTcpSendReset      *ebpf.Program `ebpf:"vigil_tcp_send_reset"`
-	VigilTcpState          *ebpf.Program `ebpf:"vigil_tcp_state"`
+	VigilHttpExitRead     *ebpf.Program `ebpf:"vigil_http_exit_read_"`
+	VigilHttpExitReadv    *ebpf.Program `ebpf:"vigil_http_exit_readv"`
+	VigilHttpExitRecvfrom *ebpf.Program `ebpf:"vigil_http_exit_recvfrom"`
+	VigilHttpSendmsg      *ebpf.Program `ebpf:"vigil_http_sendmsg"`
+	VigilHttpSendto       *ebpf.Program `ebpf:"vigil_http_sendto"`
+	VigilHttpWrite        *ebpf.Program `ebpf:"vigil_http_write"`
+	VigilHttpWritev       *ebpf.Program `ebpf:"vigil_http_writev"`
+	VigilOomVictim        *ebpf.Program `ebpf:"vigil_oom_victim"`
+	VigilProcessExec      *ebpf.Program `ebpf:"vigil_process_exec"`
+	VigilProcessExit      *ebpf.Program `ebpf:"vigil_process_exit"`
+	VigilTcpReceiveReset  *ebpf.Program `ebpf:"vigil_tcp_receive_reset"`
+	VigilTcpRetransmit    *ebpf.Program `ebpf:"vigil_tcp_retransmit"`
+	VigilTcpSendReset     *ebpf.Program `ebpf:"vigil_tcp_send_reset"`
+	VigilTcpState         *ebpf.Program `ebpf:"vigil_tcp_state"`
 }
 
 func (p *vigilPrograms) Close() error {
 	return _VigilClose(
-		p.VigilHttpEnterRead,
-		p.VigilHttpEnterReadv,
-		p.VigilHttpEnterRecvfrom,
 		p.VigilHttpExitRead,
 		p.VigilHttpExitReadv,
 		p.VigilHttpExitRecvfrom,
