@@ -106,17 +106,6 @@ func decodeHTTPEvent(b []byte, e *httpEvent) error {
 	return nil
 }
 
-// payload returns the captured bytes of an HTTP event, with the byte read
-// ahead by a previous one-byte read put back in front.
-func (e *httpEvent) payload() []byte {
-	d := e.Data[:e.Captured]
-	if e.HasPrefix == 0 {
-		return d
-	}
-	out := make([]byte, 0, len(d)+1)
-	return append(append(out, e.Prefix), d...)
-}
-
 func addrPort(family uint8, addr [16]uint8, port uint16) netip.AddrPort {
 	var a netip.Addr
 	if family == afInet {

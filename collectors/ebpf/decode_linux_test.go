@@ -197,11 +197,11 @@ func BenchmarkHandleHTTPRequest(b *testing.B) {
 // in a batch of 512.
 func BenchmarkSpans(b *testing.B) {
 	q := newSpanQueue(nil, prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}), "node", slog.New(slog.DiscardHandler))
-	p := &pendingRequest{server: true, msg: httpMessage{Request: true, Method: "GET", Target: "/a/1", Version: "1.1",
-		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, pid: 1, comm: "x"}
-	batch := make([]httpSpan, 512)
+	p := pendingRequest{server: true, method: 0, version: "1.1", route: &routeInfo{target: "/a/1", path: "/a/1", route: "/a/{id}"},
+		pid: 1, traceID: [16]byte{1}, spanID: [8]byte{2}, parentID: [8]byte{3}}
+	batch := make([]*httpSpan, 512)
 	for i := range batch {
-		batch[i] = httpSpan{req: p, path: "/a/1", route: "/a/{id}", status: 200}
+		batch[i] = &httpSpan{req: p, status: 200}
 	}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 
 	"github.com/vigil-agent/vigil/collectors"
@@ -78,7 +77,7 @@ func startAgent() (*agent, error) {
 	cfg.BPFStats = bpfStats
 	c, err := f.New(cfg, collectors.Settings{
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Events: sub,
-		Traces: map[bool]consumer.Traces{true: consumertest.NewNop()}[os.Getenv("X_SPANS") != ""], Paths: collectors.Paths{ProcFS: "/proc", SysFS: "/sys", RootFS: "/"},
+		Traces: consumertest.NewNop(), Paths: collectors.Paths{ProcFS: "/proc", SysFS: "/sys", RootFS: "/"},
 	})
 	if err != nil {
 		return nil, err
