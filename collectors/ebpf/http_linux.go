@@ -304,13 +304,17 @@ func (h *handlers) dropPending(key connKey, i int32) {
 	st.free = append(st.free, i)
 }
 
-// identity is the workload of a cgroup, cached for seriesCacheTTL.
+// identity is the workload of a cgroup, cached for seriesCacheTTL once
+// the resolver knows it.
 func (h *handlers) identity(cg uint64) workload.Identity {
 	st := h.http
 	if wl, ok := st.wls[cg]; ok {
 		return wl
 	}
 	wl := h.cgroups.Identity(cg)
+	if wl.CgroupPath == "" {
+		return wl // not known yet: ask the resolver again next time
+	}
 	if len(st.wls) >= maxCachedSeries {
 		clear(st.wls)
 	}
