@@ -88,7 +88,8 @@ func decodeEvent(b []byte) (any, error) {
 	return nil, fmt.Errorf("event sample of %d bytes matches no event type (tcp %d, process %d)", len(b), tcpEventSize, procEventSize)
 }
 
-// decodeHTTPEvent decodes one sample from the HTTP ring buffer.
+// decodeHTTPEvent decodes one sample from the HTTP ring buffer. Family 0
+// (no socket fields) is valid for responses only; the handler checks that.
 func decodeHTTPEvent(b []byte, e *httpEvent) error {
 	if len(b) != httpEventSize {
 		return fmt.Errorf("http event sample of %d bytes, want %d", len(b), httpEventSize)
@@ -100,7 +101,7 @@ func decodeHTTPEvent(b []byte, e *httpEvent) error {
 	if e.Dir != httpRead && e.Dir != httpWrite {
 		return fmt.Errorf("http event: unknown direction %d", e.Dir)
 	}
-	if e.Family != afInet && e.Family != afInet6 {
+	if e.Family != afInet && e.Family != afInet6 && e.Family != 0 {
 		return fmt.Errorf("http event: unknown address family %d", e.Family)
 	}
 	return nil

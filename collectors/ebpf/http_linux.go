@@ -172,7 +172,7 @@ func (h *handlers) handleHTTP(b []byte) {
 		return
 	}
 	head, ok := parseRequestHead(data)
-	if !ok {
+	if !ok || e.Family == 0 {
 		return // looked like HTTP to the kernel's quick check only
 	}
 	if time.Since(st.reset) > seriesCacheTTL {

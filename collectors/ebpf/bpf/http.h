@@ -11,6 +11,8 @@
 // Each window carries up to VIGIL_HTTP_WINDOW bytes of one transfer.
 #define VIGIL_HTTP_WINDOW (VIGIL_HTTP_CAP - 1)
 #define VIGIL_HTTP_MAX_WINDOWS 8
+// Bytes of a response sent: "HTTP/1.1 200 " and some of the reason.
+#define VIGIL_HTTP_STATUS_CAP 32
 #define VIGIL_S_IFMT 00170000
 #define VIGIL_S_IFSOCK 0140000
 
@@ -37,8 +39,10 @@ enum vigil_http_dir {
 
 // vigil_http_event is one window of a read or write that looks like
 // HTTP/1.x: window 0 holds its first bytes, window i the bytes from
-// i * VIGIL_HTTP_WINDOW on (request heads only). When the process had
-// read a single byte from the descriptor just before (Go's HTTP server
+// i * VIGIL_HTTP_WINDOW on (request heads only). For a response (status
+// line) only the first VIGIL_HTTP_STATUS_CAP bytes are sent, and the
+// socket fields, cgroup and comm are zero (family 0). When the process
+// had read a single byte from the descriptor just before (Go's HTTP server
 // does that while a keep-alive connection is idle), that byte is in prefix
 // and belongs before data.
 struct vigil_http_event {
@@ -164,6 +168,7 @@ static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n
 	__u32 zero = 0;
 	struct vigil_http_event *tmpl, *e;
 	__u32 len;
+	bool status;
 	int i;
 
 	if (!buf || n == 0)
@@ -196,10 +201,19 @@ static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n
 	tmpl = bpf_map_lookup_elem(&http_scratch, &zero);
 	if (!tmpl)
 		return 0;
-	if (!vigil_http_sock(fd, tmpl))
-		return 0;
+	status = head[0] == 'H' && head[1] == 'T';
+	if (status) {
+		// A response is matched in user space to the request on the
+		// same process and descriptor, which carries the socket and
+		// workload: skip the descriptor walk and the cgroup lookup.
+		__builtin_memset(tmpl, 0, offsetof(struct vigil_http_event, data));
+	} else {
+		if (!vigil_http_sock(fd, tmpl))
+			return 0;
+		tmpl->cgroup_id = vigil_task_cgroup_id((struct task_struct *)bpf_get_current_task());
+		bpf_get_current_comm(tmpl->comm, sizeof(tmpl->comm));
+	}
 	tmpl->ts_ns = bpf_ktime_get_ns();
-	tmpl->cgroup_id = vigil_task_cgroup_id((struct task_struct *)bpf_get_current_task());
 	tmpl->pid = tgid;
 	tmpl->tid = (__u32)id;
 	tmpl->fd = fd;
@@ -209,14 +223,13 @@ static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n
 	tmpl->prefix = pfx;
 	tmpl->window = 0;
 	__builtin_memset(tmpl->_pad, 0, sizeof(tmpl->_pad));
-	bpf_get_current_comm(tmpl->comm, sizeof(tmpl->comm));
 
 	for (i = 0; i < VIGIL_HTTP_MAX_WINDOWS; i++) {
 		__u64 off = (__u64)i * VIGIL_HTTP_WINDOW;
 
 		// Later windows only for request heads (a status line is all
 		// that is read of a response), and only as configured.
-		if (i > 0 && (off >= n || i >= http_head_windows || (head[0] == 'H' && head[1] == 'T')))
+		if (i > 0 && (off >= n || i >= http_head_windows || status))
 			break;
 		e = bpf_ringbuf_reserve(&http_events, sizeof(*e), 0);
 		if (!e) {
@@ -228,6 +241,8 @@ static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n
 		// At most VIGIL_HTTP_WINDOW bytes: the mask proves the bound to
 		// the verifier whatever order the compiler puts the comparison in.
 		len = n - off >= VIGIL_HTTP_CAP ? VIGIL_HTTP_WINDOW : (__u32)(n - off);
+		if (status && len > VIGIL_HTTP_STATUS_CAP)
+			len = VIGIL_HTTP_STATUS_CAP; // the status line's start is enough
 		barrier_var(len);
 		len &= VIGIL_HTTP_CAP - 1;
 		e->captured = len;
