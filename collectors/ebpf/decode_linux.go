@@ -88,15 +88,24 @@ func decodeEvent(b []byte) (any, error) {
 	return nil, fmt.Errorf("event sample of %d bytes matches no event type (tcp %d, process %d)", len(b), tcpEventSize, procEventSize)
 }
 
-// decodeHTTPEvent decodes one sample from the HTTP ring buffer. Family 0
-// (no socket fields) is valid for responses only; the handler checks that.
+// httpHeaderSize is the size of an HTTP event without its data.
+var httpHeaderSize = int(unsafe.Offsetof(httpEvent{}.Data))
+
+// decodeHTTPEvent decodes one sample from the HTTP ring buffer: the
+// event's header followed by exactly its captured bytes (the kernel leaves
+// the rest of data out). Only e.Data[:e.Captured] is valid afterwards.
+// Family 0 (no socket fields) is valid for responses only; the handler
+// checks that.
 func decodeHTTPEvent(b []byte, e *httpEvent) error {
-	if len(b) != httpEventSize {
-		return fmt.Errorf("http event sample of %d bytes, want %d", len(b), httpEventSize)
+	if len(b) < httpHeaderSize || len(b) > httpEventSize {
+		return fmt.Errorf("http event sample of %d bytes, want %d to %d", len(b), httpHeaderSize, httpEventSize)
 	}
-	decodeInto(b, e)
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(e)), httpEventSize), b)
 	if int(e.Captured) > len(e.Data) {
 		return fmt.Errorf("http event: captured %d bytes, more than the %d-byte buffer", e.Captured, len(e.Data))
+	}
+	if len(b) < httpHeaderSize+int(e.Captured) {
+		return fmt.Errorf("http event sample of %d bytes is shorter than its %d captured bytes", len(b), e.Captured)
 	}
 	if e.Dir != httpRead && e.Dir != httpWrite {
 		return fmt.Errorf("http event: unknown direction %d", e.Dir)

@@ -65,11 +65,19 @@ func TestDecodeErrorsAreCounted(t *testing.T) {
 	}
 	he := sampleHTTP(httpRead, "GET / HTTP/1.1\r\n\r\n")
 	he.Captured = 9999
-	for _, b := range [][]byte{[]byte{1, 2, 3}, encode(t, he)} {
+	short := encode(t, sampleHTTP(httpRead, "GET / HTTP/1.1\r\n\r\n"))[:httpHeaderSize+3] // fewer bytes than captured
+	for _, b := range [][]byte{[]byte{1, 2, 3}, encode(t, he), short} {
 		h.handleHTTP(b)
 	}
-	if got := testutil.ToFloat64(h.m.decodeErrors.WithLabelValues("http_events")); got != 2 {
-		t.Errorf("http decode errors = %v, want 2", got)
+	if got := testutil.ToFloat64(h.m.decodeErrors.WithLabelValues("http_events")); got != 3 {
+		t.Errorf("http decode errors = %v, want 3", got)
+	}
+	// A record cut right after its captured bytes, as the kernel sends it,
+	// is accepted.
+	exact := encode(t, sampleHTTP(httpRead, "GET / HTTP/1.1\r\n\r\n"))
+	var e httpEvent
+	if err := decodeHTTPEvent(exact[:httpHeaderSize+len("GET / HTTP/1.1\r\n\r\n")], &e); err != nil {
+		t.Errorf("exact-size record: %v", err)
 	}
 }
 
