@@ -95,7 +95,7 @@ func NewConfig() *Config {
 		Programs:            ProgramsConfig{TCP: true, TCPRetransmits: true, TCPResets: true, Process: true, OOM: true, HTTP: true},
 		RingBufferBytes:     1 << 20,
 		HTTPRingBufferBytes: 4 << 20,
-		WakeupThreshold:     64,
+		WakeupThreshold:     256,
 		PollInterval:        100 * time.Millisecond,
 		MaxTrackedSockets:   65536,
 		MaxSeries:           2000,

@@ -38,7 +38,7 @@ enum vigil_prog {
 // wakeup_threshold: the reader is woken once per this many events on a CPU;
 // other events are submitted with BPF_RB_NO_WAKEUP and collected by the
 // reader's short poll deadline. Wake-ups dominate the per-event cost.
-volatile const __u32 wakeup_threshold = 64;
+volatile const __u32 wakeup_threshold = 256;
 // cgroup_v1_memory: attribute tasks to their cgroup in the v1 memory
 // hierarchy instead of the unified (v2) hierarchy.
 volatile const __u8 cgroup_v1_memory = 0;

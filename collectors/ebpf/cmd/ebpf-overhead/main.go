@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -37,6 +38,7 @@ func main() {
 	reqs := flag.Int("requests", 20000, "requests per round of the keep-alive HTTP loop")
 	rounds := flag.Int("rounds", 3, "rounds per mode; the median is reported")
 	flag.BoolVar(&bpfStats, "bpf-stats", false, "enable the kernel's BPF run-time statistics and report each program's cost (adds a little overhead)")
+	flag.StringVar(&agentProfile, "agent-cpuprofile", "", "write a CPU profile of the agent process of the last attached phase to this file")
 	agentMode := flag.Bool("agent", false, "internal: run only the collector until stdin closes, then print its counters")
 	flag.Parse()
 	if *agentMode {
@@ -52,7 +54,10 @@ func main() {
 	}
 }
 
-var bpfStats bool
+var (
+	bpfStats     bool
+	agentProfile string
+)
 
 // agent is the eBPF collector as the agent runs it.
 type agent struct {
@@ -119,8 +124,21 @@ func runAgent() error {
 	if err != nil {
 		return err
 	}
+	if agentProfile != "" {
+		f, err := os.Create(agentProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	fmt.Println("ready")
 	_, _ = io.Copy(io.Discard, os.Stdin)
+	if agentProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	time.Sleep(300 * time.Millisecond) // let the reader drain
 	runTime, runs := map[string]float64{}, map[string]float64{}
 	a.addStats(runTime, runs)
@@ -146,6 +164,9 @@ func spawnAgent() (*agentProc, error) {
 	args := []string{"-agent"}
 	if bpfStats {
 		args = append(args, "-bpf-stats")
+	}
+	if agentProfile != "" {
+		args = append(args, "-agent-cpuprofile", agentProfile)
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Stderr = os.Stderr
