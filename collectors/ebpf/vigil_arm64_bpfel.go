@@ -93,7 +93,6 @@ type vigilVigilTcpSock struct {
 const (
 	vigilMapEvents                 = "events"
 	vigilMapHttpEvents             = "http_events"
-	vigilMapHttpOneByte            = "http_one_byte"
 	vigilMapHttpScratch            = "http_scratch"
 	vigilMapListeners              = "listeners"
 	vigilMapLost                   = "lost"
@@ -186,7 +185,6 @@ type vigilProgramSpecs struct {
 type vigilMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	HttpEvents  *ebpf.MapSpec `ebpf:"http_events"`
-	HttpOneByte *ebpf.MapSpec `ebpf:"http_one_byte"`
 	HttpScratch *ebpf.MapSpec `ebpf:"http_scratch"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	Lost        *ebpf.MapSpec `ebpf:"lost"`
@@ -229,7 +227,6 @@ func (o *vigilObjects) Close() error {
 type vigilMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	HttpEvents  *ebpf.Map `ebpf:"http_events"`
-	HttpOneByte *ebpf.Map `ebpf:"http_one_byte"`
 	HttpScratch *ebpf.Map `ebpf:"http_scratch"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	Lost        *ebpf.Map `ebpf:"lost"`
@@ -241,7 +238,6 @@ func (m *vigilMaps) Close() error {
 	return _VigilClose(
 		m.Events,
 		m.HttpEvents,
-		m.HttpOneByte,
 		m.HttpScratch,
 		m.Listeners,
 		m.Lost,

@@ -42,10 +42,10 @@ enum vigil_http_dir {
 // and captured bytes): window 0 holds its first bytes, window i the bytes from
 // i * VIGIL_HTTP_WINDOW on (request heads only). For a response (status
 // line) only the first VIGIL_HTTP_STATUS_CAP bytes are sent, and the
-// socket fields, cgroup and comm are zero (family 0). When the process
-// had read a single byte from the descriptor just before (Go's HTTP server
-// does that while a keep-alive connection is idle), that byte is in prefix
-// and belongs before data.
+// socket fields, cgroup and comm are zero (family 0). When a read
+// lacks the first letter of its request line (Go's HTTP server reads one
+// byte ahead while a keep-alive connection is idle), the letter is in
+// prefix and belongs before data.
 struct vigil_http_event {
 	__u64 ts_ns;
 	__u64 cgroup_id;
@@ -67,14 +67,6 @@ struct vigil_http_event {
 	char comm[VIGIL_COMM_LEN];
 	__u8 data[VIGIL_HTTP_CAP];
 };
-
-// one_byte holds a single byte read from (tgid, fd) until the next read.
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, __u8);
-} http_one_byte SEC(".maps");
 
 // The event being built, copied into the ring with only its valid bytes:
 // too large for the BPF stack.
@@ -147,11 +139,31 @@ static __always_inline bool vigil_http_sock(__u32 fd, struct vigil_http_event *e
 	return true;
 }
 
-// vigil_http_first_byte reports whether c can start a request line, for
-// remembering one-byte reads.
-static __always_inline bool vigil_http_first_byte(__u8 c)
+// vigil_http_request_tail returns the first letter of the request method
+// when b starts like a request line without it ("ET /" after a one-byte
+// read of "G"), else 0. Every method of vigil_http_looks_like is told
+// apart by its second to fourth letters.
+static __always_inline __u8 vigil_http_request_tail(const __u8 *b)
 {
-	return c == 'G' || c == 'P' || c == 'D' || c == 'H' || c == 'O';
+	switch (b[0]) {
+	case 'E':
+		if (b[1] == 'T' && b[2] == ' ')
+			return 'G';
+		if (b[1] == 'A' && b[2] == 'D' && b[3] == ' ')
+			return 'H';
+		if (b[1] == 'L' && b[2] == 'E' && b[3] == 'T' && b[4] == 'E' && b[5] == ' ')
+			return 'D';
+		return 0;
+	case 'O':
+		return b[1] == 'S' && b[2] == 'T' && b[3] == ' ' ? 'P' : 0;
+	case 'U':
+		return b[1] == 'T' && b[2] == ' ' ? 'P' : 0;
+	case 'A':
+		return b[1] == 'T' && b[2] == 'C' && b[3] == 'H' && b[4] == ' ' ? 'P' : 0;
+	case 'P':
+		return b[1] == 'T' && b[2] == 'I' && b[3] == 'O' && b[4] == 'N' && b[5] == 'S' && b[6] == ' ' ? 'O' : 0;
+	}
+	return 0;
 }
 
 // vigil_http_capture checks and, if it looks like HTTP, sends the first
@@ -162,9 +174,7 @@ static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
-	__u64 key = ((__u64)tgid << 32) | fd;
 	__u8 head[8] = {};
-	__u8 *prefix = 0;
 	__u8 pfx = 0;
 	__u32 zero = 0;
 	struct vigil_http_event *tmpl;
@@ -176,27 +186,19 @@ static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n
 		return 0;
 	if (bpf_probe_read_user(head, 8, buf) != 0 && n >= 8)
 		return 0;
-	if (dir == VIGIL_HTTP_READ && n == 1) {
-		// Possibly the first byte of the next request on a keep-alive
-		// connection: keep it for the next read.
-		if (vigil_http_first_byte(head[0]))
-			bpf_map_update_elem(&http_one_byte, &key, &head[0], BPF_ANY);
-		return 0;
-	}
+	if (dir == VIGIL_HTTP_READ && n == 1)
+		return 0; // Go's one-byte read-ahead: see vigil_http_request_tail
 	if (!vigil_http_looks_like(head)) {
-		// Only a read after a remembered byte gets a second chance.
+		// A read whose request line lacks its first letter follows a
+		// one-byte read of it (Go's HTTP server reads one byte while a
+		// keep-alive connection is idle): the letter is put back.
 		if (dir != VIGIL_HTTP_READ)
 			return 0;
-		prefix = bpf_map_lookup_elem(&http_one_byte, &key);
-		if (!prefix)
+		pfx = vigil_http_request_tail(head);
+		if (!pfx)
 			return 0;
-		pfx = *prefix;
-		bpf_map_delete_elem(&http_one_byte, &key);
-		for (i = 7; i > 0; i--)
-			head[i] = head[i - 1];
-		head[0] = pfx;
-		if (!vigil_http_looks_like(head))
-			return 0;
+		head[0] = pfx; // only head[0..1] are looked at from here on
+		head[1] = 0;
 	}
 
 	tmpl = bpf_map_lookup_elem(&http_scratch, &zero);
@@ -220,7 +222,7 @@ static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n
 	tmpl->fd = fd;
 	tmpl->size = n;
 	tmpl->dir = dir;
-	tmpl->has_prefix = prefix ? 1 : 0;
+	tmpl->has_prefix = pfx ? 1 : 0;
 	tmpl->prefix = pfx;
 	tmpl->window = 0;
 	__builtin_memset(tmpl->_pad, 0, sizeof(tmpl->_pad));
