@@ -38,6 +38,19 @@ func (u unifiedResolver) Identity(id uint64) workload.Identity {
 	return wl
 }
 
+// nowResolver is a resolver that can look an ID up without throttling.
+type nowResolver interface {
+	IdentityNow(id uint64) workload.Identity
+}
+
+// identityNow resolves with IdentityNow when r has it (see cgroupResolver).
+func identityNow(r resolver, id uint64) workload.Identity {
+	if n, ok := r.(nowResolver); ok {
+		return n.IdentityNow(id)
+	}
+	return r.Identity(id)
+}
+
 // noResolver is used when no cgroup hierarchy is usable.
 type noResolver struct{}
 
@@ -69,7 +82,14 @@ func newCgroupResolver(root string, enricher workload.Enricher) *cgroupResolver 
 
 // Identity returns the workload identity of cgroup id; unknown IDs (0, or
 // a cgroup removed before it was seen) give an empty identity.
-func (r *cgroupResolver) Identity(id uint64) workload.Identity {
+func (r *cgroupResolver) Identity(id uint64) workload.Identity { return r.identity(id, false) }
+
+// IdentityNow is Identity for rare events that must be attributed (process
+// exits, OOM kills): an unknown ID re-walks the hierarchy even when a walk
+// just happened, so that a cgroup made a moment ago is found.
+func (r *cgroupResolver) IdentityNow(id uint64) workload.Identity { return r.identity(id, true) }
+
+func (r *cgroupResolver) identity(id uint64, force bool) workload.Identity {
 	if r == nil || id == 0 {
 		return workload.Identity{}
 	}
@@ -79,7 +99,7 @@ func (r *cgroupResolver) Identity(id uint64) workload.Identity {
 		return wl
 	}
 	p, ok := r.paths[id]
-	if !ok && time.Since(r.lastWalk) >= minWalkInterval {
+	if !ok && (force || time.Since(r.lastWalk) >= minWalkInterval) {
 		r.walk()
 		p, ok = r.paths[id]
 	}

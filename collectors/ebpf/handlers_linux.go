@@ -172,6 +172,11 @@ var pageSize = uint64(os.Getpagesize())
 
 func (h *handlers) handleProc(e *procEvent) {
 	wl := h.cgroups.Identity(e.CgroupId)
+	if wl.CgroupPath == "" && (e.Kind == procOOM || (e.Kind == procExit && e.ExitCode != 0)) {
+		// A fast-path event (failed exit, OOM kill) is worth a fresh
+		// walk: its cgroup may have been made after the last one.
+		wl = identityNow(h.cgroups, e.CgroupId)
+	}
 	m := h.m
 	switch e.Kind {
 	case procExec:
