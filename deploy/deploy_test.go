@@ -253,6 +253,7 @@ func expectedRulesIn(ns string) []string {
 		"core/pods get", "core/pods list", "core/pods watch", "core/pods delete", "core/pods update",
 		"core/pods/status update",
 		"core/pods/eviction create",
+		"core/services list",
 		"core/nodes get", "core/nodes patch",
 		"core/events create",
 		"apps/deployments get", "apps/deployments patch",

@@ -26,6 +26,7 @@ func (scale) Params() []Param {
 		{Name: "step", Default: "1", Check: checkSignedInt, Doc: "replicas to add (negative to remove)"},
 		{Name: "min", Default: "1", Check: checkInt(0), Doc: "lowest replica count"},
 		{Name: "max", Required: true, Check: checkInt(1), Doc: "highest replica count"},
+		{Name: "restore_after", Check: checkDuration, Doc: "scale back to the previous replicas once the alert stayed resolved this long"},
 	}
 }
 func (scale) Target(a Args) Target {
@@ -82,6 +83,9 @@ func (scale) Act(ctx context.Context, env *Env, a Args) (string, error) {
 	})
 	if err != nil {
 		return "", err
+	}
+	if ch, ok := ctx.Value(scaleChangeKey{}).(*scaleChange); ok {
+		ch.from, ch.to = from, to
 	}
 	if to == from {
 		return "", fmt.Errorf("%s %s/%s is at %d replicas, the bound of [%d, %d] for step %d; not scaled", kind, ns, name, from, lo, hi, step)

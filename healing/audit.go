@@ -26,6 +26,7 @@ type metrics struct {
 	auditErrors  *prometheus.CounterVec
 	alerts       prometheus.Counter
 	paused       prometheus.Gauge
+	enrichments  *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -56,6 +57,10 @@ func newMetrics() *metrics {
 			Name: "vigil_healing_alerts_received_total",
 			Help: "Alerts the healing engine received from the alert stream.",
 		}),
+		enrichments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_healing_enrichments_total",
+			Help: "Kubernetes lookups that add labels to alerts before matching, by lookup (owner, dependency) and result (found, not_found, cached, error).",
+		}, []string{"lookup", "result"}),
 		paused: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "vigil_healing_paused",
 			Help: "Whether remediation is paused through the API (1) or not (0).",
@@ -64,7 +69,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.remediations, m.duration, m.alertToAct, m.vetoes, m.auditErrors, m.alerts, m.paused} {
+	for _, c := range []prometheus.Collector{m.remediations, m.duration, m.alertToAct, m.vetoes, m.auditErrors, m.alerts, m.paused, m.enrichments} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -68,6 +68,13 @@ type KubeConfig struct {
 	// ReadinessCondition is the pod condition the reroute action owns;
 	// pods opt in by listing it in spec.readinessGates.
 	ReadinessCondition string `yaml:"readiness_condition"`
+	// EnrichTimeout bounds the lookups that add owner and dependency
+	// labels to an alert before it is matched; on timeout or error the
+	// alert is matched without them.
+	EnrichTimeout time.Duration `yaml:"enrich_timeout"`
+	// EnrichCacheTTL is how long a lookup's answer (found or not) is
+	// reused.
+	EnrichCacheTTL time.Duration `yaml:"enrich_cache_ttl"`
 }
 
 // SystemdConfig configures the systemd actuators.
@@ -100,6 +107,8 @@ func NewConfig() *Config {
 			RequestTimeout:     10 * time.Second,
 			Retries:            3,
 			ReadinessCondition: DefaultReadinessCondition,
+			EnrichTimeout:      2 * time.Second,
+			EnrichCacheTTL:     30 * time.Second,
 		},
 	}
 }
@@ -139,6 +148,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Kubernetes.Retries < 0 || c.Kubernetes.Retries > 10 {
 		add("kubernetes.retries", "must be between 0 and 10, got %d", c.Kubernetes.Retries)
+	}
+	if c.Kubernetes.EnrichTimeout <= 0 {
+		add("kubernetes.enrich_timeout", "must be positive")
+	}
+	if c.Kubernetes.EnrichCacheTTL < 0 {
+		add("kubernetes.enrich_cache_ttl", "must not be negative")
 	}
 	if c.Kubernetes.ReadinessCondition == "" {
 		add("kubernetes.readiness_condition", "must not be empty")

@@ -63,6 +63,15 @@ type Engine struct {
 	// whose runbook did not act is not decided again.
 	quiet     map[string]time.Time
 	approvals map[uint64]chan bool
+	// deps are the firing dependency alerts by fingerprint.
+	deps map[string]rules.Alert
+	// enriching holds the fingerprints of firing alerts whose enrichment
+	// is under way; true once the alert resolved meanwhile.
+	enriching map[string]bool
+	// restores are the scale-ups to undo once their alerts stay resolved.
+	restores map[Target]*restoreState
+
+	enr *enricher
 
 	sub     *rules.Subscription
 	ctx     context.Context
@@ -78,6 +87,9 @@ type incident struct {
 	policy   *Policy
 	resolved chan struct{}
 	once     sync.Once
+	// restore marks the incident that scales a workload back
+	// (restore_after); its records' reasons start with "restore: ".
+	restore bool
 }
 
 func (i *incident) resolve() { i.once.Do(func() { close(i.resolved) }) }
@@ -138,6 +150,12 @@ func New(cfg *Config, opts Options) (*Engine, error) {
 		incidents: map[string]*incident{},
 		quiet:     map[string]time.Time{},
 		approvals: map[uint64]chan bool{},
+		deps:      map[string]rules.Alert{},
+		enriching: map[string]bool{},
+		restores:  map[Target]*restoreState{},
+	}
+	if kube != nil {
+		e.enr = newEnricher(env, cfg.Kubernetes.EnrichCacheTTL, opts.Logger, e.m.enrichments)
 	}
 	history := NewHistory(cfg.History)
 	e.audit = &auditor{logger: opts.Logger, m: e.m, history: history, traces: opts.Traces, env: env}
@@ -256,12 +274,14 @@ func fingerprint(a rules.Alert) string {
 
 // Handle takes one alert: a resolved alert ends the verify wait of its
 // runbooks; a firing one starts a runbook for each matching policy that is
-// not already running for it.
+// not already running for it. A firing alert that needs Kubernetes labels
+// (owner, dependency) is enriched in the background, so Handle never
+// waits for the API server.
 func (e *Engine) Handle(a rules.Alert) {
-	defer e.handled.Add(1)
 	e.m.alerts.Inc()
 	fp := fingerprint(a)
 	if a.State == rules.StateResolved {
+		defer e.handled.Add(1)
 		e.mu.Lock()
 		for _, inc := range e.incidents {
 			if inc.alert.Fingerprint == fp {
@@ -273,13 +293,58 @@ func (e *Engine) Handle(a rules.Alert) {
 				delete(e.quiet, key)
 			}
 		}
+		delete(e.deps, fp)
+		if _, ok := e.enriching[fp]; ok {
+			e.enriching[fp] = true
+		}
+		e.restoreResolvedLocked(fp)
 		e.mu.Unlock()
 		return
 	}
 	if e.ctx == nil || e.ctx.Err() != nil {
+		e.handled.Add(1)
 		return
 	}
 	a.Fingerprint = fp
+	if e.enr == nil || !needsEnrichment(a.Labels) {
+		e.dispatch(a)
+		e.handled.Add(1)
+		return
+	}
+	e.mu.Lock()
+	if _, busy := e.enriching[fp]; busy {
+		// A repeat while its first notification is being enriched.
+		e.mu.Unlock()
+		e.handled.Add(1)
+		return
+	}
+	e.enriching[fp] = false
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.wg.Done()
+		defer e.handled.Add(1)
+		a := e.enrichAlert(a)
+		e.mu.Lock()
+		resolved := e.enriching[fp]
+		delete(e.enriching, fp)
+		e.mu.Unlock()
+		if !resolved && e.ctx.Err() == nil {
+			e.dispatch(a)
+		}
+	}()
+}
+
+// dispatch records a firing dependency alert and starts the runbooks of
+// the policies a firing alert matches.
+func (e *Engine) dispatch(a rules.Alert) {
+	fp := a.Fingerprint
+	e.mu.Lock()
+	if dependencyAlert(a) {
+		e.deps[fp] = a
+	}
+	e.restoreFiringLocked(fp)
+	e.mu.Unlock()
 	for _, p := range e.tree.Load().Match(a.Labels) {
 		key := p.Name + "\x00" + fp
 		e.mu.Lock()
@@ -382,6 +447,9 @@ func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []G
 		rec.RunbookURL = inc.alert.Annotations["runbook_url"]
 	}
 	finish := func(r Result, reason string) {
+		if inc.restore {
+			reason = "restore: " + reason
+		}
 		rec.Result, rec.Reason = r, reason
 		e.audit.record(ctx, rec, start)
 	}
@@ -410,6 +478,7 @@ func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []G
 			finish(ResultFailed, "cannot read the target's state: "+err.Error())
 			return outcomeNext
 		}
+		facts.Dependencies = DependenciesFor(e.firingDependencies(), t, facts.Workload, inc.alert)
 	}
 	if s.Action.Scope() == ScopeNode && t.Kind == "Pod" && facts.Node != e.env.NodeName {
 		finish(ResultSkipped, fmt.Sprintf("pod runs on node %q; its agent acts", facts.Node))
@@ -459,6 +528,12 @@ func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []G
 	actCtx := withEscalation(ctx, &Escalation{
 		Alert: inc.alert, Policy: p.Name, RunbookURL: rec.RunbookURL, Reason: why, Tried: e.tried(inc.id), Agent: e.env.Identity,
 	})
+	var change scaleChange
+	restoreAfter := time.Duration(0)
+	if _, ok := s.Action.(scale); ok {
+		restoreAfter = args.Duration("restore_after")
+		actCtx = context.WithValue(actCtx, scaleChangeKey{}, &change)
+	}
 	actStart := time.Now()
 	msg, err := s.Action.Act(actCtx, e.env, args)
 	d := time.Since(actStart)
@@ -472,6 +547,9 @@ func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []G
 		msg += " (escalation: " + why + ")"
 	}
 	finish(ResultSuccess, msg)
+	if restoreAfter > 0 && change.from != change.to {
+		e.noteScale(inc, s, t, restoreAfter, change)
+	}
 	if s.Verify <= 0 {
 		return outcomeDone
 	}

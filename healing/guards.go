@@ -18,6 +18,10 @@ type Facts struct {
 	Node string
 	// Workload describes the pod target's owner or the workload target.
 	Workload *WorkloadFacts
+	// Dependencies are the firing dependency alerts (alerts with a
+	// destination label) whose caller is the target or its owner, as
+	// DependenciesFor selects them.
+	Dependencies []rules.Alert
 }
 
 // WorkloadFacts describe a Deployment, StatefulSet or DaemonSet.
@@ -61,6 +65,7 @@ const (
 	GuardMaintenance    = "maintenance"
 	GuardRollout        = "rollout"
 	GuardBlastRadius    = "blast_radius"
+	GuardDependency     = "dependency"
 	GuardCooldown       = "cooldown"
 	GuardRateLimit      = "rate_limit"
 	GuardNodeRateLimit  = "node_rate_limit"
@@ -74,6 +79,7 @@ var Guards = []Guard{
 	{GuardMaintenance, guardMaintenance},
 	{GuardRollout, guardRollout},
 	{GuardBlastRadius, guardBlastRadius},
+	{GuardDependency, guardDependency},
 	{GuardCooldown, guardCooldown},
 	{GuardRateLimit, guardRateLimit},
 	{GuardNodeRateLimit, guardNodeRateLimit},

@@ -212,30 +212,41 @@ func podReady(p *corev1.Pod) bool {
 // ownerOf follows a pod's controller reference to its Deployment,
 // StatefulSet or DaemonSet; nil for a bare pod.
 func (env *Env) ownerOf(ctx context.Context, pod *corev1.Pod) (*WorkloadFacts, metav1.Object, error) {
+	kind, name, err := env.ownerRef(ctx, pod)
+	if err != nil || kind == "" {
+		return nil, nil, err
+	}
+	return env.workload(ctx, kind, pod.Namespace, name)
+}
+
+// ownerRef names a pod's top-level controller (Deployment through its
+// ReplicaSet, StatefulSet, DaemonSet) without reading it; "" for a bare
+// pod or another controller.
+func (env *Env) ownerRef(ctx context.Context, pod *corev1.Pod) (kind, name string, err error) {
 	ref := metav1.GetControllerOf(pod)
 	if ref == nil {
-		return nil, nil, nil
+		return "", "", nil
 	}
-	kind, name := ref.Kind, ref.Name
+	kind, name = ref.Kind, ref.Name
 	if kind == "ReplicaSet" {
 		var rs *appsv1.ReplicaSet
 		if err := env.kubeDo(ctx, "get replicaset", func(ctx context.Context) (err error) {
 			rs, err = env.Kube.AppsV1().ReplicaSets(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
 			return err
 		}); err != nil {
-			return nil, nil, err
+			return "", "", err
 		}
 		dref := metav1.GetControllerOf(rs)
 		if dref == nil || dref.Kind != "Deployment" {
-			return nil, nil, nil
+			return "", "", nil
 		}
 		kind, name = "Deployment", dref.Name
 	}
 	switch kind {
 	case "Deployment", "StatefulSet", "DaemonSet":
-		return env.workload(ctx, kind, pod.Namespace, name)
+		return kind, name, nil
 	}
-	return nil, nil, nil
+	return "", "", nil
 }
 
 // workload reads a workload, counts its unavailable pods and tells whether

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
 	authv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -197,6 +199,22 @@ func (c *cluster) agentEngine(t *testing.T, node, identity, policies string) *ha
 		o.Kube = c.agent
 		o.NodeName = node
 	})
+}
+
+// service creates a ClusterIP Service for app's pods on port.
+func (c *cluster) service(t *testing.T, ns, app string, port int32) *corev1.Service {
+	t.Helper()
+	svc, err := c.admin.CoreV1().Services(ns).Create(t.Context(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: app},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": app}, Ports: []corev1.ServicePort{{Port: port, TargetPort: intstr.FromString("http")}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		t.Fatalf("service %s/%s has no cluster IP", ns, app)
+	}
+	return svc
 }
 
 func lastRecord(t *testing.T, recs []Record) Record {
@@ -630,6 +648,231 @@ func TestKubernetesActuators(t *testing.T) {
 		c.admin.CoreV1().Nodes().Patch(t.Context(), node, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":false}}`), metav1.PatchOptions{})
 	})
 
+	t.Run("EnrichmentResolvesOwnersAndDependencies", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "front", depOpts{replicas: 1})
+		c.deployment(t, ns, "store", depOpts{replicas: 1})
+		svc := c.service(t, ns, "store", 6379)
+		front, store := c.pods(t, ns, "front")[0], c.pods(t, ns, "store")[0]
+		h := c.agentEngine(t, c.k.Nodes[0], "agent-a", `
+  name: noop
+  steps: [{action: exec, params: {command: ["/bin/true"]}}]
+`)
+		en := h.e.enr
+		ctx := t.Context()
+		got := en.enrich(ctx, "A", map[string]string{"namespace": ns, "pod": front.Name, LabelDestination: svc.Spec.ClusterIP + ":6379"})
+		want := map[string]string{
+			"namespace": ns, "pod": front.Name, LabelDestination: svc.Spec.ClusterIP + ":6379",
+			LabelOwnerKind: "Deployment", LabelOwnerName: "front",
+			LabelDependencyKind: "Service", LabelDependencyNamespace: ns, LabelDependencyName: "store",
+			LabelDependencyOwnerKind: "Deployment", LabelDependencyOwnerName: "store",
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("Service destination:\n got %v\nwant %v", got, want)
+		}
+		// A pod IP (the collector's format) resolves to the pod.
+		got = en.enrich(ctx, "A", map[string]string{LabelDestination: store.Status.PodIP + ":8080"})
+		want = map[string]string{
+			LabelDestination:    store.Status.PodIP + ":8080",
+			LabelDependencyKind: "Pod", LabelDependencyNamespace: ns, LabelDependencyName: store.Name, LabelDependencyPod: store.Name,
+			LabelDependencyOwnerKind: "Deployment", LabelDependencyOwnerName: "store",
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("pod IP destination:\n got %v\nwant %v", got, want)
+		}
+		// The Service's IP on another port, an unknown IPv6 address and a
+		// missing pod add nothing; a label the alert has is never replaced.
+		for _, in := range []map[string]string{
+			{LabelDestination: svc.Spec.ClusterIP + ":80"},
+			{LabelDestination: "[fd00::99]:443"},
+			{"namespace": ns, "pod": "no-such-pod"},
+			{"namespace": ns, "pod": front.Name, LabelOwnerName: "mine"},
+		} {
+			if got := en.enrich(ctx, "A", in); fmt.Sprint(got) != fmt.Sprint(in) {
+				t.Errorf("enrich(%v) = %v, want it unchanged", in, got)
+			}
+		}
+		if n := testutil.ToFloat64(h.e.m.enrichments.WithLabelValues("dependency", "not_found")); n != 2 {
+			t.Errorf("dependency not_found = %v, want 2", n)
+		}
+		// Answers are cached.
+		en.enrich(ctx, "A", map[string]string{LabelDestination: store.Status.PodIP + ":8080"})
+		if n := testutil.ToFloat64(h.e.m.enrichments.WithLabelValues("dependency", "cached")); n != 1 {
+			t.Errorf("dependency cached = %v, want 1", n)
+		}
+		if n := testutil.ToFloat64(h.e.m.enrichments.WithLabelValues("dependency", "error")) + testutil.ToFloat64(h.e.m.enrichments.WithLabelValues("owner", "error")); n != 0 {
+			t.Errorf("lookup errors as the agent's ServiceAccount: %v", n)
+		}
+	})
+
+	t.Run("DependencyIsActedOnAndCallerIsNot", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "caller", depOpts{replicas: 1})
+		c.deployment(t, ns, "db", depOpts{replicas: 1})
+		svc := c.service(t, ns, "db", 5432)
+		caller := c.pods(t, ns, "caller")[0]
+		// On the caller's node, so delete_pod of the caller is this
+		// agent's to decide.
+		h := c.agentEngine(t, caller.Spec.NodeName, "agent-a", `
+  routes:
+    # Restarting the caller is what the dependency guard prevents.
+    - name: restart-caller
+      continue: true
+      matchers: ['alertname="VigilWorkloadDependencyUnreachable"']
+      steps:
+        - action: rollout_restart
+          params: {namespace: "{{.namespace}}", kind: "{{.owner_kind}}", name: "{{.owner_name}}"}
+    - name: dependency
+      matchers: ['alertname="VigilWorkloadDependencyUnreachable"', 'dependency_kind="Service"']
+      steps:
+        - action: rollout_restart
+          params: {namespace: "{{.dependency_namespace}}", kind: "{{.dependency_owner_kind}}", name: "{{.dependency_owner_name}}"}
+    - name: crash
+      matchers: ['alertname="VigilWorkloadCrashLooping"']
+      steps:
+        - action: delete_pod
+          params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
+`)
+		dst := net.JoinHostPort(svc.Spec.ClusterIP, "5432")
+		depLabels := map[string]string{"alertname": "VigilWorkloadDependencyUnreachable", "namespace": ns, "pod": caller.Name, "container": "app", "destination": dst}
+		h.fire(depLabels)
+		recs := h.settle()
+		byPolicy := map[string]Record{}
+		for _, r := range recs {
+			byPolicy[r.Policy] = r
+		}
+		if r := byPolicy["dependency"]; r.Result != ResultSuccess || r.Target.String() != "Deployment "+ns+"/db" {
+			t.Fatalf("dependency policy:%s", dump(recs))
+		}
+		wantReason := "its errors come from its dependency Service " + ns + "/db (" + dst + ")"
+		if r := byPolicy["restart-caller"]; r.Result != ResultVetoed || r.Guard != GuardDependency || !strings.Contains(r.Reason, wantReason) {
+			t.Fatalf("restart-caller policy (want vetoed by dependency, %q):%s", wantReason, dump(recs))
+		}
+		if l := byPolicy["dependency"].AlertLabels; l[LabelOwnerName] != "caller" || l[LabelDependencyOwnerName] != "db" {
+			t.Fatalf("alert labels: %v", l)
+		}
+		restarted := func(name string) bool {
+			d, err := c.admin.AppsV1().Deployments(ns).Get(t.Context(), name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d.Spec.Template.Annotations[RestartedAtAnnotation] != ""
+		}
+		if !restarted("db") || restarted("caller") {
+			t.Fatalf("restarted: db %v (want true), caller %v (want false)", restarted("db"), restarted("caller"))
+		}
+
+		// The caller crashes meanwhile: deleting its pod is vetoed too.
+		crash := map[string]string{"alertname": "VigilWorkloadCrashLooping", "namespace": ns, "pod": caller.Name, "container": "app"}
+		h.fire(crash)
+		r := lastRecord(t, h.settle())
+		if r.Policy != "crash" || r.Result != ResultVetoed || r.Guard != GuardDependency || !strings.Contains(r.Reason, wantReason) {
+			t.Fatalf("crash while the dependency fails:%s", dump(h.e.History().Recent(0)))
+		}
+		if _, err := c.admin.CoreV1().Pods(ns).Get(t.Context(), caller.Name, metav1.GetOptions{}); err != nil {
+			t.Fatalf("the caller's pod was deleted: %v", err)
+		}
+
+		// Once the dependency alert resolved, the caller is fair game.
+		h.resolve(depLabels)
+		crash["try"] = "2"
+		h.fire(crash)
+		r = lastRecord(t, h.settle())
+		if r.Policy != "crash" || r.Result != ResultSuccess {
+			t.Fatalf("crash after the dependency recovered:%s", dump(h.e.History().Recent(0)))
+		}
+	})
+
+	t.Run("ScaleRestoredWhenAlertsStayResolved", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "busy", depOpts{replicas: 1})
+		h := c.agentEngine(t, c.k.Nodes[0], "agent-a", `
+  routes:
+    - name: saturated
+      matchers: ['alertname="Saturated"']
+      steps:
+        - action: scale
+          params: {namespace: "{{.namespace}}", name: "{{.deployment}}", step: "1", min: "1", max: "3", restore_after: 1s}
+`)
+		replicas := func() int32 {
+			d, err := c.admin.AppsV1().Deployments(ns).Get(t.Context(), "busy", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return *d.Spec.Replicas
+		}
+		restores := func() []Record {
+			var out []Record
+			for _, r := range h.e.History().Recent(0) {
+				if strings.HasPrefix(r.Reason, "restore: ") {
+					out = append(out, r)
+				}
+			}
+			return out
+		}
+		waitRestore := func(n int) Record {
+			t.Helper()
+			var got []Record
+			testenv.Eventually(t, time.Minute, 50*time.Millisecond, "restore record", func(context.Context) error {
+				if got = restores(); len(got) < n {
+					return fmt.Errorf("%d restore records:%s", len(got), dump(h.e.History().Recent(0)))
+				}
+				return nil
+			})
+			return got[n-1]
+		}
+		x := map[string]string{"alertname": "Saturated", "namespace": ns, "deployment": "busy", "queue": "x"}
+		y := map[string]string{"alertname": "Saturated", "namespace": ns, "deployment": "busy", "queue": "y"}
+		h.fire(x)
+		h.settle()
+		c.settled(t, ns, "busy")
+		h.fire(y)
+		h.settle()
+		c.settled(t, ns, "busy")
+		if got := replicas(); got != 3 {
+			t.Fatalf("replicas %d after two scale-ups:%s", got, dump(h.e.History().Recent(0)))
+		}
+		// One alert resolved, the other still fires: no restore, however
+		// long it waits.
+		h.resolve(x)
+		time.Sleep(3 * time.Second)
+		if got := restores(); len(got) != 0 || replicas() != 3 {
+			t.Fatalf("restored while an alert still fires (replicas %d):%s", replicas(), dump(got))
+		}
+		resolvedAt := time.Now()
+		h.resolve(y)
+		r := waitRestore(1)
+		if r.Result != ResultSuccess || r.Action != "scale" || r.Policy != "saturated" || r.Target.String() != "Deployment "+ns+"/busy" ||
+			!strings.Contains(r.Reason, "from 3 back to 1 replicas") || r.At.Before(resolvedAt) {
+			t.Fatalf("restore record (at %s, last alert resolved at %s):%s", r.At, resolvedAt, dump([]Record{r}))
+		}
+		if got := replicas(); got != 1 {
+			t.Fatalf("replicas %d after the restore, want 1", got)
+		}
+		c.settled(t, ns, "busy")
+
+		// Someone else changed the replicas after Vigil's scale-up: the
+		// restore leaves them.
+		z := map[string]string{"alertname": "Saturated", "namespace": ns, "deployment": "busy", "queue": "z"}
+		h.fire(z)
+		h.settle()
+		if got := replicas(); got != 2 {
+			t.Fatalf("replicas %d after the scale-up:%s", got, dump(h.e.History().Recent(0)))
+		}
+		if _, err := c.admin.AppsV1().Deployments(ns).Patch(t.Context(), "busy", types.StrategicMergePatchType, []byte(`{"spec":{"replicas":4}}`), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c.settled(t, ns, "busy")
+		h.resolve(z)
+		r = waitRestore(2)
+		if r.Result != ResultFailed || !strings.Contains(r.Reason, "restore: not restored: Deployment "+ns+"/busy has 4 replicas, not the 2 Vigil set") {
+			t.Fatalf("restore after a manual scale:%s", dump([]Record{r}))
+		}
+		if got := replicas(); got != 4 {
+			t.Fatalf("replicas %d, want the 4 someone else set", got)
+		}
+	})
+
 	t.Run("ShippedRBACAllowsExactlyWhatActuatorsNeed", func(t *testing.T) {
 		type check struct {
 			group, resource, sub, verb, ns string
@@ -650,7 +893,7 @@ func TestKubernetesActuators(t *testing.T) {
 			{"", "nodes", "", "get", ""}, {"", "nodes", "", "patch", ""}, {"", "events", "", "create", "app"},
 			{"apps", "deployments", "", "get", "app"}, {"apps", "deployments", "", "patch", "app"},
 			{"apps", "statefulsets", "", "patch", "app"}, {"apps", "daemonsets", "", "patch", "app"},
-			{"apps", "replicasets", "", "get", "app"},
+			{"apps", "replicasets", "", "get", "app"}, {"", "services", "", "list", ""},
 			{"apps", "deployments", "scale", "update", "app"}, {"apps", "statefulsets", "scale", "get", "app"},
 			{"coordination.k8s.io", "leases", "", "create", "vigil"}, {"coordination.k8s.io", "leases", "", "update", "vigil"},
 		}
@@ -659,6 +902,7 @@ func TestKubernetesActuators(t *testing.T) {
 			{"", "pods", "exec", "create", "app"}, {"", "nodes", "", "delete", ""}, {"", "nodes", "", "update", ""},
 			{"apps", "deployments", "", "delete", "app"}, {"apps", "deployments", "", "update", "app"}, {"apps", "deployments", "", "create", "app"},
 			{"apps", "replicasets", "", "delete", "app"}, {"", "events", "", "delete", "app"},
+			{"", "services", "", "update", "app"}, {"", "services", "", "watch", ""}, {"", "endpoints", "", "list", ""},
 			{"coordination.k8s.io", "leases", "", "create", "kube-system"}, {"coordination.k8s.io", "leases", "", "delete", "vigil"},
 			{"rbac.authorization.k8s.io", "clusterroles", "", "update", ""}, {"", "serviceaccounts", "token", "create", "vigil"},
 		}

@@ -9,6 +9,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/vigil-agent/vigil/collectors/workload"
 )
 
 // ScopeName is the instrumentation scope of every metric Vigil exports.
@@ -57,7 +59,7 @@ func (c *Converter) Convert(mfs []*dto.MetricFamily, now time.Time, form Form) p
 			key.Reset()
 			if form == FormOTLP {
 				for _, lp := range m.GetLabel() {
-					if workloadLabels[lp.GetName()] && lp.GetValue() != "" {
+					if workload.IsLabel(lp.GetName()) && lp.GetValue() != "" {
 						key.WriteString(lp.GetName())
 						key.WriteByte(0)
 						key.WriteString(lp.GetValue())
@@ -153,7 +155,7 @@ func (c *Converter) Convert(mfs []*dto.MetricFamily, now time.Time, form Form) p
 			}
 			attrs.EnsureCapacity(len(m.GetLabel()))
 			for _, lp := range m.GetLabel() {
-				if lp.GetValue() == "" || (form == FormOTLP && workloadLabels[lp.GetName()]) {
+				if lp.GetValue() == "" || (form == FormOTLP && workload.IsLabel(lp.GetName())) {
 					continue
 				}
 				attrs.PutStr(lp.GetName(), lp.GetValue())
@@ -176,13 +178,11 @@ func (c *Converter) newResource(md pmetric.Metrics, m *dto.Metric, form Form) *r
 	rm := md.ResourceMetrics().AppendEmpty()
 	attrs := rm.Resource().Attributes()
 	if form == FormOTLP {
-		putWorkload(attrs, func(yield func(string, string) bool) {
-			for _, lp := range m.GetLabel() {
-				if workloadLabels[lp.GetName()] && !yield(lp.GetName(), lp.GetValue()) {
-					return
-				}
-			}
-		})
+		var id workload.Identity
+		for _, lp := range m.GetLabel() {
+			id.SetLabel(lp.GetName(), lp.GetValue())
+		}
+		id.PutAttributes(attrs)
 	} else {
 		inst := c.Node.K8sNodeName
 		if inst == "" {

@@ -142,12 +142,3 @@ func TestConvertPrometheusForm(t *testing.T) {
 		t.Error("workload counter missing")
 	}
 }
-
-func TestPutWorkloadSystemdUnit(t *testing.T) {
-	md := pmetric.NewMetrics()
-	attrs := md.ResourceMetrics().AppendEmpty().Resource().Attributes()
-	putWorkload(attrs, func(yield func(string, string) bool) { yield("unit", "nginx.service") })
-	if got := attrs.AsRaw(); got[AttrSystemdUnit] != "nginx.service" || got[AttrServiceName] != "nginx" {
-		t.Errorf("attrs = %v", got)
-	}
-}

@@ -57,8 +57,9 @@ type Exporters struct {
 	life    sync.Mutex // serialises Start, ApplyConfig, Shutdown; guards cfg, started
 	cfg     *Config
 	started bool
-	mu      sync.RWMutex // guards run
+	mu      sync.RWMutex // guards run and hold
 	run     *runSet
+	hold    *hold // non-nil while ApplyConfig swaps the targets
 }
 
 // runSet is one configuration's targets, running.
@@ -119,10 +120,15 @@ func (x *Exporters) Start(ctx context.Context) error {
 	return err
 }
 
-// ApplyConfig replaces the targets with those of a new, valid configuration.
-// The old targets stop first (persistent queues stay on disk and are taken
-// over by the new ones of the same name); in-memory queues that cannot be
-// drained within ctx are dropped and counted.
+// ApplyConfig replaces the targets with those of a new, valid configuration
+// without losing data. While the targets are swapped, spans and log
+// records are held in memory (at most holdLimit items and holdBytes a
+// signal; beyond it they are dropped and counted) and handed to the new
+// targets once they run. Requests still queued in memory for an old target
+// move to the new target of the same name and signal; persistent queues
+// stay on disk and are taken over by the new target of the same name. What
+// has no new target to go to is dropped and counted in
+// vigil_exporter_dropped_total.
 func (x *Exporters) ApplyConfig(ctx context.Context, c *Config) error {
 	if err := c.Validate(); err != nil {
 		return err
@@ -133,12 +139,133 @@ func (x *Exporters) ApplyConfig(ctx context.Context, c *Config) error {
 	if !x.started {
 		return nil
 	}
-	x.stop(ctx)
+	x.mu.Lock()
+	old := x.run
+	x.run = nil
+	h := &hold{old: old}
+	x.hold = h
+	x.mu.Unlock()
+
+	var moved []movedEntries
+	if old != nil {
+		old.cancel()
+		old.wg.Wait()
+		for _, p := range old.pipes {
+			if es := p.q.takeInMemory(); len(es) > 0 {
+				moved = append(moved, movedEntries{from: p, entries: es})
+			}
+		}
+		x.stopRun(ctx, old)
+	}
 	run, err := x.startRun(ctx, c)
+	for _, m := range moved {
+		to := run.pipe(m.from.target, m.from.signal)
+		for _, e := range m.entries {
+			if to == nil {
+				m.from.dropped.Add(float64(e.items))
+				continue
+			}
+			if perr := to.q.Push(ctx, e.data, e.items); perr != nil {
+				x.logger.Warn("a queued request could not move to the reloaded exporter", "exporter", to.target, "signal", to.signal, "err", perr)
+			}
+		}
+	}
 	x.mu.Lock()
 	x.run = run
+	x.hold = nil
 	x.mu.Unlock()
+	h.replay(ctx, x)
 	return err
+}
+
+// holdLimit and holdBytes bound, per signal, the spans or log records
+// (and their encoded size) held while a reload swaps the targets.
+const (
+	holdLimit = 1 << 16
+	holdBytes = 64 << 20
+)
+
+// hold keeps the spans and log records that arrive while a reload swaps
+// the targets.
+type hold struct {
+	old         *runSet // its pipes count what does not fit
+	mu          sync.Mutex
+	traces      []ptrace.Traces
+	logs        []plog.Logs
+	spans, recs int
+	bytes       [2]int // traces, logs
+}
+
+// movedEntries are an old target's in-memory requests on their way to the
+// new target of the same name and signal.
+type movedEntries struct {
+	from    *pipe
+	entries []queueEntry
+}
+
+func (h *hold) addTraces(td ptrace.Traces) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var m ptrace.ProtoMarshaler
+	n, size := td.SpanCount(), m.TracesSize(td)
+	if h.spans+n > holdLimit || h.bytes[0]+size > holdBytes {
+		h.old.countDropped(SignalTraces, int64(n))
+		return
+	}
+	h.spans += n
+	h.bytes[0] += size
+	h.traces = append(h.traces, td)
+}
+
+func (h *hold) addLogs(ld plog.Logs) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var m plog.ProtoMarshaler
+	n, size := ld.LogRecordCount(), m.LogsSize(ld)
+	if h.recs+n > holdLimit || h.bytes[1]+size > holdBytes {
+		h.old.countDropped(SignalLogs, int64(n))
+		return
+	}
+	h.recs += n
+	h.bytes[1] += size
+	h.logs = append(h.logs, ld)
+}
+
+// replay hands what was held to the running targets.
+func (h *hold) replay(ctx context.Context, x *Exporters) {
+	h.mu.Lock()
+	traces, logs := h.traces, h.logs
+	h.traces, h.logs = nil, nil
+	h.mu.Unlock()
+	for _, td := range traces {
+		_ = x.consumeTraces(ctx, td)
+	}
+	for _, ld := range logs {
+		_ = x.consumeLogs(ctx, ld)
+	}
+}
+
+// countDropped counts items of sig as dropped for every target of the set
+// that takes sig.
+func (run *runSet) countDropped(sig string, items int64) {
+	if run == nil {
+		return
+	}
+	for _, p := range run.pipes {
+		if p.signal == sig {
+			p.dropped.Add(float64(items))
+		}
+	}
+}
+
+// pipe returns the set's pipe for target and signal, or nil.
+func (run *runSet) pipe(target, sig string) *pipe {
+	for _, p := range run.pipes {
+		if p.target == target && p.signal == sig {
+			return p
+		}
+	}
+	return nil
 }
 
 // Shutdown stops gathering, drains in-memory queues while ctx allows (at
@@ -421,57 +548,75 @@ func (x *Exporters) GatherNow() {
 // Traces returns the consumer that queues spans for every trace target. It
 // never blocks on a backend; what does not fit is dropped and counted.
 func (x *Exporters) Traces() consumer.Traces {
-	var m ptrace.ProtoMarshaler
-	c, _ := consumer.NewTraces(func(ctx context.Context, td ptrace.Traces) error {
-		x.mu.RLock()
-		defer x.mu.RUnlock()
-		if x.run == nil || !x.run.hasSignal(SignalTraces) {
-			return nil
-		}
-		if td.IsReadOnly() {
-			cp := ptrace.NewTraces()
-			td.CopyTo(cp)
-			td = cp
-		}
-		for i := 0; i < td.ResourceSpans().Len(); i++ {
-			x.run.conv.Node.Apply(td.ResourceSpans().At(i).Resource().Attributes())
-		}
-		b, err := m.MarshalTraces(td)
-		if err != nil {
-			return consumererror.NewPermanent(err)
-		}
-		x.run.push(ctx, SignalTraces, b, int64(td.SpanCount()), x.logger)
-		return nil
-	}, consumer.WithCapabilities(consumer.Capabilities{MutatesData: true}))
+	c, _ := consumer.NewTraces(x.consumeTraces, consumer.WithCapabilities(consumer.Capabilities{MutatesData: true}))
 	return c
+}
+
+func (x *Exporters) consumeTraces(ctx context.Context, td ptrace.Traces) error {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if x.run == nil && x.hold == nil {
+		return nil
+	}
+	if td.IsReadOnly() {
+		cp := ptrace.NewTraces()
+		td.CopyTo(cp)
+		td = cp
+	}
+	if x.run == nil {
+		x.hold.addTraces(td)
+		return nil
+	}
+	if !x.run.hasSignal(SignalTraces) {
+		return nil
+	}
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		x.run.conv.Node.Apply(td.ResourceSpans().At(i).Resource().Attributes())
+	}
+	var m ptrace.ProtoMarshaler
+	b, err := m.MarshalTraces(td)
+	if err != nil {
+		return consumererror.NewPermanent(err)
+	}
+	x.run.push(ctx, SignalTraces, b, int64(td.SpanCount()), x.logger)
+	return nil
 }
 
 // Logs returns the consumer that queues log records for every log target.
 // It never blocks on a backend; what does not fit is dropped and counted.
 func (x *Exporters) Logs() consumer.Logs {
-	var m plog.ProtoMarshaler
-	c, _ := consumer.NewLogs(func(ctx context.Context, ld plog.Logs) error {
-		x.mu.RLock()
-		defer x.mu.RUnlock()
-		if x.run == nil || !x.run.hasSignal(SignalLogs) {
-			return nil
-		}
-		if ld.IsReadOnly() {
-			cp := plog.NewLogs()
-			ld.CopyTo(cp)
-			ld = cp
-		}
-		for i := 0; i < ld.ResourceLogs().Len(); i++ {
-			x.run.conv.Node.Apply(ld.ResourceLogs().At(i).Resource().Attributes())
-		}
-		b, err := m.MarshalLogs(ld)
-		if err != nil {
-			return consumererror.NewPermanent(err)
-		}
-		x.run.push(ctx, SignalLogs, b, int64(ld.LogRecordCount()), x.logger)
-		return nil
-	}, consumer.WithCapabilities(consumer.Capabilities{MutatesData: true}))
+	c, _ := consumer.NewLogs(x.consumeLogs, consumer.WithCapabilities(consumer.Capabilities{MutatesData: true}))
 	return c
+}
+
+func (x *Exporters) consumeLogs(ctx context.Context, ld plog.Logs) error {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if x.run == nil && x.hold == nil {
+		return nil
+	}
+	if ld.IsReadOnly() {
+		cp := plog.NewLogs()
+		ld.CopyTo(cp)
+		ld = cp
+	}
+	if x.run == nil {
+		x.hold.addLogs(ld)
+		return nil
+	}
+	if !x.run.hasSignal(SignalLogs) {
+		return nil
+	}
+	for i := 0; i < ld.ResourceLogs().Len(); i++ {
+		x.run.conv.Node.Apply(ld.ResourceLogs().At(i).Resource().Attributes())
+	}
+	var m plog.ProtoMarshaler
+	b, err := m.MarshalLogs(ld)
+	if err != nil {
+		return consumererror.NewPermanent(err)
+	}
+	x.run.push(ctx, SignalLogs, b, int64(ld.LogRecordCount()), x.logger)
+	return nil
 }
 
 func (run *runSet) push(ctx context.Context, sig string, b []byte, items int64, logger *slog.Logger) {

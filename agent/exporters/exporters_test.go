@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,7 +41,7 @@ func startExporters(t *testing.T, cfg *Config) (*Exporters, *prometheus.Registry
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cv := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "test_requests_total", Help: "Requests."}, append([]string{"code"}, workload.LabelNames...))
-	cv.WithLabelValues(append([]string{"200"}, workload.Identity{Namespace: "shop", Pod: "cart-1", Container: "cart", ContainerID: "abc", PodUID: "uid-1"}.Labels()...)...).Add(7)
+	cv.WithLabelValues(append([]string{"200"}, workload.Identity{Namespace: "shop", Pod: "cart-1", Container: "cart", ContainerID: "abc", PodUID: "uid-1", OwnerKind: "Deployment", OwnerName: "cart"}.Labels()...)...).Add(7)
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "test_node_load", Help: "Load."})
 	g.Set(1.5)
 	reg.MustRegister(cv, g)
@@ -68,7 +69,7 @@ func fastRetry() RetryConfig {
 func makeLogs(first, n int) plog.Logs {
 	ld := plog.NewLogs()
 	rl := ld.ResourceLogs().AppendEmpty()
-	PutWorkload(rl.Resource().Attributes(), workload.Identity{Namespace: "shop", Pod: "cart-1"})
+	workload.Identity{Namespace: "shop", Pod: "cart-1"}.PutAttributes(rl.Resource().Attributes())
 	lrs := rl.ScopeLogs().AppendEmpty().LogRecords()
 	for i := range n {
 		lr := lrs.AppendEmpty()
@@ -182,7 +183,8 @@ func TestSeveralTargetsAtOnce(t *testing.T) {
 					continue
 				}
 				found = true
-				if res[AttrK8sPodName] != "cart-1" || res[AttrK8sNamespaceName] != "shop" || res[AttrHostName] == nil || res[AttrOSType] != "linux" {
+				if res[AttrK8sPodName] != "cart-1" || res[AttrK8sNamespaceName] != "shop" || res["k8s.deployment.name"] != "cart" ||
+					res[AttrServiceName] != "cart" || res[AttrHostName] == nil || res[AttrOSType] != "linux" {
 					t.Errorf("resource of the workload counter = %v", res)
 				}
 				if got := ms.At(j).Sum().DataPoints().At(0).Attributes().AsRaw(); len(got) != 1 || got["code"] != "200" {
@@ -216,7 +218,7 @@ func TestSeveralTargetsAtOnce(t *testing.T) {
 		series = append(series, b.String())
 	}
 	rwSink.mu.Unlock()
-	want := `__name__="test_requests_total",cluster="c1",code="200",container="cart",container_id="abc",instance="node-a",job="vigil",namespace="shop",pod="cart-1",pod_uid="uid-1",`
+	want := `__name__="test_requests_total",cluster="c1",code="200",container="cart",container_id="abc",instance="node-a",job="vigil",namespace="shop",owner_kind="Deployment",owner_name="cart",pod="cart-1",pod_uid="uid-1",`
 	if !contains(series, want) {
 		t.Errorf("remote write lacks %s; got:\n%s", want, strings.Join(series, "\n"))
 	}
@@ -436,4 +438,136 @@ func TestMemoryBoundedUnderSlowBackend(t *testing.T) {
 		t.Errorf("dropped = %v of %d produced; the excess must be counted", dropped, produced)
 	}
 	t.Logf("heap growth %d MiB, dropped %v of %d records", growth>>20, dropped, produced)
+}
+
+// TestReloadLosesNothing reloads the configuration again and again while
+// log records keep coming, with the backend up and then down, for a target
+// with an in-memory queue and one with a persistent queue: every record
+// arrives through both once the backend is back, and none is counted as
+// dropped.
+func TestReloadLosesNothing(t *testing.T) {
+	s := newSink(t)
+	dir := t.TempDir()
+	targets := []string{"otlphttp/memory", "otlphttp/disk"}
+	newCfg := func(environment string) *Config {
+		cfg := NewConfig()
+		cfg.Interval = time.Hour
+		cfg.lookupEnv = env(nil)
+		cfg.ResourceAttributes = map[string]string{"deployment.environment.name": environment}
+		cfg.Targets = map[string]*ExporterConfig{
+			"otlphttp/memory": {Endpoint: s.url(), Signals: []string{SignalLogs}, Retry: fastRetry(), Queue: QueueConfig{MaxItems: 100000}},
+			"otlphttp/disk":   {Endpoint: s.url(), Signals: []string{SignalLogs}, Retry: fastRetry(), Queue: QueueConfig{MaxItems: 100000, Directory: dir}},
+		}
+		return cfg
+	}
+	x, reg := startExporters(t, newCfg("a"))
+	ctx := context.Background()
+
+	const producers, batches = 2, 300
+	produce := func() *sync.WaitGroup {
+		var wg sync.WaitGroup
+		for p := range producers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range batches {
+					_ = x.Logs().ConsumeLogs(ctx, makeLogs((p*batches+i)*2, 2))
+				}
+			}()
+		}
+		return &wg
+	}
+	reloadWhile := func(wg *sync.WaitGroup) int {
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		n := 0
+		for {
+			select {
+			case <-done:
+				return n
+			default:
+			}
+			if err := x.ApplyConfig(ctx, newCfg(fmt.Sprint("env-", n))); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+	}
+
+	// Backend up.
+	if n := reloadWhile(produce()); n == 0 {
+		t.Fatal("no reload happened while producing")
+	}
+	const total = producers * batches * 2
+	waitFor(t, "every record with the backend up", func() bool { return len(s.logBodies()) >= 2*total })
+
+	// Backend down: the in-memory queue moves from one configuration to
+	// the next, and arrives once the backend is back.
+	s.stop()
+	s.mu.Lock()
+	s.logs = nil
+	s.mu.Unlock()
+	if n := reloadWhile(produce()); n == 0 {
+		t.Fatal("no reload happened while producing")
+	}
+	if err := x.ApplyConfig(ctx, newCfg("last")); err != nil {
+		t.Fatal(err)
+	}
+	s.restart()
+	waitFor(t, "every record through both targets after the backend is back", func() bool {
+		return counter(reg, "vigil_exporter_sent_total", targets[0], SignalLogs) >= 2*total &&
+			counter(reg, "vigil_exporter_sent_total", targets[1], SignalLogs) >= 2*total
+	})
+
+	seen := map[string]int{}
+	for _, b := range s.logBodies() {
+		seen[b]++
+	}
+	for i := range total {
+		if seen[fmt.Sprintf("line %d", i)] < 2 {
+			t.Errorf("record %d arrived %d times after the outage, want once per target", i, seen[fmt.Sprintf("line %d", i)])
+		}
+	}
+	for _, target := range targets {
+		if d := counter(reg, "vigil_exporter_dropped_total", target, SignalLogs); d != 0 {
+			t.Errorf("%s dropped = %v, want 0", target, d)
+		}
+	}
+}
+
+// TestReloadDropsAreCounted removes a target whose backend is down: its
+// queued records have nowhere to go and are counted as dropped.
+func TestReloadDropsAreCounted(t *testing.T) {
+	s := newSink(t)
+	s.stop()
+	cfg := NewConfig()
+	cfg.Interval = time.Hour
+	cfg.lookupEnv = env(nil)
+	cfg.Targets = map[string]*ExporterConfig{
+		"otlphttp/old":  {Endpoint: s.url(), Signals: []string{SignalLogs}, Retry: fastRetry()},
+		"otlphttp/kept": {Endpoint: s.url(), Signals: []string{SignalLogs}, Retry: fastRetry()},
+	}
+	x, reg := startExporters(t, cfg)
+	ctx := context.Background()
+	_ = x.Logs().ConsumeLogs(ctx, makeLogs(0, 7))
+	waitFor(t, "failed sends", func() bool {
+		return counter(reg, "vigil_exporter_send_failed_total", "otlphttp/old", SignalLogs) > 0
+	})
+	next := NewConfig()
+	next.Interval = time.Hour
+	next.lookupEnv = env(nil)
+	next.Targets = map[string]*ExporterConfig{
+		"otlphttp/kept": {Endpoint: s.url(), Signals: []string{SignalLogs}, Retry: fastRetry()},
+	}
+	if err := x.ApplyConfig(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if d := counter(reg, "vigil_exporter_dropped_total", "otlphttp/old", SignalLogs); d != 7 {
+		t.Errorf("dropped by the removed target = %v, want 7", d)
+	}
+	s.restart()
+	waitFor(t, "the kept target to deliver its 7 records", func() bool { return len(s.logBodies()) == 7 })
+	if d := counter(reg, "vigil_exporter_dropped_total", "otlphttp/kept", SignalLogs); d != 0 {
+		t.Errorf("dropped by the kept target = %v, want 0", d)
+	}
 }

@@ -250,6 +250,21 @@ func (q *queue) Release(seq uint64) {
 	q.mu.Unlock()
 }
 
+// takeInMemory removes and returns every request of an in-memory queue,
+// oldest first, so that a reload can move them to the new queue; a
+// persistent queue keeps its requests on disk and returns none. Call it
+// only once the queue's sender has stopped.
+func (q *queue) takeInMemory() []queueEntry {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.client != nil || q.closed {
+		return nil
+	}
+	es := q.entries
+	q.entries, q.items, q.bytes, q.inflight = nil, 0, 0, 0
+	return es
+}
+
 // Len returns the queued items and bytes.
 func (q *queue) Len() (items, bytes int64) {
 	q.mu.Lock()

@@ -40,7 +40,7 @@ func TestRemoteWriteToPrometheus(t *testing.T) {
 	gather(3)
 	got := p.WaitForQuery(t, 60*time.Second, `test_requests_total{pod="cart-1"}`, func(s []testenv.Sample) bool { return len(s) == 1 })
 	want := map[string]string{"__name__": "test_requests_total", "code": "200", "namespace": "shop", "pod": "cart-1", "container": "cart",
-		"container_id": "abc", "pod_uid": "uid-1", "job": "vigil", "instance": "node-a", "cluster": "test"}
+		"container_id": "abc", "pod_uid": "uid-1", "owner_kind": "Deployment", "owner_name": "cart", "job": "vigil", "instance": "node-a", "cluster": "test"}
 	for k, v := range want {
 		if got[0].Metric[k] != v {
 			t.Errorf("label %s = %q, want %q (series %v)", k, got[0].Metric[k], v, got[0].Metric)
@@ -105,7 +105,7 @@ func TestOTLPToCollector(t *testing.T) {
 			continue
 		}
 		for k, v := range map[string]any{AttrK8sPodName: "cart-1", AttrK8sNamespaceName: "shop", AttrK8sContainerName: "cart",
-			AttrK8sPodUID: "uid-1", AttrContainerID: "abc", AttrServiceName: "cart-1", AttrOSType: "linux", AttrK8sNodeName: "node-a"} {
+			AttrK8sPodUID: "uid-1", AttrContainerID: "abc", "k8s.deployment.name": "cart", AttrServiceName: "cart", AttrOSType: "linux", AttrK8sNodeName: "node-a"} {
 			if m.Resource[k] != v {
 				t.Errorf("metric resource %s = %v, want %v", k, m.Resource[k], v)
 			}

@@ -25,11 +25,34 @@ type resolver interface {
 
 // unifiedResolver resolves cgroup2 IDs with the cgroup collector's resolver
 // (open by kernfs handle, then a walk), shared with the cgroup metrics.
-type unifiedResolver struct{ r *cgroup.Resolver }
+// Cgroups the kernel reported at mkdir (see knownCgroups) are resolved
+// from that record first: open by handle and the walk both fail once the
+// cgroup is removed.
+type unifiedResolver struct {
+	r        *cgroup.Resolver
+	enricher workload.Enricher
 
-func (u unifiedResolver) Identity(id uint64) workload.Identity {
+	mu    sync.Mutex
+	known *knownCgroups
+}
+
+func newUnifiedResolver(r *cgroup.Resolver, enricher workload.Enricher) *unifiedResolver {
+	return &unifiedResolver{r: r, enricher: enricher, known: newKnownCgroups(maxKnownCgroups, removedCgroupGrace)}
+}
+
+func (u *unifiedResolver) Identity(id uint64) workload.Identity {
 	if id == 0 {
 		return workload.Identity{}
+	}
+	u.mu.Lock()
+	p, ok := u.known.lookup(id)
+	u.mu.Unlock()
+	if ok {
+		wl := workload.FromCgroupPath(p)
+		if u.enricher != nil {
+			u.enricher.Enrich(&wl)
+		}
+		return wl
 	}
 	wl, err := u.r.CgroupID(id)
 	if err != nil {
@@ -38,17 +61,16 @@ func (u unifiedResolver) Identity(id uint64) workload.Identity {
 	return wl
 }
 
-// nowResolver is a resolver that can look an ID up without throttling.
-type nowResolver interface {
-	IdentityNow(id uint64) workload.Identity
+func (u *unifiedResolver) cgroupCreated(id uint64, path string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.known.add(id, path, time.Now(), nil)
 }
 
-// identityNow resolves with IdentityNow when r has it (see cgroupResolver).
-func identityNow(r resolver, id uint64) workload.Identity {
-	if n, ok := r.(nowResolver); ok {
-		return n.IdentityNow(id)
-	}
-	return r.Identity(id)
+func (u *unifiedResolver) cgroupRemoved(id uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.known.remove(id, time.Now(), nil)
 }
 
 // noResolver is used when no cgroup hierarchy is usable.
@@ -58,14 +80,18 @@ func (noResolver) Identity(uint64) workload.Identity { return workload.Identity{
 
 // cgroupResolver maps the cgroup IDs of the v1 memory hierarchy (which the
 // cgroup collector's resolver does not cover: it knows cgroup2 IDs only) the kernel programs report to
-// workload identities. A cgroup's ID is its kernfs node ID, which is also
-// the inode number of its directory, so the hierarchy is walked and indexed
-// by inode; a miss re-walks it at most once per minWalkInterval.
+// workload identities. Cgroups created while the agent runs are known from
+// the kernel's mkdir events (see knownCgroups), which arrive before any
+// event of a process inside them. For older cgroups the hierarchy is walked:
+// a cgroup's ID is its kernfs node ID, which is also the inode number of its
+// directory, so the walk indexes directories by inode; a miss re-walks it
+// at most once per minWalkInterval.
 type cgroupResolver struct {
 	root     string // mount point of the hierarchy
 	enricher workload.Enricher
 
 	mu       sync.Mutex
+	known    *knownCgroups
 	paths    map[uint64]string
 	ids      map[uint64]workload.Identity
 	lastWalk time.Time
@@ -77,19 +103,13 @@ const (
 )
 
 func newCgroupResolver(root string, enricher workload.Enricher) *cgroupResolver {
-	return &cgroupResolver{root: root, enricher: enricher, paths: map[uint64]string{}, ids: map[uint64]workload.Identity{}}
+	return &cgroupResolver{root: root, enricher: enricher, paths: map[uint64]string{}, ids: map[uint64]workload.Identity{},
+		known: newKnownCgroups(maxKnownCgroups, removedCgroupGrace)}
 }
 
 // Identity returns the workload identity of cgroup id; unknown IDs (0, or
 // a cgroup removed before it was seen) give an empty identity.
-func (r *cgroupResolver) Identity(id uint64) workload.Identity { return r.identity(id, false) }
-
-// IdentityNow is Identity for rare events that must be attributed (process
-// exits, OOM kills): an unknown ID re-walks the hierarchy even when a walk
-// just happened, so that a cgroup made a moment ago is found.
-func (r *cgroupResolver) IdentityNow(id uint64) workload.Identity { return r.identity(id, true) }
-
-func (r *cgroupResolver) identity(id uint64, force bool) workload.Identity {
+func (r *cgroupResolver) Identity(id uint64) workload.Identity {
 	if r == nil || id == 0 {
 		return workload.Identity{}
 	}
@@ -98,8 +118,11 @@ func (r *cgroupResolver) identity(id uint64, force bool) workload.Identity {
 	if wl, ok := r.ids[id]; ok {
 		return wl
 	}
-	p, ok := r.paths[id]
-	if !ok && (force || time.Since(r.lastWalk) >= minWalkInterval) {
+	p, ok := r.known.lookup(id)
+	if !ok {
+		p, ok = r.paths[id]
+	}
+	if !ok && time.Since(r.lastWalk) >= minWalkInterval {
 		r.walk()
 		p, ok = r.paths[id]
 	}
@@ -116,6 +139,22 @@ func (r *cgroupResolver) identity(id uint64, force bool) workload.Identity {
 	r.ids[id] = wl
 	return wl
 }
+
+func (r *cgroupResolver) cgroupCreated(id uint64, path string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.known.add(id, path, time.Now(), r.forget)
+}
+
+func (r *cgroupResolver) cgroupRemoved(id uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.known.remove(id, time.Now(), r.forget)
+}
+
+// forget drops the cached identity of a cgroup removed long enough ago
+// (see removedCgroupGrace). r.mu is held.
+func (r *cgroupResolver) forget(id uint64) { delete(r.ids, id) }
 
 // walk re-indexes the hierarchy. Cgroups that disappeared are forgotten.
 func (r *cgroupResolver) walk() {

@@ -79,20 +79,26 @@ func (c *collector) Start(ctx context.Context) error {
 	if procFS == "" {
 		procFS = "/proc"
 	}
+	hierarchy := int32(-1)
 	root, memory, err := cgroupMount(procFS, c.cfg.CgroupHierarchy)
 	if err != nil {
 		c.log.Warn("cannot attribute eBPF events to workloads", "reason", err)
-	} else if memory {
-		c.cgroups = newCgroupResolver(root, c.set.Enricher)
-		c.log.Info("attributing eBPF events to workloads by cgroup", "hierarchy", root)
 	} else {
-		paths := c.set.Paths
-		paths.ProcFS = procFS
-		if paths.SysFS == "" {
-			paths.SysFS = "/sys"
+		if memory {
+			c.cgroups = newCgroupResolver(root, c.set.Enricher)
+		} else {
+			paths := c.set.Paths
+			paths.ProcFS = procFS
+			if paths.SysFS == "" {
+				paths.SysFS = "/sys"
+			}
+			c.cgroups = newUnifiedResolver(cgroup.NewResolver(paths, c.set.Enricher), c.set.Enricher)
 		}
-		c.cgroups = unifiedResolver{cgroup.NewResolver(paths, c.set.Enricher)}
-		c.log.Info("attributing eBPF events to workloads by cgroup", "hierarchy", root)
+		if hierarchy, err = cgroupHierarchyID(procFS, memory); err != nil {
+			hierarchy = -1
+			c.log.Warn("cannot follow cgroup creation; cgroups removed before they are first seen stay unattributed", "reason", err)
+		}
+		c.log.Info("attributing eBPF events to workloads by cgroup", "hierarchy", root, "hierarchy_id", hierarchy)
 	}
 	caps := c.probe(c.cfg, c.log)
 	for n, err := range caps.features {
@@ -103,7 +109,7 @@ func (c *collector) Start(ctx context.Context) error {
 		c.m.featureAvailable.WithLabelValues(n).Set(v)
 	}
 	c.m.featureAvailable.WithLabelValues("tp_btf").Set(0)
-	objs, err := load(loadOptions{cfg: c.cfg, cgroupMemory: memory}, caps, c.log)
+	objs, err := load(loadOptions{cfg: c.cfg, cgroupMemory: memory, cgroupHierarchy: hierarchy}, caps, c.log)
 	if err != nil {
 		// Not an agent failure: the other collectors keep running.
 		c.log.Error("eBPF collector runs without programs", "reason", err)

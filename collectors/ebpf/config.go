@@ -28,6 +28,10 @@ type ProgramsConfig struct {
 	OOM bool `yaml:"oom"`
 	// HTTP is HTTP/1.x requests from the read/write syscall tracepoints.
 	HTTP bool `yaml:"http"`
+	// Cgroups follows cgroup creation and removal (cgroup/cgroup_mkdir,
+	// cgroup/cgroup_rmdir) so that processes of a cgroup removed right
+	// after they exit (a container crashing at start) keep their workload.
+	Cgroups bool `yaml:"cgroups"`
 }
 
 // SpansConfig is the sampling of HTTP spans. Metrics count every request
@@ -92,7 +96,7 @@ type Config struct {
 // NewConfig returns the default configuration.
 func NewConfig() *Config {
 	return &Config{
-		Programs:            ProgramsConfig{TCP: true, TCPRetransmits: true, TCPResets: true, Process: true, OOM: true, HTTP: true},
+		Programs:            ProgramsConfig{TCP: true, TCPRetransmits: true, TCPResets: true, Process: true, OOM: true, HTTP: true, Cgroups: true},
 		RingBufferBytes:     1 << 20,
 		HTTPRingBufferBytes: 4 << 20,
 		WakeupThreshold:     256,

@@ -28,8 +28,12 @@ func init() {
 	// is only right when Go lays them out exactly like the kernel (bpf2go
 	// adds explicit padding fields for that).
 	if int(unsafe.Sizeof(tcpEvent{})) != tcpEventSize || int(unsafe.Sizeof(procEvent{})) != procEventSize ||
-		int(unsafe.Sizeof(httpEvent{})) != httpEventSize {
+		int(unsafe.Sizeof(httpEvent{})) != httpEventSize || int(unsafe.Sizeof(cgroupEvent{})) != cgroupEventSize {
 		panic("ebpf: generated event types have implicit padding")
+	}
+	// decodeEvent tells the events ring's samples apart by size.
+	if tcpEventSize == procEventSize || cgroupEventSize == tcpEventSize || cgroupEventSize == procEventSize {
+		panic("ebpf: two event types on the events ring have the same size")
 	}
 }
 
@@ -62,8 +66,8 @@ const (
 	afInet6 = 10
 )
 
-// decodeEvent decodes one sample from the events ring buffer: a TCP or a
-// process event, told apart by size (the kernel always submits exactly one
+// decodeEvent decodes one sample from the events ring buffer: a TCP, a
+// process or a cgroup event, told apart by size (the kernel always submits exactly one
 // struct). Anything else is an error and nothing is returned.
 func decodeEvent(b []byte) (any, error) {
 	switch len(b) {
@@ -84,8 +88,16 @@ func decodeEvent(b []byte) (any, error) {
 			return nil, fmt.Errorf("process event: unknown kind %d", e.Kind)
 		}
 		return &e, nil
+	case cgroupEventSize:
+		var e cgroupEvent
+		decodeInto(b, &e)
+		if e.Kind != cgroupMkdir && e.Kind != cgroupRmdir {
+			return nil, fmt.Errorf("cgroup event: unknown kind %d", e.Kind)
+		}
+		return &e, nil
 	}
-	return nil, fmt.Errorf("event sample of %d bytes matches no event type (tcp %d, process %d)", len(b), tcpEventSize, procEventSize)
+	return nil, fmt.Errorf("event sample of %d bytes matches no event type (tcp %d, process %d, cgroup %d)",
+		len(b), tcpEventSize, procEventSize, cgroupEventSize)
 }
 
 // httpHeaderSize is the size of an HTTP event without its data.

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/event"
 )
 
@@ -94,7 +95,7 @@ func TestHTTPPrefixByte(t *testing.T) {
 	want := `
 # HELP vigil_http_requests_total HTTP/1.x requests seen, by side (server or client), method, route and status class.
 # TYPE vigil_http_requests_total counter
-vigil_http_requests_total{container="",container_id="",kind="server",method="GET",namespace="",pod="",pod_uid="",route="/a/{id}",status_class="5xx",unit=""} 1
+vigil_http_requests_total{container="",container_id="",kind="server",method="GET",namespace="",owner_kind="",owner_name="",pod="",pod_uid="",route="/a/{id}",status_class="5xx",unit=""} 1
 `
 	if err := testutil.CollectAndCompare(h.m.httpRequests, strings.NewReader(want)); err != nil {
 		t.Error(err)
@@ -116,7 +117,7 @@ func TestSeriesCap(t *testing.T) {
 	if got := testutil.CollectAndCount(m.tcpAttempts); got != 3 {
 		t.Errorf("series = %d, want 2 plus the overflow series", got)
 	}
-	if got := testutil.ToFloat64(m.tcpAttempts.WithLabelValues("", "", "", "", "", "", overflowValue)); got != 3 {
+	if got := testutil.ToFloat64(m.tcpAttempts.WithLabelValues(append(make([]string, len(workload.LabelNames)), overflowValue)...)); got != 3 {
 		t.Errorf("overflow series = %v, want 3", got)
 	}
 	if got := testutil.ToFloat64(m.seriesOverflow.WithLabelValues("tcp")); got < 3 {

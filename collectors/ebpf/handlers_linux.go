@@ -39,6 +39,7 @@ func newHandlers(cfg *Config, m *metrics, cg resolver, clk clock, bus *event.Bus
 	if cg == nil {
 		cg = noResolver{}
 	}
+	cg = countingResolver{cg, m.unresolved}
 	return &handlers{cfg: cfg, m: m, cgroups: cg, clock: clk, bus: bus, spans: spans, log: log,
 		tcpCache: map[tcpKey]*tcpSeries{}, http: newHTTPState(cfg)}
 }
@@ -56,6 +57,8 @@ func (h *handlers) handleEvent(b []byte) {
 		h.handleTCP(e)
 	case *procEvent:
 		h.handleProc(e)
+	case *cgroupEvent:
+		h.handleCgroup(e)
 	}
 }
 
@@ -172,11 +175,6 @@ var pageSize = uint64(os.Getpagesize())
 
 func (h *handlers) handleProc(e *procEvent) {
 	wl := h.cgroups.Identity(e.CgroupId)
-	if wl.CgroupPath == "" && (e.Kind == procOOM || (e.Kind == procExit && e.ExitCode != 0)) {
-		// A fast-path event (failed exit, OOM kill) is worth a fresh
-		// walk: its cgroup may have been made after the last one.
-		wl = identityNow(h.cgroups, e.CgroupId)
-	}
 	m := h.m
 	switch e.Kind {
 	case procExec:

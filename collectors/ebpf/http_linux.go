@@ -96,6 +96,7 @@ type httpState struct {
 	hosts    map[string]string
 	series   map[httpKey]httpSeries
 	wls      map[uint64]workload.Identity
+	unknown  map[uint64]uint64 // cgroup ID → kernel time to ask again
 	reset    time.Time
 	ev       httpEvent // the event being handled
 	buf      [1 + len(httpEvent{}.Data)]byte
@@ -105,7 +106,7 @@ type httpState struct {
 
 func newHTTPState(cfg *Config) *httpState {
 	s := &httpState{pending: map[connKey]int32{}, threads: map[uint32]threadState{}, routes: map[string]*routeInfo{},
-		hosts: map[string]string{}, series: map[httpKey]httpSeries{}, wls: map[uint64]workload.Identity{},
+		hosts: map[string]string{}, series: map[httpKey]httpSeries{}, wls: map[uint64]workload.Identity{}, unknown: map[uint64]uint64{},
 		limiter: rateLimiter{rate: float64(cfg.Spans.MaxPerSecond)}}
 	switch r := cfg.Spans.SampleRatio; {
 	case r >= 1:
@@ -201,7 +202,7 @@ func (h *handlers) handleHTTP(b []byte) {
 	*p = pendingRequest{server: e.Dir == httpRead, start: h.clock.time(e.TsNs), method: head.method, version: head.version,
 		route: st.route(head.target), cgroup: e.CgroupId, pid: e.Pid, tid: e.Tid, comm: e.Comm,
 		local: addrPort(e.Family, e.Saddr, e.Sport), remote: addrPort(e.Family, e.Daddr, e.Dport)}
-	p.wl = h.identity(e.CgroupId)
+	p.wl = h.identity(e.CgroupId, e.TsNs)
 	if !p.server {
 		p.host = st.host(head.host)
 	}
@@ -305,16 +306,25 @@ func (h *handlers) dropPending(key connKey, i int32) {
 }
 
 // identity is the workload of a cgroup, cached for seriesCacheTTL once
-// the resolver knows it.
-func (h *handlers) identity(cg uint64) workload.Identity {
+// the resolver knows it; an unknown cgroup is asked again at most once a
+// second (its cgroup_mkdir event may come later on the other ring).
+func (h *handlers) identity(cg uint64, nowNS uint64) workload.Identity {
 	st := h.http
 	if wl, ok := st.wls[cg]; ok {
 		return wl
 	}
+	if retry, ok := st.unknown[cg]; ok && nowNS < retry {
+		return workload.Identity{}
+	}
 	wl := h.cgroups.Identity(cg)
 	if wl.CgroupPath == "" {
-		return wl // not known yet: ask the resolver again next time
+		if len(st.unknown) >= maxCachedSeries {
+			clear(st.unknown)
+		}
+		st.unknown[cg] = nowNS + uint64(time.Second)
+		return wl
 	}
+	delete(st.unknown, cg)
 	if len(st.wls) >= maxCachedSeries {
 		clear(st.wls)
 	}

@@ -38,6 +38,8 @@ var programs = []program{
 	{"process_exec", "vigil_process_exec", "process", "sched_process_exec", true},
 	{"process_exit", "vigil_process_exit", "process", "sched_process_exit", true},
 	{"oom_victim", "vigil_oom_victim", "oom", "mark_victim", true},
+	{"cgroup_mkdir", "vigil_cgroup_mkdir", "cgroups", "cgroup_mkdir", true},
+	{"cgroup_rmdir", "vigil_cgroup_rmdir", "cgroups", "cgroup_rmdir", true},
 	{"http_exit_read", "vigil_http_exit_read_", "http", "syscalls/sys_exit_read", false},
 	{"http_exit_recvfrom", "vigil_http_exit_recvfrom", "http", "syscalls/sys_exit_recvfrom", false},
 	{"http_exit_readv", "vigil_http_exit_readv", "http", "syscalls/sys_exit_readv", false},
@@ -51,7 +53,7 @@ var programs = []program{
 // enum vigil_prog in bpf/common.h; each is a program name.
 var lossNames = []string{"tcp_state", "tcp_retransmit", "tcp_receive_reset", "tcp_send_reset",
 	"process_exec", "process_exit", "oom_victim", "http_exit_read", "http_exit_recvfrom", "http_exit_readv",
-	"http_write", "http_sendto", "http_writev", "http_sendmsg"}
+	"http_write", "http_sendto", "http_writev", "http_sendmsg", "cgroup_mkdir", "cgroup_rmdir"}
 
 func (c *ProgramsConfig) enabled(group string) bool {
 	switch group {
@@ -67,6 +69,8 @@ func (c *ProgramsConfig) enabled(group string) bool {
 		return c.OOM
 	case "http":
 		return c.HTTP
+	case "cgroups":
+		return c.Cgroups
 	}
 	return false
 }
@@ -208,6 +212,10 @@ func (o *objects) close() {
 type loadOptions struct {
 	cfg          *Config
 	cgroupMemory bool // attribute by the v1 memory hierarchy
+	// cgroupHierarchy is the kernel's ID of the hierarchy workloads are
+	// identified by; -1 when there is none, and the cgroup programs are
+	// not loaded.
+	cgroupHierarchy int32
 }
 
 // load creates the shared maps, then loads and attaches each enabled
@@ -238,6 +246,9 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 	if err := spec.Variables["cgroup_v1_memory"].Set(v1); err != nil {
 		return nil, err
 	}
+	if err := spec.Variables["cgroup_hierarchy"].Set(max(opts.cgroupHierarchy, 0)); err != nil {
+		return nil, err
+	}
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingBufferBytes)
 	spec.Maps["http_events"].MaxEntries = uint32(cfg.HTTPRingBufferBytes)
 	spec.Maps["socks"].MaxEntries = uint32(cfg.MaxTrackedSockets)
@@ -257,6 +268,10 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 	for _, p := range programs {
 		if !cfg.Programs.enabled(p.group) {
 			log.Info("eBPF program disabled by configuration", "program", p.name, "switch", "programs."+p.group)
+			continue
+		}
+		if p.group == "cgroups" && opts.cgroupHierarchy < 0 {
+			log.Warn("eBPF program not loaded", "program", p.name, "reason", "no cgroup hierarchy to follow")
 			continue
 		}
 		if err := caps.missing(p); err != nil {

@@ -60,7 +60,9 @@ func (a updateAdapter) Collect(ch chan<- prometheus.Metric) {
 	_ = a.c.Update(context.Background(), ch)
 }
 
-func startCollector(t *testing.T, cfg *Config) *testEnv {
+// startCollector starts the collector with cfg (nil: the defaults); opts
+// may change the settings it gets (an enricher, for example).
+func startCollector(t *testing.T, cfg *Config, opts ...func(*collectors.Settings)) *testEnv {
 	t.Helper()
 	requireRoot(t)
 	if cfg == nil {
@@ -75,6 +77,9 @@ func startCollector(t *testing.T, cfg *Config) *testEnv {
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("component", Name),
 		Paths:  collectors.Paths{ProcFS: "/proc", SysFS: "/sys", RootFS: "/"},
 		Events: env.bus, Traces: env.sink, NodeName: "test-node",
+	}
+	for _, o := range opts {
+		o(&set)
 	}
 	c, err := newCollector(cfg, set)
 	if err != nil {

@@ -102,6 +102,7 @@ type metrics struct {
 	spansDropped     prometheus.Counter
 	spansSampledOut  prometheus.Counter
 	httpUnmatched    prometheus.Counter
+	unresolved       prometheus.Counter
 
 	tcpAttempts  *prometheus.CounterVec
 	tcpFailures  *prometheus.CounterVec
@@ -149,6 +150,9 @@ func newMetrics(cfg *Config) *metrics {
 		httpUnmatched: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_http_unmatched_total",
 			Help: "HTTP requests forgotten without a response: max_pending_requests was reached, or a new request came on the connection first."}),
 
+		unresolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_unresolved_cgroups_total",
+			Help: "Cgroup IDs in kernel events that named no known cgroup (removed before it was seen, or unreadable), so the event has no workload labels."}),
+
 		tcpAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_tcp_connect_attempts_total",
 			Help: "Outbound TCP connection attempts that finished (established or failed)."}, labelNames("destination")),
 		tcpFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_tcp_connect_failures_total",
@@ -186,7 +190,7 @@ func newMetrics(cfg *Config) *metrics {
 // collectors returns every metric vector, for Update.
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.programLoaded, m.featureAvailable, m.eventsRead, m.decodeErrors,
-		m.seriesOverflow, m.fastPath, m.spansDropped, m.spansSampledOut, m.httpUnmatched,
+		m.seriesOverflow, m.fastPath, m.spansDropped, m.spansSampledOut, m.httpUnmatched, m.unresolved,
 		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
 		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration}
 }

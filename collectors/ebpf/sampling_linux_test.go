@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+
+	"github.com/vigil-agent/vigil/collectors/workload"
 )
 
 // samplingHandlers are handlers whose span queue is read by the test.
@@ -54,8 +56,9 @@ func TestSpanSampling(t *testing.T) {
 	if v := testutil.ToFloat64(h.m.spansSampledOut); v != 2 {
 		t.Errorf("vigil_ebpf_spans_sampled_out_total = %v, want 2", v)
 	}
-	ok := testutil.ToFloat64(h.m.httpRequests.WithLabelValues("", "", "", "", "", "", "/x", "server", "GET", "2xx"))
-	failed := testutil.ToFloat64(h.m.httpRequests.WithLabelValues("", "", "", "", "", "", "/x", "server", "GET", "5xx"))
+	lv := func(class string) []string { return append(workload.Identity{}.Labels(), "/x", "server", "GET", class) }
+	ok := testutil.ToFloat64(h.m.httpRequests.WithLabelValues(lv("2xx")...))
+	failed := testutil.ToFloat64(h.m.httpRequests.WithLabelValues(lv("5xx")...))
 	if ok != 3 || failed != 1 {
 		t.Errorf("vigil_http_requests_total 2xx %v, 5xx %v; want every request counted (3 and 1)", ok, failed)
 	}

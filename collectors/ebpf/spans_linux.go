@@ -130,17 +130,7 @@ func resourceAttrs(a pcommon.Map, p *pendingRequest, node string) {
 	if node != "" {
 		a.PutStr("host.name", node)
 	}
-	put := func(k, v string) {
-		if v != "" {
-			a.PutStr(k, v)
-		}
-	}
-	put("k8s.namespace.name", p.wl.Namespace)
-	put("k8s.pod.name", p.wl.Pod)
-	put("k8s.pod.uid", p.wl.PodUID)
-	put("k8s.container.name", p.wl.Container)
-	put("container.id", p.wl.ContainerID)
-	put("systemd.unit", p.wl.SystemdUnit)
+	p.wl.PutAttributes(a) // k8s.*, container.id, the owner; service.name when known
 }
 
 // fillSpan sets a span following the OpenTelemetry HTTP semantic

@@ -13,6 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type vigilVigilCgroupEvent struct {
+	_         structs.HostLayout
+	CgroupId  uint64
+	Hierarchy int32
+	PathLen   uint16
+	Kind      uint8
+	Truncated uint8
+	Path      [512]int8
+}
+
 type vigilVigilHttpEvent struct {
 	_         structs.HostLayout
 	TsNs      uint64
@@ -98,6 +108,8 @@ const (
 	vigilMapLost                   = "lost"
 	vigilMapPending                = "pending"
 	vigilMapSocks                  = "socks"
+	vigilProgVigilCgroupMkdir      = "vigil_cgroup_mkdir"
+	vigilProgVigilCgroupRmdir      = "vigil_cgroup_rmdir"
 	vigilProgVigilHttpExitRead     = "vigil_http_exit_read_"
 	vigilProgVigilHttpExitReadv    = "vigil_http_exit_readv"
 	vigilProgVigilHttpExitRecvfrom = "vigil_http_exit_recvfrom"
@@ -112,9 +124,11 @@ const (
 	vigilProgVigilTcpRetransmit    = "vigil_tcp_retransmit"
 	vigilProgVigilTcpSendReset     = "vigil_tcp_send_reset"
 	vigilProgVigilTcpState         = "vigil_tcp_state"
+	vigilVarCgroupHierarchy        = "cgroup_hierarchy"
 	vigilVarCgroupV1Memory         = "cgroup_v1_memory"
 	vigilVarExitAll                = "exit_all"
 	vigilVarHttpHeadWindows        = "http_head_windows"
+	vigilVarVigilUnusedCgroup      = "vigil_unused_cgroup"
 	vigilVarVigilUnusedHttp        = "vigil_unused_http"
 	vigilVarVigilUnusedProc        = "vigil_unused_proc"
 	vigilVarVigilUnusedTcp         = "vigil_unused_tcp"
@@ -163,6 +177,8 @@ type vigilSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilProgramSpecs struct {
+	VigilCgroupMkdir      *ebpf.ProgramSpec `ebpf:"vigil_cgroup_mkdir"`
+	VigilCgroupRmdir      *ebpf.ProgramSpec `ebpf:"vigil_cgroup_rmdir"`
 	VigilHttpExitRead     *ebpf.ProgramSpec `ebpf:"vigil_http_exit_read_"`
 	VigilHttpExitReadv    *ebpf.ProgramSpec `ebpf:"vigil_http_exit_readv"`
 	VigilHttpExitRecvfrom *ebpf.ProgramSpec `ebpf:"vigil_http_exit_recvfrom"`
@@ -196,13 +212,15 @@ type vigilMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilVariableSpecs struct {
-	CgroupV1Memory  *ebpf.VariableSpec `ebpf:"cgroup_v1_memory"`
-	ExitAll         *ebpf.VariableSpec `ebpf:"exit_all"`
-	HttpHeadWindows *ebpf.VariableSpec `ebpf:"http_head_windows"`
-	VigilUnusedHttp *ebpf.VariableSpec `ebpf:"vigil_unused_http"`
-	VigilUnusedProc *ebpf.VariableSpec `ebpf:"vigil_unused_proc"`
-	VigilUnusedTcp  *ebpf.VariableSpec `ebpf:"vigil_unused_tcp"`
-	WakeupThreshold *ebpf.VariableSpec `ebpf:"wakeup_threshold"`
+	CgroupHierarchy   *ebpf.VariableSpec `ebpf:"cgroup_hierarchy"`
+	CgroupV1Memory    *ebpf.VariableSpec `ebpf:"cgroup_v1_memory"`
+	ExitAll           *ebpf.VariableSpec `ebpf:"exit_all"`
+	HttpHeadWindows   *ebpf.VariableSpec `ebpf:"http_head_windows"`
+	VigilUnusedCgroup *ebpf.VariableSpec `ebpf:"vigil_unused_cgroup"`
+	VigilUnusedHttp   *ebpf.VariableSpec `ebpf:"vigil_unused_http"`
+	VigilUnusedProc   *ebpf.VariableSpec `ebpf:"vigil_unused_proc"`
+	VigilUnusedTcp    *ebpf.VariableSpec `ebpf:"vigil_unused_tcp"`
+	WakeupThreshold   *ebpf.VariableSpec `ebpf:"wakeup_threshold"`
 }
 
 // vigilObjects contains all objects after they have been loaded into the kernel.
@@ -250,19 +268,23 @@ func (m *vigilMaps) Close() error {
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilVariables struct {
-	CgroupV1Memory  *ebpf.Variable `ebpf:"cgroup_v1_memory"`
-	ExitAll         *ebpf.Variable `ebpf:"exit_all"`
-	HttpHeadWindows *ebpf.Variable `ebpf:"http_head_windows"`
-	VigilUnusedHttp *ebpf.Variable `ebpf:"vigil_unused_http"`
-	VigilUnusedProc *ebpf.Variable `ebpf:"vigil_unused_proc"`
-	VigilUnusedTcp  *ebpf.Variable `ebpf:"vigil_unused_tcp"`
-	WakeupThreshold *ebpf.Variable `ebpf:"wakeup_threshold"`
+	CgroupHierarchy   *ebpf.Variable `ebpf:"cgroup_hierarchy"`
+	CgroupV1Memory    *ebpf.Variable `ebpf:"cgroup_v1_memory"`
+	ExitAll           *ebpf.Variable `ebpf:"exit_all"`
+	HttpHeadWindows   *ebpf.Variable `ebpf:"http_head_windows"`
+	VigilUnusedCgroup *ebpf.Variable `ebpf:"vigil_unused_cgroup"`
+	VigilUnusedHttp   *ebpf.Variable `ebpf:"vigil_unused_http"`
+	VigilUnusedProc   *ebpf.Variable `ebpf:"vigil_unused_proc"`
+	VigilUnusedTcp    *ebpf.Variable `ebpf:"vigil_unused_tcp"`
+	WakeupThreshold   *ebpf.Variable `ebpf:"wakeup_threshold"`
 }
 
 // vigilPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilPrograms struct {
+	VigilCgroupMkdir      *ebpf.Program `ebpf:"vigil_cgroup_mkdir"`
+	VigilCgroupRmdir      *ebpf.Program `ebpf:"vigil_cgroup_rmdir"`
 	VigilHttpExitRead     *ebpf.Program `ebpf:"vigil_http_exit_read_"`
 	VigilHttpExitReadv    *ebpf.Program `ebpf:"vigil_http_exit_readv"`
 	VigilHttpExitRecvfrom *ebpf.Program `ebpf:"vigil_http_exit_recvfrom"`
@@ -281,6 +303,8 @@ type vigilPrograms struct {
 
 func (p *vigilPrograms) Close() error {
 	return _VigilClose(
+		p.VigilCgroupMkdir,
+		p.VigilCgroupRmdir,
 		p.VigilHttpExitRead,
 		p.VigilHttpExitReadv,
 		p.VigilHttpExitRecvfrom,

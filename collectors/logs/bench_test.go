@@ -26,10 +26,8 @@ func BenchmarkFileToLoki(b *testing.B) {
 	}
 	w.Flush()
 	f.Close()
-	t := &testing.T{}
-	loki := newFakeLoki(t)
-	defer loki.srv.Close()
-	cfg := testConfig(t, dir, loki.srv.URL)
+	loki := newFakeLoki(b)
+	cfg := testConfig(b, dir, loki.srv.URL)
 	cfg.Loki.Buffer.SegmentBytes = 8 << 20
 	cfg.Loki.Buffer.MaxBytes = 1 << 30
 	cfg.Loki.BatchSize = 1 << 20

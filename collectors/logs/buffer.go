@@ -45,6 +45,9 @@ type record struct {
 	n      int     // number of entries encoded in ents
 	ents   []byte  // entries: varint ts, stream byte, uvarint len, line
 	bytes  int     // total length of the lines in ents
+	// payload is the frame a cursor read the record from; ents, path,
+	// labels and meta do not alias it (strings are copied), ents does.
+	payload []byte
 }
 
 type kv struct{ k, v string }
@@ -496,6 +499,31 @@ type cursor struct {
 	after   uint64 // skip records up to this seq (already acknowledged)
 	hdr     [8]byte
 	scratch []byte
+	// free holds payload buffers the caller gave back (see recycle), reused
+	// instead of allocating one per record.
+	free [][]byte
+}
+
+// recycle gives back payload buffers of records the caller no longer
+// references; next may reuse them.
+func (c *cursor) recycle(bufs ...[]byte) {
+	for _, b := range bufs {
+		if len(c.free) < 32 && cap(b) > 0 {
+			c.free = append(c.free, b[:0])
+		}
+	}
+}
+
+// payload returns a buffer of n bytes, reused when one is big enough.
+func (c *cursor) payload(n int64) []byte {
+	for i := len(c.free) - 1; i >= 0; i-- {
+		if b := c.free[i]; int64(cap(b)) >= n {
+			c.free[i] = c.free[len(c.free)-1]
+			c.free = c.free[:len(c.free)-1]
+			return b[:n]
+		}
+	}
+	return make([]byte, n)
 }
 
 func (b *diskBuffer) newCursor() *cursor {
@@ -505,7 +533,8 @@ func (b *diskBuffer) newCursor() *cursor {
 }
 
 // next returns the next committed record, or ok=false when there is none
-// yet. The record's entries alias a fresh buffer the caller may keep.
+// yet. The record's entries alias r.payload, which the caller may keep
+// until it hands it back with recycle.
 func (c *cursor) next() (r record, ok bool, err error) {
 	for {
 		c.b.mu.Lock()
@@ -548,7 +577,7 @@ func (c *cursor) next() (r record, ok bool, err error) {
 			return r, false, fmt.Errorf("reading log buffer %s at %d: %w", s.path, c.off, err)
 		}
 		n := int64(binary.LittleEndian.Uint32(c.hdr[:]))
-		payload := make([]byte, n)
+		payload := c.payload(n)
 		if _, err := c.f.ReadAt(payload, c.off+8); err != nil {
 			return r, false, fmt.Errorf("reading log buffer %s at %d: %w", s.path, c.off, err)
 		}
@@ -561,8 +590,10 @@ func (c *cursor) next() (r record, ok bool, err error) {
 			return r, false, fmt.Errorf("log buffer %s: %w", s.path, err)
 		}
 		if r.seq <= c.after {
+			c.recycle(payload)
 			continue
 		}
+		r.payload = payload
 		return r, true, nil
 	}
 }

@@ -12,8 +12,9 @@
 // A read position is saved only after the lines before it are in the disk
 // buffer, and a buffer record is shipped only after the position that
 // follows it is saved; a batch is removed from the buffer only after Loki
-// accepted it. So a crash (even SIGKILL) loses nothing and re-sends at most
-// the batch that was in flight.
+// accepted it. So a crash (even SIGKILL) loses nothing and re-sends only
+// the batch that was in flight (as does a push that timed out but was
+// stored).
 package logs
 
 import (

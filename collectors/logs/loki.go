@@ -21,7 +21,8 @@ import (
 // size and time, and pushes each batch to Loki as protobuf+snappy (the push
 // API's native encoding, types from github.com/grafana/loki/pkg/push). A
 // batch is acknowledged in the buffer only after Loki answered 2xx, so a
-// crash re-sends at most the batch in flight.
+// crash re-sends only the batch in flight, and so does a push that timed out
+// (Loki may have stored it anyway): see docs/logs.md, Durability.
 type shipper struct {
 	cfg     LokiConfig
 	url     string
@@ -31,15 +32,21 @@ type shipper struct {
 	logger  *slog.Logger
 	headers map[string]string
 
-	// The batch being built.
-	streams map[string]*push.Stream
-	order   []*push.Stream
-	lastSeq uint64
-	lines   int
-	bytes   int
-	started time.Time
-	body    []byte
-	comp    []byte
+	// The batch being built. Streams and their entry slices are kept
+	// across batches (a node has few streams) so that a batch does not
+	// grow them again; order lists those with entries in this batch.
+	streams map[string]*batchStream
+	order   []*batchStream
+	// payloads are the buffer frames the batch's lines alias; given back
+	// to the cursor once the batch is acknowledged.
+	payloads [][]byte
+	cur      *cursor
+	lastSeq  uint64
+	lines    int
+	bytes    int
+	started  time.Time
+	body     []byte
+	comp     []byte
 }
 
 func newShipper(cfg LokiConfig, buf *diskBuffer, m *selfMetrics, logger *slog.Logger) (*shipper, error) {
@@ -50,14 +57,25 @@ func newShipper(cfg LokiConfig, buf *diskBuffer, m *selfMetrics, logger *slog.Lo
 	}
 	client.Timeout = cfg.Timeout
 	return &shipper{cfg: cfg, url: cfg.URL, client: client, buf: buf, m: m, logger: logger,
-		streams: map[string]*push.Stream{}}, nil
+		streams: map[string]*batchStream{}}, nil
 }
+
+// batchStream is a stream of the batch being built.
+type batchStream struct {
+	push.Stream
+	queued bool // in order
+}
+
+// maxKeptStreams bounds the streams kept between batches; above it the
+// map is emptied (streams of files long gone are not kept forever).
+const maxKeptStreams = 4096
 
 // run ships until ctx is cancelled. Whatever is not acknowledged by then
 // stays in the buffer for the next start.
 func (s *shipper) run(ctx context.Context) {
 	cur := s.buf.newCursor()
-	defer cur.close()
+	s.cur = cur
+	defer func() { s.cur.close() }()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for ctx.Err() == nil {
@@ -74,6 +92,7 @@ func (s *shipper) run(ctx context.Context) {
 			}
 			cur.close()
 			cur = s.buf.newCursor()
+			s.cur = cur
 			continue
 		}
 		if ok {
@@ -112,13 +131,19 @@ func (s *shipper) add(r *record) {
 		s.started = time.Now()
 	}
 	s.lastSeq = r.seq
+	if r.payload != nil {
+		s.payloads = append(s.payloads, r.payload)
+	}
 	if r.n == 0 {
 		return // a position-only record (its lines were dropped)
 	}
 	st := s.streams[r.labels]
 	if st == nil {
-		st = &push.Stream{Labels: r.labels}
+		st = &batchStream{Stream: push.Stream{Labels: r.labels}}
 		s.streams[r.labels] = st
+	}
+	if !st.queued {
+		st.queued = true
 		s.order = append(s.order, st)
 	}
 	var meta [3]push.LabelsAdapter
@@ -145,9 +170,23 @@ func (s *shipper) add(r *record) {
 	})
 }
 
+// reset empties the batch once it is acknowledged (or dropped): its
+// entries and the buffer frames they alias are no longer referenced.
 func (s *shipper) reset() {
-	clear(s.streams)
+	for _, st := range s.order {
+		clear(st.Entries)
+		st.Entries = st.Entries[:0]
+		st.queued = false
+	}
 	s.order = s.order[:0]
+	if len(s.streams) > maxKeptStreams {
+		clear(s.streams)
+	}
+	if s.cur != nil {
+		s.cur.recycle(s.payloads...)
+	}
+	clear(s.payloads)
+	s.payloads = s.payloads[:0]
 	s.lastSeq, s.lines, s.bytes = 0, 0, 0
 }
 
@@ -163,7 +202,7 @@ func (s *shipper) flush(ctx context.Context) {
 	}
 	req := push.PushRequest{Streams: make([]push.Stream, len(s.order))}
 	for i, st := range s.order {
-		req.Streams[i] = *st
+		req.Streams[i] = st.Stream
 	}
 	size := req.Size()
 	if cap(s.body) < size {
@@ -234,7 +273,8 @@ func (s *shipper) ackBatch() {
 // send does one push; status is 0 when no response came.
 func (s *shipper) send(ctx context.Context, body []byte) (int, error) {
 	// A request in flight when the agent shuts down is allowed to finish
-	// (within the timeout), so a clean restart sends nothing twice.
+	// (within the timeout), so a clean restart sends nothing twice unless
+	// that request timed out.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))

@@ -54,12 +54,7 @@ func (f *forwarder) add(t *tailFile, node string, ts int64, stream uint8, level 
 		if node != "" {
 			attrs.PutStr("k8s.node.name", node)
 		}
-		if id := t.id; id.Pod != "" {
-			attrs.PutStr("k8s.namespace.name", id.Namespace)
-			attrs.PutStr("k8s.pod.name", id.Pod)
-			attrs.PutStr("k8s.pod.uid", id.PodUID)
-			attrs.PutStr("k8s.container.name", id.Container)
-		}
+		t.id.PutAttributes(attrs) // k8s.*, container.id, the owner, service.name
 		for _, l := range t.src.labels {
 			attrs.PutStr(l.k, l.v)
 		}

@@ -40,6 +40,11 @@ type fakeLoki struct {
 	tenants map[string]int
 	status  atomic.Int32 // 0: accept; otherwise answer with this status
 	reqs    atomic.Int64
+	// stall, when set, makes the next request wait this long (ns) after
+	// it was read and before its lines are stored: a store that completes
+	// a request late. stalled holds that request's lines.
+	stall   atomic.Int64
+	stalled []string
 }
 
 type pushed struct {
@@ -49,7 +54,7 @@ type pushed struct {
 	ts     time.Time
 }
 
-func newFakeLoki(t *testing.T) *fakeLoki {
+func newFakeLoki(t testing.TB) *fakeLoki {
 	f := &fakeLoki{tenants: map[string]int{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.reqs.Add(1)
@@ -71,6 +76,16 @@ func newFakeLoki(t *testing.T) *fakeLoki {
 		if err := req.Unmarshal(raw); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
+		}
+		if d := f.stall.Swap(0); d != 0 {
+			time.Sleep(time.Duration(d))
+			f.mu.Lock()
+			for _, s := range req.Streams {
+				for _, e := range s.Entries {
+					f.stalled = append(f.stalled, e.Line)
+				}
+			}
+			f.mu.Unlock()
 		}
 		f.mu.Lock()
 		f.tenants[r.Header.Get("X-Scope-OrgID")]++
@@ -108,7 +123,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func testConfig(t *testing.T, dir string, lokiURL string) *Config {
+func testConfig(t testing.TB, dir string, lokiURL string) *Config {
 	cfg := NewConfig()
 	cfg.PodLogs.Enabled = false
 	cfg.Inputs = []InputConfig{{Paths: []string{filepath.Join(dir, "*.log")}, Format: FormatAuto, Labels: map[string]string{"job": "test"}}}
@@ -214,10 +229,22 @@ func TestShipsLinesWithLabelsMetadataAndTenant(t *testing.T) {
 	c := startCollector(t, testConfig(t, dir, loki.srv.URL))
 	path := filepath.Join(dir, "app.log")
 	want := numbered("hello", 0, 1000)
+	before := time.Now()
 	appendLines(t, path, want...)
 	waitFor(t, "1000 lines in Loki", func() bool { return len(loki.lines()) >= 1000 })
+	after := time.Now()
 	got := loki.lines()
 	countLines(t, got, want)
+	// Plain lines are stamped when read, in file order, strictly
+	// increasing (Loki keeps their order).
+	for i, p := range got {
+		if p.ts.Before(before) || p.ts.After(after) {
+			t.Fatalf("line %q stamped %v, outside [%v, %v]", p.line, p.ts, before, after)
+		}
+		if i > 0 && !p.ts.After(got[i-1].ts) {
+			t.Fatalf("line %q stamped %v, not after the line before it (%v)", p.line, p.ts, got[i-1].ts)
+		}
+	}
 	if got[0].labels != `{job="test", node="node-1"}` {
 		t.Errorf("labels = %s", got[0].labels)
 	}
@@ -333,6 +360,61 @@ func TestOutageBuffersThenDelivers(t *testing.T) {
 	}
 }
 
+// TestStalledStoreGetsTheBatchAgain: a push that the store answers only
+// after loki.timeout is sent again; when the store keeps the late request
+// too, the lines of that one batch are there twice and no other line is
+// (docs/logs.md, Durability). The attempt is counted as a network failure.
+func TestStalledStoreGetsTheBatchAgain(t *testing.T) {
+	dir := t.TempDir()
+	loki := newFakeLoki(t)
+	cfg := testConfig(t, dir, loki.srv.URL)
+	cfg.Loki.Timeout = time.Second
+	c := startCollector(t, cfg)
+	path := filepath.Join(dir, "app.log")
+	loki.stall.Store(int64(3 * time.Second))
+	first, second := numbered("s", 0, 100), numbered("t", 0, 100)
+	appendLines(t, path, strings.Join(first, "\n"))
+	waitFor(t, "the stalled request stored", func() bool {
+		loki.mu.Lock()
+		defer loki.mu.Unlock()
+		return len(loki.stalled) > 0 && len(loki.got) >= len(first)+len(loki.stalled)
+	})
+	appendLines(t, path, strings.Join(second, "\n"))
+	waitFor(t, "the next lines", func() bool {
+		loki.mu.Lock()
+		defer loki.mu.Unlock()
+		return len(loki.got) >= len(first)+len(second)+len(loki.stalled)
+	})
+	time.Sleep(200 * time.Millisecond)
+
+	n := map[string]int{}
+	for _, p := range loki.lines() {
+		n[p.line]++
+	}
+	loki.mu.Lock()
+	twice := map[string]bool{}
+	for _, l := range loki.stalled {
+		twice[l] = true
+	}
+	loki.mu.Unlock()
+	for _, l := range append(first, second...) {
+		want := 1
+		if twice[l] {
+			want = 2
+		}
+		if n[l] != want {
+			t.Errorf("line %q arrived %d times, want %d", l, n[l], want)
+		}
+		delete(n, l)
+	}
+	for l, c := range n {
+		t.Errorf("unexpected line %q (%d times)", l, c)
+	}
+	if v := counter(t, c.m.sendFailures, "network"); v < 1 {
+		t.Errorf("vigil_logs_send_failures_total{reason=network} = %v, want >= 1", v)
+	}
+}
+
 func TestRejectedBatchIsDroppedAndCounted(t *testing.T) {
 	dir := t.TempDir()
 	loki := newFakeLoki(t)
@@ -434,8 +516,8 @@ func TestPodLogsCRIWithWorkloadMetrics(t *testing.T) {
 	exp := `
 # HELP vigil_log_matches_total Log records that matched a configured pattern, per workload.
 # TYPE vigil_log_matches_total counter
-vigil_log_matches_total{container="server",container_id="",namespace="shop",pattern="exception",pod="cart-7d9f",pod_uid="0f1e2d3c-aaaa-bbbb-cccc-000000000001",severity="page",unit=""} 1
-vigil_log_matches_total{container="server",container_id="",namespace="shop",pattern="timeout",pod="cart-7d9f",pod_uid="0f1e2d3c-aaaa-bbbb-cccc-000000000001",severity="",unit=""} 1
+vigil_log_matches_total{container="server",container_id="",namespace="shop",owner_kind="",owner_name="",pattern="exception",pod="cart-7d9f",pod_uid="0f1e2d3c-aaaa-bbbb-cccc-000000000001",severity="page",unit=""} 1
+vigil_log_matches_total{container="server",container_id="",namespace="shop",owner_kind="",owner_name="",pattern="timeout",pod="cart-7d9f",pod_uid="0f1e2d3c-aaaa-bbbb-cccc-000000000001",severity="",unit=""} 1
 `
 	if err := testutil.CollectAndCompare(updateCollector{c}, strings.NewReader(exp), "vigil_log_matches_total"); err != nil {
 		t.Error(err)
@@ -450,7 +532,7 @@ vigil_log_matches_total{container="server",container_id="",namespace="shop",patt
 		case "info", "error", "unknown":
 			v = 1
 		}
-		lvl += fmt.Sprintf("vigil_log_lines_total{container=\"server\",container_id=\"\",level=%q,namespace=\"shop\",pod=\"cart-7d9f\",pod_uid=\"0f1e2d3c-aaaa-bbbb-cccc-000000000001\",unit=\"\"} %d\n", l, v)
+		lvl += fmt.Sprintf("vigil_log_lines_total{container=\"server\",container_id=\"\",level=%q,namespace=\"shop\",owner_kind=\"\",owner_name=\"\",pod=\"cart-7d9f\",pod_uid=\"0f1e2d3c-aaaa-bbbb-cccc-000000000001\",unit=\"\"} %d\n", l, v)
 	}
 	if err := testutil.CollectAndCompare(updateCollector{c}, strings.NewReader(lvl), "vigil_log_lines_total"); err != nil {
 		t.Error(err)

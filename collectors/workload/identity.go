@@ -89,14 +89,65 @@ func shortID(id string) string {
 	return id
 }
 
+// Metric label names of a workload identity on Vigil's /metrics.
+const (
+	LabelNamespace   = "namespace"
+	LabelPod         = "pod"
+	LabelContainer   = "container"
+	LabelContainerID = "container_id"
+	LabelPodUID      = "pod_uid"
+	LabelUnit        = "unit"
+	// LabelOwnerKind and LabelOwnerName name the pod's top-level controller
+	// (kind "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", …),
+	// as kube-state-metrics' kube_pod_owner names them.
+	LabelOwnerKind = "owner_kind"
+	LabelOwnerName = "owner_name"
+)
+
 // LabelNames are the metric label names that carry a workload identity on
 // Vigil's /metrics, in the order Labels returns their values.
-var LabelNames = []string{"namespace", "pod", "container", "container_id", "pod_uid", "unit"}
+var LabelNames = []string{LabelNamespace, LabelPod, LabelContainer, LabelContainerID, LabelPodUID, LabelUnit, LabelOwnerKind, LabelOwnerName}
 
 // Labels returns the values for LabelNames. Empty values are kept so that
 // every series of a metric has the same label names.
 func (id Identity) Labels() []string {
-	return []string{id.Namespace, id.Pod, id.Container, id.ContainerID, id.PodUID, id.SystemdUnit}
+	return []string{id.Namespace, id.Pod, id.Container, id.ContainerID, id.PodUID, id.SystemdUnit, id.OwnerKind, id.OwnerName}
+}
+
+// IsLabel reports whether name is one of LabelNames.
+func IsLabel(name string) bool {
+	switch name {
+	case LabelNamespace, LabelPod, LabelContainer, LabelContainerID, LabelPodUID, LabelUnit, LabelOwnerKind, LabelOwnerName:
+		return true
+	}
+	return false
+}
+
+// SetLabel sets the field that the metric label name carries (one of
+// LabelNames) to value, and reports whether name is such a label. It is
+// the inverse of Labels, for code that reads identities back from series.
+func (id *Identity) SetLabel(name, value string) bool {
+	switch name {
+	case LabelNamespace:
+		id.Namespace = value
+	case LabelPod:
+		id.Pod = value
+	case LabelContainer:
+		id.Container = value
+	case LabelContainerID:
+		id.ContainerID = value
+	case LabelPodUID:
+		id.PodUID = value
+	case LabelUnit:
+		id.SystemdUnit = value
+	case LabelOwnerKind:
+		id.OwnerKind = value
+	case LabelOwnerName:
+		id.OwnerName = value
+	default:
+		return false
+	}
+	return true
 }
 
 // Enricher adds metadata that the cgroup path does not carry (namespace, pod

@@ -30,7 +30,9 @@ enum vigil_prog {
 	VIGIL_PROG_HTTP_SENDTO = 11,
 	VIGIL_PROG_HTTP_WRITEV = 12,
 	VIGIL_PROG_HTTP_SENDMSG = 13,
-	VIGIL_PROG_COUNT = 14,
+	VIGIL_PROG_CGROUP_MKDIR = 14,
+	VIGIL_PROG_CGROUP_RMDIR = 15,
+	VIGIL_PROG_COUNT = 16,
 };
 
 // Configuration set by the loader before the object is loaded.

@@ -6,6 +6,7 @@
 #include "tcp.h"
 #include "process.h"
 #include "http.h"
+#include "cgroup.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -13,3 +14,4 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const struct vigil_tcp_event *vigil_unused_tcp __attribute__((unused));
 const struct vigil_proc_event *vigil_unused_proc __attribute__((unused));
 const struct vigil_http_event *vigil_unused_http __attribute__((unused));
+const struct vigil_cgroup_event *vigil_unused_cgroup __attribute__((unused));

@@ -74,6 +74,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: [pods/eviction]
   verbs: [create]
+# Healing alert enrichment: the Service an alert's destination (cluster
+# IP and port) names.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [list]
 {{- end }}
 {{- define "vigil.nodeRules" -}}
 # Healing cordon/drain and the node maintenance annotation check.

@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// runner implements testenv.TB outside of a test: cleanups run in reverse
+// order when run's function returns or Fatalf is called (from the main
+// goroutine); folders live under the work folder.
+type runner struct {
+	ctx      context.Context
+	dir      string
+	log      *slog.Logger
+	cleanups []func()
+	failed   bool
+	n        int
+}
+
+// fatal unwinds run's function after Fatalf or Skipf.
+type fatal struct{}
+
+// run calls fn, then the cleanups, and returns the exit code.
+func (r *runner) run(fn func()) (code int) {
+	defer func() {
+		if v := recover(); v != nil {
+			if _, ok := v.(fatal); !ok {
+				panic(v)
+			}
+			r.failed = true
+		}
+		for i := len(r.cleanups) - 1; i >= 0; i-- {
+			r.cleanups[i]()
+		}
+		if r.failed {
+			code = 1
+		}
+	}()
+	fn()
+	return 0
+}
+
+func (r *runner) Helper()                         {}
+func (r *runner) Name() string                    { return "faultbench" }
+func (r *runner) Failed() bool                    { return r.failed }
+func (r *runner) Context() context.Context        { return r.ctx }
+func (r *runner) Cleanup(f func())                { r.cleanups = append(r.cleanups, f) }
+func (r *runner) Logf(format string, args ...any) { r.log.Debug(fmt.Sprintf(format, args...)) }
+func (r *runner) Skipf(format string, args ...any) {
+	r.Fatalf(format, args...)
+}
+
+func (r *runner) Fatalf(format string, args ...any) {
+	r.log.Error(fmt.Sprintf(format, args...))
+	r.failed = true
+	panic(fatal{})
+}
+
+// LogDir keeps every server's log in one folder of the work folder.
+func (r *runner) LogDir() string { return filepath.Join(r.dir, "logs") }
+
+// TempDir returns a new numbered folder under the work folder.
+func (r *runner) TempDir() string {
+	r.n++
+	d := filepath.Join(r.dir, fmt.Sprintf("%03d", r.n))
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		r.Fatalf("%v", err)
+	}
+	return d
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// call is one webhook action call the receiver got.
+type call struct {
+	at       time.Time
+	policy   string
+	source   string
+	labels   map[string]string
+	startsAt time.Time // when the alert started: the event's kernel time, the rule's first firing evaluation
+}
+
+// receiver is the remediation endpoint: every webhook action of Vigil's
+// policies lands here and is stamped with the time it arrived.
+type receiver struct {
+	mu    sync.Mutex
+	calls []call
+	bad   []string
+	wake  chan struct{} // closed and replaced on every call
+}
+
+func newReceiver() *receiver { return &receiver{wake: make(chan struct{})} }
+
+// start serves the receiver on a free loopback port until cleanup and
+// returns its base URL.
+func (rc *receiver) start(r *runner) string {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		r.Fatalf("receiver: %v", err)
+	}
+	srv := &http.Server{Handler: rc, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	r.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	at := time.Now()
+	var body struct {
+		Alert struct {
+			Labels   map[string]string
+			Source   string
+			StartsAt time.Time
+		} `json:"alert"`
+		Policy string `json:"policy"`
+	}
+	err := json.NewDecoder(io.LimitReader(req.Body, 1<<20)).Decode(&body)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	switch {
+	case err != nil:
+		rc.bad = append(rc.bad, fmt.Sprintf("%s %s: %v", req.Method, req.URL.Path, err))
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	case expectedSource[body.Policy] == "":
+		rc.bad = append(rc.bad, fmt.Sprintf("call from unknown policy %q", body.Policy))
+	case expectedSource[body.Policy] != body.Alert.Source:
+		rc.bad = append(rc.bad, fmt.Sprintf("policy %s acted on a %q alert %v, want source %q",
+			body.Policy, body.Alert.Source, body.Alert.Labels, expectedSource[body.Policy]))
+	}
+	rc.calls = append(rc.calls, call{at: at, policy: body.Policy, source: body.Alert.Source, labels: body.Alert.Labels, startsAt: body.Alert.StartsAt})
+	close(rc.wake)
+	rc.wake = make(chan struct{})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// first returns the first call of policy for unit at or after since,
+// waiting until ctx ends.
+func (rc *receiver) first(ctx context.Context, policy, unit string, since time.Time) (call, error) {
+	for {
+		rc.mu.Lock()
+		for _, c := range rc.calls {
+			if c.policy == policy && c.labels["unit"] == unit && !c.at.Before(since) {
+				rc.mu.Unlock()
+				return c, nil
+			}
+		}
+		wake := rc.wake
+		rc.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return call{}, ctx.Err()
+		}
+	}
+}
+
+// unexpected lists calls that were malformed, from an unknown policy, or
+// from a policy acting on an alert of the wrong source (a conventional
+// policy acting on a local alert would make its figures meaningless).
+func (rc *receiver) unexpected() []string {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]string(nil), rc.bad...)
+}
+
+// cgroups makes the benchmark's workload cgroups in the hierarchy Vigil's
+// eBPF collector attributes events by (the v1 memory hierarchy when it is
+// mounted, else the unified one), under this process's own cgroup.
+type cgroups struct {
+	base string // folder the workload cgroups are made in
+	mu   sync.Mutex
+	made []string
+}
+
+func newCgroups() (*cgroups, error) {
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return nil, err
+	}
+	var memory, unified string
+	for _, line := range strings.Split(string(mounts), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		switch {
+		case f[2] == "cgroup" && hasOption(f[3], "memory"):
+			memory = f[1]
+		case f[2] == "cgroup2" && unified == "":
+			unified = f[1]
+		}
+	}
+	own, err := ownCgroups()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case memory != "":
+		return &cgroups{base: filepath.Join(memory, own["memory"])}, nil
+	case unified != "":
+		return &cgroups{base: filepath.Join(unified, own[""])}, nil
+	}
+	return nil, errors.New("no cgroup v1 memory or cgroup2 hierarchy is mounted")
+}
+
+func hasOption(opts, want string) bool {
+	for _, o := range strings.Split(opts, ",") {
+		if o == want {
+			return true
+		}
+	}
+	return false
+}
+
+// ownCgroups maps each controller list of /proc/self/cgroup to this
+// process's path in it ("" is the unified hierarchy).
+func ownCgroups() (map[string]string, error) {
+	f, err := os.Open("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			out[c] = parts[2]
+		}
+	}
+	return out, sc.Err()
+}
+
+func (c *cgroups) dir(unit string) string { return filepath.Join(c.base, unit) }
+
+func (c *cgroups) create(unit string) error {
+	d := c.dir(unit)
+	if err := os.Mkdir(d, 0o755); err != nil && !os.IsExist(err) {
+		return err
+	}
+	c.mu.Lock()
+	c.made = append(c.made, d)
+	c.mu.Unlock()
+	return nil
+}
+
+// removeAll removes every cgroup made; a cgroup is busy for a moment after
+// its last process exits, so each removal is retried for a few seconds.
+func (c *cgroups) removeAll() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, d := range c.made {
+		var err error
+		for range 100 {
+			if err = os.Remove(d); err == nil || os.IsNotExist(err) {
+				err = nil
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	c.made = nil
+	return errors.Join(errs...)
+}
+
+// join moves process pid into unit's cgroup.
+func (c *cgroups) join(unit string, pid int) error {
+	return os.WriteFile(filepath.Join(c.dir(unit), "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
+}
+
+// getJSON decodes a Prometheus-style API answer's data into v.
+func getJSON(ctx context.Context, url string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// waitEBPF waits until Vigil's eBPF collector has loaded the process and
+// HTTP programs (the crash and 5xx faults are seen through them).
+func waitEBPF(ctx context.Context, vigilURL string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	want := []string{"process_exit", "http_exit_read", "http_write"}
+	var last string
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, vigilURL+"/metrics", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			missing := []string{}
+			for _, p := range want {
+				if !strings.Contains(string(b), `vigil_ebpf_program_loaded{program="`+p+`"} 1`) {
+					missing = append(missing, p)
+				}
+			}
+			if len(missing) == 0 {
+				return nil
+			}
+			last = "not loaded: " + strings.Join(missing, ", ")
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("vigil's eBPF programs: %s (see vigil.log in the work folder)", last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

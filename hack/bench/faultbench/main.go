@@ -1,0 +1,244 @@
+// Command faultbench is the headline benchmark of `make bench`
+// (hack/bench/faults.sh): the time from a real fault to the remediation
+// call, through Vigil's local path and through the conventional alerting
+// path, side by side on the same faults in one run on this machine.
+//
+// Two scenarios run concurrently, each on its own pool of workloads (cgroups
+// named like systemd units, so Vigil attributes them to a unit):
+//
+//   - crash: a shell in faultbench-crash-N.service exits with code 3;
+//   - 5xx: an HTTP server in faultbench-web-N.service, which a load generator
+//     hits at a steady rate, starts answering 500.
+//
+// One Vigil (eBPF and cgroup collectors, local rules every
+// -local-interval, healing live) serves both paths at once:
+//
+//   - local: the fast-path event alert VigilProcessExitedNonZero (crash) or a
+//     local rule with `for: 0s` (5xx) reaches the healing engine, whose
+//     local-* policy calls a webhook action;
+//   - conventional: Prometheus scrapes Vigil's /metrics every 5 s and
+//     evaluates the equivalent rule every 5 s with `for: 0s`; Alertmanager
+//     (group_wait 1s) posts to Vigil's authenticated Alertmanager webhook; the
+//     conventional-* policy, which matches only those alerts, calls the
+//     webhook action.
+//
+// The webhook actions land on a receiver in this process, which notes the
+// time of each call. Each fault is timed from the moment this program
+// injects it to each path's call, on the same clock. The table (Markdown)
+// goes to stdout and, with -report, to a file; progress goes to stderr.
+//
+// Usage (as root; see hack/bench/faults.sh):
+//
+//	faultbench -vigil bin/vigil [-runs 15] [-rps 50] [-local-interval 250ms] [-report FILE]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
+)
+
+// settings are the knobs of one benchmark run.
+type settings struct {
+	vigil         string        // path of the vigil binary
+	runs          int           // measured faults per scenario
+	rps           float64       // load on each web server
+	localInterval time.Duration // Vigil's rules.evaluation_interval
+	promInterval  time.Duration // Prometheus's scrape and evaluation interval
+	window        string        // range of the increase() in both rules
+	pool          int           // workloads per scenario, used in turn
+	timeout       time.Duration // how long a path may take before the fault counts as missed
+	report        string        // file the Markdown table is also written to
+	keep          bool          // keep the work folder (logs, configs) at the end
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == webHelperArg {
+		os.Exit(runWebHelper(os.Args[2:]))
+	}
+	var s settings
+	flag.StringVar(&s.vigil, "vigil", "", "path of the vigil binary (required)")
+	flag.IntVar(&s.runs, "runs", 15, "measured faults per scenario (each measured on both paths)")
+	flag.Float64Var(&s.rps, "rps", 50, "requests per second the load generator sends to each web server")
+	flag.DurationVar(&s.localInterval, "local-interval", 250*time.Millisecond, "Vigil's rules.evaluation_interval")
+	flag.DurationVar(&s.promInterval, "prom-interval", 5*time.Second, "Prometheus scrape and evaluation interval")
+	flag.StringVar(&s.window, "window", "15s", "range of increase() in the 5xx and crash rules (both paths)")
+	flag.IntVar(&s.pool, "pool", 4, "workloads per scenario, used in turn so each fault starts from healthy")
+	flag.DurationVar(&s.timeout, "timeout", time.Minute, "a path that has not acted this long after a fault misses it")
+	flag.StringVar(&s.report, "report", "", "also write the Markdown report to this file")
+	flag.BoolVar(&s.keep, "keep", false, "keep the work folder (configs and logs of every server)")
+	flag.Parse()
+	if err := s.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "faultbench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	dir, err := os.MkdirTemp("", "vigil-faultbench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "faultbench:", err)
+		os.Exit(1)
+	}
+	r := &runner{ctx: ctx, dir: dir, log: log}
+	code := r.run(func() { bench(r, s) })
+	if code != 0 || s.keep {
+		log.Info("work folder kept", "dir", dir)
+	} else {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}
+
+func (s *settings) validate() error {
+	var errs []error
+	if s.vigil == "" {
+		errs = append(errs, errors.New("-vigil: the path of the vigil binary is required"))
+	} else if _, err := os.Stat(s.vigil); err != nil {
+		errs = append(errs, fmt.Errorf("-vigil: %w", err))
+	}
+	if s.runs < 1 {
+		errs = append(errs, fmt.Errorf("-runs: must be at least 1, got %d", s.runs))
+	}
+	if s.rps <= 0 || s.rps > 1000 {
+		errs = append(errs, fmt.Errorf("-rps: must be in (0, 1000], got %g", s.rps))
+	}
+	if s.localInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("-local-interval: Vigil's minimum is 100ms, got %s", s.localInterval))
+	}
+	if s.promInterval < time.Second {
+		errs = append(errs, fmt.Errorf("-prom-interval: must be at least 1s, got %s", s.promInterval))
+	}
+	if s.pool < 1 {
+		errs = append(errs, fmt.Errorf("-pool: must be at least 1, got %d", s.pool))
+	}
+	if s.timeout < 10*time.Second {
+		errs = append(errs, fmt.Errorf("-timeout: must be at least 10s, got %s", s.timeout))
+	}
+	return errors.Join(errs...)
+}
+
+// bench sets everything up, runs both scenarios and prints the report.
+func bench(r *runner, s settings) {
+	if os.Geteuid() != 0 {
+		r.Fatalf("must run as root (eBPF programs and cgroups)")
+	}
+	start := time.Now()
+	rc := newReceiver()
+	recvURL := rc.start(r)
+
+	cg, err := newCgroups()
+	if err != nil {
+		r.Fatalf("cgroups: %v", err)
+	}
+	var units []string
+	for i := range s.pool {
+		units = append(units, fmt.Sprintf("faultbench-crash-%d.service", i), fmt.Sprintf("faultbench-web-%d.service", i))
+	}
+	for _, u := range units {
+		if err := cg.create(u); err != nil {
+			r.Fatalf("cgroup %s: %v", u, err)
+		}
+	}
+	r.Cleanup(func() {
+		if err := cg.removeAll(); err != nil {
+			r.Logf("remove cgroups: %v", err)
+		}
+	})
+
+	work := r.TempDir()
+	paths := stack{token: writeFile(r, work, "token", "faultbench-"+randomHex(16)+"\n")}
+	paths.localRules = writeFile(r, work, "local.rules.yml", rulesYAML("faultbench-local", "local", s.window))
+	paths.promRules = writeFile(r, work, "prometheus.rules.yml", rulesYAML("faultbench-conventional", "conventional", s.window))
+	paths.vigilConfig = writeFile(r, work, "vigil.yaml", vigilYAML(s, paths, recvURL, filepath.Join(work, "maintenance")))
+
+	var vigilURL string
+	testenv.StartOnFreePorts(r, 1, func(ports []int) testenv.Command {
+		vigilURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+		return testenv.Command{
+			Name:  "vigil",
+			Path:  s.vigil,
+			Args:  []string{"run", "--config", paths.vigilConfig, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", ports[0])},
+			Ready: testenv.HTTPReady(vigilURL + "/-/ready"),
+		}
+	})
+	am := testenv.StartAlertmanager(r, alertmanagerYAML(vigilURL, paths.token))
+	prom := testenv.StartPrometheus(r, testenv.PrometheusOptions{
+		ScrapeTargets:      []string{strings.TrimPrefix(vigilURL, "http://")},
+		ScrapeJobs:         []string{"vigil"},
+		ScrapeInterval:     s.promInterval,
+		EvaluationInterval: s.promInterval,
+		RuleFiles:          []string{paths.promRules},
+		AlertmanagerURLs:   []string{am.URL},
+	})
+	if err := waitEBPF(r.ctx, vigilURL); err != nil {
+		r.Fatalf("%v", err)
+	}
+	env := &environment{s: s, rc: rc, cg: cg, vigilURL: vigilURL, promURL: prom.URL, log: r.log}
+
+	web, err := env.startWebServers(r)
+	if err != nil {
+		r.Fatalf("web servers: %v", err)
+	}
+	r.log.Info("environment up", "vigil", vigilURL, "prometheus", prom.URL, "alertmanager", am.URL, "setup", time.Since(start).Round(time.Millisecond))
+
+	scenarios := []*scenario{env.crashScenario(), env.httpScenario(web)}
+	var wg sync.WaitGroup
+	errs := make([]error, len(scenarios))
+	for i, sc := range scenarios {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = env.runScenario(r.ctx, sc)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		r.Fatalf("%v", err)
+	}
+	if bad := rc.unexpected(); len(bad) > 0 {
+		r.Fatalf("the receiver got calls it did not expect: %s", strings.Join(bad, "; "))
+	}
+	rep := report{settings: s, scenarios: scenarios, elapsed: time.Since(start), host: hostInfo()}
+	md := rep.markdown()
+	fmt.Print(md)
+	if s.report != "" {
+		if err := os.WriteFile(s.report, []byte(md), 0o644); err != nil {
+			r.Fatalf("write report: %v", err)
+		}
+		r.log.Info("report written", "file", s.report)
+	}
+}
+
+// stack holds the files shared by Vigil, Prometheus and Alertmanager.
+type stack struct {
+	token, localRules, promRules, vigilConfig string
+}
+
+func hostInfo() string {
+	kernel := "?"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("%d CPUs, Linux %s, %s", runtime.NumCPU(), kernel, runtime.Version())
+}
+
+func writeFile(r *runner, dir, name, content string) string {
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		r.Fatalf("%v", err)
+	}
+	return p
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make bench` headline scenario (issue 11, point 3): time from a real fault
+# to the remediation call, Vigil's local path vs the conventional path
+# (Prometheus scraping Vigil every 5 s and evaluating every 5 s, for: 0s;
+# Alertmanager with group_wait 1s posting to Vigil's webhook), side by side
+# on the same faults in one run: a process that exits non-zero, and an HTTP
+# server under steady load that starts answering 500. The driver is
+# hack/bench/faultbench (docs/faultbench.md). Needs root (eBPF, cgroups) and
+# Debian's prometheus and prometheus-alertmanager (make deps).
+#
+# Knobs: FAULTBENCH_RUNS (faults per scenario, default 15),
+# FAULTBENCH_RPS (load per web server, default 50),
+# FAULTBENCH_LOCAL_INTERVAL (Vigil's rules.evaluation_interval, default 250ms),
+# FAULTBENCH_REPORT (also write the Markdown report to this file),
+# FAULTBENCH_KEEP=1 (keep the work folder with every config and log).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ "$(id -u)" != 0 ]; then
+	if [ "${CI:-}" = true ]; then echo "faults: needs root (eBPF programs, cgroups)" >&2; exit 1; fi
+	echo "faults: skipped — needs root (eBPF programs, cgroups)"
+	exit 0
+fi
+tmp=$(mktemp -d /tmp/vigil-bench-faults.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+nice go build -o "$tmp/vigil" ./cmd/vigil
+nice go build -o "$tmp/faultbench" ./hack/bench/faultbench
+args=(-vigil "$tmp/vigil"
+	-runs "${FAULTBENCH_RUNS:-15}"
+	-rps "${FAULTBENCH_RPS:-50}"
+	-local-interval "${FAULTBENCH_LOCAL_INTERVAL:-250ms}")
+[ -n "${FAULTBENCH_REPORT:-}" ] && args+=(-report "$FAULTBENCH_REPORT")
+[ "${FAULTBENCH_KEEP:-}" = 1 ] && args+=(-keep)
+# The driver is not niced: it measures latency. It stops every process it
+# started and removes its cgroups on exit, also on failure or SIGINT/SIGTERM.
+"$tmp/faultbench" "${args[@]}"
