@@ -167,17 +167,21 @@ func (c *collector) Start(ctx context.Context) error {
 
 // read consumes one ring buffer until it is closed. Producers submit most
 // events without waking the reader, so it also polls on a short deadline.
+// The deadline is only renewed once it has passed (the reader then drains
+// what was submitted without a wake-up first): setting it for every record
+// cost more than handling the record.
 func (c *collector) read(rd *ringbuf.Reader, ring string, handle func([]byte)) {
 	events := c.m.eventsRead.WithLabelValues(ring)
 	var rec ringbuf.Record
+	rd.SetDeadline(time.Now().Add(c.cfg.PollInterval))
 	for {
-		rd.SetDeadline(time.Now().Add(c.cfg.PollInterval))
 		err := rd.ReadInto(&rec)
 		switch {
 		case err == nil:
 			events.Inc()
 			handle(rec.RawSample)
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			rd.SetDeadline(time.Now().Add(c.cfg.PollInterval))
 		case errors.Is(err, ringbuf.ErrClosed):
 			return
 		default:

@@ -34,6 +34,22 @@ type ProgramsConfig struct {
 	Cgroups bool `yaml:"cgroups"`
 }
 
+// SpansConfig is the sampling of HTTP spans. Metrics count every request
+// whatever is sampled.
+type SpansConfig struct {
+	// SampleRatio is the share of requests without a traceparent (root
+	// requests) that become spans, decided by their trace ID (0 to 1).
+	SampleRatio float64 `yaml:"sample_ratio"`
+	// MaxPerSecond caps the spans of root requests per second (0: no cap).
+	// Spans of requests whose traceparent says sampled, and error spans,
+	// are exported whatever the cap.
+	MaxPerSecond int `yaml:"max_per_second"`
+	// LinkClientsByThread makes a client request written by the thread
+	// that is serving a request (read on that thread and not yet answered,
+	// the only one in flight there) a child of that server span.
+	LinkClientsByThread bool `yaml:"link_clients_by_thread"`
+}
+
 // Config is the collectors.ebpf section.
 type Config struct {
 	// Programs switches program groups on or off; all are on by default.
@@ -59,6 +75,12 @@ type Config struct {
 	MaxRoutes int `yaml:"max_routes"`
 	// MaxPendingRequests bounds HTTP requests waiting for their response.
 	MaxPendingRequests int `yaml:"max_pending_requests"`
+	// HTTPHeadWindows is how many windows of 511 bytes of a request head
+	// the kernel sends (1 to 8): headers such as traceparent are found in
+	// the first HTTPHeadWindows*511 bytes of the read or write.
+	HTTPHeadWindows int `yaml:"http_head_windows"`
+	// Spans chooses which HTTP requests become spans.
+	Spans SpansConfig `yaml:"spans"`
 	// BPFStats enables the kernel's BPF run-time statistics (a small
 	// system-wide cost) and exports each program's run time and count.
 	BPFStats bool `yaml:"bpf_stats"`
@@ -77,12 +99,14 @@ func NewConfig() *Config {
 		Programs:            ProgramsConfig{TCP: true, TCPRetransmits: true, TCPResets: true, Process: true, OOM: true, HTTP: true, Cgroups: true},
 		RingBufferBytes:     1 << 20,
 		HTTPRingBufferBytes: 4 << 20,
-		WakeupThreshold:     64,
+		WakeupThreshold:     256,
 		PollInterval:        100 * time.Millisecond,
 		MaxTrackedSockets:   65536,
 		MaxSeries:           2000,
 		MaxRoutes:           500,
 		MaxPendingRequests:  16384,
+		HTTPHeadWindows:     4,
+		Spans:               SpansConfig{SampleRatio: 1, MaxPerSecond: 100, LinkClientsByThread: true},
 		CgroupHierarchy:     "auto",
 		MountTracefs:        true,
 	}
@@ -108,6 +132,15 @@ func (c *Config) Validate() error {
 	positive("max_series", c.MaxSeries)
 	positive("max_routes", c.MaxRoutes)
 	positive("max_pending_requests", c.MaxPendingRequests)
+	if c.HTTPHeadWindows < 1 || c.HTTPHeadWindows > 8 {
+		errs = append(errs, fmt.Errorf("http_head_windows: must be between 1 and 8, got %d", c.HTTPHeadWindows))
+	}
+	if !(c.Spans.SampleRatio >= 0 && c.Spans.SampleRatio <= 1) {
+		errs = append(errs, fmt.Errorf("spans.sample_ratio: must be between 0 and 1, got %v", c.Spans.SampleRatio))
+	}
+	if c.Spans.MaxPerSecond < 0 {
+		errs = append(errs, fmt.Errorf("spans.max_per_second: must be 0 (no cap) or more, got %d", c.Spans.MaxPerSecond))
+	}
 	if c.PollInterval < time.Millisecond || c.PollInterval > 5*time.Second {
 		errs = append(errs, fmt.Errorf("poll_interval: must be between 1ms and 5s, got %s", c.PollInterval))
 	}

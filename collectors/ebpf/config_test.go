@@ -15,11 +15,15 @@ func TestConfigValidate(t *testing.T) {
 	c.WakeupThreshold = 0
 	c.PollInterval = time.Minute
 	c.CgroupHierarchy = "v3"
+	c.HTTPHeadWindows = 9
+	c.Spans.SampleRatio = 1.5
+	c.Spans.MaxPerSecond = -1
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
-	for _, field := range []string{"ring_buffer_bytes", "wakeup_threshold", "poll_interval", "cgroup_hierarchy"} {
+	for _, field := range []string{"ring_buffer_bytes", "wakeup_threshold", "poll_interval", "cgroup_hierarchy",
+		"http_head_windows", "spans.sample_ratio", "spans.max_per_second"} {
 		if !strings.Contains(err.Error(), field+":") {
 			t.Errorf("error does not name %s: %v", field, err)
 		}

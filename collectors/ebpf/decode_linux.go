@@ -100,33 +100,32 @@ func decodeEvent(b []byte) (any, error) {
 		len(b), tcpEventSize, procEventSize, cgroupEventSize)
 }
 
-// decodeHTTPEvent decodes one sample from the HTTP ring buffer.
+// httpHeaderSize is the size of an HTTP event without its data.
+var httpHeaderSize = int(unsafe.Offsetof(httpEvent{}.Data))
+
+// decodeHTTPEvent decodes one sample from the HTTP ring buffer: the
+// event's header followed by exactly its captured bytes (the kernel leaves
+// the rest of data out). Only e.Data[:e.Captured] is valid afterwards.
+// Family 0 (no socket fields) is valid for responses only; the handler
+// checks that.
 func decodeHTTPEvent(b []byte, e *httpEvent) error {
-	if len(b) != httpEventSize {
-		return fmt.Errorf("http event sample of %d bytes, want %d", len(b), httpEventSize)
+	if len(b) < httpHeaderSize || len(b) > httpEventSize {
+		return fmt.Errorf("http event sample of %d bytes, want %d to %d", len(b), httpHeaderSize, httpEventSize)
 	}
-	decodeInto(b, e)
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(e)), httpEventSize), b)
 	if int(e.Captured) > len(e.Data) {
 		return fmt.Errorf("http event: captured %d bytes, more than the %d-byte buffer", e.Captured, len(e.Data))
+	}
+	if len(b) < httpHeaderSize+int(e.Captured) {
+		return fmt.Errorf("http event sample of %d bytes is shorter than its %d captured bytes", len(b), e.Captured)
 	}
 	if e.Dir != httpRead && e.Dir != httpWrite {
 		return fmt.Errorf("http event: unknown direction %d", e.Dir)
 	}
-	if e.Family != afInet && e.Family != afInet6 {
+	if e.Family != afInet && e.Family != afInet6 && e.Family != 0 {
 		return fmt.Errorf("http event: unknown address family %d", e.Family)
 	}
 	return nil
-}
-
-// payload returns the captured bytes of an HTTP event, with the byte read
-// ahead by a previous one-byte read put back in front.
-func (e *httpEvent) payload() []byte {
-	d := e.Data[:e.Captured]
-	if e.HasPrefix == 0 {
-		return d
-	}
-	out := make([]byte, 0, len(d)+1)
-	return append(append(out, e.Prefix), d...)
 }
 
 func addrPort(family uint8, addr [16]uint8, port uint16) netip.AddrPort {

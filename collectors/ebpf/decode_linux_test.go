@@ -66,11 +66,19 @@ func TestDecodeErrorsAreCounted(t *testing.T) {
 	}
 	he := sampleHTTP(httpRead, "GET / HTTP/1.1\r\n\r\n")
 	he.Captured = 9999
-	for _, b := range [][]byte{[]byte{1, 2, 3}, encode(t, he)} {
+	short := encode(t, sampleHTTP(httpRead, "GET / HTTP/1.1\r\n\r\n"))[:httpHeaderSize+3] // fewer bytes than captured
+	for _, b := range [][]byte{[]byte{1, 2, 3}, encode(t, he), short} {
 		h.handleHTTP(b)
 	}
-	if got := testutil.ToFloat64(h.m.decodeErrors.WithLabelValues("http_events")); got != 2 {
-		t.Errorf("http decode errors = %v, want 2", got)
+	if got := testutil.ToFloat64(h.m.decodeErrors.WithLabelValues("http_events")); got != 3 {
+		t.Errorf("http decode errors = %v, want 3", got)
+	}
+	// A record cut right after its captured bytes, as the kernel sends it,
+	// is accepted.
+	exact := encode(t, sampleHTTP(httpRead, "GET / HTTP/1.1\r\n\r\n"))
+	var e httpEvent
+	if err := decodeHTTPEvent(exact[:httpHeaderSize+len("GET / HTTP/1.1\r\n\r\n")], &e); err != nil {
+		t.Errorf("exact-size record: %v", err)
 	}
 }
 
@@ -198,11 +206,11 @@ func BenchmarkHandleHTTPRequest(b *testing.B) {
 // in a batch of 512.
 func BenchmarkSpans(b *testing.B) {
 	q := newSpanQueue(nil, prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}), "node", slog.New(slog.DiscardHandler))
-	p := &pendingRequest{server: true, msg: httpMessage{Request: true, Method: "GET", Target: "/a/1", Version: "1.1",
-		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, pid: 1, comm: "x"}
-	batch := make([]httpSpan, 512)
+	p := pendingRequest{server: true, method: 0, version: "1.1", route: &routeInfo{target: "/a/1", path: "/a/1", route: "/a/{id}"},
+		pid: 1, traceID: [16]byte{1}, spanID: [8]byte{2}, parentID: [8]byte{3}}
+	batch := make([]*httpSpan, 512)
 	for i := range batch {
-		batch[i] = httpSpan{req: p, path: "/a/1", route: "/a/{id}", status: 200}
+		batch[i] = &httpSpan{req: p, status: 200}
 	}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -32,9 +32,7 @@ type handlers struct {
 	tcpCacheReset time.Time
 
 	// Used by the HTTP reader only.
-	httpCache      map[httpKey]httpSeries
-	httpCacheReset time.Time
-	pending        map[connKey]*pendingRequest
+	http *httpState
 }
 
 func newHandlers(cfg *Config, m *metrics, cg resolver, clk clock, bus *event.Bus, spans *spanQueue, log *slog.Logger) *handlers {
@@ -43,7 +41,7 @@ func newHandlers(cfg *Config, m *metrics, cg resolver, clk clock, bus *event.Bus
 	}
 	cg = countingResolver{cg, m.unresolved}
 	return &handlers{cfg: cfg, m: m, cgroups: cg, clock: clk, bus: bus, spans: spans, log: log,
-		pending: map[connKey]*pendingRequest{}, tcpCache: map[tcpKey]*tcpSeries{}, httpCache: map[httpKey]httpSeries{}}
+		tcpCache: map[tcpKey]*tcpSeries{}, http: newHTTPState(cfg)}
 }
 
 // handleEvent handles one sample of the events ring buffer.
@@ -210,100 +208,4 @@ func (h *handlers) handleProc(e *procEvent) {
 func (h *handlers) publish(ev event.Event) {
 	h.m.fastPath.WithLabelValues(string(ev.Kind)).Inc()
 	h.bus.Publish(ev)
-}
-
-// connKey names one socket of one process.
-type connKey struct{ pid, fd uint32 }
-
-// pendingRequest is a request waiting for its response.
-type pendingRequest struct {
-	server   bool
-	start    time.Time
-	msg      httpMessage
-	wl       workload.Identity
-	cgroup   uint64
-	pid      uint32
-	comm     string
-	local    netip.AddrPort
-	remote   netip.AddrPort
-	captured int
-}
-
-// handleHTTP handles one sample of the HTTP ring buffer. A request read is
-// the start of a server request, a request written the start of a client
-// request; the status line in the other direction on the same process and
-// descriptor completes it.
-func (h *handlers) handleHTTP(b []byte) {
-	var e httpEvent
-	if err := decodeHTTPEvent(b, &e); err != nil {
-		h.m.decodeErrors.WithLabelValues("http_events").Inc()
-		h.log.Debug("dropped undecodable eBPF HTTP event", "err", err)
-		return
-	}
-	msg, err := parseHTTP(e.payload())
-	if err != nil {
-		return // looked like HTTP to the kernel's quick check only
-	}
-	key := connKey{e.Pid, e.Fd}
-	at := h.clock.time(e.TsNs)
-	if msg.Request {
-		p := &pendingRequest{server: e.Dir == httpRead, start: at, msg: msg, pid: e.Pid, comm: commString(e.Comm),
-			local: addrPort(e.Family, e.Saddr, e.Sport), remote: addrPort(e.Family, e.Daddr, e.Dport)}
-		p.wl, p.cgroup = h.cgroups.Identity(e.CgroupId), e.CgroupId
-		if len(h.pending) >= h.cfg.MaxPendingRequests {
-			h.m.httpUnmatched.Add(float64(len(h.pending)))
-			clear(h.pending)
-		}
-		h.pending[key] = p
-		return
-	}
-	p := h.pending[key]
-	if p != nil && p.server == (e.Dir == httpWrite) {
-		delete(h.pending, key)
-	} else {
-		p = nil
-	}
-	if p == nil {
-		return
-	}
-	h.completeHTTP(p, msg.Status, at)
-}
-
-// httpKey names the series a finished request updates.
-type httpKey struct {
-	cgroup        uint64
-	route, method string
-	server        bool
-	class         string
-}
-
-type httpSeries struct {
-	requests prometheus.Counter
-	duration prometheus.Observer
-}
-
-func (h *handlers) completeHTTP(p *pendingRequest, status int, end time.Time) {
-	path, route := routeOf(p.msg.Target)
-	k := httpKey{cgroup: p.cgroup, route: route, method: p.msg.Method, server: p.server, class: statusClass(status)}
-	if time.Since(h.httpCacheReset) > seriesCacheTTL || len(h.httpCache) >= maxCachedSeries {
-		clear(h.httpCache)
-		h.httpCacheReset = time.Now()
-	}
-	s, ok := h.httpCache[k]
-	if !ok {
-		kind := "client"
-		if p.server {
-			kind = "server"
-		}
-		lv := h.m.httpCap.labels(p.wl, h.m.routeCap.value(route), kind, p.msg.Method, k.class)
-		s = httpSeries{h.m.httpRequests.WithLabelValues(lv...), h.m.httpDuration.WithLabelValues(lv...)}
-		h.httpCache[k] = s
-	}
-	d := end.Sub(p.start)
-	if d < 0 {
-		d = 0
-	}
-	s.requests.Inc()
-	s.duration.Observe(d.Seconds())
-	h.spans.add(httpSpan{req: p, path: path, route: route, status: status, end: end})
 }

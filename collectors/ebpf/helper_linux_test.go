@@ -30,6 +30,8 @@ func runHelper(name, arg string) int {
 		err = tcpClient(arg)
 	case "http-client":
 		err = httpClient(arg)
+	case "raw-http":
+		err = rawHTTP()
 	case "unprivileged":
 		err = unprivilegedCollector()
 	default:

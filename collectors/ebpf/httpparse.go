@@ -2,7 +2,6 @@ package ebpf
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"strconv"
 	"strings"
@@ -10,7 +9,9 @@ import (
 
 // httpMessage is what is read from the beginning of an HTTP/1.x message
 // captured by the kernel: a request line with a few headers, or a status
-// line.
+// line. The collector's hot path uses parseRequestHead and
+// parseStatusLine, which do not allocate; parseHTTP is their
+// convenience form.
 type httpMessage struct {
 	Request     bool
 	Method      string
@@ -30,71 +31,137 @@ const maxHeaderLine = 8192
 // b, which may be cut anywhere (only the first bytes are captured).
 func parseHTTP(b []byte) (httpMessage, error) {
 	var m httpMessage
-	line, rest, ok := bytes.Cut(b, []byte("\r\n"))
-	if !ok {
-		// The start line itself was cut: only usable if it is a status
-		// line long enough to carry the code.
-		line, rest = b, nil
-	}
-	if v, ok := bytes.CutPrefix(line, []byte("HTTP/1.")); ok {
-		// HTTP/1.1 200 OK
-		if len(v) < 5 || (v[0] != '0' && v[0] != '1') || v[1] != ' ' {
-			return m, errNotHTTP
-		}
-		code, err := strconv.Atoi(string(v[2:5]))
-		if err != nil || code < 100 || code > 999 || (len(v) > 5 && v[5] != ' ') {
-			return m, errNotHTTP
-		}
-		m.Version = "1." + string(v[0])
-		m.Status = code
+	if version, code, ok := parseStatusLine(b); ok {
+		m.Version, m.Status = version, code
 		return m, nil
 	}
+	h, ok := parseRequestHead(b)
 	if !ok {
-		return m, errNotHTTP
-	}
-	method, after, ok1 := bytes.Cut(line, []byte(" "))
-	target, version, ok2 := bytes.Cut(after, []byte(" "))
-	if !ok1 || !ok2 || !validMethod(method) || len(target) == 0 {
-		return m, errNotHTTP
-	}
-	switch string(version) {
-	case "HTTP/1.1":
-		m.Version = "1.1"
-	case "HTTP/1.0":
-		m.Version = "1.0"
-	default:
 		return m, errNotHTTP
 	}
 	m.Request = true
-	m.Method = string(method)
-	m.Target = string(target)
-	for len(rest) > 0 {
-		var h []byte
-		h, rest, ok = bytes.Cut(rest, []byte("\r\n"))
-		if !ok || len(h) == 0 {
-			break // cut header or end of headers
-		}
-		name, value, found := bytes.Cut(h, []byte(":"))
-		if !found || len(h) > maxHeaderLine {
-			continue
-		}
-		value = bytes.TrimSpace(value)
-		switch {
-		case bytes.EqualFold(name, []byte("host")):
-			m.Host = string(value)
-		case bytes.EqualFold(name, []byte("traceparent")):
-			m.TraceParent = string(value)
-		}
-	}
+	m.Method = methods[h.method]
+	m.Target = string(h.target)
+	m.Version = h.version
+	m.Host = string(h.host)
+	m.TraceParent = string(h.traceParent)
 	return m, nil
 }
 
-func validMethod(m []byte) bool {
-	switch string(m) {
-	case "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS":
-		return true
+// methods are the request methods recognised; the index is a method's
+// number in requestHead and in the metric keys.
+var methods = [...]string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+
+func methodIndex(m []byte) int {
+	switch string(m) { // no allocation: the compiler compares in place
+	case "GET":
+		return 0
+	case "POST":
+		return 1
+	case "PUT":
+		return 2
+	case "PATCH":
+		return 3
+	case "DELETE":
+		return 4
+	case "HEAD":
+		return 5
+	case "OPTIONS":
+		return 6
 	}
-	return false
+	return -1
+}
+
+func validMethod(m []byte) bool { return methodIndex(m) >= 0 }
+
+// requestHead is a request line and the headers the collector uses, as
+// slices of the captured bytes.
+type requestHead struct {
+	method      int
+	target      []byte
+	version     string
+	host        []byte
+	traceParent []byte
+	// complete is set when the blank line that ends the head was seen.
+	complete bool
+}
+
+// parseStatusLine reads "HTTP/1.x NNN ..." at the start of b.
+func parseStatusLine(b []byte) (version string, code int, ok bool) {
+	v, found := bytes.CutPrefix(b, []byte("HTTP/1."))
+	if !found || len(v) < 5 || (v[0] != '0' && v[0] != '1') || v[1] != ' ' {
+		return "", 0, false
+	}
+	for _, c := range v[2:5] {
+		if c < '0' || c > '9' {
+			return "", 0, false
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 || (len(v) > 5 && v[5] != ' ' && v[5] != '\r') {
+		return "", 0, false
+	}
+	if v[0] == '0' {
+		return "1.0", code, true
+	}
+	return "1.1", code, true
+}
+
+// parseRequestHead reads the request line at the start of b and then the
+// headers, as far as b goes.
+func parseRequestHead(b []byte) (requestHead, bool) {
+	var h requestHead
+	line, rest, ok := bytes.Cut(b, []byte("\r\n"))
+	if !ok {
+		return h, false
+	}
+	method, after, ok1 := bytes.Cut(line, []byte(" "))
+	target, version, ok2 := bytes.Cut(after, []byte(" "))
+	h.method = methodIndex(method)
+	if !ok1 || !ok2 || h.method < 0 || len(target) == 0 {
+		return h, false
+	}
+	switch string(version) {
+	case "HTTP/1.1":
+		h.version = "1.1"
+	case "HTTP/1.0":
+		h.version = "1.0"
+	default:
+		return h, false
+	}
+	h.target = target
+	h.scanHeaders(rest)
+	return h, true
+}
+
+// scanHeaders looks for Host and traceparent in header lines; it stops at
+// the blank line or at a cut line.
+func (h *requestHead) scanHeaders(rest []byte) {
+	for len(rest) > 0 {
+		line, after, ok := bytes.Cut(rest, []byte("\r\n"))
+		if !ok {
+			return // cut header
+		}
+		rest = after
+		if len(line) == 0 {
+			h.complete = true
+			return
+		}
+		name, value, found := bytes.Cut(line, []byte(":"))
+		if !found || len(line) > maxHeaderLine {
+			continue
+		}
+		switch len(name) {
+		case 4:
+			if bytes.EqualFold(name, []byte("host")) {
+				h.host = bytes.TrimSpace(value)
+			}
+		case 11:
+			if bytes.EqualFold(name, []byte("traceparent")) {
+				h.traceParent = bytes.TrimSpace(value)
+			}
+		}
+	}
 }
 
 // traceParent is a parsed W3C traceparent header.
@@ -106,30 +173,48 @@ type traceParent struct {
 
 // parseTraceParent parses a W3C Trace Context traceparent header value
 // ("00-<32 hex>-<16 hex>-<2 hex>"). All-zero IDs are invalid.
-func parseTraceParent(s string) (traceParent, bool) {
+func parseTraceParent[S ~string | ~[]byte](s S) (traceParent, bool) {
 	var tp traceParent
 	if len(s) < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' {
 		return tp, false
 	}
-	ver, err := hex.DecodeString(s[:2])
-	if err != nil || ver[0] == 0xff || (ver[0] == 0 && len(s) != 55) {
+	ver, ok := hexByte(s[0], s[1])
+	if !ok || ver == 0xff || (ver == 0 && len(s) != 55) {
 		return tp, false
 	}
-	if _, err := hex.Decode(tp.TraceID[:], []byte(s[3:35])); err != nil {
+	for i := range tp.TraceID {
+		if tp.TraceID[i], ok = hexByte(s[3+2*i], s[4+2*i]); !ok {
+			return tp, false
+		}
+	}
+	for i := range tp.SpanID {
+		if tp.SpanID[i], ok = hexByte(s[36+2*i], s[37+2*i]); !ok {
+			return tp, false
+		}
+	}
+	flags, ok := hexByte(s[53], s[54])
+	if !ok || tp.TraceID == [16]byte{} || tp.SpanID == [8]byte{} {
 		return tp, false
 	}
-	if _, err := hex.Decode(tp.SpanID[:], []byte(s[36:52])); err != nil {
-		return tp, false
-	}
-	flags, err := hex.DecodeString(s[53:55])
-	if err != nil || tp.TraceID == [16]byte{} || tp.SpanID == [8]byte{} {
-		return tp, false
-	}
-	if strings.ToLower(s[:55]) != s[:55] {
-		return tp, false // the spec allows lower-case hex only
-	}
-	tp.Sampled = flags[0]&1 == 1
+	tp.Sampled = flags&1 == 1
 	return tp, true
+}
+
+// hexByte decodes two lower-case hex digits (the spec allows no others).
+func hexByte(a, b byte) (byte, bool) {
+	x, ok1 := hexDigit(a)
+	y, ok2 := hexDigit(b)
+	return x<<4 | y, ok1 && ok2
+}
+
+func hexDigit(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // maxRouteSegments bounds how many path segments a route keeps.

@@ -28,8 +28,8 @@ type program struct {
 	btfTP      bool
 }
 
-// programs lists every program. The HTTP read pairs (enter and exit) must
-// both load for that syscall to be followed.
+// programs lists every program. The HTTP read programs run at syscall
+// exit only: the arguments are read back from the task's saved registers.
 var programs = []program{
 	{"tcp_state", "vigil_tcp_state", "tcp", "inet_sock_set_state", true},
 	{"tcp_retransmit", "vigil_tcp_retransmit", "tcp_retransmits", "tcp_retransmit_skb", true},
@@ -40,11 +40,8 @@ var programs = []program{
 	{"oom_victim", "vigil_oom_victim", "oom", "mark_victim", true},
 	{"cgroup_mkdir", "vigil_cgroup_mkdir", "cgroups", "cgroup_mkdir", true},
 	{"cgroup_rmdir", "vigil_cgroup_rmdir", "cgroups", "cgroup_rmdir", true},
-	{"http_enter_read", "vigil_http_enter_read_", "http", "syscalls/sys_enter_read", false},
 	{"http_exit_read", "vigil_http_exit_read_", "http", "syscalls/sys_exit_read", false},
-	{"http_enter_recvfrom", "vigil_http_enter_recvfrom", "http", "syscalls/sys_enter_recvfrom", false},
 	{"http_exit_recvfrom", "vigil_http_exit_recvfrom", "http", "syscalls/sys_exit_recvfrom", false},
-	{"http_enter_readv", "vigil_http_enter_readv", "http", "syscalls/sys_enter_readv", false},
 	{"http_exit_readv", "vigil_http_exit_readv", "http", "syscalls/sys_exit_readv", false},
 	{"http_write", "vigil_http_write", "http", "syscalls/sys_enter_write", false},
 	{"http_sendto", "vigil_http_sendto", "http", "syscalls/sys_enter_sendto", false},
@@ -53,10 +50,10 @@ var programs = []program{
 }
 
 // lossNames names the kernel's per-program loss counters, indexed like
-// enum vigil_prog in bpf/common.h. The HTTP programs share one, and so do
-// the cgroup programs.
+// enum vigil_prog in bpf/common.h; each is a program name.
 var lossNames = []string{"tcp_state", "tcp_retransmit", "tcp_receive_reset", "tcp_send_reset",
-	"process_exec", "process_exit", "oom_victim", "http", "cgroup"}
+	"process_exec", "process_exit", "oom_victim", "http_exit_read", "http_exit_recvfrom", "http_exit_readv",
+	"http_write", "http_sendto", "http_writev", "http_sendmsg", "cgroup_mkdir", "cgroup_rmdir"}
 
 func (c *ProgramsConfig) enabled(group string) bool {
 	switch group {
@@ -237,6 +234,9 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 	}
 	cfg := opts.cfg
 	if err := spec.Variables["wakeup_threshold"].Set(uint32(cfg.WakeupThreshold)); err != nil {
+		return nil, err
+	}
+	if err := spec.Variables["http_head_windows"].Set(uint32(cfg.HTTPHeadWindows)); err != nil {
 		return nil, err
 	}
 	var v1 uint8

@@ -100,6 +100,7 @@ type metrics struct {
 	seriesOverflow   *prometheus.CounterVec
 	fastPath         *prometheus.CounterVec
 	spansDropped     prometheus.Counter
+	spansSampledOut  prometheus.Counter
 	httpUnmatched    prometheus.Counter
 	unresolved       prometheus.Counter
 
@@ -144,8 +145,10 @@ func newMetrics(cfg *Config) *metrics {
 			Help: "Fast-path events published to the agent's event bus, by kind."}, []string{"kind"}),
 		spansDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_spans_dropped_total",
 			Help: "HTTP spans dropped because the span queue was full or the traces consumer failed."}),
+		spansSampledOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_spans_sampled_out_total",
+			Help: "Finished HTTP requests not exported as spans by the sampling rules (spans.sample_ratio, spans.max_per_second, an unsampled traceparent)."}),
 		httpUnmatched: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_http_unmatched_total",
-			Help: "HTTP requests forgotten without a response because max_pending_requests was reached."}),
+			Help: "HTTP requests forgotten without a response: max_pending_requests was reached, or a new request came on the connection first."}),
 
 		unresolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_unresolved_cgroups_total",
 			Help: "Cgroup IDs in kernel events that named no known cgroup (removed before it was seen, or unreadable), so the event has no workload labels."}),
@@ -187,7 +190,7 @@ func newMetrics(cfg *Config) *metrics {
 // collectors returns every metric vector, for Update.
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.programLoaded, m.featureAvailable, m.eventsRead, m.decodeErrors,
-		m.seriesOverflow, m.fastPath, m.spansDropped, m.httpUnmatched, m.unresolved,
+		m.seriesOverflow, m.fastPath, m.spansDropped, m.spansSampledOut, m.httpUnmatched, m.unresolved,
 		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
 		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration}
 }

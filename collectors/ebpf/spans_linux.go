@@ -4,9 +4,7 @@ package ebpf
 
 import (
 	"context"
-	"encoding/binary"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -22,11 +20,9 @@ const scopeName = "github.com/vigil-agent/vigil/collectors/ebpf"
 // maxQueuedSpans bounds spans waiting to be handed to the traces consumer.
 const maxQueuedSpans = 8192
 
-// httpSpan is one finished request.
+// httpSpan is one finished request that is exported.
 type httpSpan struct {
-	req    *pendingRequest
-	path   string
-	route  string
+	req    pendingRequest
 	status int
 	end    time.Time
 }
@@ -36,20 +32,23 @@ type httpSpan struct {
 // are dropped and counted.
 type spanQueue struct {
 	next    consumer.Traces
-	c       chan httpSpan
+	c       chan *httpSpan
 	dropped prometheus.Counter
 	node    string
 	log     *slog.Logger
 }
 
 func newSpanQueue(next consumer.Traces, dropped prometheus.Counter, node string, log *slog.Logger) *spanQueue {
-	return &spanQueue{next: next, c: make(chan httpSpan, maxQueuedSpans), dropped: dropped, node: node, log: log}
+	return &spanQueue{next: next, c: make(chan *httpSpan, maxQueuedSpans), dropped: dropped, node: node, log: log}
 }
 
-func (q *spanQueue) add(s httpSpan) {
+// add queues a copy of request p, answered with status at end.
+func (q *spanQueue) add(p *pendingRequest, status int, end time.Time) {
 	if q.next == nil {
 		return
 	}
+	s := &httpSpan{req: *p, status: status, end: end}
+	s.req.head = nil
 	select {
 	case q.c <- s:
 	default:
@@ -61,7 +60,7 @@ func (q *spanQueue) add(s httpSpan) {
 func (q *spanQueue) run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var batch []httpSpan
+	var batch []*httpSpan
 	flush := func() {
 		if len(batch) == 0 || q.next == nil {
 			batch = batch[:0]
@@ -98,14 +97,14 @@ func (q *spanQueue) run(ctx context.Context, interval time.Duration) {
 }
 
 // traces builds one ptrace.Traces with a resource per process.
-func (q *spanQueue) traces(batch []httpSpan) ptrace.Traces {
+func (q *spanQueue) traces(batch []*httpSpan) ptrace.Traces {
 	td := ptrace.NewTraces()
 	byPID := map[uint32]ptrace.SpanSlice{}
 	for _, s := range batch {
 		spans, ok := byPID[s.req.pid]
 		if !ok {
 			rs := td.ResourceSpans().AppendEmpty()
-			resourceAttrs(rs.Resource().Attributes(), s.req, q.node)
+			resourceAttrs(rs.Resource().Attributes(), &s.req, q.node)
 			ss := rs.ScopeSpans().AppendEmpty()
 			ss.Scope().SetName(scopeName)
 			spans = ss.Spans()
@@ -118,7 +117,8 @@ func (q *spanQueue) traces(batch []httpSpan) ptrace.Traces {
 }
 
 func resourceAttrs(a pcommon.Map, p *pendingRequest, node string) {
-	name := p.comm
+	comm := commString(p.comm)
+	name := comm
 	if p.wl.Container != "" {
 		name = p.wl.Container
 	} else if p.wl.SystemdUnit != "" {
@@ -126,7 +126,7 @@ func resourceAttrs(a pcommon.Map, p *pendingRequest, node string) {
 	}
 	a.PutStr("service.name", name)
 	a.PutInt("process.pid", int64(p.pid))
-	a.PutStr("process.executable.name", p.comm)
+	a.PutStr("process.executable.name", comm)
 	if node != "" {
 		a.PutStr("host.name", node)
 	}
@@ -134,34 +134,28 @@ func resourceAttrs(a pcommon.Map, p *pendingRequest, node string) {
 }
 
 // fillSpan sets a span following the OpenTelemetry HTTP semantic
-// conventions. When the request carried a W3C traceparent, the span joins
-// that trace as a child of the span it names.
-func fillSpan(sp ptrace.Span, s httpSpan) {
-	p := s.req
-	// IDs need to be unique, not secret: a fast PRNG is enough.
-	var traceID [16]byte
-	var spanID [8]byte
-	binary.LittleEndian.PutUint64(spanID[:], rand.Uint64()|1)
-	if tp, ok := parseTraceParent(p.msg.TraceParent); ok {
-		traceID = tp.TraceID
-		sp.SetParentSpanID(pcommon.SpanID(tp.SpanID))
-	} else {
-		binary.LittleEndian.PutUint64(traceID[:8], rand.Uint64())
-		binary.LittleEndian.PutUint64(traceID[8:], rand.Uint64()|1)
+// conventions, with the identity decided when the request started: a
+// child of the span named by the request's traceparent, or of the server
+// span the client request was made under, or a root span.
+func fillSpan(sp ptrace.Span, s *httpSpan) {
+	p := &s.req
+	sp.SetTraceID(pcommon.TraceID(p.traceID))
+	sp.SetSpanID(pcommon.SpanID(p.spanID))
+	if p.parentID != ([8]byte{}) {
+		sp.SetParentSpanID(pcommon.SpanID(p.parentID))
 	}
-	sp.SetTraceID(pcommon.TraceID(traceID))
-	sp.SetSpanID(pcommon.SpanID(spanID))
-	sp.SetName(p.msg.Method + " " + s.route)
+	method := methods[p.method]
+	sp.SetName(method + " " + p.route.route)
 	sp.SetStartTimestamp(pcommon.NewTimestampFromTime(p.start))
 	sp.SetEndTimestamp(pcommon.NewTimestampFromTime(s.end))
 	a := sp.Attributes()
 	a.EnsureCapacity(16)
-	a.PutStr("http.request.method", p.msg.Method)
-	a.PutStr("url.path", s.path)
-	a.PutStr("http.route", s.route)
+	a.PutStr("http.request.method", method)
+	a.PutStr("url.path", p.route.path)
+	a.PutStr("http.route", p.route.route)
 	a.PutInt("http.response.status_code", int64(s.status))
 	a.PutStr("network.protocol.name", "http")
-	a.PutStr("network.protocol.version", p.msg.Version)
+	a.PutStr("network.protocol.version", p.version)
 	a.PutStr("network.transport", "tcp")
 	a.PutStr("network.peer.address", p.remote.Addr().String())
 	a.PutInt("network.peer.port", int64(p.remote.Port()))
@@ -172,15 +166,15 @@ func fillSpan(sp ptrace.Span, s httpSpan) {
 		a.PutStr("client.address", p.remote.Addr().String())
 		a.PutInt("client.port", int64(p.remote.Port()))
 		a.PutStr("url.scheme", "http")
-		if s.status >= 500 {
+		if isErrorStatus(true, s.status) {
 			sp.Status().SetCode(ptrace.StatusCodeError)
 		}
 	} else {
 		sp.SetKind(ptrace.SpanKindClient)
 		a.PutStr("server.address", p.remote.Addr().String())
 		a.PutInt("server.port", int64(p.remote.Port()))
-		a.PutStr("url.full", "http://"+hostOr(p.msg.Host, p.remote.String())+p.msg.Target)
-		if s.status >= 400 {
+		a.PutStr("url.full", "http://"+hostOr(p.host, p.remote.String())+p.route.target)
+		if isErrorStatus(false, s.status) {
 			sp.Status().SetCode(ptrace.StatusCodeError)
 		}
 	}

@@ -23,19 +23,12 @@ type vigilVigilCgroupEvent struct {
 	Path      [512]int8
 }
 
-type vigilVigilHttpArgs struct {
-	_   structs.HostLayout
-	Buf uint64
-	Fd  uint32
-	Vec uint8
-	Pad [3]uint8
-}
-
 type vigilVigilHttpEvent struct {
 	_         structs.HostLayout
 	TsNs      uint64
 	CgroupId  uint64
 	Pid       uint32
+	Tid       uint32
 	Fd        uint32
 	Size      uint32
 	Sport     uint16
@@ -45,7 +38,8 @@ type vigilVigilHttpEvent struct {
 	Dir       uint8
 	HasPrefix uint8
 	Prefix    uint8
-	Pad       [2]uint8
+	Window    uint8
+	Pad       [5]uint8
 	Saddr     [16]uint8
 	Daddr     [16]uint8
 	Comm      [16]int8
@@ -107,42 +101,38 @@ type vigilVigilTcpSock struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	vigilMapEvents                  = "events"
-	vigilMapHttpEvents              = "http_events"
-	vigilMapHttpOneByte             = "http_one_byte"
-	vigilMapHttpReadArgs            = "http_read_args"
-	vigilMapHttpScratch             = "http_scratch"
-	vigilMapListeners               = "listeners"
-	vigilMapLost                    = "lost"
-	vigilMapPending                 = "pending"
-	vigilMapSocks                   = "socks"
-	vigilProgVigilCgroupMkdir       = "vigil_cgroup_mkdir"
-	vigilProgVigilCgroupRmdir       = "vigil_cgroup_rmdir"
-	vigilProgVigilHttpEnterRead     = "vigil_http_enter_read_"
-	vigilProgVigilHttpEnterReadv    = "vigil_http_enter_readv"
-	vigilProgVigilHttpEnterRecvfrom = "vigil_http_enter_recvfrom"
-	vigilProgVigilHttpExitRead      = "vigil_http_exit_read_"
-	vigilProgVigilHttpExitReadv     = "vigil_http_exit_readv"
-	vigilProgVigilHttpExitRecvfrom  = "vigil_http_exit_recvfrom"
-	vigilProgVigilHttpSendmsg       = "vigil_http_sendmsg"
-	vigilProgVigilHttpSendto        = "vigil_http_sendto"
-	vigilProgVigilHttpWrite         = "vigil_http_write"
-	vigilProgVigilHttpWritev        = "vigil_http_writev"
-	vigilProgVigilOomVictim         = "vigil_oom_victim"
-	vigilProgVigilProcessExec       = "vigil_process_exec"
-	vigilProgVigilProcessExit       = "vigil_process_exit"
-	vigilProgVigilTcpReceiveReset   = "vigil_tcp_receive_reset"
-	vigilProgVigilTcpRetransmit     = "vigil_tcp_retransmit"
-	vigilProgVigilTcpSendReset      = "vigil_tcp_send_reset"
-	vigilProgVigilTcpState          = "vigil_tcp_state"
-	vigilVarCgroupHierarchy         = "cgroup_hierarchy"
-	vigilVarCgroupV1Memory          = "cgroup_v1_memory"
-	vigilVarExitAll                 = "exit_all"
-	vigilVarVigilUnusedCgroup       = "vigil_unused_cgroup"
-	vigilVarVigilUnusedHttp         = "vigil_unused_http"
-	vigilVarVigilUnusedProc         = "vigil_unused_proc"
-	vigilVarVigilUnusedTcp          = "vigil_unused_tcp"
-	vigilVarWakeupThreshold         = "wakeup_threshold"
+	vigilMapEvents                 = "events"
+	vigilMapHttpEvents             = "http_events"
+	vigilMapHttpScratch            = "http_scratch"
+	vigilMapListeners              = "listeners"
+	vigilMapLost                   = "lost"
+	vigilMapPending                = "pending"
+	vigilMapSocks                  = "socks"
+	vigilProgVigilCgroupMkdir      = "vigil_cgroup_mkdir"
+	vigilProgVigilCgroupRmdir      = "vigil_cgroup_rmdir"
+	vigilProgVigilHttpExitRead     = "vigil_http_exit_read_"
+	vigilProgVigilHttpExitReadv    = "vigil_http_exit_readv"
+	vigilProgVigilHttpExitRecvfrom = "vigil_http_exit_recvfrom"
+	vigilProgVigilHttpSendmsg      = "vigil_http_sendmsg"
+	vigilProgVigilHttpSendto       = "vigil_http_sendto"
+	vigilProgVigilHttpWrite        = "vigil_http_write"
+	vigilProgVigilHttpWritev       = "vigil_http_writev"
+	vigilProgVigilOomVictim        = "vigil_oom_victim"
+	vigilProgVigilProcessExec      = "vigil_process_exec"
+	vigilProgVigilProcessExit      = "vigil_process_exit"
+	vigilProgVigilTcpReceiveReset  = "vigil_tcp_receive_reset"
+	vigilProgVigilTcpRetransmit    = "vigil_tcp_retransmit"
+	vigilProgVigilTcpSendReset     = "vigil_tcp_send_reset"
+	vigilProgVigilTcpState         = "vigil_tcp_state"
+	vigilVarCgroupHierarchy        = "cgroup_hierarchy"
+	vigilVarCgroupV1Memory         = "cgroup_v1_memory"
+	vigilVarExitAll                = "exit_all"
+	vigilVarHttpHeadWindows        = "http_head_windows"
+	vigilVarVigilUnusedCgroup      = "vigil_unused_cgroup"
+	vigilVarVigilUnusedHttp        = "vigil_unused_http"
+	vigilVarVigilUnusedProc        = "vigil_unused_proc"
+	vigilVarVigilUnusedTcp         = "vigil_unused_tcp"
+	vigilVarWakeupThreshold        = "wakeup_threshold"
 )
 
 // loadVigil returns the embedded CollectionSpec for vigil.
@@ -187,40 +177,35 @@ type vigilSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilProgramSpecs struct {
-	VigilCgroupMkdir       *ebpf.ProgramSpec `ebpf:"vigil_cgroup_mkdir"`
-	VigilCgroupRmdir       *ebpf.ProgramSpec `ebpf:"vigil_cgroup_rmdir"`
-	VigilHttpEnterRead     *ebpf.ProgramSpec `ebpf:"vigil_http_enter_read_"`
-	VigilHttpEnterReadv    *ebpf.ProgramSpec `ebpf:"vigil_http_enter_readv"`
-	VigilHttpEnterRecvfrom *ebpf.ProgramSpec `ebpf:"vigil_http_enter_recvfrom"`
-	VigilHttpExitRead      *ebpf.ProgramSpec `ebpf:"vigil_http_exit_read_"`
-	VigilHttpExitReadv     *ebpf.ProgramSpec `ebpf:"vigil_http_exit_readv"`
-	VigilHttpExitRecvfrom  *ebpf.ProgramSpec `ebpf:"vigil_http_exit_recvfrom"`
-	VigilHttpSendmsg       *ebpf.ProgramSpec `ebpf:"vigil_http_sendmsg"`
-	VigilHttpSendto        *ebpf.ProgramSpec `ebpf:"vigil_http_sendto"`
-	VigilHttpWrite         *ebpf.ProgramSpec `ebpf:"vigil_http_write"`
-	VigilHttpWritev        *ebpf.ProgramSpec `ebpf:"vigil_http_writev"`
-	VigilOomVictim         *ebpf.ProgramSpec `ebpf:"vigil_oom_victim"`
-	VigilProcessExec       *ebpf.ProgramSpec `ebpf:"vigil_process_exec"`
-	VigilProcessExit       *ebpf.ProgramSpec `ebpf:"vigil_process_exit"`
-	VigilTcpReceiveReset   *ebpf.ProgramSpec `ebpf:"vigil_tcp_receive_reset"`
-	VigilTcpRetransmit     *ebpf.ProgramSpec `ebpf:"vigil_tcp_retransmit"`
-	VigilTcpSendReset      *ebpf.ProgramSpec `ebpf:"vigil_tcp_send_reset"`
-	VigilTcpState          *ebpf.ProgramSpec `ebpf:"vigil_tcp_state"`
+	VigilCgroupMkdir      *ebpf.ProgramSpec `ebpf:"vigil_cgroup_mkdir"`
+	VigilCgroupRmdir      *ebpf.ProgramSpec `ebpf:"vigil_cgroup_rmdir"`
+	VigilHttpExitRead     *ebpf.ProgramSpec `ebpf:"vigil_http_exit_read_"`
+	VigilHttpExitReadv    *ebpf.ProgramSpec `ebpf:"vigil_http_exit_readv"`
+	VigilHttpExitRecvfrom *ebpf.ProgramSpec `ebpf:"vigil_http_exit_recvfrom"`
+	VigilHttpSendmsg      *ebpf.ProgramSpec `ebpf:"vigil_http_sendmsg"`
+	VigilHttpSendto       *ebpf.ProgramSpec `ebpf:"vigil_http_sendto"`
+	VigilHttpWrite        *ebpf.ProgramSpec `ebpf:"vigil_http_write"`
+	VigilHttpWritev       *ebpf.ProgramSpec `ebpf:"vigil_http_writev"`
+	VigilOomVictim        *ebpf.ProgramSpec `ebpf:"vigil_oom_victim"`
+	VigilProcessExec      *ebpf.ProgramSpec `ebpf:"vigil_process_exec"`
+	VigilProcessExit      *ebpf.ProgramSpec `ebpf:"vigil_process_exit"`
+	VigilTcpReceiveReset  *ebpf.ProgramSpec `ebpf:"vigil_tcp_receive_reset"`
+	VigilTcpRetransmit    *ebpf.ProgramSpec `ebpf:"vigil_tcp_retransmit"`
+	VigilTcpSendReset     *ebpf.ProgramSpec `ebpf:"vigil_tcp_send_reset"`
+	VigilTcpState         *ebpf.ProgramSpec `ebpf:"vigil_tcp_state"`
 }
 
 // vigilMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilMapSpecs struct {
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	HttpEvents   *ebpf.MapSpec `ebpf:"http_events"`
-	HttpOneByte  *ebpf.MapSpec `ebpf:"http_one_byte"`
-	HttpReadArgs *ebpf.MapSpec `ebpf:"http_read_args"`
-	HttpScratch  *ebpf.MapSpec `ebpf:"http_scratch"`
-	Listeners    *ebpf.MapSpec `ebpf:"listeners"`
-	Lost         *ebpf.MapSpec `ebpf:"lost"`
-	Pending      *ebpf.MapSpec `ebpf:"pending"`
-	Socks        *ebpf.MapSpec `ebpf:"socks"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	HttpEvents  *ebpf.MapSpec `ebpf:"http_events"`
+	HttpScratch *ebpf.MapSpec `ebpf:"http_scratch"`
+	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
+	Lost        *ebpf.MapSpec `ebpf:"lost"`
+	Pending     *ebpf.MapSpec `ebpf:"pending"`
+	Socks       *ebpf.MapSpec `ebpf:"socks"`
 }
 
 // vigilVariableSpecs contains global variables before they are loaded into the kernel.
@@ -230,6 +215,7 @@ type vigilVariableSpecs struct {
 	CgroupHierarchy   *ebpf.VariableSpec `ebpf:"cgroup_hierarchy"`
 	CgroupV1Memory    *ebpf.VariableSpec `ebpf:"cgroup_v1_memory"`
 	ExitAll           *ebpf.VariableSpec `ebpf:"exit_all"`
+	HttpHeadWindows   *ebpf.VariableSpec `ebpf:"http_head_windows"`
 	VigilUnusedCgroup *ebpf.VariableSpec `ebpf:"vigil_unused_cgroup"`
 	VigilUnusedHttp   *ebpf.VariableSpec `ebpf:"vigil_unused_http"`
 	VigilUnusedProc   *ebpf.VariableSpec `ebpf:"vigil_unused_proc"`
@@ -257,23 +243,19 @@ func (o *vigilObjects) Close() error {
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilMaps struct {
-	Events       *ebpf.Map `ebpf:"events"`
-	HttpEvents   *ebpf.Map `ebpf:"http_events"`
-	HttpOneByte  *ebpf.Map `ebpf:"http_one_byte"`
-	HttpReadArgs *ebpf.Map `ebpf:"http_read_args"`
-	HttpScratch  *ebpf.Map `ebpf:"http_scratch"`
-	Listeners    *ebpf.Map `ebpf:"listeners"`
-	Lost         *ebpf.Map `ebpf:"lost"`
-	Pending      *ebpf.Map `ebpf:"pending"`
-	Socks        *ebpf.Map `ebpf:"socks"`
+	Events      *ebpf.Map `ebpf:"events"`
+	HttpEvents  *ebpf.Map `ebpf:"http_events"`
+	HttpScratch *ebpf.Map `ebpf:"http_scratch"`
+	Listeners   *ebpf.Map `ebpf:"listeners"`
+	Lost        *ebpf.Map `ebpf:"lost"`
+	Pending     *ebpf.Map `ebpf:"pending"`
+	Socks       *ebpf.Map `ebpf:"socks"`
 }
 
 func (m *vigilMaps) Close() error {
 	return _VigilClose(
 		m.Events,
 		m.HttpEvents,
-		m.HttpOneByte,
-		m.HttpReadArgs,
 		m.HttpScratch,
 		m.Listeners,
 		m.Lost,
@@ -289,6 +271,7 @@ type vigilVariables struct {
 	CgroupHierarchy   *ebpf.Variable `ebpf:"cgroup_hierarchy"`
 	CgroupV1Memory    *ebpf.Variable `ebpf:"cgroup_v1_memory"`
 	ExitAll           *ebpf.Variable `ebpf:"exit_all"`
+	HttpHeadWindows   *ebpf.Variable `ebpf:"http_head_windows"`
 	VigilUnusedCgroup *ebpf.Variable `ebpf:"vigil_unused_cgroup"`
 	VigilUnusedHttp   *ebpf.Variable `ebpf:"vigil_unused_http"`
 	VigilUnusedProc   *ebpf.Variable `ebpf:"vigil_unused_proc"`
@@ -300,34 +283,28 @@ type vigilVariables struct {
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilPrograms struct {
-	VigilCgroupMkdir       *ebpf.Program `ebpf:"vigil_cgroup_mkdir"`
-	VigilCgroupRmdir       *ebpf.Program `ebpf:"vigil_cgroup_rmdir"`
-	VigilHttpEnterRead     *ebpf.Program `ebpf:"vigil_http_enter_read_"`
-	VigilHttpEnterReadv    *ebpf.Program `ebpf:"vigil_http_enter_readv"`
-	VigilHttpEnterRecvfrom *ebpf.Program `ebpf:"vigil_http_enter_recvfrom"`
-	VigilHttpExitRead      *ebpf.Program `ebpf:"vigil_http_exit_read_"`
-	VigilHttpExitReadv     *ebpf.Program `ebpf:"vigil_http_exit_readv"`
-	VigilHttpExitRecvfrom  *ebpf.Program `ebpf:"vigil_http_exit_recvfrom"`
-	VigilHttpSendmsg       *ebpf.Program `ebpf:"vigil_http_sendmsg"`
-	VigilHttpSendto        *ebpf.Program `ebpf:"vigil_http_sendto"`
-	VigilHttpWrite         *ebpf.Program `ebpf:"vigil_http_write"`
-	VigilHttpWritev        *ebpf.Program `ebpf:"vigil_http_writev"`
-	VigilOomVictim         *ebpf.Program `ebpf:"vigil_oom_victim"`
-	VigilProcessExec       *ebpf.Program `ebpf:"vigil_process_exec"`
-	VigilProcessExit       *ebpf.Program `ebpf:"vigil_process_exit"`
-	VigilTcpReceiveReset   *ebpf.Program `ebpf:"vigil_tcp_receive_reset"`
-	VigilTcpRetransmit     *ebpf.Program `ebpf:"vigil_tcp_retransmit"`
-	VigilTcpSendReset      *ebpf.Program `ebpf:"vigil_tcp_send_reset"`
-	VigilTcpState          *ebpf.Program `ebpf:"vigil_tcp_state"`
+	VigilCgroupMkdir      *ebpf.Program `ebpf:"vigil_cgroup_mkdir"`
+	VigilCgroupRmdir      *ebpf.Program `ebpf:"vigil_cgroup_rmdir"`
+	VigilHttpExitRead     *ebpf.Program `ebpf:"vigil_http_exit_read_"`
+	VigilHttpExitReadv    *ebpf.Program `ebpf:"vigil_http_exit_readv"`
+	VigilHttpExitRecvfrom *ebpf.Program `ebpf:"vigil_http_exit_recvfrom"`
+	VigilHttpSendmsg      *ebpf.Program `ebpf:"vigil_http_sendmsg"`
+	VigilHttpSendto       *ebpf.Program `ebpf:"vigil_http_sendto"`
+	VigilHttpWrite        *ebpf.Program `ebpf:"vigil_http_write"`
+	VigilHttpWritev       *ebpf.Program `ebpf:"vigil_http_writev"`
+	VigilOomVictim        *ebpf.Program `ebpf:"vigil_oom_victim"`
+	VigilProcessExec      *ebpf.Program `ebpf:"vigil_process_exec"`
+	VigilProcessExit      *ebpf.Program `ebpf:"vigil_process_exit"`
+	VigilTcpReceiveReset  *ebpf.Program `ebpf:"vigil_tcp_receive_reset"`
+	VigilTcpRetransmit    *ebpf.Program `ebpf:"vigil_tcp_retransmit"`
+	VigilTcpSendReset     *ebpf.Program `ebpf:"vigil_tcp_send_reset"`
+	VigilTcpState         *ebpf.Program `ebpf:"vigil_tcp_state"`
 }
 
 func (p *vigilPrograms) Close() error {
 	return _VigilClose(
 		p.VigilCgroupMkdir,
 		p.VigilCgroupRmdir,
-		p.VigilHttpEnterRead,
-		p.VigilHttpEnterReadv,
-		p.VigilHttpEnterRecvfrom,
 		p.VigilHttpExitRead,
 		p.VigilHttpExitReadv,
 		p.VigilHttpExitRecvfrom,

@@ -35,7 +35,7 @@ struct vigil_cgroup_event {
 	char path[VIGIL_CGROUP_PATH_LEN]; // relative to the hierarchy root, e.g. "/kubepods/burstable/pod…/…"
 };
 
-static __always_inline int vigil_cgroup_emit(struct cgroup *cgrp, const char *path, __u8 kind)
+static __always_inline int vigil_cgroup_emit(struct cgroup *cgrp, const char *path, __u8 kind, __u32 prog)
 {
 	struct vigil_cgroup_event *e;
 	__s32 hier = BPF_CORE_READ(cgrp, root, hierarchy_id);
@@ -45,7 +45,7 @@ static __always_inline int vigil_cgroup_emit(struct cgroup *cgrp, const char *pa
 		return 0;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		vigil_count_lost(VIGIL_PROG_CGROUP);
+		vigil_count_lost(prog);
 		return 0;
 	}
 	e->cgroup_id = BPF_CORE_READ(cgrp, kn, id);
@@ -72,11 +72,11 @@ static __always_inline int vigil_cgroup_emit(struct cgroup *cgrp, const char *pa
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(vigil_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 {
-	return vigil_cgroup_emit(cgrp, path, VIGIL_CGROUP_EV_MKDIR);
+	return vigil_cgroup_emit(cgrp, path, VIGIL_CGROUP_EV_MKDIR, VIGIL_PROG_CGROUP_MKDIR);
 }
 
 SEC("tp_btf/cgroup_rmdir")
 int BPF_PROG(vigil_cgroup_rmdir, struct cgroup *cgrp, const char *path)
 {
-	return vigil_cgroup_emit(cgrp, path, VIGIL_CGROUP_EV_RMDIR);
+	return vigil_cgroup_emit(cgrp, path, VIGIL_CGROUP_EV_RMDIR, VIGIL_PROG_CGROUP_RMDIR);
 }

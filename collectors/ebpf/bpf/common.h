@@ -23,9 +23,16 @@ enum vigil_prog {
 	VIGIL_PROG_PROCESS_EXEC = 4,
 	VIGIL_PROG_PROCESS_EXIT = 5,
 	VIGIL_PROG_OOM_VICTIM = 6,
-	VIGIL_PROG_HTTP = 7,
-	VIGIL_PROG_CGROUP = 8,
-	VIGIL_PROG_COUNT = 9,
+	VIGIL_PROG_HTTP_READ = 7,
+	VIGIL_PROG_HTTP_RECVFROM = 8,
+	VIGIL_PROG_HTTP_READV = 9,
+	VIGIL_PROG_HTTP_WRITE = 10,
+	VIGIL_PROG_HTTP_SENDTO = 11,
+	VIGIL_PROG_HTTP_WRITEV = 12,
+	VIGIL_PROG_HTTP_SENDMSG = 13,
+	VIGIL_PROG_CGROUP_MKDIR = 14,
+	VIGIL_PROG_CGROUP_RMDIR = 15,
+	VIGIL_PROG_COUNT = 16,
 };
 
 // Configuration set by the loader before the object is loaded.
@@ -33,7 +40,7 @@ enum vigil_prog {
 // wakeup_threshold: the reader is woken once per this many events on a CPU;
 // other events are submitted with BPF_RB_NO_WAKEUP and collected by the
 // reader's short poll deadline. Wake-ups dominate the per-event cost.
-volatile const __u32 wakeup_threshold = 64;
+volatile const __u32 wakeup_threshold = 256;
 // cgroup_v1_memory: attribute tasks to their cgroup in the v1 memory
 // hierarchy instead of the unified (v2) hierarchy.
 volatile const __u8 cgroup_v1_memory = 0;

@@ -1,28 +1,56 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 // HTTP/1.x seen from the syscall tracepoints: a read or write on a TCP
 // socket whose payload starts like an HTTP request or status line is sent
-// to user space with its first bytes, which pairs requests with responses
-// per process and file descriptor.
+// to user space with its first bytes (and, for a long request head, its
+// next windows), which pairs requests with responses per process and file
+// descriptor.
 #pragma once
 #include "common.h"
 
 #define VIGIL_HTTP_CAP 512
+// Each window carries up to VIGIL_HTTP_WINDOW bytes of one transfer.
+#define VIGIL_HTTP_WINDOW (VIGIL_HTTP_CAP - 1)
+#define VIGIL_HTTP_MAX_WINDOWS 8
+// Bytes of a response sent: "HTTP/1.1 200 " and some of the reason.
+#define VIGIL_HTTP_STATUS_CAP 32
 #define VIGIL_S_IFMT 00170000
 #define VIGIL_S_IFSOCK 0140000
+
+#if defined(__TARGET_ARCH_arm64)
+// arm64 kernels describe the user registers with struct user_pt_regs,
+// which the committed (x86) vmlinux.h lacks; CO-RE matches it by name.
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#endif
+
+// http_head_windows: how many windows of a request head are sent (the
+// first and up to http_head_windows - 1 more), so that headers such as
+// traceparent are found past the first window. Set by the loader.
+volatile const __u32 http_head_windows = 4;
 
 enum vigil_http_dir {
 	VIGIL_HTTP_READ = 0,
 	VIGIL_HTTP_WRITE = 1,
 };
 
-// vigil_http_event is the beginning of one read or write that looks like
-// HTTP/1.x. When the process had read a single byte from the descriptor
-// just before (Go's HTTP server does that while a keep-alive connection is
-// idle), that byte is in prefix and belongs before data.
+// vigil_http_event is one window of a read or write that looks like
+// HTTP/1.x, sent without the unused tail of data (a record is the header
+// and captured bytes): window 0 holds its first bytes, window i the bytes from
+// i * VIGIL_HTTP_WINDOW on (request heads only). For a response (status
+// line) only the first VIGIL_HTTP_STATUS_CAP bytes are sent, and the
+// socket fields, cgroup and comm are zero (family 0). When a read
+// lacks the first letter of its request line (Go's HTTP server reads one
+// byte ahead while a keep-alive connection is idle), the letter is in
+// prefix and belongs before data.
 struct vigil_http_event {
 	__u64 ts_ns;
 	__u64 cgroup_id;
 	__u32 pid;
+	__u32 tid;
 	__u32 fd;
 	__u32 size; // bytes the syscall transferred
 	__u16 sport;
@@ -32,38 +60,16 @@ struct vigil_http_event {
 	__u8 dir;
 	__u8 has_prefix;
 	__u8 prefix;
-	__u8 _pad[2];
+	__u8 window;
+	__u8 _pad[5];
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[VIGIL_COMM_LEN];
 	__u8 data[VIGIL_HTTP_CAP];
 };
 
-struct vigil_http_args {
-	__u64 buf; // buffer, or iovec array for readv
-	__u32 fd;
-	__u8 vec;
-	__u8 _pad[3];
-};
-
-// read_args remembers a read's buffer from syscall entry to exit, per thread.
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct vigil_http_args);
-} http_read_args SEC(".maps");
-
-// one_byte holds a single byte read from (tgid, fd) until the next read.
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, __u8);
-} http_one_byte SEC(".maps");
-
-// A zeroed event used as the template for ring buffer records, since the
-// event is too large for the BPF stack.
+// The event being built, copied into the ring with only its valid bytes:
+// too large for the BPF stack.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -133,144 +139,167 @@ static __always_inline bool vigil_http_sock(__u32 fd, struct vigil_http_event *e
 	return true;
 }
 
+// vigil_http_request_tail returns the first letter of the request method
+// when b starts like a request line without it ("ET /" after a one-byte
+// read of "G"), else 0. Every method of vigil_http_looks_like is told
+// apart by its second to fourth letters.
+static __always_inline __u8 vigil_http_request_tail(const __u8 *b)
+{
+	switch (b[0]) {
+	case 'E':
+		if (b[1] == 'T' && b[2] == ' ')
+			return 'G';
+		if (b[1] == 'A' && b[2] == 'D' && b[3] == ' ')
+			return 'H';
+		if (b[1] == 'L' && b[2] == 'E' && b[3] == 'T' && b[4] == 'E' && b[5] == ' ')
+			return 'D';
+		return 0;
+	case 'O':
+		return b[1] == 'S' && b[2] == 'T' && b[3] == ' ' ? 'P' : 0;
+	case 'U':
+		return b[1] == 'T' && b[2] == ' ' ? 'P' : 0;
+	case 'A':
+		return b[1] == 'T' && b[2] == 'C' && b[3] == 'H' && b[4] == ' ' ? 'P' : 0;
+	case 'P':
+		return b[1] == 'T' && b[2] == 'I' && b[3] == 'O' && b[4] == 'N' && b[5] == 'S' && b[6] == ' ' ? 'O' : 0;
+	}
+	return 0;
+}
+
 // vigil_http_capture checks and, if it looks like HTTP, sends the first
-// bytes of buf (n bytes valid) transferred on fd in direction dir.
-static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n, __u8 dir)
+// bytes of buf (n bytes valid) transferred on fd in direction dir, and for
+// a request head longer than one window its next windows. Reads and
+// writes that do not start like HTTP cost an 8-byte copy and a compare.
+static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n, __u8 dir, __u32 prog)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
-	__u64 key = ((__u64)tgid << 32) | fd;
 	__u8 head[8] = {};
-	__u8 *prefix = 0;
 	__u8 pfx = 0;
 	__u32 zero = 0;
-	struct vigil_http_event *tmpl, *e;
+	struct vigil_http_event *tmpl;
 	__u32 len;
+	bool status;
+	int i;
 
 	if (!buf || n == 0)
 		return 0;
-	if (dir == VIGIL_HTTP_READ) {
-		prefix = bpf_map_lookup_elem(&http_one_byte, &key);
-		if (prefix) {
-			pfx = *prefix;
-			bpf_map_delete_elem(&http_one_byte, &key);
-		} else if (n == 1) {
-			// Possibly the first byte of the next request on a
-			// keep-alive connection: keep it for the next read.
-			if (bpf_probe_read_user(&pfx, 1, buf) == 0)
-				bpf_map_update_elem(&http_one_byte, &key, &pfx, BPF_ANY);
-			return 0;
-		}
-	}
-	if (prefix) {
-		head[0] = pfx;
-		bpf_probe_read_user(&head[1], 7, buf);
-	} else {
-		bpf_probe_read_user(head, 8, buf);
-	}
-	if (!vigil_http_looks_like(head))
+	if (bpf_probe_read_user(head, 8, buf) != 0 && n >= 8)
 		return 0;
+	if (dir == VIGIL_HTTP_READ && n == 1)
+		return 0; // Go's one-byte read-ahead: see vigil_http_request_tail
+	if (!vigil_http_looks_like(head)) {
+		// A read whose request line lacks its first letter follows a
+		// one-byte read of it (Go's HTTP server reads one byte while a
+		// keep-alive connection is idle): the letter is put back.
+		if (dir != VIGIL_HTTP_READ)
+			return 0;
+		pfx = vigil_http_request_tail(head);
+		if (!pfx)
+			return 0;
+		head[0] = pfx; // only head[0..1] are looked at from here on
+		head[1] = 0;
+	}
 
 	tmpl = bpf_map_lookup_elem(&http_scratch, &zero);
 	if (!tmpl)
 		return 0;
-	tmpl->fd = fd;
-	if (!vigil_http_sock(fd, tmpl))
-		return 0;
-	e = bpf_ringbuf_reserve(&http_events, sizeof(*e), 0);
-	if (!e) {
-		vigil_count_lost(VIGIL_PROG_HTTP);
-		return 0;
+	status = head[0] == 'H' && head[1] == 'T';
+	if (status) {
+		// A response is matched in user space to the request on the
+		// same process and descriptor, which carries the socket and
+		// workload: skip the descriptor walk and the cgroup lookup.
+		__builtin_memset(tmpl, 0, offsetof(struct vigil_http_event, data));
+	} else {
+		if (!vigil_http_sock(fd, tmpl))
+			return 0;
+		tmpl->cgroup_id = vigil_task_cgroup_id((struct task_struct *)bpf_get_current_task());
+		bpf_get_current_comm(tmpl->comm, sizeof(tmpl->comm));
 	}
-	// Copy the header fields from the template, then the payload.
-	__builtin_memcpy(e, tmpl, offsetof(struct vigil_http_event, data));
-	e->ts_ns = bpf_ktime_get_ns();
-	e->cgroup_id = vigil_task_cgroup_id((struct task_struct *)bpf_get_current_task());
-	e->pid = tgid;
-	e->fd = fd;
-	e->size = n;
-	e->dir = dir;
-	e->has_prefix = prefix ? 1 : 0;
-	e->prefix = pfx;
-	e->_pad[0] = e->_pad[1] = 0;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	// At most VIGIL_HTTP_CAP - 1 bytes: the mask proves the bound to the
-	// verifier whatever order the compiler puts the comparison in.
-	len = n >= VIGIL_HTTP_CAP ? VIGIL_HTTP_CAP - 1 : (__u32)n;
-	barrier_var(len);
-	len &= VIGIL_HTTP_CAP - 1;
-	e->captured = len;
-	if (bpf_probe_read_user(e->data, len, buf) != 0)
-		e->captured = 0;
-	bpf_ringbuf_submit(e, vigil_submit_flags(false));
+	tmpl->ts_ns = bpf_ktime_get_ns();
+	tmpl->pid = tgid;
+	tmpl->tid = (__u32)id;
+	tmpl->fd = fd;
+	tmpl->size = n;
+	tmpl->dir = dir;
+	tmpl->has_prefix = pfx ? 1 : 0;
+	tmpl->prefix = pfx;
+	tmpl->window = 0;
+	__builtin_memset(tmpl->_pad, 0, sizeof(tmpl->_pad));
+
+	for (i = 0; i < VIGIL_HTTP_MAX_WINDOWS; i++) {
+		__u64 off = (__u64)i * VIGIL_HTTP_WINDOW;
+
+		// Later windows only for request heads (a status line is all
+		// that is read of a response), and only as configured.
+		if (i > 0 && (off >= n || i >= http_head_windows || status))
+			break;
+		tmpl->window = i;
+		// At most VIGIL_HTTP_WINDOW bytes: the mask proves the bound to
+		// the verifier whatever order the compiler puts the comparison in.
+		len = n - off >= VIGIL_HTTP_CAP ? VIGIL_HTTP_WINDOW : (__u32)(n - off);
+		if (status && len > VIGIL_HTTP_STATUS_CAP)
+			len = VIGIL_HTTP_STATUS_CAP; // the status line's start is enough
+		barrier_var(len);
+		len &= VIGIL_HTTP_CAP - 1;
+		tmpl->captured = len;
+		if (bpf_probe_read_user(tmpl->data, len, buf + off) != 0)
+			tmpl->captured = len = 0;
+		// Only the valid bytes go into the ring: most records are a few
+		// hundred bytes, so fewer cache lines are written and read.
+		if (bpf_ringbuf_output(&http_events, tmpl, offsetof(struct vigil_http_event, data) + len,
+				       vigil_submit_flags(false)) != 0) {
+			vigil_count_lost(prog);
+			return 0;
+		}
+	}
 	return 0;
 }
 
-static __always_inline int vigil_http_enter_read(struct trace_event_raw_sys_enter *ctx, __u8 vec)
+// vigil_http_exit_read handles the end of a read-like syscall: its
+// arguments are still in the task's saved user registers, so no program
+// runs at syscall entry.
+static __always_inline int vigil_http_exit_read(struct trace_event_raw_sys_exit *ctx, __u8 vec, __u32 prog)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct vigil_http_args a = {};
-
-	a.fd = (__u32)ctx->args[0];
-	a.buf = ctx->args[1];
-	a.vec = vec;
-	bpf_map_update_elem(&http_read_args, &id, &a, BPF_ANY);
-	return 0;
-}
-
-static __always_inline int vigil_http_exit_read(struct trace_event_raw_sys_exit *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct vigil_http_args *a = bpf_map_lookup_elem(&http_read_args, &id);
 	long ret = ctx->ret;
+	struct pt_regs *regs;
 	__u64 buf;
 	__u32 fd;
 
-	if (!a)
+	if (ret <= 0)
 		return 0;
-	buf = a->buf;
-	fd = a->fd;
-	if (a->vec) {
+	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	fd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	buf = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	if (vec) {
 		struct iovec iov = {};
 		bpf_probe_read_user(&iov, sizeof(iov), (void *)buf);
 		buf = (__u64)iov.iov_base;
 		if (ret > (long)iov.iov_len)
 			ret = iov.iov_len;
 	}
-	bpf_map_delete_elem(&http_read_args, &id);
-	if (ret <= 0)
-		return 0;
-	return vigil_http_capture(fd, (void *)buf, ret, VIGIL_HTTP_READ);
+	return vigil_http_capture(fd, (void *)buf, ret, VIGIL_HTTP_READ, prog);
 }
 
-SEC("tracepoint/syscalls/sys_enter_read")
-int vigil_http_enter_read_(struct trace_event_raw_sys_enter *ctx) { return vigil_http_enter_read(ctx, 0); }
-
 SEC("tracepoint/syscalls/sys_exit_read")
-int vigil_http_exit_read_(struct trace_event_raw_sys_exit *ctx) { return vigil_http_exit_read(ctx); }
-
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int vigil_http_enter_recvfrom(struct trace_event_raw_sys_enter *ctx) { return vigil_http_enter_read(ctx, 0); }
+int vigil_http_exit_read_(struct trace_event_raw_sys_exit *ctx) { return vigil_http_exit_read(ctx, 0, VIGIL_PROG_HTTP_READ); }
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int vigil_http_exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { return vigil_http_exit_read(ctx); }
-
-SEC("tracepoint/syscalls/sys_enter_readv")
-int vigil_http_enter_readv(struct trace_event_raw_sys_enter *ctx) { return vigil_http_enter_read(ctx, 1); }
+int vigil_http_exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { return vigil_http_exit_read(ctx, 0, VIGIL_PROG_HTTP_RECVFROM); }
 
 SEC("tracepoint/syscalls/sys_exit_readv")
-int vigil_http_exit_readv(struct trace_event_raw_sys_exit *ctx) { return vigil_http_exit_read(ctx); }
+int vigil_http_exit_readv(struct trace_event_raw_sys_exit *ctx) { return vigil_http_exit_read(ctx, 1, VIGIL_PROG_HTTP_READV); }
 
 SEC("tracepoint/syscalls/sys_enter_write")
 int vigil_http_write(struct trace_event_raw_sys_enter *ctx)
 {
-	return vigil_http_capture((__u32)ctx->args[0], (void *)ctx->args[1], ctx->args[2], VIGIL_HTTP_WRITE);
+	return vigil_http_capture((__u32)ctx->args[0], (void *)ctx->args[1], ctx->args[2], VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_WRITE);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int vigil_http_sendto(struct trace_event_raw_sys_enter *ctx)
 {
-	return vigil_http_capture((__u32)ctx->args[0], (void *)ctx->args[1], ctx->args[2], VIGIL_HTTP_WRITE);
+	return vigil_http_capture((__u32)ctx->args[0], (void *)ctx->args[1], ctx->args[2], VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_SENDTO);
 }
 
 SEC("tracepoint/syscalls/sys_enter_writev")
@@ -281,7 +310,7 @@ int vigil_http_writev(struct trace_event_raw_sys_enter *ctx)
 	if (ctx->args[2] < 1)
 		return 0;
 	bpf_probe_read_user(&iov, sizeof(iov), (void *)ctx->args[1]);
-	return vigil_http_capture((__u32)ctx->args[0], iov.iov_base, iov.iov_len, VIGIL_HTTP_WRITE);
+	return vigil_http_capture((__u32)ctx->args[0], iov.iov_base, iov.iov_len, VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_WRITEV);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
@@ -294,5 +323,5 @@ int vigil_http_sendmsg(struct trace_event_raw_sys_enter *ctx)
 	if (!msg.msg_iov || msg.msg_iovlen < 1)
 		return 0;
 	bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov);
-	return vigil_http_capture((__u32)ctx->args[0], iov.iov_base, iov.iov_len, VIGIL_HTTP_WRITE);
+	return vigil_http_capture((__u32)ctx->args[0], iov.iov_base, iov.iov_len, VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_SENDMSG);
 }

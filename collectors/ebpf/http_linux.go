@@ -1,0 +1,422 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"encoding/binary"
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-agent/vigil/collectors/workload"
+)
+
+// The HTTP hot path: every request seen costs a decode, a parse of its
+// start line and a few headers, two map operations and two metric
+// updates, without allocating once its route, host and workload are
+// cached. Spans are decided when the request starts (sampled or not) and
+// only built for the sampled ones and for errors.
+
+// connKey names one socket of one process.
+type connKey struct{ pid, fd uint32 }
+
+// pendingRequest is a request waiting for its response.
+type pendingRequest struct {
+	server  bool
+	start   time.Time
+	method  int
+	version string
+	route   *routeInfo
+	host    string
+	wl      workload.Identity
+	cgroup  uint64
+	pid     uint32
+	tid     uint32
+	comm    [16]int8
+	local   netip.AddrPort
+	remote  netip.AddrPort
+
+	// Span identity, decided once the head is known (see decide).
+	decided  bool
+	sampled  bool
+	traceID  [16]byte
+	spanID   [8]byte
+	parentID [8]byte
+
+	// head collects a request head longer than one window until its
+	// later windows arrived (windowsLeft) or the head ended.
+	head        []byte
+	windowsLeft int
+	counted     bool // counted in threads
+}
+
+// routeInfo is a request target with its path, route and the route's
+// (capped) metric label, cached by target.
+type routeInfo struct {
+	target, path, route, label string
+}
+
+// httpKey names the series a finished request updates.
+type httpKey struct {
+	cgroup uint64
+	route  *routeInfo
+	method uint8
+	class  uint8
+	server bool
+}
+
+type httpSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// threadState is what a thread is serving: how many server requests read
+// on it are unanswered, and the last one.
+type threadState struct {
+	n    int
+	last connKey
+}
+
+// Bounds of the hot path's caches; each is emptied when full.
+const (
+	maxCachedRoutes = 4096
+	maxCachedHosts  = 1024
+)
+
+// httpState is the HTTP reader's state.
+type httpState struct {
+	pending  map[connKey]int32 // index into slab
+	slab     []pendingRequest
+	free     []int32
+	threads  map[uint32]threadState
+	routes   map[string]*routeInfo
+	hosts    map[string]string
+	series   map[httpKey]httpSeries
+	wls      map[uint64]workload.Identity
+	unknown  map[uint64]uint64 // cgroup ID → kernel time to ask again
+	reset    time.Time
+	ev       httpEvent // the event being handled
+	buf      [1 + len(httpEvent{}.Data)]byte
+	limiter  rateLimiter
+	ratioMax uint64 // root requests whose trace ID's low bits are below it are sampled
+}
+
+func newHTTPState(cfg *Config) *httpState {
+	s := &httpState{pending: map[connKey]int32{}, threads: map[uint32]threadState{}, routes: map[string]*routeInfo{},
+		hosts: map[string]string{}, series: map[httpKey]httpSeries{}, wls: map[uint64]workload.Identity{}, unknown: map[uint64]uint64{},
+		limiter: rateLimiter{rate: float64(cfg.Spans.MaxPerSecond)}}
+	switch r := cfg.Spans.SampleRatio; {
+	case r >= 1:
+		s.ratioMax = math.MaxUint64
+	case r > 0:
+		s.ratioMax = uint64(r * (1 << 63) * 2)
+	}
+	return s
+}
+
+// rateLimiter is a token bucket of rate tokens a second (burst: one
+// second's worth) driven by the events' kernel timestamps; rate 0 allows
+// everything.
+type rateLimiter struct {
+	rate   float64
+	tokens float64
+	last   uint64
+}
+
+func (l *rateLimiter) allow(nowNS uint64) bool {
+	if l.rate <= 0 {
+		return true
+	}
+	if nowNS > l.last {
+		l.tokens = min(l.rate, l.tokens+float64(nowNS-l.last)/1e9*l.rate)
+		l.last = nowNS
+	}
+	if l.tokens < 1 {
+		return false
+	}
+	l.tokens--
+	return true
+}
+
+// handleHTTP handles one sample of the HTTP ring buffer. A request read is
+// the start of a server request, a request written the start of a client
+// request; the status line in the other direction on the same process and
+// descriptor completes it. Later windows of a long request head add to the
+// pending request's head.
+func (h *handlers) handleHTTP(b []byte) {
+	st := h.http
+	e := &st.ev
+	if err := decodeHTTPEvent(b, e); err != nil {
+		h.m.decodeErrors.WithLabelValues("http_events").Inc()
+		h.log.Debug("dropped undecodable eBPF HTTP event", "err", err)
+		return
+	}
+	key := connKey{e.Pid, e.Fd}
+	if e.Window > 0 {
+		h.headWindow(key, e)
+		return
+	}
+	data := e.Data[:e.Captured]
+	if e.HasPrefix != 0 {
+		st.buf[0] = e.Prefix
+		data = st.buf[:1+copy(st.buf[1:], data)]
+	}
+	if _, code, ok := parseStatusLine(data); ok {
+		i, found := st.pending[key]
+		if !found || st.slab[i].server != (e.Dir == httpWrite) {
+			return
+		}
+		h.completeHTTP(key, i, code, e.TsNs)
+		return
+	}
+	head, ok := parseRequestHead(data)
+	if !ok || e.Family == 0 {
+		return // looked like HTTP to the kernel's quick check only
+	}
+	if time.Since(st.reset) > seriesCacheTTL {
+		clear(st.series)
+		clear(st.wls)
+		st.reset = time.Now()
+	}
+	if i, found := st.pending[key]; found {
+		h.dropPending(key, i) // answered unseen, or pipelined
+		h.m.httpUnmatched.Inc()
+	}
+	if len(st.pending) >= h.cfg.MaxPendingRequests {
+		h.m.httpUnmatched.Add(float64(len(st.pending)))
+		clear(st.pending)
+		clear(st.threads)
+		st.slab, st.free = st.slab[:0], st.free[:0]
+	}
+	var i int32
+	if n := len(st.free); n > 0 {
+		i, st.free = st.free[n-1], st.free[:n-1]
+	} else {
+		st.slab = append(st.slab, pendingRequest{})
+		i = int32(len(st.slab) - 1)
+	}
+	p := &st.slab[i]
+	*p = pendingRequest{server: e.Dir == httpRead, start: h.clock.time(e.TsNs), method: head.method, version: head.version,
+		route: st.route(head.target), cgroup: e.CgroupId, pid: e.Pid, tid: e.Tid, comm: e.Comm,
+		local: addrPort(e.Family, e.Saddr, e.Sport), remote: addrPort(e.Family, e.Daddr, e.Dport)}
+	p.wl = h.identity(e.CgroupId, e.TsNs)
+	if !p.server {
+		p.host = st.host(head.host)
+	}
+	st.pending[key] = i
+	if p.server {
+		t := st.threads[p.tid]
+		t.n++
+		t.last = key
+		st.threads[p.tid] = t
+		p.counted = true
+	}
+	// A head longer than the first window, not ended and without its
+	// traceparent yet: wait for the next windows before deciding.
+	if !head.complete && head.traceParent == nil && int(e.Size) > int(e.Captured) && h.cfg.HTTPHeadWindows > 1 {
+		p.head = append(make([]byte, 0, len(data)+int(e.Captured)), data...)
+		p.windowsLeft = min(h.cfg.HTTPHeadWindows, (int(e.Size)+len(e.Data)-2)/(len(e.Data)-1)) - 1
+		if p.windowsLeft > 0 {
+			return
+		}
+		p.head = nil
+	}
+	h.decide(p, head.traceParent, e.TsNs)
+}
+
+// headWindow adds a later window of a request head to its pending request.
+func (h *handlers) headWindow(key connKey, e *httpEvent) {
+	st := h.http
+	i, ok := st.pending[key]
+	if !ok {
+		return
+	}
+	p := &st.slab[i]
+	if p.head == nil || p.decided {
+		return
+	}
+	p.head = append(p.head, e.Data[:e.Captured]...)
+	p.windowsLeft--
+	head, ok := parseRequestHead(p.head)
+	if !ok {
+		p.head = nil
+		h.decide(p, nil, e.TsNs)
+		return
+	}
+	if p.windowsLeft > 0 && !head.complete && head.traceParent == nil {
+		return
+	}
+	if !p.server && p.host == "" {
+		p.host = st.host(head.host)
+	}
+	p.head = nil
+	h.decide(p, head.traceParent, e.TsNs)
+}
+
+// decide gives the request its span identity and sampling decision: the
+// traceparent's trace and sampled flag when it carries one; for a client
+// request made by a thread serving exactly one request, that server span's
+// (link_clients_by_thread); otherwise a new trace, sampled by ratio and
+// rate.
+func (h *handlers) decide(p *pendingRequest, tpHeader []byte, nowNS uint64) {
+	st := h.http
+	p.decided = true
+	binary.LittleEndian.PutUint64(p.spanID[:], rand.Uint64()|1)
+	if tp, ok := parseTraceParent(tpHeader); ok {
+		p.traceID, p.parentID, p.sampled = tp.TraceID, tp.SpanID, tp.Sampled
+		return
+	}
+	if !p.server && h.cfg.Spans.LinkClientsByThread {
+		if t, ok := st.threads[p.tid]; ok && t.n == 1 {
+			if j, ok := st.pending[t.last]; ok && st.slab[j].server && st.slab[j].pid == p.pid {
+				srv := &st.slab[j]
+				if !srv.decided {
+					srv.head = nil
+					h.decide(srv, nil, nowNS)
+				}
+				p.traceID, p.parentID, p.sampled = srv.traceID, srv.spanID, srv.sampled
+				return
+			}
+		}
+	}
+	lo := rand.Uint64() | 1
+	binary.LittleEndian.PutUint64(p.traceID[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(p.traceID[8:], lo)
+	p.sampled = lo <= st.ratioMax && st.limiter.allow(nowNS)
+}
+
+// dropPending forgets pending request i of key.
+func (h *handlers) dropPending(key connKey, i int32) {
+	st := h.http
+	p := &st.slab[i]
+	if p.counted {
+		if t := st.threads[p.tid]; t.n <= 1 {
+			delete(st.threads, p.tid)
+		} else {
+			t.n--
+			st.threads[p.tid] = t
+		}
+	}
+	delete(st.pending, key)
+	*p = pendingRequest{}
+	st.free = append(st.free, i)
+}
+
+// identity is the workload of a cgroup, cached for seriesCacheTTL once
+// the resolver knows it; an unknown cgroup is asked again at most once a
+// second (its cgroup_mkdir event may come later on the other ring).
+func (h *handlers) identity(cg uint64, nowNS uint64) workload.Identity {
+	st := h.http
+	if wl, ok := st.wls[cg]; ok {
+		return wl
+	}
+	if retry, ok := st.unknown[cg]; ok && nowNS < retry {
+		return workload.Identity{}
+	}
+	wl := h.cgroups.Identity(cg)
+	if wl.CgroupPath == "" {
+		if len(st.unknown) >= maxCachedSeries {
+			clear(st.unknown)
+		}
+		st.unknown[cg] = nowNS + uint64(time.Second)
+		return wl
+	}
+	delete(st.unknown, cg)
+	if len(st.wls) >= maxCachedSeries {
+		clear(st.wls)
+	}
+	st.wls[cg] = wl
+	return wl
+}
+
+// route returns the cached route of a request target.
+func (st *httpState) route(target []byte) *routeInfo {
+	if r, ok := st.routes[string(target)]; ok {
+		return r
+	}
+	if len(st.routes) >= maxCachedRoutes {
+		clear(st.routes)
+	}
+	r := &routeInfo{target: string(target)}
+	r.path, r.route = routeOf(r.target)
+	st.routes[r.target] = r
+	return r
+}
+
+// host interns a Host header value.
+func (st *httpState) host(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if s, ok := st.hosts[string(b)]; ok {
+		return s
+	}
+	if len(st.hosts) >= maxCachedHosts {
+		clear(st.hosts)
+	}
+	s := string(b)
+	st.hosts[s] = s
+	return s
+}
+
+var statusClasses = [...]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+func statusClassIndex(code int) uint8 {
+	if code < 100 || code > 599 {
+		return 0
+	}
+	return uint8(code / 100)
+}
+
+// completeHTTP counts pending request i, answered with status at endNS,
+// and hands it to the span queue when it is sampled or an error.
+func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) {
+	st := h.http
+	p := &st.slab[i]
+	end := h.clock.time(endNS)
+	k := httpKey{cgroup: p.cgroup, route: p.route, method: uint8(p.method), class: statusClassIndex(status), server: p.server}
+	s, ok := st.series[k]
+	if !ok {
+		if len(st.series) >= maxCachedSeries {
+			clear(st.series)
+		}
+		kind := "client"
+		if p.server {
+			kind = "server"
+		}
+		if p.route.label == "" {
+			p.route.label = h.m.routeCap.value(p.route.route)
+		}
+		lv := h.m.httpCap.labels(p.wl, p.route.label, kind, methods[p.method], statusClasses[k.class])
+		s = httpSeries{h.m.httpRequests.WithLabelValues(lv...), h.m.httpDuration.WithLabelValues(lv...)}
+		st.series[k] = s
+	}
+	d := end.Sub(p.start)
+	if d < 0 {
+		d = 0
+	}
+	s.requests.Inc()
+	s.duration.Observe(d.Seconds())
+	if !p.decided {
+		h.decide(p, nil, endNS)
+	}
+	switch {
+	case p.sampled, isErrorStatus(p.server, status):
+		h.spans.add(p, status, end)
+	default:
+		h.m.spansSampledOut.Inc()
+	}
+	h.dropPending(key, i)
+}
+
+// isErrorStatus is the span status rule of the HTTP semantic conventions:
+// 5xx on the server side, 4xx and 5xx on the client side.
+func isErrorStatus(server bool, status int) bool {
+	if server {
+		return status >= 500
+	}
+	return status >= 400
+}
