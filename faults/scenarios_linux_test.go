@@ -273,7 +273,6 @@ func flapScenario() scenario {
 		},
 		inject: func(t *testing.T, e *env, ns string, st any) time.Time {
 			s := st.(*state)
-			key := "app-" + ns + "-flappy"
 			// Every 12 s the app fails once: the crash mode is on for
 			// 200 ms, long enough for the running process to see it (it
 			// polls every 50 ms) and shorter than the kubelet's 300 ms
@@ -282,9 +281,20 @@ func flapScenario() scenario {
 			// so every failure is a new alert, and far shorter than the
 			// policy's cooldown.
 			burst := func() {
-				control(t, e.ctrl, key, "crash")
+				// The pods running now fail once; a replacement started
+				// meanwhile is a new pod and is not affected.
+				pods, err := e.c.pods(context.Background(), ns, "flappy")
+				if err != nil {
+					t.Logf("flapping: %v", err)
+					return
+				}
+				for _, p := range pods {
+					control(t, e.ctrl, "pod-"+p.Name, "crash")
+				}
 				time.Sleep(200 * time.Millisecond)
-				control(t, e.ctrl, key, "")
+				for _, p := range pods {
+					control(t, e.ctrl, "pod-"+p.Name, "")
+				}
 			}
 			t0 := time.Now()
 			burst()

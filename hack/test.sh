@@ -21,7 +21,7 @@ go test -p 2 -timeout "${TEST_TIMEOUT:-30m}" -count=1 $(go list ./... | grep -v 
 echo "== fault suite (short form; make faults runs the full one)"
 faults_ok=true
 FAULTS_REPORT=/tmp/vigil-faults-report.md go test -timeout 30m -count=1 -v -run TestFaults ./faults >/tmp/vigil-faults.log 2>&1 || faults_ok=false
-grep -E '^\s*(--- |PASS|FAIL|ok )|(faults|scenarios)_linux_test.go' /tmp/vigil-faults.log || true
+grep -aE '^\s*(--- |PASS|FAIL|ok )|(faults|scenarios)_linux_test.go' /tmp/vigil-faults.log || true
 cat /tmp/vigil-faults-report.md 2>/dev/null || true
 if ! $faults_ok; then
   echo "fault suite failed; the last 300 lines of /tmp/vigil-faults.log:"
