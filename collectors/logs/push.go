@@ -120,7 +120,9 @@ func encodeBatch(b []byte, streams []*batchStream) ([]byte, error) {
 		total += 1 + sov(uint64(st.size)) + st.size
 	}
 	if cap(b)-len(b) < total {
-		b = append(make([]byte, 0, len(b)+total), b...)
+		// A quarter more, so that the next (slightly larger) batch does
+		// not need a fresh buffer and its page faults.
+		b = append(make([]byte, 0, len(b)+total+total/4), b...)
 	}
 	start := len(b)
 	for _, st := range streams {
