@@ -3,10 +3,15 @@ package logs
 import (
 	"bufio"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // BenchmarkFileToLoki measures the whole path: b.N lines written to a file,
@@ -75,4 +80,46 @@ func BenchmarkLineHandling(b *testing.B) {
 		tl.rec.reset()
 	}
 	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// BenchmarkFileToDiscardingStore is BenchmarkFileToLoki with a store that
+// reads each request body and answers 204 without decoding it, so that a
+// CPU profile shows the agent's own work: the benchmark ends when the
+// shipper has counted every line as sent.
+func BenchmarkFileToDiscardingStore(b *testing.B) {
+	dir := b.TempDir()
+	path := filepath.Join(dir, "app.log")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	for i := range b.N {
+		fmt.Fprintf(w, "2024-01-02T03:04:05Z level=info msg=\"request served\" id=%09d path=/api/v1/items xxxxxxxxxxxxxxxxxxxxxx\n", i)
+	}
+	w.Flush()
+	f.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	cfg := testConfig(b, dir, srv.URL)
+	cfg.Loki.Buffer.SegmentBytes = 8 << 20
+	cfg.Loki.Buffer.MaxBytes = 1 << 30
+	cfg.Loki.BatchSize = 1 << 20
+	b.ResetTimer()
+	c, err := New(cfg, settings())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	for testutil.ToFloat64(c.m.sentLines) < float64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+	_ = c.Shutdown(b.Context())
 }

@@ -27,6 +27,17 @@ import (
 // holding the last acknowledged sequence number. A torn frame at the end of
 // a segment (a crash during a write) is cut off when the buffer is opened.
 //
+// Recycling: an acknowledged segment is not deleted but renamed to
+// <dir>/<n>.free (at most maxFreeSegments of them), and the next segment is
+// that file renamed and overwritten from its start. Overwriting pages the
+// page cache already holds costs the kernel far less than allocating pages
+// for a new file. A recycled segment holds stale frames after the ones
+// written since; every stale frame has a sequence number below the
+// segment's first (sequence numbers only grow, and only acknowledged
+// segments are recycled), so reading stops at the first frame whose number
+// is not above the previous one and not below the segment's first. Free
+// files are removed when the buffer is opened.
+//
 // Durability: a record is written with one write(2) before the read
 // position that follows it is saved, so after a SIGKILL the page cache
 // holds both. With fsync on, every commit also fsyncs the segment before the
@@ -34,6 +45,9 @@ import (
 // position ahead of the buffer.
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// maxFreeSegments bounds the acknowledged segment files kept for reuse.
+const maxFreeSegments = 4
 
 // record is one chunk of lines from one file.
 type record struct {
@@ -200,7 +214,9 @@ type diskBuffer struct {
 	nextSeq   uint64
 	committed uint64 // last seq the push client may read
 	acked     uint64
-	total     int64 // bytes of all segments
+	total     int64    // bytes of all segments
+	free      []string // acknowledged segment files to reuse
+	freeN     int      // names the next free file
 	scratch   []byte
 	notify    chan struct{}
 	closed    bool
@@ -230,8 +246,15 @@ func openBuffer(dir string, maxBytes, segBytes int64, fsync bool, afterSeq uint6
 	}
 	var names []string
 	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), ".seg") {
+		switch {
+		case strings.HasSuffix(e.Name(), ".seg"):
 			names = append(names, e.Name())
+		case strings.HasSuffix(e.Name(), ".free"):
+			// Not reused across a restart: this start's sequence
+			// numbers are not checked against their stale frames.
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
 	sort.Strings(names)
@@ -304,6 +327,9 @@ func (b *diskBuffer) scan(s *segment, afterSeq uint64) ([]record, error) {
 			b.logger.Warn("log buffer frame does not decode; cutting it off", "file", s.path, "offset", off)
 			break
 		}
+		if r.seq < s.firstSeq || (s.lastSeq != 0 && r.seq <= s.lastSeq) {
+			break // a stale frame of a recycled segment: the end
+		}
 		if r.seq > afterSeq {
 			r.ents, r.n = nil, 0
 			out = append(out, r)
@@ -353,11 +379,10 @@ func (b *diskBuffer) append(r *record) (dropped bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if _, err := b.active.Write(b.scratch); err != nil {
+	if _, err := b.active.WriteAt(b.scratch, s.size); err != nil {
 		// A short write leaves a torn frame: cut it so the segment stays
 		// readable, and let the caller retry the chunk later.
 		_ = b.active.Truncate(s.size)
-		_, _ = b.active.Seek(s.size, io.SeekStart)
 		return false, fmt.Errorf("writing log buffer %s: %w", s.path, err)
 	}
 	b.nextSeq++
@@ -388,7 +413,7 @@ func (b *diskBuffer) activeSegment() (*segment, error) {
 	// Re-open the last segment after a restart if it has room.
 	if n := len(b.segs); n > 0 && b.segs[n-1].size < b.segBytes {
 		s := b.segs[n-1]
-		f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND, 0)
+		f, err := os.OpenFile(s.path, os.O_WRONLY, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -396,13 +421,73 @@ func (b *diskBuffer) activeSegment() (*segment, error) {
 		return s, nil
 	}
 	s := &segment{path: filepath.Join(b.dir, fmt.Sprintf("%020d.seg", b.nextSeq)), firstSeq: b.nextSeq}
-	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|os.O_EXCL, 0o640)
+	f, err := b.reuse(s.path)
 	if err != nil {
 		return nil, err
+	}
+	if f == nil {
+		f, err = os.OpenFile(s.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+		if err != nil {
+			return nil, err
+		}
 	}
 	b.active = f
 	b.segs = append(b.segs, s)
 	return s, nil
+}
+
+// reuse renames a free file to path and opens it for overwriting; nil
+// when there is none. With fsync the folder is fsynced after the rename,
+// so a power loss cannot undo the rename under records a commit fsynced.
+// Called with mu held.
+func (b *diskBuffer) reuse(path string) (*os.File, error) {
+	for len(b.free) > 0 {
+		old := b.free[len(b.free)-1]
+		b.free = b.free[:len(b.free)-1]
+		if err := os.Rename(old, path); err != nil {
+			b.logger.Warn("cannot reuse a log buffer segment file; removing it", "file", old, "err", err)
+			_ = os.Remove(old)
+			continue
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, err
+		}
+		if b.fsync {
+			if err := syncDir(b.dir); err != nil {
+				f.Close()
+				return nil, err
+			}
+		}
+		return f, nil
+	}
+	return nil, nil
+}
+
+// recycle keeps an acknowledged segment file for reuse, or removes it when
+// enough are kept. Called with mu held.
+func (b *diskBuffer) recycle(path string) error {
+	if len(b.free) < maxFreeSegments {
+		b.freeN++
+		free := filepath.Join(b.dir, fmt.Sprintf("%d.free", b.freeN))
+		if err := os.Rename(path, free); err == nil {
+			b.free = append(b.free, free)
+			return nil
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // sync fsyncs the active segment when the buffer is configured to.
@@ -453,7 +538,7 @@ func (b *diskBuffer) ack(seq uint64) error {
 	for i, s := range b.segs {
 		last := i == len(b.segs)-1
 		if !last && s.lastSeq <= seq {
-			if rerr := os.Remove(s.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			if rerr := b.recycle(s.path); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
 			b.total -= s.size

@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -269,5 +271,108 @@ func TestCursorRecyclesPayloads(t *testing.T) {
 	}
 	if got := entries(t, second); got[0] != "line 1" {
 		t.Errorf("second record changed: %q", got)
+	}
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Sys().(*syscall.Stat_t).Ino
+}
+
+// Acknowledged segments are renamed and overwritten rather than deleted and
+// created. A recycled segment still holds the stale frames of its previous
+// use after the new ones (here aligned to frame boundaries: old and new
+// records have the same size, so the stale frames are whole and pass their
+// checksums): a restart (as after a SIGKILL, the buffer not closed) must
+// replay and ship only the new records.
+func TestBufferRecyclesSegments(t *testing.T) {
+	dir := t.TempDir()
+	logger := slog.New(slog.DiscardHandler)
+	b, _, err := openBuffer(dir, 1<<20, 64<<10, false, 0, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("s", 20<<10)
+	for i := range 12 {
+		if _, err := b.append(testRecord("/f", int64(i), fmt.Sprintf("old %02d", i), big)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.commit(b.lastSeq())
+	old := readAll(t, b)
+	acked := old[len(old)-1].seq
+	if err := b.ack(acked); err != nil {
+		t.Fatal(err)
+	}
+	free, _ := filepath.Glob(filepath.Join(dir, "*.free"))
+	if len(free) < 2 || len(free) > maxFreeSegments {
+		t.Fatalf("%d free segment files after acknowledging 12 records of 20 KiB in 64 KiB segments: %v", len(free), free)
+	}
+	freeInodes := map[uint64]bool{}
+	for _, p := range free {
+		freeInodes[inode(t, p)] = true
+	}
+	// New records of the old ones' size until one lands in a recycled file.
+	var want []string
+	var lastOff int64
+	for i := 0; ; i++ {
+		lastOff = int64(20 + i)
+		line := fmt.Sprintf("new %02d", i)
+		if _, err := b.append(testRecord("/f", lastOff, line, big)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, line, big)
+		b.mu.Lock()
+		last := b.segs[len(b.segs)-1]
+		b.mu.Unlock()
+		if freeInodes[inode(t, last.path)] {
+			if st, err := os.Stat(last.path); err != nil || st.Size() <= last.size {
+				t.Fatalf("recycled segment %s: %v, size %d, want stale frames after %d", last.path, err, st.Size(), last.size)
+			}
+			break
+		}
+		if i > 20 {
+			t.Fatal("no segment reused a free file")
+		}
+	}
+	b.commit(b.lastSeq())
+	got := readAll(t, b)
+	var lines []string
+	for _, r := range got {
+		lines = append(lines, entries(t, r)...)
+	}
+	if !slices.Equal(lines, want) {
+		t.Fatalf("read %d lines before the restart, want %d", len(lines), len(want))
+	}
+	// Restart without closing: positions saved up to the acknowledgement.
+	b2, replay, err := openBuffer(dir, 1<<20, 64<<10, false, acked, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.close()
+	defer b.close()
+	if len(replay) != len(got) || replay[len(replay)-1].pos.Offset != lastOff {
+		t.Fatalf("replayed %d records (last at %d), want %d ending at %d", len(replay), replay[len(replay)-1].pos.Offset, len(got), lastOff)
+	}
+	b2.commit(b2.lastSeq())
+	lines = nil
+	for _, r := range readAll(t, b2) {
+		if r.seq <= acked {
+			t.Fatalf("record %d (acknowledged) read again", r.seq)
+		}
+		lines = append(lines, entries(t, r)...)
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("read %d lines after the restart, want %d (stale frames of a recycled segment?)", len(lines), len(want))
+	}
+	if free, _ := filepath.Glob(filepath.Join(dir, "*.free")); len(free) != 0 {
+		t.Errorf("free files left after open: %v", free)
+	}
+	if b2.lastSeq() != b.lastSeq() {
+		t.Errorf("sequence numbers continue at %d, want %d", b2.lastSeq()+1, b.lastSeq()+1)
 	}
 }

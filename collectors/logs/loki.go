@@ -10,16 +10,15 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"time"
-	"unsafe"
 
 	"github.com/golang/snappy"
-	"github.com/grafana/loki/pkg/push"
 	promconfig "github.com/prometheus/common/config"
 )
 
 // shipper reads committed records from the disk buffer, batches them by
 // size and time, and pushes each batch to Loki as protobuf+snappy (the push
-// API's native encoding, types from github.com/grafana/loki/pkg/push). A
+// API's native encoding: a push.PushRequest of github.com/grafana/loki/pkg/push,
+// written by encodeBatch straight from the buffer frames, see push.go). A
 // batch is acknowledged in the buffer only after Loki answered 2xx, so a
 // crash re-sends only the batch in flight, and so does a push that timed out
 // (Loki may have stored it anyway): see docs/logs.md, Durability.
@@ -32,11 +31,14 @@ type shipper struct {
 	logger  *slog.Logger
 	headers map[string]string
 
-	// The batch being built. Streams and their entry slices are kept
+	// The batch being built. Streams and their record slices are kept
 	// across batches (a node has few streams) so that a batch does not
 	// grow them again; order lists those with entries in this batch.
 	streams map[string]*batchStream
 	order   []*batchStream
+	// meta holds the encoded structured metadata of the batch's records
+	// (batchRec.meta slices it).
+	meta []byte
 	// payloads are the buffer frames the batch's lines alias; given back
 	// to the cursor once the batch is acknowledged.
 	payloads [][]byte
@@ -62,8 +64,19 @@ func newShipper(cfg LokiConfig, buf *diskBuffer, m *selfMetrics, logger *slog.Lo
 
 // batchStream is a stream of the batch being built.
 type batchStream struct {
-	push.Stream
+	labels string
+	recs   []batchRec
+	size   int  // encoded size of the push.Stream message so far
 	queued bool // in order
+}
+
+// batchRec is a buffer record in a batch: its entries stay encoded as the
+// buffer holds them (aliasing the frame), with the structured metadata
+// fields each entry gets, encoded once per record and stream byte.
+type batchRec struct {
+	ents []byte
+	n    int
+	meta [3][]byte
 }
 
 // maxKeptStreams bounds the streams kept between batches; above it the
@@ -139,46 +152,38 @@ func (s *shipper) add(r *record) {
 	}
 	st := s.streams[r.labels]
 	if st == nil {
-		st = &batchStream{Stream: push.Stream{Labels: r.labels}}
+		st = &batchStream{labels: r.labels}
 		s.streams[r.labels] = st
 	}
 	if !st.queued {
 		st.queued = true
+		st.size = stringFieldSize(st.labels)
 		s.order = append(s.order, st)
 	}
-	var meta [3]push.LabelsAdapter
-	for i := range meta {
-		m := make(push.LabelsAdapter, 0, len(r.meta)+1)
-		for _, kv := range r.meta {
-			m = append(m, push.LabelAdapter{Name: kv.k, Value: kv.v})
-		}
-		if i != int(streamNone) {
-			m = append(m, push.LabelAdapter{Name: "stream", Value: streamNames[i]})
-		}
-		meta[i] = m
+	br := batchRec{ents: r.ents, n: r.n}
+	for i := range br.meta {
+		start := len(s.meta)
+		s.meta = appendMetadata(s.meta, r.meta, uint8(i))
+		br.meta[i] = s.meta[start:len(s.meta):len(s.meta)]
 	}
 	_ = r.eachEntry(func(ts int64, stream uint8, line []byte) {
-		st.Entries = append(st.Entries, push.Entry{
-			Timestamp: time.Unix(0, ts),
-			// The line aliases the record's payload, which nothing
-			// modifies: no copy.
-			Line:               unsafe.String(unsafe.SliceData(line), len(line)),
-			StructuredMetadata: meta[stream],
-		})
+		st.size += entryFieldSize(ts, len(line), len(br.meta[stream]))
 		s.lines++
 		s.bytes += len(line)
 	})
+	st.recs = append(st.recs, br)
 }
 
 // reset empties the batch once it is acknowledged (or dropped): its
 // entries and the buffer frames they alias are no longer referenced.
 func (s *shipper) reset() {
 	for _, st := range s.order {
-		clear(st.Entries)
-		st.Entries = st.Entries[:0]
-		st.queued = false
+		clear(st.recs)
+		st.recs = st.recs[:0]
+		st.queued, st.size = false, 0
 	}
 	s.order = s.order[:0]
+	s.meta = s.meta[:0]
 	if len(s.streams) > maxKeptStreams {
 		clear(s.streams)
 	}
@@ -200,22 +205,15 @@ func (s *shipper) flush(ctx context.Context) {
 		s.ackBatch()
 		return
 	}
-	req := push.PushRequest{Streams: make([]push.Stream, len(s.order))}
-	for i, st := range s.order {
-		req.Streams[i] = st.Stream
-	}
-	size := req.Size()
-	if cap(s.body) < size {
-		s.body = make([]byte, size)
-	}
-	body := s.body[:size]
-	if _, err := req.MarshalToSizedBuffer(body); err != nil {
+	var err error
+	s.body, err = encodeBatch(s.body[:0], s.order)
+	if err != nil {
 		s.logger.Error("cannot encode Loki push request; dropping batch", "err", err, "lines", s.lines)
 		s.m.dropped.WithLabelValues("encode").Add(float64(s.lines))
 		s.ackBatch()
 		return
 	}
-	s.comp = snappy.Encode(s.comp[:cap(s.comp)], body)
+	s.comp = snappy.Encode(s.comp[:cap(s.comp)], s.body)
 	backoff := s.cfg.MinBackoff
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 && ctx.Err() != nil {
