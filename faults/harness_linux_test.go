@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -527,12 +526,6 @@ func (l *load) healthySince() time.Time {
 	return l.lastBad
 }
 
-func (l *load) counts() (ok, bad int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.ok, l.bad
-}
-
 // waitHealthy waits until the load saw only good responses for hold, and
 // returns when that good stretch began.
 func waitHealthy(ctx context.Context, l *load, since time.Time, hold time.Duration) (time.Time, bool) {
@@ -549,40 +542,4 @@ func waitHealthy(ctx context.Context, l *load, since time.Time, hold time.Durati
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// metricValue reads one sample from the agent's /metrics (the sum over
-// every series of name whose labels include want).
-func (a *agentProc) metricValue(ctx context.Context, name string, want map[string]string) (float64, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.url+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	var sum float64
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		s := string(line)
-		if !strings.HasPrefix(s, name+"{") && !strings.HasPrefix(s, name+" ") {
-			continue
-		}
-		match := true
-		for k, v := range want {
-			if !strings.Contains(s, k+`="`+v+`"`) {
-				match = false
-			}
-		}
-		if !match {
-			continue
-		}
-		f := strings.Fields(s)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum += v
-		}
-	}
-	return sum, nil
 }
