@@ -65,7 +65,7 @@ policies:
           params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
           verify: {window: 3m}
     - name: dependency
-      matchers: ['alertname="VigilWorkloadDependencyUnreachable"', 'namespace=~"faults-.*"', 'dependency_owner_name=~".+"']
+      matchers: ['alertname=~"VigilWorkloadDependency(Unreachable|Errors)"', 'namespace=~"faults-.*"', 'dependency_owner_name=~".+"']
       steps:
         - action: rollout_restart
           params: {namespace: "{{.dependency_namespace}}", kind: "{{.dependency_owner_kind}}", name: "{{.dependency_owner_name}}"}

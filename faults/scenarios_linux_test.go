@@ -13,7 +13,9 @@ import (
 )
 
 func allScenarios() []scenario {
-	return []scenario{crashScenario(), oomScenario(), errorsScenario(), dependencyScenario(), saturationScenario(), flapScenario()}
+	return []scenario{crashScenario(), oomScenario(), errorsScenario(),
+		dependencyScenario("dependency", "refuse", true), dependencyScenario("dependency5xx", "5xx", false),
+		saturationScenario(), flapScenario()}
 }
 
 func podTarget(name string) func(r record, ns string, _ any) bool {
@@ -158,14 +160,15 @@ func errorsScenario() scenario {
 }
 
 // dependency: web calls db for every request; db starts refusing
-// connections. web's errors come from db: db is acted on, web is not.
-func dependencyScenario() scenario {
+// connections (mode refuse) or answering 503 (mode 5xx). web's errors come
+// from db: db is acted on, web is not.
+func dependencyScenario(name, mode string, short bool) scenario {
 	type state struct {
 		db   string
 		load *load
 	}
 	return scenario{
-		name: "dependency", short: true,
+		name: name, short: short,
 		setup: func(t *testing.T, e *env, ns string) any {
 			svc := e.c.service(t, ns, "db")
 			addr := svc.Spec.ClusterIP + ":80"
@@ -176,7 +179,7 @@ func dependencyScenario() scenario {
 		inject: func(t *testing.T, e *env, ns string, st any) time.Time {
 			s := st.(*state)
 			s.db = firstPod(t, e, ns, "db").Name
-			control(t, e.ctrl, "pod-"+s.db, "refuse")
+			control(t, e.ctrl, "pod-"+s.db, mode)
 			return time.Now()
 		},
 		atFault: func(r record, ns string, st any) bool {
@@ -186,7 +189,7 @@ func dependencyScenario() scenario {
 			s := st.(*state)
 			since, ok := waitHealthy(ctx, s.load, t0, 5*time.Second)
 			if !ok {
-				t.Errorf("dependency: web did not recover: %s", s.load)
+				t.Errorf("%s: web did not recover: %s", name, s.load)
 				res.Healthy = "not healthy"
 				return
 			}

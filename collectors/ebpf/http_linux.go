@@ -95,6 +95,7 @@ type httpState struct {
 	routes   map[string]*routeInfo
 	hosts    map[string]string
 	series   map[httpKey]httpSeries
+	peers    map[peerKey]prometheus.Counter
 	wls      map[uint64]workload.Identity
 	unknown  map[uint64]uint64 // cgroup ID → kernel time to ask again
 	reset    time.Time
@@ -106,7 +107,7 @@ type httpState struct {
 
 func newHTTPState(cfg *Config) *httpState {
 	s := &httpState{pending: map[connKey]int32{}, threads: map[uint32]threadState{}, routes: map[string]*routeInfo{},
-		hosts: map[string]string{}, series: map[httpKey]httpSeries{}, wls: map[uint64]workload.Identity{}, unknown: map[uint64]uint64{},
+		hosts: map[string]string{}, series: map[httpKey]httpSeries{}, peers: map[peerKey]prometheus.Counter{}, wls: map[uint64]workload.Identity{}, unknown: map[uint64]uint64{},
 		limiter: rateLimiter{rate: float64(cfg.Spans.MaxPerSecond)}}
 	switch r := cfg.Spans.SampleRatio; {
 	case r >= 1:
@@ -362,6 +363,13 @@ func (st *httpState) host(b []byte) string {
 	return s
 }
 
+// peerKey caches a client's series by destination.
+type peerKey struct {
+	cgroup uint64
+	dest   netip.AddrPort
+	class  uint8
+}
+
 var statusClasses = [...]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
 func statusClassIndex(code int) uint8 {
@@ -400,6 +408,18 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 	}
 	s.requests.Inc()
 	s.duration.Observe(d.Seconds())
+	if !p.server && p.remote.IsValid() {
+		pk := peerKey{cgroup: p.cgroup, dest: p.remote, class: k.class}
+		c, ok := st.peers[pk]
+		if !ok {
+			if len(st.peers) >= maxCachedSeries {
+				clear(st.peers)
+			}
+			c = h.m.httpPeer.WithLabelValues(h.m.httpPeerCap.labels(p.wl, p.remote.String(), statusClasses[k.class])...)
+			st.peers[pk] = c
+		}
+		c.Inc()
+	}
 	if !p.decided {
 		h.decide(p, nil, endNS)
 	}

@@ -91,6 +91,19 @@ func TestHTTP(t *testing.T) {
 		}
 	}
 
+	// The client's requests by the server they went to (a dependency's
+	// errors name the dependency).
+	dest := ln.Addr().String()
+	for _, c := range []struct {
+		class string
+		want  float64
+	}{{"2xx", 3}, {"4xx", 1}} {
+		l := series{"unit": unit, "destination": dest, "status_class": c.class}
+		if got := env.value(t, "vigil_http_client_requests_by_destination_total", l); got != c.want {
+			t.Errorf("vigil_http_client_requests_by_destination_total%v = %v, want %v", l, got, c.want)
+		}
+	}
+
 	// The first GET carried a traceparent: both sides join that trace as
 	// children of the span it names.
 	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"

@@ -121,6 +121,10 @@ type metrics struct {
 	httpDuration *prometheus.HistogramVec
 	httpCap      *capper
 	routeCap     *capper
+	// httpPeer counts client requests by the server they went to, so that
+	// errors a workload gets from a dependency name the dependency.
+	httpPeer    *prometheus.CounterVec
+	httpPeerCap *capper
 }
 
 func newMetrics(cfg *Config) *metrics {
@@ -179,8 +183,11 @@ func newMetrics(cfg *Config) *metrics {
 			Help: "HTTP/1.x requests seen, by side (server or client), method, route and status class."}, labelNames("route", "kind", "method", "status_class")),
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_http_request_duration_seconds",
 			Help: "Time from request to response start, as seen in the process's syscalls.", Buckets: requestBuckets}, labelNames("route", "kind", "method", "status_class")),
+		httpPeer: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_http_client_requests_by_destination_total",
+			Help: "HTTP/1.x requests the workload sent as a client, by the server's address (ip:port) and the answer's status class."}, labelNames("destination", "status_class")),
 	}
 	m.tcpCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("tcp"))
+	m.httpPeerCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("http_destination"))
 	m.procCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("process"))
 	m.httpCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("http"))
 	m.routeCap = newCapper(cfg.MaxRoutes, m.seriesOverflow.WithLabelValues("http_route"))
@@ -192,5 +199,5 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.programLoaded, m.featureAvailable, m.eventsRead, m.decodeErrors,
 		m.seriesOverflow, m.fastPath, m.spansDropped, m.spansSampledOut, m.httpUnmatched, m.unresolved,
 		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
-		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration}
+		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration, m.httpPeer}
 }
