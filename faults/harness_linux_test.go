@@ -421,13 +421,14 @@ type load struct {
 	badWhy   string // what the last bad request saw
 	stopped  chan struct{}
 	cancel   context.CancelFunc
+	started  time.Time
 }
 
 func startLoad(t *testing.T, c *cluster, ns, svc string, rate int, slow time.Duration) *load {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{c: c, ns: ns, svc: svc, every: time.Second / time.Duration(rate), slow: slow,
 		client:  &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
-		stopped: make(chan struct{}), cancel: cancel}
+		stopped: make(chan struct{}), cancel: cancel, started: time.Now()}
 	go l.run(ctx)
 	t.Cleanup(l.stop)
 	return l
@@ -522,6 +523,9 @@ func (l *load) healthySince() time.Time {
 	defer l.mu.Unlock()
 	if l.lastGood.IsZero() || !l.lastGood.After(l.lastBad) {
 		return time.Time{}
+	}
+	if l.lastBad.IsZero() {
+		return l.started // nothing ever failed
 	}
 	return l.lastBad
 }
