@@ -73,6 +73,61 @@ func TestNoBTF(t *testing.T) {
 	}
 }
 
+// TestHTTPHookFallsBack pretends the kernel lacks sock/sock_recv_length
+// (Linux before 6.4): under http_hook auto the syscall path is attached in
+// full and the socket path not at all (both would count each request
+// twice); under http_hook socket HTTP stays half-seen, and says so.
+func TestHTTPHookFallsBack(t *testing.T) {
+	requireRoot(t)
+	for _, c := range []struct {
+		hook, want, log string
+	}{
+		{"auto", "syscalls", "using the syscall tracepoints"},
+		{"socket", "", "socket-layer path incomplete"},
+	} {
+		t.Run(c.hook, func(t *testing.T) {
+			var logs strings.Builder
+			cfg := NewConfig()
+			cfg.HTTPHook = c.hook
+			col, err := newCollector(cfg, collectors.Settings{
+				Logger: slog.New(slog.NewTextHandler(&logs, nil)), Events: event.NewBus(),
+				Paths: collectors.Paths{ProcFS: "/proc", SysFS: "/sys", RootFS: "/"},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl := col.(*collector)
+			cl.probe = func(cfg *Config, log *slog.Logger) *capabilities {
+				caps := discover(cfg, log)
+				caps.absent = map[string]bool{"sock_recv_length": true}
+				return caps
+			}
+			if err := cl.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Shutdown(context.Background())
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(updateAdapter{cl})
+			env := &testEnv{c: cl, reg: reg}
+			for _, p := range programs {
+				if p.httpHook == "" {
+					continue
+				}
+				want := 0.0
+				if p.httpHook == c.want || (c.hook == "socket" && p.name == "http_sock_send") {
+					want = 1
+				}
+				if v := env.value(t, "vigil_ebpf_program_loaded", map[string]string{"program": p.name}); v != want {
+					t.Errorf("vigil_ebpf_program_loaded{program=%q} = %v, want %v", p.name, v, want)
+				}
+			}
+			if !strings.Contains(logs.String(), c.log) {
+				t.Errorf("log does not say %q:\n%s", c.log, logs.String())
+			}
+		})
+	}
+}
+
 // TestUnprivileged runs the collector as user nobody in a child process:
 // loading fails for lack of privileges, and Start must still succeed.
 func TestUnprivileged(t *testing.T) {
@@ -149,7 +204,7 @@ func TestEventsLostAreCounted(t *testing.T) {
 	cfg := NewConfig()
 	cfg.RingBufferBytes = 4096
 	cfg.PollInterval = 5 * time.Second
-	cfg.WakeupThreshold = 1 << 30
+	cfg.WakeupFill = 1
 	cfg.Programs = ProgramsConfig{TCP: true}
 	env := startCollector(t, cfg)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")

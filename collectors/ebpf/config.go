@@ -59,9 +59,11 @@ type Config struct {
 	RingBufferBytes int `yaml:"ring_buffer_bytes"`
 	// HTTPRingBufferBytes sizes the ring buffer for HTTP events.
 	HTTPRingBufferBytes int `yaml:"http_ring_buffer_bytes"`
-	// WakeupThreshold is how many events a CPU submits before it wakes the
-	// reader; fast-path events always wake it.
-	WakeupThreshold int `yaml:"wakeup_threshold"`
+	// WakeupFill is how full (0 to 1) a ring buffer gets with unread events
+	// before the reader is woken, rounded down to a power of two of bytes;
+	// the reader also wakes each PollInterval, and fast-path events (OOM
+	// kills, failed processes) wake it at once. 1: only those.
+	WakeupFill float64 `yaml:"wakeup_fill"`
 	// PollInterval is how long the reader sleeps at most before it
 	// collects events submitted without a wake-up.
 	PollInterval time.Duration `yaml:"poll_interval"`
@@ -75,6 +77,12 @@ type Config struct {
 	MaxRoutes int `yaml:"max_routes"`
 	// MaxPendingRequests bounds HTTP requests waiting for their response.
 	MaxPendingRequests int `yaml:"max_pending_requests"`
+	// HTTPHook chooses where HTTP is seen: socket (the sock/sock_send_length
+	// and sock/sock_recv_length tracepoints, Linux 6.4+, the cheaper path:
+	// they fire only for socket I/O and hand over the socket), syscalls (the
+	// read/write family's syscall tracepoints, any kernel), or auto (socket
+	// where the kernel has it, else syscalls).
+	HTTPHook string `yaml:"http_hook"`
 	// HTTPHeadWindows is how many windows of 511 bytes of a request head
 	// the kernel sends (1 to 8): headers such as traceparent are found in
 	// the first HTTPHeadWindows*511 bytes of the read or write.
@@ -99,12 +107,13 @@ func NewConfig() *Config {
 		Programs:            ProgramsConfig{TCP: true, TCPRetransmits: true, TCPResets: true, Process: true, OOM: true, HTTP: true, Cgroups: true},
 		RingBufferBytes:     1 << 20,
 		HTTPRingBufferBytes: 4 << 20,
-		WakeupThreshold:     256,
+		WakeupFill:          0.25,
 		PollInterval:        100 * time.Millisecond,
 		MaxTrackedSockets:   65536,
 		MaxSeries:           2000,
 		MaxRoutes:           500,
 		MaxPendingRequests:  16384,
+		HTTPHook:            "auto",
 		HTTPHeadWindows:     4,
 		Spans:               SpansConfig{SampleRatio: 1, MaxPerSecond: 100, LinkClientsByThread: true},
 		CgroupHierarchy:     "auto",
@@ -127,7 +136,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: must be at least 1, got %d", field, v))
 		}
 	}
-	positive("wakeup_threshold", c.WakeupThreshold)
+	if !(c.WakeupFill > 0 && c.WakeupFill <= 1) {
+		errs = append(errs, fmt.Errorf("wakeup_fill: must be more than 0 and at most 1, got %v", c.WakeupFill))
+	}
 	positive("max_tracked_sockets", c.MaxTrackedSockets)
 	positive("max_series", c.MaxSeries)
 	positive("max_routes", c.MaxRoutes)
@@ -143,6 +154,11 @@ func (c *Config) Validate() error {
 	}
 	if c.PollInterval < time.Millisecond || c.PollInterval > 5*time.Second {
 		errs = append(errs, fmt.Errorf("poll_interval: must be between 1ms and 5s, got %s", c.PollInterval))
+	}
+	switch c.HTTPHook {
+	case "auto", "socket", "syscalls":
+	default:
+		errs = append(errs, fmt.Errorf("http_hook: must be auto, socket or syscalls, got %q", c.HTTPHook))
 	}
 	switch c.CgroupHierarchy {
 	case "auto", "unified", "memory":

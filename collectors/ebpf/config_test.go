@@ -12,7 +12,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	c := NewConfig()
 	c.RingBufferBytes = 5000
-	c.WakeupThreshold = 0
+	c.WakeupFill = 0
 	c.PollInterval = time.Minute
 	c.CgroupHierarchy = "v3"
 	c.HTTPHeadWindows = 9
@@ -22,7 +22,7 @@ func TestConfigValidate(t *testing.T) {
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
-	for _, field := range []string{"ring_buffer_bytes", "wakeup_threshold", "poll_interval", "cgroup_hierarchy",
+	for _, field := range []string{"ring_buffer_bytes", "wakeup_fill", "poll_interval", "cgroup_hierarchy",
 		"http_head_windows", "spans.sample_ratio", "spans.max_per_second"} {
 		if !strings.Contains(err.Error(), field+":") {
 			t.Errorf("error does not name %s: %v", field, err)

@@ -5,10 +5,12 @@ package ebpf
 import (
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
@@ -36,16 +38,71 @@ func strAttr(s ptrace.Span, k string) string {
 	return v.AsString()
 }
 
-// spansConfig exports every span: other processes on a shared machine
-// make HTTP requests too, which would use up the default rate cap.
-func spansConfig() *Config {
+// spansConfig exports every span (other processes on a shared machine
+// make HTTP requests too, which would use up the default rate cap), and
+// sees HTTP through the given hook.
+func spansConfig(hook string) *Config {
 	cfg := NewConfig()
 	cfg.Spans.MaxPerSecond = 0
+	cfg.HTTPHook = hook
 	return cfg
 }
 
-func TestHTTP(t *testing.T) {
-	env := startCollector(t, spansConfig())
+// forEachHTTPHook runs test once per HTTP path: the socket-layer
+// tracepoints (Linux 6.4+; CI's kernel has them) and the syscall
+// tracepoints that older kernels fall back to. Each run first checks that
+// exactly that path's programs are attached.
+func forEachHTTPHook(t *testing.T, test func(t *testing.T, hook string)) {
+	for _, hook := range []string{"socket", "syscalls"} {
+		t.Run(hook, func(t *testing.T) {
+			if hook == "socket" && !kernelHasSocketTracepoints() {
+				if os.Getenv("CI") == "true" {
+					t.Fatal("the kernel lacks sock/sock_send_length or sock/sock_recv_length, which CI's kernel has")
+				}
+				t.Skip("the kernel lacks sock/sock_send_length and sock/sock_recv_length (Linux 6.4+)")
+			}
+			test(t, hook)
+		})
+	}
+}
+
+func kernelHasSocketTracepoints() bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	for _, tp := range []string{"sock_send_length", "sock_recv_length"} {
+		var fn *btf.Typedef
+		if spec.TypeByName("btf_trace_"+tp, &fn) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// requireHTTPHook fails unless exactly the programs of hook's HTTP path
+// are attached.
+func requireHTTPHook(t *testing.T, env *testEnv, hook string) {
+	t.Helper()
+	for _, p := range programs {
+		if p.httpHook == "" {
+			continue
+		}
+		want := 0.0
+		if p.httpHook == hook {
+			want = 1
+		}
+		if v := env.value(t, "vigil_ebpf_program_loaded", map[string]string{"program": p.name}); v != want {
+			t.Errorf("http_hook %s: vigil_ebpf_program_loaded{program=%q} = %v, want %v", hook, p.name, v, want)
+		}
+	}
+}
+
+func TestHTTP(t *testing.T) { forEachHTTPHook(t, testHTTP) }
+
+func testHTTP(t *testing.T, hook string) {
+	env := startCollector(t, spansConfig(hook))
+	requireHTTPHook(t, env, hook)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /users/{id}", func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(20 * time.Millisecond) // a latency the spans must show

@@ -135,10 +135,13 @@ func rawServe(ln net.Listener, x rawExchange) error {
 	return err
 }
 
-// TestHTTPSyscalls checks the recvfrom, readv, sendto, writev and sendmsg
-// programs with a client and server that use only those syscalls.
-func TestHTTPSyscalls(t *testing.T) {
-	env := startCollector(t, spansConfig())
+// TestHTTPSyscalls checks HTTP sent and received with recvfrom, readv,
+// sendto, writev and sendmsg only (each has its own program on the
+// syscall path, and its own argument layout on the socket path).
+func TestHTTPSyscalls(t *testing.T) { forEachHTTPHook(t, testHTTPSyscalls) }
+
+func testHTTPSyscalls(t *testing.T, hook string) {
+	env := startCollector(t, spansConfig(hook))
 	const unit = "vigil-ebpf-test-rawhttp.service"
 	cmd := helperCmd(t, testCgroup(t, unit), "raw-http", "")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -155,8 +158,12 @@ func TestHTTPSyscalls(t *testing.T) {
 			}
 		}
 	}
-	// Each of those programs ran and lost nothing.
-	for _, p := range []string{"http_exit_recvfrom", "http_exit_readv", "http_sendto", "http_writev", "http_sendmsg"} {
+	// The programs that saw them lost nothing.
+	progs := []string{"http_sock_send", "http_sock_recv"}
+	if hook == "syscalls" {
+		progs = []string{"http_exit_recvfrom", "http_exit_readv", "http_sendto", "http_writev", "http_sendmsg"}
+	}
+	for _, p := range progs {
 		if v := env.value(t, "vigil_ebpf_events_lost_total", map[string]string{"program": p}); v != 0 {
 			t.Errorf("vigil_ebpf_events_lost_total{program=%q} = %v", p, v)
 		}
@@ -177,7 +184,11 @@ func TestHTTPSyscalls(t *testing.T) {
 // long Authorization header comes first) still joins both spans to the
 // caller's trace.
 func TestHTTPTraceParentPastFirstWindow(t *testing.T) {
-	env := startCollector(t, spansConfig())
+	forEachHTTPHook(t, testHTTPTraceParentPastFirstWindow)
+}
+
+func testHTTPTraceParentPastFirstWindow(t *testing.T, hook string) {
+	env := startCollector(t, spansConfig(hook))
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +244,11 @@ func TestHTTPTraceParentPastFirstWindow(t *testing.T) {
 // The client span of the backend call is a child of the proxy's server
 // span, in the trace the caller started.
 func TestHTTPClientSpanUnderServerSpan(t *testing.T) {
-	env := startCollector(t, spansConfig())
+	forEachHTTPHook(t, testHTTPClientSpanUnderServerSpan)
+}
+
+func testHTTPClientSpanUnderServerSpan(t *testing.T, hook string) {
+	env := startCollector(t, spansConfig(hook))
 	backend, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -26,34 +27,42 @@ type program struct {
 	// tracepoints: "syscalls/<event>".
 	tracepoint string
 	btfTP      bool
+	// httpHook is the HTTP path the program belongs to (see
+	// Config.HTTPHook); only one path is attached.
+	httpHook string
 }
 
-// programs lists every program. The HTTP read programs run at syscall
-// exit only: the arguments are read back from the task's saved registers.
+// programs lists every program. HTTP has two paths, of which one is
+// attached: the socket-layer tracepoints, or the syscall tracepoints
+// (the read programs of which run at syscall exit only: the arguments are
+// read back from the task's saved registers).
 var programs = []program{
-	{"tcp_state", "vigil_tcp_state", "tcp", "inet_sock_set_state", true},
-	{"tcp_retransmit", "vigil_tcp_retransmit", "tcp_retransmits", "tcp_retransmit_skb", true},
-	{"tcp_receive_reset", "vigil_tcp_receive_reset", "tcp_resets", "tcp_receive_reset", true},
-	{"tcp_send_reset", "vigil_tcp_send_reset", "tcp_resets", "tcp_send_reset", true},
-	{"process_exec", "vigil_process_exec", "process", "sched_process_exec", true},
-	{"process_exit", "vigil_process_exit", "process", "sched_process_exit", true},
-	{"oom_victim", "vigil_oom_victim", "oom", "mark_victim", true},
-	{"cgroup_mkdir", "vigil_cgroup_mkdir", "cgroups", "cgroup_mkdir", true},
-	{"cgroup_rmdir", "vigil_cgroup_rmdir", "cgroups", "cgroup_rmdir", true},
-	{"http_exit_read", "vigil_http_exit_read_", "http", "syscalls/sys_exit_read", false},
-	{"http_exit_recvfrom", "vigil_http_exit_recvfrom", "http", "syscalls/sys_exit_recvfrom", false},
-	{"http_exit_readv", "vigil_http_exit_readv", "http", "syscalls/sys_exit_readv", false},
-	{"http_write", "vigil_http_write", "http", "syscalls/sys_enter_write", false},
-	{"http_sendto", "vigil_http_sendto", "http", "syscalls/sys_enter_sendto", false},
-	{"http_writev", "vigil_http_writev", "http", "syscalls/sys_enter_writev", false},
-	{"http_sendmsg", "vigil_http_sendmsg", "http", "syscalls/sys_enter_sendmsg", false},
+	{"tcp_state", "vigil_tcp_state", "tcp", "inet_sock_set_state", true, ""},
+	{"tcp_retransmit", "vigil_tcp_retransmit", "tcp_retransmits", "tcp_retransmit_skb", true, ""},
+	{"tcp_receive_reset", "vigil_tcp_receive_reset", "tcp_resets", "tcp_receive_reset", true, ""},
+	{"tcp_send_reset", "vigil_tcp_send_reset", "tcp_resets", "tcp_send_reset", true, ""},
+	{"process_exec", "vigil_process_exec", "process", "sched_process_exec", true, ""},
+	{"process_exit", "vigil_process_exit", "process", "sched_process_exit", true, ""},
+	{"oom_victim", "vigil_oom_victim", "oom", "mark_victim", true, ""},
+	{"cgroup_mkdir", "vigil_cgroup_mkdir", "cgroups", "cgroup_mkdir", true, ""},
+	{"cgroup_rmdir", "vigil_cgroup_rmdir", "cgroups", "cgroup_rmdir", true, ""},
+	{"http_exit_read", "vigil_http_exit_read_", "http", "syscalls/sys_exit_read", false, "syscalls"},
+	{"http_exit_recvfrom", "vigil_http_exit_recvfrom", "http", "syscalls/sys_exit_recvfrom", false, "syscalls"},
+	{"http_exit_readv", "vigil_http_exit_readv", "http", "syscalls/sys_exit_readv", false, "syscalls"},
+	{"http_write", "vigil_http_write", "http", "syscalls/sys_enter_write", false, "syscalls"},
+	{"http_sendto", "vigil_http_sendto", "http", "syscalls/sys_enter_sendto", false, "syscalls"},
+	{"http_writev", "vigil_http_writev", "http", "syscalls/sys_enter_writev", false, "syscalls"},
+	{"http_sendmsg", "vigil_http_sendmsg", "http", "syscalls/sys_enter_sendmsg", false, "syscalls"},
+	{"http_sock_send", "vigil_http_sock_send", "http", "sock_send_length", true, "socket"},
+	{"http_sock_recv", "vigil_http_sock_recv", "http", "sock_recv_length", true, "socket"},
 }
 
 // lossNames names the kernel's per-program loss counters, indexed like
 // enum vigil_prog in bpf/common.h; each is a program name.
 var lossNames = []string{"tcp_state", "tcp_retransmit", "tcp_receive_reset", "tcp_send_reset",
 	"process_exec", "process_exit", "oom_victim", "http_exit_read", "http_exit_recvfrom", "http_exit_readv",
-	"http_write", "http_sendto", "http_writev", "http_sendmsg", "cgroup_mkdir", "cgroup_rmdir"}
+	"http_write", "http_sendto", "http_writev", "http_sendmsg", "cgroup_mkdir", "cgroup_rmdir",
+	"http_sock_send", "http_sock_recv"}
 
 func (c *ProgramsConfig) enabled(group string) bool {
 	switch group {
@@ -80,6 +89,9 @@ type capabilities struct {
 	kernelBTF  *btf.Spec
 	features   map[string]error // nil error: available
 	tracefsDir string
+	// absent are BTF tracepoints treated as missing although the kernel
+	// has them: a test's stand-in for an older kernel.
+	absent map[string]bool
 }
 
 // tracefsDirs are where tracefs may be mounted.
@@ -171,6 +183,9 @@ func (caps *capabilities) missing(p program) error {
 	}
 	if p.btfTP {
 		var fn *btf.Typedef
+		if caps.absent[p.tracepoint] {
+			return fmt.Errorf("tracepoint %s not in kernel BTF (pretended)", p.tracepoint)
+		}
 		if err := caps.kernelBTF.TypeByName("btf_trace_"+p.tracepoint, &fn); err != nil {
 			return fmt.Errorf("tracepoint %s not in kernel BTF: %w", p.tracepoint, err)
 		}
@@ -193,7 +208,7 @@ func (caps *capabilities) missing(p program) error {
 type objects struct {
 	maps  map[string]*ebpf.Map
 	progs map[string]*ebpf.Program // by program.name
-	links []link.Link
+	links map[string]link.Link     // by program.name
 }
 
 func (o *objects) close() {
@@ -233,7 +248,14 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 		return nil, fmt.Errorf("parse embedded eBPF object: %w", err)
 	}
 	cfg := opts.cfg
-	if err := spec.Variables["wakeup_threshold"].Set(uint32(cfg.WakeupThreshold)); err != nil {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count possible CPUs: %w", err)
+	}
+	if err := spec.Variables["events_wakeup_bytes"].Set(wakeupBytes(cfg.RingBufferBytes, cfg.WakeupFill, cpus)); err != nil {
+		return nil, err
+	}
+	if err := spec.Variables["http_wakeup_bytes"].Set(wakeupBytes(cfg.HTTPRingBufferBytes, cfg.WakeupFill, cpus)); err != nil {
 		return nil, err
 	}
 	if err := spec.Variables["http_head_windows"].Set(uint32(cfg.HTTPHeadWindows)); err != nil {
@@ -253,7 +275,7 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 	spec.Maps["http_events"].MaxEntries = uint32(cfg.HTTPRingBufferBytes)
 	spec.Maps["socks"].MaxEntries = uint32(cfg.MaxTrackedSockets)
 
-	o := &objects{maps: map[string]*ebpf.Map{}, progs: map[string]*ebpf.Program{}}
+	o := &objects{maps: map[string]*ebpf.Map{}, progs: map[string]*ebpf.Program{}, links: map[string]link.Link{}}
 	for name, ms := range spec.Maps {
 		if strings.HasPrefix(name, ".") {
 			continue // .rodata and friends belong to each program's collection
@@ -270,27 +292,98 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 			log.Info("eBPF program disabled by configuration", "program", p.name, "switch", "programs."+p.group)
 			continue
 		}
+		if p.httpHook != "" {
+			continue // loadHTTP below
+		}
 		if p.group == "cgroups" && opts.cgroupHierarchy < 0 {
 			log.Warn("eBPF program not loaded", "program", p.name, "reason", "no cgroup hierarchy to follow")
 			continue
 		}
-		if err := caps.missing(p); err != nil {
-			log.Warn("eBPF program not loaded", "program", p.name, "reason", err)
-			continue
-		}
-		prog, l, err := loadOne(spec, p, o.maps)
-		if err != nil {
-			log.Warn("eBPF program not loaded", "program", p.name, "reason", err)
-			continue
-		}
-		o.progs[p.name] = prog
-		o.links = append(o.links, l)
+		o.loadProgram(spec, p, caps, log)
+	}
+	if cfg.Programs.HTTP {
+		o.loadHTTP(spec, cfg.HTTPHook, caps, log)
 	}
 	if len(o.progs) == 0 {
 		o.close()
 		return nil, errors.New("no eBPF program could be loaded")
 	}
 	return o, nil
+}
+
+// wakeupBytes is how many bytes each of cpus submits to a ring of
+// ringBytes before it wakes the reader: fill of the ring, shared among the
+// CPUs, so that the ring is at most that full when the reader wakes (for
+// fill 1, it is never woken for being full).
+func wakeupBytes(ringBytes int, fill float64, cpus int) uint64 {
+	if fill >= 1 {
+		return math.MaxUint64
+	}
+	return max(uint64(float64(ringBytes)*fill)/uint64(max(cpus, 1)), 1)
+}
+
+// loadProgram loads and attaches p, logging why when it cannot; it
+// reports whether p runs.
+func (o *objects) loadProgram(spec *ebpf.CollectionSpec, p program, caps *capabilities, log *slog.Logger) bool {
+	if err := caps.missing(p); err != nil {
+		log.Warn("eBPF program not loaded", "program", p.name, "reason", err)
+		return false
+	}
+	prog, l, err := loadOne(spec, p, o.maps)
+	if err != nil {
+		log.Warn("eBPF program not loaded", "program", p.name, "reason", err)
+		return false
+	}
+	o.progs[p.name] = prog
+	o.links[p.name] = l
+	return true
+}
+
+// unload detaches and closes the named program.
+func (o *objects) unload(name string) {
+	_ = o.links[name].Close()
+	delete(o.links, name)
+	_ = o.progs[name].Close()
+	delete(o.progs, name)
+}
+
+// loadHTTP attaches one HTTP path: the socket-layer programs when hook is
+// socket, or auto and the kernel has them all; else (or when one of them
+// cannot be loaded under auto) the syscall-tracepoint programs.
+func (o *objects) loadHTTP(spec *ebpf.CollectionSpec, hook string, caps *capabilities, log *slog.Logger) {
+	path := func(h string) []program {
+		var ps []program
+		for _, p := range programs {
+			if p.httpHook == h {
+				ps = append(ps, p)
+			}
+		}
+		return ps
+	}
+	if hook != "syscalls" {
+		var loaded []program
+		for _, p := range path("socket") {
+			if o.loadProgram(spec, p, caps, log) {
+				loaded = append(loaded, p)
+			}
+		}
+		if len(loaded) == len(path("socket")) {
+			log.Info("HTTP seen at the socket layer; the syscall tracepoint programs are not needed", "http_hook", hook)
+			return
+		}
+		if hook == "socket" {
+			log.Warn("HTTP socket-layer path incomplete (http_hook: socket): some HTTP traffic is not seen", "loaded", len(loaded))
+			return
+		}
+		// Both paths at once would see each transfer twice.
+		for _, p := range loaded {
+			o.unload(p.name)
+		}
+		log.Info("HTTP socket-layer tracepoints unavailable, using the syscall tracepoints", "http_hook", hook)
+	}
+	for _, p := range path("syscalls") {
+		o.loadProgram(spec, p, caps, log)
+	}
 }
 
 // loadOne loads program p from a copy of spec that holds only p, reusing

@@ -162,13 +162,26 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// TestProgramsLoad starts the defaults: every program loads, and HTTP is
+// seen at the socket layer where the kernel allows (the syscall path is
+// then not attached).
 func TestProgramsLoad(t *testing.T) {
 	env := startCollector(t, nil)
 	for _, p := range programs {
+		if p.httpHook != "" {
+			continue
+		}
 		if v := env.value(t, "vigil_ebpf_program_loaded", map[string]string{"program": p.name}); v != 1 {
 			t.Errorf("vigil_ebpf_program_loaded{program=%q} = %v, want 1", p.name, v)
 		}
 	}
+	hook := "syscalls"
+	if kernelHasSocketTracepoints() {
+		hook = "socket"
+	} else if os.Getenv("CI") == "true" {
+		t.Error("the kernel lacks the socket-layer tracepoints, which CI's kernel has")
+	}
+	requireHTTPHook(t, env, hook)
 	for _, f := range []string{"btf", "ringbuf", "tp_btf", "tracepoint", "tracefs"} {
 		if v := env.value(t, "vigil_ebpf_feature_available", map[string]string{"feature": f}); v != 1 {
 			t.Errorf("vigil_ebpf_feature_available{feature=%q} = %v, want 1", f, v)

@@ -106,8 +106,8 @@ const (
 	vigilMapHttpScratch            = "http_scratch"
 	vigilMapListeners              = "listeners"
 	vigilMapLost                   = "lost"
-	vigilMapPending                = "pending"
 	vigilMapSocks                  = "socks"
+	vigilMapUnwoken                = "unwoken"
 	vigilProgVigilCgroupMkdir      = "vigil_cgroup_mkdir"
 	vigilProgVigilCgroupRmdir      = "vigil_cgroup_rmdir"
 	vigilProgVigilHttpExitRead     = "vigil_http_exit_read_"
@@ -115,6 +115,8 @@ const (
 	vigilProgVigilHttpExitRecvfrom = "vigil_http_exit_recvfrom"
 	vigilProgVigilHttpSendmsg      = "vigil_http_sendmsg"
 	vigilProgVigilHttpSendto       = "vigil_http_sendto"
+	vigilProgVigilHttpSockRecv     = "vigil_http_sock_recv"
+	vigilProgVigilHttpSockSend     = "vigil_http_sock_send"
 	vigilProgVigilHttpWrite        = "vigil_http_write"
 	vigilProgVigilHttpWritev       = "vigil_http_writev"
 	vigilProgVigilOomVictim        = "vigil_oom_victim"
@@ -126,13 +128,14 @@ const (
 	vigilProgVigilTcpState         = "vigil_tcp_state"
 	vigilVarCgroupHierarchy        = "cgroup_hierarchy"
 	vigilVarCgroupV1Memory         = "cgroup_v1_memory"
+	vigilVarEventsWakeupBytes      = "events_wakeup_bytes"
 	vigilVarExitAll                = "exit_all"
 	vigilVarHttpHeadWindows        = "http_head_windows"
+	vigilVarHttpWakeupBytes        = "http_wakeup_bytes"
 	vigilVarVigilUnusedCgroup      = "vigil_unused_cgroup"
 	vigilVarVigilUnusedHttp        = "vigil_unused_http"
 	vigilVarVigilUnusedProc        = "vigil_unused_proc"
 	vigilVarVigilUnusedTcp         = "vigil_unused_tcp"
-	vigilVarWakeupThreshold        = "wakeup_threshold"
 )
 
 // loadVigil returns the embedded CollectionSpec for vigil.
@@ -184,6 +187,8 @@ type vigilProgramSpecs struct {
 	VigilHttpExitRecvfrom *ebpf.ProgramSpec `ebpf:"vigil_http_exit_recvfrom"`
 	VigilHttpSendmsg      *ebpf.ProgramSpec `ebpf:"vigil_http_sendmsg"`
 	VigilHttpSendto       *ebpf.ProgramSpec `ebpf:"vigil_http_sendto"`
+	VigilHttpSockRecv     *ebpf.ProgramSpec `ebpf:"vigil_http_sock_recv"`
+	VigilHttpSockSend     *ebpf.ProgramSpec `ebpf:"vigil_http_sock_send"`
 	VigilHttpWrite        *ebpf.ProgramSpec `ebpf:"vigil_http_write"`
 	VigilHttpWritev       *ebpf.ProgramSpec `ebpf:"vigil_http_writev"`
 	VigilOomVictim        *ebpf.ProgramSpec `ebpf:"vigil_oom_victim"`
@@ -204,8 +209,8 @@ type vigilMapSpecs struct {
 	HttpScratch *ebpf.MapSpec `ebpf:"http_scratch"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	Lost        *ebpf.MapSpec `ebpf:"lost"`
-	Pending     *ebpf.MapSpec `ebpf:"pending"`
 	Socks       *ebpf.MapSpec `ebpf:"socks"`
+	Unwoken     *ebpf.MapSpec `ebpf:"unwoken"`
 }
 
 // vigilVariableSpecs contains global variables before they are loaded into the kernel.
@@ -214,13 +219,14 @@ type vigilMapSpecs struct {
 type vigilVariableSpecs struct {
 	CgroupHierarchy   *ebpf.VariableSpec `ebpf:"cgroup_hierarchy"`
 	CgroupV1Memory    *ebpf.VariableSpec `ebpf:"cgroup_v1_memory"`
+	EventsWakeupBytes *ebpf.VariableSpec `ebpf:"events_wakeup_bytes"`
 	ExitAll           *ebpf.VariableSpec `ebpf:"exit_all"`
 	HttpHeadWindows   *ebpf.VariableSpec `ebpf:"http_head_windows"`
+	HttpWakeupBytes   *ebpf.VariableSpec `ebpf:"http_wakeup_bytes"`
 	VigilUnusedCgroup *ebpf.VariableSpec `ebpf:"vigil_unused_cgroup"`
 	VigilUnusedHttp   *ebpf.VariableSpec `ebpf:"vigil_unused_http"`
 	VigilUnusedProc   *ebpf.VariableSpec `ebpf:"vigil_unused_proc"`
 	VigilUnusedTcp    *ebpf.VariableSpec `ebpf:"vigil_unused_tcp"`
-	WakeupThreshold   *ebpf.VariableSpec `ebpf:"wakeup_threshold"`
 }
 
 // vigilObjects contains all objects after they have been loaded into the kernel.
@@ -248,8 +254,8 @@ type vigilMaps struct {
 	HttpScratch *ebpf.Map `ebpf:"http_scratch"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	Lost        *ebpf.Map `ebpf:"lost"`
-	Pending     *ebpf.Map `ebpf:"pending"`
 	Socks       *ebpf.Map `ebpf:"socks"`
+	Unwoken     *ebpf.Map `ebpf:"unwoken"`
 }
 
 func (m *vigilMaps) Close() error {
@@ -259,8 +265,8 @@ func (m *vigilMaps) Close() error {
 		m.HttpScratch,
 		m.Listeners,
 		m.Lost,
-		m.Pending,
 		m.Socks,
+		m.Unwoken,
 	)
 }
 
@@ -270,13 +276,14 @@ func (m *vigilMaps) Close() error {
 type vigilVariables struct {
 	CgroupHierarchy   *ebpf.Variable `ebpf:"cgroup_hierarchy"`
 	CgroupV1Memory    *ebpf.Variable `ebpf:"cgroup_v1_memory"`
+	EventsWakeupBytes *ebpf.Variable `ebpf:"events_wakeup_bytes"`
 	ExitAll           *ebpf.Variable `ebpf:"exit_all"`
 	HttpHeadWindows   *ebpf.Variable `ebpf:"http_head_windows"`
+	HttpWakeupBytes   *ebpf.Variable `ebpf:"http_wakeup_bytes"`
 	VigilUnusedCgroup *ebpf.Variable `ebpf:"vigil_unused_cgroup"`
 	VigilUnusedHttp   *ebpf.Variable `ebpf:"vigil_unused_http"`
 	VigilUnusedProc   *ebpf.Variable `ebpf:"vigil_unused_proc"`
 	VigilUnusedTcp    *ebpf.Variable `ebpf:"vigil_unused_tcp"`
-	WakeupThreshold   *ebpf.Variable `ebpf:"wakeup_threshold"`
 }
 
 // vigilPrograms contains all programs after they have been loaded into the kernel.
@@ -290,6 +297,8 @@ type vigilPrograms struct {
 	VigilHttpExitRecvfrom *ebpf.Program `ebpf:"vigil_http_exit_recvfrom"`
 	VigilHttpSendmsg      *ebpf.Program `ebpf:"vigil_http_sendmsg"`
 	VigilHttpSendto       *ebpf.Program `ebpf:"vigil_http_sendto"`
+	VigilHttpSockRecv     *ebpf.Program `ebpf:"vigil_http_sock_recv"`
+	VigilHttpSockSend     *ebpf.Program `ebpf:"vigil_http_sock_send"`
 	VigilHttpWrite        *ebpf.Program `ebpf:"vigil_http_write"`
 	VigilHttpWritev       *ebpf.Program `ebpf:"vigil_http_writev"`
 	VigilOomVictim        *ebpf.Program `ebpf:"vigil_oom_victim"`
@@ -310,6 +319,8 @@ func (p *vigilPrograms) Close() error {
 		p.VigilHttpExitRecvfrom,
 		p.VigilHttpSendmsg,
 		p.VigilHttpSendto,
+		p.VigilHttpSockRecv,
+		p.VigilHttpSockSend,
 		p.VigilHttpWrite,
 		p.VigilHttpWritev,
 		p.VigilOomVictim,

@@ -65,7 +65,7 @@ static __always_inline int vigil_cgroup_emit(struct cgroup *cgrp, const char *pa
 	}
 	// Not urgent: the reader needs it before the events that follow it on
 	// the ring, which it reads in order anyway.
-	bpf_ringbuf_submit(e, vigil_submit_flags(false));
+	bpf_ringbuf_submit(e, vigil_submit_flags(sizeof(*e), false));
 	return 0;
 }
 

@@ -12,6 +12,8 @@
 #define VIGIL_AF_INET 2
 #define VIGIL_AF_INET6 10
 #define VIGIL_COMM_LEN 16
+#define VIGIL_IPPROTO_TCP 6
+#define VIGIL_PF_KTHREAD 0x00200000
 
 // Programs, used as the index of the per-program loss counters. Keep in
 // sync with programNames in the Go loader (a test checks it).
@@ -32,15 +34,38 @@ enum vigil_prog {
 	VIGIL_PROG_HTTP_SENDMSG = 13,
 	VIGIL_PROG_CGROUP_MKDIR = 14,
 	VIGIL_PROG_CGROUP_RMDIR = 15,
-	VIGIL_PROG_COUNT = 16,
+	VIGIL_PROG_HTTP_SOCK_SEND = 16,
+	VIGIL_PROG_HTTP_SOCK_RECV = 17,
+	VIGIL_PROG_COUNT = 18,
 };
 
 // Configuration set by the loader before the object is loaded.
 
-// wakeup_threshold: the reader is woken once per this many events on a CPU;
-// other events are submitted with BPF_RB_NO_WAKEUP and collected by the
-// reader's short poll deadline. Wake-ups dominate the per-event cost.
-volatile const __u32 wakeup_threshold = 256;
+// events_wakeup_bytes, http_wakeup_bytes: each CPU wakes the reader of a
+// ring once it has submitted this many bytes to it since its last wake-up
+// (set by the loader from wakeup_fill, divided among the CPUs); other
+// records are submitted with BPF_RB_NO_WAKEUP and collected at the
+// reader's short poll deadline. A wake-up (an irq_work, then a cross-CPU
+// wake of the reader) costs more than the rest of a record's submission,
+// so it is paid once per batch; the count is per CPU so that no cache line
+// is shared between CPUs or with the reader.
+volatile const __u64 events_wakeup_bytes = 1 << 17;
+volatile const __u64 http_wakeup_bytes = 1 << 19;
+
+enum vigil_ring {
+	VIGIL_RING_EVENTS = 0,
+	VIGIL_RING_HTTP = 1,
+};
+
+// unwoken counts, per CPU and ring, the bytes submitted since the last
+// wake-up.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} unwoken SEC(".maps");
+
 // cgroup_v1_memory: attribute tasks to their cgroup in the v1 memory
 // hierarchy instead of the unified (v2) hierarchy.
 volatile const __u8 cgroup_v1_memory = 0;
@@ -67,14 +92,6 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
-// pending counts events submitted on this CPU since the last wake-up.
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} pending SEC(".maps");
-
 static __always_inline void vigil_count_lost(__u32 prog)
 {
 	__u64 *n = bpf_map_lookup_elem(&lost, &prog);
@@ -82,35 +99,51 @@ static __always_inline void vigil_count_lost(__u32 prog)
 		__sync_fetch_and_add(n, 1);
 }
 
-// vigil_submit_flags returns the flags for bpf_ringbuf_submit: an urgent
-// event (OOM kill, failed process) wakes the reader at once, others only
-// every wakeup_threshold events.
-static __always_inline __u64 vigil_submit_flags(bool urgent)
-{
-	__u32 k = 0;
-	__u64 *n;
+// A ring buffer record's size: the data and an 8-byte header, rounded up
+// to 8 bytes.
+#define VIGIL_RB_RECORD(size) ((((__u64)(size)) + 8 + 7) & ~7ULL)
 
-	if (urgent)
-		return BPF_RB_FORCE_WAKEUP;
-	n = bpf_map_lookup_elem(&pending, &k);
+// vigil_wake_flags returns the flags for submitting size bytes to ring:
+// BPF_RB_FORCE_WAKEUP when urgent (an OOM kill, a failed process) or when
+// this CPU's unwoken bytes reach the ring's mark, else BPF_RB_NO_WAKEUP.
+static __always_inline __u64 vigil_wake_flags(__u32 ring, __u64 size, bool urgent)
+{
+	__u64 *n = bpf_map_lookup_elem(&unwoken, &ring);
+	__u64 mark = ring == VIGIL_RING_HTTP ? http_wakeup_bytes : events_wakeup_bytes;
+
 	if (!n)
-		return 0;
-	*n += 1;
-	if (*n >= wakeup_threshold) {
+		return 0; // the kernel's own choice: cannot happen
+	if (urgent) {
+		*n = 0;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	*n += VIGIL_RB_RECORD(size);
+	if (*n >= mark) {
 		*n = 0;
 		return BPF_RB_FORCE_WAKEUP;
 	}
 	return BPF_RB_NO_WAKEUP;
 }
 
+// vigil_submit_flags returns the flags for bpf_ringbuf_submit of a record
+// of size bytes reserved in events.
+static __always_inline __u64 vigil_submit_flags(__u64 size, bool urgent)
+{
+	return vigil_wake_flags(VIGIL_RING_EVENTS, size, urgent);
+}
+
 // vigil_task_cgroup_id returns the kernfs id of the task's cgroup in the
 // hierarchy the agent attributes workloads by; the id equals the inode
-// number of the cgroup's directory, which user space maps to a path.
-static __always_inline __u64 vigil_task_cgroup_id(struct task_struct *t)
+// number of the cgroup's directory, which user space maps to a path. For
+// the current task in the unified hierarchy one helper call does it.
+static __always_inline __u64 vigil_task_cgroup_id(struct task_struct *t, bool current)
 {
-	struct css_set *cs = BPF_CORE_READ(t, cgroups);
+	struct css_set *cs;
 	struct cgroup *cg = 0;
 
+	if (!cgroup_v1_memory && current)
+		return bpf_get_current_cgroup_id();
+	cs = BPF_CORE_READ(t, cgroups);
 	if (cgroup_v1_memory) {
 		struct cgroup_subsys_state *css = 0;
 		int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
@@ -126,4 +159,29 @@ static __always_inline __u64 vigil_task_cgroup_id(struct task_struct *t)
 	if (!cg)
 		return 0;
 	return BPF_CORE_READ(cg, kn, id);
+}
+
+// vigil_current_cgroup_id_btf is vigil_task_cgroup_id of the current task
+// for BTF-enabled programs (tp_btf), which load the pointers directly
+// instead of through a helper call per pointer.
+static __always_inline __u64 vigil_current_cgroup_id_btf(void)
+{
+	struct task_struct *t;
+	struct cgroup_subsys_state *css;
+	struct cgroup *cg;
+	int id;
+
+	if (!cgroup_v1_memory)
+		return bpf_get_current_cgroup_id();
+	id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	if (id < 0 || id >= 12)
+		return 0;
+	t = bpf_get_current_task_btf();
+	css = t->cgroups->subsys[id];
+	if (!css)
+		return 0;
+	cg = css->cgroup;
+	if (!cg)
+		return 0;
+	return cg->kn->id;
 }

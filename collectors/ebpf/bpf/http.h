@@ -166,11 +166,32 @@ static __always_inline __u8 vigil_http_request_tail(const __u8 *b)
 	return 0;
 }
 
+// vigil_http_sock_btf fills the addresses of sk, a TCP socket the
+// socket-layer tracepoints hand over as a BTF pointer (loaded directly).
+static __always_inline void vigil_http_sock_btf(const struct sock *sk, struct vigil_http_event *e)
+{
+	e->family = sk->__sk_common.skc_family;
+	e->sport = sk->__sk_common.skc_num;
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (e->family == VIGIL_AF_INET) {
+		__u32 s = sk->__sk_common.skc_rcv_saddr;
+		__u32 d = sk->__sk_common.skc_daddr;
+		__builtin_memcpy(e->saddr, &s, 4);
+		__builtin_memcpy(e->daddr, &d, 4);
+	} else {
+		__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
+	}
+}
+
 // vigil_http_capture checks and, if it looks like HTTP, sends the first
 // bytes of buf (n bytes valid) transferred on fd in direction dir, and for
 // a request head longer than one window its next windows. Reads and
 // writes that do not start like HTTP cost an 8-byte copy and a compare.
-static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n, __u8 dir, __u32 prog)
+// sk is the socket when the caller knows it (the socket-layer programs);
+// without it the socket is found from fd.
+static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, const void *buf, __u64 n, __u8 dir,
+					      __u32 prog)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
@@ -179,6 +200,7 @@ static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n
 	__u32 zero = 0;
 	struct vigil_http_event *tmpl;
 	__u32 len;
+	__u64 size, flags;
 	bool status;
 	int i;
 
@@ -210,10 +232,14 @@ static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n
 		// same process and descriptor, which carries the socket and
 		// workload: skip the descriptor walk and the cgroup lookup.
 		__builtin_memset(tmpl, 0, offsetof(struct vigil_http_event, data));
+	} else if (sk) {
+		vigil_http_sock_btf(sk, tmpl);
+		tmpl->cgroup_id = vigil_current_cgroup_id_btf();
+		bpf_get_current_comm(tmpl->comm, sizeof(tmpl->comm));
 	} else {
 		if (!vigil_http_sock(fd, tmpl))
 			return 0;
-		tmpl->cgroup_id = vigil_task_cgroup_id((struct task_struct *)bpf_get_current_task());
+		tmpl->cgroup_id = vigil_task_cgroup_id((struct task_struct *)bpf_get_current_task(), true);
 		bpf_get_current_comm(tmpl->comm, sizeof(tmpl->comm));
 	}
 	tmpl->ts_ns = bpf_ktime_get_ns();
@@ -247,8 +273,9 @@ static __always_inline int vigil_http_capture(__u32 fd, const void *buf, __u64 n
 			tmpl->captured = len = 0;
 		// Only the valid bytes go into the ring: most records are a few
 		// hundred bytes, so fewer cache lines are written and read.
-		if (bpf_ringbuf_output(&http_events, tmpl, offsetof(struct vigil_http_event, data) + len,
-				       vigil_submit_flags(false)) != 0) {
+		size = offsetof(struct vigil_http_event, data) + len;
+		flags = vigil_wake_flags(VIGIL_RING_HTTP, size, false);
+		if (bpf_ringbuf_output(&http_events, tmpl, size, flags) != 0) {
 			vigil_count_lost(prog);
 			return 0;
 		}
@@ -269,8 +296,8 @@ static __always_inline int vigil_http_exit_read(struct trace_event_raw_sys_exit 
 	if (ret <= 0)
 		return 0;
 	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	fd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs);
-	buf = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	fd = (__u32)PT_REGS_PARM1_SYSCALL(regs);
+	buf = PT_REGS_PARM2_SYSCALL(regs);
 	if (vec) {
 		struct iovec iov = {};
 		bpf_probe_read_user(&iov, sizeof(iov), (void *)buf);
@@ -278,7 +305,7 @@ static __always_inline int vigil_http_exit_read(struct trace_event_raw_sys_exit 
 		if (ret > (long)iov.iov_len)
 			ret = iov.iov_len;
 	}
-	return vigil_http_capture(fd, (void *)buf, ret, VIGIL_HTTP_READ, prog);
+	return vigil_http_capture(fd, 0, (void *)buf, ret, VIGIL_HTTP_READ, prog);
 }
 
 SEC("tracepoint/syscalls/sys_exit_read")
@@ -293,13 +320,13 @@ int vigil_http_exit_readv(struct trace_event_raw_sys_exit *ctx) { return vigil_h
 SEC("tracepoint/syscalls/sys_enter_write")
 int vigil_http_write(struct trace_event_raw_sys_enter *ctx)
 {
-	return vigil_http_capture((__u32)ctx->args[0], (void *)ctx->args[1], ctx->args[2], VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_WRITE);
+	return vigil_http_capture((__u32)ctx->args[0], 0, (void *)ctx->args[1], ctx->args[2], VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_WRITE);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int vigil_http_sendto(struct trace_event_raw_sys_enter *ctx)
 {
-	return vigil_http_capture((__u32)ctx->args[0], (void *)ctx->args[1], ctx->args[2], VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_SENDTO);
+	return vigil_http_capture((__u32)ctx->args[0], 0, (void *)ctx->args[1], ctx->args[2], VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_SENDTO);
 }
 
 SEC("tracepoint/syscalls/sys_enter_writev")
@@ -310,7 +337,7 @@ int vigil_http_writev(struct trace_event_raw_sys_enter *ctx)
 	if (ctx->args[2] < 1)
 		return 0;
 	bpf_probe_read_user(&iov, sizeof(iov), (void *)ctx->args[1]);
-	return vigil_http_capture((__u32)ctx->args[0], iov.iov_base, iov.iov_len, VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_WRITEV);
+	return vigil_http_capture((__u32)ctx->args[0], 0, iov.iov_base, iov.iov_len, VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_WRITEV);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
@@ -323,5 +350,112 @@ int vigil_http_sendmsg(struct trace_event_raw_sys_enter *ctx)
 	if (!msg.msg_iov || msg.msg_iovlen < 1)
 		return 0;
 	bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov);
-	return vigil_http_capture((__u32)ctx->args[0], iov.iov_base, iov.iov_len, VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_SENDMSG);
+	return vigil_http_capture((__u32)ctx->args[0], 0, iov.iov_base, iov.iov_len, VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_SENDMSG);
+}
+
+// The socket-layer path (sock/sock_send_length and sock/sock_recv_length,
+// Linux 6.4+): the tracepoints fire inside the socket's send and receive,
+// with the socket at hand, so no descriptor is walked and no syscall
+// tracepoint is enabled. The syscall's own arguments (descriptor, buffer)
+// are read from the task's saved user registers; anything but the
+// syscalls the syscall-tracepoint path covers (kernel threads, io_uring,
+// sendfile, MSG_PEEK) is left alone, so both paths see the same traffic.
+
+#if defined(__TARGET_ARCH_arm64)
+struct pt_regs___vigil {
+	__s64 syscallno;
+} __attribute__((preserve_access_index));
+#define VIGIL_SYSCALL_NR(regs) BPF_CORE_READ((struct pt_regs___vigil *)(regs), syscallno)
+// Syscall numbers of the generic table (asm-generic/unistd.h).
+#define VIGIL_NR_READ 63
+#define VIGIL_NR_WRITE 64
+#define VIGIL_NR_READV 65
+#define VIGIL_NR_WRITEV 66
+#define VIGIL_NR_SENDTO 206
+#define VIGIL_NR_RECVFROM 207
+#define VIGIL_NR_SENDMSG 211
+#else
+#define VIGIL_SYSCALL_NR(regs) ((regs)->orig_ax)
+// x86-64 syscall numbers (a 32-bit task's numbers never match a socket
+// syscall here: its read and write are 3 and 4).
+#define VIGIL_NR_READ 0
+#define VIGIL_NR_WRITE 1
+#define VIGIL_NR_READV 19
+#define VIGIL_NR_WRITEV 20
+#define VIGIL_NR_SENDTO 44
+#define VIGIL_NR_RECVFROM 45
+#define VIGIL_NR_SENDMSG 46
+#endif
+#define VIGIL_MSG_PEEK 2
+
+enum vigil_http_arg {
+	VIGIL_HTTP_ARG_NONE = 0,
+	VIGIL_HTTP_ARG_BUF = 1,    // second argument is the buffer
+	VIGIL_HTTP_ARG_IOVEC = 2,  // second argument is an iovec array
+	VIGIL_HTTP_ARG_MSGHDR = 3, // second argument is a struct user_msghdr
+};
+
+static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __u8 dir, __u32 prog)
+{
+	struct task_struct *t;
+	struct pt_regs *regs;
+	__u64 arg, n = ret;
+	__u8 kind = VIGIL_HTTP_ARG_NONE;
+	__u32 fd;
+	long nr;
+
+	if (ret <= 0 || sk->sk_protocol != VIGIL_IPPROTO_TCP)
+		return 0;
+	t = bpf_get_current_task_btf();
+	if (t->flags & VIGIL_PF_KTHREAD)
+		return 0;
+	regs = (struct pt_regs *)bpf_task_pt_regs(t);
+	nr = VIGIL_SYSCALL_NR(regs);
+	if (dir == VIGIL_HTTP_READ) {
+		if (nr == VIGIL_NR_READ || nr == VIGIL_NR_RECVFROM)
+			kind = VIGIL_HTTP_ARG_BUF;
+		else if (nr == VIGIL_NR_READV)
+			kind = VIGIL_HTTP_ARG_IOVEC;
+	} else {
+		if (nr == VIGIL_NR_WRITE || nr == VIGIL_NR_SENDTO)
+			kind = VIGIL_HTTP_ARG_BUF;
+		else if (nr == VIGIL_NR_WRITEV)
+			kind = VIGIL_HTTP_ARG_IOVEC;
+		else if (nr == VIGIL_NR_SENDMSG)
+			kind = VIGIL_HTTP_ARG_MSGHDR;
+	}
+	if (kind == VIGIL_HTTP_ARG_NONE)
+		return 0;
+	fd = (__u32)PT_REGS_PARM1_SYSCALL(regs);
+	arg = PT_REGS_PARM2_SYSCALL(regs);
+	if (kind == VIGIL_HTTP_ARG_MSGHDR) {
+		struct user_msghdr msg = {};
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)arg) != 0 || !msg.msg_iov || msg.msg_iovlen < 1)
+			return 0;
+		arg = (__u64)msg.msg_iov;
+		kind = VIGIL_HTTP_ARG_IOVEC;
+	}
+	if (kind == VIGIL_HTTP_ARG_IOVEC) {
+		struct iovec iov = {};
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)arg) != 0)
+			return 0;
+		arg = (__u64)iov.iov_base;
+		if (n > iov.iov_len)
+			n = iov.iov_len;
+	}
+	return vigil_http_capture(fd, sk, (void *)arg, n, dir, prog);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(vigil_http_sock_send, struct sock *sk, int ret, int flags)
+{
+	return vigil_http_sock_io(sk, ret, VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_SOCK_SEND);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(vigil_http_sock_recv, struct sock *sk, int ret, int flags)
+{
+	if (flags & VIGIL_MSG_PEEK)
+		return 0; // the data is read again without MSG_PEEK
+	return vigil_http_sock_io(sk, ret, VIGIL_HTTP_READ, VIGIL_PROG_HTTP_SOCK_RECV);
 }

@@ -34,7 +34,7 @@ static __always_inline int vigil_proc_emit(struct task_struct *t, __u8 kind, __u
 		return 0;
 	}
 	e->ts_ns = bpf_ktime_get_ns();
-	e->cgroup_id = vigil_task_cgroup_id(t);
+	e->cgroup_id = vigil_task_cgroup_id(t, false);
 	e->value = value;
 	e->pid = BPF_CORE_READ(t, tgid);
 	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
@@ -42,7 +42,7 @@ static __always_inline int vigil_proc_emit(struct task_struct *t, __u8 kind, __u
 	e->kind = kind;
 	e->_pad[0] = e->_pad[1] = e->_pad[2] = 0;
 	BPF_CORE_READ_STR_INTO(&e->comm, t, comm);
-	bpf_ringbuf_submit(e, vigil_submit_flags(urgent));
+	bpf_ringbuf_submit(e, vigil_submit_flags(sizeof(*e), urgent));
 	return 0;
 }
 

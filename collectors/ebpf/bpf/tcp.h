@@ -9,7 +9,6 @@
 #define VIGIL_TCP_SYN_RECV 3
 #define VIGIL_TCP_CLOSE 7
 #define VIGIL_TCP_LISTEN 10
-#define VIGIL_IPPROTO_TCP 6
 
 enum vigil_tcp_kind {
 	VIGIL_TCP_EV_CONNECT = 1,      // active open established (duration: connect latency)
@@ -80,19 +79,21 @@ struct {
 	__type(value, struct vigil_tcp_listener);
 } listeners SEC(".maps");
 
+// vigil_tcp_addrs fills the addresses and ports of sk, which the tp_btf
+// programs get as a BTF pointer: its fields are loaded directly.
 static __always_inline void vigil_tcp_addrs(const struct sock *sk, struct vigil_tcp_event *e)
 {
-	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->family = sk->__sk_common.skc_family;
+	e->sport = sk->__sk_common.skc_num;
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	if (e->family == VIGIL_AF_INET) {
-		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__u32 s = sk->__sk_common.skc_rcv_saddr;
+		__u32 d = sk->__sk_common.skc_daddr;
 		__builtin_memcpy(e->saddr, &s, 4);
 		__builtin_memcpy(e->daddr, &d, 4);
 	} else {
-		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
 	}
 }
 
@@ -119,11 +120,11 @@ static __always_inline int vigil_tcp_emit(const struct sock *sk, __u8 kind, stru
 		__builtin_memcpy(e->comm, s->comm, sizeof(e->comm));
 	} else {
 		e->pid = bpf_get_current_pid_tgid() >> 32;
-		e->cgroup_id = vigil_task_cgroup_id(bpf_get_current_task_btf());
+		e->cgroup_id = vigil_current_cgroup_id_btf();
 		e->inbound = 0;
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
 	}
-	bpf_ringbuf_submit(e, vigil_submit_flags(false));
+	bpf_ringbuf_submit(e, vigil_submit_flags(sizeof(*e), false));
 	return 0;
 }
 
@@ -139,9 +140,9 @@ int BPF_PROG(vigil_tcp_state, const struct sock *sk, const int oldstate, const i
 	if (newstate != VIGIL_TCP_SYN_SENT && newstate != VIGIL_TCP_LISTEN && newstate != VIGIL_TCP_SYN_RECV &&
 	    newstate != VIGIL_TCP_ESTABLISHED && newstate != VIGIL_TCP_CLOSE)
 		return 0;
-	if (BPF_CORE_READ(sk, sk_protocol) != VIGIL_IPPROTO_TCP)
+	if (sk->sk_protocol != VIGIL_IPPROTO_TCP)
 		return 0;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 	if (family != VIGIL_AF_INET && family != VIGIL_AF_INET6)
 		return 0;
 	now = bpf_ktime_get_ns();
@@ -151,7 +152,7 @@ int BPF_PROG(vigil_tcp_state, const struct sock *sk, const int oldstate, const i
 		struct vigil_tcp_sock n = {};
 		n.start_ns = now;
 		n.pid = bpf_get_current_pid_tgid() >> 32;
-		n.cgroup_id = vigil_task_cgroup_id(bpf_get_current_task_btf());
+		n.cgroup_id = vigil_current_cgroup_id_btf();
 		bpf_get_current_comm(n.comm, sizeof(n.comm));
 		bpf_map_update_elem(&socks, &key, &n, BPF_ANY);
 		return 0;
@@ -159,16 +160,16 @@ int BPF_PROG(vigil_tcp_state, const struct sock *sk, const int oldstate, const i
 	if (newstate == VIGIL_TCP_LISTEN) {
 		// listen(2): process context.
 		struct vigil_tcp_listener l = {};
-		__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		__u16 port = sk->__sk_common.skc_num;
 		l.pid = bpf_get_current_pid_tgid() >> 32;
-		l.cgroup_id = vigil_task_cgroup_id(bpf_get_current_task_btf());
+		l.cgroup_id = vigil_current_cgroup_id_btf();
 		bpf_get_current_comm(l.comm, sizeof(l.comm));
 		bpf_map_update_elem(&listeners, &port, &l, BPF_ANY);
 		return vigil_tcp_emit(sk, VIGIL_TCP_EV_LISTEN, 0, now, 0, 0, VIGIL_PROG_TCP_STATE);
 	}
 	if (newstate == VIGIL_TCP_SYN_RECV) {
 		// A child socket of a listener: softirq, no process context.
-		__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		__u16 port = sk->__sk_common.skc_num;
 		struct vigil_tcp_listener *l = bpf_map_lookup_elem(&listeners, &port);
 		struct vigil_tcp_sock n = {};
 		n.start_ns = now;
@@ -195,7 +196,7 @@ int BPF_PROG(vigil_tcp_state, const struct sock *sk, const int oldstate, const i
 			vigil_tcp_emit(sk, VIGIL_TCP_EV_CLOSE, s, now, now - s->established_ns, 0,
 				       VIGIL_PROG_TCP_STATE);
 		} else if (!s->inbound) {
-			__u32 err = BPF_CORE_READ(sk, sk_err);
+			__u32 err = sk->sk_err;
 			vigil_tcp_emit(sk, VIGIL_TCP_EV_CONNECT_FAIL, s, now, now - s->start_ns, err,
 				       VIGIL_PROG_TCP_STATE);
 		}

@@ -39,6 +39,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds per mode; the median is reported")
 	flag.BoolVar(&bpfStats, "bpf-stats", false, "enable the kernel's BPF run-time statistics and report each program's cost (adds a little overhead)")
 	flag.StringVar(&agentProfile, "agent-cpuprofile", "", "write a CPU profile of the agent process of the last attached phase to this file")
+	flag.StringVar(&programGroups, "programs", "all", "program groups to attach, comma-separated: tcp, http, process (with oom and cgroups), or all")
 	agentMode := flag.Bool("agent", false, "internal: run only the collector until stdin closes, then print its counters")
 	flag.Parse()
 	if *agentMode {
@@ -55,9 +56,31 @@ func main() {
 }
 
 var (
-	bpfStats     bool
-	agentProfile string
+	bpfStats      bool
+	agentProfile  string
+	programGroups string
 )
+
+// selectPrograms switches on only the named program groups.
+func selectPrograms(p *ebpf.ProgramsConfig, groups string) error {
+	if groups == "all" {
+		return nil
+	}
+	*p = ebpf.ProgramsConfig{}
+	for _, g := range strings.Split(groups, ",") {
+		switch g {
+		case "tcp":
+			p.TCP, p.TCPRetransmits, p.TCPResets = true, true, true
+		case "http":
+			p.HTTP = true
+		case "process":
+			p.Process, p.OOM, p.Cgroups = true, true, true
+		default:
+			return fmt.Errorf("-programs: unknown group %q (tcp, http, process or all)", g)
+		}
+	}
+	return nil
+}
 
 // agent is the eBPF collector as the agent runs it.
 type agent struct {
@@ -80,6 +103,9 @@ func startAgent() (*agent, error) {
 	sub := event.NewBus()
 	cfg := f.NewConfig().(*ebpf.Config)
 	cfg.BPFStats = bpfStats
+	if err := selectPrograms(&cfg.Programs, programGroups); err != nil {
+		return nil, err
+	}
 	c, err := f.New(cfg, collectors.Settings{
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Events: sub,
 		Traces: consumertest.NewNop(), Paths: collectors.Paths{ProcFS: "/proc", SysFS: "/sys", RootFS: "/"},
@@ -161,7 +187,7 @@ func spawnAgent() (*agentProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-agent"}
+	args := []string{"-agent", "-programs", programGroups}
 	if bpfStats {
 		args = append(args, "-bpf-stats")
 	}
