@@ -7,15 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-agent/vigil/collectors"
@@ -246,4 +250,61 @@ func TestBPFStats(t *testing.T) {
 		return env.value(t, "vigil_ebpf_program_runs_total", map[string]string{"program": "tcp_state"}) > 0 &&
 			env.value(t, "vigil_ebpf_program_run_seconds_total", map[string]string{"program": "tcp_state"}) > 0
 	})
+}
+
+// TestHooksOnly checks the bench's control: the same hooks as a real load
+// are attached, with programs that do nothing (the traffic that makes the
+// real programs send HTTP events makes them send none).
+func TestHooksOnly(t *testing.T) {
+	requireRoot(t)
+	log := slog.New(slog.DiscardHandler)
+	cfg := NewConfig()
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	// events loads the programs, makes ten requests, and returns the
+	// programs loaded and the HTTP events that arrived.
+	events := func(hooksOnly bool) ([]string, int) {
+		o, err := load(loadOptions{cfg: cfg, cgroupHierarchy: -1, hooksOnly: hooksOnly}, discover(cfg, log), log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer o.close()
+		rd, err := ringbuf.NewReader(o.maps["http_events"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rd.Close()
+		for range 10 {
+			resp, err := http.Get("http://" + ln.Addr().String() + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		n := 0
+		for {
+			rd.SetDeadline(time.Now().Add(300 * time.Millisecond))
+			if _, err := rd.Read(); err != nil {
+				break
+			}
+			n++
+		}
+		return slices.Sorted(maps.Keys(o.progs)), n
+	}
+	want, n := events(false)
+	if n < 40 {
+		t.Fatalf("the real programs sent %d HTTP events for 10 requests, want at least 40", n)
+	}
+	got, n := events(true)
+	if !slices.Equal(got, want) {
+		t.Errorf("hooks-only programs %v, want the real load's %v", got, want)
+	}
+	if n != 0 {
+		t.Errorf("the hooks-only programs sent %d HTTP events", n)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
@@ -231,6 +232,9 @@ type loadOptions struct {
 	// identified by; -1 when there is none, and the cgroup programs are
 	// not loaded.
 	cgroupHierarchy int32
+	// hooksOnly replaces every program's body with "return 0": the same
+	// hooks are attached, nothing runs in them (see AttachHooksOnly).
+	hooksOnly bool
 }
 
 // load creates the shared maps, then loads and attaches each enabled
@@ -246,6 +250,11 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 	spec, err := loadVigil()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded eBPF object: %w", err)
+	}
+	if opts.hooksOnly {
+		for _, ps := range spec.Programs {
+			ps.Instructions = asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+		}
 	}
 	cfg := opts.cfg
 	cpus, err := ebpf.PossibleCPU()
@@ -420,4 +429,25 @@ func loadOne(spec *ebpf.CollectionSpec, p program, maps map[string]*ebpf.Map) (*
 		return nil, nil, wrapProbe("attach to "+p.tracepoint, err)
 	}
 	return prog, l, nil
+}
+
+// AttachHooksOnly attaches, at every hook the collector attaches to with
+// cfg, a program that returns at once, and returns what detaches them. The
+// overhead bench times the workloads with these to tell the kernel's own
+// cost of running any program at those hooks (tracepoint dispatch) from
+// the cost of Vigil's programs.
+func AttachHooksOnly(cfg *Config) (detach func(), err error) {
+	log := slog.New(slog.DiscardHandler)
+	opts := loadOptions{cfg: cfg, cgroupHierarchy: -1, hooksOnly: true}
+	if _, memory, err := cgroupMount("/proc", cfg.CgroupHierarchy); err == nil {
+		opts.cgroupMemory = memory
+		if id, err := cgroupHierarchyID("/proc", memory); err == nil {
+			opts.cgroupHierarchy = id
+		}
+	}
+	o, err := load(opts, discover(cfg, log), log)
+	if err != nil {
+		return nil, err
+	}
+	return o.close, nil
 }
