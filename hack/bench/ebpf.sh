@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side cost of Vigil's eBPF programs (run by `make bench`, as root):
 # a 20,000-connection loopback connect loop and a 20,000-request keep-alive
-# HTTP loop, each timed with the programs detached and attached in
-# alternating rounds of one run, plus events consumed per second and lost.
+# HTTP loop, each timed without programs, with do-nothing programs at the
+# same hooks (the kernel's dispatch cost) and with Vigil's, in rotating
+# order per round of one run, plus events consumed per second and lost.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ "$(id -u)" != 0 ]; then
