@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,71 +17,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
-
-// runner implements testenv.TB outside of a test: cleanups run in reverse
-// order when run's function returns or Fatalf is called (from the main
-// goroutine); folders live under the work folder.
-type runner struct {
-	ctx      context.Context
-	dir      string
-	log      *slog.Logger
-	cleanups []func()
-	failed   bool
-	n        int
-}
-
-// fatal unwinds run's function after Fatalf or Skipf.
-type fatal struct{}
-
-// run calls fn, then the cleanups, and returns the exit code.
-func (r *runner) run(fn func()) (code int) {
-	defer func() {
-		if v := recover(); v != nil {
-			if _, ok := v.(fatal); !ok {
-				panic(v)
-			}
-			r.failed = true
-		}
-		for i := len(r.cleanups) - 1; i >= 0; i-- {
-			r.cleanups[i]()
-		}
-		if r.failed {
-			code = 1
-		}
-	}()
-	fn()
-	return 0
-}
-
-func (r *runner) Helper()                         {}
-func (r *runner) Name() string                    { return "faultbench" }
-func (r *runner) Failed() bool                    { return r.failed }
-func (r *runner) Context() context.Context        { return r.ctx }
-func (r *runner) Cleanup(f func())                { r.cleanups = append(r.cleanups, f) }
-func (r *runner) Logf(format string, args ...any) { r.log.Debug(fmt.Sprintf(format, args...)) }
-func (r *runner) Skipf(format string, args ...any) {
-	r.Fatalf(format, args...)
-}
-
-func (r *runner) Fatalf(format string, args ...any) {
-	r.log.Error(fmt.Sprintf(format, args...))
-	r.failed = true
-	panic(fatal{})
-}
-
-// LogDir keeps every server's log in one folder of the work folder.
-func (r *runner) LogDir() string { return filepath.Join(r.dir, "logs") }
-
-// TempDir returns a new numbered folder under the work folder.
-func (r *runner) TempDir() string {
-	r.n++
-	d := filepath.Join(r.dir, fmt.Sprintf("%03d", r.n))
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		r.Fatalf("%v", err)
-	}
-	return d
-}
 
 func randomHex(n int) string {
 	b := make([]byte, n)
@@ -112,7 +49,7 @@ func newReceiver() *receiver { return &receiver{wake: make(chan struct{})} }
 
 // start serves the receiver on a free loopback port until cleanup and
 // returns its base URL.
-func (rc *receiver) start(r *runner) string {
+func (rc *receiver) start(r *testenv.Runner) string {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		r.Fatalf("receiver: %v", err)

@@ -92,8 +92,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "faultbench:", err)
 		os.Exit(1)
 	}
-	r := &runner{ctx: ctx, dir: dir, log: log}
-	code := r.run(func() { bench(r, s) })
+	r := &testenv.Runner{Ctx: ctx, Dir: dir, Log: log, Label: "faultbench", LogLevel: slog.LevelDebug}
+	code := r.Run(func() { bench(r, s) })
 	if code != 0 || s.keep {
 		log.Info("work folder kept", "dir", dir)
 	} else {
@@ -131,7 +131,7 @@ func (s *settings) validate() error {
 }
 
 // bench sets everything up, runs both scenarios and prints the report.
-func bench(r *runner, s settings) {
+func bench(r *testenv.Runner, s settings) {
 	if os.Geteuid() != 0 {
 		r.Fatalf("must run as root (eBPF programs and cgroups)")
 	}
@@ -183,16 +183,16 @@ func bench(r *runner, s settings) {
 		RuleFiles:          []string{paths.promRules},
 		AlertmanagerURLs:   []string{am.URL},
 	})
-	if err := waitEBPF(r.ctx, vigilURL); err != nil {
+	if err := waitEBPF(r.Ctx, vigilURL); err != nil {
 		r.Fatalf("%v", err)
 	}
-	env := &environment{s: s, rc: rc, cg: cg, vigilURL: vigilURL, promURL: prom.URL, log: r.log}
+	env := &environment{s: s, rc: rc, cg: cg, vigilURL: vigilURL, promURL: prom.URL, log: r.Log}
 
 	web, err := env.startWebServers(r)
 	if err != nil {
 		r.Fatalf("web servers: %v", err)
 	}
-	r.log.Info("environment up", "vigil", vigilURL, "prometheus", prom.URL, "alertmanager", am.URL, "setup", time.Since(start).Round(time.Millisecond))
+	r.Log.Info("environment up", "vigil", vigilURL, "prometheus", prom.URL, "alertmanager", am.URL, "setup", time.Since(start).Round(time.Millisecond))
 
 	scenarios := []*scenario{env.crashScenario(), env.httpScenario(web)}
 	var wg sync.WaitGroup
@@ -201,7 +201,7 @@ func bench(r *runner, s settings) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = env.runScenario(r.ctx, sc)
+			errs[i] = env.runScenario(r.Ctx, sc)
 		}()
 	}
 	wg.Wait()
@@ -218,7 +218,7 @@ func bench(r *runner, s settings) {
 		if err := os.WriteFile(s.report, []byte(md), 0o644); err != nil {
 			r.Fatalf("write report: %v", err)
 		}
-		r.log.Info("report written", "file", s.report)
+		r.Log.Info("report written", "file", s.report)
 	}
 }
 
@@ -235,7 +235,7 @@ func hostInfo() string {
 	return fmt.Sprintf("%d CPUs, Linux %s, %s", runtime.NumCPU(), kernel, runtime.Version())
 }
 
-func writeFile(r *runner, dir, name, content string) string {
+func writeFile(r *testenv.Runner, dir, name, content string) string {
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
 		r.Fatalf("%v", err)

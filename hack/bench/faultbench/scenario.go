@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // environment is what the scenarios share: the settings, the receiver,
@@ -135,7 +137,7 @@ func (e *environment) prepareCrash(ctx context.Context, unit string) (inject, re
 
 // startWebServers starts one web server per 5xx workload and a load
 // generator on each; both stop at cleanup (the load first).
-func (e *environment) startWebServers(r *runner) (map[string]*webServer, error) {
+func (e *environment) startWebServers(r *testenv.Runner) (map[string]*webServer, error) {
 	web := map[string]*webServer{}
 	r.Cleanup(func() {
 		for _, w := range web {

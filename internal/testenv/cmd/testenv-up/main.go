@@ -35,18 +35,18 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	r := &runner{ctx: ctx, dir: *state, log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
-	code := r.run(func() {
+	r := &testenv.Runner{Ctx: ctx, Dir: *state, Log: slog.New(slog.NewTextHandler(os.Stderr, nil)), Label: "testenv-up", LogLevel: slog.LevelInfo}
+	code := r.Run(func() {
 		up(r)
-		r.log.Info("test environment up; waiting for SIGTERM", "state", r.dir)
+		r.Log.Info("test environment up; waiting for SIGTERM", "state", r.Dir)
 		<-ctx.Done()
-		r.log.Info("stopping test environment")
+		r.Log.Info("stopping test environment")
 	})
 	os.Exit(code)
 }
 
 // up starts every server and writes the env and ready files.
-func up(r *runner) {
+func up(r *testenv.Runner) {
 	env := map[string]string{}
 	k := testenv.StartKubernetes(r)
 	env["KUBECONFIG"] = k.Kubeconfig
@@ -91,77 +91,10 @@ func up(r *runner) {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "export %s=%s\n", k, strconv.Quote(env[k]))
 	}
-	if err := os.WriteFile(filepath.Join(r.dir, "env"), []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(r.Dir, "env"), []byte(b.String()), 0o644); err != nil {
 		r.Fatalf("%v", err)
 	}
-	if err := os.WriteFile(filepath.Join(r.dir, "ready"), nil, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(r.Dir, "ready"), nil, 0o644); err != nil {
 		r.Fatalf("%v", err)
 	}
-}
-
-// runner implements testenv.TB outside of a test: cleanups run when run's
-// function returns or Fatalf is called, and temp folders live under the
-// state folder.
-type runner struct {
-	ctx      context.Context
-	dir      string
-	log      *slog.Logger
-	cleanups []func()
-	failed   bool
-	n        int
-}
-
-// fatal unwinds run's function after Fatalf or Skipf.
-type fatal struct{}
-
-// run calls fn, then the cleanups in reverse order, and returns the exit code.
-func (r *runner) run(fn func()) (code int) {
-	defer func() {
-		if v := recover(); v != nil {
-			if _, ok := v.(fatal); !ok {
-				panic(v)
-			}
-			r.failed = true
-		}
-		for i := len(r.cleanups) - 1; i >= 0; i-- {
-			r.cleanups[i]()
-		}
-		if r.failed {
-			code = 1
-		}
-	}()
-	fn()
-	return 0
-}
-
-func (r *runner) Helper()      {}
-func (r *runner) Name() string { return "testenv-up" }
-func (r *runner) Failed() bool { return r.failed }
-
-func (r *runner) Context() context.Context { return r.ctx }
-
-func (r *runner) Cleanup(f func()) { r.cleanups = append(r.cleanups, f) }
-
-func (r *runner) Logf(format string, args ...any) { r.log.Info(fmt.Sprintf(format, args...)) }
-
-func (r *runner) Fatalf(format string, args ...any) {
-	r.log.Error(fmt.Sprintf(format, args...))
-	r.failed = true
-	panic(fatal{})
-}
-
-func (r *runner) Skipf(format string, args ...any) { r.Fatalf(format, args...) }
-
-// LogDir is where every server's log goes: STATE/logs.
-func (r *runner) LogDir() string { return filepath.Join(r.dir, "logs") }
-
-// TempDir returns a new numbered folder under the state folder; unlike a
-// test's, it is kept after the run for inspection.
-func (r *runner) TempDir() string {
-	r.n++
-	d := filepath.Join(r.dir, fmt.Sprintf("%03d", r.n))
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		r.Fatalf("%v", err)
-	}
-	return d
 }
