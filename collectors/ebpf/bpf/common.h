@@ -14,6 +14,7 @@
 #define VIGIL_COMM_LEN 16
 #define VIGIL_IPPROTO_TCP 6
 #define VIGIL_PF_KTHREAD 0x00200000
+#define VIGIL_PF_IO_WORKER 0x00000010
 
 // Programs, used as the index of the per-program loss counters. Keep in
 // sync with programNames in the Go loader (a test checks it).

@@ -407,7 +407,9 @@ static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __
 	if (ret <= 0 || sk->sk_protocol != VIGIL_IPPROTO_TCP)
 		return 0;
 	t = bpf_get_current_task_btf();
-	if (t->flags & VIGIL_PF_KTHREAD)
+	// Kernel threads and io_uring workers have no syscall of their own
+	// in their saved registers.
+	if (t->flags & (VIGIL_PF_KTHREAD | VIGIL_PF_IO_WORKER))
 		return 0;
 	regs = (struct pt_regs *)bpf_task_pt_regs(t);
 	nr = VIGIL_SYSCALL_NR(regs);
