@@ -133,6 +133,26 @@ static __always_inline __u64 vigil_submit_flags(__u64 size, bool urgent)
 	return vigil_wake_flags(VIGIL_RING_EVENTS, size, urgent);
 }
 
+// vigil_sock_addrs fills a socket's family, ports (host order) and
+// addresses (network order; IPv4 in the first 4 bytes) from sk, a BTF
+// pointer (tp_btf arguments) whose fields are loaded directly.
+static __always_inline void vigil_sock_addrs(const struct sock *sk, __u8 *family, __u16 *sport, __u16 *dport,
+					     __u8 *saddr, __u8 *daddr)
+{
+	*family = sk->__sk_common.skc_family;
+	*sport = sk->__sk_common.skc_num;
+	*dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (*family == VIGIL_AF_INET) {
+		__u32 s = sk->__sk_common.skc_rcv_saddr;
+		__u32 d = sk->__sk_common.skc_daddr;
+		__builtin_memcpy(saddr, &s, 4);
+		__builtin_memcpy(daddr, &d, 4);
+	} else {
+		__builtin_memcpy(saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
+	}
+}
+
 // vigil_task_cgroup_id returns the kernfs id of the task's cgroup in the
 // hierarchy the agent attributes workloads by; the id equals the inode
 // number of the cgroup's directory, which user space maps to a path. For

@@ -166,24 +166,6 @@ static __always_inline __u8 vigil_http_request_tail(const __u8 *b)
 	return 0;
 }
 
-// vigil_http_sock_btf fills the addresses of sk, a TCP socket the
-// socket-layer tracepoints hand over as a BTF pointer (loaded directly).
-static __always_inline void vigil_http_sock_btf(const struct sock *sk, struct vigil_http_event *e)
-{
-	e->family = sk->__sk_common.skc_family;
-	e->sport = sk->__sk_common.skc_num;
-	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
-	if (e->family == VIGIL_AF_INET) {
-		__u32 s = sk->__sk_common.skc_rcv_saddr;
-		__u32 d = sk->__sk_common.skc_daddr;
-		__builtin_memcpy(e->saddr, &s, 4);
-		__builtin_memcpy(e->daddr, &d, 4);
-	} else {
-		__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
-		__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
-	}
-}
-
 // vigil_http_capture checks and, if it looks like HTTP, sends the first
 // bytes of buf (n bytes valid) transferred on fd in direction dir, and for
 // a request head longer than one window its next windows. Reads and
@@ -233,7 +215,7 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 		// workload: skip the descriptor walk and the cgroup lookup.
 		__builtin_memset(tmpl, 0, offsetof(struct vigil_http_event, data));
 	} else if (sk) {
-		vigil_http_sock_btf(sk, tmpl);
+		vigil_sock_addrs(sk, &tmpl->family, &tmpl->sport, &tmpl->dport, tmpl->saddr, tmpl->daddr);
 		tmpl->cgroup_id = vigil_current_cgroup_id_btf();
 		bpf_get_current_comm(tmpl->comm, sizeof(tmpl->comm));
 	} else {

@@ -79,22 +79,9 @@ struct {
 	__type(value, struct vigil_tcp_listener);
 } listeners SEC(".maps");
 
-// vigil_tcp_addrs fills the addresses and ports of sk, which the tp_btf
-// programs get as a BTF pointer: its fields are loaded directly.
 static __always_inline void vigil_tcp_addrs(const struct sock *sk, struct vigil_tcp_event *e)
 {
-	e->family = sk->__sk_common.skc_family;
-	e->sport = sk->__sk_common.skc_num;
-	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
-	if (e->family == VIGIL_AF_INET) {
-		__u32 s = sk->__sk_common.skc_rcv_saddr;
-		__u32 d = sk->__sk_common.skc_daddr;
-		__builtin_memcpy(e->saddr, &s, 4);
-		__builtin_memcpy(e->daddr, &d, 4);
-	} else {
-		__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
-		__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
-	}
+	vigil_sock_addrs(sk, &e->family, &e->sport, &e->dport, e->saddr, e->daddr);
 }
 
 static __always_inline int vigil_tcp_emit(const struct sock *sk, __u8 kind, struct vigil_tcp_sock *s,
