@@ -447,26 +447,39 @@ policies:
 	}
 }
 
-func TestGuardCircuitBreakerEscalates(t *testing.T) {
-	hook := newHookReceiver(t)
-	h := startEngine(t, `
+// flakyRoutes is a policy whose only step always fails, with a circuit
+// breaker that opens after two failures and an escalation webhook at
+// hookURL; extra adds guard lines to the route.
+func flakyRoutes(hookURL, extra string) string {
+	return `
 dry_run: false
 policies:
   routes:
     - name: flaky
-      circuit_breaker: {failures: 2, reset_after: 1h}
+` + extra + `      circuit_breaker: {failures: 2, reset_after: 1h}
       escalate:
         action: webhook
-        params: {url: "`+hook.url+`"}
+        params: {url: "` + hookURL + `"}
       steps:
         - action: exec
           params: {command: ["/bin/sh", "-c", "echo try >> $DIR/acted; exit 1"]}
-`)
+`
+}
+
+// fireFlaky fires the alert of three targets one after another and
+// returns the records.
+func fireFlaky(h *harness) []Record {
 	for _, target := range []string{"a", "b", "c"} {
 		h.fire(map[string]string{"alertname": "Flaky", "target": target})
 		h.settle()
 	}
-	recs := h.settle()
+	return h.settle()
+}
+
+func TestGuardCircuitBreakerEscalates(t *testing.T) {
+	hook := newHookReceiver(t)
+	h := startEngine(t, flakyRoutes(hook.url, ""))
+	recs := fireFlaky(h)
 	// Each failed runbook escalates once; the third alert finds the breaker
 	// open and escalates without acting.
 	if got := results(recs); got != "failed success failed success vetoed(circuit_breaker) success" {
@@ -493,25 +506,8 @@ policies:
 // what stops a policy whose actions keep failing.
 func TestRateLimitIgnoresEscalations(t *testing.T) {
 	hook := newHookReceiver(t)
-	h := startEngine(t, `
-dry_run: false
-policies:
-  routes:
-    - name: flaky
-      rate_limit: {max: 3, per: 1h}
-      circuit_breaker: {failures: 2, reset_after: 1h}
-      escalate:
-        action: webhook
-        params: {url: "`+hook.url+`"}
-      steps:
-        - action: exec
-          params: {command: ["/bin/sh", "-c", "echo try >> $DIR/acted; exit 1"]}
-`)
-	for _, target := range []string{"a", "b", "c"} {
-		h.fire(map[string]string{"alertname": "Flaky", "target": target})
-		h.settle()
-	}
-	recs := h.settle()
+	h := startEngine(t, flakyRoutes(hook.url, "      rate_limit: {max: 3, per: 1h}\n"))
+	recs := fireFlaky(h)
 	if got := results(recs); got != "failed success failed success vetoed(circuit_breaker) success" {
 		t.Fatalf("results %q%s", got, dump(recs))
 	}
