@@ -199,10 +199,11 @@ type escalations struct {
 
 type escalation struct {
 	At     time.Time
-	Policy string            `json:"policy"`
-	Reason string            `json:"reason"`
-	Alert  map[string]any    `json:"alert"`
-	Labels map[string]string `json:"-"`
+	Policy string `json:"policy"`
+	Reason string `json:"reason"`
+	Alert  struct {
+		Labels map[string]string `json:"labels"`
+	} `json:"alert"`
 }
 
 func startEscalations(t *testing.T) *escalations {
@@ -215,14 +216,6 @@ func startEscalations(t *testing.T) *escalations {
 			return
 		}
 		m.At = time.Now()
-		m.Labels = map[string]string{}
-		for _, key := range []string{"Labels", "labels"} { // rules.Alert has no JSON tags
-			if l, ok := m.Alert[key].(map[string]any); ok {
-				for k, v := range l {
-					m.Labels[k], _ = v.(string)
-				}
-			}
-		}
 		e.mu.Lock()
 		e.got = append(e.got, m)
 		e.mu.Unlock()

@@ -37,7 +37,7 @@ func waitEscalation(ctx context.Context, e *env, ns string) (escalation, bool) {
 	var got escalation
 	err := poll(ctx, func() bool {
 		for _, x := range e.esc.list() {
-			if x.Labels["namespace"] == ns {
+			if x.Alert.Labels["namespace"] == ns {
 				got = x
 				return true
 			}
@@ -74,23 +74,26 @@ func crashScenario() scenario {
 	}
 }
 
-// oom: one replica leaks memory past its 48 MiB limit and is OOM-killed
-// over and over; the policy replaces that pod.
-func oomScenario() scenario {
+// podFault is a scenario whose fault is one pod of app (deployed with
+// opts, under rate requests a second) put in mode through its control
+// file: the remediation must target that pod and the traffic recover;
+// check says what else must hold and returns the healthy state's words.
+func podFault(name string, short bool, app string, opts appOpts, rate int, mode string,
+	check func(ctx context.Context, t *testing.T, e *env, ns, pod string) string) scenario {
 	type state struct {
 		pod  string
 		load *load
 	}
 	return scenario{
-		name: "oom", short: true,
+		name: name, short: short,
 		setup: func(t *testing.T, e *env, ns string) any {
-			e.c.deploy(t, ns, "leaky", appOpts{replicas: 2, memoryLimit: "48Mi"})
-			return &state{load: startLoad(t, e.c, ns, "leaky", 10, 0)}
+			e.c.deploy(t, ns, app, opts)
+			return &state{load: startLoad(t, e.c, ns, app, rate, 0)}
 		},
 		inject: func(t *testing.T, e *env, ns string, st any) time.Time {
 			s := st.(*state)
-			s.pod = firstPod(t, e, ns, "leaky").Name
-			control(t, e.ctrl, "pod-"+s.pod, "oom")
+			s.pod = firstPod(t, e, ns, app).Name
+			control(t, e.ctrl, "pod-"+s.pod, mode)
 			return time.Now()
 		},
 		atFault: func(r record, ns string, st any) bool {
@@ -100,63 +103,44 @@ func oomScenario() scenario {
 			s := st.(*state)
 			since, ok := waitHealthy(ctx, s.load, t0, 5*time.Second)
 			if !ok {
-				t.Errorf("oom: traffic did not recover: %s", s.load)
+				t.Errorf("%s: traffic did not recover: %s", name, s.load)
 				res.Healthy = "not healthy"
 				return
 			}
 			res.ToHealthy = since.Sub(t0)
-			res.Healthy = "replacement pod serves"
-			if p, err := e.c.client.CoreV1().Pods(ns).Get(ctx, s.pod, metav1.GetOptions{}); err == nil && p.DeletionTimestamp == nil {
-				t.Errorf("oom: the leaking pod %s is still there", s.pod)
-			}
+			res.Healthy = check(ctx, t, e, ns, s.pod)
 		},
 		clear: func(t *testing.T, e *env, ns string, st any) { control(t, e.ctrl, "pod-"+st.(*state).pod, "") },
 	}
 }
 
+// oom: one replica leaks memory past its 48 MiB limit and is OOM-killed
+// over and over; the policy replaces that pod.
+func oomScenario() scenario {
+	return podFault("oom", true, "leaky", appOpts{replicas: 2, memoryLimit: "48Mi"}, 10, "oom",
+		func(ctx context.Context, t *testing.T, e *env, ns, pod string) string {
+			if p, err := e.c.client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{}); err == nil && p.DeletionTimestamp == nil {
+				t.Errorf("oom: the leaking pod %s is still there", pod)
+			}
+			return "replacement pod serves"
+		})
+}
+
 // errors: one of three replicas answers 503; it is taken out of its
 // Service's endpoints and keeps running for debugging.
 func errorsScenario() scenario {
-	type state struct {
-		pod  string
-		load *load
-	}
-	return scenario{
-		name: "http5xx",
-		setup: func(t *testing.T, e *env, ns string) any {
-			e.c.deploy(t, ns, "web", appOpts{replicas: 3, gate: true})
-			return &state{load: startLoad(t, e.c, ns, "web", 30, 0)}
-		},
-		inject: func(t *testing.T, e *env, ns string, st any) time.Time {
-			s := st.(*state)
-			s.pod = firstPod(t, e, ns, "web").Name
-			control(t, e.ctrl, "pod-"+s.pod, "5xx")
-			return time.Now()
-		},
-		atFault: func(r record, ns string, st any) bool {
-			return r.Target.Kind == "Pod" && r.Target.Namespace == ns && r.Target.Name == st.(*state).pod
-		},
-		finish: func(ctx context.Context, t *testing.T, e *env, ns string, st any, t0 time.Time, res *result) {
-			s := st.(*state)
-			since, ok := waitHealthy(ctx, s.load, t0, 5*time.Second)
-			if !ok {
-				t.Errorf("http5xx: traffic did not recover: %s", s.load)
-				res.Healthy = "not healthy"
-				return
-			}
-			res.ToHealthy = since.Sub(t0)
-			p, err := e.c.client.CoreV1().Pods(ns).Get(ctx, s.pod, metav1.GetOptions{})
+	return podFault("http5xx", false, "web", appOpts{replicas: 3, gate: true}, 30, "5xx",
+		func(ctx context.Context, t *testing.T, e *env, ns, pod string) string {
+			p, err := e.c.client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
 			switch {
 			case err != nil || p.DeletionTimestamp != nil:
-				t.Errorf("http5xx: the faulty pod %s should keep running for debugging: %v", s.pod, err)
-			case e.kl.starts(ns, s.pod) == 0:
-				t.Errorf("http5xx: the faulty pod %s has no process", s.pod)
+				t.Errorf("http5xx: the faulty pod %s should keep running for debugging: %v", pod, err)
+			case e.kl.starts(ns, pod) == 0:
+				t.Errorf("http5xx: the faulty pod %s has no process", pod)
 			}
 			eps, _ := e.c.readyEndpoints(ctx, ns, "web")
-			res.Healthy = fmt.Sprintf("rerouted; pod kept for debugging; %d endpoints left", len(eps))
-		},
-		clear: func(t *testing.T, e *env, ns string, st any) { control(t, e.ctrl, "pod-"+st.(*state).pod, "") },
-	}
+			return fmt.Sprintf("rerouted; pod kept for debugging; %d endpoints left", len(eps))
+		})
 }
 
 // dependency: web calls db for every request; db starts refusing

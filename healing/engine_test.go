@@ -499,6 +499,25 @@ func TestGuardCircuitBreakerEscalates(t *testing.T) {
 	if len(first.Tried) != 1 || first.Tried[0].Result != ResultFailed || first.Alert.Labels["target"] != "a" {
 		t.Errorf("first escalation payload: %+v", first)
 	}
+	// The payload's keys as a receiver written in any language sees them:
+	// snake_case like the audit records.
+	var payload struct {
+		Alert map[string]json.RawMessage `json:"alert"`
+	}
+	hook.mu.Lock()
+	raw := hook.raw[0]
+	hook.mu.Unlock()
+	if err := json.Unmarshal(raw, &payload); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"labels", "state", "source", "starts_at"} {
+		if _, ok := payload.Alert[k]; !ok {
+			t.Errorf("escalation payload's alert has no %q key: %s", k, raw)
+		}
+	}
+	if !strings.Contains(string(payload.Alert["labels"]), `"target":"a"`) {
+		t.Errorf("escalation payload's alert labels: %s", payload.Alert["labels"])
+	}
 }
 
 // TestRateLimitIgnoresEscalations: escalations notify people; they do not
@@ -517,6 +536,7 @@ type hookReceiver struct {
 	url  string
 	mu   sync.Mutex
 	got  []Escalation
+	raw  [][]byte
 	auth []string
 }
 
@@ -531,6 +551,7 @@ func newHookReceiver(t *testing.T) *hookReceiver {
 		}
 		h.mu.Lock()
 		h.got = append(h.got, e)
+		h.raw = append(h.raw, b)
 		h.auth = append(h.auth, r.Header.Get("Authorization"))
 		h.mu.Unlock()
 	}))

@@ -36,21 +36,21 @@ const (
 // consumes.
 type Alert struct {
 	// Labels identify the alert; "alertname" is always set.
-	Labels map[string]string
+	Labels map[string]string `json:"labels"`
 	// Annotations carry human-readable details (summary, description,
 	// runbook_url).
-	Annotations map[string]string
-	State       State
-	Source      Source
+	Annotations map[string]string `json:"annotations,omitempty"`
+	State       State             `json:"state"`
+	Source      Source            `json:"source"`
 	// StartsAt is when the alert started firing; EndsAt is when it was
 	// resolved (zero while firing).
-	StartsAt time.Time
-	EndsAt   time.Time
+	StartsAt time.Time `json:"starts_at"`
+	EndsAt   time.Time `json:"ends_at,omitzero"`
 	// GeneratorURL links back to the rule or event that produced it.
-	GeneratorURL string
+	GeneratorURL string `json:"generator_url,omitempty"`
 	// Fingerprint identifies the alert by its labels (stable across
 	// sources for equal label sets).
-	Fingerprint string
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // Name returns the alert's name.

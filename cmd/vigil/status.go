@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,27 +25,37 @@ func init() {
 		cmd := app.Command("status", "Print the healing engine's recent remediation decisions (taken, vetoed, dry-run) from a running agent.")
 		base := cmd.Flag("url", "The agent's base URL.").Default("http://127.0.0.1:19100").String()
 		limit := cmd.Flag("limit", "How many recent decisions to print.").Default("20").Int()
-		follow := cmd.Flag("follow", "Keep streaming new decisions as they happen.").Short('f').Bool()
+		follow := cmd.Flag("follow", "Keep streaming new decisions as they happen; reconnects when the stream breaks (an agent restart), without repeating decisions already printed.").Short('f').Bool()
+		giveUp := cmd.Flag("give-up-after", "With --follow: stop when the agent has been unreachable this long (0: never).").Default("0").Duration()
 		return cmd.FullCommand(), func(stdout, stderr io.Writer) int {
-			return runStatus(*base, *limit, *follow, stdout, stderr)
+			if *follow {
+				return followStatus(*base, *limit, *giveUp, stdout, stderr)
+			}
+			return runStatus(*base, *limit, stdout, stderr)
 		}
 	})
 }
 
-func runStatus(base string, limit int, follow bool, stdout, stderr io.Writer) int {
+// actionsURL is the agent's /api/v1/actions URL for limit records.
+func actionsURL(base string, limit int) (string, error) {
 	u, err := url.Parse(strings.TrimRight(base, "/") + "/api/v1/actions")
 	if err != nil {
-		fmt.Fprintf(stderr, "vigil status: bad --url: %v\n", err)
-		return 2
+		return "", err
 	}
 	q := u.Query()
 	q.Set("limit", fmt.Sprint(limit))
 	u.RawQuery = q.Encode()
-	if follow {
-		return followStatus(u.String(), stdout, stderr)
+	return u.String(), nil
+}
+
+func runStatus(base string, limit int, stdout, stderr io.Writer) int {
+	u, err := actionsURL(base, limit)
+	if err != nil {
+		fmt.Fprintf(stderr, "vigil status: bad --url: %v\n", err)
+		return 2
 	}
 	client := &http.Client{Timeout: 15 * time.Second}
-	resp, err := client.Get(u.String())
+	resp, err := client.Get(u)
 	if err != nil {
 		fmt.Fprintf(stderr, "vigil status: %v\n", err)
 		return 1
@@ -100,23 +111,66 @@ func statusRow(tw *tabwriter.Writer, r healing.Record) {
 }
 
 // followStatus prints each record of the Server-Sent Events stream as a
-// table row, flushing after each, until the stream ends.
-func followStatus(u string, stdout, stderr io.Writer) int {
+// table row, flushing after each. When the stream breaks (the agent
+// restarts, a proxy drops it) it reconnects with a growing pause (1 s to
+// 30 s); the records the agent replays on a new stream that were printed
+// before are skipped (by time, then ID: IDs start again at 1 when the
+// agent restarts). It gives up after giveUp without a stream (0: never).
+func followStatus(base string, limit int, giveUp time.Duration, stdout, stderr io.Writer) int {
+	u, err := actionsURL(base, limit)
+	if err != nil {
+		fmt.Fprintf(stderr, "vigil status: bad --url: %v\n", err)
+		return 2
+	}
+	tw := statusTable(stdout)
+	tw.Flush()
+	var last printed
+	pause := time.Second
+	lost := time.Time{} // when the stream was last lost; zero while it runs
+	for {
+		streamed, err := followOnce(u, &last, tw, stderr)
+		if streamed {
+			pause, lost = time.Second, time.Time{}
+		}
+		if lost.IsZero() {
+			lost = time.Now()
+		}
+		if giveUp > 0 && time.Since(lost) >= giveUp {
+			fmt.Fprintf(stderr, "vigil status: giving up after %s without a stream: %v\n", giveUp, err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "vigil status: %v; reconnecting in %s\n", err, pause)
+		time.Sleep(pause)
+		pause = min(2*pause, 30*time.Second)
+	}
+}
+
+// printed is the last record printed.
+type printed struct {
+	at time.Time
+	id uint64
+}
+
+// after reports whether r comes after the last record printed.
+func (p printed) after(r healing.Record) bool {
+	return r.At.After(p.at) || (r.At.Equal(p.at) && r.ID > p.id)
+}
+
+// followOnce reads one stream until it ends, printing the records that
+// come after *last and advancing it. streamed says whether the agent
+// answered with a stream; err says why it ended.
+func followOnce(u string, last *printed, tw *tabwriter.Writer, stderr io.Writer) (streamed bool, err error) {
 	req, _ := http.NewRequest(http.MethodGet, u, nil)
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		fmt.Fprintf(stderr, "vigil status: %v\n", err)
-		return 1
+		return false, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		fmt.Fprintf(stderr, "vigil status: %s: %s\n", resp.Status, strings.TrimSpace(string(b)))
-		return 1
+		return false, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
-	tw := statusTable(stdout)
-	tw.Flush()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
@@ -129,12 +183,15 @@ func followStatus(u string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "vigil status: bad event: %v\n", err)
 			continue
 		}
+		if !last.after(r) {
+			continue // printed before the stream broke
+		}
+		*last = printed{r.At, r.ID}
 		statusRow(tw, r)
 		tw.Flush()
 	}
 	if err := sc.Err(); err != nil {
-		fmt.Fprintf(stderr, "vigil status: stream ended: %v\n", err)
-		return 1
+		return true, fmt.Errorf("stream ended: %w", err)
 	}
-	return 0
+	return true, errors.New("stream ended")
 }

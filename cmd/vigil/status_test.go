@@ -84,22 +84,42 @@ func TestStatusPrintsRecentDecisions(t *testing.T) {
 	}
 }
 
+// TestStatusFollowStreams follows the stream across a broken connection
+// (as when the agent restarts): it reconnects, prints no decision twice,
+// goes on with new ones, and gives up once the agent stays unreachable
+// for --give-up-after.
 func TestStatusFollowStreams(t *testing.T) {
 	e, stream, srv := statusAgent(t)
 	var mu sync.Mutex
 	var out bytes.Buffer
 	w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
+	output := func() string { mu.Lock(); defer mu.Unlock(); return out.String() }
 	done := make(chan int)
-	go func() { done <- Main([]string{"status", "--follow", "--url", srv.URL}, w, w) }()
-	waitFor(t, "the header", func() bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(out.String(), "RESULT") })
+	go func() { done <- Main([]string{"status", "--follow", "--give-up-after", "2s", "--url", srv.URL}, w, w) }()
+	waitFor(t, "the header", func() bool { return strings.Contains(output(), "RESULT") })
 	stream.Publish(rules.Alert{Labels: map[string]string{"alertname": "DiskFull", "instance": "db-2"}, State: rules.StateFiring})
-	waitFor(t, "the streamed decision", func() bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(out.String(), "Command db-2") })
-	_ = e
+	waitFor(t, "the streamed decision", func() bool { return strings.Contains(output(), "Command db-2") })
+
 	srv.CloseClientConnections()
+	waitFor(t, "the reconnection", func() bool { return strings.Contains(output(), "reconnecting in 1s") })
+	stream.Publish(rules.Alert{Labels: map[string]string{"alertname": "DiskFull", "instance": "db-3"}, State: rules.StateFiring})
+	waitFor(t, "a decision made after the reconnection", func() bool { return strings.Contains(output(), "Command db-3") })
+	if n := strings.Count(output(), "Command db-2"); n != 1 {
+		t.Errorf("the decision before the break was printed %d times:\n%s", n, output())
+	}
+	if n := len(e.History().Recent(0)); n != 2 {
+		t.Errorf("history has %d records, want 2", n)
+	}
+
+	srv.CloseClientConnections() // Close waits for the stream's handler
+	srv.Close()
 	select {
-	case <-done:
+	case code := <-done:
+		if code != 1 || !strings.Contains(output(), "giving up after 2s") {
+			t.Errorf("exit %d:\n%s", code, output())
+		}
 	case <-time.After(60 * time.Second):
-		t.Fatal("vigil status --follow did not end with the stream")
+		t.Fatal("vigil status --follow did not give up on an unreachable agent")
 	}
 }
 

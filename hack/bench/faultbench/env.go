@@ -64,9 +64,9 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	at := time.Now()
 	var body struct {
 		Alert struct {
-			Labels   map[string]string
-			Source   string
-			StartsAt time.Time
+			Labels   map[string]string `json:"labels"`
+			Source   string            `json:"source"`
+			StartsAt time.Time         `json:"starts_at"`
 		} `json:"alert"`
 		Policy string `json:"policy"`
 	}
