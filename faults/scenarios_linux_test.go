@@ -101,13 +101,9 @@ func podFault(name string, short bool, app string, opts appOpts, rate int, mode 
 		},
 		finish: func(ctx context.Context, t *testing.T, e *env, ns string, st any, t0 time.Time, res *result) {
 			s := st.(*state)
-			since, ok := waitHealthy(ctx, s.load, t0, 5*time.Second)
-			if !ok {
-				t.Errorf("%s: traffic did not recover: %s", name, s.load)
-				res.Healthy = "not healthy"
+			if !recovered(ctx, t, s.load, t0, res, name+": traffic") {
 				return
 			}
-			res.ToHealthy = since.Sub(t0)
 			res.Healthy = check(ctx, t, e, ns, s.pod)
 		},
 		clear: func(t *testing.T, e *env, ns string, st any) { control(t, e.ctrl, "pod-"+st.(*state).pod, "") },
@@ -171,13 +167,9 @@ func dependencyScenario(name, mode string, short bool) scenario {
 		},
 		finish: func(ctx context.Context, t *testing.T, e *env, ns string, st any, t0 time.Time, res *result) {
 			s := st.(*state)
-			since, ok := waitHealthy(ctx, s.load, t0, 5*time.Second)
-			if !ok {
-				t.Errorf("%s: web did not recover: %s", name, s.load)
-				res.Healthy = "not healthy"
+			if !recovered(ctx, t, s.load, t0, res, name+": web") {
 				return
 			}
-			res.ToHealthy = since.Sub(t0)
 			res.Healthy = "db restarted; web untouched"
 			recs, _ := e.agent.actions(ctx)
 			var vetoes []string
@@ -216,13 +208,9 @@ func saturationScenario() scenario {
 		},
 		finish: func(ctx context.Context, t *testing.T, e *env, ns string, st any, t0 time.Time, res *result) {
 			s := st.(*state)
-			since, ok := waitHealthy(ctx, s.base, t0, 5*time.Second)
-			if !ok {
-				t.Errorf("saturation: latency did not recover: %s", s.base)
-				res.Healthy = "not healthy"
+			if !recovered(ctx, t, s.base, t0, res, "saturation: latency") {
 				return
 			}
-			res.ToHealthy = since.Sub(t0)
 			n, _ := e.c.replicas(ctx, ns, "api")
 			if n < 2 || n > 3 {
 				t.Errorf("saturation: %d replicas after scaling, want 2..3", n)
@@ -342,4 +330,20 @@ func flapScenario() scenario {
 		},
 		clear: func(t *testing.T, e *env, ns string, st any) { close(st.(*state).stop) },
 	}
+}
+
+// recovered waits until load has seen only good responses for 5 s, and
+// records when that began; if it never does, it fails the test saying the
+// subject (such as "oom: traffic") did not recover and records the
+// scenario as not healthy.
+func recovered(ctx context.Context, t *testing.T, l *load, t0 time.Time, res *result, subject string) bool {
+	t.Helper()
+	since, ok := waitHealthy(ctx, l, t0, 5*time.Second)
+	if !ok {
+		t.Errorf("%s did not recover: %s", subject, l)
+		res.Healthy = "not healthy"
+		return false
+	}
+	res.ToHealthy = since.Sub(t0)
+	return true
 }
