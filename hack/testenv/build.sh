@@ -81,11 +81,14 @@ build_kube() {
 	x="$x -X k8s.io/component-base/version.gitTreeState=clean"
 	x="$x -X k8s.io/client-go/pkg/version.gitVersion=$v"
 	x="$x -X k8s.io/client-go/pkg/version.gitMajor=$maj -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-	post_build=kwok_stages build kube "$v" "kube-apiserver kube-controller-manager kube-scheduler kwok kwok-stages.yaml" \
+	post_build=kwok_stages build kube "$v" "kube-apiserver kube-controller-manager kube-scheduler kwok kwok-stages.yaml kubelet kube-proxy kubectl" \
 		-ldflags="-s -w $x" \
 		k8s.io/kubernetes/cmd/kube-apiserver \
 		k8s.io/kubernetes/cmd/kube-controller-manager \
 		k8s.io/kubernetes/cmd/kube-scheduler \
+		k8s.io/kubernetes/cmd/kubelet \
+		k8s.io/kubernetes/cmd/kube-proxy \
+		k8s.io/kubernetes/cmd/kubectl \
 		sigs.k8s.io/kwok/cmd/kwok
 }
 
@@ -108,6 +111,37 @@ build_victorialogs() {
 		github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs
 }
 
+# The real node's runtime (internal/testenv/node.go): runc with seccomp
+# (CGO, libseccomp from Debian; its Makefile's libpathrs tag needs a Rust
+# library and is left out), containerd and ctr, the runc shim (static,
+# no_grpc), and the CNI plugins the node's bridge network uses.
+build_runc() {
+	CGO_ENABLED=1 build runc v1.5.3 "runc" -tags 'seccomp urfave_cli_no_docs' \
+		-ldflags='-s -w -X main.version=1.5.3' github.com/opencontainers/runc
+}
+
+build_containerd() {
+	post_build=containerd_shim build containerd v2.4.2 "containerd ctr containerd-shim-runc-v2" \
+		-tags 'no_btrfs urfave_cli_no_docs' -ldflags='-s -w' \
+		github.com/containerd/containerd/v2/cmd/containerd \
+		github.com/containerd/containerd/v2/cmd/ctr
+}
+
+# containerd_shim DIR builds the runc shim into DIR, static as containerd's
+# own release builds it.
+containerd_shim() {
+	CGO_ENABLED=0 nice -n 10 go build -trimpath -tags 'no_grpc no_btrfs urfave_cli_no_docs' -ldflags='-s -w' \
+		-o "$1/containerd-shim-runc-v2" github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+}
+
+build_cni() {
+	build cni v1.10.0 "bridge host-local loopback portmap" -ldflags='-s -w' \
+		github.com/containernetworking/plugins/plugins/main/bridge \
+		github.com/containernetworking/plugins/plugins/ipam/host-local \
+		github.com/containernetworking/plugins/plugins/main/loopback \
+		github.com/containernetworking/plugins/plugins/meta/portmap
+}
+
 build_otelcol() {
 	build otelcol v0.165.0 "otelcol" -ldflags='-s -w' .
 }
@@ -118,10 +152,10 @@ if [ "${1:-}" = "--key" ]; then
 fi
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(etcd victorialogs otelcol kube)
+[ ${#tools[@]} -gt 0 ] || tools=(etcd victorialogs otelcol cni runc containerd kube)
 total=$SECONDS
 for t in "${tools[@]}"; do
-	declare -F "build_$t" >/dev/null || { echo "testenv-build: unknown tool $t (etcd victorialogs otelcol kube)" >&2; exit 2; }
+	declare -F "build_$t" >/dev/null || { echo "testenv-build: unknown tool $t (etcd victorialogs otelcol cni runc containerd kube)" >&2; exit 2; }
 	"build_$t"
 done
 echo "testenv-build: done in $((SECONDS - total))s"
