@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make testenv-up: builds what is missing, then starts the whole test
-# environment in the background (Kubernetes with two kwok nodes, Prometheus,
+# environment in the background (Kubernetes with a real node and two kwok nodes, Prometheus,
 # Alertmanager, node_exporter, VictoriaLogs, otelcol, HAProxy) and prints its
 # endpoints. State, data and logs: ${VIGIL_TESTENV_STATE:-.cache/testenv}.
 # Stop it with hack/testenv/down.sh (make testenv-down).
@@ -42,4 +42,7 @@ echo "testenv: up (pid $pid); logs in $state/logs"
 cat "$state/env"
 echo
 echo "Use it with:  source $state/env   (kubeconfig: $(grep KUBECONFIG "$state/env" | cut -d'"' -f2))"
+echo "Nodes:        source $state/env && \$VIGIL_KUBECTL get nodes -o wide"
+echo "Images:       make image && \$VIGIL_NODE_CTR images import --local bin/vigil-image-\$(go env GOARCH).tar"
+echo "              (pods run imported images with imagePullPolicy: Never; pod IPs in \$VIGIL_NODE_POD_CIDR are routed from this host)"
 echo "Stop it with: make testenv-down"

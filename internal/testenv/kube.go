@@ -8,7 +8,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,8 +28,14 @@ import (
 
 // KubeOptions tune [StartKubernetesWith].
 type KubeOptions struct {
-	// Nodes is the number of kwok fake nodes (default 2).
+	// Nodes is the number of kwok fake nodes (default 2, or none with
+	// RealNode).
 	Nodes int
+	// RealNode adds a real node (see [Node]): a kubelet with containerd,
+	// runc, the CNI plugins and kube-proxy, running real containers. The API
+	// server then listens on the node's HostIP instead of 127.0.0.1, so that
+	// the node and its pods reach it (through the kubernetes Service too).
+	RealNode bool
 	// APIServerArgs are extra kube-apiserver flags ("--flag=value"); a flag
 	// given here replaces the harness's value for it.
 	APIServerArgs []string
@@ -49,6 +57,8 @@ type Kube struct {
 	// Nodes are the names of the fake nodes, all Ready when StartKubernetes
 	// returns.
 	Nodes []string
+	// Node is the real node, with [KubeOptions.RealNode]; nil otherwise.
+	Node *Node
 	// Processes of the plane, for restarts and logs.
 	Etcd, APIServer, ControllerManager, Scheduler, Kwok *Process
 
@@ -69,7 +79,7 @@ func StartKubernetes(t TB) *Kube {
 // StartKubernetesWith is [StartKubernetes] with options.
 func StartKubernetesWith(t TB, opts KubeOptions) *Kube {
 	t.Helper()
-	if opts.Nodes == 0 {
+	if opts.Nodes == 0 && !opts.RealNode {
 		opts.Nodes = 2
 	}
 	etcdBin := Binary(t, "etcd")
@@ -82,7 +92,20 @@ func StartKubernetesWith(t TB, opts KubeOptions) *Kube {
 	start := time.Now()
 	dir := t.TempDir()
 	k := &Kube{t: t}
-	k.writePKI(dir)
+	listen := "127.0.0.1"
+	apiArgs := opts.APIServerArgs
+	if opts.RealNode {
+		k.Node = prepareNode(t, dir)
+		listen = k.Node.HostIP
+		apiArgs = append([]string{
+			// The kubernetes Service's endpoint is the address pods reach.
+			"--endpoint-reconciler-type=lease",
+			"--kubelet-preferred-address-types=InternalIP",
+			"--kubelet-client-certificate=" + filepath.Join(dir, "apiserver-kubelet.crt"),
+			"--kubelet-client-key=" + filepath.Join(dir, "apiserver-kubelet.key"),
+		}, apiArgs...)
+	}
+	k.writePKI(dir, listen)
 
 	var etcdURL string
 	etcdAttempt := 0
@@ -94,15 +117,15 @@ func StartKubernetesWith(t TB, opts KubeOptions) *Kube {
 
 	saKey := filepath.Join(dir, "sa.key")
 	k.APIServer = StartOnFreePorts(t, 1, func(ports []int) Command {
-		k.Server = "https://" + hostPort(ports[0])
+		k.Server = "https://" + net.JoinHostPort(listen, strconv.Itoa(ports[0]))
 		k.writeKubeconfig(dir, "admin", "admin")
 		return Command{
 			Name: "kube-apiserver",
 			Path: apiBin,
 			Args: mergeFlags([]string{
-				"--bind-address=127.0.0.1",
+				"--bind-address=" + listen,
 				"--secure-port=" + strconv.Itoa(ports[0]),
-				"--advertise-address=127.0.0.1",
+				"--advertise-address=" + listen,
 				"--endpoint-reconciler-type=none",
 				"--etcd-servers=" + etcdURL,
 				"--tls-cert-file=" + filepath.Join(dir, "apiserver.crt"),
@@ -116,7 +139,7 @@ func StartKubernetesWith(t TB, opts KubeOptions) *Kube {
 				"--allow-privileged=true",
 				"--profiling=false",
 				"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
-			}, opts.APIServerArgs),
+			}, apiArgs),
 			Ready: k.readyz,
 		}
 	})
@@ -168,24 +191,11 @@ func StartKubernetesWith(t TB, opts KubeOptions) *Kube {
 			t.Fatalf("testenv: create node %s: %v", name, err)
 		}
 	}
-	kwokKubeconfig := k.writeKubeconfig(dir, "kwok", "kwok")
-	k.Kwok = StartProcess(t, Command{
-		Name: "kwok",
-		Path: kwokBin,
-		Args: []string{
-			"--kubeconfig=" + kwokKubeconfig,
-			"--config=" + stages,
-			"--manage-all-nodes=false",
-			"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-			"--cidr=10.244.0.1/16",
-			"--node-ip=127.0.0.1",
-			"--node-lease-duration-seconds=40",
-		},
-		// kwok reads ~/.kwok otherwise.
-		Env: []string{"HOME=" + dir},
-	})
-
-	procs := []*Process{k.Etcd, k.APIServer, k.ControllerManager, k.Scheduler, k.Kwok}
+	procs := []*Process{k.Etcd, k.APIServer, k.ControllerManager, k.Scheduler}
+	if opts.Nodes > 0 {
+		k.startKwok(dir, kwokBin, stages)
+		procs = append(procs, k.Kwok)
+	}
 	err := poll(ctx, 3*time.Minute, 200*time.Millisecond, func(ctx context.Context) error {
 		for _, p := range procs {
 			if exited, err := p.Exited(); exited {
@@ -209,9 +219,33 @@ func StartKubernetesWith(t TB, opts KubeOptions) *Kube {
 	if err != nil {
 		t.Fatalf("testenv: Kubernetes not ready: %v", err)
 	}
-	t.Logf("testenv: Kubernetes ready in %s: %s, kubeconfig %s, nodes %v",
+	if k.Node != nil {
+		k.Node.start(k)
+	}
+	t.Logf("testenv: Kubernetes ready in %s: %s, kubeconfig %s, kwok nodes %v",
 		time.Since(start).Round(time.Millisecond), k.Server, k.Kubeconfig, k.Nodes)
 	return k
+}
+
+// startKwok starts kwok for the fake nodes.
+func (k *Kube) startKwok(dir, kwokBin, stages string) {
+	t := k.t
+	kwokKubeconfig := k.writeKubeconfig(dir, "kwok", "kwok")
+	k.Kwok = StartProcess(t, Command{
+		Name: "kwok",
+		Path: kwokBin,
+		Args: []string{
+			"--kubeconfig=" + kwokKubeconfig,
+			"--config=" + stages,
+			"--manage-all-nodes=false",
+			"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+			"--cidr=10.244.0.1/16",
+			"--node-ip=127.0.0.1",
+			"--node-lease-duration-seconds=40",
+		},
+		// kwok reads ~/.kwok otherwise.
+		Env: []string{"HOME=" + dir},
+	})
 }
 
 // StartEtcd starts a single-member etcd on free ports with its data in
@@ -266,7 +300,7 @@ func nodeReady(n *corev1.Node) bool {
 
 // writePKI writes the CA, the API server's serving certificate, the admin
 // kubeconfig and the service-account signing key into dir.
-func (k *Kube) writePKI(dir string) {
+func (k *Kube) writePKI(dir, listen string) {
 	t := k.t
 	ca, err := newCA("vigil-testenv-ca")
 	if err != nil {
@@ -280,7 +314,7 @@ func (k *Kube) writePKI(dir string) {
 	k.CAFile = writeFile(t, dir, "ca.crt", string(ca.certPEM))
 	writeFile(t, dir, "ca.key", string(caKey))
 	serving, err := ca.issue("kube-apiserver", nil, []string{
-		"127.0.0.1", "localhost", "10.96.0.1",
+		listen, "127.0.0.1", "localhost", "10.96.0.1",
 		"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
 	})
 	if err != nil {
@@ -301,6 +335,13 @@ func (k *Kube) writePKI(dir string) {
 	if err != nil {
 		t.Fatalf("testenv: admin certificate: %v", err)
 	}
+	// The API server's client certificate towards kubelets (logs, exec).
+	kc, err := ca.issue("kube-apiserver-kubelet-client", []string{"system:masters"}, nil)
+	if err != nil {
+		t.Fatalf("testenv: kubelet client certificate: %v", err)
+	}
+	writeFile(t, dir, "apiserver-kubelet.crt", string(kc.certPEM))
+	writeFile(t, dir, "apiserver-kubelet.key", string(kc.keyPEM))
 }
 
 // writeKubeconfig issues a client certificate for user (group
@@ -316,6 +357,13 @@ func (k *Kube) writeKubeconfig(dir, file, user string) string {
 			t.Fatalf("testenv: certificate for %s: %v", user, err)
 		}
 	}
+	return k.writeKubeconfigFor(dir, file, user, kp)
+}
+
+// writeKubeconfigFor writes dir/file.kubeconfig for user with the client
+// certificate kp.
+func (k *Kube) writeKubeconfigFor(dir, file, user string, kp keyPair) string {
+	t := k.t
 	path := filepath.Join(dir, file+".kubeconfig")
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["testenv"] = &clientcmdapi.Cluster{Server: k.Server, CertificateAuthorityData: k.ca.certPEM}
@@ -423,4 +471,18 @@ func mergeFlags(base, extra []string) []string {
 		}
 	}
 	return out
+}
+
+// Kubectl runs the kubectl built with the plane (same version) as the admin
+// and returns its combined output; a non-zero exit is an error that carries
+// the output.
+func (k *Kube) Kubectl(t TB, args ...string) (string, error) {
+	t.Helper()
+	a := append([]string{"--kubeconfig=" + k.Kubeconfig}, args...)
+	cmd := exec.CommandContext(t.Context(), Binary(t, "kubectl"), a...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
 }

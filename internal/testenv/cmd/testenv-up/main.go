@@ -1,5 +1,6 @@
 // Command testenv-up starts Vigil's whole test environment — a Kubernetes
-// control plane with two kwok nodes, Prometheus, Alertmanager,
+// control plane with a real node (kubelet, containerd, kube-proxy) and two
+// kwok nodes, Prometheus, Alertmanager,
 // node_exporter, VictoriaLogs, an OpenTelemetry Collector and HAProxy — and
 // keeps it running until it gets SIGTERM or SIGINT, for debugging by hand.
 //
@@ -48,10 +49,18 @@ func main() {
 // up starts every server and writes the env and ready files.
 func up(r *testenv.Runner) {
 	env := map[string]string{}
-	k := testenv.StartKubernetes(r)
+	k := testenv.StartKubernetesWith(r, testenv.KubeOptions{RealNode: true, Nodes: 2})
 	env["KUBECONFIG"] = k.Kubeconfig
 	env["VIGIL_KUBE_SERVER"] = k.Server
 	env["VIGIL_KUBE_NODES"] = strings.Join(k.Nodes, ",")
+	env["VIGIL_KUBECTL"] = testenv.Binary(r, "kubectl")
+	n := k.Node
+	env["VIGIL_NODE_NAME"] = n.Name
+	env["VIGIL_NODE_IP"] = n.IP
+	env["VIGIL_NODE_HOST_IP"] = n.HostIP
+	env["VIGIL_NODE_POD_CIDR"] = n.PodCIDR
+	env["VIGIL_NODE_DIR"] = n.Dir
+	env["VIGIL_NODE_CTR"] = fmt.Sprintf("%s --address %s -n k8s.io", testenv.Binary(r, "ctr"), n.Socket())
 
 	am := testenv.StartAlertmanager(r, "route:\n  receiver: none\n  group_wait: 1s\nreceivers:\n  - name: none\n")
 	env["VIGIL_ALERTMANAGER_URL"] = am.URL
