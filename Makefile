@@ -10,13 +10,24 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 # Packages whose tests need no root, no kernel feature and no server.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help build run test test-unit faults deps testenv-build testenv-up testenv-down bench lint generate check-generate clean
+.PHONY: help build image image-push run test test-unit faults deps testenv-build testenv-up testenv-down bench lint generate check-generate clean
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build bin/vigil.
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/vigil ./cmd/vigil
+
+# Platforms of the image index (make image IMAGE_PLATFORMS=linux/amd64).
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+IMAGE_FLAGS = -version $(VERSION) -revision $(REVISION) -branch main -platforms $(IMAGE_PLATFORMS) -out bin
+
+image: ## Build the OCI image without Docker (static binary, linux/amd64+arm64 index, reproducible): bin/vigil-image/ (OCI layout), bin/vigil-image-<arch>.tar (docker-archive); prints the index digest.
+	$(GO) run ./hack/image $(IMAGE_FLAGS)
+
+image-push: ## Build the image and push it to $(REGISTRY)/vigil:<chart appVersion>, e.g. make image-push REGISTRY=registry.example.com/team.
+	@if [ -z "$(REGISTRY)" ]; then echo "image-push: REGISTRY is empty; use make image-push REGISTRY=registry.example.com/team" >&2; exit 1; fi
+	$(GO) run ./hack/image $(IMAGE_FLAGS) -push $(REGISTRY)
 
 run: build ## Run the agent on this host with the embedded default configuration (http://localhost:19100/metrics).
 	./bin/vigil run $(ARGS)
