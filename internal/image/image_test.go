@@ -6,6 +6,7 @@ import (
 	"debug/elf"
 	"errors"
 	"io"
+	"io/fs"
 	"log"
 	"net/http/httptest"
 	"os"
@@ -371,6 +372,29 @@ func TestImageOCILayout(t *testing.T) {
 	d := im.Manifests[0]
 	if d.Digest != digest(t, idx) || d.MediaType != types.OCIImageIndex || d.Annotations[image.AnnotationRefName] != "v0.1.0" {
 		t.Errorf("index.json entry %+v, want the index %s named v0.1.0", d, digest(t, idx))
+	}
+	if d.Annotations["io.containerd.image.name"] != "ghcr.io/vigil-agent/vigil:v0.1.0" {
+		t.Errorf("index.json entry annotations %v: no io.containerd.image.name", d.Annotations)
+	}
+	err = filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		want := fs.FileMode(0o644)
+		if e.IsDir() {
+			want = fs.ModeDir | 0o755
+		}
+		if info.Mode() != want {
+			t.Errorf("%s: mode %v, want %v", path, info.Mode(), want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	inner, err := top.ImageIndex(d.Digest)
 	if err != nil {

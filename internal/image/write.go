@@ -34,8 +34,8 @@ func ParseTag(ref string) (name.Tag, error) {
 }
 
 // WriteLayout writes idx as an OCI image layout in dir: dir/index.json names
-// the index (tagged ref in its org.opencontainers.image.ref.name
-// annotation), and dir/blobs holds the index, the manifests, configs and
+// the index (its org.opencontainers.image.ref.name annotation is ref's tag,
+// io.containerd.image.name the whole ref), and dir/blobs holds the index, the manifests, configs and
 // layers. A layout already in dir is replaced; a dir holding anything else
 // is refused.
 func WriteLayout(dir, ref string, idx v1.ImageIndex) error {
@@ -51,12 +51,32 @@ func WriteLayout(dir, ref string, idx v1.ImageIndex) error {
 		return fmt.Errorf("image: OCI layout %s: %w", dir, err)
 	}
 	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{
-		AnnotationRefName: tag.TagStr(),
+		AnnotationRefName:           tag.TagStr(),
+		annotationContainerdRefName: tag.String(),
 	})); err != nil {
+		return fmt.Errorf("image: OCI layout %s: %w", dir, err)
+	}
+	// The layout writer leaves blobs 0600 and index.json 0755: make every
+	// file 0644 and every folder 0755, as for any other build output.
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		mode := fs.FileMode(0o644)
+		if d.IsDir() {
+			mode = 0o755
+		}
+		return os.Chmod(path, mode)
+	})
+	if err != nil {
 		return fmt.Errorf("image: OCI layout %s: %w", dir, err)
 	}
 	return nil
 }
+
+// annotationContainerdRefName is the full reference containerd gives an
+// image it imports from an OCI layout archive (`ctr images import`).
+const annotationContainerdRefName = "io.containerd.image.name"
 
 // removeLayout removes dir if it is an OCI layout (has an oci-layout file)
 // or an empty folder, and refuses to touch anything else.
