@@ -129,7 +129,7 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		logf("  %-13s %s  %s", plats[i].String(), d, rel2(rootDir, path))
+		logf("  %-13s %s  %s", plats[i].String(), d, relPath(rootDir, path))
 	}
 	layoutDir := filepath.Join(outDir, "vigil-image")
 	if err := image.WriteLayout(layoutDir, ref, idx); err != nil {
@@ -139,7 +139,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	logf("  %-13s %s  %s (OCI layout)", "index", d, rel2(rootDir, layoutDir))
+	logf("  %-13s %s  %s (OCI layout)", "index", d, relPath(rootDir, layoutDir))
 	if pushRef != "" {
 		if err := image.Push(ctx, pushRef, idx); err != nil {
 			return err
@@ -161,8 +161,8 @@ func archName(p v1.Platform) string {
 	return p.Architecture
 }
 
-// rel2 shows path relative to root when it is inside it.
-func rel2(root, path string) string {
+// relPath shows path relative to root when it is inside it.
+func relPath(root, path string) string {
 	if r, err := filepath.Rel(root, path); err == nil && !strings.HasPrefix(r, "..") {
 		return r
 	}

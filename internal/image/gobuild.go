@@ -28,7 +28,9 @@ type GoBuild struct {
 	Platform v1.Platform
 	// Tags are the build tags (-tags).
 	Tags []string
-	// LDFlags are added to "-s -w", e.g. "-X", "pkg.Var=value".
+	// LDFlags are added to "-s -w", e.g. "-X", "pkg.Var=value"; they are
+	// joined with spaces into one -ldflags value, so quote a value that
+	// holds spaces as the go command's flag parser expects: "'pkg.Var=a b'".
 	LDFlags []string
 	// Go is the go command; empty means "go" on PATH.
 	Go string
