@@ -12,7 +12,8 @@
 //
 // The image is reproducible: the version and revision come from git, and
 // every time in it is SOURCE_DATE_EPOCH or the commit time of HEAD, so the
-// same tree gives the same digest.
+// same tree gives the same digest. With -version, -revision and
+// SOURCE_DATE_EPOCH it needs no git (a source archive builds the same image).
 //
 // This program is not part of the agent binary.
 package main
@@ -25,8 +26,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -70,15 +73,9 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rel, err := image.ReleaseFromGit(ctx, rootDir)
+	rel, err := release(ctx, rootDir, *version, *revision)
 	if err != nil {
 		return err
-	}
-	if *version != "" {
-		rel.Version = *version
-	}
-	if *revision != "" {
-		rel.Revision = *revision
 	}
 	rel.Branch = *branch
 	if *tag == "" {
@@ -151,6 +148,31 @@ func run(ctx context.Context, args []string) error {
 	}
 	fmt.Println(d)
 	return nil
+}
+
+// release is the release of the tree at root: version and revision from
+// the flags, else from git; the time from SOURCE_DATE_EPOCH, else the commit
+// time of HEAD. With both flags and SOURCE_DATE_EPOCH set, git is not needed
+// (a source archive without .git builds the same image).
+func release(ctx context.Context, root, version, revision string) (image.Release, error) {
+	if epoch := os.Getenv("SOURCE_DATE_EPOCH"); version != "" && revision != "" && epoch != "" {
+		sec, err := strconv.ParseInt(epoch, 10, 64)
+		if err != nil {
+			return image.Release{}, fmt.Errorf("SOURCE_DATE_EPOCH %q: %w", epoch, err)
+		}
+		return image.Release{Version: version, Revision: revision, Created: time.Unix(sec, 0).UTC()}, nil
+	}
+	rel, err := image.ReleaseFromGit(ctx, root)
+	if err != nil {
+		return image.Release{}, err
+	}
+	if version != "" {
+		rel.Version = version
+	}
+	if revision != "" {
+		rel.Revision = revision
+	}
+	return rel, nil
 }
 
 // archName names a platform in a file name: "amd64", "arm64", "arm-v7".
