@@ -143,11 +143,13 @@ func Load(file string, data []byte) (*Config, error) {
 	}
 	if root != nil {
 		if err := c.decode(file, root); err != nil {
-			return nil, err
+			return nil, confyaml.Limit(err, confyaml.MaxErrors)
 		}
 	}
+	// The problems are capped (config check, the reload log and the
+	// /-/reload reply all print this error).
 	if err := c.Validate(); err != nil {
-		return nil, &confyaml.Error{File: file, Msg: "invalid configuration:\n" + indent(err.Error())}
+		return nil, &confyaml.Error{File: file, Msg: "invalid configuration:\n" + indent(confyaml.Limit(err, confyaml.MaxErrors).Error())}
 	}
 	return c, nil
 }

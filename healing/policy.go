@@ -231,7 +231,7 @@ func CompilePolicies(file, path string, node *yaml.Node) (*Tree, error) {
 	c := &compiler{file: file, names: map[string]string{}}
 	root := c.route(path, node, &rc, nil, inherited{})
 	if len(c.errs) > 0 {
-		return nil, errors.Join(c.errs...)
+		return nil, confyaml.Limit(errors.Join(c.errs...), confyaml.MaxErrors)
 	}
 	return &Tree{root: root, Policies: c.policies}, nil
 }

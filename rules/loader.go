@@ -20,6 +20,7 @@ import (
 	promrules "github.com/prometheus/prometheus/rules"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vigil-agent/vigil/internal/confyaml"
 	"github.com/vigil-agent/vigil/rules/defaults"
 )
 
@@ -122,7 +123,7 @@ func LoadRuleFiles(files ...string) (*RuleSet, error) {
 	}
 	rs.Digest = hex.EncodeToString(h.Sum(nil))
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, confyaml.Limit(errors.Join(errs...), confyaml.MaxErrors)
 	}
 	return rs, nil
 }
@@ -154,6 +155,11 @@ func ruleContent(data []byte) ([]byte, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 {
 		return data, nil // rulefmt reports the syntax error (or an empty file)
+	}
+	// rulefmt decodes and walks the document with its aliases expanded:
+	// refuse one that aliases multiply before it gets there.
+	if err := confyaml.CheckAliases("", &doc, confyaml.MaxAliasNodes); err != nil {
+		return nil, err
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {

@@ -91,7 +91,9 @@ func ExpandEnv(file string, data []byte, lookup func(string) (string, bool)) ([]
 }
 
 // Parse expands environment references in data and parses it into a YAML
-// node tree. An empty document yields a nil node and no error.
+// node tree. An empty document yields a nil node and no error. A document
+// whose aliases would expand it by more than MaxAliasNodes nodes is
+// refused (see CheckAliases).
 func Parse(file string, data []byte) (*yaml.Node, error) {
 	data, err := ExpandEnv(file, data, nil)
 	if err != nil {
@@ -100,6 +102,9 @@ func Parse(file string, data []byte) (*yaml.Node, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, yamlError(file, "", err)
+	}
+	if err := CheckAliases(file, &doc, MaxAliasNodes); err != nil {
+		return nil, err
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil, nil
@@ -120,7 +125,7 @@ func Decode(file, path string, node *yaml.Node, out any) error {
 	var errs []error
 	checkKnown(file, path, node, reflect.TypeOf(out), &errs)
 	if len(errs) > 0 {
-		return errors.Join(errs...)
+		return Limit(errors.Join(errs...), MaxErrors)
 	}
 	if err := node.Decode(out); err != nil {
 		return yamlError(file, path, err)

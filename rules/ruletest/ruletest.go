@@ -33,6 +33,7 @@ import (
 	promrules "github.com/prometheus/prometheus/rules"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vigil-agent/vigil/internal/confyaml"
 	"github.com/vigil-agent/vigil/rules"
 	"github.com/vigil-agent/vigil/rules/defaults"
 )
@@ -187,10 +188,23 @@ func RunFile(name string, run *regexp.Regexp, warn io.Writer) []error {
 	if err != nil {
 		return []error{err}
 	}
+	// Aliases could multiply the series (and their samples) before any
+	// bound below is checked: refuse a document they expand too much.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err == nil {
+		if err := confyaml.CheckAliases(name, &doc, confyaml.MaxAliasNodes); err != nil {
+			return []error{err}
+		}
+	}
 	var f file
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		var ce *confyaml.Error
+		if errors.As(err, &ce) && ce.File == "" {
+			ce.File = name
+			return []error{ce}
+		}
 		return []error{fmt.Errorf("%s: %w", name, err)}
 	}
 	f.RuleFiles, err = resolveRuleFiles(name, f.RuleFiles, warn)
