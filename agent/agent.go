@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	pcollectors "github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"golang.org/x/time/rate"
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/workload"
@@ -33,6 +34,11 @@ type Options struct {
 	ConfigFile string
 	// ListenAddress overrides server.listen_address when not empty.
 	ListenAddress string
+	// WebConfigFile overrides server.web_config_file when not empty
+	// (--web.config.file).
+	WebConfigFile string
+	// EnableLifecycle turns server.enable_lifecycle on (--web.enable-lifecycle).
+	EnableLifecycle bool
 	// Logger is the base logger; LogLevel is its level, which reloads set.
 	Logger   *slog.Logger
 	LogLevel *slog.LevelVar
@@ -62,8 +68,10 @@ type Agent struct {
 	reloadTimestamp prometheus.Gauge
 	componentUp     *prometheus.GaugeVec
 
-	listener net.Listener
-	server   *http.Server
+	listener  net.Listener
+	server    *http.Server
+	guard     *webGuard
+	rejectLog *rate.Sometimes
 }
 
 // New builds an agent from a validated configuration. Nothing runs until
@@ -75,8 +83,9 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 	if opts.LogLevel == nil {
 		opts.LogLevel = new(slog.LevelVar)
 	}
-	if opts.ListenAddress != "" {
-		cfg.Server.ListenAddress = opts.ListenAddress
+	opts.applyServer(&cfg.Server)
+	if err := cfg.Server.validate(apiTokenFile(cfg)); err != nil {
+		return nil, err
 	}
 	a := &Agent{
 		opts:   opts,
@@ -109,6 +118,8 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 		a.reloadSuccess, a.reloadTimestamp, a.componentUp,
 		a.set,
 	)
+	a.guard = newWebGuard(a.reg)
+	a.rejectLog = newRejectLog()
 	a.cfg.Store(cfg)
 	a.applyLogLevel(cfg)
 	a.routes()
@@ -176,13 +187,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reloadSuccess.Set(1)
 	a.reloadTimestamp.SetToCurrentTime()
 
+	limited := newConnLimiter(a.listener, cfg.Server.MaxConnections, a.reg)
 	a.server = &http.Server{
-		Handler:           a.mux,
+		Handler:           a.protect(a.mux),
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
+		ReadTimeout:       cfg.Server.ReadTimeout,
+		IdleTimeout:       cfg.Server.IdleTimeout,
+		ConnState:         limited.connState,
 		ErrorLog:          slog.NewLogLogger(a.logger.With("component", "http").Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- a.server.Serve(a.listener) }()
+	go func() { errc <- a.serve(limited, cfg.Server) }()
 	a.ready.Store(true)
 	a.logger.Info("vigil is ready", "address", a.Addr(), "config", configName(cfg))
 
@@ -203,6 +218,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.shutdownAll(shutCtx)
 	a.logger.Info("vigil stopped")
 	return err
+}
+
+// applyServer applies the command line's overrides to a server section.
+func (o Options) applyServer(s *ServerConfig) {
+	if o.ListenAddress != "" {
+		s.ListenAddress = o.ListenAddress
+	}
+	if o.WebConfigFile != "" {
+		s.WebConfigFile = o.WebConfigFile
+	}
+	if o.EnableLifecycle {
+		s.EnableLifecycle = true
+	}
 }
 
 func configName(c *Config) string {
@@ -229,9 +257,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 		cfg, err = LoadFile(a.opts.ConfigFile)
 	}
 	if err == nil {
-		if a.opts.ListenAddress != "" {
-			cfg.Server.ListenAddress = a.opts.ListenAddress
-		}
+		a.opts.applyServer(&cfg.Server)
 		// Components first: their ApplyConfig is all-or-nothing, and the
 		// collector swap below cannot fail once its collectors are built.
 		err = a.reconfigureComponents(ctx, cfg)

@@ -143,15 +143,30 @@ func get(t *testing.T, url string, header ...string) (int, http.Header, string) 
 	return resp.StatusCode, resp.Header, string(body)
 }
 
-func post(t *testing.T, url string) (int, string) {
+func post(t *testing.T, url string, header ...string) (int, string) {
 	t.Helper()
-	resp, err := http.Post(url, "text/plain", nil)
+	req, _ := http.NewRequest("POST", url, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
+}
+
+// reload reloads the agent as SIGHUP does and answers as POST /-/reload
+// does (the lifecycle endpoint itself, off by default and behind the API
+// token, is tested in web_test.go).
+func reload(t *testing.T, a *Agent) (int, string) {
+	t.Helper()
+	if err := a.Reload(context.Background()); err != nil {
+		return http.StatusInternalServerError, "reload failed, running configuration kept: " + err.Error()
+	}
+	return http.StatusOK, "configuration reloaded"
 }
 
 func wantLine(t *testing.T, metrics, line string) {
@@ -219,8 +234,12 @@ func TestEndpoints(t *testing.T) {
 	if code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "application/openmetrics-text") || !strings.HasSuffix(body, "# EOF\n") {
 		t.Errorf("/metrics with OpenMetrics Accept: %d %s", code, hdr.Get("Content-Type"))
 	}
-	if code, _, _ := get(t, url+"/-/reload"); code != http.StatusMethodNotAllowed {
-		t.Errorf("GET /-/reload = %d, want 405", code)
+	// The lifecycle API is off unless enabled.
+	if code, _, _ := get(t, url+"/-/reload"); code != http.StatusNotFound {
+		t.Errorf("GET /-/reload = %d, want 404", code)
+	}
+	if code, _ := post(t, url+"/-/reload"); code != http.StatusNotFound {
+		t.Errorf("POST /-/reload = %d, want 404 (lifecycle API off)", code)
 	}
 	if code, _, _ := get(t, url+"/nope"); code != 404 {
 		t.Errorf("GET /nope = %d, want 404", code)
@@ -235,7 +254,7 @@ func TestBadReloadKeepsRunningConfiguration(t *testing.T) {
 
 	// A typo: the reload is refused, the old collector keeps serving.
 	writeFile(t, path, "collectors:\n  test_ok: {valeu: 2}\n")
-	code, body := post(t, url+"/-/reload")
+	code, body := reload(t, a)
 	if code != 500 || !strings.Contains(body, path+":2:") || !strings.Contains(body, "valeu") {
 		t.Errorf("bad reload = %d %q, want 500 naming the file, line and key", code, body)
 	}
@@ -245,13 +264,13 @@ func TestBadReloadKeepsRunningConfiguration(t *testing.T) {
 
 	// A valid file that fails validation is refused too.
 	writeFile(t, path, "collectors:\n  test_ok: {value: -5}\n")
-	if code, _ := post(t, url+"/-/reload"); code != 500 {
+	if code, _ := reload(t, a); code != 500 {
 		t.Errorf("invalid reload = %d, want 500", code)
 	}
 
 	// A reload with an unchanged collector section keeps the collector.
 	writeFile(t, path, "log: {level: debug}\ncollectors:\n  test_ok: {value: 1}\n")
-	if code, body := post(t, url+"/-/reload"); code != 200 {
+	if code, body := reload(t, a); code != 200 {
 		t.Fatalf("good reload = %d %q", code, body)
 	}
 	if got := testOKBuilds.Load(); got != builds {
@@ -263,7 +282,7 @@ func TestBadReloadKeepsRunningConfiguration(t *testing.T) {
 
 	// A changed section rebuilds it, and the metric reflects the new value.
 	writeFile(t, path, "collectors:\n  test_ok: {value: 2}\n")
-	if code, body := post(t, url+"/-/reload"); code != 200 {
+	if code, body := reload(t, a); code != 200 {
 		t.Fatalf("good reload = %d %q", code, body)
 	}
 	_, _, metrics = get(t, url+"/metrics")

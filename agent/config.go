@@ -66,6 +66,30 @@ type ServerConfig struct {
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	// MaxRequests bounds concurrent /metrics requests; 0 means no bound.
 	MaxRequests int `yaml:"max_requests"`
+	// ReadTimeout bounds reading a whole request, body included; it does
+	// not end event streams, whose request is read at once.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// IdleTimeout closes a keep-alive connection idle for this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConnections bounds open connections. At the bound a new
+	// connection closes the longest-idle keep-alive connection, or waits
+	// for one to close when none is idle.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxEventStreams bounds concurrent event streams (GET /api/v1/actions
+	// with Accept: text/event-stream); more are answered 503.
+	MaxEventStreams int `yaml:"max_event_streams"`
+	// WebConfigFile is an exporter-toolkit web configuration file (TLS,
+	// client certificates, basic auth, as Prometheus exporters read it);
+	// --web.config.file overrides it. Empty means plain HTTP.
+	WebConfigFile string `yaml:"web_config_file"`
+	// EnableLifecycle serves POST /-/reload, behind the API token
+	// (healing.auth_token_file); --web.enable-lifecycle turns it on too.
+	// Off, /-/reload answers 404.
+	EnableLifecycle bool `yaml:"enable_lifecycle"`
+	// RequireAPIToken makes every /api/v1/* read endpoint require the API
+	// token (healing.auth_token_file). Off, a token is still accepted and
+	// a wrong one refused.
+	RequireAPIToken bool `yaml:"require_api_token"`
 }
 
 // LogConfig configures the agent's own log.
@@ -100,6 +124,10 @@ func defaultConfig() *Config {
 			ListenAddress:     DefaultListenAddress,
 			ReadHeaderTimeout: 10 * time.Second,
 			MaxRequests:       40,
+			ReadTimeout:       30 * time.Second,
+			IdleTimeout:       time.Minute,
+			MaxConnections:    256,
+			MaxEventStreams:   16,
 		},
 		Log:        LogConfig{Level: "info", Format: "auto"},
 		Collectors: CollectorsConfig{},
@@ -288,6 +316,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.MaxRequests < 0 {
 		add("server.max_requests", fmt.Errorf("must not be negative, got %d", c.Server.MaxRequests))
+	}
+	if err := c.Server.validate(apiTokenFile(c)); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		add("log.level", err)

@@ -132,7 +132,7 @@ exporters:
 	}
 
 	writeFile(t, path, conf(srv2.URL))
-	if code, body := post(t, url+"/-/reload"); code != http.StatusOK {
+	if code, body := reload(t, a); code != http.StatusOK {
 		t.Fatalf("reload: %d %s", code, body)
 	}
 	waitUntil("metrics at the second target after the reload", func() bool {

@@ -53,7 +53,7 @@ healing:
 		t.Fatalf("first: %+v", r)
 	}
 	writeFile(t, path, conf("true"))
-	if code, body := post(t, url+"/-/reload"); code != 200 {
+	if code, body := reload(t, a); code != 200 {
 		t.Fatalf("reload: %d %s", code, body)
 	}
 	a.Alerts().Publish(rules.Alert{Labels: map[string]string{"alertname": "A", "n": "2"}, State: rules.StateFiring})
@@ -64,7 +64,7 @@ healing:
 	wantLine(t, metrics, `vigil_remediations_total{action="exec",policy="touch",result="success"} 1`)
 	// A policy that does not load keeps the running one.
 	writeFile(t, path, strings.Replace(conf("true"), "action: exec", "action: nope", 1))
-	if code, body := post(t, url+"/-/reload"); code == 200 || !strings.Contains(body, `unknown action "nope"`) {
+	if code, body := reload(t, a); code == 200 || !strings.Contains(body, `unknown action "nope"`) {
 		t.Fatalf("bad reload: %d %s", code, body)
 	}
 }

@@ -16,7 +16,7 @@ func TestRulesReloadIsAtomic(t *testing.T) {
 	writeFile(t, rulesPath, "groups:\n  - name: first\n    rules:\n      - alert: A\n        expr: vector(1)\n")
 	cfgPath := filepath.Join(dir, "vigil.yaml")
 	writeFile(t, cfgPath, "rules:\n  evaluation_interval: 1s\n  rule_files: ["+rulesPath+", \"embedded:node.rules.yml\"]\n")
-	_, url := startAgent(t, cfgPath)
+	a, url := startAgent(t, cfgPath)
 
 	groups := func() string {
 		deadline := time.Now().Add(10 * time.Second)
@@ -33,7 +33,7 @@ func TestRulesReloadIsAtomic(t *testing.T) {
 	}
 
 	writeFile(t, rulesPath, "groups:\n  - name: second\n    rules:\n      - alert: B\n        expr: sum(rate(x[5m])\n")
-	code, body := post(t, url+"/-/reload")
+	code, body := reload(t, a)
 	if code != 500 || !strings.Contains(body, rulesPath+": 5:15: group \"second\", rule 1, \"B\"") {
 		t.Errorf("bad rule file reload = %d %q, want 500 naming file, group and rule", code, body)
 	}
@@ -42,7 +42,7 @@ func TestRulesReloadIsAtomic(t *testing.T) {
 	}
 
 	writeFile(t, rulesPath, "groups:\n  - name: second\n    rules:\n      - alert: B\n        expr: vector(2)\n")
-	if code, body := post(t, url+"/-/reload"); code != 200 {
+	if code, body := reload(t, a); code != 200 {
 		t.Fatalf("good reload = %d %q", code, body)
 	}
 	if b := groups(); !strings.Contains(b, `"name":"second"`) || strings.Contains(b, `"name":"first"`) {

@@ -28,13 +28,11 @@ func (a *Agent) routes() {
 		}
 		fmt.Fprintln(w, "Vigil is Ready.")
 	})
-	a.mux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := a.Reload(r.Context()); err != nil {
-			http.Error(w, "reload failed, running configuration kept: "+err.Error(), http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprintln(w, "configuration reloaded")
-	})
+	// The lifecycle API, like Prometheus's --web.enable-lifecycle: off
+	// unless enabled (404), and then only for the API token.
+	if a.cfg.Load().Server.EnableLifecycle {
+		a.mux.HandleFunc("POST /-/reload", a.serveReload)
+	}
 	a.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, `<html><head><title>Vigil</title></head><body><h1>Vigil</h1>

@@ -42,6 +42,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	run := app.Command("run", "Run the agent.")
 	runConfig := run.Flag("config", "Configuration file (YAML). Without it, the embedded default configuration is used.").PlaceHolder("FILE").String()
 	runListen := run.Flag("web.listen-address", "Address for /metrics and the API; overrides server.listen_address (default "+agent.DefaultListenAddress+").").PlaceHolder("ADDR").String()
+	runWebConfig := run.Flag("web.config.file", "Web configuration file (exporter-toolkit format: TLS, client certificates, basic auth); overrides server.web_config_file.").PlaceHolder("FILE").String()
+	runLifecycle := run.Flag("web.enable-lifecycle", "Serve POST /-/reload (behind the API token, healing.auth_token_file); same as server.enable_lifecycle: true.").Bool()
 
 	cfgCmd := app.Command("config", "Configuration tools.")
 	cfgCheck := cfgCmd.Command("check", "Check configuration files; print every problem with its file, line and field path.")
@@ -69,7 +71,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		app.Usage(nil)
 		return 2
 	case run.FullCommand():
-		return runAgent(*runConfig, *runListen, stderr)
+		return runAgent(*runConfig, agent.Options{ListenAddress: *runListen, WebConfigFile: *runWebConfig, EnableLifecycle: *runLifecycle}, stderr)
 	case cfgCheck.FullCommand():
 		return checkConfig(*cfgCheckFiles, stdout, stderr)
 	case cfgShowDefault.FullCommand():
@@ -103,7 +105,8 @@ func checkConfig(files []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-func runAgent(configFile, listen string, stderr io.Writer) int {
+// runAgent runs the agent; opts carries the command line's overrides.
+func runAgent(configFile string, opts agent.Options, stderr io.Writer) int {
 	var (
 		cfg *agent.Config
 		err error
@@ -119,7 +122,8 @@ func runAgent(configFile, listen string, stderr io.Writer) int {
 	}
 	level := new(slog.LevelVar)
 	logger := agent.NewLogger(stderr, cfg.Log.Format, level)
-	a, err := agent.New(cfg, agent.Options{ConfigFile: configFile, ListenAddress: listen, Logger: logger, LogLevel: level})
+	opts.ConfigFile, opts.Logger, opts.LogLevel = configFile, logger, level
+	a, err := agent.New(cfg, opts)
 	if err != nil {
 		logger.Error("cannot build the agent", "err", err)
 		return 1
