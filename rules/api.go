@@ -1,7 +1,9 @@
 package rules
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -187,7 +189,15 @@ func (e *Engine) serveAlerts(w http.ResponseWriter, _ *http.Request) {
 
 // serveQuery answers an instant query against the local TSDB
 // (GET or POST /api/v1/query?query=…[&time=…]), for debugging rules.
+//
+// It runs on its own engine, bounded by rules.query_api (max samples,
+// timeout, concurrent queries), and answers 404 when the API is off.
 func (e *Engine) serveQuery(w http.ResponseWriter, r *http.Request) {
+	if !e.cfg.Load().QueryAPI.Enabled {
+		writeJSON(w, http.StatusNotFound, apiResponse{Status: "error", ErrorType: "unavailable", Error: "the query API is off (rules.query_api.enabled)"})
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 	if err := r.ParseForm(); err != nil {
 		writeJSON(w, http.StatusBadRequest, apiResponse{Status: "error", ErrorType: "bad_data", Error: err.Error()})
 		return
@@ -212,7 +222,7 @@ func (e *Engine) serveQuery(w http.ResponseWriter, r *http.Request) {
 			ts = time.Unix(int64(sec), int64(frac*1e9))
 		}
 	}
-	q, err := e.engine.NewInstantQuery(r.Context(), e.storage, nil, qs, ts)
+	q, err := e.queryEngine.NewInstantQuery(r.Context(), e.storage, nil, qs, ts)
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, apiResponse{Status: "error", ErrorType: "bad_data", Error: err.Error()})
 		return
@@ -220,7 +230,20 @@ func (e *Engine) serveQuery(w http.ResponseWriter, r *http.Request) {
 	defer q.Close()
 	res := q.Exec(r.Context())
 	if res.Err != nil {
-		writeJSON(w, http.StatusUnprocessableEntity, apiResponse{Status: "error", ErrorType: "execution", Error: res.Err.Error()})
+		code, typ := http.StatusUnprocessableEntity, "execution"
+		var tooMany promql.ErrTooManySamples
+		var timeout promql.ErrQueryTimeout
+		var canceled promql.ErrQueryCanceled
+		switch {
+		case errors.As(res.Err, &tooMany):
+			e.queryRefused.WithLabelValues("max_samples").Inc()
+		case errors.As(res.Err, &timeout), errors.As(res.Err, &canceled), errors.Is(res.Err, context.DeadlineExceeded):
+			// Out of time, running or waiting for a slot
+			// (max_concurrency); a client that hung up lands here too.
+			code, typ = http.StatusServiceUnavailable, "timeout"
+			e.queryRefused.WithLabelValues("timeout").Inc()
+		}
+		writeJSON(w, code, apiResponse{Status: "error", ErrorType: typ, Error: res.Err.Error()})
 		return
 	}
 	type sample struct {

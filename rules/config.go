@@ -47,6 +47,9 @@ type Config struct {
 	AlertmanagerWebhook WebhookConfig `yaml:"alertmanager_webhook"`
 	// EventAlerts turns fast-path events into alerts.
 	EventAlerts EventAlertsConfig `yaml:"event_alerts"`
+	// QueryAPI is the instant-query endpoint over the local TSDB
+	// (/api/v1/query), for debugging rules.
+	QueryAPI QueryAPIConfig `yaml:"query_api"`
 
 	// files and digest are what Validate loaded: the rule files and a
 	// digest of their contents, so a reload that changes only a rule
@@ -99,6 +102,28 @@ type WebhookConfig struct {
 	TLS WebhookTLSConfig `yaml:"tls"`
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxAlerts bounds the alerts received through the webhook that are
+	// kept (to fold repeats and answer /api/v1/alerts); new alerts beyond
+	// it are dropped and counted. Resolved alerts are forgotten 30m after
+	// they resolve and firing ones 24h after their last repeat, by a timer,
+	// so a call costs the same however many alerts are kept.
+	MaxAlerts int `yaml:"max_alerts"`
+}
+
+// QueryAPIConfig bounds the query API with Prometheus's own engine options
+// and active query tracker.
+type QueryAPIConfig struct {
+	// Enabled serves GET and POST /api/v1/query; off, they answer 404.
+	Enabled bool `yaml:"enabled"`
+	// MaxSamples bounds the samples one query may hold in memory at once
+	// (Prometheus's --query.max-samples); beyond it the query fails.
+	MaxSamples int `yaml:"max_samples"`
+	// Timeout bounds one query, its wait for a slot included
+	// (--query.timeout).
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxConcurrency bounds queries running at once; more wait for a slot
+	// within Timeout (--query.max-concurrency).
+	MaxConcurrency int `yaml:"max_concurrency"`
 }
 
 // WebhookTLSConfig is the webhook's mutual-TLS listener.
@@ -144,6 +169,13 @@ func NewConfig() *Config {
 		ResendDelay:        time.Minute,
 		AlertmanagerWebhook: WebhookConfig{
 			MaxBodyBytes: 4 << 20,
+			MaxAlerts:    10000,
+		},
+		QueryAPI: QueryAPIConfig{
+			Enabled:        true,
+			MaxSamples:     1_000_000,
+			Timeout:        10 * time.Second,
+			MaxConcurrency: 2,
 		},
 		EventAlerts: EventAlertsConfig{
 			ProcessExit:   true,
@@ -246,6 +278,20 @@ func (c *Config) Validate() error {
 		}
 		if w.MaxBodyBytes <= 0 {
 			add("alertmanager_webhook.max_body_bytes", fmt.Errorf("must be positive, got %d", w.MaxBodyBytes))
+		}
+		if w.MaxAlerts <= 0 {
+			add("alertmanager_webhook.max_alerts", fmt.Errorf("must be positive, got %d", w.MaxAlerts))
+		}
+	}
+	if q := c.QueryAPI; q.Enabled {
+		if q.MaxSamples <= 0 {
+			add("query_api.max_samples", fmt.Errorf("must be positive, got %d", q.MaxSamples))
+		}
+		if q.Timeout <= 0 {
+			add("query_api.timeout", fmt.Errorf("must be positive, got %s", q.Timeout))
+		}
+		if q.MaxConcurrency <= 0 {
+			add("query_api.max_concurrency", fmt.Errorf("must be positive, got %d", q.MaxConcurrency))
 		}
 	}
 	ea := c.EventAlerts

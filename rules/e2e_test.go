@@ -26,7 +26,7 @@ func TestPrometheusAlertmanagerWebhookEndToEnd(t *testing.T) {
 	tok := tokenFile(t, "e2e-secret")
 	cfg := NewConfig()
 	cfg.RuleFiles = nil
-	cfg.AlertmanagerWebhook = WebhookConfig{Enabled: true, BearerTokenFile: tok, MaxBodyBytes: 1 << 20}
+	cfg.AlertmanagerWebhook = WebhookConfig{Enabled: true, BearerTokenFile: tok, MaxBodyBytes: 1 << 20, MaxAlerts: 100}
 	sw := prometheus.NewGauge(prometheus.GaugeOpts{Name: "e2e_switch", Help: "1 while the alert should fire."})
 	sw.Set(1)
 	te := startEngine(t, cfg, sw)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,8 +49,13 @@ type Engine struct {
 
 	storage *LocalStorage
 	engine  *promql.Engine
-	manager *promrules.Manager
-	remote  atomic.Pointer[remoteSet]
+	// queryEngine serves /api/v1/query with its own bounds (max samples,
+	// timeout) and active query tracker (concurrency), apart from the
+	// rules' engine.
+	queryEngine  *promql.Engine
+	queryRefused *prometheus.CounterVec
+	manager      *promrules.Manager
+	remote       atomic.Pointer[remoteSet]
 	// remoteQueries counts remote queries by endpoint and result.
 	remoteQueries *prometheus.CounterVec
 	pub           *publisher
@@ -92,7 +98,7 @@ func NewEngine(cfg *Config, o Options) (*Engine, error) {
 	e.storage = st
 	e.engine = promql.NewEngine(promql.EngineOpts{
 		Logger:               o.Logger.With("part", "promql"),
-		Reg:                  o.Registerer,
+		Reg:                  prometheus.WrapRegistererWith(prometheus.Labels{"engine": "rules"}, o.Registerer),
 		MaxSamples:           50_000_000,
 		Timeout:              2 * time.Minute,
 		LookbackDelta:        5 * time.Minute,
@@ -103,6 +109,10 @@ func NewEngine(cfg *Config, o Options) (*Engine, error) {
 			return e.cfg.Load().EvaluationInterval.Milliseconds()
 		},
 	})
+	if err := e.newQueryEngine(cfg.QueryAPI); err != nil {
+		st.Close()
+		return nil, err
+	}
 	e.remoteQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigil_rules_remote_queries_total",
 		Help: "Queries rule groups sent to remote query endpoints, by endpoint and result (success, error).",
@@ -115,6 +125,9 @@ func NewEngine(cfg *Config, o Options) (*Engine, error) {
 	}
 	e.remote.Store(rs)
 	e.pub = newPublisher(o.Alerts, o.Registerer)
+	if cfg.AlertmanagerWebhook.MaxAlerts > 0 {
+		e.pub.setMaxWebhook(cfg.AlertmanagerWebhook.MaxAlerts)
+	}
 	e.manager = promrules.NewManager(&promrules.ManagerOptions{
 		ExternalURL:  externalURL(cfg),
 		QueryFunc:    e.query,
@@ -145,6 +158,52 @@ func NewEngine(cfg *Config, o Options) (*Engine, error) {
 		o.Handle("POST /api/v1/query", http.HandlerFunc(e.serveQuery))
 	}
 	return e, nil
+}
+
+// newQueryEngine builds the query API's engine: Prometheus's engine
+// options bound the samples a query may load and its run time, and the
+// active query tracker (queries.active beside the TSDB, as in Prometheus's
+// data directory) bounds how many run at once and logs, after a crash,
+// the queries that were running.
+func (e *Engine) newQueryEngine(q QueryAPIConfig) error {
+	def := NewConfig().QueryAPI
+	if q.MaxSamples <= 0 {
+		q.MaxSamples = def.MaxSamples
+	}
+	if q.Timeout <= 0 {
+		q.Timeout = def.Timeout
+	}
+	if q.MaxConcurrency <= 0 {
+		q.MaxConcurrency = def.MaxConcurrency
+	}
+	logger := e.logger.With("part", "query_api")
+	tr, err := promql.NewActiveQueryTracker(filepath.Join(e.storage.dir, "query_api"), q.MaxConcurrency, logger)
+	if err != nil {
+		return fmt.Errorf("query_api: %w", err)
+	}
+	e.queryRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_rules_query_api_refused_total",
+		Help: "Queries of /api/v1/query stopped by a bound of rules.query_api, by bound: max_samples (422), timeout (503: out of time running or waiting for one of max_concurrency slots).",
+	}, []string{"reason"})
+	for _, r := range []string{"max_samples", "timeout"} {
+		e.queryRefused.WithLabelValues(r)
+	}
+	e.opts.Registerer.MustRegister(e.queryRefused)
+	e.queryEngine = promql.NewEngine(promql.EngineOpts{
+		Logger:               logger,
+		Reg:                  prometheus.WrapRegistererWith(prometheus.Labels{"engine": "query_api"}, e.opts.Registerer),
+		MaxSamples:           q.MaxSamples,
+		Timeout:              q.Timeout,
+		ActiveQueryTracker:   tr,
+		LookbackDelta:        5 * time.Minute,
+		EnableAtModifier:     true,
+		EnableNegativeOffset: true,
+		Parser:               Parser,
+		NoStepSubqueryIntervalFn: func(int64) int64 {
+			return e.cfg.Load().EvaluationInterval.Milliseconds()
+		},
+	})
+	return nil
 }
 
 func externalURL(cfg *Config) *url.URL {
@@ -195,8 +254,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.manager.Update(cfg.EvaluationInterval, cfg.files, labels.FromMap(cfg.ExternalLabels), cfg.ExternalURL, nil); err != nil {
 		return fmt.Errorf("load rule files: %w", err)
 	}
-	e.wg.Add(2)
+	e.wg.Add(3)
 	go e.ingestLoop(runCtx)
+	go e.expireLoop(runCtx)
 	go func() {
 		defer e.wg.Done()
 		sub := e.opts.Events.Subscribe(4096)
@@ -204,6 +264,22 @@ func (e *Engine) Start(ctx context.Context) error {
 	}()
 	e.logger.Info("rules engine started", "rule_files", len(cfg.files), "evaluation_interval", cfg.EvaluationInterval.String(), "retention", cfg.Retention.String())
 	return nil
+}
+
+// expireLoop forgets old alerts from the publisher once a minute, so that
+// publishing never has to.
+func (e *Engine) expireLoop(ctx context.Context) {
+	defer e.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			e.pub.expire(now)
+		}
+	}
 }
 
 func (e *Engine) ingestLoop(ctx context.Context) {
@@ -242,11 +318,16 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		errs = append(errs, e.webhook.shutdown(ctx))
 		e.started = false
 	}
+	e.engine.Close()
+	if e.queryEngine != nil {
+		// Closing the engine closes its active query tracker.
+		errs = append(errs, e.queryEngine.Close())
+		e.queryEngine = nil
+	}
 	if e.storage != nil {
 		errs = append(errs, e.storage.Close())
 		e.storage = nil
 	}
-	e.engine.Close()
 	return errors.Join(errs...)
 }
 
@@ -283,10 +364,16 @@ func (e *Engine) ApplyConfig(_ context.Context, cfg *Config) error {
 	if old.StorageDir != cfg.StorageDir {
 		e.logger.Warn("rules.storage_dir changes take effect at the next restart")
 	}
+	if old.QueryAPI.MaxSamples != cfg.QueryAPI.MaxSamples || old.QueryAPI.Timeout != cfg.QueryAPI.Timeout || old.QueryAPI.MaxConcurrency != cfg.QueryAPI.MaxConcurrency {
+		e.logger.Warn("rules.query_api bounds take effect at the next restart (enabled takes effect now)")
+	}
 	if old.AlertmanagerWebhook.TLS != cfg.AlertmanagerWebhook.TLS {
 		e.logger.Warn("rules.alertmanager_webhook.tls changes take effect at the next restart")
 	}
 	e.webhook.apply(wh)
+	if cfg.AlertmanagerWebhook.MaxAlerts > 0 {
+		e.pub.setMaxWebhook(cfg.AlertmanagerWebhook.MaxAlerts)
+	}
 	e.events.setConfig(cfg.EventAlerts)
 	e.storage.SetLimits(cfg.Retention, cfg.MaxSeries)
 	e.cfg.Store(cfg)
@@ -350,11 +437,20 @@ func Fingerprint(ls map[string]string) string {
 
 // publisher publishes state changes only: an alert is delivered when it
 // starts firing and when it resolves, however often its source repeats it.
+// What it keeps is bounded: alerts from Alertmanager's webhook up to a cap
+// (new ones beyond it are dropped), and every entry expires on a timer
+// (expire), never while publishing, so the cost of publishing does not
+// grow with what is kept.
 type publisher struct {
 	stream *Stream
 	mu     sync.Mutex
 	last   map[string]pubState
-	count  *prometheus.CounterVec
+	// webhookKept counts the entries from the webhook; maxWebhook caps it.
+	webhookKept int
+	maxWebhook  int
+	count       *prometheus.CounterVec
+	dropped     prometheus.Counter
+	kept        *prometheus.GaugeVec
 }
 
 type pubState struct {
@@ -364,18 +460,44 @@ type pubState struct {
 	seen     time.Time
 }
 
+// How long the publisher remembers an alert: a resolved one until its
+// source stops re-sending it (the rule manager stops after 15 minutes), a
+// firing one nobody repeated for a day.
+const (
+	keepResolved = 30 * time.Minute
+	keepFiring   = 24 * time.Hour
+)
+
 func newPublisher(s *Stream, reg prometheus.Registerer) *publisher {
-	p := &publisher{stream: s, last: map[string]pubState{}, count: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "vigil_rules_alerts_published_total",
-		Help: "Alerts published on the alert stream, by source and state (firing, resolved).",
-	}, []string{"source", "state"})}
-	reg.MustRegister(p.count)
+	p := &publisher{stream: s, last: map[string]pubState{}, maxWebhook: NewConfig().AlertmanagerWebhook.MaxAlerts,
+		count: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_rules_alerts_published_total",
+			Help: "Alerts published on the alert stream, by source and state (firing, resolved).",
+		}, []string{"source", "state"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_rules_webhook_alerts_dropped_total",
+			Help: "New alerts from the Alertmanager webhook dropped because alertmanager_webhook.max_alerts alerts were already kept.",
+		}),
+		kept: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vigil_rules_alerts_kept",
+			Help: "Alerts the rules engine keeps to fold repeats, by source (rule, alertmanager).",
+		}, []string{"source"}),
+	}
+	reg.MustRegister(p.count, p.dropped, p.kept)
 	return p
 }
 
+// setMaxWebhook sets the cap on kept webhook alerts.
+func (p *publisher) setMaxWebhook(n int) {
+	p.mu.Lock()
+	p.maxWebhook = n
+	p.mu.Unlock()
+}
+
 // publish delivers a unless it repeats the last state seen for its
-// fingerprint and source.
-func (p *publisher) publish(a Alert) {
+// fingerprint and source. It returns false when a is a new webhook alert
+// beyond the cap, which is dropped (neither kept nor delivered).
+func (p *publisher) publish(a Alert) bool {
 	if a.Fingerprint == "" {
 		a.Fingerprint = Fingerprint(a.Labels)
 	}
@@ -383,23 +505,44 @@ func (p *publisher) publish(a Alert) {
 	now := time.Now()
 	p.mu.Lock()
 	prev, ok := p.last[key]
+	if !ok && a.Source == SourceAlertmanager {
+		if p.webhookKept >= p.maxWebhook {
+			p.mu.Unlock()
+			p.dropped.Inc()
+			return false
+		}
+		p.webhookKept++
+	}
 	same := ok && prev.state == a.State && (a.State == StateResolved || prev.startsAt.Equal(a.StartsAt))
 	p.last[key] = pubState{alert: a, state: a.State, startsAt: a.StartsAt, seen: now}
-	// Forget resolved alerts after a while (the manager stops re-sending
-	// them after 15 minutes) and firing ones nobody repeated for a day.
-	if len(p.last) > 1000 {
-		for k, s := range p.last {
-			if (s.state == StateResolved && now.Sub(s.seen) > 30*time.Minute) || now.Sub(s.seen) > 24*time.Hour {
-				delete(p.last, k)
-			}
-		}
-	}
 	p.mu.Unlock()
 	if same {
-		return
+		return true
 	}
 	p.count.WithLabelValues(string(a.Source), string(a.State)).Inc()
 	p.stream.Publish(a)
+	return true
+}
+
+// expire forgets resolved alerts keepResolved after they were last seen
+// and firing ones keepFiring after. The engine calls it on a timer.
+func (p *publisher) expire(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	kept := map[Source]int{}
+	for k, s := range p.last {
+		if (s.state == StateResolved && now.Sub(s.seen) > keepResolved) || now.Sub(s.seen) > keepFiring {
+			delete(p.last, k)
+			if s.alert.Source == SourceAlertmanager {
+				p.webhookKept--
+			}
+			continue
+		}
+		kept[s.alert.Source]++
+	}
+	for _, src := range []Source{SourceRule, SourceAlertmanager} {
+		p.kept.WithLabelValues(string(src)).Set(float64(kept[src]))
+	}
 }
 
 // firing returns the firing alerts last published from source.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 )
 
 // WebhookPath is where Alertmanager's webhook is received, on the agent's
@@ -58,6 +59,10 @@ type webhook struct {
 	requests *prometheus.CounterVec
 	alerts   *prometheus.CounterVec
 
+	// logLimit keeps refused or invalid calls from flooding the log: one
+	// record a second at most; the counters have every call.
+	logLimit rate.Sometimes
+
 	tlsServer *http.Server
 	tlsDone   chan struct{}
 	tlsAddr   string // the bound TLS address, once started
@@ -73,7 +78,7 @@ func newWebhook(cfg WebhookConfig, pub *publisher, reg prometheus.Registerer, lo
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	w := &webhook{pub: pub, logger: logger,
+	w := &webhook{pub: pub, logger: logger, logLimit: rate.Sometimes{Interval: time.Second},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_rules_webhook_requests_total",
 			Help: "Alertmanager webhook calls by result: ok, unauthorized (401), invalid (400/413), disabled (404).",
@@ -211,7 +216,9 @@ func (w *webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !st.authenticated(r) {
-		w.logger.Warn("unauthenticated webhook call rejected", "remote", r.RemoteAddr)
+		w.logLimit.Do(func() {
+			w.logger.Warn("unauthenticated webhook call rejected (logged at most once a second; vigil_rules_webhook_requests_total counts all)", "remote", r.RemoteAddr)
+		})
 		w.fail(rw, http.StatusUnauthorized, "unauthorized", "authentication required: a bearer token or a client certificate")
 		return
 	}
@@ -227,17 +234,28 @@ func (w *webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	alerts, err := ParseWebhook(body)
 	if err != nil {
-		w.logger.Warn("invalid webhook payload", "remote", r.RemoteAddr, "err", err)
+		w.logLimit.Do(func() {
+			w.logger.Warn("invalid webhook payload (logged at most once a second; vigil_rules_webhook_requests_total counts all)", "remote", r.RemoteAddr, "err", err)
+		})
 		w.fail(rw, http.StatusBadRequest, "invalid", "invalid Alertmanager webhook payload: "+err.Error())
 		return
 	}
+	dropped := 0
 	for _, a := range alerts {
 		w.alerts.WithLabelValues(string(a.State)).Inc()
-		w.pub.publish(a)
+		if !w.pub.publish(a) {
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		w.logLimit.Do(func() {
+			w.logger.Warn("webhook alerts dropped: rules.alertmanager_webhook.max_alerts alerts are kept already (logged at most once a second; vigil_rules_webhook_alerts_dropped_total counts all)",
+				"remote", r.RemoteAddr, "dropped", dropped, "max_alerts", st.cfg.MaxAlerts)
+		})
 	}
 	w.requests.WithLabelValues("ok").Inc()
 	rw.Header().Set("Content-Type", "application/json")
-	fmt.Fprintf(rw, `{"status":"success","alerts":%d}`+"\n", len(alerts))
+	fmt.Fprintf(rw, `{"status":"success","alerts":%d,"dropped":%d}`+"\n", len(alerts), dropped)
 }
 
 // ParseWebhook decodes and validates an Alertmanager webhook payload

@@ -51,7 +51,7 @@ func newTestWebhook(t *testing.T, cfg WebhookConfig) (*webhook, *Stream, *promet
 	return w, s, reg
 }
 
-func tokenFile(t *testing.T, tok string) string {
+func tokenFile(t testing.TB, tok string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
@@ -60,7 +60,7 @@ func tokenFile(t *testing.T, tok string) string {
 	return p
 }
 
-func post(t *testing.T, h http.Handler, body, auth string) (int, string) {
+func post(t testing.TB, h http.Handler, body, auth string) (int, string) {
 	t.Helper()
 	r, _ := http.NewRequest(http.MethodPost, WebhookPath, strings.NewReader(body))
 	if auth != "" {
@@ -254,7 +254,7 @@ func TestWebhookMutualTLS(t *testing.T) {
 	cliCert, cliKey := p.issue(t, "alertmanager", false)
 	cfg := NewConfig()
 	cfg.RuleFiles = nil
-	cfg.AlertmanagerWebhook = WebhookConfig{Enabled: true, MaxBodyBytes: 1 << 20, TLS: WebhookTLSConfig{
+	cfg.AlertmanagerWebhook = WebhookConfig{Enabled: true, MaxBodyBytes: 1 << 20, MaxAlerts: 100, TLS: WebhookTLSConfig{
 		ListenAddress: "127.0.0.1:0", CertFile: srvCert, KeyFile: srvKey, ClientCAFile: filepath.Join(p.dir, "ca.pem")}}
 	te := startEngine(t, cfg)
 	sub := te.stream.Subscribe(10)

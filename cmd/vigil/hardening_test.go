@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// hostileQuery loads every series at every millisecond of the retention (a
+// subquery); unbounded it took the agent from 155 MB to 1.58 GB (issue 18).
+// Most of its steps fall before the first sample: it costs CPU until the
+// timeout, then loads samples until max_samples. greedyQuery loads ten
+// million samples at once.
+const (
+	hostileQuery = `last_over_time({__name__=~".+"}[20m:1ms])`
+	greedyQuery  = `last_over_time({__name__=~".+"}[10s:1ms])`
+)
+
+// memoryLimit is the DaemonSet's memory limit (deploy/helm/vigil/values.yaml).
+const memoryLimit = 512 << 20
+
+// peakRSS returns the process's peak resident set size (VmHWM).
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc/<pid>/status")
+	return 0
+}
+
+// The real binary with the query API on (its default bounds): a query
+// that loads too many samples is refused (422), the hostile query sent
+// eight times at once is stopped at max_samples or its timeout (503; two
+// run at a time), and the process's peak RSS stays under the DaemonSet's
+// memory limit.
+func TestHostileQueryIsBoundedInTheBinary(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "vigil.yaml")
+	if err := os.WriteFile(cfg, []byte("rules:\n  evaluation_interval: 200ms\n  query_api:\n    enabled: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd, base, logBuf := startVigil(t, "run", "--config", cfg, "--web.listen-address", "127.0.0.1:0")
+	query := func(q string) (int, string) {
+		resp, err := http.Get(base + "/api/v1/query?" + url.Values{"query": {q}}.Encode())
+		if err != nil {
+			t.Error(err)
+			return 0, ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// Ten ingests of every series: 2 s at one sample a millisecond is
+	// already twice the default max_samples for a handful of series.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, body := query("count_over_time(vigil_build_info[1m]) >= 10")
+		if code == 200 && strings.Contains(body, `"result":[{`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the local TSDB did not fill: %d %s\n%s", code, body, logBuf.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	before := peakRSS(t, cmd.Process.Pid)
+	if code, body := query(greedyQuery); code != http.StatusUnprocessableEntity || !strings.Contains(body, "too many samples") {
+		t.Errorf("%s = %d %.200s, want 422 (max samples)", greedyQuery, code, body)
+	}
+
+	var wg sync.WaitGroup
+	results := make([]string, 8)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, body := query(hostileQuery)
+			if len(body) > 200 {
+				body = body[:200]
+			}
+			results[i] = fmt.Sprintf("%d %s", code, body)
+		}()
+	}
+	wg.Wait()
+	peak := peakRSS(t, cmd.Process.Pid)
+	t.Logf("peak RSS %d MiB before the hostile queries, %d MiB after (limit %d MiB)", before>>20, peak>>20, memoryLimit>>20)
+	for _, r := range results {
+		t.Logf("hostile query: %.120s", r)
+		if !(strings.HasPrefix(r, "422 ") && strings.Contains(r, "too many samples")) && !strings.HasPrefix(r, "503 ") {
+			t.Errorf("hostile query answered %s, want 422 (max samples) or 503 (out of time)", r)
+		}
+	}
+	if peak > memoryLimit {
+		t.Errorf("peak RSS %d MiB under the hostile queries, over the %d MiB limit", peak>>20, memoryLimit>>20)
+	}
+	// The agent still serves.
+	if resp, err := http.Get(base + "/-/healthy"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("/-/healthy after the queries: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+	if resp, err := http.Get(base + "/metrics"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "vigil_rules_query_api_refused_total") {
+				t.Log(l)
+			}
+		}
+	}
+}
+
+// The lifecycle API of the real binary: off by default (404), and with
+// --web.enable-lifecycle only for the API token.
+func TestReloadEndpointInTheBinary(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	os.WriteFile(tok, []byte("s3cret\n"), 0o600)
+	cfg := filepath.Join(dir, "vigil.yaml")
+	os.WriteFile(cfg, []byte("healing:\n  auth_token_file: "+tok+"\n  kubernetes: {mode: \"off\"}\n"), 0o644)
+	reload := func(base, auth string) int {
+		req, _ := http.NewRequest("POST", base+"/-/reload", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	_, base, _ := startVigil(t, "run", "--config", cfg, "--web.listen-address", "127.0.0.1:0")
+	if code := reload(base, "Bearer s3cret"); code != http.StatusNotFound {
+		t.Errorf("lifecycle off: POST /-/reload = %d, want 404", code)
+	}
+	_, base, _ = startVigil(t, "run", "--config", cfg, "--web.listen-address", "127.0.0.1:0", "--web.enable-lifecycle")
+	if code := reload(base, ""); code != http.StatusUnauthorized {
+		t.Errorf("no token: POST /-/reload = %d, want 401", code)
+	}
+	if code := reload(base, "Bearer nope"); code != http.StatusUnauthorized {
+		t.Errorf("wrong token: POST /-/reload = %d, want 401", code)
+	}
+	if code := reload(base, "Bearer s3cret"); code != http.StatusOK {
+		t.Errorf("the token: POST /-/reload = %d, want 200", code)
+	}
+}
