@@ -47,7 +47,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   "server" (dict "listen_address" (printf ":%v" .Values.service.port))
   "log" (dict "level" .Values.logLevel "format" "json")
   "collectors" $collectors
-  "rules" (dict "storage_dir" "/var/lib/vigil/tsdb" "rule_files" (list "embedded:*.rules.yml" "/etc/vigil/rules/*.yaml"))
+  "rules" (dict "storage_dir" "/var/lib/vigil/tsdb" "rule_files" (list "embedded:*.rules.yml" "/etc/vigil/rules/*.yaml")
+            "query_api" (dict "enabled" .Values.queryAPI))
   "healing" (dict "dry_run" .Values.dryRun "policy_file" "/etc/vigil/policies/policies.yaml"
               "kubernetes" (dict "mode" "auto" "lease_namespace" .Release.Namespace))
 -}}
