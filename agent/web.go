@@ -154,7 +154,9 @@ func (a *Agent) protect(next http.Handler) http.Handler {
 			a.reject(w, r, http.StatusUnauthorized, "unauthorized", "unauthorized: wrong API token")
 			return
 		case tokenUnset:
-			if srv.RequireAPIToken || r.Header.Get("Authorization") != "" {
+			// A bearer token that cannot be checked is refused; without
+			// one, reads are open unless the token is required.
+			if srv.RequireAPIToken || strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
 				a.reject(w, r, http.StatusForbidden, "forbidden", "the API token (healing.auth_token_file) is not configured or cannot be read; refusing")
 				return
 			}

@@ -368,6 +368,13 @@ basic_auth_users:
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "vigil_build_info") {
 		t.Errorf("client certificate and basic auth: %d", resp.StatusCode)
 	}
+	// Basic credentials in Authorization are not a wrong API token: the
+	// reads stay open to the authenticated client.
+	if resp, err := authed.Get(url + "/api/v1/actions"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("GET /api/v1/actions with basic auth: %v %v, want 200", err, resp)
+	} else {
+		resp.Body.Close()
+	}
 
 	// A web configuration file that does not load is a configuration error.
 	bad := filepath.Join(dir, "bad.yml")

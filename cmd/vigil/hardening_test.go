@@ -166,3 +166,23 @@ func TestReloadEndpointInTheBinary(t *testing.T) {
 		t.Errorf("the token: POST /-/reload = %d, want 200", code)
 	}
 }
+
+// With server.require_api_token, `vigil status` needs --token-file.
+func TestStatusWithRequiredToken(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	os.WriteFile(tok, []byte("s3cret\n"), 0o600)
+	cfg := filepath.Join(dir, "vigil.yaml")
+	os.WriteFile(cfg, []byte("server:\n  require_api_token: true\nhealing:\n  auth_token_file: "+tok+"\n  kubernetes: {mode: \"off\"}\n"), 0o644)
+	_, base, _ := startVigil(t, "run", "--config", cfg, "--web.listen-address", "127.0.0.1:0")
+
+	var out, errb strings.Builder
+	if code := Main([]string{"status", "--url", base}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "401") {
+		t.Errorf("status without the token: exit %d, stderr %q; want 1 and 401", code, errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := Main([]string{"status", "--url", base, "--token-file", tok}, &out, &errb); code != 0 || !strings.Contains(out.String(), "remediation dry-run") {
+		t.Errorf("status with the token: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -27,13 +28,36 @@ func init() {
 		limit := cmd.Flag("limit", "How many recent decisions to print.").Default("20").Int()
 		follow := cmd.Flag("follow", "Keep streaming new decisions as they happen; reconnects when the stream breaks (an agent restart), without repeating decisions already printed.").Short('f').Bool()
 		giveUp := cmd.Flag("give-up-after", "With --follow: stop when the agent has been unreachable this long (0: never).").Default("0").Duration()
+		tokenFile := cmd.Flag("token-file", "File holding the agent's API token (healing.auth_token_file), sent as a bearer token; needed when the agent has server.require_api_token.").PlaceHolder("FILE").String()
 		return cmd.FullCommand(), func(stdout, stderr io.Writer) int {
-			if *follow {
-				return followStatus(*base, *limit, *giveUp, stdout, stderr)
+			auth, err := bearer(*tokenFile)
+			if err != nil {
+				fmt.Fprintf(stderr, "vigil status: --token-file: %v\n", err)
+				return 2
 			}
-			return runStatus(*base, *limit, stdout, stderr)
+			if *follow {
+				return followStatus(*base, *limit, *giveUp, auth, stdout, stderr)
+			}
+			return runStatus(*base, *limit, auth, stdout, stderr)
 		}
 	})
+}
+
+// bearer returns the Authorization header for the token in file, or ""
+// without a file.
+func bearer(file string) (string, error) {
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s is empty", file)
+	}
+	return "Bearer " + tok, nil
 }
 
 // actionsURL is the agent's /api/v1/actions URL for limit records.
@@ -48,14 +72,18 @@ func actionsURL(base string, limit int) (string, error) {
 	return u.String(), nil
 }
 
-func runStatus(base string, limit int, stdout, stderr io.Writer) int {
+func runStatus(base string, limit int, auth string, stdout, stderr io.Writer) int {
 	u, err := actionsURL(base, limit)
 	if err != nil {
 		fmt.Fprintf(stderr, "vigil status: bad --url: %v\n", err)
 		return 2
 	}
 	client := &http.Client{Timeout: 15 * time.Second}
-	resp, err := client.Get(u)
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "vigil status: %v\n", err)
 		return 1
@@ -116,7 +144,7 @@ func statusRow(tw *tabwriter.Writer, r healing.Record) {
 // 30 s); the records the agent replays on a new stream that were printed
 // before are skipped (by time, then ID: IDs start again at 1 when the
 // agent restarts). It gives up after giveUp without a stream (0: never).
-func followStatus(base string, limit int, giveUp time.Duration, stdout, stderr io.Writer) int {
+func followStatus(base string, limit int, giveUp time.Duration, auth string, stdout, stderr io.Writer) int {
 	u, err := actionsURL(base, limit)
 	if err != nil {
 		fmt.Fprintf(stderr, "vigil status: bad --url: %v\n", err)
@@ -128,7 +156,7 @@ func followStatus(base string, limit int, giveUp time.Duration, stdout, stderr i
 	pause := time.Second
 	lost := time.Time{} // when the stream was last lost; zero while it runs
 	for {
-		streamed, err := followOnce(u, &last, tw, stderr)
+		streamed, err := followOnce(u, auth, &last, tw, stderr)
 		if streamed {
 			pause, lost = time.Second, time.Time{}
 		}
@@ -159,9 +187,12 @@ func (p printed) after(r healing.Record) bool {
 // followOnce reads one stream until it ends, printing the records that
 // come after *last and advancing it. streamed says whether the agent
 // answered with a stream; err says why it ended.
-func followOnce(u string, last *printed, tw *tabwriter.Writer, stderr io.Writer) (streamed bool, err error) {
+func followOnce(u, auth string, last *printed, tw *tabwriter.Writer, stderr io.Writer) (streamed bool, err error) {
 	req, _ := http.NewRequest(http.MethodGet, u, nil)
 	req.Header.Set("Accept", "text/event-stream")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return false, err
