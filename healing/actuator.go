@@ -41,6 +41,18 @@ type Param struct {
 	// Check validates a rendered value; it runs at load for values without
 	// templates and at run time after rendering.
 	Check func(string) error
+	// Fixed marks a parameter that names where an action goes or what it
+	// carries (a URL, a credential file, a socket, a working directory, an
+	// allow-list): it cannot be a template, so alert labels cannot choose
+	// it. A template there refuses the policy at load.
+	Fixed bool
+	// FixedHead is Fixed for the first element of a list parameter only:
+	// exec's program path.
+	FixedHead bool
+	// NoOptions: an element rendered from a template must not begin with
+	// "-", unless it follows a literal "--" element, or the argument guard
+	// vetoes the action; alert labels cannot turn into options.
+	NoOptions bool
 	// Doc is a one-line description for the documentation.
 	Doc string
 }

@@ -14,8 +14,12 @@ func init() { Register(cordon{}) }
 
 func (cordon) Name() string         { return "cordon" }
 func (cordon) Scope() Scope         { return ScopeCluster }
-func (cordon) Params() []Param      { return []Param{paramNode} }
+func (cordon) Params() []Param      { return []Param{paramNode, paramNodes} }
 func (cordon) Target(a Args) Target { return Target{Kind: "Node", Name: a.Str("node")} }
+
+// AllowList bounds node by nodes.
+func (cordon) AllowList() (string, string) { return "node", "nodes" }
+
 func (cordon) Act(ctx context.Context, env *Env, a Args) (string, error) {
 	if err := cordonNode(ctx, env, a.Str("node")); err != nil {
 		return "", err

@@ -24,11 +24,14 @@ func init() { Register(drain{}) }
 func (drain) Name() string { return "drain" }
 func (drain) Scope() Scope { return ScopeCluster }
 func (drain) Params() []Param {
-	return []Param{paramNode,
+	return []Param{paramNode, paramNodes,
 		{Name: "timeout", Default: "5m", Check: checkDuration, Doc: "how long to keep evicting and waiting"},
 		{Name: "grace_period", Check: checkInt(0), Doc: "termination grace period in seconds (default: each pod's own)"}}
 }
 func (drain) Target(a Args) Target { return Target{Kind: "Node", Name: a.Str("node")} }
+
+// AllowList bounds node by nodes.
+func (drain) AllowList() (string, string) { return "node", "nodes" }
 
 func (drain) Act(ctx context.Context, env *Env, a Args) (string, error) {
 	node := a.Str("node")

@@ -11,8 +11,10 @@ import (
 	"time"
 )
 
-// execRunbook runs a runbook script: an argv list (each element may be a
-// template over the alert's labels, but it is never handed to a shell),
+// execRunbook runs a runbook script: an argv list (each argument may be a
+// template over the alert's labels, but it is never handed to a shell, and
+// a templated argument that would read as an option is vetoed; the program
+// and the working directory are fixed in the policy),
 // a timeout after which its whole process group is killed, a clean
 // environment and captured output.
 type execRunbook struct{}
@@ -23,9 +25,9 @@ func (execRunbook) Name() string { return "exec" }
 func (execRunbook) Scope() Scope { return ScopeNode }
 func (execRunbook) Params() []Param {
 	return []Param{
-		{Name: "command", Required: true, List: true, Doc: "argv: an absolute program path, then its arguments"},
+		{Name: "command", Required: true, List: true, FixedHead: true, NoOptions: true, Doc: "argv: an absolute program path, then its arguments"},
 		{Name: "timeout", Default: "60s", Check: checkDuration, Doc: "killed (with its children) after this"},
-		{Name: "dir", Default: "/", Check: checkAbs, Doc: "working directory"},
+		{Name: "dir", Default: "/", Fixed: true, Check: checkAbs, Doc: "working directory"},
 		{Name: "target", Doc: "what the script acts on, for cooldowns and records (default: the program path)"},
 	}
 }

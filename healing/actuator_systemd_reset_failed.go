@@ -13,8 +13,11 @@ func init() { Register(systemdResetFailed{}) }
 
 func (systemdResetFailed) Name() string         { return "systemd_reset_failed" }
 func (systemdResetFailed) Scope() Scope         { return ScopeNode }
-func (systemdResetFailed) Params() []Param      { return []Param{paramUnit, paramTimeout} }
+func (systemdResetFailed) Params() []Param      { return []Param{paramUnit, paramUnits, paramTimeout} }
 func (systemdResetFailed) Target(a Args) Target { return Target{Kind: "Unit", Name: a.Str("unit")} }
+
+// AllowList bounds unit by units.
+func (systemdResetFailed) AllowList() (string, string) { return "unit", "units" }
 
 func (systemdResetFailed) Act(ctx context.Context, env *Env, a Args) (string, error) {
 	unit := a.Str("unit")

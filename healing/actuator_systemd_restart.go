@@ -13,10 +13,15 @@ type systemdRestart struct{}
 
 func init() { Register(systemdRestart{}) }
 
-func (systemdRestart) Name() string         { return "systemd_restart" }
-func (systemdRestart) Scope() Scope         { return ScopeNode }
-func (systemdRestart) Params() []Param      { return []Param{paramUnit, paramMode, paramTimeout} }
+func (systemdRestart) Name() string { return "systemd_restart" }
+func (systemdRestart) Scope() Scope { return ScopeNode }
+func (systemdRestart) Params() []Param {
+	return []Param{paramUnit, paramUnits, paramMode, paramTimeout}
+}
 func (systemdRestart) Target(a Args) Target { return Target{Kind: "Unit", Name: a.Str("unit")} }
+
+// AllowList bounds unit by units.
+func (systemdRestart) AllowList() (string, string) { return "unit", "units" }
 
 func (systemdRestart) Act(ctx context.Context, env *Env, a Args) (string, error) {
 	unit := a.Str("unit")

@@ -26,10 +26,14 @@ func (systemdScale) Params() []Param {
 		{Name: "step", Default: "1", Check: checkSignedInt, Doc: "instances to add (negative to remove)"},
 		{Name: "min", Default: "1", Check: checkInt(0), Doc: "fewest instances"},
 		{Name: "max", Required: true, Check: checkInt(1), Doc: "most instances"},
+		{Name: "units", List: true, Fixed: true, Check: checkGlob, Doc: "globs of the template units this policy may scale; required when the template is a template"},
 		paramTimeout,
 	}
 }
 func (systemdScale) Target(a Args) Target { return Target{Kind: "Unit", Name: a.Str("template")} }
+
+// AllowList bounds template by units.
+func (systemdScale) AllowList() (string, string) { return "template", "units" }
 
 func checkTemplateUnit(s string) error {
 	if err := checkUnit(s); err != nil {

@@ -22,8 +22,8 @@ func (webhook) Name() string { return "webhook" }
 func (webhook) Scope() Scope { return ScopeNode }
 func (webhook) Params() []Param {
 	return []Param{
-		{Name: "url", Required: true, Check: checkURL, Doc: "http(s) URL to POST to"},
-		{Name: "bearer_token_file", Doc: "file holding a bearer token for the Authorization header"},
+		{Name: "url", Required: true, Fixed: true, Check: checkURL, Doc: "http(s) URL to POST to"},
+		{Name: "bearer_token_file", Fixed: true, Check: checkAbs, Doc: "file holding a bearer token for the Authorization header"},
 	}
 }
 func (webhook) Target(a Args) Target {

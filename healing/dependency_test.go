@@ -89,7 +89,7 @@ func TestGuardOrder(t *testing.T) {
 	for _, g := range Guards {
 		names = append(names, g.Name)
 	}
-	want := "maintenance rollout blast_radius dependency cooldown rate_limit node_rate_limit circuit_breaker dry_run"
+	want := "allow_list argument maintenance rollout blast_radius dependency cooldown rate_limit node_rate_limit circuit_breaker dry_run"
 	if got := strings.Join(names, " "); got != want {
 		t.Fatalf("guards %q, want %q", got, want)
 	}

@@ -391,8 +391,9 @@ const (
 )
 
 // escalationGuards are the guards an escalation passes: it notifies, so
-// only the maintenance switch and dry-run hold it back.
-var escalationGuards = []string{GuardMaintenance, GuardDryRun}
+// only the maintenance switch and dry-run hold it back, besides the
+// policy's bounds on what labels may choose.
+var escalationGuards = []string{GuardAllowList, GuardArgument, GuardMaintenance, GuardDryRun}
 
 func (e *Engine) runbook(ctx context.Context, inc *incident) {
 	p := inc.policy
@@ -416,6 +417,23 @@ func (e *Engine) runbook(ctx context.Context, inc *incident) {
 	if p.Escalate != nil && !inc.isResolved() && ctx.Err() == nil {
 		e.attempt(ctx, inc, p.Escalate, e.pick(escalationGuards), "every step failed")
 	}
+}
+
+// boundGuards check the policy's bounds on what alert labels may choose;
+// they look only at the step and its rendered arguments.
+var boundGuards = map[string]bool{GuardAllowList: true, GuardArgument: true}
+
+// splitGuards separates the bound guards, which run before the target's
+// facts are read, from the rest, keeping each side's order.
+func splitGuards(guards []Guard) (bounds, rest []Guard) {
+	for _, g := range guards {
+		if boundGuards[g.Name] {
+			bounds = append(bounds, g)
+		} else {
+			rest = append(rest, g)
+		}
+	}
+	return bounds, rest
 }
 
 func (e *Engine) pick(names []string) []Guard {
@@ -462,6 +480,33 @@ func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []G
 	t := s.Action.Target(args)
 	rec.Target = t
 
+	gin := &GuardInput{
+		Now: time.Now(), Alert: inc.alert, Policy: p, Step: s, Target: t, Incident: inc.id, Args: args,
+		History: e.audit.history, GlobalDryRun: cfg.DryRun, NodeRateLimit: cfg.NodeRateLimit,
+	}
+	veto := func(guard, reason string) outcome {
+		if why != "" {
+			reason += " (escalation: " + why + ")"
+		}
+		rec.Guard = guard
+		if guard == GuardDryRun {
+			rec.DryRun = true
+			finish(ResultDryRun, "would "+describe(s, t)+"; "+reason)
+			return outcomeDone
+		}
+		finish(ResultVetoed, reason)
+		if guard == GuardCircuitBreaker {
+			return outcomeBreaker
+		}
+		return outcomeDone
+	}
+	// The policy's bounds on what labels may choose need no facts: a
+	// hostile target is vetoed before anything reads or locks it.
+	bounds, rest := splitGuards(guards)
+	if guard, reason := RunGuards(bounds, gin); guard != "" {
+		return veto(guard, reason)
+	}
+
 	var facts Facts
 	switch {
 	case e.paused.Load():
@@ -484,25 +529,9 @@ func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []G
 		finish(ResultSkipped, fmt.Sprintf("pod runs on node %q; its agent acts", facts.Node))
 		return outcomeDone
 	}
-	gin := &GuardInput{
-		Now: time.Now(), Alert: inc.alert, Policy: p, Step: s, Target: t, Incident: inc.id,
-		Facts: facts, History: e.audit.history, GlobalDryRun: cfg.DryRun, NodeRateLimit: cfg.NodeRateLimit,
-	}
-	if guard, reason := RunGuards(guards, gin); guard != "" {
-		if why != "" {
-			reason += " (escalation: " + why + ")"
-		}
-		rec.Guard = guard
-		if guard == GuardDryRun {
-			rec.DryRun = true
-			finish(ResultDryRun, "would "+describe(s, t)+"; "+reason)
-			return outcomeDone
-		}
-		finish(ResultVetoed, reason)
-		if guard == GuardCircuitBreaker {
-			return outcomeBreaker
-		}
-		return outcomeDone
+	gin.Now, gin.Facts = time.Now(), facts
+	if guard, reason := RunGuards(rest, gin); guard != "" {
+		return veto(guard, reason)
 	}
 	if p.RequireApproval {
 		if !e.approve(ctx, &rec, p.ApprovalTimeout) {

@@ -62,7 +62,7 @@ policies:
   name: p
   steps:
     - action: cordon
-      params: {node: "{{.node}}"}
+      params: {node: "{{.node}}", nodes: ["n*"]}
     - action: exec
       params: {command: ["/bin/true"]}
 `)

@@ -46,8 +46,10 @@ type GuardInput struct {
 	Step     *Step
 	Target   Target
 	Incident string
-	Facts    Facts
-	History  *History
+	// Args are the step's parameters rendered from the alert.
+	Args    Args
+	Facts   Facts
+	History *History
 	// GlobalDryRun is healing.dry_run.
 	GlobalDryRun bool
 	// NodeRateLimit is healing.node_rate_limit (nil: none).
@@ -62,6 +64,11 @@ type Guard struct {
 
 // Guard names, used in records and vigil_remediation_vetoes_total.
 const (
+	// GuardAllowList: the target (a unit, a node) rendered from the
+	// alert's labels is outside the policy's allow-list.
+	GuardAllowList = "allow_list"
+	// GuardArgument: a templated exec argument rendered to an option.
+	GuardArgument       = "argument"
 	GuardMaintenance    = "maintenance"
 	GuardRollout        = "rollout"
 	GuardBlastRadius    = "blast_radius"
@@ -73,9 +80,14 @@ const (
 	GuardDryRun         = "dry_run"
 )
 
-// Guards is the ordered list every action passes. Dry-run comes last so a
-// dry-run record means "every other guard let it through".
+// Guards is the ordered list every action passes. The policy's own
+// bounds on what labels may choose (allow_list, argument) come first, so a
+// hostile alert is vetoed for that reason even in maintenance or dry-run.
+// Dry-run comes last so a dry-run record means "every other guard let it
+// through".
 var Guards = []Guard{
+	{GuardAllowList, guardAllowList},
+	{GuardArgument, guardArgument},
 	{GuardMaintenance, guardMaintenance},
 	{GuardRollout, guardRollout},
 	{GuardBlastRadius, guardBlastRadius},

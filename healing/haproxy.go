@@ -48,7 +48,7 @@ func checkHAProxyName(s string) error {
 }
 
 var haproxyParams = []Param{
-	{Name: "socket", Required: true, Check: checkNotEmpty, Doc: "runtime API: a unix socket path or host:port"},
+	{Name: "socket", Required: true, Fixed: true, Check: checkNotEmpty, Doc: "runtime API: a unix socket path or host:port"},
 	{Name: "backend", Required: true, Check: checkHAProxyName, Doc: "backend name"},
 	{Name: "server", Required: true, Check: checkHAProxyName, Doc: "server name"},
 }

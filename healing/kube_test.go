@@ -628,8 +628,17 @@ func TestKubernetesActuators(t *testing.T) {
 		c.deployment(t, ns, "dr", depOpts{replicas: 2})
 		h := c.agentEngine(t, c.k.Nodes[0], "a", `
   name: drain
-  steps: [{action: drain, params: {node: "{{.node}}", timeout: 45s}}]
+  steps: [{action: drain, params: {node: "{{.node}}", nodes: ["`+node+`"], timeout: 45s}}]
 `)
+		// A hostile alert naming another node is vetoed by the allow-list:
+		// that node is not cordoned.
+		h.fire(map[string]string{"alertname": "NodeBad", "node": c.k.Nodes[0]})
+		if r := lastRecord(t, h.settle()); r.Result != ResultVetoed || r.Guard != GuardAllowList {
+			t.Fatalf("hostile node:%s", dump(h.e.History().Recent(0)))
+		}
+		if n, _ := c.admin.CoreV1().Nodes().Get(t.Context(), c.k.Nodes[0], metav1.GetOptions{}); n.Spec.Unschedulable {
+			t.Fatal("a node outside the allow-list was cordoned")
+		}
 		h.fire(map[string]string{"alertname": "NodeBad", "node": node})
 		if r := lastRecord(t, h.settle()); r.Result != ResultSuccess {
 			t.Fatalf("%s", dump(h.e.History().Recent(0)))

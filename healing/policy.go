@@ -123,6 +123,22 @@ type paramTemplate struct {
 	isList bool
 	parts  []*template.Template
 	static bool
+	// templated says, per part, whether it is a template (rather than a
+	// literal string).
+	templated []bool
+}
+
+// templated reports whether any value of parameter name is a template
+// over the alert's labels.
+func (s *Step) templated(name string) bool {
+	pt, ok := s.params[name]
+	return ok && !pt.static
+}
+
+// templatedAt reports whether element i of parameter name is a template.
+func (s *Step) templatedAt(name string, i int) bool {
+	pt, ok := s.params[name]
+	return ok && i < len(pt.templated) && pt.templated[i]
 }
 
 type route struct {
@@ -427,7 +443,7 @@ func (c *compiler) step(path string, n *yaml.Node, sc *StepConfig, matchers amla
 			continue
 		}
 		pt := &paramTemplate{isList: v.IsList, static: true}
-		for _, text := range v.List {
+		for j, text := range v.List {
 			t, refs, err := compileTemplate(ppath, text)
 			if err != nil {
 				c.errAt(pn, ppath, "%v", err)
@@ -438,20 +454,36 @@ func (c *compiler) step(path string, n *yaml.Node, sc *StepConfig, matchers amla
 					c.errAt(pn, ppath, "template refers to label %q, which this policy's matchers require to be absent: it can never resolve", l)
 				}
 			}
-			if len(refs) > 0 || strings.Contains(text, "{{") {
+			templated := len(refs) > 0 || strings.Contains(text, "{{")
+			if templated && (decl.Fixed || (decl.FixedHead && j == 0)) {
+				what := "cannot be a template"
+				if decl.FixedHead {
+					what = "element 0 (the program) cannot be a template"
+				}
+				c.errAt(pn, ppath, "%s: it names where the action goes or what it carries, which alert labels must not choose; write it out in the policy", what)
+			}
+			if templated {
 				pt.static = false
-			} else if decl.Check != nil && !decl.List {
+			} else if decl.Check != nil {
 				if err := decl.Check(text); err != nil {
 					c.errAt(pn, ppath, "%v", err)
 				}
 			}
 			pt.parts = append(pt.parts, t)
+			pt.templated = append(pt.templated, templated)
 		}
 		s.params[name] = pt
 	}
 	for _, p := range s.declared {
 		if _, given := sc.Params[p.Name]; !given && p.Required {
 			c.errAt(paramsNode, path+".params."+p.Name, "missing required parameter for action %s", sc.Action)
+		}
+	}
+	if al, ok := act.(allowListed); ok {
+		target, list := al.AllowList()
+		if _, given := sc.Params[list]; !given && s.templated(target) {
+			c.errAt(child(paramsNode, target), path+".params."+list,
+				"required when %s is a template: list the %s (globs) that alert labels may choose, so no label can steer %s elsewhere", target, list, sc.Action)
 		}
 	}
 	return s

@@ -171,7 +171,7 @@ policies:
     - matchers: ['team="db"']
       routes:
         - name: db-restart
-          steps: [{action: systemd_restart, params: {unit: "{{.unit}}"}}]
+          steps: [{action: systemd_restart, params: {unit: "{{.unit}}", units: ["db-*.service"]}}]
     - name: fallback
       steps: [{action: webhook, params: {url: "https://chat.example/hook"}}]
 `

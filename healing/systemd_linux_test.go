@@ -208,10 +208,10 @@ policies:
   routes:
     - name: restart
       matchers: ['alertname="UnitDown"']
-      steps: [{action: systemd_restart, params: {unit: "{{.unit}}", timeout: 30s}}]
+      steps: [{action: systemd_restart, params: {unit: "{{.unit}}", units: ["app.service", "broken.service"], timeout: 30s}}]
     - name: reset
       matchers: ['alertname="UnitFailed"']
-      steps: [{action: systemd_reset_failed, params: {unit: "{{.unit}}"}}]
+      steps: [{action: systemd_reset_failed, params: {unit: "{{.unit}}", units: ["broken.service"]}}]
     - name: scale
       matchers: ['alertname="QueueDeep"']
       cooldown: 0s
@@ -228,6 +228,16 @@ policies:
 	h.settle()
 	if pid2 := unitProp(t, addr, "app.service", "MainPID"); pid2 == pid1 || pid2 == "0" {
 		t.Fatalf("main PID %s → %s: not restarted", pid1, pid2)
+	}
+	// A hostile alert naming a unit outside the policy's units is vetoed:
+	// the unit exists here (an instance of worker@.service) and stays down.
+	h.fire(map[string]string{"alertname": "UnitDown", "unit": "worker@7.service"})
+	recs = h.settle()
+	if r := recs[len(recs)-1]; r.Result != ResultVetoed || r.Guard != GuardAllowList || !strings.Contains(r.Reason, `"worker@7.service" is outside`) {
+		t.Fatalf("hostile unit:%s", dump(recs))
+	}
+	if s := unitProp(t, addr, "worker@7.service", "ActiveState"); s == "active" || s == "activating" {
+		t.Fatalf("worker@7.service is %s after a vetoed restart", s)
 	}
 	// A restart that fails is a failed action.
 	h.fire(map[string]string{"alertname": "UnitDown", "unit": "broken.service"})

@@ -1,0 +1,31 @@
+package healing
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// The policy examples in docs/healing.md load, so the documentation keeps
+// up with what the loader refuses (templated destinations, missing
+// allow-lists).
+func TestDocumentedPoliciesLoad(t *testing.T) {
+	doc, err := os.ReadFile("../docs/healing.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, block := range strings.Split(string(doc), "```yaml\n")[1:] {
+		block, _, _ = strings.Cut(block, "```")
+		if !strings.HasPrefix(block, "policies:") {
+			continue
+		}
+		n++
+		if _, err := ParsePolicies("docs/healing.md", []byte(block)); err != nil {
+			t.Errorf("example %d does not load: %v\n%s", n, err, block)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no policies example found in docs/healing.md")
+	}
+}
