@@ -444,3 +444,37 @@ func newTestPKI(t *testing.T, dir string) testPKI {
 	}
 	return p
 }
+
+// The server section's new keys are validated with their field paths.
+func TestServerConfigValidation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vigil.yaml")
+	writeFile(t, path, `server:
+  read_timeout: 0s
+  idle_timeout: -1s
+  max_connections: 1
+  max_event_streams: -1
+  require_api_token: true
+`)
+	_, err := LoadFile(path)
+	for _, want := range []string{
+		"server.read_timeout: must be positive, got 0s",
+		"server.idle_timeout: must be positive, got -1s",
+		"server.max_connections: must be at least 2, got 1",
+		"server.max_event_streams: must not be negative, got -1",
+		"server.require_api_token: needs the API token, healing.auth_token_file",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadFile() = %v, want %q", err, want)
+		}
+	}
+	// The defaults.
+	cfg, err := LoadDefault()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Server
+	if s.ReadTimeout != 30*time.Second || s.IdleTimeout != time.Minute || s.MaxConnections != 256 || s.MaxEventStreams != 16 ||
+		s.WebConfigFile != "" || s.EnableLifecycle || s.RequireAPIToken {
+		t.Errorf("server defaults: %+v", s)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -184,5 +185,56 @@ func TestStatusWithRequiredToken(t *testing.T) {
 	errb.Reset()
 	if code := Main([]string{"status", "--url", base, "--token-file", tok}, &out, &errb); code != 0 || !strings.Contains(out.String(), "remediation dry-run") {
 		t.Errorf("status with the token: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+}
+
+// 1,100 idle keep-alive connections to the real binary (the issue's
+// flood): /-/healthy and a scrape are still served, and the agent holds at
+// most server.max_connections (256) sockets for them.
+func TestIdleConnectionFloodInTheBinary(t *testing.T) {
+	cmd, base, logBuf := startVigil(t, "run", "--web.listen-address", "127.0.0.1:0")
+	addr := strings.TrimPrefix(base, "http://")
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 1100; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		conns = append(conns, c)
+		fmt.Fprintf(c, "GET /-/healthy HTTP/1.1\r\nHost: vigil\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the agent has %d open files with 1,100 idle connections held", len(fds))
+	if len(fds) > 256+128 {
+		t.Errorf("%d open files: the connection bound (256) does not hold", len(fds))
+	}
+	probe := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	for _, p := range []string{"/-/healthy", "/metrics"} {
+		resp, err := probe.Get(base + p)
+		if err != nil {
+			t.Fatalf("%s starved: %v\n%s", p, err, logBuf.String())
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s = %d", p, resp.StatusCode)
+		}
+		if p == "/metrics" && !strings.Contains(string(b), `vigil_collector_success{collector="host"} 1`) {
+			t.Errorf("the host collector failed under the flood")
+		}
 	}
 }
