@@ -115,29 +115,52 @@ func (s *aliasSizer) expanded(n *yaml.Node) (int, bool) {
 
 // Limit returns err with at most max of its problems: a joined error
 // (errors.Join, also nested) is flattened, and past max the rest are
-// replaced by one "… and N more problems" line. Other errors are returned
-// as they are.
+// replaced by one "… and N more problems" line. Summaries of an inner
+// Limit are added up, so capping twice still counts every problem. Other
+// errors are returned as they are.
 func Limit(err error, max int) error {
 	if err == nil {
 		return nil
 	}
 	var all []error
-	flatten(err, &all)
-	if len(all) <= max {
+	hidden := 0
+	flatten(err, &all, &hidden)
+	if len(all) <= max && hidden == 0 {
 		return err
 	}
-	kept := append(all[:max:max], fmt.Errorf("… and %d more problems (only the first %d are shown)", len(all)-max, max))
-	return errors.Join(kept...)
+	if len(all) > max {
+		hidden += len(all) - max
+		all = all[:max:max]
+	}
+	return errors.Join(append(all, &moreErrors{n: hidden, shown: len(all)})...)
 }
 
-func flatten(err error, into *[]error) {
+// moreErrors stands for the problems Limit left out.
+type moreErrors struct{ n, shown int }
+
+func (m *moreErrors) Error() string {
+	return fmt.Sprintf("… and %d more problems (only the first %d are shown)", m.n, m.shown)
+}
+
+func flatten(err error, into *[]error, hidden *int) {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		for _, e := range j.Unwrap() {
 			if e != nil {
-				flatten(e, into)
+				flatten(e, into, hidden)
 			}
 		}
 		return
+	}
+	// A summary, possibly wrapped with a prefix ("healing: … and N more"),
+	// adds to the count; an error that wraps a joined list is one problem.
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if m, ok := e.(*moreErrors); ok {
+			*hidden += m.n
+			return
+		}
+		if _, ok := e.(interface{ Unwrap() []error }); ok {
+			break
+		}
 	}
 	*into = append(*into, err)
 }

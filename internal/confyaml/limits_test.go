@@ -78,6 +78,17 @@ func TestLimitCapsErrors(t *testing.T) {
 		lines[MaxErrors] != "… and 30 more problems (only the first 20 are shown)" {
 		t.Fatalf("limited to %d lines:\n%s", len(lines), err)
 	}
+	// Capping an already capped list (a section's, then the file's)
+	// still counts every problem.
+	// The agent prefixes each problem of a section with its name.
+	var prefixed []error
+	for _, e := range Limit(errors.Join(errs...), MaxErrors).(interface{ Unwrap() []error }).Unwrap() {
+		prefixed = append(prefixed, fmt.Errorf("section: %w", e))
+	}
+	twice := Limit(errors.Join(errors.Join(prefixed...), errors.New("another")), MaxErrors)
+	if lines := strings.Split(twice.Error(), "\n"); len(lines) != MaxErrors+1 || lines[MaxErrors] != "… and 31 more problems (only the first 20 are shown)" {
+		t.Fatalf("capped twice:\n%s", twice)
+	}
 	if got := Limit(errors.Join(errs[:3]...), MaxErrors); strings.Count(got.Error(), "\n") != 2 {
 		t.Errorf("three problems changed: %v", got)
 	}
