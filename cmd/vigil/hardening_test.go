@@ -238,3 +238,59 @@ func TestIdleConnectionFloodInTheBinary(t *testing.T) {
 		}
 	}
 }
+
+// 2,000 event streams asked of the real binary (the issue's flood): 16 are
+// served, the rest get 503, and the goroutines stay bounded.
+func TestEventStreamFloodInTheBinary(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "vigil.yaml")
+	os.WriteFile(cfg, []byte("healing:\n  kubernetes: {mode: \"off\"}\n"), 0o644)
+	_, base, _ := startVigil(t, "run", "--config", cfg, "--web.listen-address", "127.0.0.1:0")
+	tr := &http.Transport{MaxIdleConnsPerHost: 16}
+	defer tr.CloseIdleConnections()
+	var open []*http.Response
+	defer func() {
+		for _, r := range open {
+			r.Body.Close()
+		}
+	}()
+	refused := 0
+	for i := 0; i < 2000; i++ {
+		req, _ := http.NewRequest("GET", base+"/api/v1/actions", nil)
+		req.Header.Set("Accept", "text/event-stream")
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		switch resp.StatusCode {
+		case 200:
+			open = append(open, resp)
+		case http.StatusServiceUnavailable:
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			refused++
+		default:
+			t.Fatalf("stream %d: %d", i, resp.StatusCode)
+		}
+	}
+	if len(open) != 16 || refused != 2000-16 {
+		t.Errorf("%d streams served and %d refused, want 16 and %d", len(open), refused, 2000-16)
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "go_goroutines "); ok {
+			n, _ := strconv.Atoi(v)
+			t.Logf("go_goroutines %d with 16 streams open after 2,000 asked", n)
+			if n > 400 {
+				t.Errorf("go_goroutines = %d", n)
+			}
+		}
+		if strings.HasPrefix(l, `vigil_http_requests_rejected_total{reason="too_many_streams"}`) {
+			t.Log(l)
+		}
+	}
+}
