@@ -71,7 +71,9 @@ func guardAllowList(in *GuardInput) string {
 
 // guardArgument vetoes an action whose templated list elements (exec's
 // arguments) rendered to something a program would read as an option: a
-// value beginning with "-", unless a literal "--" element comes before it.
+// value beginning with "-", unless a literal "--" element comes before it
+// or the policy wrote the "-" itself ("--name={{.pod}}": the option is the
+// author's, the label only its value).
 func guardArgument(in *GuardInput) string {
 	for _, p := range in.Step.declared {
 		if !p.NoOptions {
@@ -83,7 +85,7 @@ func guardArgument(in *GuardInput) string {
 			if !templated && v == "--" {
 				afterDashes = true
 			}
-			if templated && !afterDashes && strings.HasPrefix(v, "-") {
+			if templated && !afterDashes && strings.HasPrefix(v, "-") && !in.Step.writtenOption(p.Name, i) {
 				return fmt.Sprintf("%s[%d] rendered from the alert's labels to %q, which the program would read as an option; put a literal \"--\" before templated arguments if the program takes it", p.Name, i, v)
 			}
 		}

@@ -124,8 +124,10 @@ type paramTemplate struct {
 	parts  []*template.Template
 	static bool
 	// templated says, per part, whether it is a template (rather than a
-	// literal string).
+	// literal string); option, whether its text begins with a literal "-"
+	// (an option the policy's author wrote, such as "--name={{.pod}}").
 	templated []bool
+	option    []bool
 }
 
 // templated reports whether any value of parameter name is a template
@@ -139,6 +141,14 @@ func (s *Step) templated(name string) bool {
 func (s *Step) templatedAt(name string, i int) bool {
 	pt, ok := s.params[name]
 	return ok && i < len(pt.templated) && pt.templated[i]
+}
+
+// writtenOption reports whether element i of parameter name begins with a
+// literal "-" in the policy: the option is the author's, only its value
+// may come from labels.
+func (s *Step) writtenOption(name string, i int) bool {
+	pt, ok := s.params[name]
+	return ok && i < len(pt.option) && pt.option[i]
 }
 
 type route struct {
@@ -471,6 +481,7 @@ func (c *compiler) step(path string, n *yaml.Node, sc *StepConfig, matchers amla
 			}
 			pt.parts = append(pt.parts, t)
 			pt.templated = append(pt.templated, templated)
+			pt.option = append(pt.option, strings.HasPrefix(text, "-"))
 		}
 		s.params[name] = pt
 	}

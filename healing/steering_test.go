@@ -89,6 +89,9 @@ func TestBoundGuards(t *testing.T) {
     - name: args
       matchers: ['k="args"']
       steps: [{action: exec, params: {command: ["/bin/echo", "-n", "{{.v}}", "--", "{{.v}}"]}}]
+    - name: written-option
+      matchers: ['k="opt"']
+      steps: [{action: exec, params: {command: ["/bin/echo", "--name={{.v}}", "{{.v}}"]}}]
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +118,8 @@ func TestBoundGuards(t *testing.T) {
 		{"args", "hello", "", ""},
 		{"args", "--version", "", `command[2] rendered from the alert's labels to "--version"`},
 		{"args", "-rf", "", "would read as an option"},
+		{"opt", "x", "", ""},
+		{"opt", "-x", "", `command[2] rendered from the alert's labels to "-x"`},
 	} {
 		allow, option := check(c.kind, c.v)
 		if (c.allow == "") != (allow == "") || !strings.Contains(allow, c.allow) {
