@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -16,6 +17,24 @@ import (
 // before a test runs, so a short line could exhaust the machine; a week of
 // one-minute samples (10080) fits many times over.
 const MaxSeriesSamples = 100_000
+
+// MaxEvalSteps is how many times a test group may evaluate its rules:
+// from 0 to its latest eval_time every evaluation_interval. A day at one
+// minute is 1441; evaluation_interval: 1ms with eval_time: 1000h would be
+// 3.6 billion.
+const MaxEvalSteps = 100_000
+
+// checkEvalSteps refuses a test group that would evaluate its rules more
+// than MaxEvalSteps times.
+func checkEvalSteps(interval, maxEval time.Duration) error {
+	if interval <= 0 {
+		return fmt.Errorf("evaluation_interval must be positive, got %s", interval)
+	}
+	if steps := uint64(maxEval/interval) + 1; steps > MaxEvalSteps {
+		return fmt.Errorf("evaluating every %s up to eval_time %s is %d rule evaluations, more than the %d a test may run", interval, maxEval, steps, MaxEvalSteps)
+	}
+	return nil
+}
 
 // UnmarshalYAML decodes an input series and refuses values that expand to
 // more than MaxSeriesSamples samples, naming the line.

@@ -83,3 +83,23 @@ func TestTestFileAliasBombIsRefused(t *testing.T) {
 		t.Fatalf("errors: %v", errs)
 	}
 }
+
+// A test group that would evaluate its rules billions of times is refused
+// before it starts.
+func TestEvaluationStepsAreBounded(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "rules.yml"), []byte("groups: [{name: g, rules: [{record: r, expr: up}]}]\n"), 0o644)
+	file := filepath.Join(dir, "long.test.yml")
+	os.WriteFile(file, []byte(`rule_files: [rules.yml]
+evaluation_interval: 1ms
+tests:
+  - name: forever
+    input_series: [{series: up, values: '1'}]
+    promql_expr_test: [{expr: up, eval_time: 1000h, exp_samples: []}]
+`), 0o644)
+	errs := RunFile(file, nil, &bytes.Buffer{})
+	want := file + `: tests[0] "forever": evaluating every 1ms up to eval_time 1000h0m0s is 3600000001 rule evaluations, more than the 100000 a test may run`
+	if len(errs) != 1 || errs[0].Error() != want {
+		t.Fatalf("errors: %v\nwant %s", errs, want)
+	}
+}

@@ -222,12 +222,16 @@ func RunFile(name string, run *regexp.Regexp, warn io.Writer) []error {
 		order[g] = i
 	}
 	var errs []error
-	for _, tg := range f.Tests {
+	for i, tg := range f.Tests {
 		if run != nil && !run.MatchString(tg.Name) {
 			continue
 		}
 		if tg.Interval == 0 {
 			tg.Interval = f.EvaluationInterval
+		}
+		if err := checkEvalSteps(time.Duration(f.EvaluationInterval), tg.maxEvalTime()); err != nil {
+			errs = append(errs, fmt.Errorf("%s: tests[%d] %q: %w", name, i, tg.Name, err))
+			continue
 		}
 		errs = append(errs, tg.run(time.Duration(f.EvaluationInterval), order, f.FuzzyCompare, f.RuleFiles)...)
 	}
