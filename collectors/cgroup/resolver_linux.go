@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,6 +42,10 @@ type Resolver struct {
 	mu       sync.Mutex
 	byID     map[uint64]string // cgroup ID -> path relative to the v2 root
 	lastWalk time.Time
+
+	// noHandles is set once open_by_handle_at was refused (the process
+	// lacks CAP_DAC_READ_SEARCH): lookups go straight to the walk.
+	noHandles atomic.Bool
 }
 
 // idCacheSize bounds the ID cache; when full it is emptied and refilled on
@@ -144,8 +149,8 @@ func parseProcCgroup(data []byte) (string, error) {
 // number of the cgroup's directory in the cgroup2 hierarchy, which is what
 // bpf_get_current_cgroup_id() and bpf_skb_cgroup_id() return. Lookups are
 // cached. On a miss the cgroup is opened by its kernfs file handle
-// (open_by_handle_at, needs CAP_DAC_READ_SEARCH), and failing that the
-// hierarchy is walked (at most once a second).
+// (open_by_handle_at, needs CAP_DAC_READ_SEARCH; see HandleLookup), and
+// failing that the hierarchy is walked (at most once a second).
 func (r *Resolver) CgroupID(id uint64) (workload.Identity, error) {
 	if r.v2 == "" {
 		return workload.Identity{}, ErrNoCgroup2
@@ -178,12 +183,31 @@ func (r *Resolver) remember(id uint64, p string) {
 	r.byID[id] = p
 }
 
+// HandleLookup reports whether cgroup IDs can be opened by their kernfs
+// handle, by opening the hierarchy's root that way: nil when they can, else
+// why not (for example "operation not permitted (CAP_DAC_READ_SEARCH
+// missing)"), in which case CgroupID resolves by walking the hierarchy
+// only, at most once a second, and does not try handles again.
+func (r *Resolver) HandleLookup() error {
+	if r.v2 == "" {
+		return ErrNoCgroup2
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(r.v2, &st); err != nil {
+		return &os.PathError{Op: "stat", Path: r.v2, Err: err}
+	}
+	_, err := r.openByID(st.Ino)
+	return err
+}
+
 func (r *Resolver) lookupID(id uint64) (string, error) {
-	if p, err := r.openByID(id); err == nil {
-		r.mu.Lock()
-		r.remember(id, p)
-		r.mu.Unlock()
-		return p, nil
+	if !r.noHandles.Load() {
+		if p, err := r.openByID(id); err == nil {
+			r.mu.Lock()
+			r.remember(id, p)
+			r.mu.Unlock()
+			return p, nil
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -218,8 +242,12 @@ func (r *Resolver) openByID(id uint64) (string, error) {
 	var b [8]byte
 	binary.NativeEndian.PutUint64(b[:], id)
 	fd, err := unix.OpenByHandleAt(mfd, unix.NewFileHandle(fileIDKernfs, b[:]), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if errors.Is(err, unix.EPERM) {
+		r.noHandles.Store(true)
+		return "", fmt.Errorf("open_by_handle_at: %w (CAP_DAC_READ_SEARCH missing)", err)
+	}
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("open_by_handle_at: %w", err)
 	}
 	defer unix.Close(fd)
 	target, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))

@@ -52,7 +52,8 @@ func newCollector(cfg *Config, set collectors.Settings) (collectors.Collector, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &collector{cfg: cfg, set: set, log: log, m: newMetrics(cfg), probe: discover}, nil
+	return &collector{cfg: cfg, set: set, log: log, m: newMetrics(cfg),
+		probe: func(cfg *Config, log *slog.Logger) *capabilities { return discoverIn(cfg, set.Paths.SysFS, log) }}, nil
 }
 
 // clock turns the kernel's monotonic timestamps (bpf_ktime_get_ns) into
@@ -92,7 +93,12 @@ func (c *collector) Start(ctx context.Context) error {
 			if paths.SysFS == "" {
 				paths.SysFS = "/sys"
 			}
-			c.cgroups = newUnifiedResolver(cgroup.NewResolver(paths, c.set.Enricher), c.set.Enricher)
+			r := cgroup.NewResolver(paths, c.set.Enricher)
+			if err := r.HandleLookup(); err != nil {
+				c.log.Info("cgroups not opened by handle; cgroups not seen at creation are found by walking the hierarchy, at most once a second",
+					"reason", err)
+			}
+			c.cgroups = newUnifiedResolver(r, c.set.Enricher)
 		}
 		if hierarchy, err = cgroupHierarchyID(procFS, memory); err != nil {
 			hierarchy = -1
@@ -100,6 +106,7 @@ func (c *collector) Start(ctx context.Context) error {
 		}
 		c.log.Info("attributing eBPF events to workloads by cgroup", "hierarchy", root, "hierarchy_id", hierarchy)
 	}
+	raiseMemlock(c.log)
 	caps := c.probe(c.cfg, c.log)
 	for n, err := range caps.features {
 		v := 1.0

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -98,10 +100,34 @@ type capabilities struct {
 // tracefsDirs are where tracefs may be mounted.
 var tracefsDirs = []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"}
 
+// tracefsCandidates are the directories tried for tracefs: the usual
+// places, then the same under the host's sysfs when it is mounted
+// elsewhere (a container's /host/sys, where the host's tracefs mount
+// appears when the host has mounted it). cilium/ebpf finds the tracepoint
+// IDs in the first tracefs of /proc/self/mountinfo, which these are.
+func tracefsCandidates(sysfs string) []string {
+	dirs := slices.Clone(tracefsDirs)
+	if sysfs != "" && filepath.Clean(sysfs) != "/sys" {
+		for _, d := range tracefsDirs {
+			dirs = append(dirs, filepath.Join(sysfs, strings.TrimPrefix(d, "/sys/")))
+		}
+	}
+	return dirs
+}
+
 // discover probes the kernel. Every missing feature is logged once with
 // the reason, and the programs that need it are skipped later.
 func discover(cfg *Config, log *slog.Logger) *capabilities {
+	return discoverIn(cfg, "/sys", log)
+}
+
+// discoverIn is discover with the host's /sys mounted at sysfs (a
+// container's /host/sys), where tracefs is looked for too.
+func discoverIn(cfg *Config, sysfs string, log *slog.Logger) *capabilities {
 	caps := &capabilities{features: map[string]error{}}
+	if m := missingBPFCaps(); m != "" {
+		log.Warn("eBPF programs cannot be loaded: "+m+" missing", "missing", m)
+	}
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
 		err = fmt.Errorf("kernel BTF unavailable (needs CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux): %w", err)
@@ -115,7 +141,7 @@ func discover(cfg *Config, log *slog.Logger) *capabilities {
 	caps.features["tracepoint"] = wrapProbe("tracepoint programs", features.HaveProgramType(ebpf.TracePoint))
 	caps.features["uprobe"] = uprobeSupport()
 
-	caps.tracefsDir, err = findTracefs(cfg.MountTracefs, log)
+	caps.tracefsDir, err = findTracefs(tracefsCandidates(sysfs), cfg.MountTracefs, log)
 	caps.features["tracefs"] = err
 	names := make([]string, 0, len(caps.features))
 	for n := range caps.features {
@@ -138,7 +164,7 @@ func wrapProbe(what string, err error) error {
 		return fmt.Errorf("%s not supported by this kernel", what)
 	}
 	if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
-		return fmt.Errorf("%s: permission denied (needs root or CAP_BPF and CAP_PERFMON)", what)
+		return fmt.Errorf("%s: permission denied (%s)", what, permissionHint())
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
@@ -152,10 +178,10 @@ func uprobeSupport() error {
 	return wrapProbe("kprobe/uprobe programs", features.HaveProgramType(ebpf.Kprobe))
 }
 
-// findTracefs returns the tracefs directory, mounting it at
+// findTracefs returns the first of dirs holding tracefs, mounting it at
 // /sys/kernel/tracing when allowed and missing.
-func findTracefs(mount bool, log *slog.Logger) (string, error) {
-	for _, d := range tracefsDirs {
+func findTracefs(dirs []string, mount bool, log *slog.Logger) (string, error) {
+	for _, d := range dirs {
 		_, err := os.Stat(d + "/events")
 		if err == nil {
 			return d, nil
@@ -168,6 +194,11 @@ func findTracefs(mount bool, log *slog.Logger) (string, error) {
 		return "", errors.New("tracefs is not mounted at /sys/kernel/tracing (syscall tracepoints need it; mount_tracefs is off)")
 	}
 	if err := unix.Mount("tracefs", tracefsDirs[0], "tracefs", 0, ""); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			if eff, cerr := effectiveCaps(); cerr == nil && eff&(1<<capSysAdmin) == 0 {
+				err = fmt.Errorf("%w (CAP_SYS_ADMIN missing)", err)
+			}
+		}
 		return "", fmt.Errorf("tracefs is not mounted and mounting it at %s failed: %w", tracefsDirs[0], err)
 	}
 	log.Info("mounted tracefs for the syscall tracepoints", "path", tracefsDirs[0])
