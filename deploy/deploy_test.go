@@ -89,7 +89,7 @@ func TestDaemonSetContract(t *testing.T) {
 		{"not privileged", sc["privileged"] == false},
 		{"read-only root filesystem", sc["readOnlyRootFilesystem"] == true},
 		{"all capabilities dropped", cmp.Equal(sc["capabilities"].(map[string]any)["drop"], []any{"ALL"})},
-		{"eBPF capabilities added", cmp.Equal(sc["capabilities"].(map[string]any)["add"], []any{"BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH"})},
+		{"eBPF capabilities added", cmp.Equal(sc["capabilities"].(map[string]any)["add"], []any{"BPF", "PERFMON"})},
 		{"liveness on /-/healthy", ctr["livenessProbe"].(map[string]any)["httpGet"].(map[string]any)["path"] == "/-/healthy"},
 		{"readiness on /-/ready", ctr["readinessProbe"].(map[string]any)["httpGet"].(map[string]any)["path"] == "/-/ready"},
 		{"requests and limits", ctr["resources"].(map[string]any)["requests"] != nil && ctr["resources"].(map[string]any)["limits"] != nil},

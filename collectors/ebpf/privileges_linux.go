@@ -63,6 +63,10 @@ func permissionHint() string {
 	if m := missingBPFCaps(); m != "" {
 		return m + " missing"
 	}
+	if limit, ok := memlockLimited(); ok {
+		return fmt.Sprintf("RLIMIT_MEMLOCK is %d bytes and this kernel (before 5.11) charges eBPF maps to it: "+
+			"CAP_SYS_RESOURCE missing to raise it", limit)
+	}
 	return "CAP_BPF and CAP_PERFMON are present: a kernel before 5.8 needs CAP_SYS_ADMIN instead, " +
 		"or a seccomp profile, LSM or user namespace refuses bpf(2)"
 }
@@ -119,6 +123,24 @@ func raiseMemlock(log *slog.Logger) {
 		log.Warn("cannot raise RLIMIT_MEMLOCK; eBPF maps beyond it fail to load on this kernel (before 5.11)",
 			"reason", reason, "memlock_bytes", cur.Cur)
 	}
+}
+
+// memlockLimited returns RLIMIT_MEMLOCK when the kernel charges eBPF memory
+// to it and it is not unlimited.
+func memlockLimited() (uint64, bool) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return 0, false
+	}
+	rel, err := kernelRelease(unix.ByteSliceToString(u.Release[:]))
+	if err != nil || !needsMemlock(rel) {
+		return 0, false
+	}
+	var cur unix.Rlimit
+	if err := unix.Prlimit(0, unix.RLIMIT_MEMLOCK, nil, &cur); err != nil || cur.Cur == unix.RLIM_INFINITY {
+		return 0, false
+	}
+	return cur.Cur, true
 }
 
 // needsMemlock reports whether kernel release rel charges BPF memory to
