@@ -142,6 +142,15 @@ build_cni() {
 		github.com/containernetworking/plugins/plugins/meta/portmap
 }
 
+# helm, for the deploy tests that install the chart on the real node as
+# users do (helm install/upgrade/uninstall); a module of its own so that the
+# Helm CLI's dependencies stay out of Vigil's go.mod.
+build_helm() {
+	build helm v3.22.0 "helm" \
+		-ldflags='-s -w -X helm.sh/helm/v3/internal/version.version=v3.22.0 -X helm.sh/helm/v3/internal/version.gitTreeState=clean' \
+		helm.sh/helm/v3/cmd/helm
+}
+
 build_otelcol() {
 	build otelcol v0.165.0 "otelcol" -ldflags='-s -w' .
 }
@@ -152,10 +161,10 @@ if [ "${1:-}" = "--key" ]; then
 fi
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(etcd victorialogs otelcol cni runc containerd kube)
+[ ${#tools[@]} -gt 0 ] || tools=(etcd victorialogs otelcol cni runc containerd kube helm)
 total=$SECONDS
 for t in "${tools[@]}"; do
-	declare -F "build_$t" >/dev/null || { echo "testenv-build: unknown tool $t (etcd victorialogs otelcol cni runc containerd kube)" >&2; exit 2; }
+	declare -F "build_$t" >/dev/null || { echo "testenv-build: unknown tool $t (etcd victorialogs otelcol cni runc containerd kube helm)" >&2; exit 2; }
 	"build_$t"
 done
 echo "testenv-build: done in $((SECONDS - total))s"

@@ -84,6 +84,7 @@ var tools = map[string]string{
 	"portmap":                 "cni",
 	"victoria-logs":           "victorialogs",
 	"otelcol":                 "otelcol",
+	"helm":                    "helm",
 }
 
 // underCI reports whether the tests run in CI (CI=true), where a server that
