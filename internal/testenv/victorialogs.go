@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -18,7 +19,8 @@ import (
 // Loki pushes and OTLP logs, and is read back with its LogsQL query API (it
 // has no Loki query API).
 type VictoriaLogs struct {
-	// URL is the base URL, http://127.0.0.1:<port>.
+	// URL is the base URL, http://127.0.0.1:<port> (or the
+	// [VictoriaLogsOptions.ListenHost]).
 	URL string
 	// DataDir is the storage folder; it is kept across Stop and Start.
 	DataDir string
@@ -27,20 +29,39 @@ type VictoriaLogs struct {
 	*Process
 }
 
+// VictoriaLogsOptions tune [StartVictoriaLogsWith].
+type VictoriaLogsOptions struct {
+	// ListenHost is the address to listen on (default 127.0.0.1). Pods of a
+	// real node reach the host only on [Node.HostIP]: a Vigil DaemonSet
+	// pod that pushes its logs here needs ListenHost: k.Node.HostIP.
+	ListenHost string
+}
+
 // StartVictoriaLogs starts VictoriaLogs with its data in the test's temp
 // folder and waits until it is ready.
 func StartVictoriaLogs(t TB) *VictoriaLogs {
 	t.Helper()
+	return StartVictoriaLogsWith(t, VictoriaLogsOptions{})
+}
+
+// StartVictoriaLogsWith is [StartVictoriaLogs] with options.
+func StartVictoriaLogsWith(t TB, opts VictoriaLogsOptions) *VictoriaLogs {
+	t.Helper()
 	bin := Binary(t, "victoria-logs")
 	dir := t.TempDir()
+	host := opts.ListenHost
+	if host == "" {
+		host = "127.0.0.1"
+	}
 	v := &VictoriaLogs{DataDir: filepath.Join(dir, "data")}
 	v.Process = StartOnFreePorts(t, 1, func(ports []int) Command {
-		v.URL = "http://" + hostPort(ports[0])
+		addr := net.JoinHostPort(host, strconv.Itoa(ports[0]))
+		v.URL = "http://" + addr
 		return Command{
 			Name: "victoria-logs",
 			Path: bin,
 			Args: []string{
-				"-httpListenAddr=" + hostPort(ports[0]),
+				"-httpListenAddr=" + addr,
 				"-storageDataPath=" + v.DataDir,
 				"-inmemoryDataFlushInterval=1s",
 				"-retentionPeriod=100y",
