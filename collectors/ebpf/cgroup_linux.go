@@ -186,6 +186,13 @@ func (r *cgroupResolver) walk() {
 // the cgroup2 mount, "memory" the v1 memory controller; "auto" picks the
 // unified hierarchy when no v1 memory hierarchy is mounted. It returns the
 // mount point and whether it is the v1 memory hierarchy.
+//
+// A mount of the whole hierarchy (mountinfo root "/") is preferred over a
+// mount of a part of it: in a container the runtime mounts the container's
+// own cgroup at /sys/fs/cgroup/<controller> (root
+// "/kubepods/…/<container id>"), listed before the host's hierarchy
+// mounted by the DaemonSet at /host/sys/fs/cgroup; paths relative to the
+// container's cgroup would name no workload.
 func cgroupMount(procFS, hierarchy string) (string, bool, error) {
 	f, err := os.Open(filepath.Join(procFS, "self", "mountinfo"))
 	if err != nil {
@@ -193,6 +200,7 @@ func cgroupMount(procFS, hierarchy string) (string, bool, error) {
 	}
 	defer f.Close()
 	var unified, memory string
+	var unifiedWhole, memoryWhole bool
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// 36 35 0:30 / /sys/fs/cgroup/memory rw,… shared:1 - cgroup cgroup rw,memory
@@ -204,16 +212,16 @@ func cgroupMount(procFS, hierarchy string) (string, bool, error) {
 		if len(pf) < 5 || len(qf) < 3 {
 			continue
 		}
-		mnt := unescapeMount(pf[4])
+		mnt, whole := unescapeMount(pf[4]), pf[3] == "/"
 		switch qf[0] {
 		case "cgroup2":
-			if unified == "" {
-				unified = mnt
+			if unified == "" || whole && !unifiedWhole {
+				unified, unifiedWhole = mnt, whole
 			}
 		case "cgroup":
 			for _, o := range strings.Split(qf[2], ",") {
-				if o == "memory" && memory == "" {
-					memory = mnt
+				if o == "memory" && (memory == "" || whole && !memoryWhole) {
+					memory, memoryWhole = mnt, whole
 				}
 			}
 		}
