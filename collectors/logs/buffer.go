@@ -294,6 +294,10 @@ func (b *diskBuffer) scan(s *segment, afterSeq uint64) ([]record, error) {
 		return nil, err
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
 	var out []record
 	var off int64
 	hdr := make([]byte, 8)
@@ -306,8 +310,11 @@ func (b *diskBuffer) scan(s *segment, afterSeq uint64) ([]record, error) {
 			break
 		}
 		n := int64(binary.LittleEndian.Uint32(hdr))
-		if n > 1<<30 {
-			b.logger.Warn("log buffer segment has a corrupt frame; cutting it off", "file", s.path, "offset", off)
+		// A length past the end of the file is a torn (or corrupt) frame:
+		// refuse it before allocating its payload, so an 8-byte header
+		// cannot make the agent allocate a gigabyte at start.
+		if n > 1<<30 || off+8+n > st.Size() {
+			b.logger.Warn("log buffer segment has a corrupt or torn frame; cutting it off", "file", s.path, "offset", off)
 			break
 		}
 		if int64(cap(payload)) < n {
@@ -340,7 +347,7 @@ func (b *diskBuffer) scan(s *segment, afterSeq uint64) ([]record, error) {
 		}
 		off += 8 + n
 	}
-	if st, err := f.Stat(); err == nil && st.Size() > off {
+	if st.Size() > off {
 		if err := f.Truncate(off); err != nil {
 			return nil, err
 		}
