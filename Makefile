@@ -56,6 +56,10 @@ test-unit: ## Run only the tests that need no servers or root (fast).
 bench: build ## Run the Go benchmarks and every side-by-side scenario in hack/bench/.
 	bash hack/bench.sh
 
+.PHONY: fuzz
+fuzz: ## Run every Go fuzz target for FUZZTIME each (default 20s; FUZZ=regexp picks targets); a failing input lands in the package's testdata/fuzz/.
+	GO="$(GO)" bash hack/fuzz.sh
+
 lint: ## go vet and gofmt.
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
