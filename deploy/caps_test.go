@@ -1,14 +1,24 @@
 package deploy_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // kubeDoc holds the capability table the DaemonSet must match.
@@ -197,4 +207,202 @@ func kustomizeWithDocPatch(t *testing.T) []*unstructured.Unstructured {
 	writeFile(t, filepath.Join(dir, "kustomization.yaml"),
 		"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - "+rel+"\n"+block)
 	return kustomize(t, dir)
+}
+
+// TestCapabilitiesOnRealNode runs the chart's DaemonSet on a real node
+// (kubelet, containerd, runc; internal/testenv) with the documented
+// capabilities, then with each of them removed: with the documented set
+// every eBPF program the collector attempts is loaded; without one the pod
+// still starts, stays Ready without a restart, reports every program not
+// loaded and logs which capability is missing, and the host collector
+// still succeeds.
+func TestCapabilitiesOnRealNode(t *testing.T) {
+	k := testenv.StartKubernetesWith(t, testenv.KubeOptions{RealNode: true})
+	tar, _ := testenv.VigilImage(t)
+	k.Node.ImportImage(t, tar)
+	var documented []string
+	for _, c := range capabilityTable(t) {
+		if c.added {
+			documented = append(documented, c.name)
+		}
+	}
+	// The chart's objects (Helm defaults; the node has the image, so it is
+	// never pulled): the Namespace first, then everything but the
+	// DaemonSet, which each case installs with its own capabilities.
+	objs := mustHelm(t, loadChart(t), "vigil", capsNS, helmDefaults(map[string]any{
+		"image": map[string]any{"pullPolicy": "Never"},
+	}))
+	var ds *unstructured.Unstructured
+	var ns, rest []*unstructured.Unstructured
+	for _, u := range objs {
+		switch u.GetKind() {
+		case "DaemonSet":
+			ds = u
+		case "Namespace":
+			ns = append(ns, u)
+		default:
+			rest = append(rest, u)
+		}
+	}
+	if ds == nil || len(ns) != 1 {
+		t.Fatalf("chart: DaemonSet %v, %d Namespaces", ds != nil, len(ns))
+	}
+	kubectlApply(t, k, ns)
+	testenv.Eventually(t, time.Minute, 250*time.Millisecond, "namespace "+capsNS, func(ctx context.Context) error {
+		_, err := k.Client().CoreV1().Namespaces().Get(ctx, capsNS, metav1.GetOptions{})
+		return err
+	})
+	kubectlApply(t, k, rest)
+	checkCapabilityDegradation(t, k, ds, "", documented)
+	for _, c := range documented {
+		checkCapabilityDegradation(t, k, ds, c, documented)
+	}
+}
+
+// capsNS is the namespace TestCapabilitiesOnRealNode installs into.
+const capsNS = "vigil"
+
+// kubectlApply applies objects with `kubectl apply -f` and returns the
+// manifest's path.
+func kubectlApply(t *testing.T, k *testenv.Kube, objs []*unstructured.Unstructured) string {
+	t.Helper()
+	var docs []string
+	for _, u := range objs {
+		y, err := yaml.Marshal(u.Object)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, string(y))
+	}
+	manifest := filepath.Join(t.TempDir(), "objects.yaml")
+	writeFile(t, manifest, strings.Join(docs, "---\n"))
+	if out, err := k.Kubectl(t, "apply", "-f", manifest); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	return manifest
+}
+
+// checkCapabilityDegradation installs the DaemonSet ds with capability
+// remove taken out of the documented set ("" for none), checks the agent
+// as TestCapabilitiesOnRealNode says, and deletes the DaemonSet and its pod
+// again.
+func checkCapabilityDegradation(t *testing.T, k *testenv.Kube, ds *unstructured.Unstructured, remove string, documented []string) {
+	name := "documented"
+	if remove != "" {
+		name = "without " + remove
+	}
+	t.Run(name, func(t *testing.T) {
+		add := slices.DeleteFunc(slices.Clone(documented), func(c string) bool { return c == remove })
+		u := ds.DeepCopy()
+		ctrs, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
+		caps := make([]any, len(add))
+		for i, c := range add {
+			caps[i] = c
+		}
+		if err := unstructured.SetNestedSlice(ctrs[0].(map[string]any), caps, "securityContext", "capabilities", "add"); err != nil {
+			t.Fatal(err)
+		}
+		if err := unstructured.SetNestedSlice(u.Object, ctrs, "spec", "template", "spec", "containers"); err != nil {
+			t.Fatal(err)
+		}
+		manifest := kubectlApply(t, k, []*unstructured.Unstructured{u})
+		defer func() {
+			if out, err := k.Kubectl(t, "delete", "-f", manifest, "--wait", "--timeout=2m"); err != nil {
+				t.Errorf("%v: %s", err, out)
+			}
+			testenv.Eventually(t, 2*time.Minute, 500*time.Millisecond, "the agent pod gone", func(ctx context.Context) error {
+				pods, err := k.Client().CoreV1().Pods(capsNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=vigil"})
+				if err != nil {
+					return err
+				}
+				if len(pods.Items) > 0 {
+					return fmt.Errorf("%d pods left", len(pods.Items))
+				}
+				return nil
+			})
+		}()
+
+		var pod *corev1.Pod
+		testenv.Eventually(t, 3*time.Minute, 500*time.Millisecond, "the agent pod Ready", func(ctx context.Context) error {
+			pods, err := k.Client().CoreV1().Pods(capsNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=vigil"})
+			if err != nil {
+				return err
+			}
+			var seen []string
+			for i, p := range pods.Items {
+				seen = append(seen, p.Name+" "+string(p.Status.Phase))
+				for _, c := range p.Status.Conditions {
+					if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.Status.PodIP != "" {
+						pod = &pods.Items[i]
+						return nil
+					}
+				}
+			}
+			return fmt.Errorf("no pod Ready: %v", seen)
+		})
+		var metrics string
+		testenv.Eventually(t, time.Minute, time.Second, "the agent's eBPF metrics", func(context.Context) error {
+			out, err := k.Node.Output("curl", "-sf", "http://"+net.JoinHostPort(pod.Status.PodIP, "19100")+"/metrics")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(out, "vigil_ebpf_program_loaded{") {
+				return errors.New("no vigil_ebpf_program_loaded yet")
+			}
+			metrics = out
+			return nil
+		})
+		logs, err := k.Client().CoreV1().Pods(capsNS).GetLogs(pod.Name, &corev1.PodLogOptions{Container: "vigil"}).DoRaw(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := k.Client().CoreV1().Pods(capsNS).Get(t.Context(), pod.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range p.Status.ContainerStatuses {
+			if s.RestartCount != 0 {
+				t.Errorf("container %s restarted %d times", s.Name, s.RestartCount)
+			}
+		}
+		loaded := 0
+		for _, line := range strings.Split(metrics, "\n") {
+			if strings.HasPrefix(line, "vigil_ebpf_program_loaded{") && strings.HasSuffix(line, " 1") {
+				loaded++
+			}
+		}
+		if !strings.Contains(metrics, `vigil_collector_success{collector="host"} 1`) {
+			t.Errorf("the host collector does not succeed:\n%s", grepLines(metrics, "vigil_collector_success"))
+		}
+		t.Logf("%s: %d eBPF programs loaded; log:\n%s", name, loaded, grepLines(string(logs), "eBPF"))
+		if remove == "" {
+			if loaded == 0 || strings.Contains(string(logs), `"msg":"eBPF program not loaded"`) ||
+				strings.Contains(string(logs), "runs without programs") {
+				t.Errorf("with the documented capabilities %d programs loaded", loaded)
+			}
+			return
+		}
+		if loaded != 0 {
+			t.Errorf("without %s %d programs loaded:\n%s", remove, loaded, grepLines(metrics, "vigil_ebpf_program_loaded"))
+		}
+		for _, want := range []string{
+			`"msg":"eBPF programs cannot be loaded: CAP_` + remove + ` missing"`,
+			`"msg":"eBPF collector runs without programs"`,
+		} {
+			if !strings.Contains(string(logs), want) {
+				t.Errorf("without %s the log lacks %s", remove, want)
+			}
+		}
+	})
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
