@@ -34,6 +34,8 @@ func runHelper(name, arg string) int {
 		err = rawHTTP()
 	case "unprivileged":
 		err = unprivilegedCollector()
+	case "tracefs-under-sysfs":
+		err = tracefsUnderSysfs(arg)
 	default:
 		err = fmt.Errorf("unknown helper %q", name)
 	}

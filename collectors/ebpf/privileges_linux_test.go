@@ -3,6 +3,8 @@
 package ebpf
 
 import (
+	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"regexp"
@@ -132,4 +134,67 @@ func TestCapabilityDegradation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTracefsUnderHostSysfs runs the collector in a child process with a
+// mount namespace of its own where, as in the DaemonSet's pod, tracefs is
+// not at /sys/kernel/tracing (nor under /sys/kernel/debug) but the host's
+// /sys, with its tracefs, is mounted elsewhere (the pod's /host/sys): the
+// collector finds tracefs there and attaches the syscall HTTP programs,
+// which need it, without mounting anything.
+func TestTracefsUnderHostSysfs(t *testing.T) {
+	requireRoot(t)
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Fatalf("unshare (util-linux) is needed for a private mount namespace: %v", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostSys := t.TempDir()
+	script := `set -e
+mount --rbind /sys "$1"
+umount -l /sys/kernel/debug 2>/dev/null || true
+umount -l /sys/kernel/tracing 2>/dev/null || true
+if [ -e /sys/kernel/tracing/events ]; then echo "tracefs still at /sys/kernel/tracing"; exit 1; fi
+[ -e "$1/kernel/tracing/events" ] || mount -t tracefs tracefs "$1/kernel/tracing"
+exec "$2" -test.run='^$' "$1"`
+	cmd := exec.Command(unshare, "--mount", "--propagation", "private", "sh", "-c", script, "sh", hostSys, exe)
+	cmd.Env = append(os.Environ(), helperEnv+"=tracefs-under-sysfs")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("collector with tracefs under %s: %v\n%s", hostSys, err, out)
+	}
+	want := fmt.Sprintf("tracefs=%s/kernel/tracing syscall_programs=7 of=7", hostSys)
+	if !strings.Contains(string(out), want) {
+		t.Errorf("child output lacks %q:\n%s", want, out)
+	}
+}
+
+// tracefsUnderSysfs is the helper for TestTracefsUnderHostSysfs: sysfs is
+// where the host's /sys is mounted.
+func tracefsUnderSysfs(sysfs string) error {
+	cfg := NewConfig()
+	cfg.HTTPHook = "syscalls"
+	cfg.MountTracefs = false
+	cfg.Programs = ProgramsConfig{HTTP: true}
+	log := slog.New(slog.NewTextHandler(os.Stdout, nil))
+	caps := discoverIn(cfg, sysfs, log)
+	o, err := load(loadOptions{cfg: cfg, cgroupHierarchy: -1}, caps, log)
+	if err != nil {
+		return err
+	}
+	defer o.close()
+	loaded, of := 0, 0
+	for _, p := range programs {
+		if p.httpHook == "syscalls" {
+			of++
+			if o.links[p.name] != nil {
+				loaded++
+			}
+		}
+	}
+	fmt.Printf("tracefs=%s syscall_programs=%d of=%d\n", caps.tracefsDir, loaded, of)
+	return nil
 }
