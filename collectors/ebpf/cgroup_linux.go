@@ -133,11 +133,23 @@ func (r *cgroupResolver) Identity(id uint64) workload.Identity {
 	if r.enricher != nil {
 		r.enricher.Enrich(&wl)
 	}
+	if !named(wl) {
+		return wl // asked again: the kube collector may not have listed the pod yet
+	}
 	if len(r.ids) >= maxCachedIDs {
 		clear(r.ids)
 	}
 	r.ids[id] = wl
 	return wl
+}
+
+// named reports whether an identity is complete enough to be cached: a
+// pod's identity must carry the pod's name. Right after the agent starts,
+// its programs see events before the kube collector has listed the node's
+// pods; an identity cached then would leave that pod's series without
+// namespace, pod and container for good.
+func named(wl workload.Identity) bool {
+	return wl.PodUID == "" || wl.Pod != ""
 }
 
 func (r *cgroupResolver) cgroupCreated(id uint64, path string) {

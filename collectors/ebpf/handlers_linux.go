@@ -134,7 +134,9 @@ func (h *handlers) tcpSeriesFor(e *tcpEvent) *tcpSeries {
 		wl:         wl,
 		dest:       lv[len(lv)-1],
 	}
-	h.tcpCache[k] = s
+	if named(wl) {
+		h.tcpCache[k] = s
+	}
 	return s
 }
 

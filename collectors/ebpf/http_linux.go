@@ -326,6 +326,9 @@ func (h *handlers) identity(cg uint64, nowNS uint64) workload.Identity {
 		return wl
 	}
 	delete(st.unknown, cg)
+	if !named(wl) {
+		return wl
+	}
 	if len(st.wls) >= maxCachedSeries {
 		clear(st.wls)
 	}
