@@ -65,9 +65,10 @@ func FuzzRunFile(f *testing.F) {
 	})
 }
 
-// leavesFolder reports whether a test file names rule files outside its
-// folder (absolute, "..", a device or the embedded set are all allowed
-// to RunFile; the fuzz target keeps to its folder).
+// leavesFolder reports whether a test file's rule_files may name files
+// outside its folder: absolute paths, "..", globs or "embedded:". RunFile
+// allows them all; the fuzz target keeps to its folder so that it never
+// reads /dev/zero or walks the disk.
 func leavesFolder(data []byte) bool {
 	var doc yaml.Node
 	if yaml.Unmarshal(data, &doc) != nil || confyaml.CheckAliases("", &doc, confyaml.MaxAliasNodes) != nil {
