@@ -222,6 +222,13 @@ func (e *Engine) serveQuery(w http.ResponseWriter, r *http.Request) {
 			ts = time.Unix(int64(sec), int64(frac*1e9))
 		}
 	}
+	if expr, err := Parser.ParseExpr(qs); err == nil {
+		if err := checkQuerySteps(expr, e.cfg.Load().EvaluationInterval); err != nil {
+			e.queryRefused.WithLabelValues("max_samples").Inc()
+			writeJSON(w, http.StatusUnprocessableEntity, apiResponse{Status: "error", ErrorType: "execution", Error: err.Error()})
+			return
+		}
+	}
 	q, err := e.queryEngine.NewInstantQuery(r.Context(), e.storage, nil, qs, ts)
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, apiResponse{Status: "error", ErrorType: "bad_data", Error: err.Error()})

@@ -122,12 +122,14 @@ const hostileQuery = `last_over_time({__name__=~".+"}[20m:1ms])`
 // with a few hundred series, bounded at 100,000 samples and 2 s a query.
 // Oracle: fuzzBounded (no panic, at most fuzzAllocBudget bytes per
 // request, no hang) and every answer is 200, 400, 422 or 503. Seeds: the
-// hostile query of issue 18 and ordinary ones.
+// hostile query of issue 18, the 70-year subquery it found and ordinary
+// ones.
 func FuzzQueryParams(f *testing.F) {
 	for _, q := range []string{"up", "1", "time()", `sum by (job) (rate(vigil_rules_evaluations_total[1m]))`, hostileQuery,
 		`count_over_time({__name__=~".+"}[1h:1ms])`, `label_replace(vector(1), "a", "$1", "b", "(.*)")`, "((((((((1))))))))"} {
 		f.Add(q, "")
 	}
+	f.Add("last_over_time(up[70y:1ms])", "") // 35 TB of step counters before the step bound
 	f.Add("1", "1e300")
 	f.Add("1", "-9223372036854775808")
 	f.Add("1", "NaN")
@@ -183,6 +185,7 @@ func FuzzRemoteAnswer(f *testing.F) {
 	f.Add(uint8(1), []byte(`{"status":"error","errorType":"bad_data","error":"parse error"}`))
 	f.Add(uint8(2), []byte(`{"status":"error","errorType":"execution","error":"too many samples"}`))
 	f.Add(uint8(3), []byte(`<html>busy</html>`))
+	f.Add(uint8(0), []byte(`{}`)) // no result: a nil value, which panicked
 	codes := []int{http.StatusOK, http.StatusBadRequest, http.StatusUnprocessableEntity, http.StatusServiceUnavailable}
 	var mu sync.Mutex
 	var answer []byte

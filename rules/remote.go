@@ -106,6 +106,9 @@ func (ep *remoteEndpoint) query(ctx context.Context, q string, t time.Time) (pro
 		return out, nil
 	case *model.Scalar:
 		return promql.Vector{{T: int64(v.Timestamp), F: float64(v.Value), Metric: labels.EmptyLabels()}}, nil
+	case nil:
+		// A success answer without data ({"status":"success"} or {}).
+		return nil, fmt.Errorf("remote endpoint %s: the answer has no result", ep.cfg.Name)
 	default:
 		return nil, fmt.Errorf("remote endpoint %s: result is a %s, not a vector or scalar", ep.cfg.Name, val.Type())
 	}
