@@ -42,6 +42,11 @@ type Options struct {
 	// Logger is the base logger; LogLevel is its level, which reloads set.
 	Logger   *slog.Logger
 	LogLevel *slog.LevelVar
+	// DropCapabilities makes Run drop the capabilities the agent does not
+	// use at run time once it has started (global.keep_capabilities) and
+	// serve vigil_capabilities. vigil run sets it; tests that run an agent
+	// inside their own process leave it off.
+	DropCapabilities bool
 }
 
 // Agent is one running Vigil.
@@ -118,6 +123,9 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 		a.reloadSuccess, a.reloadTimestamp, a.componentUp,
 		a.set,
 	)
+	if opts.DropCapabilities {
+		a.reg.MustRegister(newCapabilityCollector())
+	}
 	a.guard = newWebGuard(a.reg)
 	a.rejectLog = newRejectLog()
 	a.cfg.Store(cfg)
@@ -186,6 +194,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.reloadSuccess.Set(1)
 	a.reloadTimestamp.SetToCurrentTime()
+	if a.opts.DropCapabilities {
+		a.dropCapabilities(cfg)
+	}
 
 	limited := newConnLimiter(a.listener, cfg.Server.MaxConnections, a.reg)
 	a.server = &http.Server{

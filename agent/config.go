@@ -56,6 +56,12 @@ type GlobalConfig struct {
 	RootFS string `yaml:"rootfs"`
 	// CollectorTimeout bounds one collector's Update in one scrape.
 	CollectorTimeout time.Duration `yaml:"collector_timeout"`
+	// KeepCapabilities names the capabilities vigil run keeps once it has
+	// started ("bpf", "cap_bpf" or "CAP_BPF"); the others are dropped from
+	// every set. Empty means the run-time set of docs/security.md (bpf,
+	// perfmon, dac_read_search; sys_admin on kernels before 5.8); [all]
+	// drops nothing. Read at start only.
+	KeepCapabilities []string `yaml:"keep_capabilities"`
 }
 
 // ServerConfig configures the HTTP server.
@@ -305,6 +311,7 @@ func (c *Config) Validate() error {
 			add("global."+p.name, fmt.Errorf("must be an absolute path, got %q", p.v))
 		}
 	}
+	add("global.keep_capabilities", validateKeepCapabilities(c.Global.KeepCapabilities))
 	if c.Global.CollectorTimeout <= 0 {
 		add("global.collector_timeout", fmt.Errorf("must be positive, got %s", c.Global.CollectorTimeout))
 	}
