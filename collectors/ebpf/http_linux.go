@@ -403,7 +403,9 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 		}
 		lv := h.m.httpCap.labels(p.wl, p.route.label, kind, methods[p.method], statusClasses[k.class])
 		s = httpSeries{h.m.httpRequests.WithLabelValues(lv...), h.m.httpDuration.WithLabelValues(lv...)}
-		st.series[k] = s
+		if named(p.wl) {
+			st.series[k] = s
+		}
 	}
 	d := end.Sub(p.start)
 	if d < 0 {
@@ -419,7 +421,9 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 				clear(st.peers)
 			}
 			c = h.m.httpPeer.WithLabelValues(h.m.httpPeerCap.labels(p.wl, p.remote.String(), statusClasses[k.class])...)
-			st.peers[pk] = c
+			if named(p.wl) {
+				st.peers[pk] = c
+			}
 		}
 		c.Inc()
 	}
