@@ -223,7 +223,7 @@ func (e *Engine) serveQuery(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if expr, err := Parser.ParseExpr(qs); err == nil {
-		if err := checkQuerySteps(expr, e.cfg.Load().EvaluationInterval); err != nil {
+		if err := CheckQuerySteps(expr, e.cfg.Load().EvaluationInterval); err != nil {
 			e.queryRefused.WithLabelValues("max_samples").Inc()
 			writeJSON(w, http.StatusUnprocessableEntity, apiResponse{Status: "error", ErrorType: "execution", Error: err.Error()})
 			return

@@ -42,6 +42,7 @@ func FuzzParseRules(f *testing.F) {
 	f.Add(fuzzAliasBomb("groups:\n", "{name: g, rules: [{record: a, expr: '1'}]}", "  "))
 	f.Add([]byte("apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nspec: {groups: [{name: g, rules: [{alert: A, expr: up == 0}]}]}\n"))
 	f.Add([]byte("apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: x}\nspec:\n  groups:\n  - name: g\n    rules:\n    - record: r\n      expr: " + hostileQuery + "\n"))
+	f.Add([]byte("groups: [{name: g, rules: [{record: r, expr: 'last_over_time(up[70y:1ms])'}]}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fuzzBounded(t, data, func() error {
 			rgs, errs := ParseRules("fuzz.yaml", data)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/rulefmt"
@@ -140,6 +141,22 @@ func ParseRules(file string, data []byte) (*rulefmt.RuleGroups, []error) {
 	rgs, errs := rulefmt.Parse(content, false, model.UTF8Validation, Parser, slog.New(slog.DiscardHandler))
 	for i := range errs {
 		errs[i] = fmt.Errorf("%s: %w", file, errs[i])
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	// A subquery of too many steps would exhaust memory at its first
+	// evaluation; a subquery without a step is counted at one second.
+	for _, g := range rgs.Groups {
+		for _, r := range g.Rules {
+			expr, err := Parser.ParseExpr(r.Expr)
+			if err != nil {
+				continue
+			}
+			if err := CheckQuerySteps(expr, time.Second); err != nil {
+				errs = append(errs, fmt.Errorf("%s: group %q, rule %q: %w", file, g.Name, r.Record+r.Alert, err))
+			}
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errs

@@ -9,19 +9,20 @@ import (
 )
 
 // MaxQuerySteps is how many evaluation steps the subqueries of one query
-// to /api/v1/query may take, nested subqueries multiplied. Prometheus's
+// (to /api/v1/query, of a rule, of a rule test) may take, nested subqueries multiplied. Prometheus's
 // engine allocates two 8-byte counters per subquery step before it
 // evaluates anything, whether or not a series matches, so
 // last_over_time(x[70y:1ms]) asked for 35 TB and killed the agent
-// (found by FuzzQueryParams); max_samples does not see it. Two million
+// (found by FuzzQueryParams; a rule or a rule test with it did the same);
+// max_samples does not see it. Two million
 // steps are 32 MB, and twenty minutes at one millisecond still reach the
 // engine (and its max_samples).
 const MaxQuerySteps = 2_000_000
 
-// checkQuerySteps refuses a query whose subqueries, nested ones
+// CheckQuerySteps refuses a query whose subqueries, nested ones
 // multiplied, take more than MaxQuerySteps steps; a subquery without a
 // step uses defaultStep, as the engine does.
-func checkQuerySteps(expr parser.Expr, defaultStep time.Duration) error {
+func CheckQuerySteps(expr parser.Expr, defaultStep time.Duration) error {
 	var err error
 	var walk func(n parser.Node, outer float64)
 	walk = func(n parser.Node, outer float64) {

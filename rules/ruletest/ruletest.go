@@ -512,6 +512,11 @@ func samplesString(s []sample) string {
 }
 
 func instantQuery(suite *promqltest.LazyLoader, qs string, t time.Time) (promql.Vector, error) {
+	if expr, err := rules.Parser.ParseExpr(qs); err == nil {
+		if err := rules.CheckQuerySteps(expr, time.Second); err != nil {
+			return nil, err
+		}
+	}
 	q, err := suite.QueryEngine().NewInstantQuery(suite.Context(), suite.Queryable(), nil, qs, t)
 	if err != nil {
 		return nil, err

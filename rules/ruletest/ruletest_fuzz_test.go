@@ -21,7 +21,9 @@ import (
 // alert and expression tests), beside the rule file of testdata. Oracle:
 // fuzzBounded (no panic, at most fuzzAllocBudget bytes per input, no
 // hang). Seeds: testdata's test files, the series "0+1x100000000" and the
-// 3.6-billion-step evaluation of issue 18, and an alias bomb of series.
+// 3.6-billion-step evaluation of issue 18, a 70-year subquery at 1ms
+// (35 TB of step counters before rules.MaxQuerySteps) and an alias bomb
+// of series.
 // Inputs whose rule_files leave the test's folder are skipped: reading
 // /dev/zero or the whole disk is the operator's choice, not a decoder's.
 func FuzzRunFile(f *testing.F) {
@@ -35,6 +37,7 @@ func FuzzRunFile(f *testing.F) {
 	f.Add([]byte(head + "      - series: 'up{job=\"b\"}'\n        values: '0+1x100000000'\n    promql_expr_test:\n      - {expr: up, eval_time: 1m, exp_samples: []}\n"))
 	f.Add([]byte(head + "      - {series: up, values: '{{schema:0 sum:1 count:1 buckets:[1]}}x100000000'}\n"))
 	f.Add([]byte("rule_files: [rules.yml]\nevaluation_interval: 1ms\ntests:\n  - input_series: [{series: up, values: '1'}]\n    promql_expr_test: [{expr: up, eval_time: 1000h}]\n"))
+	f.Add([]byte("rule_files: [rules.yml]\ntests:\n  - input_series: [{series: up, values: '1'}]\n    promql_expr_test: [{expr: 'last_over_time(up[70y:1ms])', eval_time: 1m}]\n"))
 	var bomb strings.Builder
 	bomb.WriteString(head + "      - &r0 {series: up, values: '1x1000'}\n")
 	for k := 1; k <= 9; k++ {
