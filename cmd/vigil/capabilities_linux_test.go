@@ -189,6 +189,19 @@ func TestCapabilitiesDroppedAfterStart(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The reload built a new eBPF collector, which loaded its programs
+	// after the drop: its log record says how many.
+	reloaded := -1
+	for _, l := range strings.Split(logBuf.String()[mark:], "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "eBPF programs loaded" {
+			n, _ := rec["loaded"].(float64)
+			reloaded = int(n)
+		}
+	}
+	if reloaded != before {
+		t.Errorf("the reload loaded %d eBPF programs (-1: none loaded again), want %d; log:\n%s", reloaded, before, logBuf.String()[mark:])
+	}
 	if after := loaded(); after != before {
 		t.Errorf("after the reload %d eBPF programs loaded, before %d; log:\n%s", after, before, logBuf.String()[mark:])
 	}
