@@ -83,48 +83,10 @@ func TestCapabilitiesDroppedAfterStart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "vigil")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	cfg := filepath.Join(dir, "vigil.yaml")
-	ebpf := func(poll string) []byte {
-		return []byte("log: {format: json}\ncollectors:\n  ebpf:\n    enabled: true\n    poll_interval: " + poll + "\n")
-	}
-	os.WriteFile(cfg, ebpf("100ms"), 0o644)
-
-	cmd := exec.Command(bin, "run", "--config", cfg, "--web.listen-address", "127.0.0.1:0")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := make(chan string, 1)
-	logBuf := &lockedBuffer{}
-	go func() {
-		sc := bufio.NewScanner(io.TeeReader(stderr, logBuf))
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "vigil is ready" {
-				addr <- rec["address"].(string)
-			}
-		}
-		close(addr)
-	}()
-	var base string
-	select {
-	case a, ok := <-addr:
-		if !ok {
-			t.Fatalf("agent exited before it was ready; log:\n%s", logBuf.String())
-		}
-		base = "http://" + a
-	case <-time.After(90 * time.Second):
-		t.Fatalf("agent did not become ready; log:\n%s", logBuf.String())
-	}
+	bin := buildStaticVigil(t)
+	cfg := filepath.Join(t.TempDir(), "vigil.yaml")
+	os.WriteFile(cfg, ebpfConfig("", "100ms"), 0o644)
+	cmd, base, logBuf := startBinary(t, bin, cfg)
 
 	want := capability.Of(capability.BPF, capability.Perfmon, capability.DACReadSearch)
 	if !capability.KernelKnows(capability.BPF) {
@@ -167,39 +129,17 @@ func TestCapabilitiesDroppedAfterStart(t *testing.T) {
 		t.Errorf("sys_admin still effective: %v", m)
 	}
 
-	loaded := func() (n int) {
-		for _, v := range metricValues(t, base, "vigil_ebpf_program_loaded{") {
-			if v == "1" {
-				n++
-			}
-		}
-		return n
-	}
+	loaded := func() int { return programsLoaded(t, base) }
 	before := loaded()
 	if before == 0 {
 		t.Fatalf("no eBPF program loaded at start; log:\n%s", logBuf.String())
 	}
 	mark := len(logBuf.String())
-	os.WriteFile(cfg, ebpf("200ms"), 0o644)
-	cmd.Process.Signal(syscall.SIGHUP)
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(logBuf.String()[mark:], "configuration reloaded") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no reload; log:\n%s", logBuf.String()[mark:])
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	os.WriteFile(cfg, ebpfConfig("", "200ms"), 0o644)
+	reloadAndWait(t, cmd, logBuf, mark)
 	// The reload built a new eBPF collector, which loaded its programs
 	// after the drop: its log record says how many.
-	reloaded := -1
-	for _, l := range strings.Split(logBuf.String()[mark:], "\n") {
-		var rec map[string]any
-		if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "eBPF programs loaded" {
-			n, _ := rec["loaded"].(float64)
-			reloaded = int(n)
-		}
-	}
-	if reloaded != before {
+	if reloaded := programsLoadedLog(logBuf.String()[mark:]); reloaded != before {
 		t.Errorf("the reload loaded %d eBPF programs (-1: none loaded again), want %d; log:\n%s", reloaded, before, logBuf.String()[mark:])
 	}
 	if after := loaded(); after != before {
@@ -223,4 +163,131 @@ func grepCap(status string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// buildStaticVigil builds cmd/vigil without cgo, as make build and the
+// image do (the capability drop needs it).
+func buildStaticVigil(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "vigil")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// ebpfConfig is a configuration with the eBPF collector on; keep is a
+// global.keep_capabilities flow list ("" for the default).
+func ebpfConfig(keep, poll string) []byte {
+	g := ""
+	if keep != "" {
+		g = "global: {keep_capabilities: " + keep + "}\n"
+	}
+	return []byte(g + "log: {format: json}\ncollectors:\n  ebpf:\n    enabled: true\n    poll_interval: " + poll + "\n")
+}
+
+// startBinary runs bin with cfg and waits until it is ready.
+func startBinary(t *testing.T, bin, cfg string) (*exec.Cmd, string, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(bin, "run", "--config", cfg, "--web.listen-address", "127.0.0.1:0")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := make(chan string, 1)
+	logBuf := &lockedBuffer{}
+	go func() {
+		sc := bufio.NewScanner(io.TeeReader(stderr, logBuf))
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "vigil is ready" {
+				addr <- rec["address"].(string)
+			}
+		}
+		close(addr)
+	}()
+	select {
+	case a, ok := <-addr:
+		if !ok {
+			t.Fatalf("agent exited before it was ready; log:\n%s", logBuf.String())
+		}
+		return cmd, "http://" + a, logBuf
+	case <-time.After(90 * time.Second):
+		t.Fatalf("agent did not become ready; log:\n%s", logBuf.String())
+	}
+	return nil, "", nil
+}
+
+// reloadAndWait sends SIGHUP and waits for the reload's log record after
+// mark.
+func reloadAndWait(t *testing.T, cmd *exec.Cmd, logBuf *lockedBuffer, mark int) {
+	t.Helper()
+	cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(logBuf.String()[mark:], "configuration reloaded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload; log:\n%s", logBuf.String()[mark:])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// programsLoaded counts vigil_ebpf_program_loaded series at 1.
+func programsLoaded(t *testing.T, base string) (n int) {
+	for _, v := range metricValues(t, base, "vigil_ebpf_program_loaded{") {
+		if v == "1" {
+			n++
+		}
+	}
+	return n
+}
+
+// programsLoadedLog is the count of the last "eBPF programs loaded" record
+// in a JSON log, or -1 when there is none.
+func programsLoadedLog(log string) int {
+	n := -1
+	for _, l := range strings.Split(log, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "eBPF programs loaded" {
+			f, _ := rec["loaded"].(float64)
+			n = int(f)
+		}
+	}
+	return n
+}
+
+// TestReloadNeedsTheKeptCapabilities is the control: kept without bpf
+// (global.keep_capabilities: [perfmon]), the programs loaded at start keep
+// running, but a reload that loads them again cannot, and says CAP_BPF is
+// missing — so bpf is kept for a reason.
+func TestReloadNeedsTheKeptCapabilities(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildStaticVigil(t)
+	cfg := filepath.Join(t.TempDir(), "vigil.yaml")
+	os.WriteFile(cfg, ebpfConfig("[perfmon]", "100ms"), 0o644)
+	cmd, base, logBuf := startBinary(t, bin, cfg)
+	if st := statusCaps(t, cmd.Process.Pid); st.Effective != capability.Of(capability.Perfmon) || st.Bounding != capability.Of(capability.Perfmon) {
+		t.Fatalf("CapEff = %s, CapBnd = %s, want perfmon", st.Effective, st.Bounding)
+	}
+	before := programsLoaded(t, base)
+	if before == 0 {
+		t.Fatalf("no eBPF program loaded at start; log:\n%s", logBuf.String())
+	}
+	mark := len(logBuf.String())
+	os.WriteFile(cfg, ebpfConfig("[perfmon]", "200ms"), 0o644)
+	reloadAndWait(t, cmd, logBuf, mark)
+	after := programsLoaded(t, base)
+	if after != 0 || !strings.Contains(logBuf.String()[mark:], "CAP_BPF missing") {
+		t.Errorf("without bpf a reload loaded %d programs (at start %d); log:\n%s", after, before, logBuf.String()[mark:])
+	}
+	t.Logf("without bpf: %d programs at start, %d after the reload", before, after)
 }
