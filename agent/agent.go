@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -283,6 +284,9 @@ func (a *Agent) Reload(ctx context.Context) error {
 	}
 	if old := a.cfg.Load(); old.Server != cfg.Server {
 		a.logger.Warn("server settings changed; they take effect at the next restart")
+	}
+	if old := a.cfg.Load(); a.opts.DropCapabilities && !slices.Equal(old.Global.KeepCapabilities, cfg.Global.KeepCapabilities) {
+		a.logger.Warn("global.keep_capabilities changed; it takes effect at the next restart (a dropped capability cannot come back)")
 	}
 	a.cfg.Store(cfg)
 	a.applyLogLevel(cfg)
