@@ -263,10 +263,10 @@ func (e *nodeEnv) checkAgent(t *testing.T, agent *corev1.Pod, vl *testenv.Victor
 	start := time.Now()
 	target := agent.Status.PodIP + ":19100"
 	prom := testenv.StartPrometheus(t, testenv.PrometheusOptions{ScrapeTargets: []string{target}, ScrapeJobs: []string{"vigil"}})
-	// Every query must return something within one shared minute; a
-	// failed one is reported with what the agent does export of its
-	// family, and the other checks go on.
-	deadline := time.Now().Add(time.Minute)
+	// Every query must return something within 90 s together; a failed
+	// one is reported with what the agent does export of its family, and
+	// the other checks go on.
+	deadline := time.Now().Add(90 * time.Second)
 	wait := func(what, q string) []testenv.Sample {
 		t.Helper()
 		var got []testenv.Sample
@@ -430,6 +430,7 @@ func (e *nodeEnv) checkLive(t *testing.T, agent *corev1.Pod) {
 // live check above depends on exactly the shipped rights.
 func (e *nodeEnv) checkMissingVerb(t *testing.T, agent *corev1.Pod) {
 	k := e.k
+	e.dumpOnFailure(t)
 	cr, err := k.Client().RbacV1().ClusterRoles().Get(t.Context(), "vigil", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -530,7 +531,17 @@ func (e *nodeEnv) failUntil(t *testing.T, agent, web *corev1.Pod, want string) a
 		if len(others) > 0 {
 			return fmt.Errorf("records for %s: %+v, want %s", web.Name, others, want)
 		}
-		return fmt.Errorf("no record for %s yet; the policy's records: %+v", web.Name, policy)
+		// What the agent sees of the pod: its HTTP series and the alerts.
+		var seen []string
+		if m, err := httpBody(ctx, "http://"+agent.Status.PodIP+":19100/metrics"); err == nil {
+			for _, l := range strings.Split(string(m), "\n") {
+				if strings.HasPrefix(l, "vigil_http_requests_total{") && strings.Contains(l, `kind="server"`) && strings.Contains(l, web.Name) {
+					seen = append(seen, l)
+				}
+			}
+		}
+		alerts, _ := httpBody(ctx, "http://"+agent.Status.PodIP+":19100/api/v1/alerts")
+		return fmt.Errorf("no record for %s yet; the policy's records: %+v; the pod's server series: %v; alerts: %.600s", web.Name, policy, seen, alerts)
 	})
 	t.Logf("healing: %s record after %s: %+v", want, time.Since(start).Round(time.Millisecond), got)
 	if got.Action != "delete_pod" || got.Target.Kind != "Pod" || got.Target.Namespace != shopNS {
@@ -847,7 +858,7 @@ func (e *nodeEnv) dumpOnFailure(t *testing.T) {
 		for _, args := range [][]string{
 			{"get", "pods", "-A", "-o", "wide"},
 			{"-n", agentNS, "describe", "pods"},
-			{"-n", agentNS, "logs", "-l", "app.kubernetes.io/name=vigil", "--tail=60", "--all-containers", "--prefix"},
+			{"-n", agentNS, "logs", "-l", "app.kubernetes.io/name=vigil", "--tail=40", "--all-containers", "--prefix"},
 			{"-n", agentNS, "logs", "-l", "app.kubernetes.io/name=vigil", "--tail=30", "--previous"},
 		} {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
