@@ -302,7 +302,11 @@ func (n *Node) startHolder() {
 
 // wireNetwork moves the node's end of the link into its namespace and
 // addresses both ends, routes the pod range through the node, and turns on
-// forwarding inside the node.
+// forwarding inside the node. It also makes the pods' bridge, which the
+// bridge plugin then adopts, with a MAC address of its own: a bridge
+// without one takes the lowest MAC of its ports, so deleting a pod could
+// change the gateway's MAC under the other pods, which then could not
+// answer anyone outside their subnet until their ARP entries expired.
 func (n *Node) wireNetwork() {
 	t := n.t
 	pid := strconv.Itoa(n.holder.Pid())
@@ -323,7 +327,10 @@ ip addr add %[2]s/30 dev eth0
 ip link set eth0 up
 ip route add default via %[3]s
 echo 1 > /proc/sys/net/ipv4/ip_forward
-`, n.hostLink, n.IP, n.HostIP)
+ip link add cni0 type bridge
+ip link set cni0 address 02:42:0a:f5:%02[4]x:01
+ip link set cni0 up
+`, n.hostLink, n.IP, n.HostIP, n.index)
 	if err := n.inNode("sh", "-c", inside); err != nil {
 		t.Fatalf("testenv: node network: %v", err)
 	}
