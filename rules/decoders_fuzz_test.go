@@ -9,12 +9,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigil-agent/vigil/internal/fuzztest"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -23,7 +23,7 @@ import (
 
 // FuzzParseRules fuzzes the rule-file decoder, ParseRules: Prometheus rule
 // files and PrometheusRule objects (monitoring.coreos.com/v1) with their
-// PromQL. Oracle: fuzzBounded (no panic, at most fuzzAllocBudget bytes per
+// PromQL. Oracle: fuzztest.Bounded (no panic, at most fuzztest.AllocBudget bytes per
 // input, no hang) and groups are returned exactly when there is no error.
 // Seeds: rules/testdata, the embedded default rules, the examples of
 // docs/rules.md and an alias bomb.
@@ -36,15 +36,15 @@ func FuzzParseRules(f *testing.F) {
 			}
 		}
 	}
-	for _, b := range fuzzDocBlocks(f, "../docs/rules.md", "") {
+	for _, b := range fuzztest.DocBlocks(f, "../docs/rules.md", "") {
 		f.Add(b)
 	}
-	f.Add(fuzzAliasBomb("groups:\n", "{name: g, rules: [{record: a, expr: '1'}]}", "  "))
+	f.Add(fuzztest.AliasBomb("groups:\n", "{name: g, rules: [{record: a, expr: '1'}]}", "  "))
 	f.Add([]byte("apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nspec: {groups: [{name: g, rules: [{alert: A, expr: up == 0}]}]}\n"))
 	f.Add([]byte("apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: x}\nspec:\n  groups:\n  - name: g\n    rules:\n    - record: r\n      expr: " + hostileQuery + "\n"))
 	f.Add([]byte("groups: [{name: g, rules: [{record: r, expr: 'last_over_time(up[70y:1ms])'}]}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fuzzBounded(t, data, func() error {
+		fuzztest.Bounded(t, data, func() error {
 			rgs, errs := ParseRules("fuzz.yaml", data)
 			if (rgs == nil) == (len(errs) == 0) {
 				return fmt.Errorf("ParseRules returned groups %v and errors %v", rgs, errs)
@@ -55,7 +55,7 @@ func FuzzParseRules(f *testing.F) {
 }
 
 // FuzzParseWebhook fuzzes the Alertmanager webhook body decoder,
-// ParseWebhook. Oracle: fuzzBounded (no panic, at most fuzzAllocBudget
+// ParseWebhook. Oracle: fuzztest.Bounded (no panic, at most fuzztest.AllocBudget
 // bytes per input, no hang), alerts exactly when there is no error, no
 // more alerts than the body has objects, each with its fingerprint.
 func FuzzParseWebhook(f *testing.F) {
@@ -63,7 +63,7 @@ func FuzzParseWebhook(f *testing.F) {
 	f.Add([]byte(`{"version":"4","alerts":[{"status":"firing","labels":{"alertname":"A","bad-name":"x"},"startsAt":"2026-01-01T00:00:00Z"}]}`))
 	f.Add([]byte(`{"version":"4","alerts":[null,{},{"status":"resolved","endsAt":"x"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		fuzzBounded(t, body, func() error {
+		fuzztest.Bounded(t, body, func() error {
 			alerts, err := ParseWebhook(body)
 			if err != nil {
 				if alerts != nil {
@@ -96,7 +96,7 @@ func TestFuzzRegressionWebhookFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fuzzBounded(t, body, func() error {
+	fuzztest.Bounded(t, body, func() error {
 		r := httptest.NewRequest(http.MethodPost, WebhookPath, strings.NewReader(string(body)))
 		r.Header.Set("Authorization", "Bearer t")
 		rec := httptest.NewRecorder()
@@ -121,7 +121,7 @@ const hostileQuery = `last_over_time({__name__=~".+"}[20m:1ms])`
 // FuzzQueryParams fuzzes the query API's parameter decoding and
 // evaluation (GET /api/v1/query?query=…&time=…, serveQuery) on an engine
 // with a few hundred series, bounded at 100,000 samples and 2 s a query.
-// Oracle: fuzzBounded (no panic, at most fuzzAllocBudget bytes per
+// Oracle: fuzztest.Bounded (no panic, at most fuzztest.AllocBudget bytes per
 // request, no hang) and every answer is 200, 400, 422 or 503. Seeds: the
 // hostile query of issue 18, the 70-year subquery it found and ordinary
 // ones.
@@ -159,7 +159,7 @@ func FuzzQueryParams(f *testing.F) {
 			form.Set("time", ts)
 		}
 		input := []byte(form.Encode())
-		fuzzBounded(t, input, func() error {
+		fuzztest.Bounded(t, input, func() error {
 			r := httptest.NewRequest(http.MethodPost, "/api/v1/query", strings.NewReader(string(input)))
 			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			rec := httptest.NewRecorder()
@@ -176,7 +176,7 @@ func FuzzQueryParams(f *testing.F) {
 // FuzzRemoteAnswer fuzzes the decoding of a remote query endpoint's
 // answer (remoteEndpoint.query: the Prometheus HTTP API client and the
 // conversion to a vector). A test server answers the fuzzed body with a
-// fuzzed status. Oracle: fuzzBounded (no panic, at most fuzzAllocBudget
+// fuzzed status. Oracle: fuzztest.Bounded (no panic, at most fuzztest.AllocBudget
 // bytes per answer, no hang) and a vector exactly when there is no error.
 func FuzzRemoteAnswer(f *testing.F) {
 	f.Add(uint8(0), []byte(`{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a"},"value":[1700000000,"1"]}]}}`))
@@ -210,7 +210,7 @@ func FuzzRemoteAnswer(f *testing.F) {
 		mu.Lock()
 		answer, code = body, codes[int(sel)%len(codes)]
 		mu.Unlock()
-		fuzzBounded(t, body, func() error {
+		fuzztest.Bounded(t, body, func() error {
 			v, err := ep.query(context.Background(), "up", time.Unix(1700000000, 0))
 			if err == nil && v == nil {
 				return errors.New("no vector and no error")
@@ -242,98 +242,4 @@ func fuzzTokenFile(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// The fuzz oracle below is repeated in each package that has fuzz targets
-// (test files cannot share code across packages). It runs one decode and
-// fails when the decode panics, allocates more than fuzzAllocBudget for
-// its input, runs past fuzzHangAfter (a hang detector, not a speed check)
-// or reports a broken invariant.
-
-// fuzzHangAfter is how long one input may run before it counts as a hang.
-const fuzzHangAfter = 10 * time.Second
-
-// fuzzAllocBudget is how many bytes decoding an input of n bytes may
-// allocate: max(64 MiB, 2000 bytes per input byte). Real files stay far
-// below it; alias bombs and sample-expansion bombs cross it by orders of
-// magnitude.
-func fuzzAllocBudget(n int) uint64 { return max(64<<20, 2000*uint64(n)) }
-
-// fuzzBounded runs decode on an input of n bytes under the oracle.
-// decode returns a non-nil error for a broken invariant.
-func fuzzBounded(t testing.TB, input []byte, decode func() error) {
-	t.Helper()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	type result struct {
-		err   error
-		panic any
-		stack []byte
-	}
-	done := make(chan result, 1)
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				done <- result{panic: p, stack: debug.Stack()}
-			}
-		}()
-		done <- result{err: decode()}
-	}()
-	var r result
-	select {
-	case r = <-done:
-	case <-time.After(fuzzHangAfter):
-		t.Fatalf("decoding a %d-byte input still runs after %s: %q", len(input), fuzzHangAfter, fuzzQuote(input))
-	}
-	runtime.ReadMemStats(&after)
-	switch {
-	case r.panic != nil:
-		t.Fatalf("panic on %q: %v\n%s", fuzzQuote(input), r.panic, r.stack)
-	case r.err != nil:
-		t.Fatalf("on %q: %v", fuzzQuote(input), r.err)
-	}
-	if got, budget := after.TotalAlloc-before.TotalAlloc, fuzzAllocBudget(len(input)); got > budget {
-		t.Fatalf("decoding a %d-byte input allocated %d bytes, more than %d: %q", len(input), got, budget, fuzzQuote(input))
-	}
-}
-
-// fuzzQuote shortens an input for a failure message.
-func fuzzQuote(b []byte) string {
-	if len(b) > 512 {
-		return string(b[:512]) + "…"
-	}
-	return string(b)
-}
-
-// fuzzDocBlocks returns the ```yaml blocks of a documentation file that
-// start with prefix, as seeds.
-func fuzzDocBlocks(t testing.TB, path, prefix string) [][]byte {
-	t.Helper()
-	doc, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [][]byte
-	for _, block := range strings.Split(string(doc), "```yaml\n")[1:] {
-		block, _, _ = strings.Cut(block, "```")
-		if strings.HasPrefix(block, prefix) {
-			out = append(out, []byte(block))
-		}
-	}
-	return out
-}
-
-// fuzzAliasBomb is a YAML document of about 450 bytes under prefix whose
-// list items nest nine aliases per level: 9^9 nodes once expanded, the
-// shape of the 444-byte configuration of issue 18. indent is the
-// indentation of the list items.
-func fuzzAliasBomb(prefix, first, indent string) []byte {
-	var b strings.Builder
-	b.WriteString(prefix)
-	fmt.Fprintf(&b, "%s- &r0 %s\n", indent, first)
-	for k := 1; k <= 9; k++ {
-		a := fmt.Sprintf("*r%d", k-1)
-		fmt.Fprintf(&b, "%s- &r%d {routes: [%s]}\n", indent, k, strings.Join([]string{a, a, a, a, a, a, a, a, a}, ","))
-	}
-	return []byte(b.String())
 }
