@@ -101,10 +101,3 @@ func sectionFactories() []SectionFactory {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
-
-func lookupSection(name string) (SectionFactory, bool) {
-	sectionsMu.Lock()
-	defer sectionsMu.Unlock()
-	f, ok := sections[name]
-	return f, ok
-}

@@ -284,7 +284,8 @@ type spec struct {
 	sections         []section
 }
 
-func (s spec) build() (dashboard.Dashboard, error) {
+func (s spec) build() (Dashboard, error) {
+	//lint:ignore SA1019 the builder of the v1 model (see Dashboard).
 	b := dashboard.NewDashboardBuilder(s.title).
 		Uid(s.uid).
 		Description(s.desc).

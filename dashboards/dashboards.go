@@ -8,12 +8,22 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 )
 
+// Dashboard is one dashboard in Grafana's classic JSON model (schema v1),
+// the one every Grafana version imports and provisions from files. The SDK
+// marks it deprecated in favour of dashboardv2, which only Grafana 12 and
+// later read, behind the kubernetesDashboards feature; Vigil keeps v1 so
+// that the JSON imports into the Grafana versions in use, and names the
+// type once here.
+//
+//lint:ignore SA1019 v1 is the JSON model every Grafana version imports; see above.
+type Dashboard = dashboard.Dashboard
+
 // Builder builds one dashboard.
 type Builder struct {
 	// File is the JSON file's name under json/.
 	File string
 	// Build returns the dashboard.
-	Build func() (dashboard.Dashboard, error)
+	Build func() (Dashboard, error)
 }
 
 // All lists every dashboard, in a fixed order.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/grafana/grafana-foundation-sdk/go/cog"
 	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
-	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 )
 
 // The committed JSON is what the generator writes now.
@@ -65,7 +64,7 @@ func TestStrictUnmarshal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var d dashboard.Dashboard
+		var d Dashboard
 		if err := d.UnmarshalJSONStrict(raw); err != nil {
 			// On success the SDK returns a typed nil (an empty
 			// cog.BuildErrors) as a non-nil error value.
@@ -88,7 +87,7 @@ func TestStrictUnmarshalRejectsUnknownField(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := bytes.Replace(raw, []byte(`"title":`), []byte(`"titel": "x", "title":`), 1)
-	var d dashboard.Dashboard
+	var d Dashboard
 	err = d.UnmarshalJSONStrict(bad)
 	if be, ok := err.(cog.BuildErrors); err == nil || (ok && len(be) == 0) {
 		t.Fatal("strict unmarshal accepted an unknown field")

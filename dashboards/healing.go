@@ -16,7 +16,7 @@ var remediationEvents = "sum by (instance, policy, action, result) (\n  (increas
 // Healing shows what the healing engine did: actions by policy and result,
 // vetoes by guard, a timeline of decisions as annotations, and the time
 // from an alert to the action taken for it.
-func Healing() (dashboard.Dashboard, error) {
+func Healing() (Dashboard, error) {
 	return spec{
 		uid:   "vigil-healing",
 		title: "Vigil / Healing",

@@ -1,10 +1,8 @@
 package dashboards
 
-import "github.com/grafana/grafana-foundation-sdk/go/dashboard"
-
 // HTTP shows the RED method (rate, errors, duration) for HTTP/1.x traffic
 // the eBPF collector sees, on the server and the client side.
-func HTTP() (dashboard.Dashboard, error) {
+func HTTP() (Dashboard, error) {
 	legend := "{{namespace}}/{{pod}}{{unit}}"
 	rate := func(extra, by string) string {
 		return perWorkload("sum by (" + byWorkload + by + ") (rate(" + mHTTPRequests + "{%s" + extra + "}" + rateInterval + "))")

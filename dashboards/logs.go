@@ -13,7 +13,7 @@ const LogsQuery = `{cluster=~"$cluster", node=~"$node", namespace=~"$namespace",
 
 // Logs shows log volume by level and workload, configured pattern
 // matches, the pipeline's throughput, and the lines themselves from Loki.
-func Logs() (dashboard.Dashboard, error) {
+func Logs() (Dashboard, error) {
 	legend := "{{namespace}}/{{pod}}{{unit}}"
 	return spec{
 		uid:          "vigil-logs",

@@ -1,10 +1,8 @@
 package dashboards
 
-import "github.com/grafana/grafana-foundation-sdk/go/dashboard"
-
 // Network shows TCP as the eBPF collector sees it: connections, failures,
 // connect latency, retransmits, resets and the top destinations.
-func Network() (dashboard.Dashboard, error) {
+func Network() (Dashboard, error) {
 	legend := "{{namespace}}/{{pod}}{{unit}}"
 	return spec{
 		uid:          "vigil-network",

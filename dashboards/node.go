@@ -1,14 +1,12 @@
 package dashboards
 
-import "github.com/grafana/grafana-foundation-sdk/go/dashboard"
-
 // nodeSelFS keeps real filesystems (the host collector already drops
 // pseudo file systems; an empty fstype never occurs, but guards joins).
 var nodeSelFS = nodeSel + `, fstype!=""`
 
 // Node is the USE-method overview of the chosen nodes: utilisation,
 // saturation and errors of CPU, memory, disks, network and filesystems.
-func Node() (dashboard.Dashboard, error) {
+func Node() (Dashboard, error) {
 	return spec{
 		uid:   "vigil-node",
 		title: "Vigil / Node overview (USE)",

@@ -1,11 +1,9 @@
 package dashboards
 
-import "github.com/grafana/grafana-foundation-sdk/go/dashboard"
-
 // Workloads shows each pod or systemd unit on the chosen nodes: CPU,
 // throttling, memory against its limit, OOM kills, process starts
 // (restarts) and exits.
-func Workloads() (dashboard.Dashboard, error) {
+func Workloads() (Dashboard, error) {
 	legend := "{{namespace}}/{{pod}}{{unit}}"
 	return spec{
 		uid:          "vigil-workloads",

@@ -54,6 +54,7 @@ func leak() {
 		for i := 0; i < len(b); i += 4096 {
 			b[i] = 1
 		}
+		//lint:ignore SA4010 keep holds the pages so that the memory limit is reached.
 		keep = append(keep, b)
 		time.Sleep(time.Millisecond)
 	}

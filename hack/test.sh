@@ -4,11 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CI="${CI:-}"
-echo "== go vet"
-go vet ./...
-echo "== gofmt"
-out=$(gofmt -l $(git ls-files '*.go' | grep -v '_bpfel.go$\|_bpfeb.go$')) || true
-if [ -n "$out" ]; then echo "gofmt needed:"; echo "$out"; exit 1; fi
+bash hack/lint.sh
 if [ -x hack/check-generate.sh ] || [ -f hack/check-generate.sh ]; then
   echo "== generated code is up to date"
   bash hack/check-generate.sh

@@ -111,7 +111,6 @@ func (c *cluster) namespace(t *testing.T) string {
 type depOpts struct {
 	replicas int32
 	gate     bool
-	paused   bool
 }
 
 // deployment creates a Deployment and waits until its rollout is done and

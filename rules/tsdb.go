@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/storage"
@@ -179,7 +180,7 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 	// no zero: its value may be an old cumulative total.
 	add := func(name string, lp []*dto.LabelPair, extraName, extraValue string, v float64, cumulative bool, created int64) {
 		b.Reset()
-		b.Add(labels.MetricName, name)
+		b.Add(model.MetricNameLabel, name)
 		for _, p := range lp {
 			if p.GetValue() != "" {
 				b.Add(p.GetName(), p.GetValue())

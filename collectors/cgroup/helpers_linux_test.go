@@ -5,11 +5,9 @@ import (
 	"context"
 	"log/slog"
 	"sort"
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/workload"
@@ -128,28 +126,6 @@ func cgroupsOf(samples []sample, name string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// text renders the gathered metrics named in names as exposition text.
-func text(t testing.TB, c *Collector, names ...string) string {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(adapter{t, c})
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	for _, mf := range mfs {
-		for _, n := range names {
-			if mf.GetName() == n {
-				if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
-	return b.String()
 }
 
 func settingsFor(sysfs string) collectors.Settings {

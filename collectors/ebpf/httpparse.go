@@ -72,8 +72,6 @@ func methodIndex(m []byte) int {
 	return -1
 }
 
-func validMethod(m []byte) bool { return methodIndex(m) >= 0 }
-
 // requestHead is a request line and the headers the collector uses, as
 // slices of the captured bytes.
 type requestHead struct {

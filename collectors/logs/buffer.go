@@ -356,13 +356,6 @@ func (b *diskBuffer) scan(s *segment, afterSeq uint64) ([]record, error) {
 	return out, nil
 }
 
-// full reports whether a record of n more bytes would overflow the buffer.
-func (b *diskBuffer) full(n int) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.total+int64(n) > b.maxBytes
-}
-
 // append writes r, assigning its sequence number. When the buffer is full
 // the entries are left out (the caller counts them as dropped) and only the
 // read position is recorded; dropped reports that.
@@ -583,14 +576,13 @@ func (b *diskBuffer) close() error {
 
 // cursor reads committed records in order for the push client.
 type cursor struct {
-	b       *diskBuffer
-	seg     string // path of the segment being read
-	first   uint64
-	off     int64
-	f       *os.File
-	after   uint64 // skip records up to this seq (already acknowledged)
-	hdr     [8]byte
-	scratch []byte
+	b     *diskBuffer
+	seg   string // path of the segment being read
+	first uint64
+	off   int64
+	f     *os.File
+	after uint64 // skip records up to this seq (already acknowledged)
+	hdr   [8]byte
 	// free holds payload buffers the caller gave back (see recycle), reused
 	// instead of allocating one per record.
 	free [][]byte

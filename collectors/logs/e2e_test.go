@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -522,11 +521,10 @@ func waitRead(t *testing.T, metricsURL, when string, want int) {
 // buildVigil builds the agent binary with the go command running this test.
 func buildVigil(t *testing.T) string {
 	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		if goBin, err = exec.LookPath("go"); err != nil {
-			t.Fatalf("no go command to build vigil with: %v", err)
-		}
+	// go test puts its own GOROOT/bin first in the test's PATH.
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("no go command to build vigil with: %v", err)
 	}
 	out := filepath.Join(t.TempDir(), "vigil")
 	cmd := exec.Command(goBin, "build", "-o", out, "github.com/vigil-agent/vigil/cmd/vigil")

@@ -265,7 +265,3 @@ func (a *assembler) safeOffset(end int64) int64 {
 	}
 	return off
 }
-
-func (a *assembler) holding() bool {
-	return a.group.active || a.partial[0].active || a.partial[1].active || a.partial[2].active
-}

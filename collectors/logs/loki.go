@@ -23,13 +23,12 @@ import (
 // crash re-sends only the batch in flight, and so does a push that timed out
 // (Loki may have stored it anyway): see docs/logs.md, Durability.
 type shipper struct {
-	cfg     LokiConfig
-	url     string
-	client  *http.Client
-	buf     *diskBuffer
-	m       *selfMetrics
-	logger  *slog.Logger
-	headers map[string]string
+	cfg    LokiConfig
+	url    string
+	client *http.Client
+	buf    *diskBuffer
+	m      *selfMetrics
+	logger *slog.Logger
 
 	// The batch being built. Streams and their record slices are kept
 	// across batches (a node has few streams) so that a batch does not

@@ -493,7 +493,6 @@ func TestPodLogsCRIWithWorkloadMetrics(t *testing.T) {
 	waitFor(t, "3 records", func() bool { return len(loki.lines()) >= 3 })
 	got := loki.lines()
 	wantLabels := `{container="server", job="test", namespace="shop", node="node-1", pod="cart-7d9f"}`
-	var lines []string
 	for _, p := range got {
 		if p.labels != wantLabels && !strings.Contains(p.labels, `pod="cart-7d9f"`) {
 			t.Errorf("labels %s", p.labels)
@@ -501,7 +500,6 @@ func TestPodLogsCRIWithWorkloadMetrics(t *testing.T) {
 		if p.meta["pod_uid"] != "0f1e2d3c-aaaa-bbbb-cccc-000000000001" {
 			t.Errorf("structured metadata %v lacks pod_uid", p.meta)
 		}
-		lines = append(lines, p.line)
 	}
 	countLines(t, got, []string{
 		"level=info msg=started",

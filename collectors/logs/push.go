@@ -30,8 +30,8 @@ const (
 	tagTimestamp = 1<<3 | 2 // Entry.timestamp
 	tagLine      = 2<<3 | 2 // Entry.line
 	tagMetadata  = 3<<3 | 2 // Entry.structuredMetadata
-	tagSeconds   = 1<<3 | 0 // Timestamp.seconds
-	tagNanos     = 2<<3 | 0 // Timestamp.nanos
+	tagSeconds   = 1 << 3   // Timestamp.seconds (wire type 0, varint)
+	tagNanos     = 2 << 3   // Timestamp.nanos (wire type 0, varint)
 	tagName      = 1<<3 | 2 // LabelPair.name
 	tagValue     = 2<<3 | 2 // LabelPair.value
 )

@@ -151,6 +151,11 @@ build_helm() {
 		helm.sh/helm/v3/cmd/helm
 }
 
+# staticcheck, run by hack/lint.sh from `make lint` and `make test`.
+build_staticcheck() {
+	build staticcheck v0.8.2 "staticcheck" -ldflags='-s -w' honnef.co/go/tools/cmd/staticcheck
+}
+
 build_otelcol() {
 	build otelcol v0.165.0 "otelcol" -ldflags='-s -w' .
 }
@@ -161,10 +166,10 @@ if [ "${1:-}" = "--key" ]; then
 fi
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(etcd victorialogs otelcol cni runc containerd kube helm)
+[ ${#tools[@]} -gt 0 ] || tools=(etcd victorialogs otelcol cni runc containerd kube helm staticcheck)
 total=$SECONDS
 for t in "${tools[@]}"; do
-	declare -F "build_$t" >/dev/null || { echo "testenv-build: unknown tool $t (etcd victorialogs otelcol cni runc containerd kube helm)" >&2; exit 2; }
+	declare -F "build_$t" >/dev/null || { echo "testenv-build: unknown tool $t (etcd victorialogs otelcol cni runc containerd kube helm staticcheck)" >&2; exit 2; }
 	"build_$t"
 done
 echo "testenv-build: done in $((SECONDS - total))s"

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -225,11 +224,6 @@ func (c *cgroups) removeAll() error {
 	}
 	c.made = nil
 	return errors.Join(errs...)
-}
-
-// join moves process pid into unit's cgroup.
-func (c *cgroups) join(unit string, pid int) error {
-	return os.WriteFile(filepath.Join(c.dir(unit), "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
 }
 
 // getJSON decodes a Prometheus-style API answer's data into v.
