@@ -63,7 +63,7 @@ fuzz: ## Run every Go fuzz target for FUZZTIME each (default 20s; FUZZ=regexp pi
 lint: ## go vet, gofmt and staticcheck (built once into $(VIGIL_CACHE)), zero findings.
 	bash hack/lint.sh
 
-generate: ## Regenerate generated code (bpf2go objects, dashboards JSON).
+generate: ## Regenerate generated code (bpf2go objects, dashboards JSON, RBAC from deploy/rbac/rules.yaml, docs tables).
 	$(GO) generate ./...
 
 check-generate: ## Regenerate and fail if anything changed (CI).
