@@ -33,6 +33,10 @@ fi
 echo "check-generate: go generate ./dashboards/... ./deploy/..."
 go generate ./dashboards/... ./deploy/...
 
+# The actuator table in docs/healing.md, from the actuators' Doc and Params.
+echo "check-generate: go generate ./healing/..."
+go generate ./healing/...
+
 [ "$fail" = 0 ] || exit 1
 if [ "$(snapshot)" != "$before" ]; then
   echo "check-generate: generated files differ from the committed ones; run 'make generate' and commit:" >&2

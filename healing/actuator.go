@@ -66,6 +66,10 @@ type Actuator interface {
 	Params() []Param
 	// Scope says who may act.
 	Scope() Scope
+	// Doc says what the action does, in one Markdown line: the "what it
+	// does" column of the actuator table in docs/healing.md, which `make
+	// generate` writes from Doc and Params.
+	Doc() string
 	// Target names the object the action changes, from rendered arguments.
 	Target(a Args) Target
 	// Act performs the action and returns a short description of what

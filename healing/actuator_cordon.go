@@ -12,8 +12,11 @@ type cordon struct{}
 
 func init() { Register(cordon{}) }
 
-func (cordon) Name() string         { return "cordon" }
-func (cordon) Scope() Scope         { return ScopeCluster }
+func (cordon) Name() string { return "cordon" }
+func (cordon) Scope() Scope { return ScopeCluster }
+func (cordon) Doc() string {
+	return "`spec.unschedulable=true`"
+}
 func (cordon) Params() []Param      { return []Param{paramNode, paramNodes} }
 func (cordon) Target(a Args) Target { return Target{Kind: "Node", Name: a.Str("node")} }
 

@@ -16,6 +16,9 @@ func init() { Register(deletePod{}) }
 
 func (deletePod) Name() string { return "delete_pod" }
 func (deletePod) Scope() Scope { return ScopeNode }
+func (deletePod) Doc() string {
+	return "deletes the pod (bypasses PDBs; prefer `evict_pod`)"
+}
 func (deletePod) Params() []Param {
 	return []Param{paramNamespace, paramPod,
 		{Name: "grace_period", Check: checkInt(0), Doc: "termination grace period in seconds (default: the pod's own)"}}

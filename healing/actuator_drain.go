@@ -23,6 +23,9 @@ func init() { Register(drain{}) }
 
 func (drain) Name() string { return "drain" }
 func (drain) Scope() Scope { return ScopeCluster }
+func (drain) Doc() string {
+	return "cordon, then evict every pod except DaemonSet, mirror and finished ones; retries PDB refusals until the timeout, then fails naming the pods left"
+}
 func (drain) Params() []Param {
 	return []Param{paramNode, paramNodes,
 		{Name: "timeout", Default: "5m", Check: checkDuration, Doc: "how long to keep evicting and waiting"},

@@ -17,6 +17,9 @@ func init() { Register(evictPod{}) }
 
 func (evictPod) Name() string { return "evict_pod" }
 func (evictPod) Scope() Scope { return ScopeNode }
+func (evictPod) Doc() string {
+	return "Eviction API: refused (failed record) when a PodDisruptionBudget would break"
+}
 func (evictPod) Params() []Param {
 	return []Param{paramNamespace, paramPod,
 		{Name: "grace_period", Check: checkInt(0), Doc: "termination grace period in seconds (default: the pod's own)"}}

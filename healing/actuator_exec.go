@@ -23,6 +23,9 @@ func init() { Register(execRunbook{}) }
 
 func (execRunbook) Name() string { return "exec" }
 func (execRunbook) Scope() Scope { return ScopeNode }
+func (execRunbook) Doc() string {
+	return "runs a runbook script: argv only (never a shell string built from labels), clean environment (PATH, LANG, VIGIL_POLICY, VIGIL_ALERTNAME, VIGIL_AGENT), its process group killed at the timeout, output (64 KiB kept) in the record; it runs as the agent's uid with at most the capabilities the agent kept and no_new_privs ([docs/security.md](security.md#capabilities-at-run-time))"
+}
 func (execRunbook) Params() []Param {
 	return []Param{
 		{Name: "command", Required: true, List: true, FixedHead: true, NoOptions: true, Doc: "argv: an absolute program path, then its arguments"},

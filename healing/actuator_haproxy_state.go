@@ -14,6 +14,9 @@ func init() { Register(haproxyState{}) }
 
 func (haproxyState) Name() string { return "haproxy_state" }
 func (haproxyState) Scope() Scope { return ScopeNode }
+func (haproxyState) Doc() string {
+	return "runtime API `set server B/S state …` (reroute on a plain host)"
+}
 func (haproxyState) Params() []Param {
 	return append(append([]Param(nil), haproxyParams...),
 		Param{Name: "state", Required: true, Check: checkOneOf("drain", "maint", "ready"), Doc: "drain, maint or ready"})

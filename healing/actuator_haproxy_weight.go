@@ -14,6 +14,9 @@ func init() { Register(haproxyWeight{}) }
 
 func (haproxyWeight) Name() string { return "haproxy_weight" }
 func (haproxyWeight) Scope() Scope { return ScopeNode }
+func (haproxyWeight) Doc() string {
+	return "runtime API `set weight`"
+}
 func (haproxyWeight) Params() []Param {
 	return append(append([]Param(nil), haproxyParams...),
 		Param{Name: "weight", Required: true, Check: checkWeight, Doc: "0–256, or a percentage such as 50%"})

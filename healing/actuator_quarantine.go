@@ -25,8 +25,11 @@ type quarantine struct{}
 
 func init() { Register(quarantine{}) }
 
-func (quarantine) Name() string    { return "quarantine" }
-func (quarantine) Scope() Scope    { return ScopeNode }
+func (quarantine) Name() string { return "quarantine" }
+func (quarantine) Scope() Scope { return ScopeNode }
+func (quarantine) Doc() string {
+	return "removes the owner's selector labels (kept in `vigil.dev/quarantined-labels`), adds `vigil.dev/quarantined=true`: the owner starts a replacement, the pod stays"
+}
 func (quarantine) Params() []Param { return []Param{paramNamespace, paramPod} }
 func (quarantine) Target(a Args) Target {
 	return Target{Kind: "Pod", Namespace: a.Str("namespace"), Name: a.Str("pod")}

@@ -25,6 +25,9 @@ func init() { Register(rerouteReadiness{}) }
 
 func (rerouteReadiness) Name() string { return "reroute_readiness" }
 func (rerouteReadiness) Scope() Scope { return ScopeNode }
+func (rerouteReadiness) Doc() string {
+	return "sets the readiness-gate condition (default `vigil.dev/healthy`) through `pods/status`: the pod leaves its Services' endpoints and keeps running for debugging"
+}
 func (rerouteReadiness) Params() []Param {
 	return []Param{paramNamespace, paramPod,
 		{Name: "status", Default: "False", Check: checkOneOf("False", "True"), Doc: "False takes the pod out of endpoints; True gives the gate back"},

@@ -19,8 +19,11 @@ type rolloutRestart struct{}
 
 func init() { Register(rolloutRestart{}) }
 
-func (rolloutRestart) Name() string    { return "rollout_restart" }
-func (rolloutRestart) Scope() Scope    { return ScopeCluster }
+func (rolloutRestart) Name() string { return "rollout_restart" }
+func (rolloutRestart) Scope() Scope { return ScopeCluster }
+func (rolloutRestart) Doc() string {
+	return "sets `kubectl.kubernetes.io/restartedAt` on the pod template"
+}
 func (rolloutRestart) Params() []Param { return []Param{paramNamespace, paramKind, paramName} }
 func (rolloutRestart) Target(a Args) Target {
 	return Target{Kind: a.Str("kind"), Namespace: a.Str("namespace"), Name: a.Str("name")}

@@ -19,6 +19,9 @@ func init() { Register(scale{}) }
 
 func (scale) Name() string { return "scale" }
 func (scale) Scope() Scope { return ScopeCluster }
+func (scale) Doc() string {
+	return "scale subresource with optimistic concurrency; moves only in the step's direction and stops at the bound (at the bound: failed, so the next step runs). With `restore_after`, see below"
+}
 func (scale) Params() []Param {
 	return []Param{paramNamespace,
 		{Name: "kind", Default: "Deployment", Check: checkOneOf("Deployment", "StatefulSet"), Doc: "Deployment or StatefulSet"},

@@ -11,8 +11,11 @@ type systemdResetFailed struct{}
 
 func init() { Register(systemdResetFailed{}) }
 
-func (systemdResetFailed) Name() string         { return "systemd_reset_failed" }
-func (systemdResetFailed) Scope() Scope         { return ScopeNode }
+func (systemdResetFailed) Name() string { return "systemd_reset_failed" }
+func (systemdResetFailed) Scope() Scope { return ScopeNode }
+func (systemdResetFailed) Doc() string {
+	return "`ResetFailedUnit`"
+}
 func (systemdResetFailed) Params() []Param      { return []Param{paramUnit, paramUnits, paramTimeout} }
 func (systemdResetFailed) Target(a Args) Target { return Target{Kind: "Unit", Name: a.Str("unit")} }
 

@@ -15,6 +15,9 @@ func init() { Register(systemdRestart{}) }
 
 func (systemdRestart) Name() string { return "systemd_restart" }
 func (systemdRestart) Scope() Scope { return ScopeNode }
+func (systemdRestart) Doc() string {
+	return "`RestartUnit` over D-Bus, waits for the job (`done` or a failed record)"
+}
 func (systemdRestart) Params() []Param {
 	return []Param{paramUnit, paramUnits, paramMode, paramTimeout}
 }

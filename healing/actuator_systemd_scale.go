@@ -20,6 +20,9 @@ func init() { Register(systemdScale{}) }
 
 func (systemdScale) Name() string { return "systemd_scale" }
 func (systemdScale) Scope() Scope { return ScopeNode }
+func (systemdScale) Doc() string {
+	return "starts the lowest free numbered instances / stops the highest"
+}
 func (systemdScale) Params() []Param {
 	return []Param{
 		{Name: "template", Required: true, Check: checkTemplateUnit, Doc: "template unit, e.g. worker@.service"},

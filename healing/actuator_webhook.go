@@ -20,6 +20,9 @@ func init() { Register(webhook{}) }
 
 func (webhook) Name() string { return "webhook" }
 func (webhook) Scope() Scope { return ScopeNode }
+func (webhook) Doc() string {
+	return "POSTs `{alert, policy, runbook_url, reason, tried: [records…], agent}`; `alert` is `{labels, annotations, state, source, starts_at, ends_at, generator_url, fingerprint}` (empty ones left out)"
+}
 func (webhook) Params() []Param {
 	return []Param{
 		{Name: "url", Required: true, Fixed: true, Check: checkURL, Doc: "http(s) URL to POST to"},

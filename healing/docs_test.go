@@ -29,3 +29,21 @@ func TestDocumentedPoliciesLoad(t *testing.T) {
 		t.Fatal("no policies example found in docs/healing.md")
 	}
 }
+
+// The actuator table in docs/healing.md is the one ActuatorTable renders
+// (make generate writes it), and it lists every registered actuator.
+func TestActuatorTableIsGenerated(t *testing.T) {
+	doc, err := os.ReadFile("../docs/healing.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := ActuatorTable()
+	if !strings.Contains(string(doc), table) {
+		t.Fatal("docs/healing.md's actuator table differs from ActuatorTable(); run make generate")
+	}
+	for _, name := range Actuators() {
+		if !strings.Contains(table, "| `"+name+"` |") {
+			t.Errorf("actuator %s missing from the table", name)
+		}
+	}
+}

@@ -135,9 +135,12 @@ type restoreScale struct {
 	after  time.Duration
 }
 
-func (restoreScale) Name() string         { return "scale" }
-func (restoreScale) Scope() Scope         { return ScopeCluster }
-func (restoreScale) Params() []Param      { return nil }
+func (restoreScale) Name() string    { return "scale" }
+func (restoreScale) Scope() Scope    { return ScopeCluster }
+func (restoreScale) Params() []Param { return nil }
+func (restoreScale) Doc() string {
+	return "scales a workload back after restore_after (not registered)"
+}
 func (r restoreScale) Target(Args) Target { return r.t }
 
 func (r restoreScale) Act(ctx context.Context, env *Env, _ Args) (string, error) {
