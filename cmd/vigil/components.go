@@ -8,4 +8,5 @@ import (
 	_ "github.com/vigil-agent/vigil/collectors/host"
 	_ "github.com/vigil-agent/vigil/collectors/kube"
 	_ "github.com/vigil-agent/vigil/collectors/logs"
+	_ "github.com/vigil-agent/vigil/collectors/textfile"
 )
