@@ -57,10 +57,17 @@ var (
 	memCacheDesc      = newDesc("memory_cache_bytes", "Page cache charged to the cgroup (v2 file, v1 total_cache).")
 	memLimitDesc      = newDesc("memory_limit_bytes", "The cgroup's hard memory limit (v2 memory.max, v1 memory.limit_in_bytes); absent when unlimited.")
 	oomKillsDesc      = newDesc("oom_kills_total", "Processes the kernel OOM killer killed in the cgroup because it reached its memory limit.")
+	limitHitsDesc     = newDesc("memory_limit_hits_total", "Times the cgroup's memory usage reached its limit and the kernel reclaimed the cgroup's own memory to stay below it (v2 memory.events max, v1 memory.failcnt).")
+	cpuPressureDesc   = newDesc("cpu_pressure_waiting_seconds_total", "Time at least one of the cgroup's tasks waited for a CPU (PSI cpu.pressure some; quota throttling counts).")
+	memPressureDesc   = newDesc("memory_pressure_waiting_seconds_total", "Time at least one of the cgroup's tasks was stalled on memory: reclaim, refaults, swap-in (PSI memory.pressure some).")
+	memStalledDesc    = newDesc("memory_pressure_stalled_seconds_total", "Time all of the cgroup's non-idle tasks were stalled on memory at once (PSI memory.pressure full).")
+	openFDsDesc       = newDesc("process_open_fds", "Open file descriptors of the cgroup's process nearest its open-files limit (of the processes directly in the cgroup).")
+	maxFDsDesc        = newDesc("process_max_fds", "The soft open-files limit (RLIMIT_NOFILE) of the process in vigil_cgroup_process_open_fds; absent when unlimited.")
 
 	cgroupsDesc    = newDesc("cgroups", "Cgroups reported in the last scrape, by kind (container, pod, service, extra).", "kind")
 	droppedDesc    = prometheus.NewDesc("vigil_cgroup_cgroups_dropped_total", "Cgroups left out of scrapes because max_cgroups was reached (each scrape adds the number it left out).", nil, nil)
 	readErrorsDesc = newDesc("read_errors_total", "Cgroup files that could not be read or parsed, by file name (a missing file is not an error).", "file")
+	fdSkippedDesc  = newDesc("fd_processes_skipped_total", "Processes whose open file descriptors were not counted: reason budget (max_fd_processes reached in a scrape) or unreadable (procfs entry could not be read).", "reason")
 	layoutDesc     = newDesc("hierarchy_info", "The cgroup layout detected at start: v2, hybrid (v1 controllers plus a cgroup2 mount) or v1. Always 1.", "layout")
 )
 
@@ -104,6 +111,7 @@ type Collector struct {
 	layout     layout
 	started    bool
 	dropped    uint64
+	fdSkipped  [2]uint64 // budget, unreadable
 	readErrors map[string]uint64
 	warned     map[string]bool
 }
@@ -186,6 +194,11 @@ func (c *Collector) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 
 	r := c.readers.Get().(*fileReader)
 	defer c.readers.Put(r)
+	procfs := c.set.Paths.ProcFS
+	if procfs == "" {
+		procfs = "/proc"
+	}
+	fdb := fdBudget{left: c.cfg.MaxFDProcesses}
 	var perKind [len(kindNames)]int
 	for i, cand := range cands {
 		if i%64 == 0 && ctx.Err() != nil {
@@ -203,7 +216,11 @@ func (c *Collector) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 		perKind[cand.kind]++
 		id := workload.FromCgroupPath(cand.rel)
 		c.set.Enricher.Enrich(&id)
-		emit(ch, &s, append(id.Labels(), cand.rel))
+		var fds fdUsage
+		if cand.kind != kindPod && c.cfg.MaxFDProcesses > 0 {
+			fds = r.readFDs(root+cand.rel, procfs, &fdb)
+		}
+		emit(ch, &s, fds, append(id.Labels(), cand.rel))
 	}
 
 	for k, n := range perKind {
@@ -212,6 +229,12 @@ func (c *Collector) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 	c.mu.Lock()
 	c.dropped += uint64(dropped)
 	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(c.dropped))
+	c.fdSkipped[0] += fdb.skipped
+	c.fdSkipped[1] += fdb.unreadable
+	if c.cfg.MaxFDProcesses > 0 {
+		ch <- prometheus.MustNewConstMetric(fdSkippedDesc, prometheus.CounterValue, float64(c.fdSkipped[0]), "budget")
+		ch <- prometheus.MustNewConstMetric(fdSkippedDesc, prometheus.CounterValue, float64(c.fdSkipped[1]), "unreadable")
+	}
 	for file, n := range c.readErrors {
 		ch <- prometheus.MustNewConstMetric(readErrorsDesc, prometheus.CounterValue, float64(n), file)
 	}
@@ -227,7 +250,7 @@ func (c *Collector) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 // All of a cgroup's series share one set of label pairs, built once: with
 // prometheus.MustNewConstMetric each series would build its own, which was
 // nine tenths of the collector's allocations.
-func emit(ch chan<- prometheus.Metric, s *stats, lv []string) {
+func emit(ch chan<- prometheus.Metric, s *stats, fds fdUsage, lv []string) {
 	lp := labelPairs(lv)
 	send := func(d *prometheus.Desc, t prometheus.ValueType, bit uint32, v float64) {
 		if s.Has(bit) {
@@ -247,6 +270,15 @@ func emit(ch chan<- prometheus.Metric, s *stats, lv []string) {
 	send(memCacheDesc, gauge, hasCache, float64(s.cache))
 	send(memLimitDesc, gauge, hasMemLimit, float64(s.memLimit))
 	send(oomKillsDesc, counter, hasOOMKills, float64(s.oomKills))
+	send(limitHitsDesc, counter, hasLimitHits, float64(s.limitHits))
+	send(cpuPressureDesc, counter, hasCPUPressure, s.cpuSome)
+	send(memPressureDesc, counter, hasMemPressureSome, s.memSome)
+	send(memStalledDesc, counter, hasMemPressureFull, s.memFull)
+	if fds.ok {
+		open, limit := float64(fds.open), float64(fds.limit)
+		ch <- &series{desc: openFDsDesc, typ: gauge, value: open, labels: lp}
+		ch <- &series{desc: maxFDsDesc, typ: gauge, value: limit, labels: lp}
+	}
 }
 
 // sortedLabelIdx orders labelNames by name, as the exposition format and

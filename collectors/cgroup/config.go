@@ -12,6 +12,10 @@ import (
 // containers each stays well below it.
 const DefaultMaxCgroups = 2000
 
+// DefaultMaxFDProcesses bounds the processes whose open file descriptors
+// are counted per scrape.
+const DefaultMaxFDProcesses = 2000
+
 // Config is the collectors.cgroup section.
 type Config struct {
 	// MaxCgroups bounds how many cgroups are reported in one scrape; the
@@ -30,11 +34,17 @@ type Config struct {
 	// Go's path.Match against the path relative to the hierarchy root, e.g.
 	// "/batch.slice/*" or "/machine.slice/*.scope". "*" does not cross "/".
 	ExtraPaths []string `yaml:"extra_paths"`
+	// MaxFDProcesses bounds how many processes per scrape have their open
+	// file descriptors counted and their open-files limit read (for
+	// vigil_cgroup_process_open_fds and _max_fds); the rest are counted in
+	// vigil_cgroup_fd_processes_skipped_total{reason="budget"}. 0 turns
+	// the reading off.
+	MaxFDProcesses int `yaml:"max_fd_processes"`
 }
 
 // NewConfig returns the default configuration.
 func NewConfig() *Config {
-	return &Config{MaxCgroups: DefaultMaxCgroups, Containers: true, Pods: true, Services: true}
+	return &Config{MaxCgroups: DefaultMaxCgroups, Containers: true, Pods: true, Services: true, MaxFDProcesses: DefaultMaxFDProcesses}
 }
 
 // maxMaxCgroups is a sanity bound: beyond it a scrape would carry millions
@@ -46,6 +56,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.MaxCgroups <= 0 || c.MaxCgroups > maxMaxCgroups {
 		errs = append(errs, fmt.Errorf("max_cgroups: must be between 1 and %d, got %d", maxMaxCgroups, c.MaxCgroups))
+	}
+	if c.MaxFDProcesses < 0 || c.MaxFDProcesses > maxMaxCgroups {
+		errs = append(errs, fmt.Errorf("max_fd_processes: must be between 0 (off) and %d, got %d", maxMaxCgroups, c.MaxFDProcesses))
 	}
 	for i, p := range c.ExtraPaths {
 		switch {

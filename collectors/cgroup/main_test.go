@@ -8,6 +8,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(faultHelperEnv); spec != "" {
+		os.Exit(faultHelper(spec))
+	}
 	if id := os.Getenv(handleHelperEnv); id != "" {
 		os.Exit(handleHelper(id))
 	}

@@ -27,6 +27,10 @@ const (
 	hasRSS
 	hasCache
 	hasOOMKills
+	hasLimitHits
+	hasCPUPressure
+	hasMemPressureSome
+	hasMemPressureFull
 )
 
 // stats is what one cgroup's files say. CPU times are in seconds, memory in
@@ -38,6 +42,14 @@ type stats struct {
 	throttledTime                      float64
 	memUsage, memLimit                 uint64
 	inactiveFile, rss, cache, oomKills uint64
+	// limitHits counts charges that met the memory limit (v2
+	// memory.events "max", v1 memory.failcnt): each one made the kernel
+	// reclaim the cgroup's own memory first.
+	limitHits uint64
+	// Pressure stall totals (PSI, cgroup2 cpu.pressure and
+	// memory.pressure) in seconds: "some" is time at least one task
+	// waited, "full" time all non-idle tasks were stalled at once.
+	cpuSome, memSome, memFull float64
 }
 
 func (s *stats) set(bit uint32) { s.has |= bit }
@@ -60,6 +72,7 @@ type fileReader struct {
 	// file's base name (for the error metric) and the error, which names
 	// the full path and, for content errors, the line and field.
 	onError func(file string, err error)
+	pids    []uint32 // cgroup.procs of the cgroup being read
 }
 
 func newFileReader(onError func(string, error)) *fileReader {
@@ -194,11 +207,13 @@ var (
 	v1CPUKeys   = []string{"nr_periods", "nr_throttled", "throttled_time"}
 	v1MemKeys   = []string{"total_rss", "total_cache", "total_inactive_file"}
 	oomKillKeys = []string{"oom_kill"}
+	v2EventKeys = []string{"oom_kill", "max"}
 )
 
 // readV2 reads a cgroup v2 directory: cpu.stat (always present: the kernel
 // keeps usage without the cpu controller), memory.current, memory.max,
-// memory.stat and memory.events (with the memory controller).
+// memory.stat and memory.events (with the memory controller), and the
+// pressure files.
 func (r *fileReader) readV2(dir string) stats {
 	var s stats
 	var v [6]uint64
@@ -228,18 +243,107 @@ func (r *fileReader) readV2(dir string) stats {
 		s.inactiveFile = v[2]
 		s.set(hasInactiveFile)
 	}
-	if r.readKeyed(dir, "memory.events", oomKillKeys, v[:1]) != 0 {
+	f = r.readKeyed(dir, "memory.events", v2EventKeys, v[:2])
+	if f&1 != 0 {
 		s.oomKills = v[0]
 		s.set(hasOOMKills)
 	}
+	if f&2 != 0 {
+		s.limitHits = v[1]
+		s.set(hasLimitHits)
+	}
+	r.readPressure(&s, dir)
 	return s
+}
+
+// readPressure reads the pressure stall totals of the cgroup2 directory
+// dir: cpu.pressure's "some" and memory.pressure's "some" and "full". The
+// files are part of every cgroup2 directory when the kernel has PSI, with
+// or without controllers, so on a hybrid node they come from the cgroup2
+// mount while the other numbers come from the v1 controllers: PSI is
+// accounted to a task's cgroup2 cgroup whatever hierarchy limits it.
+func (r *fileReader) readPressure(s *stats, dir string) {
+	var some, full float64
+	var f uint32
+	if some, _, f = r.readPSI(dir, "cpu.pressure"); f&1 != 0 {
+		s.cpuSome = some
+		s.set(hasCPUPressure)
+	}
+	some, full, f = r.readPSI(dir, "memory.pressure")
+	if f&1 != 0 {
+		s.memSome = some
+		s.set(hasMemPressureSome)
+	}
+	if f&2 != 0 {
+		s.memFull = full
+		s.set(hasMemPressureFull)
+	}
+}
+
+// readPSI parses a pressure file's "some" and "full" totals (microseconds,
+// returned in seconds), e.g.
+//
+//	some avg10=0.00 avg60=0.00 avg300=0.00 total=105627
+//	full avg10=0.00 avg60=0.00 avg300=0.00 total=19571
+//
+// found has bit 0 for some and bit 1 for full.
+func (r *fileReader) readPSI(dir, name string) (some, full float64, found uint32) {
+	b, ok := r.read(dir, name)
+	if !ok {
+		return 0, 0, 0
+	}
+	line := 0
+	for len(b) > 0 {
+		line++
+		var l []byte
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			l, b = b[:i], b[i+1:]
+		} else {
+			l, b = b, nil
+		}
+		kind, rest, _ := bytes.Cut(l, []byte{' '})
+		var bit uint32
+		switch string(kind) {
+		case "some":
+			bit = 1
+		case "full":
+			bit = 2
+		default:
+			if len(bytes.TrimSpace(l)) > 0 {
+				r.onError(name, &contentError{path: dir + "/" + name, line: line, msg: fmt.Sprintf("want \"some\" or \"full\", got %q", truncate(l))})
+			}
+			continue
+		}
+		i := bytes.Index(rest, []byte("total="))
+		if i < 0 {
+			r.onError(name, &contentError{path: dir + "/" + name, line: line, field: "total", msg: "missing"})
+			continue
+		}
+		v := rest[i+len("total="):]
+		if j := bytes.IndexByte(v, ' '); j >= 0 {
+			v = v[:j]
+		}
+		n, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 10, 64)
+		if err != nil {
+			r.onError(name, &contentError{path: dir + "/" + name, line: line, field: "total", msg: fmt.Sprintf("want an unsigned number, got %q", truncate(v))})
+			continue
+		}
+		if bit == 1 {
+			some = float64(n) / 1e6
+		} else {
+			full = float64(n) / 1e6
+		}
+		found |= bit
+	}
+	return some, full, found
 }
 
 // readV1 reads the cgroup at rel in each v1 controller: cpuacct.usage,
 // cpuacct.usage_user and cpuacct.usage_sys (nanoseconds), cpu.stat,
 // memory.usage_in_bytes, memory.limit_in_bytes, memory.stat (the
-// hierarchical total_* fields, since usage includes descendants) and
-// memory.oom_control (oom_kill, Linux 4.13+).
+// hierarchical total_* fields, since usage includes descendants),
+// memory.oom_control (oom_kill, Linux 4.13+) and memory.failcnt; and the
+// pressure files from the cgroup2 mount at the same path, if any.
 func (r *fileReader) readV1(l *layout, rel string) stats {
 	var s stats
 	var v [3]uint64
@@ -290,6 +394,13 @@ func (r *fileReader) readV1(l *layout, rel string) stats {
 			s.oomKills = v[0]
 			s.set(hasOOMKills)
 		}
+		if u, _, ok := r.readUint(dir, "memory.failcnt", false); ok {
+			s.limitHits = u
+			s.set(hasLimitHits)
+		}
+	}
+	if l.v2 != "" {
+		r.readPressure(&s, l.v2+rel)
 	}
 	return s
 }
