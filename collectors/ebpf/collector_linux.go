@@ -155,7 +155,8 @@ func (c *collector) Start(ctx context.Context) error {
 	rings := []struct {
 		name   string
 		handle func([]byte)
-	}{{"events", c.handlers.handleEvent}, {"http_events", c.handlers.handleHTTP}}
+		idle   func()
+	}{{"events", c.handlers.handleEvent, func() {}}, {"http_events", c.handlers.handleHTTP, func() { c.handlers.sweepHTTP(time.Now()) }}}
 	for _, r := range rings {
 		rd, err := ringbuf.NewReader(objs.maps[r.name])
 		if err != nil {
@@ -166,7 +167,7 @@ func (c *collector) Start(ctx context.Context) error {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			c.read(rd, r.name, r.handle)
+			c.read(rd, r.name, r.handle, r.idle)
 		}()
 	}
 	return nil
@@ -176,8 +177,9 @@ func (c *collector) Start(ctx context.Context) error {
 // events without waking the reader, so it also polls on a short deadline.
 // The deadline is only renewed once it has passed (the reader then drains
 // what was submitted without a wake-up first): setting it for every record
-// cost more than handling the record.
-func (c *collector) read(rd *ringbuf.Reader, ring string, handle func([]byte)) {
+// cost more than handling the record. idle runs, on the reader's
+// goroutine, each time the deadline passes.
+func (c *collector) read(rd *ringbuf.Reader, ring string, handle func([]byte), idle func()) {
 	events := c.m.eventsRead.WithLabelValues(ring)
 	var rec ringbuf.Record
 	rd.SetDeadline(time.Now().Add(c.cfg.PollInterval))
@@ -188,6 +190,7 @@ func (c *collector) read(rd *ringbuf.Reader, ring string, handle func([]byte)) {
 			events.Inc()
 			handle(rec.RawSample)
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			idle()
 			rd.SetDeadline(time.Now().Add(c.cfg.PollInterval))
 		case errors.Is(err, ringbuf.ErrClosed):
 			return

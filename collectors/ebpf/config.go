@@ -77,6 +77,11 @@ type Config struct {
 	MaxRoutes int `yaml:"max_routes"`
 	// MaxPendingRequests bounds HTTP requests waiting for their response.
 	MaxPendingRequests int `yaml:"max_pending_requests"`
+	// HTTPUnansweredAfter is how long a server request may wait for its
+	// response before it is counted in
+	// vigil_http_server_requests_unanswered_total (once per request): a
+	// replica that reads requests and never answers them.
+	HTTPUnansweredAfter time.Duration `yaml:"http_unanswered_after"`
 	// HTTPHook chooses where HTTP is seen: socket (the sock/sock_send_length
 	// and sock/sock_recv_length tracepoints, Linux 6.4+, the cheaper path:
 	// they fire only for socket I/O and hand over the socket), syscalls (the
@@ -113,6 +118,7 @@ func NewConfig() *Config {
 		MaxSeries:           2000,
 		MaxRoutes:           500,
 		MaxPendingRequests:  16384,
+		HTTPUnansweredAfter: 10 * time.Second,
 		HTTPHook:            "auto",
 		HTTPHeadWindows:     4,
 		Spans:               SpansConfig{SampleRatio: 1, MaxPerSecond: 100, LinkClientsByThread: true},
@@ -151,6 +157,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Spans.MaxPerSecond < 0 {
 		errs = append(errs, fmt.Errorf("spans.max_per_second: must be 0 (no cap) or more, got %d", c.Spans.MaxPerSecond))
+	}
+	if c.HTTPUnansweredAfter < time.Second || c.HTTPUnansweredAfter > time.Hour {
+		errs = append(errs, fmt.Errorf("http_unanswered_after: must be between 1s and 1h, got %s", c.HTTPUnansweredAfter))
 	}
 	if c.PollInterval < time.Millisecond || c.PollInterval > 5*time.Second {
 		errs = append(errs, fmt.Errorf("poll_interval: must be between 1ms and 5s, got %s", c.PollInterval))

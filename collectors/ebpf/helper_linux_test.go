@@ -30,6 +30,10 @@ func runHelper(name, arg string) int {
 		err = tcpClient(arg)
 	case "http-client":
 		err = httpClient(arg)
+	case "fault-server":
+		err = faultServer(arg)
+	case "fault-gets":
+		err = faultGets(arg)
 	case "raw-http":
 		err = rawHTTP()
 	case "unprivileged":

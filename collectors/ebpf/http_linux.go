@@ -51,6 +51,7 @@ type pendingRequest struct {
 	head        []byte
 	windowsLeft int
 	counted     bool // counted in threads
+	unanswered  bool // counted in vigil_http_server_requests_unanswered_total
 }
 
 // routeInfo is a request target with its path, route and the route's
@@ -95,7 +96,7 @@ type httpState struct {
 	routes   map[string]*routeInfo
 	hosts    map[string]string
 	series   map[httpKey]httpSeries
-	peers    map[peerKey]prometheus.Counter
+	peers    map[peerKey]peerSeries
 	wls      map[uint64]workload.Identity
 	unknown  map[uint64]uint64 // cgroup ID → kernel time to ask again
 	reset    time.Time
@@ -103,11 +104,21 @@ type httpState struct {
 	buf      [1 + len(httpEvent{}.Data)]byte
 	limiter  rateLimiter
 	ratioMax uint64 // root requests whose trace ID's low bits are below it are sampled
+
+	// Unanswered server requests: the pending requests are swept at most
+	// once a second, from the HTTP reader (on events and when it is idle).
+	events    uint32
+	lastSweep time.Time
+}
+
+// peerSeries are a client's series for one destination and status class.
+type peerSeries struct {
+	requests, seconds prometheus.Counter
 }
 
 func newHTTPState(cfg *Config) *httpState {
 	s := &httpState{pending: map[connKey]int32{}, threads: map[uint32]threadState{}, routes: map[string]*routeInfo{},
-		hosts: map[string]string{}, series: map[httpKey]httpSeries{}, peers: map[peerKey]prometheus.Counter{}, wls: map[uint64]workload.Identity{}, unknown: map[uint64]uint64{},
+		hosts: map[string]string{}, series: map[httpKey]httpSeries{}, peers: map[peerKey]peerSeries{}, wls: map[uint64]workload.Identity{}, unknown: map[uint64]uint64{},
 		limiter: rateLimiter{rate: float64(cfg.Spans.MaxPerSecond)}}
 	switch r := cfg.Spans.SampleRatio; {
 	case r >= 1:
@@ -156,6 +167,9 @@ func (h *handlers) handleHTTP(b []byte) {
 		return
 	}
 	key := connKey{e.Pid, e.Fd}
+	if st.events++; st.events%256 == 0 {
+		h.sweepHTTP(time.Now())
+	}
 	if e.Window > 0 {
 		h.headWindow(key, e)
 		return
@@ -420,12 +434,14 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 			if len(st.peers) >= maxCachedSeries {
 				clear(st.peers)
 			}
-			c = h.m.httpPeer.WithLabelValues(h.m.httpPeerCap.labels(p.wl, p.remote.String(), statusClasses[k.class])...)
+			lv := h.m.httpPeerCap.labels(p.wl, p.remote.String(), statusClasses[k.class])
+			c = peerSeries{h.m.httpPeer.WithLabelValues(lv...), h.m.httpPeerSeconds.WithLabelValues(lv...)}
 			if named(p.wl) {
 				st.peers[pk] = c
 			}
 		}
-		c.Inc()
+		c.requests.Inc()
+		c.seconds.Add(d.Seconds())
 	}
 	if !p.decided {
 		h.decide(p, nil, endNS)
@@ -437,6 +453,29 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 		h.m.spansSampledOut.Inc()
 	}
 	h.dropPending(key, i)
+}
+
+// sweepHTTP counts the server requests that have waited longer than
+// http_unanswered_after for their response, once each. It runs at most
+// once a second and looks at every pending request (at most
+// max_pending_requests). A request whose response was never seen (written
+// by a call Vigil does not trace) is counted too, once; the default alert
+// asks for most of a workload's requests to be unanswered.
+func (h *handlers) sweepHTTP(now time.Time) {
+	st := h.http
+	if now.Sub(st.lastSweep) < time.Second {
+		return
+	}
+	st.lastSweep = now
+	cut := now.Add(-h.cfg.HTTPUnansweredAfter)
+	for _, i := range st.pending {
+		p := &st.slab[i]
+		if !p.server || p.unanswered || !p.start.Before(cut) {
+			continue
+		}
+		p.unanswered = true
+		h.m.httpUnanswered.WithLabelValues(h.m.httpUnansweredCap.workloadLabels(p.wl)...).Inc()
+	}
 }
 
 // isErrorStatus is the span status rule of the HTTP semantic conventions:

@@ -125,6 +125,14 @@ type metrics struct {
 	// errors a workload gets from a dependency name the dependency.
 	httpPeer    *prometheus.CounterVec
 	httpPeerCap *capper
+	// httpPeerSeconds sums the time those requests took, per destination
+	// and status class: with httpPeer, a dependency's mean latency as its
+	// callers see it.
+	httpPeerSeconds *prometheus.CounterVec
+	// httpUnanswered counts server requests still unanswered after
+	// Config.HTTPUnansweredAfter, by workload.
+	httpUnanswered    *prometheus.CounterVec
+	httpUnansweredCap *capper
 }
 
 func newMetrics(cfg *Config) *metrics {
@@ -185,9 +193,14 @@ func newMetrics(cfg *Config) *metrics {
 			Help: "Time from request to response start, as seen in the process's syscalls.", Buckets: requestBuckets}, labelNames("route", "kind", "method", "status_class")),
 		httpPeer: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_http_client_requests_by_destination_total",
 			Help: "HTTP/1.x requests the workload sent as a client, by the server's address (ip:port) and the answer's status class."}, labelNames("destination", "status_class")),
+		httpPeerSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_http_client_request_seconds_by_destination_total",
+			Help: "Time from request to response start of the requests in vigil_http_client_requests_by_destination_total, summed: their ratio is the mean latency of a dependency as the caller sees it."}, labelNames("destination", "status_class")),
+		httpUnanswered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_http_server_requests_unanswered_total",
+			Help: "HTTP/1.x requests the workload read as a server and had not answered after http_unanswered_after, counted once each (answered later or never)."}, labelNames()),
 	}
 	m.tcpCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("tcp"))
 	m.httpPeerCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("http_destination"))
+	m.httpUnansweredCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("http_unanswered"))
 	m.procCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("process"))
 	m.httpCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("http"))
 	m.routeCap = newCapper(cfg.MaxRoutes, m.seriesOverflow.WithLabelValues("http_route"))
@@ -199,5 +212,5 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.programLoaded, m.featureAvailable, m.eventsRead, m.decodeErrors,
 		m.seriesOverflow, m.fastPath, m.spansDropped, m.spansSampledOut, m.httpUnmatched, m.unresolved,
 		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
-		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration, m.httpPeer}
+		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration, m.httpPeer, m.httpPeerSeconds, m.httpUnanswered}
 }
