@@ -95,9 +95,6 @@ type candidate struct {
 	kind kind
 }
 
-// maxDepth bounds the walk; real layouts are at most about 8 levels deep.
-const maxDepth = 32
-
 // Collector reports per-cgroup CPU and memory metrics. Build it with New;
 // it is safe for concurrent use.
 type Collector struct {
@@ -359,7 +356,7 @@ func (c *Collector) walkEntries(dir, rel string, entries []os.DirEntry, depth in
 		if report {
 			*out = append(*out, candidate{rel: childRel, kind: k})
 		}
-		if !descend || depth >= maxDepth {
+		if !descend || depth >= workload.MaxCgroupDepth {
 			continue
 		}
 		childDir := dir + "/" + base

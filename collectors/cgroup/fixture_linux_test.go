@@ -242,35 +242,6 @@ func TestStartWithoutCgroups(t *testing.T) {
 	}
 }
 
-func TestParseProcCgroup(t *testing.T) {
-	cases := []struct {
-		name, in, want, err string
-	}{
-		{"pure v2", "0::/kubepods.slice/x.scope\n", "/kubepods.slice/x.scope", ""},
-		{"hybrid prefers placed v2", "9:name=systemd:/system.slice/a.service\n4:memory:/system.slice/a.service\n0::/system.slice/a.service\n", "/system.slice/a.service", ""},
-		{"hybrid v2 root falls back to memory", "4:memory:/kubepods/burstable/podX/abc\n1:cpu:/kubepods/burstable/podX/abc\n0::/\n", "/kubepods/burstable/podX/abc", ""},
-		{"v1 co-mounted cpu", "3:cpu,cpuacct:/docker/abc\n9:name=systemd:/system.slice/docker.service\n", "/docker/abc", ""},
-		{"v1 systemd only", "9:name=systemd:/user.slice\n", "/user.slice", ""},
-		{"root only", "0::/\n", "/", ""},
-		{"malformed", "garbage\n", "", "line 1:"},
-		{"no usable line", "5:devices:/x\n", "", "no cgroup v2 line"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseProcCgroup([]byte(tc.in))
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Errorf("err = %v, want %q", err, tc.err)
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Errorf("got %q, %v; want %q", got, err, tc.want)
-			}
-		})
-	}
-}
-
 // The agent may scrape for /metrics and for the local TSDB at once.
 func TestFixtureV2ConcurrentUpdates(t *testing.T) {
 	c := newStarted(t, NewConfig(), v2Fixture, fxEnricher, nil)

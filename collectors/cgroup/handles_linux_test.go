@@ -24,14 +24,14 @@ func handleHelper(idText string) int {
 		fmt.Println("bad ID:", err)
 		return 2
 	}
-	r := NewResolver(settingsFor("/sys").Paths, nil)
+	r := newResolver(settingsFor("/sys").Paths, nil)
 	fmt.Printf("handles: %v\n", r.HandleLookup())
 	wl, err := r.CgroupID(id)
 	if err != nil {
 		fmt.Println("resolve:", err)
 		return 1
 	}
-	fmt.Printf("path: %s\nhandle tried again: %v\n", wl.CgroupPath, !r.noHandles.Load())
+	fmt.Printf("path: %s\nhandle tried again: %v\n", wl.CgroupPath, r.UsesHandles())
 	return 0
 }
 
@@ -55,7 +55,7 @@ func TestCgroupIDWithoutDACReadSearch(t *testing.T) {
 	if err := unix.Stat(r.l.v2+svc, &st); err != nil {
 		t.Fatal(err)
 	}
-	if err := NewResolver(settingsFor("/sys").Paths, nil).HandleLookup(); err != nil {
+	if err := newResolver(settingsFor("/sys").Paths, nil).HandleLookup(); err != nil {
 		t.Fatalf("HandleLookup as root with every capability: %v", err)
 	}
 	exe, err := os.Executable()

@@ -128,6 +128,12 @@ func cgroupsOf(samples []sample, name string) []string {
 	return out
 }
 
+// newResolver is the shared workload resolver over a collector's paths,
+// as the eBPF collector builds it.
+func newResolver(paths collectors.Paths, enricher workload.Enricher) *workload.Resolver {
+	return workload.NewResolver(paths.ProcFS, paths.SysFS, enricher)
+}
+
 func settingsFor(sysfs string) collectors.Settings {
 	return collectors.Settings{Logger: slog.New(slog.DiscardHandler), Paths: collectors.Paths{ProcFS: "/proc", SysFS: sysfs, RootFS: "/"}, Enricher: noEnricher{}}
 }

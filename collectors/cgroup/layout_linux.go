@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/vigil-agent/vigil/collectors/workload"
 )
 
 // Layout names how the cgroup hierarchies are mounted on the node.
@@ -61,7 +63,8 @@ var errNoCgroups = errors.New("no cgroup hierarchy found")
 // names it "unified") makes the layout hybrid.
 func detectLayout(sysfs string) (layout, error) {
 	root := filepath.Join(sysfs, "fs", "cgroup")
-	if exists(filepath.Join(root, "cgroup.controllers")) {
+	v2 := workload.Cgroup2Root(sysfs)
+	if v2 == root {
 		return layout{kind: LayoutV2, v2: root}, nil
 	}
 	var l layout
@@ -72,8 +75,8 @@ func detectLayout(sysfs string) (layout, error) {
 		return layout{}, fmt.Errorf("%w under %s: neither cgroup.controllers (v2) nor a cpu, cpuacct or memory controller directory (v1)", errNoCgroups, root)
 	}
 	l.kind = LayoutV1
-	if u := filepath.Join(root, "unified"); exists(filepath.Join(u, "cgroup.controllers")) {
-		l.kind, l.v2 = LayoutHybrid, u
+	if v2 != "" {
+		l.kind, l.v2 = LayoutHybrid, v2
 	}
 	return l, nil
 }

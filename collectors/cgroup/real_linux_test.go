@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-agent/vigil/collectors/workload"
 )
 
 // Tests in this file create real cgroups on this machine, run processes in
@@ -334,7 +336,7 @@ func TestRealCgroups(t *testing.T) {
 		r.l.kind, u.value, th.value, usage.value, memLimit, ws.value, o.value)
 
 	// The PID resolver agrees with the collector about the identity.
-	res := NewResolver(c.set.Paths, enricher)
+	res := newResolver(c.set.Paths, enricher)
 	id, err := res.PID(busyCmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
@@ -369,7 +371,7 @@ func TestRealCgroupID(t *testing.T) {
 	if err := unix.Stat(r.l.v2+svc, &st); err != nil {
 		t.Fatal(err)
 	}
-	res := NewResolver(settingsFor("/sys").Paths, nil)
+	res := newResolver(settingsFor("/sys").Paths, nil)
 	id, err := res.CgroupID(st.Ino)
 	if err != nil {
 		t.Fatal(err)
@@ -377,18 +379,9 @@ func TestRealCgroupID(t *testing.T) {
 	if id.CgroupPath != svc || id.SystemdUnit != unit {
 		t.Errorf("cgroup ID %d resolved to %+v, want %s", st.Ino, id, svc)
 	}
-	if p, err := res.openByID(st.Ino); err != nil || p != svc {
-		t.Errorf("open by handle: %q, %v", p, err)
-	}
-	walked := NewResolver(settingsFor("/sys").Paths, nil)
-	walked.mu.Lock()
-	err = walked.walkIDs(walked.v2, "", 0)
-	p := walked.byID[st.Ino]
-	walked.mu.Unlock()
-	if err != nil || p != svc {
-		t.Errorf("walk: %q, %v", p, err)
-	}
-	if _, err := res.CgroupID(1 << 62); !errors.Is(err, ErrUnknownCgroupID) {
+	// Both ways of finding an ID (by handle, by walking) are tested in
+	// collectors/workload (TestResolverFindsRealCgroupByHandleAndWalk).
+	if _, err := res.CgroupID(1 << 62); !errors.Is(err, workload.ErrUnknownCgroupID) {
 		t.Errorf("unknown ID: %v", err)
 	}
 	if id, err := res.PID(cmd.Process.Pid); err != nil || id.CgroupPath != svc || id.SystemdUnit != unit {

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vigil-agent/vigil/collectors/cgroup"
 	"github.com/vigil-agent/vigil/collectors/workload"
 )
 
@@ -29,14 +28,14 @@ type resolver interface {
 // from that record first: open by handle and the walk both fail once the
 // cgroup is removed.
 type unifiedResolver struct {
-	r        *cgroup.Resolver
+	r        *workload.Resolver
 	enricher workload.Enricher
 
 	mu    sync.Mutex
 	known *knownCgroups
 }
 
-func newUnifiedResolver(r *cgroup.Resolver, enricher workload.Enricher) *unifiedResolver {
+func newUnifiedResolver(r *workload.Resolver, enricher workload.Enricher) *unifiedResolver {
 	return &unifiedResolver{r: r, enricher: enricher, known: newKnownCgroups(maxKnownCgroups, removedCgroupGrace)}
 }
 

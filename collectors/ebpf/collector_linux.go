@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-agent/vigil/collectors"
-	"github.com/vigil-agent/vigil/collectors/cgroup"
+	"github.com/vigil-agent/vigil/collectors/workload"
 )
 
 // collector is the eBPF collector. Start discovers what the kernel offers
@@ -88,12 +88,7 @@ func (c *collector) Start(ctx context.Context) error {
 		if memory {
 			c.cgroups = newCgroupResolver(root, c.set.Enricher)
 		} else {
-			paths := c.set.Paths
-			paths.ProcFS = procFS
-			if paths.SysFS == "" {
-				paths.SysFS = "/sys"
-			}
-			r := cgroup.NewResolver(paths, c.set.Enricher)
+			r := workload.NewResolver(procFS, c.set.Paths.SysFS, c.set.Enricher)
 			if err := r.HandleLookup(); err != nil {
 				c.log.Info("cgroups not opened by handle; cgroups not seen at creation are found by walking the hierarchy, at most once a second",
 					"reason", err)

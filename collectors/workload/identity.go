@@ -4,6 +4,11 @@
 // cgroup path, so the cgroup collector, the eBPF collectors and the log
 // pipeline all agree on it, and remediation acts on the same object the
 // signal came from.
+//
+// It is the one home of workload identity that every collector shares: the
+// Identity type, the Enricher that adds Kubernetes metadata, and (on
+// Linux) the Resolver that maps a PID or a cgroup2 ID to an identity. It
+// imports no collector, and no collector imports another.
 package workload
 
 import (

@@ -94,15 +94,29 @@ func underCI() bool {
 	return v
 }
 
-// unavailable stops the test because a server cannot be had: Fatalf under
-// CI=true, Skipf otherwise.
-func unavailable(t TB, format string, args ...any) {
+// Unavailable stops the test because something it needs (a server, root, a
+// kernel feature) cannot be had here: Fatalf under CI=true, where the suite
+// runs as root with every server and nothing the issues ask for may be
+// skipped, Skipf otherwise. The message says what is missing.
+func Unavailable(t TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	if underCI() {
 		t.Fatalf("testenv: %s (CI=true: a missing test server is a failure)", msg)
 	}
 	t.Skipf("testenv: %s", msg)
+}
+
+// unavailable is Unavailable under its old name, which node.go still uses.
+var unavailable = Unavailable
+
+// RequireRoot stops the test (Unavailable) unless it runs as root; why says
+// what needs root.
+func RequireRoot(t TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Unavailable(t, "%s needs root (make test runs as root)", why)
+	}
 }
 
 // Binary returns the path of the named test binary, or skips the test (fails
@@ -114,7 +128,7 @@ func Binary(t TB, name string) string {
 	t.Helper()
 	p, err := LookBinary(name)
 	if err != nil {
-		unavailable(t, "%v", err)
+		Unavailable(t, "%v", err)
 	}
 	return p
 }

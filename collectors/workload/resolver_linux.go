@@ -1,6 +1,6 @@
 //go:build linux
 
-package cgroup
+package workload
 
 import (
 	"bytes"
@@ -16,9 +16,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/vigil-agent/vigil/collectors"
-	"github.com/vigil-agent/vigil/collectors/workload"
 )
 
 // ErrUnknownCgroupID is returned by Resolver.CgroupID when no cgroup in the
@@ -37,7 +34,7 @@ var ErrNoCgroup2 = errors.New("no cgroup2 hierarchy on this node")
 type Resolver struct {
 	procfs   string
 	v2       string // cgroup2 root directory, "" when there is none
-	enricher workload.Enricher
+	enricher Enricher
 
 	mu       sync.Mutex
 	byID     map[uint64]string // cgroup ID -> path relative to the v2 root
@@ -58,37 +55,38 @@ const idCacheSize = 16384
 // misses the cache and cannot be opened by handle.
 const walkEvery = time.Second
 
-// NewResolver returns a resolver reading <ProcFS>/<pid>/cgroup and the
-// cgroup2 hierarchy found under <SysFS>/fs/cgroup. enricher may be nil.
-func NewResolver(paths collectors.Paths, enricher workload.Enricher) *Resolver {
-	procfs, sysfs := paths.ProcFS, paths.SysFS
+// NewResolver returns a resolver reading <procfs>/<pid>/cgroup and the
+// cgroup2 hierarchy found under <sysfs>/fs/cgroup (Cgroup2Root). Empty
+// paths mean /proc and /sys; enricher may be nil.
+func NewResolver(procfs, sysfs string, enricher Enricher) *Resolver {
 	if procfs == "" {
 		procfs = "/proc"
 	}
 	if sysfs == "" {
 		sysfs = "/sys"
 	}
-	r := &Resolver{procfs: procfs, enricher: enricher, byID: map[uint64]string{}}
-	if l, err := detectLayout(sysfs); err == nil {
-		r.v2 = l.v2
-	}
-	return r
+	return &Resolver{procfs: procfs, v2: Cgroup2Root(sysfs), enricher: enricher, byID: map[uint64]string{}}
 }
+
+// UsesHandles reports whether lookups by cgroup ID still try
+// open_by_handle_at; false once it was refused (CAP_DAC_READ_SEARCH
+// missing) and lookups walk the hierarchy instead.
+func (r *Resolver) UsesHandles() bool { return !r.noHandles.Load() }
 
 // PID returns the cgroup path and identity of a process, from
 // /proc/<pid>/cgroup. The cgroup v2 line ("0::<path>") is preferred; when
 // it is missing or names the root (a hybrid node whose container runtime
 // only placed the process in v1 controllers), the v1 memory, then cpu,
 // cpuacct and name=systemd lines are used.
-func (r *Resolver) PID(pid int) (workload.Identity, error) {
+func (r *Resolver) PID(pid int) (Identity, error) {
 	file := r.procfs + "/" + strconv.Itoa(pid) + "/cgroup"
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return workload.Identity{}, err
+		return Identity{}, err
 	}
 	p, err := parseProcCgroup(data)
 	if err != nil {
-		return workload.Identity{}, fmt.Errorf("%s: %w", file, err)
+		return Identity{}, fmt.Errorf("%s: %w", file, err)
 	}
 	return r.identity(p), nil
 }
@@ -112,7 +110,7 @@ func parseProcCgroup(data []byte) (string, error) {
 		}
 		parts := bytes.SplitN(line, []byte{':'}, 3)
 		if len(parts) != 3 || len(parts[2]) == 0 || parts[2][0] != '/' {
-			return "", fmt.Errorf("line %d: want \"hierarchy-ID:controllers:/path\", got %q", n+1, truncate(line))
+			return "", fmt.Errorf("line %d: want \"hierarchy-ID:controllers:/path\", got %.40q", n+1, line)
 		}
 		p := string(parts[2])
 		prio := prioNone
@@ -151,9 +149,9 @@ func parseProcCgroup(data []byte) (string, error) {
 // cached. On a miss the cgroup is opened by its kernfs file handle
 // (open_by_handle_at, needs CAP_DAC_READ_SEARCH; see HandleLookup), and
 // failing that the hierarchy is walked (at most once a second).
-func (r *Resolver) CgroupID(id uint64) (workload.Identity, error) {
+func (r *Resolver) CgroupID(id uint64) (Identity, error) {
 	if r.v2 == "" {
-		return workload.Identity{}, ErrNoCgroup2
+		return Identity{}, ErrNoCgroup2
 	}
 	r.mu.Lock()
 	p, ok := r.byID[id]
@@ -162,14 +160,14 @@ func (r *Resolver) CgroupID(id uint64) (workload.Identity, error) {
 		var err error
 		p, err = r.lookupID(id)
 		if err != nil {
-			return workload.Identity{}, err
+			return Identity{}, err
 		}
 	}
 	return r.identity(p), nil
 }
 
-func (r *Resolver) identity(p string) workload.Identity {
-	id := workload.FromCgroupPath(p)
+func (r *Resolver) identity(p string) Identity {
+	id := FromCgroupPath(p)
 	if r.enricher != nil {
 		r.enricher.Enrich(&id)
 	}
@@ -282,7 +280,7 @@ func (r *Resolver) walkIDs(dir, rel string, depth int) error {
 		p = "/"
 	}
 	r.remember(st.Ino, p)
-	if depth >= maxDepth {
+	if depth >= MaxCgroupDepth {
 		return nil
 	}
 	entries, err := os.ReadDir(dir)
