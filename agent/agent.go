@@ -24,8 +24,9 @@ import (
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/workload"
+	"github.com/vigil-agent/vigil/component"
+	"github.com/vigil-agent/vigil/internal/alert"
 	"github.com/vigil-agent/vigil/internal/event"
-	"github.com/vigil-agent/vigil/rules"
 )
 
 // Options are the parts of an agent that do not come from the
@@ -59,12 +60,15 @@ type Agent struct {
 	set    *collectorSet
 	mux    *http.ServeMux
 
-	alerts   *rules.Stream
-	pipeline *Pipeline
+	alerts   *alert.Stream
+	pipeline *component.Pipeline
+	// ownAuth holds the paths whose handlers check their own credentials
+	// (Host.HandleOwnAuth), exempt from the API token.
+	ownAuth  sync.Map
 	enricher workload.Switch
 	// components are the running section components by name; only Run
 	// and Reload (serialised by reloadMu) touch the map.
-	components map[string]Component
+	components map[string]component.Component
 
 	reloadMu sync.Mutex // serialises reloads
 	cfg      atomic.Pointer[Config]
@@ -101,9 +105,9 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 		set:    &collectorSet{running: map[string]*runningCollector{}},
 		mux:    http.NewServeMux(),
 
-		alerts:     rules.NewStream(),
-		pipeline:   NewPipeline(),
-		components: map[string]Component{},
+		alerts:     alert.NewStream(),
+		pipeline:   component.NewPipeline(),
+		components: map[string]component.Component{},
 		reloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "vigil_config_last_reload_successful",
 			Help: "Whether the last configuration reload attempt was successful.",
@@ -143,10 +147,10 @@ func (a *Agent) Registry() *prometheus.Registry { return a.reg }
 func (a *Agent) Events() *event.Bus { return a.events }
 
 // Alerts returns the alert stream.
-func (a *Agent) Alerts() *rules.Stream { return a.alerts }
+func (a *Agent) Alerts() *alert.Stream { return a.alerts }
 
 // Pipeline returns the span and log-record pipeline.
-func (a *Agent) Pipeline() *Pipeline { return a.pipeline }
+func (a *Agent) Pipeline() *component.Pipeline { return a.pipeline }
 
 // Config returns the configuration in force.
 func (a *Agent) Config() *Config { return a.cfg.Load() }
@@ -325,9 +329,9 @@ func (a *Agent) apply(ctx context.Context, cfg *Config, first bool) error {
 			next[name] = rc
 			continue
 		}
-		f, _ := collectors.Lookup(name)
+		f, _ := component.Lookup(component.KindCollector, name)
 		logger := a.logger.With("component", "collector/"+name)
-		c, err := f.New(sec.Config, a.settings(cfg, logger))
+		c, err := f.NewCollector(sec.Config, a.settings(cfg, logger))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("collectors.%s: %w", name, err))
 			continue
@@ -391,8 +395,8 @@ func (a *Agent) shutdownCollectors(ctx context.Context, rcs []*runningCollector)
 }
 
 // host returns what a component named name gets from the agent.
-func (a *Agent) host(cfg *Config, name string) *Host {
-	return &Host{
+func (a *Agent) host(cfg *Config, name string) *component.Host {
+	return &component.Host{
 		Logger:   a.logger.With("component", name),
 		NodeName: nodeName(cfg),
 		Registry: a.reg,
@@ -400,6 +404,10 @@ func (a *Agent) host(cfg *Config, name string) *Host {
 		Events:   a.events,
 		Alerts:   a.alerts,
 		Handle:   a.Handle,
+		HandleOwnAuth: func(pattern string, h http.Handler) {
+			a.ownAuth.Store(pathOf(pattern), true)
+			a.Handle(pattern, h)
+		},
 		Pipeline: a.pipeline,
 	}
 }
@@ -409,12 +417,12 @@ func (a *Agent) host(cfg *Config, name string) *Host {
 // start-up; one that cannot start is logged and reported down, and the
 // rest of the agent keeps running.
 func (a *Agent) startComponents(ctx context.Context, cfg *Config) error {
-	for _, f := range sectionFactories() {
+	for _, f := range component.Factories(component.KindSection) {
 		sec := cfg.Sections[f.Name]
-		if f.Enabled != nil && !f.Enabled(sec) {
+		if !f.Enabled(sec) {
 			continue
 		}
-		c, err := f.New(sec, a.host(cfg, f.Name))
+		c, err := f.NewSection(sec, a.host(cfg, f.Name))
 		if err != nil {
 			return fmt.Errorf("%s: %w", f.Name, err)
 		}
@@ -434,10 +442,10 @@ func (a *Agent) startComponents(ctx context.Context, cfg *Config) error {
 // take the change at the next restart, which is logged.
 func (a *Agent) reconfigureComponents(ctx context.Context, cfg *Config) error {
 	old := a.cfg.Load()
-	for _, f := range sectionFactories() {
+	for _, f := range component.Factories(component.KindSection) {
 		sec := cfg.Sections[f.Name]
 		c, running := a.components[f.Name]
-		wantRunning := f.Enabled == nil || f.Enabled(sec)
+		wantRunning := f.Enabled(sec)
 		if running != wantRunning {
 			a.logger.Warn("enabling or disabling a component takes effect at the next restart", "component", f.Name)
 			continue
@@ -445,20 +453,19 @@ func (a *Agent) reconfigureComponents(ctx context.Context, cfg *Config) error {
 		if !running || reflect.DeepEqual(old.Sections[f.Name], sec) {
 			continue
 		}
-		rc, ok := c.(Reconfigurable)
-		if !ok {
-			a.logger.Warn("this component's settings take effect at the next restart", "component", f.Name)
-			continue
-		}
-		if err := rc.ApplyConfig(ctx, sec); err != nil {
+		applied, err := f.Apply(ctx, c, sec)
+		if err != nil {
 			return fmt.Errorf("%s: %w", f.Name, err)
+		}
+		if !applied {
+			a.logger.Warn("this component's settings take effect at the next restart", "component", f.Name)
 		}
 	}
 	return nil
 }
 
 func (a *Agent) shutdownAll(ctx context.Context) {
-	factories := sectionFactories()
+	factories := component.Factories(component.KindSection)
 	for i := len(factories) - 1; i >= 0; i-- {
 		name := factories[i].Name
 		if c, ok := a.components[name]; ok {

@@ -16,6 +16,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/component"
+	_ "github.com/vigil-agent/vigil/components"
 )
 
 func TestMain(m *testing.M) {
@@ -51,16 +53,13 @@ func (f funcCollector) Update(ctx context.Context, ch chan<- prometheus.Metric) 
 // panics, one ignores its deadline.
 func init() {
 	reg := func(name string, c func(cfg *testConfig) funcCollector) {
-		collectors.Register(collectors.Factory{
-			Name:      name,
-			NewConfig: func() collectors.Config { return &testConfig{} },
-			New: func(cfg collectors.Config, _ collectors.Settings) (collectors.Collector, error) {
+		component.RegisterCollector(name, false, func() *testConfig { return &testConfig{} },
+			func(cfg *testConfig, _ collectors.Settings) (funcCollector, error) {
 				if name == "test_ok" {
 					testOKBuilds.Add(1)
 				}
-				return c(cfg.(*testConfig)), nil
-			},
-		})
+				return c(cfg), nil
+			})
 	}
 	reg("test_ok", func(cfg *testConfig) funcCollector {
 		return func(_ context.Context, ch chan<- prometheus.Metric) error {

@@ -13,7 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/component"
 	"github.com/vigil-agent/vigil/internal/confyaml"
 )
 
@@ -38,7 +38,7 @@ type Config struct {
 	Collectors CollectorsConfig `yaml:"collectors"`
 	// Sections holds the registered components' sections (rules, healing,
 	// exporters, …) by top-level key; every registered section has an entry.
-	Sections map[string]SectionConfig `yaml:"-"`
+	Sections map[string]component.Config `yaml:"-"`
 
 	// File is the path the configuration was read from, or "" for the
 	// embedded default.
@@ -110,7 +110,7 @@ type LogConfig struct {
 // settings.
 type CollectorConfig struct {
 	Enabled bool
-	Config  collectors.Config
+	Config  component.Config
 }
 
 // CollectorsConfig maps collector names to their sections. Every registered
@@ -137,12 +137,12 @@ func defaultConfig() *Config {
 		},
 		Log:        LogConfig{Level: "info", Format: "auto"},
 		Collectors: CollectorsConfig{},
-		Sections:   map[string]SectionConfig{},
+		Sections:   map[string]component.Config{},
 	}
-	for _, f := range collectors.Factories() {
+	for _, f := range component.Factories(component.KindCollector) {
 		c.Collectors[f.Name] = &CollectorConfig{Enabled: f.DefaultEnabled, Config: f.NewConfig()}
 	}
-	for _, f := range sectionFactories() {
+	for _, f := range component.Factories(component.KindSection) {
 		c.Sections[f.Name] = f.NewConfig()
 	}
 	return c
@@ -341,7 +341,7 @@ func (c *Config) Validate() error {
 			add("collectors."+name, sec.Config.Validate())
 		}
 	}
-	for _, f := range sectionFactories() {
+	for _, f := range component.Factories(component.KindSection) {
 		if sec, ok := c.Sections[f.Name]; ok {
 			add(f.Name, sec.Validate())
 		}

@@ -14,8 +14,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"golang.org/x/time/rate"
 
-	"github.com/vigil-agent/vigil/healing"
-	"github.com/vigil-agent/vigil/rules"
+	"github.com/vigil-agent/vigil/component"
 )
 
 // The main listener's protection. TLS, client certificates and basic auth
@@ -57,12 +56,24 @@ func (s ServerConfig) validate(tokenFile string) error {
 	return errors.Join(errs...)
 }
 
-// apiTokenFile is the file holding the API token: healing.auth_token_file.
+// apiTokenFile is the file holding the API token, named by the section
+// whose configuration is a component.APITokenSource
+// (healing.auth_token_file).
 func apiTokenFile(c *Config) string {
-	if h, ok := c.Sections["healing"].(*healing.Config); ok {
-		return h.AuthTokenFile
+	for _, f := range component.Factories(component.KindSection) {
+		if ts, ok := c.Sections[f.Name].(component.APITokenSource); ok && ts.APITokenFile() != "" {
+			return ts.APITokenFile()
+		}
 	}
 	return ""
+}
+
+// pathOf is the path of a ServeMux pattern ("POST /a/b" -> "/a/b").
+func pathOf(pattern string) string {
+	if _, p, ok := strings.Cut(pattern, " "); ok {
+		return p
+	}
+	return pattern
 }
 
 // tokenResult is what a request's credentials amount to.
@@ -145,7 +156,7 @@ func (a *Agent) reject(w http.ResponseWriter, r *http.Request, code int, reason,
 func (a *Agent) protect(next http.Handler) http.Handler {
 	srv := a.cfg.Load().Server
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasPrefix(r.URL.Path, "/api/v1/") || r.URL.Path == rules.WebhookPath {
+		if _, own := a.ownAuth.Load(r.URL.Path); !strings.HasPrefix(r.URL.Path, "/api/v1/") || own {
 			next.ServeHTTP(w, r)
 			return
 		}

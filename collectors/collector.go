@@ -1,15 +1,14 @@
-// Package collectors defines how a metric source plugs into the agent. Each
-// source lives in its own package under collectors/ and registers a Factory
-// by name from an init function, so adding a source is one new package and
-// one import in cmd/vigil.
+// Package collectors defines what a metric source is (Collector,
+// Lifecycle) and what the agent hands it (Settings). Each source lives in
+// its own package under collectors/ and registers itself with the one
+// component registry (component.RegisterCollector) from its init, so adding
+// a source is one new package and one import in package components. No
+// collector imports another: what they share lives in collectors/workload.
 package collectors
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"sort"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/consumer"
@@ -34,13 +33,6 @@ type Collector interface {
 type Lifecycle interface {
 	Start(ctx context.Context) error
 	Shutdown(ctx context.Context) error
-}
-
-// Config is a collector's configuration section. Its zero value is never
-// used: the factory's NewConfig returns the defaults, and the YAML section
-// overrides them. Validate returns every problem, joined, with field names.
-type Config interface {
-	Validate() error
 }
 
 // Paths say where the host's pseudo-filesystems are mounted, so that an
@@ -74,58 +66,4 @@ type Settings struct {
 	Traces consumer.Traces
 	// Logs receives log records the collector produces. Never nil.
 	Logs consumer.Logs
-}
-
-// Factory creates one kind of collector.
-type Factory struct {
-	// Name is the collector's name: its configuration key under
-	// "collectors:" and its "collector" label value.
-	Name string
-	// DefaultEnabled says whether the collector runs when the configuration
-	// does not mention it.
-	DefaultEnabled bool
-	// NewConfig returns a pointer to the default configuration.
-	NewConfig func() Config
-	// New builds a collector from a validated configuration returned by
-	// NewConfig. It must not start background work; Lifecycle.Start does.
-	New func(cfg Config, set Settings) (Collector, error)
-}
-
-var (
-	mu        sync.Mutex
-	factories = map[string]Factory{}
-)
-
-// Register adds a factory. It panics on a duplicate or incomplete factory,
-// since both are programming errors found at start-up.
-func Register(f Factory) {
-	mu.Lock()
-	defer mu.Unlock()
-	if f.Name == "" || f.NewConfig == nil || f.New == nil {
-		panic(fmt.Sprintf("collectors: incomplete factory %q", f.Name))
-	}
-	if _, dup := factories[f.Name]; dup {
-		panic(fmt.Sprintf("collectors: duplicate collector %q", f.Name))
-	}
-	factories[f.Name] = f
-}
-
-// Factories returns the registered factories sorted by name.
-func Factories() []Factory {
-	mu.Lock()
-	defer mu.Unlock()
-	out := make([]Factory, 0, len(factories))
-	for _, f := range factories {
-		out = append(out, f)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-// Lookup returns the factory registered under name.
-func Lookup(name string) (Factory, bool) {
-	mu.Lock()
-	defer mu.Unlock()
-	f, ok := factories[name]
-	return f, ok
 }

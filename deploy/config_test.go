@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/vigil-agent/vigil/agent"
-	_ "github.com/vigil-agent/vigil/collectors/kube"
+	_ "github.com/vigil-agent/vigil/components"
 )
 
 // TestShippedConfigLoads loads the vigil.yaml that the kustomize base and

@@ -215,11 +215,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 
 // ApplyConfig swaps in new policies and guard settings. The Kubernetes and
 // systemd connection settings take effect at the next restart.
-func (e *Engine) ApplyConfig(_ context.Context, sc any) error {
-	cfg, ok := sc.(*Config)
-	if !ok {
-		return fmt.Errorf("healing: unexpected configuration type %T", sc)
-	}
+func (e *Engine) ApplyConfig(_ context.Context, cfg *Config) error {
 	tree, err := cfg.LoadPolicies()
 	if err != nil {
 		return err

@@ -3,65 +3,31 @@
 // fast-path events into alerts, and publishes all of them on one stream.
 package rules
 
-import (
-	"time"
+import "github.com/vigil-agent/vigil/internal/alert"
 
-	"github.com/vigil-agent/vigil/internal/fanout"
+// The alert type and stream live in internal/alert (shared through the
+// component registry's Host); these names keep rules.Alert and friends.
+type (
+	// Source says where an alert came from.
+	Source = alert.Source
+	// State is an alert's state on the stream.
+	State = alert.State
+	// Alert is the one alert type every source produces.
+	Alert = alert.Alert
+	// Stream is the agent's alert stream.
+	Stream = alert.Stream
+	// Subscription is one consumer of the alert stream.
+	Subscription = alert.Subscription
 )
 
-// Source says where an alert came from.
-type Source string
-
-// The sources of alerts.
+// The sources and states, as in internal/alert.
 const (
-	// SourceRule is a local alerting rule evaluated by Vigil.
-	SourceRule Source = "rule"
-	// SourceAlertmanager is an alert delivered by Alertmanager's webhook.
-	SourceAlertmanager Source = "alertmanager"
-	// SourceEvent is a fast-path event (process exit, OOM kill) turned
-	// into an alert without waiting for a scrape.
-	SourceEvent Source = "event"
+	SourceRule         = alert.SourceRule
+	SourceAlertmanager = alert.SourceAlertmanager
+	SourceEvent        = alert.SourceEvent
+	StateFiring        = alert.StateFiring
+	StateResolved      = alert.StateResolved
 )
-
-// State is an alert's state on the stream.
-type State string
-
-// The states delivered on the stream. Pending alerts are not delivered.
-const (
-	StateFiring   State = "firing"
-	StateResolved State = "resolved"
-)
-
-// Alert is the one alert type every source produces and the healing engine
-// consumes.
-type Alert struct {
-	// Labels identify the alert; "alertname" is always set.
-	Labels map[string]string `json:"labels"`
-	// Annotations carry human-readable details (summary, description,
-	// runbook_url).
-	Annotations map[string]string `json:"annotations,omitempty"`
-	State       State             `json:"state"`
-	Source      Source            `json:"source"`
-	// StartsAt is when the alert started firing; EndsAt is when it was
-	// resolved (zero while firing).
-	StartsAt time.Time `json:"starts_at"`
-	EndsAt   time.Time `json:"ends_at,omitzero"`
-	// GeneratorURL links back to the rule or event that produced it.
-	GeneratorURL string `json:"generator_url,omitempty"`
-	// Fingerprint identifies the alert by its labels (stable across
-	// sources for equal label sets).
-	Fingerprint string `json:"fingerprint,omitempty"`
-}
-
-// Name returns the alert's name.
-func (a Alert) Name() string { return a.Labels["alertname"] }
-
-// Stream is the agent's alert stream. Publish never blocks; a subscriber
-// that falls behind misses alerts and Dropped says how many.
-type Stream = fanout.Bus[Alert]
-
-// Subscription is one consumer of the alert stream.
-type Subscription = fanout.Subscription[Alert]
 
 // NewStream returns an empty alert stream.
-func NewStream() *Stream { return fanout.New[Alert]() }
+func NewStream() *Stream { return alert.NewStream() }

@@ -36,6 +36,9 @@ type Options struct {
 	Alerts *Stream
 	// Handle registers HTTP handlers on the agent's server; may be nil.
 	Handle func(pattern string, h http.Handler)
+	// HandleOwnAuth registers the Alertmanager webhook, which checks its
+	// own token (the API token does not apply); nil means Handle.
+	HandleOwnAuth func(pattern string, h http.Handler)
 }
 
 // Engine is the rules engine: it ingests the agent's metrics into the local
@@ -151,7 +154,11 @@ func NewEngine(cfg *Config, o Options) (*Engine, error) {
 	}
 	e.events = newEventAlerter(cfg.EventAlerts, o.Alerts, o.Registerer)
 	if o.Handle != nil {
-		o.Handle("POST "+WebhookPath, e.webhook)
+		ownAuth := o.HandleOwnAuth
+		if ownAuth == nil {
+			ownAuth = o.Handle
+		}
+		ownAuth("POST "+WebhookPath, e.webhook)
 		o.Handle("GET /api/v1/rules", http.HandlerFunc(e.serveRules))
 		o.Handle("GET /api/v1/alerts", http.HandlerFunc(e.serveAlerts))
 		o.Handle("GET /api/v1/query", http.HandlerFunc(e.serveQuery))

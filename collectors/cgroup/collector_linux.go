@@ -18,18 +18,10 @@ import (
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/workload"
+	"github.com/vigil-agent/vigil/component"
 )
 
-func init() {
-	collectors.Register(collectors.Factory{
-		Name:           "cgroup",
-		DefaultEnabled: true,
-		NewConfig:      func() collectors.Config { return NewConfig() },
-		New: func(cfg collectors.Config, set collectors.Settings) (collectors.Collector, error) {
-			return New(cfg.(*Config), set)
-		},
-	})
-}
+func init() { component.RegisterCollector("cgroup", true, NewConfig, New) }
 
 // labelNames are the workload identity labels plus "cgroup", the path
 // relative to the hierarchy root, which keeps series unique where two

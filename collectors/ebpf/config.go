@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/component"
 )
 
 // Name is the collector's name: its configuration key under collectors:
@@ -127,7 +127,7 @@ func NewConfig() *Config {
 	}
 }
 
-// Validate implements collectors.Config.
+// Validate implements component.Config.
 func (c *Config) Validate() error {
 	var errs []error
 	ring := func(field string, v int) {
@@ -177,17 +177,4 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func init() {
-	collectors.Register(collectors.Factory{
-		Name:           Name,
-		DefaultEnabled: true,
-		NewConfig:      func() collectors.Config { return NewConfig() },
-		New: func(cfg collectors.Config, set collectors.Settings) (collectors.Collector, error) {
-			c, ok := cfg.(*Config)
-			if !ok {
-				return nil, fmt.Errorf("ebpf: unexpected configuration type %T", cfg)
-			}
-			return newCollector(c, set)
-		},
-	})
-}
+func init() { component.RegisterCollector(Name, true, NewConfig, newCollector) }

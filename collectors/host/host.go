@@ -17,26 +17,14 @@ import (
 	"github.com/shirou/gopsutil/v4/common"
 
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/component"
 )
 
 // Name is the collector's name: its configuration key and its
 // vigil_collector_success label.
 const Name = "host"
 
-func init() {
-	collectors.Register(collectors.Factory{
-		Name:           Name,
-		DefaultEnabled: true,
-		NewConfig:      func() collectors.Config { return NewConfig() },
-		New: func(cfg collectors.Config, set collectors.Settings) (collectors.Collector, error) {
-			c, ok := cfg.(*Config)
-			if !ok {
-				return nil, fmt.Errorf("host: unexpected configuration type %T", cfg)
-			}
-			return New(c, set)
-		},
-	})
-}
+func init() { component.RegisterCollector(Name, true, NewConfig, New) }
 
 var (
 	areaSuccessDesc = prometheus.NewDesc("vigil_host_area_success",

@@ -25,20 +25,12 @@ import (
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/workload"
+	"github.com/vigil-agent/vigil/component"
 )
 
-func init() {
-	collectors.Register(collectors.Factory{
-		Name: "kube",
-		// On by default only inside a cluster: a plain host has no API
-		// server, and a collectors.kube section turns it on explicitly.
-		DefaultEnabled: InCluster(),
-		NewConfig:      func() collectors.Config { return NewConfig() },
-		New: func(cfg collectors.Config, set collectors.Settings) (collectors.Collector, error) {
-			return New(cfg.(*Config), set)
-		},
-	})
-}
+// On by default only inside a cluster: a plain host has no API server,
+// and a collectors.kube section turns it on explicitly.
+func init() { component.RegisterCollector("kube", InCluster(), NewConfig, New) }
 
 // InCluster reports whether the process runs in a Kubernetes pod, judged
 // as client-go's in-cluster configuration does, by KUBERNETES_SERVICE_HOST.

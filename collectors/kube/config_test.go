@@ -8,6 +8,7 @@ import (
 	"github.com/vigil-agent/vigil/agent"
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/kube"
+	"github.com/vigil-agent/vigil/component"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -48,7 +49,7 @@ func TestConfigInAgentFile(t *testing.T) {
 }
 
 func TestDefaultEnabledOnlyInCluster(t *testing.T) {
-	f, ok := collectors.Lookup("kube")
+	f, ok := component.Lookup(component.KindCollector, "kube")
 	if !ok {
 		t.Fatal("kube collector not registered")
 	}

@@ -32,18 +32,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/component"
 )
 
-func init() {
-	collectors.Register(collectors.Factory{
-		Name:           "logs",
-		DefaultEnabled: true,
-		NewConfig:      func() collectors.Config { return NewConfig() },
-		New: func(cfg collectors.Config, set collectors.Settings) (collectors.Collector, error) {
-			return New(cfg.(*Config), set)
-		},
-	})
-}
+func init() { component.RegisterCollector("logs", true, NewConfig, New) }
 
 // Collector is the log pipeline. Its Update reports the log-derived metrics
 // and the pipeline's own vigil_logs_* metrics.

@@ -200,7 +200,7 @@ func render(f *dto.MetricFamily) string {
 func startVigil(t *testing.T, dir string) string {
 	t.Helper()
 	cfg, err := agent.Load("differential-test", []byte(fmt.Sprintf(
-		"server:\n  listen_address: 127.0.0.1:0\ncollectors:\n  textfile:\n    directories: [%q]\nrules:\n  enabled: false\nhealing:\n  enabled: false\n", dir)))
+		"server:\n  listen_address: 127.0.0.1:0\ncollectors:\n  textfile:\n    directories: [%q]\n", dir)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,17 +17,13 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/vigil-agent/vigil/collectors"
+	"github.com/vigil-agent/vigil/component"
 )
 
 // Name is the collector's name and configuration key.
 const Name = "textfile"
 
-func init() {
-	collectors.Register(collectors.Factory{Name: Name, NewConfig: func() collectors.Config { return NewConfig() },
-		New: func(cfg collectors.Config, set collectors.Settings) (collectors.Collector, error) {
-			return New(cfg.(*Config), set)
-		}})
-}
+func init() { component.RegisterCollector(Name, false, NewConfig, New) }
 
 var (
 	mtimeDesc = prometheus.NewDesc("node_textfile_mtime_seconds",

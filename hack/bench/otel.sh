@@ -7,7 +7,7 @@
 # backend's answer. Ratios are relative to remote write.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-out=$(go test -run '^$' -bench 'BenchmarkExport' -benchtime "${OTEL_BENCHTIME:-30x}" ./agent/exporters/ 2>&1) || { echo "$out"; exit 1; }
+out=$(go test -run '^$' -bench 'BenchmarkExport' -benchtime "${OTEL_BENCHTIME:-30x}" ./exporters/ 2>&1) || { echo "$out"; exit 1; }
 echo "$out" | awk '
 /^BenchmarkExport\// {
   split($1, p, "/"); name = p[2]; sub(/-[0-9]+$/, "", name)

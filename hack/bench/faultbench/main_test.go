@@ -13,11 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/vigil-agent/vigil/agent"
-	_ "github.com/vigil-agent/vigil/collectors/cgroup"
-	_ "github.com/vigil-agent/vigil/collectors/ebpf"
-	_ "github.com/vigil-agent/vigil/collectors/host"
-	_ "github.com/vigil-agent/vigil/collectors/kube"
-	_ "github.com/vigil-agent/vigil/collectors/logs"
+	_ "github.com/vigil-agent/vigil/components"
 	"github.com/vigil-agent/vigil/rules"
 )
 

@@ -30,6 +30,7 @@ import (
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/ebpf"
+	"github.com/vigil-agent/vigil/component"
 	"github.com/vigil-agent/vigil/internal/event"
 )
 
@@ -98,7 +99,7 @@ func (a adapter) Collect(ch chan<- prometheus.Metric) {
 }
 
 func startAgent() (*agent, error) {
-	f, ok := collectors.Lookup(ebpf.Name)
+	f, ok := component.Lookup(component.KindCollector, ebpf.Name)
 	if !ok {
 		return nil, fmt.Errorf("collector %s not registered", ebpf.Name)
 	}
@@ -108,7 +109,7 @@ func startAgent() (*agent, error) {
 	if err := selectPrograms(&cfg.Programs, programGroups); err != nil {
 		return nil, err
 	}
-	c, err := f.New(cfg, collectors.Settings{
+	c, err := f.NewCollector(cfg, collectors.Settings{
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Events: sub,
 		Traces: consumertest.NewNop(), Paths: collectors.Paths{ProcFS: "/proc", SysFS: "/sys", RootFS: "/"},
 	})

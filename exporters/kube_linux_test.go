@@ -91,7 +91,7 @@ func TestDeploymentOwnerOnMetricsAndOTLP(t *testing.T) {
 	// The kubelet would make this pod's cgroup; here the cgroup
 	// collector's v2 fixture tree gets a pod slice named after its UID.
 	sysfs := t.TempDir()
-	if err := os.CopyFS(sysfs, os.DirFS("../../collectors/cgroup/testdata/v2-fixture")); err != nil {
+	if err := os.CopyFS(sysfs, os.DirFS("../collectors/cgroup/testdata/v2-fixture")); err != nil {
 		t.Fatal(err)
 	}
 	burstable := filepath.Join(sysfs, "fs/cgroup/kubepods.slice/kubepods-burstable.slice")
