@@ -58,6 +58,7 @@ func TestRealFilesystemFillingUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var files float64
 	read := func() (size, avail, ro float64, labels map[string]string) {
 		t.Helper()
 		reg := prometheus.NewPedanticRegistry()
@@ -66,7 +67,7 @@ func TestRealFilesystemFillingUp(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		size, avail, ro = -1, -1, -1
+		size, avail, ro, files = -1, -1, -1, -1
 		for _, mf := range mfs {
 			for _, m := range mf.GetMetric() {
 				l := map[string]string{}
@@ -84,11 +85,13 @@ func TestRealFilesystemFillingUp(t *testing.T) {
 					avail = m.GetGauge().GetValue()
 				case "node_filesystem_readonly":
 					ro = m.GetGauge().GetValue()
+				case "node_filesystem_files":
+					files = m.GetGauge().GetValue()
 				}
 			}
 		}
-		if size <= 0 || avail < 0 || ro < 0 {
-			t.Fatalf("mount %s not reported (size %v, avail %v, readonly %v)", mnt, size, avail, ro)
+		if size <= 0 || avail < 0 || ro < 0 || files <= 0 {
+			t.Fatalf("mount %s not reported (size %v, avail %v, readonly %v, inodes %v)", mnt, size, avail, ro, files)
 		}
 		return size, avail, ro, labels
 	}
