@@ -325,7 +325,7 @@ func (a *Agent) apply(ctx context.Context, cfg *Config, first bool) error {
 		if !sec.Enabled {
 			continue
 		}
-		if rc, ok := current[name]; ok && globalSame && sameCollector(rc.cfg, sec) {
+		if rc, ok := current[name]; ok && globalSame && sameCollector(rc.cfg, sec) && old.digests["collectors."+name] == cfg.digests["collectors."+name] {
 			next[name] = rc
 			continue
 		}
@@ -450,7 +450,7 @@ func (a *Agent) reconfigureComponents(ctx context.Context, cfg *Config) error {
 			a.logger.Warn("enabling or disabling a component takes effect at the next restart", "component", f.Name)
 			continue
 		}
-		if !running || reflect.DeepEqual(old.Sections[f.Name], sec) {
+		if !running || sameSection(old, cfg, f.Name) {
 			continue
 		}
 		applied, err := f.Apply(ctx, c, sec)

@@ -43,6 +43,11 @@ type Config struct {
 	// File is the path the configuration was read from, or "" for the
 	// embedded default.
 	File string `yaml:"-"`
+
+	// digests are what the enabled parts' Check returned, by
+	// "collectors.<name>" or section name: a reload compares them, so a
+	// rule or policy file whose content changed is applied.
+	digests map[string]string
 }
 
 // GlobalConfig holds settings shared by every component.
@@ -185,7 +190,42 @@ func Load(file string, data []byte) (*Config, error) {
 	if err := c.Validate(); err != nil {
 		return nil, &confyaml.Error{File: file, Msg: "invalid configuration:\n" + indent(confyaml.Limit(err, confyaml.MaxErrors).Error())}
 	}
+	if err := c.check(); err != nil {
+		return nil, &confyaml.Error{File: file, Msg: "invalid configuration:\n" + indent(confyaml.Limit(err, confyaml.MaxErrors).Error())}
+	}
 	return c, nil
+}
+
+// check runs component.Checker on every enabled collector and section:
+// the files they name are read once here, after Validate, so that `vigil
+// config check` and a reload refuse a broken file before anything is
+// applied. It records their digests.
+func (c *Config) check() error {
+	c.digests = map[string]string{}
+	var errs []error
+	run := func(path string, cfg component.Config) {
+		ch, ok := cfg.(component.Checker)
+		if !ok {
+			return
+		}
+		d, err := ch.Check()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+			return
+		}
+		c.digests[path] = d
+	}
+	for _, name := range c.Collectors.names() {
+		if sec := c.Collectors[name]; sec.Enabled {
+			run("collectors."+name, sec.Config)
+		}
+	}
+	for _, f := range component.Factories(component.KindSection) {
+		if sec, ok := c.Sections[f.Name]; ok && f.Enabled(sec) {
+			run(f.Name, sec)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // decode fills c from the document's top-level mapping: the agent's own
@@ -353,4 +393,10 @@ func (c *Config) Validate() error {
 // collector, so a reload can keep a running collector untouched.
 func sameCollector(a, b *CollectorConfig) bool {
 	return a != nil && b != nil && a.Enabled == b.Enabled && reflect.DeepEqual(a.Config, b.Config)
+}
+
+// sameSection reports whether a section and what its files hold are
+// unchanged between two configurations.
+func sameSection(old, cfg *Config, name string) bool {
+	return reflect.DeepEqual(old.Sections[name], cfg.Sections[name]) && old.digests[name] == cfg.digests[name]
 }

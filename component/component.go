@@ -51,6 +51,17 @@ type Reconfigurable[C Config] interface {
 	ApplyConfig(ctx context.Context, cfg C) error
 }
 
+// Checker is implemented by configurations that name files (rule files,
+// policy files, TLS files, a kubeconfig). Validate never reads them; Check
+// does, reporting what would fail when the part is built or applied,
+// without changing anything. The agent calls it for every enabled part when
+// it loads a configuration (so `vigil config check` and a reload refuse a
+// broken file before anything is applied) and compares the digest it
+// returns, so that a reload sees a file whose content changed.
+type Checker interface {
+	Check() (digest string, err error)
+}
+
 // APITokenSource is implemented by the section configuration that names
 // the file holding the agent's API token (healing.auth_token_file).
 type APITokenSource interface {

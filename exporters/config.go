@@ -250,7 +250,11 @@ func (c *Config) Validate() error {
 			add(path, "unknown exporter type %q (known: %s, %s, %s)", typ, TypeOTLP, TypeOTLPHTTP, TypePrometheusRemoteWrite)
 			continue
 		}
-		e.setDefaults(typ)
+		// Validate the target as it will run, on a copy: Validate
+		// changes nothing.
+		withDefaults := *e
+		withDefaults.setDefaults(typ)
+		e = &withDefaults
 		for i, s := range e.Signals {
 			switch s {
 			case SignalMetrics:
@@ -332,16 +336,34 @@ func (c *Config) Validate() error {
 		if (e.TLS.CertFile == "") != (e.TLS.KeyFile == "") {
 			add(path+".tls", "cert_file and key_file go together")
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// Check implements component.Checker: every TLS file a target names must
+// be there (they are read when the exporters start).
+func (c *Config) Check() (string, error) {
+	var errs []error
+	names := make([]string, 0, len(c.Targets))
+	for n := range c.Targets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, full := range names {
+		e := c.Targets[full]
+		if e == nil {
+			continue
+		}
 		for _, f := range []struct{ name, v string }{{"ca_file", e.TLS.CAFile}, {"cert_file", e.TLS.CertFile}, {"key_file", e.TLS.KeyFile}} {
 			if f.v == "" {
 				continue
 			}
 			if _, err := os.Stat(f.v); err != nil {
-				add(path+".tls."+f.name, "%v", err)
+				errs = append(errs, fmt.Errorf("targets.%s.tls.%s: %w", full, f.name, err))
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return "", errors.Join(errs...)
 }
 
 // Enabled reports whether any target is configured.

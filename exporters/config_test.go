@@ -1,6 +1,7 @@
 package exporters
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -39,20 +40,30 @@ targets:
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := *c.Targets["prometheusremotewrite/prom"]
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(before, *c.Targets["prometheusremotewrite/prom"]) {
+		t.Error("Validate changed the target")
 	}
 	if c.Interval != 5*time.Second {
 		t.Errorf("interval = %s", c.Interval)
 	}
-	rw := c.Targets["prometheusremotewrite/prom"]
+	// What runs is the target with its defaults (Start applies them to a
+	// copy).
+	withDefaults := *c.Targets["prometheusremotewrite/prom"]
+	withDefaults.setDefaults(TypePrometheusRemoteWrite)
+	rw := &withDefaults
 	if rw.Queue.MaxBytes != 8<<20 || rw.Queue.MaxItems != DefaultQueueMaxItems || rw.Queue.Directory != "/var/lib/vigil/queue" {
 		t.Errorf("remote write queue = %+v", rw.Queue)
 	}
 	if strings.Join(rw.Signals, ",") != "metrics" {
 		t.Errorf("remote write signals default = %v, want metrics", rw.Signals)
 	}
-	if got := c.Targets["otlp/central"].Retry; got.InitialInterval != DefaultInitialInterval || got.MaxInterval != DefaultMaxInterval {
+	central := *c.Targets["otlp/central"]
+	central.setDefaults(TypeOTLP)
+	if got := central.Retry; got.InitialInterval != DefaultInitialInterval || got.MaxInterval != DefaultMaxInterval {
 		t.Errorf("retry defaults = %+v", got)
 	}
 }
@@ -120,13 +131,16 @@ targets:
 		`targets.otlp/b.signals[2]: unknown signal "profiles"`,
 		"targets.otlp/b.retry.max_interval: must be at least initial_interval",
 		"targets.otlp/b.tls: cert_file and key_file go together",
-		"targets.otlp/b.tls.cert_file:",
 		"targets.otlp/b.endpoint: required for metrics (or set OTEL_EXPORTER_OTLP_ENDPOINT",
 		"targets.otlphttp/c.protocol: otlphttp cannot use grpc",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("validation error lacks %q; got:\n%v", want, err)
 		}
+	}
+	// The TLS files are Check's, which reads them; Validate reads nothing.
+	if _, err := c.Check(); err == nil || !strings.Contains(err.Error(), "targets.otlp/b.tls.cert_file:") {
+		t.Errorf("Check: %v", err)
 	}
 }
 

@@ -306,8 +306,11 @@ func (x *Exporters) startRun(ctx context.Context, c *Config) (*runSet, error) {
 	var errs []error
 	exts := map[string]storage.Extension{}
 	for _, full := range names {
-		e := c.Targets[full]
-		e.setDefaults(mustType(full))
+		// The running target is the configured one with its defaults; the
+		// configuration itself is not changed.
+		withDefaults := *c.Targets[full]
+		withDefaults.setDefaults(mustType(full))
+		e := &withDefaults
 		for _, sig := range e.Signals {
 			p, err := x.startPipe(ctx, c, full, e, sig, exts)
 			if err != nil {

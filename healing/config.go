@@ -7,8 +7,10 @@
 package healing
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -158,12 +160,28 @@ func (c *Config) Validate() error {
 	if c.Kubernetes.ReadinessCondition == "" {
 		add("kubernetes.readiness_condition", "must not be empty")
 	}
-	if c.Enabled {
-		if _, err := c.LoadPolicies(); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	return errors.Join(errs...)
+}
+
+// Check implements component.Checker: it loads and compiles the policies
+// (policy_file or the inline ones) as New and ApplyConfig will, and
+// returns a digest of the policy file, so that a reload sees its content
+// change.
+func (c *Config) Check() (string, error) {
+	if !c.Enabled {
+		return "", nil
+	}
+	if _, err := c.LoadPolicies(); err != nil {
+		return "", err
+	}
+	if c.PolicyFile == "" {
+		return "", nil
+	}
+	data, err := os.ReadFile(c.PolicyFile)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(data)), nil
 }
 
 // LoadPolicies compiles the policies from policy_file or the inline

@@ -50,12 +50,6 @@ type Config struct {
 	// QueryAPI is the instant-query endpoint over the local TSDB
 	// (/api/v1/query), for debugging rules.
 	QueryAPI QueryAPIConfig `yaml:"query_api"`
-
-	// files and digest are what Validate loaded: the rule files and a
-	// digest of their contents, so a reload that changes only a rule
-	// file's content is seen as a change.
-	files  []string
-	digest string
 }
 
 // RemoteQueryConfig sends the queries of the rule groups it matches to a
@@ -306,16 +300,21 @@ func (c *Config) Validate() error {
 			add(fmt.Sprintf("event_alerts.ignore_signals[%d]", i), fmt.Errorf("not a signal number: %d", s))
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// Check implements component.Checker: it expands rule_files and loads
+// every rule file, returning the digest of their contents.
+func (c *Config) Check() (string, error) {
 	files, err := ExpandRuleFiles(c.RuleFiles)
 	if err != nil {
-		add("rule_files", err)
-	} else if rs, err := LoadRuleFiles(files...); err != nil {
-		add("rule_files", err)
-	} else {
-		c.digest = rs.Digest
+		return "", fmt.Errorf("rule_files: %w", err)
 	}
-	c.files = files
-	return errors.Join(errs...)
+	rs, err := LoadRuleFiles(files...)
+	if err != nil {
+		return "", fmt.Errorf("rule_files: %w", err)
+	}
+	return rs.Digest, nil
 }
 
 var labelNameRe = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)

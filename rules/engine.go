@@ -49,6 +49,9 @@ type Engine struct {
 	opts   Options
 	logger *slog.Logger
 	cfg    atomic.Pointer[Config]
+	// files are the rule files rule_files expanded to when the
+	// configuration was built or applied (under mu after Start).
+	files []string
 
 	storage *LocalStorage
 	engine  *promql.Engine
@@ -84,12 +87,14 @@ func NewEngine(cfg *Config, o Options) (*Engine, error) {
 	if o.Alerts == nil {
 		o.Alerts = NewStream()
 	}
-	if cfg.files == nil && len(cfg.RuleFiles) > 0 {
-		if err := cfg.Validate(); err != nil {
-			return nil, err
-		}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	e := &Engine{opts: o, logger: o.Logger}
+	files, err := ExpandRuleFiles(cfg.RuleFiles)
+	if err != nil {
+		return nil, fmt.Errorf("rule_files: %w", err)
+	}
+	e := &Engine{opts: o, logger: o.Logger, files: files}
 	e.cfg.Store(cfg)
 	st, err := NewLocalStorage(StorageOptions{
 		Dir: cfg.StorageDir, Retention: cfg.Retention, MaxSeries: cfg.MaxSeries,
@@ -258,7 +263,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.storage.Ingest(e.opts.Gatherer, time.Now(), 1); err != nil {
 		e.logger.Warn("first ingest into the local TSDB failed", "err", err)
 	}
-	if err := e.manager.Update(cfg.EvaluationInterval, cfg.files, labels.FromMap(cfg.ExternalLabels), cfg.ExternalURL, nil); err != nil {
+	if err := e.manager.Update(cfg.EvaluationInterval, e.files, labels.FromMap(cfg.ExternalLabels), cfg.ExternalURL, nil); err != nil {
 		return fmt.Errorf("load rule files: %w", err)
 	}
 	e.wg.Add(3)
@@ -269,7 +274,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		sub := e.opts.Events.Subscribe(4096)
 		e.events.run(runCtx, sub)
 	}()
-	e.logger.Info("rules engine started", "rule_files", len(cfg.files), "evaluation_interval", cfg.EvaluationInterval.String(), "retention", cfg.Retention.String())
+	e.logger.Info("rules engine started", "rule_files", len(e.files), "evaluation_interval", cfg.EvaluationInterval.String(), "retention", cfg.Retention.String())
 	return nil
 }
 
@@ -345,10 +350,13 @@ func (e *Engine) ApplyConfig(_ context.Context, cfg *Config) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	old := e.cfg.Load()
-	if cfg.files == nil && len(cfg.RuleFiles) > 0 {
-		if err := cfg.Validate(); err != nil {
-			return err
-		}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	// The rule manager loads the files, all-or-nothing.
+	files, err := ExpandRuleFiles(cfg.RuleFiles)
+	if err != nil {
+		return fmt.Errorf("rule_files: %w", err)
 	}
 	rs, err := newRemoteSet(cfg.RemoteQueries, e.remoteQueries)
 	if err != nil {
@@ -361,7 +369,7 @@ func (e *Engine) ApplyConfig(_ context.Context, cfg *Config) error {
 	if e.started {
 		// Queries dispatch on the new endpoints while the new groups load.
 		prev := e.remote.Swap(rs)
-		if err := e.manager.Update(cfg.EvaluationInterval, cfg.files, labels.FromMap(cfg.ExternalLabels), cfg.ExternalURL, nil); err != nil {
+		if err := e.manager.Update(cfg.EvaluationInterval, files, labels.FromMap(cfg.ExternalLabels), cfg.ExternalURL, nil); err != nil {
 			e.remote.Store(prev)
 			return fmt.Errorf("rule files: %w", err)
 		}
@@ -383,8 +391,9 @@ func (e *Engine) ApplyConfig(_ context.Context, cfg *Config) error {
 	}
 	e.events.setConfig(cfg.EventAlerts)
 	e.storage.SetLimits(cfg.Retention, cfg.MaxSeries)
+	e.files = files
 	e.cfg.Store(cfg)
-	e.logger.Info("rules configuration applied", "rule_files", len(cfg.files))
+	e.logger.Info("rules configuration applied", "rule_files", len(files))
 	return nil
 }
 

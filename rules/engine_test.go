@@ -262,14 +262,21 @@ func TestReloadKeepsRulesWhenNewOnesAreBad(t *testing.T) {
 		return out
 	}
 	before := strings.Join(names(), ",")
+	oldDigest, err := cfg.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	// A bad file is rejected by Validate (so the agent never swaps) and by
-	// ApplyConfig itself.
+	// A bad file is rejected by Check (so the agent never swaps) and by
+	// ApplyConfig itself; Validate reads no file.
 	bad := NewConfig()
 	bad.EvaluationInterval = cfg.EvaluationInterval
 	bad.RuleFiles = []string{"testdata/bad.rules.yml"}
-	if err := bad.Validate(); err == nil {
-		t.Fatal("bad rule file validated")
+	if err := bad.Validate(); err != nil {
+		t.Fatalf("Validate read the rule file: %v", err)
+	}
+	if _, err := bad.Check(); err == nil {
+		t.Fatal("bad rule file passed Check")
 	}
 	if err := te.ApplyConfig(context.Background(), bad); err == nil {
 		t.Fatal("bad rule file applied")
@@ -287,8 +294,8 @@ func TestReloadKeepsRulesWhenNewOnesAreBad(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if good.digest == te.cfg.Load().digest {
-		t.Fatal("digest did not change with the content")
+	if d, err := good.Check(); err != nil || d == oldDigest {
+		t.Fatalf("digest did not change with the content: %v", err)
 	}
 	if err := te.ApplyConfig(context.Background(), good); err != nil {
 		t.Fatal(err)

@@ -86,10 +86,16 @@ func TestConfigValidate(t *testing.T) {
 		"alertmanager_webhook: needs authentication",
 		"remote_queries[0].url: must be an http(s) URL",
 		"remote_queries[0].groups[0]: error parsing regexp",
-		`rule_files: testdata/bad.rules.yml: 9:15: group "broken"`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
 		}
+	}
+	// Validate reads no file; Check loads the rule files.
+	if strings.Contains(err.Error(), "rule_files") {
+		t.Errorf("Validate read the rule files: %v", err)
+	}
+	if _, err := c.Check(); err == nil || !strings.Contains(err.Error(), `rule_files: testdata/bad.rules.yml: 9:15: group "broken"`) {
+		t.Errorf("Check: %v", err)
 	}
 }

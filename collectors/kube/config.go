@@ -42,11 +42,6 @@ func NewConfig() *Config {
 // Validate reports every problem in the section, each naming its field.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.Kubeconfig != "" {
-		if _, err := os.Stat(c.Kubeconfig); err != nil {
-			errs = append(errs, fmt.Errorf("kubeconfig: %w", err))
-		}
-	}
 	seen := map[string]bool{}
 	for i, ns := range c.Namespaces {
 		switch {
@@ -70,4 +65,16 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("burst: must be at least 1, got %d", c.Burst))
 	}
 	return errors.Join(errs...)
+}
+
+// Check implements component.Checker: the kubeconfig, when one is named,
+// must be there (New reads it).
+func (c *Config) Check() (string, error) {
+	if c.Kubeconfig == "" {
+		return "", nil
+	}
+	if _, err := os.Stat(c.Kubeconfig); err != nil {
+		return "", fmt.Errorf("kubeconfig: %w", err)
+	}
+	return "", nil
 }

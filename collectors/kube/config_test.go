@@ -22,7 +22,10 @@ func TestConfigValidate(t *testing.T) {
 	if err == nil {
 		t.Fatal("Validate accepted a broken configuration")
 	}
-	for _, want := range []string{"kubeconfig: stat /nonexistent/kubeconfig", "namespaces[1]: must not be empty",
+	if _, err := c.Check(); err == nil || !strings.Contains(err.Error(), "kubeconfig: stat /nonexistent/kubeconfig") {
+		t.Errorf("Check: %v", err)
+	}
+	for _, want := range []string{"namespaces[1]: must not be empty",
 		`namespaces[2]: "a" is listed twice`, "sync_timeout: must be positive", "resync_period: must not be negative",
 		"qps: must be positive", "burst: must be at least 1"} {
 		if !strings.Contains(err.Error(), want) {
