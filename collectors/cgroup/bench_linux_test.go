@@ -129,3 +129,24 @@ func BenchmarkUpdateRealV1(b *testing.B) {
 	c := newStarted(b, NewConfig(), "/sys", nil, nil)
 	benchUpdate(b, c)
 }
+
+// BenchmarkUpdateRealProcesses scrapes 50 real containers with one
+// process each (needs root), with descriptor counting off and on, side by
+// side: the cost of vigil_cgroup_process_open_fds and _max_fds.
+func BenchmarkUpdateRealProcesses(b *testing.B) {
+	r := newRealCgroups(b)
+	parent := "/vigil-bench-" + randHex(8)
+	for p := range 50 {
+		pod := fmt.Sprintf("%s/kubepods/burstable/pod%08x-0000-0000-0000-%012x", parent, p, p)
+		ctr := pod + "/" + fmt.Sprintf("%064x", p)
+		r.mkdir(ctr)
+		r.start(ctr, "sleep 1000")
+	}
+	for _, fds := range []int{0, DefaultMaxFDProcesses} {
+		b.Run(fmt.Sprintf("max_fd_processes=%d", fds), func(b *testing.B) {
+			cfg := NewConfig()
+			cfg.MaxFDProcesses = fds
+			benchUpdate(b, newStarted(b, cfg, "/sys", nil, nil))
+		})
+	}
+}
