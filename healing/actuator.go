@@ -72,10 +72,45 @@ type Actuator interface {
 	Doc() string
 	// Target names the object the action changes, from rendered arguments.
 	Target(a Args) Target
-	// Act performs the action and returns a short description of what
-	// changed. It must be idempotent where the API allows and must not
-	// retry without bound.
-	Act(ctx context.Context, env *Env, a Args) (string, error)
+	// Act performs the action and returns its outcome: what changed (or
+	// that nothing had to), and how to restore it where that makes sense.
+	// It must be idempotent where the API allows and must not retry
+	// without bound.
+	Act(ctx context.Context, env *Env, in Request) (Outcome, error)
+}
+
+// Request is what an action is asked to do: its rendered arguments and the
+// situation it acts in (the alert, the policy, the runbook so far), which
+// exec and webhook pass on.
+type Request struct {
+	Args       Args
+	Escalation *Escalation
+}
+
+// Outcome is what an action did. The engine records Message and, for a
+// Restore, schedules the undo; it knows no actuator by type.
+type Outcome struct {
+	// Message says what changed, or why nothing had to, for the record.
+	Message string
+	// Unchanged is set when the target already was as the action wants it
+	// (a pod already gone, already quarantined).
+	Unchanged bool
+	// Restore, when set, can put the target back as it was. The engine
+	// runs it after the step's restore_after parameter, once every alert
+	// that caused the change stayed resolved that long.
+	Restore *Restore
+}
+
+// Restore says how to undo a change. Before and After are the target's
+// state as the actuator records it (replicas, for scale); over several
+// changes of one target the engine keeps the first Before and the last
+// After, and asks the last Undo.
+type Restore struct {
+	Before, After any
+	// Undo returns the action that sets the target from after back to
+	// before, only if it still is at after; resolvedFor is how long its
+	// alerts stayed resolved (for the record).
+	Undo func(before, after any, resolvedFor time.Duration) Actuator
 }
 
 // Target is the object an action changes: guards, cooldowns, leases and

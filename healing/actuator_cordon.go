@@ -23,11 +23,12 @@ func (cordon) Target(a Args) Target { return Target{Kind: "Node", Name: a.Str("n
 // AllowList bounds node by nodes.
 func (cordon) AllowList() (string, string) { return "node", "nodes" }
 
-func (cordon) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (cordon) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	if err := cordonNode(ctx, env, a.Str("node")); err != nil {
-		return "", err
+		return Outcome{}, err
 	}
-	return fmt.Sprintf("cordoned node %s", a.Str("node")), nil
+	return Outcome{Message: fmt.Sprintf("cordoned node %s", a.Str("node"))}, nil
 }
 
 func cordonNode(ctx context.Context, env *Env, node string) error {

@@ -28,7 +28,8 @@ func (deletePod) Target(a Args) Target {
 }
 func (deletePod) DisruptsPod() bool { return true }
 
-func (deletePod) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (deletePod) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	ns, name := a.Str("namespace"), a.Str("pod")
 	opts := metav1.DeleteOptions{}
 	if a.Str("grace_period") != "" {
@@ -45,10 +46,10 @@ func (deletePod) Act(ctx context.Context, env *Env, a Args) (string, error) {
 		return err
 	})
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if gone {
-		return fmt.Sprintf("pod %s/%s was already gone", ns, name), nil
+		return Outcome{Message: fmt.Sprintf("pod %s/%s was already gone", ns, name), Unchanged: true}, nil
 	}
-	return fmt.Sprintf("deleted pod %s/%s", ns, name), nil
+	return Outcome{Message: fmt.Sprintf("deleted pod %s/%s", ns, name)}, nil
 }

@@ -36,10 +36,11 @@ func (drain) Target(a Args) Target { return Target{Kind: "Node", Name: a.Str("no
 // AllowList bounds node by nodes.
 func (drain) AllowList() (string, string) { return "node", "nodes" }
 
-func (drain) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (drain) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	node := a.Str("node")
 	if err := cordonNode(ctx, env, node); err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.Duration("timeout"))
 	defer cancel()
@@ -58,7 +59,7 @@ func (drain) Act(ctx context.Context, env *Env, a Args) (string, error) {
 			return err
 		})
 		if err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 		var left []string
 		for i := range list.Items {
@@ -80,11 +81,11 @@ func (drain) Act(ctx context.Context, env *Env, a Args) (string, error) {
 			case isPDB(err):
 				lastRefusal = err
 			default:
-				return "", err
+				return Outcome{}, err
 			}
 		}
 		if len(left) == 0 {
-			return fmt.Sprintf("drained node %s: evicted %d pods", node, len(evicted)), nil
+			return Outcome{Message: fmt.Sprintf("drained node %s: evicted %d pods", node, len(evicted))}, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -93,7 +94,7 @@ func (drain) Act(ctx context.Context, env *Env, a Args) (string, error) {
 			if lastRefusal != nil {
 				msg += "; last refusal: " + lastRefusal.Error()
 			}
-			return "", fmt.Errorf("%s", msg)
+			return Outcome{}, fmt.Errorf("%s", msg)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

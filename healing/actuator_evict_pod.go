@@ -29,7 +29,8 @@ func (evictPod) Target(a Args) Target {
 }
 func (evictPod) DisruptsPod() bool { return true }
 
-func (evictPod) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (evictPod) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	ns, name := a.Str("namespace"), a.Str("pod")
 	ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 	if a.Str("grace_period") != "" {
@@ -39,12 +40,12 @@ func (evictPod) Act(ctx context.Context, env *Env, a Args) (string, error) {
 	gone := false
 	err := env.kubeDo(ctx, "evict pod", func(ctx context.Context) error { return evict(ctx, env, ev, &gone) })
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if gone {
-		return fmt.Sprintf("pod %s/%s was already gone", ns, name), nil
+		return Outcome{Message: fmt.Sprintf("pod %s/%s was already gone", ns, name), Unchanged: true}, nil
 	}
-	return fmt.Sprintf("evicted pod %s/%s", ns, name), nil
+	return Outcome{Message: fmt.Sprintf("evicted pod %s/%s", ns, name)}, nil
 }
 
 // errPDB is an eviction the API server refused to protect a

@@ -69,10 +69,11 @@ func (c *capped) Write(p []byte) (int, error) {
 	return c.Buffer.Write(p)
 }
 
-func (execRunbook) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (execRunbook) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	argv := a.List("command")
 	if len(argv) == 0 || !filepath.IsAbs(argv[0]) {
-		return "", fmt.Errorf("command[0] must be an absolute program path, got %q", strings.Join(argv, " "))
+		return Outcome{}, fmt.Errorf("command[0] must be an absolute program path, got %q", strings.Join(argv, " "))
 	}
 	timeout := a.Duration("timeout")
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -80,7 +81,7 @@ func (execRunbook) Act(ctx context.Context, env *Env, a Args) (string, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = a.Str("dir")
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}
-	if esc := escalationFrom(ctx); esc != nil {
+	if esc := in.Escalation; esc != nil {
 		cmd.Env = append(cmd.Env, "VIGIL_POLICY="+esc.Policy, "VIGIL_ALERTNAME="+esc.Alert.Name(), "VIGIL_AGENT="+esc.Agent)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -99,9 +100,9 @@ func (execRunbook) Act(ctx context.Context, env *Env, a Args) (string, error) {
 	}
 	switch {
 	case ctx.Err() == context.DeadlineExceeded:
-		return "", fmt.Errorf("%s killed after the %s timeout; output: %s", argv[0], timeout, text)
+		return Outcome{}, fmt.Errorf("%s killed after the %s timeout; output: %s", argv[0], timeout, text)
 	case err != nil:
-		return "", fmt.Errorf("%s: %v; output: %s", argv[0], err, text)
+		return Outcome{}, fmt.Errorf("%s: %v; output: %s", argv[0], err, text)
 	}
-	return fmt.Sprintf("%s exited 0 in %s; output: %s", argv[0], time.Since(start).Round(time.Millisecond), text), nil
+	return Outcome{Message: fmt.Sprintf("%s exited 0 in %s; output: %s", argv[0], time.Since(start).Round(time.Millisecond), text)}, nil
 }

@@ -23,14 +23,15 @@ func (haproxyState) Params() []Param {
 }
 func (haproxyState) Target(a Args) Target { return haproxyTarget(a) }
 
-func (haproxyState) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (haproxyState) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	srv := a.Str("backend") + "/" + a.Str("server")
 	out, err := haproxyCommand(ctx, a.Str("socket"), "set server "+srv+" state "+a.Str("state"))
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if out != "" {
-		return "", fmt.Errorf("haproxy refused to set %s to %s: %s", srv, a.Str("state"), out)
+		return Outcome{}, fmt.Errorf("haproxy refused to set %s to %s: %s", srv, a.Str("state"), out)
 	}
-	return fmt.Sprintf("haproxy server %s set to %s", srv, a.Str("state")), nil
+	return Outcome{Message: fmt.Sprintf("haproxy server %s set to %s", srv, a.Str("state"))}, nil
 }

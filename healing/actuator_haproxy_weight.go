@@ -38,14 +38,15 @@ func checkWeight(s string) error {
 	return nil
 }
 
-func (haproxyWeight) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (haproxyWeight) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	srv := a.Str("backend") + "/" + a.Str("server")
 	out, err := haproxyCommand(ctx, a.Str("socket"), "set weight "+srv+" "+a.Str("weight"))
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if out != "" {
-		return "", fmt.Errorf("haproxy refused to set the weight of %s: %s", srv, out)
+		return Outcome{}, fmt.Errorf("haproxy refused to set the weight of %s: %s", srv, out)
 	}
-	return fmt.Sprintf("haproxy server %s weight set to %s", srv, a.Str("weight")), nil
+	return Outcome{Message: fmt.Sprintf("haproxy server %s weight set to %s", srv, a.Str("weight"))}, nil
 }

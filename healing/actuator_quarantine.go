@@ -36,7 +36,8 @@ func (quarantine) Target(a Args) Target {
 }
 func (quarantine) DisruptsPod() bool { return true }
 
-func (quarantine) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (quarantine) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	ns, name := a.Str("namespace"), a.Str("pod")
 	var removed []string
 	err := env.kubeDo(ctx, "quarantine pod", func(ctx context.Context) error {
@@ -89,11 +90,11 @@ func (quarantine) Act(ctx context.Context, env *Env, a Args) (string, error) {
 		})
 	})
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if removed == nil {
-		return fmt.Sprintf("pod %s/%s was already quarantined", ns, name), nil
+		return Outcome{Message: fmt.Sprintf("pod %s/%s was already quarantined", ns, name), Unchanged: true}, nil
 	}
 	sort.Strings(removed)
-	return fmt.Sprintf("pod %s/%s relabelled out of its owner's selector (removed %s); a replacement starts", ns, name, strings.Join(removed, ", ")), nil
+	return Outcome{Message: fmt.Sprintf("pod %s/%s relabelled out of its owner's selector (removed %s); a replacement starts", ns, name, strings.Join(removed, ", "))}, nil
 }

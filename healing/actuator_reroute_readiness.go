@@ -38,7 +38,8 @@ func (rerouteReadiness) Target(a Args) Target {
 }
 func (r rerouteReadiness) DisruptsPod() bool { return true }
 
-func (rerouteReadiness) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (rerouteReadiness) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	ns, name := a.Str("namespace"), a.Str("pod")
 	cond := corev1.PodConditionType(env.ReadinessCondition)
 	status := corev1.ConditionStatus(a.Str("status"))
@@ -68,12 +69,12 @@ func (rerouteReadiness) Act(ctx context.Context, env *Env, a Args) (string, erro
 		})
 	})
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if status == corev1.ConditionFalse {
-		return fmt.Sprintf("pod %s/%s marked not ready through %s=False; it keeps running outside its endpoints", ns, name, cond), nil
+		return Outcome{Message: fmt.Sprintf("pod %s/%s marked not ready through %s=False; it keeps running outside its endpoints", ns, name, cond)}, nil
 	}
-	return fmt.Sprintf("pod %s/%s readiness gate %s set to True", ns, name, cond), nil
+	return Outcome{Message: fmt.Sprintf("pod %s/%s readiness gate %s set to True", ns, name, cond)}, nil
 }
 
 func setCondition(pod *corev1.Pod, c corev1.PodCondition) {

@@ -29,7 +29,8 @@ func (rolloutRestart) Target(a Args) Target {
 	return Target{Kind: a.Str("kind"), Namespace: a.Str("namespace"), Name: a.Str("name")}
 }
 
-func (rolloutRestart) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (rolloutRestart) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	ns, kind, name := a.Str("namespace"), a.Str("kind"), a.Str("name")
 	now := time.Now().UTC().Format(time.RFC3339)
 	patch := []byte(fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, RestartedAtAnnotation, now))
@@ -49,9 +50,9 @@ func (rolloutRestart) Act(ctx context.Context, env *Env, a Args) (string, error)
 		return err
 	})
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
-	return fmt.Sprintf("restarted %s %s/%s (restartedAt %s)", kind, ns, name, now), nil
+	return Outcome{Message: fmt.Sprintf("restarted %s %s/%s (restartedAt %s)", kind, ns, name, now)}, nil
 }
 
 var patchOpts = metav1.PatchOptions{FieldManager: "vigil"}

@@ -3,6 +3,7 @@ package healing
 import (
 	"context"
 	"fmt"
+	"time"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -36,11 +37,12 @@ func (scale) Target(a Args) Target {
 	return Target{Kind: a.Str("kind"), Namespace: a.Str("namespace"), Name: a.Str("name")}
 }
 
-func (scale) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (scale) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	ns, kind, name := a.Str("namespace"), a.Str("kind"), a.Str("name")
 	step, lo, hi := a.Int("step"), a.Int("min"), a.Int("max")
 	if lo > hi {
-		return "", fmt.Errorf("min %d is above max %d", lo, hi)
+		return Outcome{}, fmt.Errorf("min %d is above max %d", lo, hi)
 	}
 	get := func(ctx context.Context) (*autoscalingv1.Scale, error) {
 		if kind == "StatefulSet" {
@@ -85,13 +87,73 @@ func (scale) Act(ctx context.Context, env *Env, a Args) (string, error) {
 		return retry.RetryOnConflict(retry.DefaultRetry, func() error { return scaleOnce(ctx) })
 	})
 	if err != nil {
-		return "", err
-	}
-	if ch, ok := ctx.Value(scaleChangeKey{}).(*scaleChange); ok {
-		ch.from, ch.to = from, to
+		return Outcome{}, err
 	}
 	if to == from {
-		return "", fmt.Errorf("%s %s/%s is at %d replicas, the bound of [%d, %d] for step %d; not scaled", kind, ns, name, from, lo, hi, step)
+		return Outcome{}, fmt.Errorf("%s %s/%s is at %d replicas, the bound of [%d, %d] for step %d; not scaled", kind, ns, name, from, lo, hi, step)
 	}
-	return fmt.Sprintf("scaled %s %s/%s from %d to %d replicas (bounds %d–%d)", kind, ns, name, from, to, lo, hi), nil
+	t := Target{Kind: kind, Namespace: ns, Name: name}
+	return Outcome{
+		Message: fmt.Sprintf("scaled %s %s/%s from %d to %d replicas (bounds %d–%d)", kind, ns, name, from, to, lo, hi),
+		Restore: &Restore{Before: from, After: to, Undo: func(before, after any, resolvedFor time.Duration) Actuator {
+			return restoreScale{t: t, expect: after.(int32), to: before.(int32), after: resolvedFor}
+		}},
+	}, nil
+}
+
+// restoreScale sets a workload back to the replicas it had before Vigil
+// scaled it, only if it still has the replicas Vigil set.
+type restoreScale struct {
+	t      Target
+	expect int32
+	to     int32
+	after  time.Duration
+}
+
+func (restoreScale) Name() string    { return "scale" }
+func (restoreScale) Scope() Scope    { return ScopeCluster }
+func (restoreScale) Params() []Param { return nil }
+func (restoreScale) Doc() string {
+	return "scales a workload back after restore_after (not registered)"
+}
+func (r restoreScale) Target(Args) Target { return r.t }
+
+func (r restoreScale) Act(ctx context.Context, env *Env, _ Request) (Outcome, error) {
+	ns, name := r.t.Namespace, r.t.Name
+	get := func(ctx context.Context) (*autoscalingv1.Scale, error) {
+		if r.t.Kind == "StatefulSet" {
+			return env.Kube.AppsV1().StatefulSets(ns).GetScale(ctx, name, metav1.GetOptions{})
+		}
+		return env.Kube.AppsV1().Deployments(ns).GetScale(ctx, name, metav1.GetOptions{})
+	}
+	update := func(ctx context.Context, s *autoscalingv1.Scale) (*autoscalingv1.Scale, error) {
+		if r.t.Kind == "StatefulSet" {
+			return env.Kube.AppsV1().StatefulSets(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
+		}
+		return env.Kube.AppsV1().Deployments(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
+	}
+	var cur int32
+	err := env.kubeDo(ctx, "scale", func(ctx context.Context) error {
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			s, err := get(ctx)
+			if err != nil {
+				return err
+			}
+			cur = s.Spec.Replicas
+			if cur != r.expect {
+				return nil
+			}
+			s.Spec.Replicas = r.to
+			_, err = update(ctx, s)
+			return err
+		})
+	})
+	if err != nil {
+		return Outcome{}, err
+	}
+	if cur != r.expect {
+		return Outcome{}, fmt.Errorf("not restored: %s has %d replicas, not the %d Vigil set (changed by someone else)", r.t, cur, r.expect)
+	}
+	return Outcome{Message: fmt.Sprintf("scaled %s from %d back to %d replicas, what it had before Vigil scaled it (its alerts stayed resolved for %s)",
+		r.t, r.expect, r.to, r.after)}, nil
 }

@@ -22,20 +22,21 @@ func (systemdResetFailed) Target(a Args) Target { return Target{Kind: "Unit", Na
 // AllowList bounds unit by units.
 func (systemdResetFailed) AllowList() (string, string) { return "unit", "units" }
 
-func (systemdResetFailed) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (systemdResetFailed) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	unit := a.Str("unit")
 	if env.Systemd == nil {
-		return "", fmt.Errorf("systemd is not available on this agent")
+		return Outcome{}, fmt.Errorf("systemd is not available on this agent")
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.Duration("timeout"))
 	defer cancel()
 	c, err := env.Systemd(ctx)
 	if err != nil {
-		return "", fmt.Errorf("connect to systemd: %w", err)
+		return Outcome{}, fmt.Errorf("connect to systemd: %w", err)
 	}
 	defer c.Close()
 	if err := c.ResetFailedUnitContext(ctx, unit); err != nil {
-		return "", fmt.Errorf("reset-failed %s: %w", unit, err)
+		return Outcome{}, fmt.Errorf("reset-failed %s: %w", unit, err)
 	}
-	return fmt.Sprintf("reset the failed state of unit %s", unit), nil
+	return Outcome{Message: fmt.Sprintf("reset the failed state of unit %s", unit)}, nil
 }

@@ -26,13 +26,14 @@ func (systemdRestart) Target(a Args) Target { return Target{Kind: "Unit", Name: 
 // AllowList bounds unit by units.
 func (systemdRestart) AllowList() (string, string) { return "unit", "units" }
 
-func (systemdRestart) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (systemdRestart) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	unit := a.Str("unit")
 	err := systemdJob(ctx, env, a.Duration("timeout"), "restart "+unit, func(ctx context.Context, c *sdbus.Conn, ch chan<- string) (int, error) {
 		return c.RestartUnitContext(ctx, unit, a.Str("mode"), ch)
 	})
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
-	return fmt.Sprintf("restarted unit %s", unit), nil
+	return Outcome{Message: fmt.Sprintf("restarted unit %s", unit)}, nil
 }

@@ -48,21 +48,22 @@ func checkTemplateUnit(s string) error {
 	return nil
 }
 
-func (systemdScale) Act(ctx context.Context, env *Env, a Args) (string, error) {
+func (systemdScale) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
 	tmpl := a.Str("template")
 	prefix, suffix, _ := strings.Cut(tmpl, "@")
 	step, lo, hi := a.Int("step"), a.Int("min"), a.Int("max")
 	if env.Systemd == nil {
-		return "", fmt.Errorf("systemd is not available on this agent")
+		return Outcome{}, fmt.Errorf("systemd is not available on this agent")
 	}
 	c, err := env.Systemd(ctx)
 	if err != nil {
-		return "", fmt.Errorf("connect to systemd: %w", err)
+		return Outcome{}, fmt.Errorf("connect to systemd: %w", err)
 	}
 	units, err := c.ListUnitsByPatternsContext(ctx, []string{"active", "activating", "reloading"}, []string{prefix + "@*" + suffix})
 	c.Close()
 	if err != nil {
-		return "", fmt.Errorf("list instances of %s: %w", tmpl, err)
+		return Outcome{}, fmt.Errorf("list instances of %s: %w", tmpl, err)
 	}
 	running := map[int]bool{}
 	for _, u := range units {
@@ -95,7 +96,7 @@ func (systemdScale) Act(ctx context.Context, env *Env, a Args) (string, error) {
 		}
 	}
 	if len(names) == 0 {
-		return "", fmt.Errorf("%s has %d instances, the bound of [%d, %d] for step %d; not scaled", tmpl, from, lo, hi, step)
+		return Outcome{}, fmt.Errorf("%s has %d instances, the bound of [%d, %d] for step %d; not scaled", tmpl, from, lo, hi, step)
 	}
 	for _, name := range names {
 		err := systemdJob(ctx, env, a.Duration("timeout"), "scale "+name, func(ctx context.Context, c *sdbus.Conn, ch chan<- string) (int, error) {
@@ -105,12 +106,12 @@ func (systemdScale) Act(ctx context.Context, env *Env, a Args) (string, error) {
 			return c.StopUnitContext(ctx, name, "replace", ch)
 		})
 		if err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 	}
 	verb := "started"
 	if step < 0 {
 		verb = "stopped"
 	}
-	return fmt.Sprintf("scaled %s from %d to %d instances (%s %s)", tmpl, from, len(running), verb, strings.Join(names, ", ")), nil
+	return Outcome{Message: fmt.Sprintf("scaled %s from %d to %d instances (%s %s)", tmpl, from, len(running), verb, strings.Join(names, ", "))}, nil
 }

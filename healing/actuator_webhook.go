@@ -45,36 +45,37 @@ func checkURL(s string) error {
 	return nil
 }
 
-func (webhook) Act(ctx context.Context, env *Env, a Args) (string, error) {
-	payload := escalationFrom(ctx)
+func (webhook) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
+	a := in.Args
+	payload := in.Escalation
 	if payload == nil {
 		payload = &Escalation{}
 	}
 	body, err := json.Marshal(payload)
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.Str("url"), bytes.NewReader(body))
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "vigil-healing")
 	if f := a.Str("bearer_token_file"); f != "" {
 		tok, err := os.ReadFile(f)
 		if err != nil {
-			return "", fmt.Errorf("bearer token: %w", err)
+			return Outcome{}, fmt.Errorf("bearer token: %w", err)
 		}
 		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 	}
 	resp, err := env.HTTP.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("POST %s: %w", a.Str("url"), err)
+		return Outcome{}, fmt.Errorf("POST %s: %w", a.Str("url"), err)
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode/100 != 2 {
-		return "", fmt.Errorf("POST %s: %s: %s", a.Str("url"), resp.Status, strings.TrimSpace(string(msg)))
+		return Outcome{}, fmt.Errorf("POST %s: %s: %s", a.Str("url"), resp.Status, strings.TrimSpace(string(msg)))
 	}
-	return fmt.Sprintf("escalated to %s (%s)", req.URL.Host, resp.Status), nil
+	return Outcome{Message: fmt.Sprintf("escalated to %s (%s)", req.URL.Host, resp.Status)}, nil
 }

@@ -37,12 +37,20 @@ func TestActuatorTableIsGenerated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	table := ActuatorTable()
+	// Actuators registered by this package's tests (test_*) are left out:
+	// the generator (a binary without them) never lists them.
+	var kept []string
+	for _, l := range strings.SplitAfter(ActuatorTable(), "\n") {
+		if !strings.HasPrefix(l, "| `test_") {
+			kept = append(kept, l)
+		}
+	}
+	table := strings.Join(kept, "")
 	if !strings.Contains(string(doc), table) {
 		t.Fatal("docs/healing.md's actuator table differs from ActuatorTable(); run make generate")
 	}
 	for _, name := range Actuators() {
-		if !strings.Contains(table, "| `"+name+"` |") {
+		if !strings.HasPrefix(name, "test_") && !strings.Contains(table, "| `"+name+"` |") {
 			t.Errorf("actuator %s missing from the table", name)
 		}
 	}

@@ -550,17 +550,12 @@ func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []G
 			return outcomeDone
 		}
 	}
-	actCtx := withEscalation(ctx, &Escalation{
+	in := Request{Args: args, Escalation: &Escalation{
 		Alert: inc.alert, Policy: p.Name, RunbookURL: rec.RunbookURL, Reason: why, Tried: e.tried(inc.id), Agent: e.env.Identity,
-	})
-	var change scaleChange
-	restoreAfter := time.Duration(0)
-	if _, ok := s.Action.(scale); ok {
-		restoreAfter = args.Duration("restore_after")
-		actCtx = context.WithValue(actCtx, scaleChangeKey{}, &change)
-	}
+	}}
 	actStart := time.Now()
-	msg, err := s.Action.Act(actCtx, e.env, args)
+	out, err := s.Action.Act(ctx, e.env, in)
+	msg := out.Message
 	d := time.Since(actStart)
 	e.m.duration.WithLabelValues(p.Name, s.Action.Name()).Observe(d.Seconds())
 	rec.Duration = d.Seconds()
@@ -572,8 +567,9 @@ func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []G
 		msg += " (escalation: " + why + ")"
 	}
 	finish(ResultSuccess, msg)
-	if restoreAfter > 0 && change.from != change.to {
-		e.noteScale(inc, s, t, restoreAfter, change)
+	// restore_after is a parameter of the actuators that offer a Restore.
+	if after := args.Duration("restore_after"); after > 0 && out.Restore != nil && !out.Unchanged {
+		e.noteRestore(inc, s, t, after, out.Restore)
 	}
 	if s.Verify <= 0 {
 		return outcomeDone
@@ -660,15 +656,4 @@ type Escalation struct {
 	Reason     string      `json:"reason,omitempty"`
 	Tried      []Record    `json:"tried"`
 	Agent      string      `json:"agent"`
-}
-
-type escalationKey struct{}
-
-func withEscalation(ctx context.Context, e *Escalation) context.Context {
-	return context.WithValue(ctx, escalationKey{}, e)
-}
-
-func escalationFrom(ctx context.Context) *Escalation {
-	e, _ := ctx.Value(escalationKey{}).(*Escalation)
-	return e
 }

@@ -1,19 +1,14 @@
 package healing
 
 import (
-	"context"
-	"fmt"
 	"time"
-
-	autoscalingv1 "k8s.io/api/autoscaling/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 
 	"github.com/vigil-agent/vigil/rules"
 )
 
-// restoreState is a scale with restore_after that the engine undoes once
-// every alert that caused it has stayed resolved for the restore delay.
+// restoreState is a change with restore_after (an Outcome with a Restore)
+// that the engine undoes once every alert that caused it has stayed
+// resolved for the restore delay.
 // It lives in memory: an agent restart forgets it.
 type restoreState struct {
 	target   Target
@@ -21,8 +16,9 @@ type restoreState struct {
 	step     *Step
 	alert    rules.Alert
 	after    time.Duration
-	original int32 // replicas before Vigil's first scale
-	set      int32 // replicas Vigil's last scale set
+	original any // the target's state before Vigil's first change
+	set      any // the state Vigil's last change set
+	undo     func(before, after any, resolvedFor time.Duration) Actuator
 	// firing says, per fingerprint of an alert that scaled the target,
 	// whether it is firing now.
 	firing  map[string]bool
@@ -30,22 +26,16 @@ type restoreState struct {
 	cancel  chan struct{}
 }
 
-// scaleChange is filled in by the scale actuator (through the context)
-// with the replicas it moved between.
-type scaleChange struct{ from, to int32 }
-
-type scaleChangeKey struct{}
-
-// noteScale remembers a successful scale whose step has restore_after.
-func (e *Engine) noteScale(inc *incident, s *Step, t Target, after time.Duration, ch scaleChange) {
+// noteRestore remembers a successful change whose step has restore_after.
+func (e *Engine) noteRestore(inc *incident, s *Step, t Target, after time.Duration, r *Restore) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := e.restores[t]
 	if st == nil {
-		st = &restoreState{target: t, original: ch.from, firing: map[string]bool{}}
+		st = &restoreState{target: t, original: r.Before, firing: map[string]bool{}}
 		e.restores[t] = st
 	}
-	st.policy, st.step, st.alert, st.after, st.set = inc.policy, s, inc.alert, after, ch.to
+	st.policy, st.step, st.alert, st.after, st.set, st.undo = inc.policy, s, inc.alert, after, r.After, r.Undo
 	st.firing[inc.alert.Fingerprint] = !inc.isResolved()
 	st.stopWait()
 	e.armLocked(st)
@@ -118,67 +108,10 @@ func (e *Engine) armLocked(st *restoreState) {
 	}()
 }
 
-// restore scales the target back through the guards, audited as its own
-// record (action scale, reason "restore: …") in a new incident.
+// restore runs the undo the actuator gave through the guards, audited as
+// its own record in a new incident.
 func (e *Engine) restore(st *restoreState) {
 	inc := &incident{id: newIncidentID(), alert: st.alert, policy: st.policy, resolved: make(chan struct{}), restore: true}
-	step := &Step{Index: st.step.Index, Action: restoreScale{t: st.target, expect: st.set, to: st.original, after: st.after}}
+	step := &Step{Index: st.step.Index, Action: st.undo(st.original, st.set, st.after)}
 	e.attempt(e.ctx, inc, step, e.guards, "")
-}
-
-// restoreScale sets a workload back to the replicas it had before Vigil
-// scaled it, only if it still has the replicas Vigil set.
-type restoreScale struct {
-	t      Target
-	expect int32
-	to     int32
-	after  time.Duration
-}
-
-func (restoreScale) Name() string    { return "scale" }
-func (restoreScale) Scope() Scope    { return ScopeCluster }
-func (restoreScale) Params() []Param { return nil }
-func (restoreScale) Doc() string {
-	return "scales a workload back after restore_after (not registered)"
-}
-func (r restoreScale) Target(Args) Target { return r.t }
-
-func (r restoreScale) Act(ctx context.Context, env *Env, _ Args) (string, error) {
-	ns, name := r.t.Namespace, r.t.Name
-	get := func(ctx context.Context) (*autoscalingv1.Scale, error) {
-		if r.t.Kind == "StatefulSet" {
-			return env.Kube.AppsV1().StatefulSets(ns).GetScale(ctx, name, metav1.GetOptions{})
-		}
-		return env.Kube.AppsV1().Deployments(ns).GetScale(ctx, name, metav1.GetOptions{})
-	}
-	update := func(ctx context.Context, s *autoscalingv1.Scale) (*autoscalingv1.Scale, error) {
-		if r.t.Kind == "StatefulSet" {
-			return env.Kube.AppsV1().StatefulSets(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
-		}
-		return env.Kube.AppsV1().Deployments(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
-	}
-	var cur int32
-	err := env.kubeDo(ctx, "scale", func(ctx context.Context) error {
-		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			s, err := get(ctx)
-			if err != nil {
-				return err
-			}
-			cur = s.Spec.Replicas
-			if cur != r.expect {
-				return nil
-			}
-			s.Spec.Replicas = r.to
-			_, err = update(ctx, s)
-			return err
-		})
-	})
-	if err != nil {
-		return "", err
-	}
-	if cur != r.expect {
-		return "", fmt.Errorf("not restored: %s has %d replicas, not the %d Vigil set (changed by someone else)", r.t, cur, r.expect)
-	}
-	return fmt.Sprintf("scaled %s from %d back to %d replicas, what it had before Vigil scaled it (its alerts stayed resolved for %s)",
-		r.t, r.expect, r.to, r.after), nil
 }
