@@ -505,8 +505,8 @@ collectors:
 					full[p.Name] = []string{p.Default}
 				}
 			}
-			msg, err := a.Act(ctx, env, full)
-			t.Logf("%s: %s", action, msg)
+			out, err := a.Act(ctx, env, healing.Request{Args: full})
+			t.Logf("%s: %s", action, out.Message)
 			return err
 		}}
 	}
