@@ -12,18 +12,18 @@ func TestConfigDefaults(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("default config invalid: %v", err)
 	}
-	if c.MaxCgroups != DefaultMaxCgroups || !c.Containers || !c.Pods || !c.Services || len(c.ExtraPaths) != 0 {
+	if c.MaxCgroups != DefaultMaxCgroups || c.MaxFDProcesses != DefaultMaxFDProcesses || !c.Containers || !c.Pods || !c.Services || len(c.ExtraPaths) != 0 {
 		t.Errorf("unexpected defaults: %+v", c)
 	}
 }
 
 func TestConfigValidate(t *testing.T) {
-	c := &Config{MaxCgroups: 0, ExtraPaths: []string{"/ok/*", "relative/*", "/bad/[x"}}
+	c := &Config{MaxCgroups: 0, MaxFDProcesses: -1, ExtraPaths: []string{"/ok/*", "relative/*", "/bad/[x"}}
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("want an error")
 	}
-	for _, want := range []string{"max_cgroups: must be between 1 and", "extra_paths[1]:", "must start with", "extra_paths[2]:", "syntax error in pattern"} {
+	for _, want := range []string{"max_cgroups: must be between 1 and", "max_fd_processes: must be between 0 (off) and", "extra_paths[1]:", "must start with", "extra_paths[2]:", "syntax error in pattern"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

@@ -18,12 +18,13 @@ func TestConfigValidate(t *testing.T) {
 	c.HTTPHeadWindows = 9
 	c.Spans.SampleRatio = 1.5
 	c.Spans.MaxPerSecond = -1
+	c.HTTPUnansweredAfter = 0
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
 	for _, field := range []string{"ring_buffer_bytes", "wakeup_fill", "poll_interval", "cgroup_hierarchy",
-		"http_head_windows", "spans.sample_ratio", "spans.max_per_second"} {
+		"http_head_windows", "spans.sample_ratio", "spans.max_per_second", "http_unanswered_after"} {
 		if !strings.Contains(err.Error(), field+":") {
 			t.Errorf("error does not name %s: %v", field, err)
 		}
