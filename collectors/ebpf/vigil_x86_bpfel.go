@@ -23,6 +23,12 @@ type vigilVigilCgroupEvent struct {
 	Path      [512]int8
 }
 
+type vigilVigilHttpControl struct {
+	_           structs.HostLayout
+	SampleShift uint32
+	HeadWindows uint32
+}
+
 type vigilVigilHttpEvent struct {
 	_         structs.HostLayout
 	TsNs      uint64
@@ -102,6 +108,7 @@ type vigilVigilTcpSock struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	vigilMapEvents                 = "events"
+	vigilMapHttpControl            = "http_control"
 	vigilMapHttpEvents             = "http_events"
 	vigilMapHttpScratch            = "http_scratch"
 	vigilMapListeners              = "listeners"
@@ -205,6 +212,7 @@ type vigilProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	HttpControl *ebpf.MapSpec `ebpf:"http_control"`
 	HttpEvents  *ebpf.MapSpec `ebpf:"http_events"`
 	HttpScratch *ebpf.MapSpec `ebpf:"http_scratch"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
@@ -250,6 +258,7 @@ func (o *vigilObjects) Close() error {
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
+	HttpControl *ebpf.Map `ebpf:"http_control"`
 	HttpEvents  *ebpf.Map `ebpf:"http_events"`
 	HttpScratch *ebpf.Map `ebpf:"http_scratch"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
@@ -261,6 +270,7 @@ type vigilMaps struct {
 func (m *vigilMaps) Close() error {
 	return _VigilClose(
 		m.Events,
+		m.HttpControl,
 		m.HttpEvents,
 		m.HttpScratch,
 		m.Listeners,

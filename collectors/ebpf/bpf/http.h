@@ -68,6 +68,44 @@ struct vigil_http_event {
 	__u8 data[VIGIL_HTTP_CAP];
 };
 
+// vigil_http_control is set by user space while the programs run (the
+// overhead governor sheds load through it); zero follows everything as
+// configured.
+struct vigil_http_control {
+	// Follow HTTP on one connection in 1 << sample_shift (0: all), chosen
+	// by a hash of its ports and peer address (of process and descriptor
+	// on the syscall path), so a connection's requests and responses are
+	// followed or left alone together.
+	__u32 sample_shift;
+	// At most this many windows of a request head (0: http_head_windows).
+	__u32 head_windows;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vigil_http_control);
+} http_control SEC(".maps");
+
+// vigil_http_sampled_out reports whether the connection named by key (a
+// socket's address, or process and descriptor) is left alone under the
+// control's sampling. An array lookup is inlined by the verifier: a
+// transfer on a connection left alone costs a few instructions.
+static __always_inline bool vigil_http_sampled_out(const struct vigil_http_control *ctl, __u64 key)
+{
+	__u32 shift;
+
+	if (!ctl)
+		return false;
+	shift = ctl->sample_shift & 31;
+	if (!shift)
+		return false;
+	// Fibonacci hashing: the top bits of the product depend on every bit
+	// of the key.
+	return (key * 0x9E3779B97F4A7C15ULL) >> (64 - shift) != 0;
+}
+
 // The event being built, copied into the ring with only its valid bytes:
 // too large for the BPF stack.
 struct {
@@ -168,19 +206,23 @@ static __always_inline __u8 vigil_http_request_tail(const __u8 *b)
 
 // vigil_http_capture checks and, if it looks like HTTP, sends the first
 // bytes of buf (n bytes valid) transferred on fd in direction dir, and for
-// a request head longer than one window its next windows. Reads and
-// writes that do not start like HTTP cost an 8-byte copy and a compare.
+// a request head longer than one window its next windows. The first window
+// is read from user memory once, into the per-CPU scratch event, and the
+// check is made on it: reading user memory is the dearest step (a helper
+// call and a page-table walk each), so a transfer costs one such read
+// whether or not it turns out to be HTTP.
 // sk is the socket when the caller knows it (the socket-layer programs);
 // without it the socket is found from fd.
 static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, const void *buf, __u64 n, __u8 dir,
 					      __u32 prog)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32;
-	__u8 head[8] = {};
+	__u64 id;
 	__u8 pfx = 0;
 	__u32 zero = 0;
+	struct vigil_http_control *ctl;
+	__u32 windows;
 	struct vigil_http_event *tmpl;
+	__u8 *head;
 	__u32 len;
 	__u64 size, flags;
 	bool status;
@@ -188,10 +230,27 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 
 	if (!buf || n == 0)
 		return 0;
-	if (bpf_probe_read_user(head, 8, buf) != 0 && n >= 8)
-		return 0;
 	if (dir == VIGIL_HTTP_READ && n == 1)
 		return 0; // Go's one-byte read-ahead: see vigil_http_request_tail
+	ctl = bpf_map_lookup_elem(&http_control, &zero);
+	if (!sk && vigil_http_sampled_out(ctl, (bpf_get_current_pid_tgid() & ~0xffffffffULL) | fd))
+		return 0; // the socket-layer programs checked the socket before
+	windows = http_head_windows;
+	if (ctl && ctl->head_windows && ctl->head_windows < windows)
+		windows = ctl->head_windows;
+	tmpl = bpf_map_lookup_elem(&http_scratch, &zero);
+	if (!tmpl)
+		return 0;
+	head = tmpl->data;
+	// At most VIGIL_HTTP_WINDOW bytes: the mask proves the bound to the
+	// verifier whatever order the compiler puts the comparison in.
+	len = n >= VIGIL_HTTP_CAP ? VIGIL_HTTP_WINDOW : (__u32)n;
+	barrier_var(len);
+	len &= VIGIL_HTTP_CAP - 1;
+	if (len < 8)
+		*(__u64 *)head = 0; // the checks below look at 8 bytes: none left from an earlier event
+	if (bpf_probe_read_user(head, len, buf) != 0)
+		return 0;
 	if (!vigil_http_looks_like(head)) {
 		// A read whose request line lacks its first letter follows a
 		// one-byte read of it (Go's HTTP server reads one byte while a
@@ -201,19 +260,17 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 		pfx = vigil_http_request_tail(head);
 		if (!pfx)
 			return 0;
-		head[0] = pfx; // only head[0..1] are looked at from here on
-		head[1] = 0;
 	}
 
-	tmpl = bpf_map_lookup_elem(&http_scratch, &zero);
-	if (!tmpl)
-		return 0;
-	status = head[0] == 'H' && head[1] == 'T';
+	id = bpf_get_current_pid_tgid();
+	status = !pfx && head[0] == 'H' && head[1] == 'T';
 	if (status) {
 		// A response is matched in user space to the request on the
 		// same process and descriptor, which carries the socket and
 		// workload: skip the descriptor walk and the cgroup lookup.
 		__builtin_memset(tmpl, 0, offsetof(struct vigil_http_event, data));
+		if (len > VIGIL_HTTP_STATUS_CAP)
+			len = VIGIL_HTTP_STATUS_CAP; // the status line's start is enough
 	} else if (sk) {
 		vigil_sock_addrs(sk, &tmpl->family, &tmpl->sport, &tmpl->dport, tmpl->saddr, tmpl->daddr);
 		tmpl->cgroup_id = vigil_current_cgroup_id_btf();
@@ -225,7 +282,7 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 		bpf_get_current_comm(tmpl->comm, sizeof(tmpl->comm));
 	}
 	tmpl->ts_ns = bpf_ktime_get_ns();
-	tmpl->pid = tgid;
+	tmpl->pid = id >> 32;
 	tmpl->tid = (__u32)id;
 	tmpl->fd = fd;
 	tmpl->size = n;
@@ -238,21 +295,20 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 	for (i = 0; i < VIGIL_HTTP_MAX_WINDOWS; i++) {
 		__u64 off = (__u64)i * VIGIL_HTTP_WINDOW;
 
-		// Later windows only for request heads (a status line is all
-		// that is read of a response), and only as configured.
-		if (i > 0 && (off >= n || i >= http_head_windows || status))
-			break;
-		tmpl->window = i;
-		// At most VIGIL_HTTP_WINDOW bytes: the mask proves the bound to
-		// the verifier whatever order the compiler puts the comparison in.
-		len = n - off >= VIGIL_HTTP_CAP ? VIGIL_HTTP_WINDOW : (__u32)(n - off);
-		if (status && len > VIGIL_HTTP_STATUS_CAP)
-			len = VIGIL_HTTP_STATUS_CAP; // the status line's start is enough
-		barrier_var(len);
+		if (i > 0) {
+			// Later windows only for request heads (a status line is
+			// all that is read of a response), and only as configured.
+			if (off >= n || i >= windows || status)
+				break;
+			tmpl->window = i;
+			len = n - off >= VIGIL_HTTP_CAP ? VIGIL_HTTP_WINDOW : (__u32)(n - off);
+			barrier_var(len);
+			len &= VIGIL_HTTP_CAP - 1;
+			if (bpf_probe_read_user(tmpl->data, len, buf + off) != 0)
+				len = 0;
+		}
 		len &= VIGIL_HTTP_CAP - 1;
 		tmpl->captured = len;
-		if (bpf_probe_read_user(tmpl->data, len, buf + off) != 0)
-			tmpl->captured = len = 0;
 		// Only the valid bytes go into the ring: most records are a few
 		// hundred bytes, so fewer cache lines are written and read.
 		size = offsetof(struct vigil_http_event, data) + len;
@@ -383,10 +439,15 @@ static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __
 	struct pt_regs *regs;
 	__u64 arg, n = ret;
 	__u8 kind = VIGIL_HTTP_ARG_NONE;
-	__u32 fd;
+	__u32 fd, zero = 0;
 	long nr;
 
 	if (ret <= 0 || sk->sk_protocol != VIGIL_IPPROTO_TCP)
+		return 0;
+	// A connection is named by its ports and peer address (the socket's
+	// address itself cannot be used as a number in a tp_btf program).
+	if (vigil_http_sampled_out(bpf_map_lookup_elem(&http_control, &zero),
+				   ((__u64)sk->__sk_common.skc_portpair << 32) | sk->__sk_common.skc_daddr))
 		return 0;
 	t = bpf_get_current_task_btf();
 	// Kernel threads and io_uring workers have no syscall of their own

@@ -338,6 +338,15 @@ func pairedRatio(with, without []time.Duration) float64 {
 	return r[len(r)/2]
 }
 
+// pairedDiff is the median over rounds of (with-without)/n.
+func pairedDiff(with, without []time.Duration, n int) time.Duration {
+	d := make([]time.Duration, len(with))
+	for i := range with {
+		d[i] = (with[i] - without[i]) / time.Duration(n)
+	}
+	return median(d)
+}
+
 func median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
@@ -462,6 +471,10 @@ func run(conns, reqs, rounds int) error {
 		row(fmt.Sprintf("connect loop, %d connections", conns), tcp)
 		row(fmt.Sprintf("keep-alive HTTP, %d requests", reqs), web)
 	}
+	// What Vigil's programs add per request or connection over the
+	// do-nothing programs: the loops' CPU time, paired per round.
+	fmt.Printf("%-34s connect loop %s per connection, keep-alive HTTP %s per request (medians of per-round CPU differences)\n",
+		"added over hooks only", pairedDiff(tcp.cpu[with], tcp.cpu[hooks], conns), pairedDiff(web.cpu[with], web.cpu[hooks], reqs))
 	fmt.Printf("%-34s %12.0f events/s over %d rounds (%.0f events), lost %.0f\n", "events consumed", events/eventTime.Seconds(), rounds, events, lost)
 	busy := agentCPU - time.Duration(rounds)*idleCPU
 	fmt.Printf("%-34s %12s over %d rounds (start-up %s each excluded): %.1f µs per connection+request\n", "agent process CPU (user+sys)",
