@@ -29,6 +29,12 @@ type vigilVigilHttpControl struct {
 	HeadWindows uint32
 }
 
+type vigilVigilHttpCpu struct {
+	_       structs.HostLayout
+	Ev      vigilVigilHttpEvent
+	Unwoken uint64
+}
+
 type vigilVigilHttpEvent struct {
 	_         structs.HostLayout
 	TsNs      uint64

@@ -59,7 +59,8 @@ enum vigil_ring {
 };
 
 // unwoken counts, per CPU and ring, the bytes submitted since the last
-// wake-up.
+// wake-up (the HTTP programs keep theirs beside their per-CPU buffer,
+// http_scratch, so that the hot path touches one page less).
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2);
@@ -104,16 +105,13 @@ static __always_inline void vigil_count_lost(__u32 prog)
 // to 8 bytes.
 #define VIGIL_RB_RECORD(size) ((((__u64)(size)) + 8 + 7) & ~7ULL)
 
-// vigil_wake_flags returns the flags for submitting size bytes to ring:
-// BPF_RB_FORCE_WAKEUP when urgent (an OOM kill, a failed process) or when
-// this CPU's unwoken bytes reach the ring's mark, else BPF_RB_NO_WAKEUP.
-static __always_inline __u64 vigil_wake_flags(__u32 ring, __u64 size, bool urgent)
+// vigil_wake_mark returns the flags for submitting a record of size bytes
+// given this CPU's count n of bytes submitted since it last woke the
+// reader, and updates the count: BPF_RB_FORCE_WAKEUP when urgent (an OOM
+// kill, a failed process) or when the count reaches mark, else
+// BPF_RB_NO_WAKEUP.
+static __always_inline __u64 vigil_wake_mark(__u64 *n, __u64 mark, __u64 size, bool urgent)
 {
-	__u64 *n = bpf_map_lookup_elem(&unwoken, &ring);
-	__u64 mark = ring == VIGIL_RING_HTTP ? http_wakeup_bytes : events_wakeup_bytes;
-
-	if (!n)
-		return 0; // the kernel's own choice: cannot happen
 	if (urgent) {
 		*n = 0;
 		return BPF_RB_FORCE_WAKEUP;
@@ -124,6 +122,17 @@ static __always_inline __u64 vigil_wake_flags(__u32 ring, __u64 size, bool urgen
 		return BPF_RB_FORCE_WAKEUP;
 	}
 	return BPF_RB_NO_WAKEUP;
+}
+
+// vigil_wake_flags is vigil_wake_mark with the count kept in unwoken.
+static __always_inline __u64 vigil_wake_flags(__u32 ring, __u64 size, bool urgent)
+{
+	__u64 *n = bpf_map_lookup_elem(&unwoken, &ring);
+	__u64 mark = ring == VIGIL_RING_HTTP ? http_wakeup_bytes : events_wakeup_bytes;
+
+	if (!n)
+		return 0; // the kernel's own choice: cannot happen
+	return vigil_wake_mark(n, mark, size, urgent);
 }
 
 // vigil_submit_flags returns the flags for bpf_ringbuf_submit of a record

@@ -106,13 +106,21 @@ static __always_inline bool vigil_http_sampled_out(const struct vigil_http_contr
 	return (key * 0x9E3779B97F4A7C15ULL) >> (64 - shift) != 0;
 }
 
-// The event being built, copied into the ring with only its valid bytes:
-// too large for the BPF stack.
+// vigil_http_cpu is each CPU's HTTP working memory: the event being built,
+// copied into the ring with only its valid bytes (too large for the BPF
+// stack), and the bytes this CPU submitted to http_events since it last
+// woke the reader (see vigil_wake_mark). One map value, so the hot path
+// touches one page for both.
+struct vigil_http_cpu {
+	struct vigil_http_event ev;
+	__u64 unwoken;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct vigil_http_event);
+	__type(value, struct vigil_http_cpu);
 } http_scratch SEC(".maps");
 
 // vigil_http_looks_like reports whether b starts an HTTP/1.x request line or
@@ -221,6 +229,7 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 	__u32 zero = 0;
 	struct vigil_http_control *ctl;
 	__u32 windows;
+	struct vigil_http_cpu *cpu;
 	struct vigil_http_event *tmpl;
 	__u8 *head;
 	__u32 len;
@@ -238,9 +247,10 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 	windows = http_head_windows;
 	if (ctl && ctl->head_windows && ctl->head_windows < windows)
 		windows = ctl->head_windows;
-	tmpl = bpf_map_lookup_elem(&http_scratch, &zero);
-	if (!tmpl)
+	cpu = bpf_map_lookup_elem(&http_scratch, &zero);
+	if (!cpu)
 		return 0;
+	tmpl = &cpu->ev;
 	head = tmpl->data;
 	// At most VIGIL_HTTP_WINDOW bytes: the mask proves the bound to the
 	// verifier whatever order the compiler puts the comparison in.
@@ -312,7 +322,7 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 		// Only the valid bytes go into the ring: most records are a few
 		// hundred bytes, so fewer cache lines are written and read.
 		size = offsetof(struct vigil_http_event, data) + len;
-		flags = vigil_wake_flags(VIGIL_RING_HTTP, size, false);
+		flags = vigil_wake_mark(&cpu->unwoken, http_wakeup_bytes, size, false);
 		if (bpf_ringbuf_output(&http_events, tmpl, size, flags) != 0) {
 			vigil_count_lost(prog);
 			return 0;
@@ -444,6 +454,8 @@ static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __
 
 	if (ret <= 0 || sk->sk_protocol != VIGIL_IPPROTO_TCP)
 		return 0;
+	if (dir == VIGIL_HTTP_READ && ret == 1)
+		return 0; // Go's one-byte read-ahead: see vigil_http_request_tail
 	// A connection is named by its ports and peer address (the socket's
 	// address itself cannot be used as a number in a tp_btf program).
 	if (vigil_http_sampled_out(bpf_map_lookup_elem(&http_control, &zero),
