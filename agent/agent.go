@@ -408,7 +408,8 @@ func (a *Agent) host(cfg *Config, name string) *component.Host {
 			a.ownAuth.Store(pathOf(pattern), true)
 			a.Handle(pattern, h)
 		},
-		Pipeline: a.pipeline,
+		Pipeline:   a.pipeline,
+		Collectors: a.set.collectors,
 	}
 }
 

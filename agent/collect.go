@@ -40,6 +40,19 @@ type collectorSet struct {
 	timeout time.Duration
 }
 
+// collectors returns the collectors that started.
+func (s *collectorSet) collectors() []collectors.Collector {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]collectors.Collector, 0, len(s.running))
+	for _, rc := range s.running {
+		if rc.started {
+			out = append(out, rc.c)
+		}
+	}
+	return out
+}
+
 // Describe sends nothing: the set is an unchecked collector, since which
 // metrics a collector exposes depends on the host.
 func (s *collectorSet) Describe(chan<- *prometheus.Desc) {}

@@ -94,6 +94,10 @@ type Host struct {
 	// Pipeline lets exporters receive the spans and log records the
 	// collectors produce.
 	Pipeline *Pipeline
+	// Collectors returns the collectors running now (a reload may rebuild
+	// them: ask again rather than keep the answer). The overhead governor
+	// sheds load through those that implement its interfaces.
+	Collectors func() []collectors.Collector
 }
 
 // Kind says which part of the configuration a component's section is in.

@@ -13,5 +13,6 @@ import (
 	_ "github.com/vigil-agent/vigil/collectors/textfile"
 	_ "github.com/vigil-agent/vigil/exporters"
 	_ "github.com/vigil-agent/vigil/healing"
+	_ "github.com/vigil-agent/vigil/internal/overhead"
 	_ "github.com/vigil-agent/vigil/rules"
 )

@@ -43,6 +43,7 @@ type collector struct {
 
 	clock    clock
 	cgroups  resolver
+	shed     shedState // the overhead governor's level (overhead_linux.go)
 	handlers *handlers
 	spans    *spanQueue
 }
@@ -140,6 +141,8 @@ func (c *collector) Start(ctx context.Context) error {
 
 	c.spans = newSpanQueue(c.set.Traces, c.m.spansDropped, c.set.NodeName, c.log)
 	c.handlers = newHandlers(c.cfg, c.m, c.cgroups, c.clock, c.set.Events, c.spans, c.log)
+	c.handlers.shed = &c.shed
+	c.setHTTPControl(c.shed.get())
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	c.wg.Add(1)
@@ -177,7 +180,7 @@ func (c *collector) Start(ctx context.Context) error {
 func (c *collector) read(rd *ringbuf.Reader, ring string, handle func([]byte), idle func()) {
 	events := c.m.eventsRead.WithLabelValues(ring)
 	var rec ringbuf.Record
-	rd.SetDeadline(time.Now().Add(c.cfg.PollInterval))
+	rd.SetDeadline(time.Now().Add(c.pollInterval()))
 	for {
 		err := rd.ReadInto(&rec)
 		switch {
@@ -186,7 +189,7 @@ func (c *collector) read(rd *ringbuf.Reader, ring string, handle func([]byte), i
 			handle(rec.RawSample)
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			idle()
-			rd.SetDeadline(time.Now().Add(c.cfg.PollInterval))
+			rd.SetDeadline(time.Now().Add(c.pollInterval()))
 		case errors.Is(err, ringbuf.ErrClosed):
 			return
 		default:

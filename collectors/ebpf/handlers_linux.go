@@ -33,6 +33,8 @@ type handlers struct {
 
 	// Used by the HTTP reader only.
 	http *httpState
+	// shed is the overhead governor's level (nil: none).
+	shed *shedState
 }
 
 func newHandlers(cfg *Config, m *metrics, cg resolver, clk clock, bus *event.Bus, spans *spanQueue, log *slog.Logger) *handlers {

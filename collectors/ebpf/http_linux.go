@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-agent/vigil/collectors/workload"
+	"github.com/vigil-agent/vigil/internal/overhead"
 )
 
 // The HTTP hot path: every request seen costs a decode, a parse of its
@@ -109,6 +110,10 @@ type httpState struct {
 	// once a second, from the HTTP reader (on events and when it is idle).
 	events    uint32
 	lastSweep time.Time
+	// baseRatioMax is ratioMax as configured; shedLevel the overhead
+	// level ratioMax and the limiter's rate were last set for.
+	baseRatioMax uint64
+	shedLevel    overhead.Level
 }
 
 // peerSeries are a client's series for one destination and status class.
@@ -126,6 +131,7 @@ func newHTTPState(cfg *Config) *httpState {
 	case r > 0:
 		s.ratioMax = uint64(r * (1 << 63) * 2)
 	}
+	s.baseRatioMax = s.ratioMax
 	return s
 }
 
@@ -300,7 +306,14 @@ func (h *handlers) decide(p *pendingRequest, tpHeader []byte, nowNS uint64) {
 	lo := rand.Uint64() | 1
 	binary.LittleEndian.PutUint64(p.traceID[:8], rand.Uint64())
 	binary.LittleEndian.PutUint64(p.traceID[8:], lo)
-	p.sampled = lo <= st.ratioMax && st.limiter.allow(nowNS)
+	ratioMax := st.ratioMax
+	if l := h.shed.get(); l != st.shedLevel {
+		// The governor sheds spans: a share of the configured ratio and cap.
+		st.shedLevel = l
+		ratioMax, st.limiter.rate = spanSampling(st.baseRatioMax, float64(h.cfg.Spans.MaxPerSecond), l)
+		st.ratioMax = ratioMax
+	}
+	p.sampled = lo <= ratioMax && st.limiter.allow(nowNS)
 }
 
 // dropPending forgets pending request i of key.
