@@ -52,8 +52,8 @@ type Governor struct {
 	state  State
 	cancel context.CancelFunc
 	done   chan struct{}
-	// statsErr is the last reason the statistics could not be enabled,
-	// logged when it changes.
+	// statsErr is the last reason the statistics could not be enabled and
+	// were not on, logged when it changes.
 	statsErr string
 }
 
@@ -291,7 +291,10 @@ func (g *Governor) costs() (map[string]ProgramCost, bool) {
 
 // kernelWindow enables the BPF statistics for window and returns the
 // programs' CPU seconds per second over it; known is false when they
-// could not be measured, ok false when ctx ended.
+// could not be measured, ok false when ctx ended. When the statistics
+// cannot be enabled (no CAP_SYS_ADMIN) they may still be on (enabled
+// before the capability was dropped, collectors.ebpf.bpf_stats): the
+// window is measured anyway, and counts only if the run counts grew.
 func (g *Governor) kernelWindow(ctx context.Context, window time.Duration) (total float64, known, ok bool) {
 	if _, any := g.costs(); !any {
 		g.m.statsAvailable.Set(0)
@@ -300,33 +303,42 @@ func (g *Governor) kernelWindow(ctx context.Context, window time.Duration) (tota
 		return 0, false, sleep(ctx, window)
 	}
 	st, err := g.opts.EnableStats()
-	if err != nil {
-		if msg := err.Error(); msg != g.statsErr {
-			g.statsErr = msg
-			g.log.Warn("overhead: cannot enable BPF run-time statistics; the kernel budget is not applied", "reason", err)
-		}
-		g.m.statsAvailable.Set(0)
-		return 0, false, sleep(ctx, window)
-	}
-	g.statsErr = ""
 	before, _ := g.costs()
 	start := time.Now()
 	ok = sleep(ctx, window)
 	after, _ := g.costs()
 	elapsed := time.Since(start)
-	_ = st.Close()
+	if err == nil {
+		_ = st.Close()
+	}
 	if !ok {
 		return 0, false, false
 	}
-	g.m.kernelCPU.Reset()
+	rates := map[string]float64{}
+	counted := false
 	for name, a := range after {
 		b, seen := before[name]
-		if !seen || a.RunTime < b.RunTime {
+		if !seen || a.RunTime < b.RunTime || a.RunCount < b.RunCount {
 			continue // loaded during the window
 		}
+		counted = counted || a.RunCount > b.RunCount
 		r := float64(a.RunTime-b.RunTime) / float64(elapsed)
-		g.m.kernelCPU.WithLabelValues(name).Set(r)
+		rates[name] = r
 		total += r
+	}
+	if err != nil && !counted {
+		if msg := err.Error(); msg != g.statsErr {
+			g.statsErr = msg
+			g.log.Warn("overhead: cannot enable BPF run-time statistics; the kernel budget is not applied", "reason", err)
+		}
+		g.m.statsAvailable.Set(0)
+		g.m.kernelTotal.Set(0)
+		g.m.kernelCPU.Reset()
+		return 0, false, true
+	}
+	g.m.kernelCPU.Reset()
+	for name, r := range rates {
+		g.m.kernelCPU.WithLabelValues(name).Set(r)
 	}
 	g.m.kernelTotal.Set(total)
 	g.m.statsAvailable.Set(1)
