@@ -10,7 +10,7 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 # Packages whose tests need no root, no kernel feature and no server.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help build image image-push run test test-unit faults deps testenv-build testenv-up testenv-down bench lint generate check-generate clean
+.PHONY: help build image image-push run test test-unit test-unit-unprivileged faults deps testenv-build testenv-up testenv-down bench lint generate check-generate clean
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,8 +50,11 @@ test: testenv-build ## Install what the tests need, then run every test (vet, go
 faults: testenv-build ## Run the full fault-injection suite (every scenario live and again in dry-run) and write docs/faults-report.md.
 	FAULTS_FULL=1 FAULTS_REPORT=$(CURDIR)/docs/faults-report.md $(GO) test -count=1 -timeout 40m -v -run TestFaults ./faults
 
-test-unit: ## Run only the tests that need no servers or root (fast).
+test-unit: ## Run only the tests that need no servers or root (fast): -short skips every test server (internal/testenv) and root.
 	$(GO) test -short ./...
+
+test-unit-unprivileged: ## Prove test-unit needs no root and no server: each package's -short tests as nobody, CI=true, servers hidden (run as root).
+	bash hack/test-unit-unprivileged.sh
 
 bench: build ## Run the Go benchmarks and every side-by-side scenario in hack/bench/.
 	bash hack/bench.sh

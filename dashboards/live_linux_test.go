@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // The live tests run the real agent (the binary `go build ./cmd/vigil`
@@ -132,7 +134,7 @@ type liveAgent struct {
 func startLiveAgent(t *testing.T, lokiURL string) *liveAgent {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root: the eBPF collector loads programs and the test makes cgroups")
+		testenv.Unavailable(t, "%s", "needs root: the eBPF collector loads programs and the test makes cgroups")
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "vigil")
@@ -159,7 +161,7 @@ func startLiveAgent(t *testing.T, lokiURL string) *liveAgent {
 `
 	writeFile(t, filepath.Join(dir, "rules.yaml"), rulesYAML)
 
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	la.addr = fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := fmt.Sprintf("global:\n  node_name: %s\nserver:\n  listen_address: %q\nlog:\n  level: info\n  format: text\n", la.node, la.addr)
 	cfg += "collectors:\n  cgroup:\n    enabled: true\n  host:\n    enabled: true\n"
@@ -217,7 +219,7 @@ func startLiveAgent(t *testing.T, lokiURL string) *liveAgent {
 			t.Logf("agent log (tail):\n%s", tail(string(b), 60))
 		}
 	})
-	eventually(t, 2*time.Minute, "agent serves /metrics", func() bool {
+	testenv.EventuallyTrue(t, 2*time.Minute, "agent serves /metrics", func() bool {
 		select {
 		case err := <-done:
 			done <- err
@@ -513,41 +515,10 @@ func dialWithOneRetransmit(addr string) {
 	}
 }
 
-func skipOrFail(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(why + " (CI=true: this test must run)")
-	}
-	t.Skip(why)
-}
-
 func writeFile(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// eventually polls cond every half second until it holds or the (generous)
-// deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(500 * time.Millisecond)
 	}
 }
 

@@ -79,18 +79,18 @@ func (la *liveAgent) activity(t *testing.T) {
 	if !la.has["rules"] || !la.has["healing"] || !la.has["logs"] {
 		return
 	}
-	eventually(t, 3*time.Minute, "a dry-run remediation", func() bool {
+	testenv.EventuallyTrue(t, 3*time.Minute, "a dry-run remediation", func() bool {
 		return la.value(t, "vigil_remediations_total", map[string]string{"policy": "e2e-dry-run", "result": "dry_run"}) >= 1
 	})
 	// A harmless real action (exec /bin/true): its duration is recorded.
-	eventually(t, 3*time.Minute, "a successful remediation", func() bool {
+	testenv.EventuallyTrue(t, 3*time.Minute, "a successful remediation", func() bool {
 		return la.value(t, "vigil_remediations_total", map[string]string{"policy": "e2e-act", "result": "success"}) >= 1
 	})
 	// Maintenance on, then the log line that fires the second alert:
 	// its action is vetoed by the maintenance guard.
 	writeFile(t, filepath.Join(la.dir, "maintenance"), "dashboards e2e test\n")
 	writeFile(t, la.podLog+".trigger", "")
-	eventually(t, 3*time.Minute, "a remediation vetoed by the maintenance guard", func() bool {
+	testenv.EventuallyTrue(t, 3*time.Minute, "a remediation vetoed by the maintenance guard", func() bool {
 		return la.value(t, "vigil_remediation_vetoes_total", map[string]string{"policy": "e2e-veto", "guard": "maintenance"}) >= 1
 	})
 }

@@ -119,7 +119,7 @@ func testPanelsReturnData(t *testing.T, la *liveAgent) {
 			lines = append(lines, fmt.Sprintf("%s (needs %s)", p.q, p.expr))
 		}
 		sort.Strings(lines)
-		skipOrFail(t, fmt.Sprintf("%d queries read components not compiled into vigil (%s):\n%s",
+		testenv.Unavailable(t, "%s", fmt.Sprintf("%d queries read components not compiled into vigil (%s):\n%s",
 			len(blocked), strings.Join(la.missing, ", "), strings.Join(lines, "\n")))
 	}
 }
@@ -140,7 +140,7 @@ func hasLabelValue(res []testenv.Sample, label string) bool {
 // LogsQL stream filter.
 func testLogsPanel(t *testing.T, la *liveAgent, vl *testenv.VictoriaLogs) {
 	if !la.has["logs"] {
-		skipOrFail(t, "the logs collector is not compiled into vigil")
+		testenv.Unavailable(t, "%s", "the logs collector is not compiled into vigil")
 	}
 	sel, err := substitute(LogsQuery, map[string]string{VarCluster: e2eCluster, VarNode: regexp.QuoteMeta(la.node)})
 	if err != nil {
@@ -156,7 +156,7 @@ func testLogsPanel(t *testing.T, la *liveAgent, vl *testenv.VictoriaLogs) {
 	}
 	logsql := "_stream:{" + strings.Join(filters, ",") + "}"
 	var got []map[string]any
-	eventually(t, 3*time.Minute, "the logs panel's streams have lines in VictoriaLogs ("+logsql+")", func() bool {
+	testenv.EventuallyTrue(t, 3*time.Minute, "the logs panel's streams have lines in VictoriaLogs ("+logsql+")", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_ = vl.Flush(ctx)

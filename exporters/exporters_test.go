@@ -18,6 +18,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/vigil-agent/vigil/collectors/workload"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -91,17 +93,6 @@ func makeTraces(n int) ptrace.Traces {
 	return td
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second) // generous: a loaded 2-core box
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func counter(reg *prometheus.Registry, name, target, signal string) float64 {
 	mfs, _ := reg.Gather()
 	for _, mf := range mfs {
@@ -152,13 +143,13 @@ func TestSeveralTargetsAtOnce(t *testing.T) {
 	x.GatherNow()
 
 	for _, s := range []*sink{grpcSink, httpSink} {
-		waitFor(t, "OTLP metrics, logs and spans", func() bool {
+		testenv.EventuallyTrue(t, time.Minute, "OTLP metrics, logs and spans", func() bool {
 			m, l, sp, _ := s.counts()
 			return m > 0 && l == 3 && sp == 2
 		})
 	}
 	// The sink has the data a moment before the exporter hears back.
-	waitFor(t, "every queue to empty", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "every queue to empty", func() bool {
 		for _, tg := range []string{"otlp/grpc", "otlphttp/http", "prometheusremotewrite/prom"} {
 			for _, sig := range []string{SignalMetrics, SignalLogs, SignalTraces} {
 				if counter(reg, "vigil_exporter_queue_length", tg, sig) > 0 {
@@ -269,20 +260,20 @@ func TestOutageWithinBoundLosesNothing(t *testing.T) {
 	x, reg := startExporters(t, cfg)
 	ctx := context.Background()
 	_ = x.Logs().ConsumeLogs(ctx, makeLogs(0, 10))
-	waitFor(t, "the first records", func() bool { return len(s.logBodies()) == 10 })
+	testenv.EventuallyTrue(t, time.Minute, "the first records", func() bool { return len(s.logBodies()) == 10 })
 
 	s.stop()
 	for i := range 50 {
 		_ = x.Logs().ConsumeLogs(ctx, makeLogs(10+i*10, 10))
 	}
-	waitFor(t, "failed sends during the outage", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "failed sends during the outage", func() bool {
 		return counter(reg, "vigil_exporter_send_failed_total", "otlphttp/backend", SignalLogs) > 0
 	})
 	if q := counter(reg, "vigil_exporter_queue_length", "otlphttp/backend", SignalLogs); q != 500 {
 		t.Errorf("queue length during the outage = %v, want 500", q)
 	}
 	s.restart()
-	waitFor(t, "every record after the restart", func() bool { return len(s.logBodies()) >= 510 })
+	testenv.EventuallyTrue(t, time.Minute, "every record after the restart", func() bool { return len(s.logBodies()) >= 510 })
 	got := s.logBodies()
 	if len(got) != 510 {
 		t.Fatalf("received %d records, want 510", len(got))
@@ -295,7 +286,7 @@ func TestOutageWithinBoundLosesNothing(t *testing.T) {
 	if d := counter(reg, "vigil_exporter_dropped_total", "otlphttp/backend", SignalLogs); d != 0 {
 		t.Errorf("dropped = %v, want 0", d)
 	}
-	waitFor(t, "sent_total to reach 510", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "sent_total to reach 510", func() bool {
 		return counter(reg, "vigil_exporter_sent_total", "otlphttp/backend", SignalLogs) == 510
 	})
 }
@@ -321,7 +312,7 @@ func TestOutageBeyondBoundDropsOldest(t *testing.T) {
 	// is kept (it counts against the bound), so the newest 190 at least
 	// arrive.
 	s.restart()
-	waitFor(t, "the queue to empty", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "the queue to empty", func() bool {
 		return counter(reg, "vigil_exporter_queue_length", "otlp/backend", SignalLogs) == 0
 	})
 	got := s.logBodies()
@@ -377,7 +368,7 @@ func TestPersistentQueueSurvivesRestart(t *testing.T) {
 	s.restart()
 	x2, _ := startExporters(t, mk())
 	_ = x2
-	waitFor(t, "the records queued before the restart", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "the records queued before the restart", func() bool {
 		_, l, sp, _ := s.counts()
 		return l == 100 && sp == 4
 	})
@@ -499,7 +490,7 @@ func TestReloadLosesNothing(t *testing.T) {
 		t.Fatal("no reload happened while producing")
 	}
 	const total = producers * batches * 2
-	waitFor(t, "every record with the backend up", func() bool { return len(s.logBodies()) >= 2*total })
+	testenv.EventuallyTrue(t, time.Minute, "every record with the backend up", func() bool { return len(s.logBodies()) >= 2*total })
 
 	// Backend down: the in-memory queue moves from one configuration to
 	// the next, and arrives once the backend is back.
@@ -514,7 +505,7 @@ func TestReloadLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.restart()
-	waitFor(t, "every record through both targets after the backend is back", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "every record through both targets after the backend is back", func() bool {
 		return counter(reg, "vigil_exporter_sent_total", targets[0], SignalLogs) >= 2*total &&
 			counter(reg, "vigil_exporter_sent_total", targets[1], SignalLogs) >= 2*total
 	})
@@ -550,7 +541,7 @@ func TestReloadDropsAreCounted(t *testing.T) {
 	x, reg := startExporters(t, cfg)
 	ctx := context.Background()
 	_ = x.Logs().ConsumeLogs(ctx, makeLogs(0, 7))
-	waitFor(t, "failed sends", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "failed sends", func() bool {
 		return counter(reg, "vigil_exporter_send_failed_total", "otlphttp/old", SignalLogs) > 0
 	})
 	next := NewConfig()
@@ -566,7 +557,7 @@ func TestReloadDropsAreCounted(t *testing.T) {
 		t.Errorf("dropped by the removed target = %v, want 7", d)
 	}
 	s.restart()
-	waitFor(t, "the kept target to deliver its 7 records", func() bool { return len(s.logBodies()) == 7 })
+	testenv.EventuallyTrue(t, time.Minute, "the kept target to deliver its 7 records", func() bool { return len(s.logBodies()) == 7 })
 	if d := counter(reg, "vigil_exporter_dropped_total", "otlphttp/kept", SignalLogs); d != 0 {
 		t.Errorf("dropped by the kept target = %v, want 0", d)
 	}

@@ -56,7 +56,7 @@ func TestRemoteWriteToPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	gather(10)
-	waitFor(t, "failed sends during the outage", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "failed sends during the outage", func() bool {
 		return counter(reg, "vigil_exporter_send_failed_total", "prometheusremotewrite/prom", SignalMetrics) > 0
 	})
 	if err := p.Start(); err != nil {
@@ -87,7 +87,7 @@ func TestOTLPToCollector(t *testing.T) {
 	_ = x.Traces().ConsumeTraces(ctx, makeTraces(3))
 	x.GatherNow()
 
-	waitFor(t, "the collector to write metrics, logs and spans from both targets", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "the collector to write metrics, logs and spans from both targets", func() bool {
 		ms, _ := c.Metrics()
 		ls, _ := c.LogRecords()
 		ss, _ := c.Spans()
@@ -137,7 +137,7 @@ func TestOTLPCollectorOutage(t *testing.T) {
 	x, reg := startExporters(t, cfg)
 	ctx := context.Background()
 	_ = x.Logs().ConsumeLogs(ctx, makeLogs(0, 10))
-	waitFor(t, "the first records", func() bool { ls, _ := c.LogRecords(); return len(ls) == 10 })
+	testenv.EventuallyTrue(t, time.Minute, "the first records", func() bool { ls, _ := c.LogRecords(); return len(ls) == 10 })
 
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
@@ -146,7 +146,7 @@ func TestOTLPCollectorOutage(t *testing.T) {
 		_ = x.Logs().ConsumeLogs(ctx, makeLogs(10+i*10, 10))
 		_ = x.Traces().ConsumeTraces(ctx, makeTraces(2))
 	}
-	waitFor(t, "failed sends during the outage", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "failed sends during the outage", func() bool {
 		return counter(reg, "vigil_exporter_send_failed_total", "otlp/collector", SignalLogs) > 0
 	})
 	if err := c.Start(); err != nil {
@@ -154,7 +154,7 @@ func TestOTLPCollectorOutage(t *testing.T) {
 	}
 	// The collector's file exporter starts its files afresh, so the files
 	// now hold what was queued during the outage: 300 records, 60 spans.
-	waitFor(t, "300 records and 60 spans after the restart", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "300 records and 60 spans after the restart", func() bool {
 		ls, _ := c.LogRecords()
 		ss, _ := c.Spans()
 		return len(ls) >= 300 && len(ss) >= 60
@@ -193,7 +193,7 @@ func TestLogsToVictoriaLogs(t *testing.T) {
 	x, reg := startExporters(t, cfg)
 	ctx := context.Background()
 	_ = x.Logs().ConsumeLogs(ctx, makeLogs(0, 5))
-	waitFor(t, "the first records to be sent", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "the first records to be sent", func() bool {
 		return counter(reg, "vigil_exporter_sent_total", "otlphttp/victorialogs", SignalLogs) == 5
 	})
 	if err := v.Stop(); err != nil {
@@ -202,17 +202,17 @@ func TestLogsToVictoriaLogs(t *testing.T) {
 	for i := range 5 {
 		_ = x.Logs().ConsumeLogs(ctx, makeLogs(5+i*5, 5))
 	}
-	waitFor(t, "failed sends during the outage", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "failed sends during the outage", func() bool {
 		return counter(reg, "vigil_exporter_send_failed_total", "otlphttp/victorialogs", SignalLogs) > 0
 	})
 	if err := v.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every record to be sent after the restart", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "every record to be sent after the restart", func() bool {
 		return counter(reg, "vigil_exporter_sent_total", "otlphttp/victorialogs", SignalLogs) == 30
 	})
 	var rows []map[string]any
-	waitFor(t, "VictoriaLogs to return 30 records", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "VictoriaLogs to return 30 records", func() bool {
 		_ = v.Flush(ctx)
 		var err error
 		rows, err = v.Query(ctx, `"line"`)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // startSystemd boots a real systemd (Debian's /lib/systemd/systemd) as PID
@@ -29,12 +31,7 @@ func startSystemd(t *testing.T, units map[string]string) string {
 		}
 		t.Skipf("systemd is not installed: %v", err)
 	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("systemd tests need root (namespaces and cgroups)")
-		}
-		t.Skip("systemd tests need root (namespaces and cgroups)")
-	}
+	testenv.RequireRoot(t, "systemd tests (namespaces and cgroups)")
 	dir := t.TempDir()
 	unitDir := filepath.Join(dir, "units")
 	os.MkdirAll(unitDir, 0o755)

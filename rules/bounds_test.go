@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // HostileQuery loads far more samples than any rule needs: every series,
@@ -39,7 +41,7 @@ func TestQueryAPIBounds(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	// Half a second of samples: well over 5,000 at one a millisecond.
-	waitFor(t, 30*time.Second, "five samples of the gauge in the TSDB", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "five samples of the gauge in the TSDB", func() bool {
 		code, body := query("count_over_time(bounded_gauge[1m]) >= 5")
 		return code == 200 && strings.Contains(body, `"result":[{`)
 	})

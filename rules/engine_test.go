@@ -16,19 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vigil-agent/vigil/internal/event"
-)
 
-// waitFor polls cond until it holds or the (generous) deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+	"github.com/vigil-agent/vigil/internal/testenv"
+)
 
 // nextAlert waits for an alert matching name on sub.
 func nextAlert(t *testing.T, sub *Subscription, name string, state State) Alert {
@@ -169,10 +159,10 @@ func TestRulesFireAndResolveOnTheStream(t *testing.T) {
 
 	// State is visible: ALERTS series, /api/v1/alerts and /api/v1/rules.
 	// The manager notifies before it appends the evaluation's samples.
-	waitFor(t, 10*time.Second, "ALERTS series", func() bool {
+	testenv.EventuallyTrue(t, 10*time.Second, "ALERTS series", func() bool {
 		return len(te.query(t, `ALERTS{alertname="TestValueHigh",alertstate="firing",severity="page"}`).Data.Result) == 1
 	})
-	waitFor(t, 10*time.Second, "ALERTS_FOR_STATE", func() bool {
+	testenv.EventuallyTrue(t, 10*time.Second, "ALERTS_FOR_STATE", func() bool {
 		return len(te.query(t, `ALERTS_FOR_STATE{alertname="TestValueHigh"}`).Data.Result) == 1
 	})
 	var alerts struct {
@@ -210,7 +200,7 @@ func TestRulesFireAndResolveOnTheStream(t *testing.T) {
 	}
 	// Evaluation failures and durations are metrics.
 	key := cfg.RuleFiles[0] + ";failing"
-	waitFor(t, 10*time.Second, "evaluation failures counted", func() bool {
+	testenv.EventuallyTrue(t, 10*time.Second, "evaluation failures counted", func() bool {
 		return testutil.ToFloat64(mustCounter(t, te.reg, "prometheus_rule_evaluation_failures_total", "rule_group", key)) > 0
 	})
 	if n, err := testutil.GatherAndCount(te.reg, "prometheus_rule_group_last_duration_seconds"); err != nil || n != 2 {

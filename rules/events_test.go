@@ -9,6 +9,8 @@ import (
 
 	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/event"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 func TestEventsBecomeAlertsAtOnce(t *testing.T) {
@@ -19,7 +21,7 @@ func TestEventsBecomeAlertsAtOnce(t *testing.T) {
 	sub := te.stream.Subscribe(100)
 	defer sub.Close()
 	// The engine subscribes in Start's goroutine; wait until it listens.
-	waitFor(t, 10*time.Second, "the engine's event subscription", func() bool {
+	testenv.EventuallyTrue(t, 10*time.Second, "the engine's event subscription", func() bool {
 		te.events.Publish(event.Event{Kind: event.ProcessExit, Comm: "probe", ExitCode: 0})
 		return testutil.ToFloat64(te.events_().events.WithLabelValues(string(event.ProcessExit), "ignored")) > 0
 	})

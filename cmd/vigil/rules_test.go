@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -13,7 +14,7 @@ func TestRulesCheck(t *testing.T) {
 	if code := Main([]string{"rules", "check", "embedded:*.rules.yml"}, &out, &errb); code != 0 {
 		t.Fatalf("embedded rules: exit %d: %s", code, errb.String())
 	}
-	if !strings.Contains(out.String(), "embedded:node.rules.yml: SUCCESS: 6 rules found") {
+	if !regexp.MustCompile(`embedded:node\.rules\.yml: SUCCESS: [1-9][0-9]* rules found`).MatchString(out.String()) {
 		t.Errorf("stdout = %q", out.String())
 	}
 	dir := t.TempDir()

@@ -13,6 +13,8 @@ import (
 	"github.com/vigil-agent/vigil/healing"
 	"github.com/vigil-agent/vigil/internal/confyaml"
 	"github.com/vigil-agent/vigil/rules"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // statusAgent runs a real healing engine (live, one exec policy) behind
@@ -56,21 +58,10 @@ policies:
 	return e, stream, srv
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestStatusPrintsRecentDecisions(t *testing.T) {
 	e, stream, srv := statusAgent(t)
 	stream.Publish(rules.Alert{Labels: map[string]string{"alertname": "DiskFull", "instance": "db-1"}, State: rules.StateFiring})
-	waitFor(t, "a record", func() bool { return len(e.History().Recent(0)) == 1 })
+	testenv.EventuallyTrue(t, time.Minute, "a record", func() bool { return len(e.History().Recent(0)) == 1 })
 
 	var out, errb bytes.Buffer
 	if code := Main([]string{"status", "--url", srv.URL}, &out, &errb); code != 0 {
@@ -96,14 +87,14 @@ func TestStatusFollowStreams(t *testing.T) {
 	output := func() string { mu.Lock(); defer mu.Unlock(); return out.String() }
 	done := make(chan int)
 	go func() { done <- Main([]string{"status", "--follow", "--give-up-after", "2s", "--url", srv.URL}, w, w) }()
-	waitFor(t, "the header", func() bool { return strings.Contains(output(), "RESULT") })
+	testenv.EventuallyTrue(t, time.Minute, "the header", func() bool { return strings.Contains(output(), "RESULT") })
 	stream.Publish(rules.Alert{Labels: map[string]string{"alertname": "DiskFull", "instance": "db-2"}, State: rules.StateFiring})
-	waitFor(t, "the streamed decision", func() bool { return strings.Contains(output(), "Command db-2") })
+	testenv.EventuallyTrue(t, time.Minute, "the streamed decision", func() bool { return strings.Contains(output(), "Command db-2") })
 
 	srv.CloseClientConnections()
-	waitFor(t, "the reconnection", func() bool { return strings.Contains(output(), "reconnecting in 1s") })
+	testenv.EventuallyTrue(t, time.Minute, "the reconnection", func() bool { return strings.Contains(output(), "reconnecting in 1s") })
 	stream.Publish(rules.Alert{Labels: map[string]string{"alertname": "DiskFull", "instance": "db-3"}, State: rules.StateFiring})
-	waitFor(t, "a decision made after the reconnection", func() bool { return strings.Contains(output(), "Command db-3") })
+	testenv.EventuallyTrue(t, time.Minute, "a decision made after the reconnection", func() bool { return strings.Contains(output(), "Command db-3") })
 	if n := strings.Count(output(), "Command db-2"); n != 1 {
 		t.Errorf("the decision before the break was printed %d times:\n%s", n, output())
 	}

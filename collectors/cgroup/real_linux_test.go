@@ -16,23 +16,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-agent/vigil/collectors/workload"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // Tests in this file create real cgroups on this machine, run processes in
 // them and read them back through the collector. They need root. The
 // cgroups live under a test-specific parent (/vigil-test-<random>) in every
 // hierarchy, named like real layouts below it, and are removed at the end.
-
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("real cgroup tests need root, and CI runs as root")
-	}
-	t.Skip("creating cgroups needs root")
-}
 
 func randHex(n int) string {
 	const digits = "0123456789abcdef"
@@ -54,7 +45,7 @@ type realCgroups struct {
 }
 
 func newRealCgroups(t testing.TB) *realCgroups {
-	requireRoot(t)
+	testenv.RequireRoot(t, "creating cgroups")
 	l, err := detectLayout("/sys")
 	if err != nil {
 		t.Fatalf("this machine has no cgroups: %v", err)

@@ -24,6 +24,8 @@ import (
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/internal/event"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 func TestDisabledProgramsAreReportedNotLoaded(t *testing.T) {
@@ -45,7 +47,7 @@ func TestDisabledProgramsAreReportedNotLoaded(t *testing.T) {
 // TestNoBTF pretends the kernel has no BTF (a fake: this kernel has it) and
 // checks that Start succeeds with every program reported as not loaded.
 func TestNoBTF(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "loading eBPF programs (CAP_BPF, CAP_PERFMON)")
 	var logs strings.Builder
 	c, err := newCollector(NewConfig(), collectors.Settings{
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Events: event.NewBus(),
@@ -82,7 +84,7 @@ func TestNoBTF(t *testing.T) {
 // full and the socket path not at all (both would count each request
 // twice); under http_hook socket HTTP stays half-seen, and says so.
 func TestHTTPHookFallsBack(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "loading eBPF programs (CAP_BPF, CAP_PERFMON)")
 	for _, c := range []struct {
 		hook, want, log string
 	}{
@@ -135,7 +137,7 @@ func TestHTTPHookFallsBack(t *testing.T) {
 // TestUnprivileged runs the collector as user nobody in a child process:
 // loading fails for lack of privileges, and Start must still succeed.
 func TestUnprivileged(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "loading eBPF programs (CAP_BPF, CAP_PERFMON)")
 	// The test binary's own directory is private to root: run a copy.
 	exe, err := os.Executable()
 	if err != nil {
@@ -232,7 +234,7 @@ func TestEventsLostAreCounted(t *testing.T) {
 		}
 		c.Close()
 	}
-	eventually(t, "events lost in tcp_state", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "events lost in tcp_state", func() bool {
 		return env.value(t, "vigil_ebpf_events_lost_total", map[string]string{"program": "tcp_state"}) > 0
 	})
 }
@@ -246,7 +248,7 @@ func TestBPFStats(t *testing.T) {
 	if err == nil {
 		c.Close()
 	}
-	eventually(t, "tcp_state runs counted", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "tcp_state runs counted", func() bool {
 		return env.value(t, "vigil_ebpf_program_runs_total", map[string]string{"program": "tcp_state"}) > 0 &&
 			env.value(t, "vigil_ebpf_program_run_seconds_total", map[string]string{"program": "tcp_state"}) > 0
 	})
@@ -256,7 +258,7 @@ func TestBPFStats(t *testing.T) {
 // are attached, with programs that do nothing (the traffic that makes the
 // real programs send HTTP events makes them send none).
 func TestHooksOnly(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "loading eBPF programs (CAP_BPF, CAP_PERFMON)")
 	log := slog.New(slog.DiscardHandler)
 	cfg := NewConfig()
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}

@@ -20,6 +20,8 @@ import (
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/event"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // fakeKube is a fake of the Kubernetes metadata enricher (no kubelet runs
@@ -71,7 +73,7 @@ func ownCgroup(t *testing.T, hierarchy string) string {
 // counts the exited process in it (EBUSY).
 func removeCgroup(t *testing.T, dir string) {
 	t.Helper()
-	eventually(t, "rmdir "+dir, func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "rmdir "+dir, func() bool {
 		err := os.Remove(dir)
 		if err != nil && !errors.Is(err, syscall.EBUSY) && !os.IsNotExist(err) {
 			t.Fatalf("rmdir %s: %v", dir, err)
@@ -162,7 +164,7 @@ func testCrashAtStart(t *testing.T, hierarchy string) {
 	}
 	want := map[string]string{"namespace": "shop", "pod": "checkout-7d9f8-x2x4z", "container": "app",
 		"pod_uid": uid, "container_id": cid, "outcome": "error"}
-	eventually(t, "vigil_process_exits_total of the crashing container", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "vigil_process_exits_total of the crashing container", func() bool {
 		return env.value(t, "vigil_process_exits_total", want) == 1
 	})
 }

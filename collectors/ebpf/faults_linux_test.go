@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // Tests in this file reproduce two kinds of failure with real processes on
@@ -132,7 +134,7 @@ func testHTTPUnanswered(t *testing.T, hook string) {
 		}
 		resp.Body.Close()
 	}
-	eventually(t, "five unanswered requests of the hung replica", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "five unanswered requests of the hung replica", func() bool {
 		return env.value(t, "vigil_http_server_requests_unanswered_total", map[string]string{"unit": hungUnit}) >= 5
 	})
 	// Counted once each: later sweeps add nothing.
@@ -172,7 +174,7 @@ func testHTTPDependencySlow(t *testing.T, hook string) {
 		n := env.value(t, "vigil_http_client_requests_by_destination_total", l)
 		return env.value(t, "vigil_http_client_request_seconds_by_destination_total", l) / n, n
 	}
-	eventually(t, "the caller's requests by destination", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "the caller's requests by destination", func() bool {
 		_, a := mean(slow)
 		_, b := mean(fast)
 		return a >= 4 && b >= 4

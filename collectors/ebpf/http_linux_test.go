@@ -12,6 +12,8 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // findSpans returns the spans captured so far that match.
@@ -137,7 +139,7 @@ func testHTTP(t *testing.T, hook string) {
 		{series{"kind": "server", "method": "POST", "route": "/orders", "status_class": "2xx"}, 1},
 		{series{"kind": "server", "method": "GET", "route": "/missing", "status_class": "4xx"}, 1},
 	} {
-		eventually(t, "vigil_http_requests_total", func() bool {
+		testenv.EventuallyTrue(t, 30*time.Second, "vigil_http_requests_total", func() bool {
 			return env.value(t, "vigil_http_requests_total", c.labels) >= c.want
 		})
 		if got := env.value(t, "vigil_http_requests_total", c.labels); got != c.want {
@@ -165,7 +167,7 @@ func testHTTP(t *testing.T, hook string) {
 	// children of the span it names.
 	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	var traced []ptrace.Span
-	eventually(t, "spans with the client's traceparent", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "spans with the client's traceparent", func() bool {
 		traced = env.findSpans(func(s ptrace.Span) bool { return s.TraceID().String() == traceID })
 		return len(traced) >= 2
 	})
@@ -192,7 +194,7 @@ func testHTTP(t *testing.T, hook string) {
 	}
 	// Requests without a traceparent start their own trace.
 	var untraced []ptrace.Span
-	eventually(t, "the POST /orders server span", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "the POST /orders server span", func() bool {
 		untraced = env.findSpans(func(s ptrace.Span) bool {
 			return strAttr(s, "http.route") == "/orders" && s.Kind() == ptrace.SpanKindServer
 		})

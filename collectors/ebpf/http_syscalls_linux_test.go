@@ -17,6 +17,8 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // rawConn runs raw socket syscalls on a connection's descriptor, waiting
@@ -150,7 +152,7 @@ func testHTTPSyscalls(t *testing.T, hook string) {
 	for _, x := range rawExchanges {
 		for _, kind := range []string{"server", "client"} {
 			labels := map[string]string{"unit": unit, "kind": kind, "method": x.method, "route": x.route, "status_class": statusClass(x.status)}
-			eventually(t, fmt.Sprintf("vigil_http_requests_total%v", labels), func() bool {
+			testenv.EventuallyTrue(t, 30*time.Second, fmt.Sprintf("vigil_http_requests_total%v", labels), func() bool {
 				return env.value(t, "vigil_http_requests_total", labels) >= 1
 			})
 			if got := env.value(t, "vigil_http_requests_total", labels); got != 1 {
@@ -169,7 +171,7 @@ func testHTTPSyscalls(t *testing.T, hook string) {
 		}
 	}
 	var spans []ptrace.Span
-	eventually(t, "spans of the raw exchanges", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "spans of the raw exchanges", func() bool {
 		spans = env.findSpans(func(s ptrace.Span) bool { return strings.HasPrefix(strAttr(s, "http.route"), "/sendto-readv") })
 		return len(spans) >= 2
 	})
@@ -223,7 +225,7 @@ func testHTTPTraceParentPastFirstWindow(t *testing.T, hook string) {
 	resp.Body.Close()
 
 	var traced []ptrace.Span
-	eventually(t, "both spans in the caller's trace", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "both spans in the caller's trace", func() bool {
 		traced = env.findSpans(func(s ptrace.Span) bool { return s.TraceID().String() == traceID })
 		return len(traced) >= 2
 	})
@@ -287,7 +289,7 @@ func testHTTPClientSpanUnderServerSpan(t *testing.T, hook string) {
 	}
 
 	var server, client ptrace.Span
-	eventually(t, "the proxy's server span and its backend client span", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "the proxy's server span and its backend client span", func() bool {
 		for _, s := range env.findSpans(func(s ptrace.Span) bool { return s.TraceID().String() == traceID }) {
 			switch {
 			case s.Kind() == ptrace.SpanKindServer && strAttr(s, "http.route") == "/front/{id}":

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/internal/event"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // helperEnv makes the test binary act as a helper process (an HTTP client,
@@ -28,18 +29,6 @@ func TestMain(m *testing.M) {
 		os.Exit(runHelper(h, os.Args[len(os.Args)-1]))
 	}
 	goleak.VerifyTestMain(m)
-}
-
-// requireRoot skips without root, except under CI where the suite runs as
-// root and nothing the issue asks for may be skipped.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("eBPF tests must run as root under CI")
-		}
-		t.Skip("loading eBPF programs needs root (CAP_BPF, CAP_PERFMON)")
-	}
 }
 
 // testEnv is a started collector with everything it publishes captured.
@@ -64,7 +53,7 @@ func (a updateAdapter) Collect(ch chan<- prometheus.Metric) {
 // may change the settings it gets (an enricher, for example).
 func startCollector(t *testing.T, cfg *Config, opts ...func(*collectors.Settings)) *testEnv {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t, "loading eBPF programs (CAP_BPF, CAP_PERFMON)")
 	if cfg == nil {
 		cfg = NewConfig()
 	}
@@ -147,19 +136,6 @@ func hasLabels(m *dto.Metric, want map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// eventually polls cond with a generous deadline: this is a loaded 2-core
-// machine, and nothing here is a timing assertion.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestProgramsLoad starts the defaults: every program loads, and HTTP is

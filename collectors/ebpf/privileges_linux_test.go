@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 func TestMissingBPFCapsIn(t *testing.T) {
@@ -74,7 +76,7 @@ func TestTracefsCandidates(t *testing.T) {
 // nothing is loaded, Start still succeeds and the log names the missing
 // capability.
 func TestCapabilityDegradation(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "loading eBPF programs (CAP_BPF, CAP_PERFMON)")
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
 		t.Fatalf("setpriv (util-linux) is needed to drop capabilities: %v", err)
@@ -143,7 +145,7 @@ func TestCapabilityDegradation(t *testing.T) {
 // collector finds tracefs there and attaches the syscall HTTP programs,
 // which need it, without mounting anything.
 func TestTracefsUnderHostSysfs(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "loading eBPF programs (CAP_BPF, CAP_PERFMON)")
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
 		t.Fatalf("unshare (util-linux) is needed for a private mount namespace: %v", err)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/vigil-agent/vigil/internal/event"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // waitEvent returns the first fast-path event on the bus that matches.
@@ -51,7 +53,7 @@ func TestProcessExitAndSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait until the shell has exec'd sleep, then kill it.
-	eventually(t, "sleep running", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "sleep running", func() bool {
 		b, _ := os.ReadFile(filepath.Join("/proc", itoa(sleep.Process.Pid), "comm"))
 		return string(b) == "sleep\n"
 	})
@@ -77,7 +79,7 @@ func TestProcessExitAndSignal(t *testing.T) {
 		{"vigil_process_exits_total", map[string]string{"unit": unit, "outcome": "signal"}, 1},
 		{"vigil_ebpf_fast_path_events_total", map[string]string{"kind": "process_exit"}, 2},
 	} {
-		eventually(t, c.metric, func() bool { return env.value(t, c.metric, c.labels) >= c.min })
+		testenv.EventuallyTrue(t, 30*time.Second, c.metric, func() bool { return env.value(t, c.metric, c.labels) >= c.min })
 	}
 }
 
@@ -112,7 +114,7 @@ func TestOOMKill(t *testing.T) {
 		{"vigil_oom_kills_total", map[string]string{"unit": unit}},
 		{"vigil_ebpf_fast_path_events_total", map[string]string{"kind": "oom_kill"}},
 	} {
-		eventually(t, c.metric, func() bool { return env.value(t, c.metric, c.labels) >= 1 })
+		testenv.EventuallyTrue(t, 30*time.Second, c.metric, func() bool { return env.value(t, c.metric, c.labels) >= 1 })
 	}
 }
 
@@ -132,7 +134,7 @@ func TestUnifiedHierarchy(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		eventually(t, "cgroup2 test directory removed", func() bool {
+		testenv.EventuallyTrue(t, 30*time.Second, "cgroup2 test directory removed", func() bool {
 			err := os.Remove(dir)
 			return err == nil || os.IsNotExist(err)
 		})

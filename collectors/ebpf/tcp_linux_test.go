@@ -8,8 +8,11 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // fullListener listens on loopback with a backlog of 0 and fills its
@@ -107,12 +110,12 @@ func TestTCPLifecycle(t *testing.T) {
 		{"vigil_tcp_resets_total", map[string]string{"destination": okAddr, "side": "received", "direction": "inbound"}, 1},
 	}
 	for _, c := range checks {
-		eventually(t, fmt.Sprintf("%s%v >= %v", c.metric, c.labels, c.min), func() bool {
+		testenv.EventuallyTrue(t, 30*time.Second, fmt.Sprintf("%s%v >= %v", c.metric, c.labels, c.min), func() bool {
 			return env.value(t, c.metric, c.labels) >= c.min
 		})
 	}
 	// Every connection the client opened is closed again.
-	eventually(t, "no active outbound connections", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "no active outbound connections", func() bool {
 		return env.value(t, "vigil_tcp_active_connections", client(okAddr, "direction", "outbound")) == 0
 	})
 	if v := env.value(t, "vigil_tcp_connect_failures_total", client(okAddr)); v != 0 {

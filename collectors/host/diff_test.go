@@ -10,7 +10,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -22,6 +21,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/vigil-agent/vigil/agent"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // The differential test runs the Debian prometheus-node-exporter (1.5.0 on
@@ -205,17 +206,7 @@ func TestMatchesNodeExporter(t *testing.T) {
 // absence is a failure: the package is in hack/apt/base.txt.
 func nodeExporterBinary(t *testing.T) string {
 	t.Helper()
-	for _, p := range []string{"/usr/bin/prometheus-node-exporter", "prometheus-node-exporter", "node_exporter"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	msg := "prometheus-node-exporter not installed (apt-get install -y prometheus-node-exporter)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return testenv.Binary(t, "prometheus-node-exporter")
 }
 
 func freePort(t *testing.T) string {

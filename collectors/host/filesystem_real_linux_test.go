@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-agent/vigil/collectors"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // TestRealFilesystemFillingUp mounts a real 32 MiB ext4 image on a loop
@@ -22,12 +24,7 @@ import (
 // filesystem stays writable (node_filesystem_readonly 0), the inputs of
 // the default node alerts.
 func TestRealFilesystemFillingUp(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the real filesystem test needs root, and CI runs as root")
-		}
-		t.Skip("mounting a loop device needs root")
-	}
+	testenv.RequireRoot(t, "mounting a loop device")
 	for _, tool := range []string{"mkfs.ext4", "mount", "umount"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s not found (hack/apt/host.txt installs e2fsprogs and util-linux): %v", tool, err)

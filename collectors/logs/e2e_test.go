@@ -142,7 +142,7 @@ collectors:
 	// Before the kill: the first agent process read and shipped every line,
 	// once, and saw each rotation once.
 	w0 := w.count()
-	eventually(t, 2*time.Minute, 50*time.Millisecond, "first agent read and shipped every line", func(ctx context.Context) error {
+	testenv.Eventually(t, 2*time.Minute, 50*time.Millisecond, "first agent read and shipped every line", func(ctx context.Context) error {
 		m, err := scrapeMetrics(ctx, metricsURL)
 		if err != nil {
 			return err
@@ -197,7 +197,7 @@ collectors:
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
-	eventually(t, 2*time.Minute, 20*time.Millisecond, "agent reading and shipping the kill-phase lines", func(ctx context.Context) error {
+	testenv.Eventually(t, 2*time.Minute, 20*time.Millisecond, "agent reading and shipping the kill-phase lines", func(ctx context.Context) error {
 		m, err := scrapeMetrics(ctx, metricsURL)
 		if err != nil {
 			return err
@@ -216,7 +216,7 @@ collectors:
 		t.Fatal(err)
 	}
 	close(killed)
-	eventually(t, time.Minute, 20*time.Millisecond, "killed agent exits", func(context.Context) error {
+	testenv.Eventually(t, time.Minute, 20*time.Millisecond, "killed agent exits", func(context.Context) error {
 		if done, _ := agent.Exited(); !done {
 			return fmt.Errorf("pid %d still running", pid)
 		}
@@ -234,7 +234,7 @@ collectors:
 		len(st.unacked), st.records, st.acked, len(st.firstBatch))
 	// Which unacknowledged lines did the store take anyway? Once the
 	// resumed store has read its socket, wait until the answer is stable.
-	eventually(t, time.Minute, 20*time.Millisecond, "resumed store read its socket", func(context.Context) error {
+	testenv.Eventually(t, time.Minute, 20*time.Millisecond, "resumed store read its socket", func(context.Context) error {
 		if n := unreadBytes(t, vlPort); n != 0 {
 			return fmt.Errorf("%d unread bytes on 127.0.0.1:%d", n, vlPort)
 		}
@@ -242,7 +242,7 @@ collectors:
 	})
 	var acceptedUnacked map[string]int
 	stable := 0
-	eventually(t, time.Minute, 500*time.Millisecond, "store contents stable after resuming", func(ctx context.Context) error {
+	testenv.Eventually(t, time.Minute, 500*time.Millisecond, "store contents stable after resuming", func(ctx context.Context) error {
 		if err := vl.Flush(ctx); err != nil {
 			return err
 		}
@@ -284,7 +284,7 @@ collectors:
 		w.write(t, cp, "outage", 5)
 		time.Sleep(100 * time.Millisecond)
 	}
-	eventually(t, time.Minute, 100*time.Millisecond, "agent sees the outage", func(ctx context.Context) error {
+	testenv.Eventually(t, time.Minute, 100*time.Millisecond, "agent sees the outage", func(ctx context.Context) error {
 		m, err := scrapeMetrics(ctx, metricsURL)
 		if err != nil {
 			return err
@@ -304,7 +304,7 @@ collectors:
 	w.write(t, app, "final", 200)
 	w.write(t, cp, "final", 200)
 	wantRead2 := linesAfter(t, app.path, st.pos[app.path], st.inode(app.path)) + linesAfter(t, cp.path, st.pos[cp.path], st.inode(cp.path))
-	eventually(t, 2*time.Minute, 100*time.Millisecond, "second agent drained its buffer", func(ctx context.Context) error {
+	testenv.Eventually(t, 2*time.Minute, 100*time.Millisecond, "second agent drained its buffer", func(ctx context.Context) error {
 		m, err := scrapeMetrics(ctx, metricsURL)
 		if err != nil {
 			return err
@@ -345,7 +345,7 @@ collectors:
 
 	// Count in the store.
 	var counts map[string]int
-	eventually(t, 2*time.Minute, 500*time.Millisecond, "every line in VictoriaLogs", func(ctx context.Context) error {
+	testenv.Eventually(t, 2*time.Minute, 500*time.Millisecond, "every line in VictoriaLogs", func(ctx context.Context) error {
 		if err := vl.Flush(ctx); err != nil {
 			return err
 		}
@@ -483,30 +483,10 @@ func unreadBytes(t *testing.T, port int) int64 {
 	return n
 }
 
-// eventually calls cond every interval until it returns nil; after timeout
-// the test fails with cond's last answer. Each call gets its own 15 s
-// context, so the last answer is cond's, not a cancelled request's.
-func eventually(t *testing.T, timeout, interval time.Duration, what string, cond func(ctx context.Context) error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
-		err := cond(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
-		}
-		time.Sleep(interval)
-	}
-}
-
 // waitRead waits until the agent has read want lines since it started.
 func waitRead(t *testing.T, metricsURL, when string, want int) {
 	t.Helper()
-	eventually(t, 2*time.Minute, 50*time.Millisecond, "agent read every line "+when, func(ctx context.Context) error {
+	testenv.Eventually(t, 2*time.Minute, 50*time.Millisecond, "agent read every line "+when, func(ctx context.Context) error {
 		m, err := scrapeMetrics(ctx, metricsURL)
 		if err != nil {
 			return err

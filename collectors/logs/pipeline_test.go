@@ -24,6 +24,8 @@ import (
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/event"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -109,18 +111,6 @@ func (f *fakeLoki) lines() []pushed {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]pushed(nil), f.got...)
-}
-
-// waitFor polls cond with a generous deadline (this box is shared).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func testConfig(t testing.TB, dir string, lokiURL string) *Config {
@@ -231,7 +221,7 @@ func TestShipsLinesWithLabelsMetadataAndTenant(t *testing.T) {
 	want := numbered("hello", 0, 1000)
 	before := time.Now()
 	appendLines(t, path, want...)
-	waitFor(t, "1000 lines in Loki", func() bool { return len(loki.lines()) >= 1000 })
+	testenv.EventuallyTrue(t, time.Minute, "1000 lines in Loki", func() bool { return len(loki.lines()) >= 1000 })
 	after := time.Now()
 	got := loki.lines()
 	countLines(t, got, want)
@@ -256,7 +246,7 @@ func TestShipsLinesWithLabelsMetadataAndTenant(t *testing.T) {
 		t.Errorf("tenants seen: %v", loki.tenants)
 	}
 	loki.mu.Unlock()
-	waitFor(t, "vigil_logs_sent_lines_total 1000", func() bool { return counter(t, c.m.sentLines) == 1000 })
+	testenv.EventuallyTrue(t, time.Minute, "vigil_logs_sent_lines_total 1000", func() bool { return counter(t, c.m.sentLines) == 1000 })
 }
 
 func TestRestartResumesFromPositions(t *testing.T) {
@@ -266,12 +256,12 @@ func TestRestartResumesFromPositions(t *testing.T) {
 	path := filepath.Join(dir, "app.log")
 	c := startCollector(t, cfg)
 	appendLines(t, path, numbered("a", 0, 500)...)
-	waitFor(t, "first 500 lines", func() bool { return len(loki.lines()) >= 500 })
+	testenv.EventuallyTrue(t, time.Minute, "first 500 lines", func() bool { return len(loki.lines()) >= 500 })
 	stopCollector(t, c)
 	appendLines(t, path, numbered("a", 500, 1000)...) // written while stopped
 	startCollector(t, cfg)
 	appendLines(t, path, numbered("a", 1000, 1500)...)
-	waitFor(t, "1500 lines", func() bool { return len(loki.lines()) >= 1500 })
+	testenv.EventuallyTrue(t, time.Minute, "1500 lines", func() bool { return len(loki.lines()) >= 1500 })
 	time.Sleep(200 * time.Millisecond) // let any duplicate arrive before counting
 	countLines(t, loki.lines(), numbered("a", 0, 1500))
 }
@@ -282,7 +272,7 @@ func TestRotationRenameAndCopytruncate(t *testing.T) {
 	c := startCollector(t, testConfig(t, dir, loki.srv.URL))
 	path := filepath.Join(dir, "app.log")
 	appendLines(t, path, numbered("r", 0, 100)...)
-	waitFor(t, "100 lines", func() bool { return len(loki.lines()) >= 100 })
+	testenv.EventuallyTrue(t, time.Minute, "100 lines", func() bool { return len(loki.lines()) >= 100 })
 
 	// Rename rotation: the writer renames the file, writes a little more
 	// to the old inode (it has not reopened yet), then creates a new one.
@@ -298,15 +288,15 @@ func TestRotationRenameAndCopytruncate(t *testing.T) {
 	}
 	old.Close()
 	appendLines(t, path, numbered("r", 150, 250)...)
-	waitFor(t, "250 lines", func() bool { return len(loki.lines()) >= 250 })
+	testenv.EventuallyTrue(t, time.Minute, "250 lines", func() bool { return len(loki.lines()) >= 250 })
 
 	// copytruncate: copy, truncate in place, keep writing.
 	if err := os.Truncate(path, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "truncation noticed", func() bool { return counter(t, c.m.rotations, "truncate") >= 1 })
+	testenv.EventuallyTrue(t, time.Minute, "truncation noticed", func() bool { return counter(t, c.m.rotations, "truncate") >= 1 })
 	appendLines(t, path, numbered("r", 250, 300)...)
-	waitFor(t, "300 lines", func() bool { return len(loki.lines()) >= 300 })
+	testenv.EventuallyTrue(t, time.Minute, "300 lines", func() bool { return len(loki.lines()) >= 300 })
 	time.Sleep(200 * time.Millisecond)
 	countLines(t, loki.lines(), numbered("r", 0, 300))
 	if v := counter(t, c.m.rotations, "rename"); v < 1 {
@@ -323,7 +313,7 @@ func TestLongLineAndBinaryGarbage(t *testing.T) {
 	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
 	garbage := string([]byte{0xff, 0xfe, 0x00, 'o', 'k', 0xc3})
 	appendLines(t, path, "before", big, garbage, "after")
-	waitFor(t, "4 lines", func() bool { return len(loki.lines()) >= 4 })
+	testenv.EventuallyTrue(t, time.Minute, "4 lines", func() bool { return len(loki.lines()) >= 4 })
 	got := loki.lines()
 	if got[0].line != "before" || got[3].line != "after" {
 		t.Fatalf("neighbours of the long line damaged: %q, %q", got[0].line, got[3].line)
@@ -346,13 +336,13 @@ func TestOutageBuffersThenDelivers(t *testing.T) {
 	path := filepath.Join(dir, "app.log")
 	loki.status.Store(http.StatusServiceUnavailable)
 	appendLines(t, path, numbered("o", 0, 2000)...)
-	waitFor(t, "retries during the outage", func() bool { return counter(t, c.m.retries) >= 3 })
-	waitFor(t, "lines in the disk buffer", func() bool { return testutil.ToFloat64(c.m.bufferBytes) > 0 })
+	testenv.EventuallyTrue(t, time.Minute, "retries during the outage", func() bool { return counter(t, c.m.retries) >= 3 })
+	testenv.EventuallyTrue(t, time.Minute, "lines in the disk buffer", func() bool { return testutil.ToFloat64(c.m.bufferBytes) > 0 })
 	if n := len(loki.lines()); n != 0 {
 		t.Fatalf("%d lines accepted during the outage", n)
 	}
 	loki.status.Store(0)
-	waitFor(t, "2000 lines after the outage", func() bool { return len(loki.lines()) >= 2000 })
+	testenv.EventuallyTrue(t, time.Minute, "2000 lines after the outage", func() bool { return len(loki.lines()) >= 2000 })
 	time.Sleep(200 * time.Millisecond)
 	countLines(t, loki.lines(), numbered("o", 0, 2000))
 	if v := counter(t, c.m.sendFailures, "5xx"); v < 1 {
@@ -374,13 +364,13 @@ func TestStalledStoreGetsTheBatchAgain(t *testing.T) {
 	loki.stall.Store(int64(3 * time.Second))
 	first, second := numbered("s", 0, 100), numbered("t", 0, 100)
 	appendLines(t, path, strings.Join(first, "\n"))
-	waitFor(t, "the stalled request stored", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "the stalled request stored", func() bool {
 		loki.mu.Lock()
 		defer loki.mu.Unlock()
 		return len(loki.stalled) > 0 && len(loki.got) >= len(first)+len(loki.stalled)
 	})
 	appendLines(t, path, strings.Join(second, "\n"))
-	waitFor(t, "the next lines", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "the next lines", func() bool {
 		loki.mu.Lock()
 		defer loki.mu.Unlock()
 		return len(loki.got) >= len(first)+len(second)+len(loki.stalled)
@@ -421,10 +411,10 @@ func TestRejectedBatchIsDroppedAndCounted(t *testing.T) {
 	c := startCollector(t, testConfig(t, dir, loki.srv.URL))
 	loki.status.Store(http.StatusBadRequest)
 	appendLines(t, filepath.Join(dir, "app.log"), "refused")
-	waitFor(t, "the rejected line counted", func() bool { return counter(t, c.m.dropped, "rejected") == 1 })
+	testenv.EventuallyTrue(t, time.Minute, "the rejected line counted", func() bool { return counter(t, c.m.dropped, "rejected") == 1 })
 	loki.status.Store(0)
 	appendLines(t, filepath.Join(dir, "app.log"), "accepted")
-	waitFor(t, "the next line", func() bool { return len(loki.lines()) == 1 })
+	testenv.EventuallyTrue(t, time.Minute, "the next line", func() bool { return len(loki.lines()) == 1 })
 	countLines(t, loki.lines(), []string{"accepted"})
 }
 
@@ -441,14 +431,14 @@ func TestBufferFullDropsAndCounts(t *testing.T) {
 		want = append(want, fmt.Sprintf("%06d %s", i, line))
 	}
 	appendLines(t, filepath.Join(dir, "app.log"), want...)
-	waitFor(t, "all lines read", func() bool { return counter(t, c.m.linesRead) == 1000 })
-	waitFor(t, "drops counted", func() bool { return counter(t, c.m.dropped, "buffer_full") > 0 })
+	testenv.EventuallyTrue(t, time.Minute, "all lines read", func() bool { return counter(t, c.m.linesRead) == 1000 })
+	testenv.EventuallyTrue(t, time.Minute, "drops counted", func() bool { return counter(t, c.m.dropped, "buffer_full") > 0 })
 	if b := testutil.ToFloat64(c.m.bufferBytes); b > float64(cfg.Loki.Buffer.MaxBytes) {
 		t.Errorf("buffer holds %v bytes, bound %d", b, cfg.Loki.Buffer.MaxBytes)
 	}
 	loki.status.Store(0)
 	dropped := counter(t, c.m.dropped, "buffer_full")
-	waitFor(t, "buffered lines delivered", func() bool { return float64(len(loki.lines()))+dropped >= 1000 })
+	testenv.EventuallyTrue(t, time.Minute, "buffered lines delivered", func() bool { return float64(len(loki.lines()))+dropped >= 1000 })
 	time.Sleep(200 * time.Millisecond)
 	got := loki.lines()
 	if float64(len(got))+dropped != 1000 {
@@ -490,7 +480,7 @@ func TestPodLogsCRIWithWorkloadMetrics(t *testing.T) {
 		ts+" stderr F \tat shop.Cart.add(Cart.java:10)",
 		ts+" stdout F level=error msg=\"db timed out\"",
 	)
-	waitFor(t, "3 records", func() bool { return len(loki.lines()) >= 3 })
+	testenv.EventuallyTrue(t, time.Minute, "3 records", func() bool { return len(loki.lines()) >= 3 })
 	got := loki.lines()
 	wantLabels := `{container="server", job="test", namespace="shop", node="node-1", pod="cart-7d9f"}`
 	for _, p := range got {
@@ -551,11 +541,11 @@ func TestNoBackendStillCountsPatterns(t *testing.T) {
 	cfg.Patterns = []PatternConfig{{Name: "boom", Literal: "boom"}}
 	c := startCollector(t, cfg)
 	appendLines(t, filepath.Join(dir, "app.log"), "boom", "fine", "boom again")
-	waitFor(t, "lines read", func() bool { return counter(t, c.m.records) == 3 })
+	testenv.EventuallyTrue(t, time.Minute, "lines read", func() bool { return counter(t, c.m.records) == 3 })
 	if _, err := os.Stat(cfg.Loki.Buffer.Dir); err == nil {
 		t.Error("a buffer folder was created without loki.url")
 	}
-	waitFor(t, "positions saved", func() bool {
+	testenv.EventuallyTrue(t, time.Minute, "positions saved", func() bool {
 		p, err := loadPositions(cfg.PositionsFile)
 		return err == nil && p.Files[filepath.Join(dir, "app.log")].Offset == int64(len("boom\nfine\nboom again\n"))
 	})

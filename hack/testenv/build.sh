@@ -12,7 +12,6 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cache="${VIGIL_CACHE:-$HOME/.cache/vigil}/bin"
-mkdir -p "$cache"
 
 kube_version=v1.37.2
 
@@ -165,6 +164,7 @@ if [ "${1:-}" = "--key" ]; then
 	exit 0
 fi
 
+mkdir -p "$cache"
 tools=("$@")
 [ ${#tools[@]} -gt 0 ] || tools=(etcd victorialogs otelcol cni runc containerd kube helm staticcheck)
 total=$SECONDS

@@ -43,6 +43,9 @@ var (
 // greeting set through ldflags.
 func hello(t *testing.T, p v1.Platform) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short (make test-unit): builds binaries with the go command")
+	}
 	bin, err := image.GoBuild{Package: helloPkg, Platform: p, LDFlags: []string{"-X", "main.greeting=hi"}}.Build(t.Context(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)

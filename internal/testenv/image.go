@@ -36,6 +36,9 @@ func hostPlatform() v1.Platform {
 // with imagePullPolicy: Never. It fails the test on any error.
 func GoImage(t TB, ref, pkg string, ldflags ...string) string {
 	t.Helper()
+	if short() {
+		t.Skipf("-short (make test-unit): builds the image %s with the go command", ref)
+	}
 	start := time.Now()
 	root, err := repoRoot()
 	if err != nil {
@@ -83,6 +86,9 @@ func PauseImage(t TB) string {
 // the chart's appVersion and the time the Unix epoch.
 func VigilImage(t TB) (tarPath, ref string) {
 	t.Helper()
+	if short() {
+		t.Skipf("-short (make test-unit): builds the Vigil image with the go command")
+	}
 	start := time.Now()
 	root, err := repoRoot()
 	if err != nil {

@@ -116,6 +116,7 @@ func nodeProcesses(n *testenv.Node) []string {
 // processes, mounts, cgroups, iptables rules, links or routes, files in
 // the places these daemons write by default, and no changed sysctls.
 func TestRealNode(t *testing.T) {
+	testenv.RequireRoot(t, "a real node")
 	before := readHostState(t)
 	var node testenv.Node
 	t.Run("Run", func(t *testing.T) {

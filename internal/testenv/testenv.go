@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -110,10 +111,18 @@ func Unavailable(t TB, format string, args ...any) {
 // unavailable is Unavailable under its old name, which node.go still uses.
 var unavailable = Unavailable
 
+// short reports whether a test binary runs with -short (make test-unit):
+// then nothing that needs a test server or root runs. Outside a test
+// (cmd/testenv-up) it is false.
+func short() bool { return testing.Testing() && testing.Short() }
+
 // RequireRoot stops the test (Unavailable) unless it runs as root; why says
 // what needs root.
 func RequireRoot(t TB, why string) {
 	t.Helper()
+	if short() {
+		t.Skipf("-short (make test-unit): %s needs root", why)
+	}
 	if os.Geteuid() != 0 {
 		Unavailable(t, "%s needs root (make test runs as root)", why)
 	}
@@ -126,6 +135,9 @@ func RequireRoot(t TB, why string) {
 // data file "kwok-stages.yaml".
 func Binary(t TB, name string) string {
 	t.Helper()
+	if short() {
+		t.Skipf("-short (make test-unit): needs the test server %s", name)
+	}
 	p, err := LookBinary(name)
 	if err != nil {
 		Unavailable(t, "%v", err)
@@ -322,6 +334,19 @@ func writeFile(t TB, dir, name, content string) string {
 		t.Fatalf("testenv: %v", err)
 	}
 	return p
+}
+
+// EventuallyTrue calls cond every 20ms until it returns true or timeout
+// passes; then the test fails naming what it waited for. Timeouts should
+// be generous (a loaded 2-core machine is slow): no test fails on speed.
+func EventuallyTrue(t TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	Eventually(t, timeout, 20*time.Millisecond, what, func(context.Context) error {
+		if cond() {
+			return nil
+		}
+		return errors.New("not yet")
+	})
 }
 
 // Eventually calls cond every interval until it returns nil or timeout
