@@ -13,6 +13,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/vigil-agent/vigil/internal/overhead"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // TestShedLevels drives the collector's shed levels (the overhead
@@ -76,7 +78,7 @@ func testShedLevels(t *testing.T, hook string) {
 	settle := func(route string, n float64) {
 		t.Helper()
 		for _, kind := range []string{"server", "client"} {
-			eventually(t, kind+" requests on "+route, func() bool { return requests(kind, route) >= n })
+			testenv.EventuallyTrue(t, 30*time.Second, kind+" requests on "+route, func() bool { return requests(kind, route) >= n })
 			if got := requests(kind, route); got != n {
 				t.Errorf("%s requests on %s = %v, want exactly %v", kind, route, got, n)
 			}
@@ -100,7 +102,7 @@ func testShedLevels(t *testing.T, hook string) {
 	get(c, "/fail")
 	c.CloseIdleConnections()
 	settle("/spans", n)
-	eventually(t, "the /fail server span", func() bool { return spans("/fail") == 1 })
+	testenv.EventuallyTrue(t, 30*time.Second, "the /fail server span", func() bool { return spans("/fail") == 1 })
 	s := spans("/spans")
 	t.Logf("level spans: %d server spans of %d requests", s, n)
 	if s == 0 || s >= n {
