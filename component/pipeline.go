@@ -51,17 +51,9 @@ func (p *Pipeline) Traces() consumer.Traces {
 	c, _ := consumer.NewTraces(func(ctx context.Context, td ptrace.Traces) error {
 		p.mu.RLock()
 		defer p.mu.RUnlock()
-		var errs []error
-		for _, c := range p.traces {
-			if len(p.traces) > 1 {
-				cp := ptrace.NewTraces()
-				td.CopyTo(cp)
-				errs = append(errs, c.ConsumeTraces(ctx, cp))
-			} else {
-				errs = append(errs, c.ConsumeTraces(ctx, td))
-			}
-		}
-		return errors.Join(errs...)
+		return fanOut(p.traces, td,
+			func(td ptrace.Traces) ptrace.Traces { cp := ptrace.NewTraces(); td.CopyTo(cp); return cp },
+			func(c consumer.Traces, td ptrace.Traces) error { return c.ConsumeTraces(ctx, td) })
 	})
 	return c
 }
@@ -71,17 +63,23 @@ func (p *Pipeline) Logs() consumer.Logs {
 	c, _ := consumer.NewLogs(func(ctx context.Context, ld plog.Logs) error {
 		p.mu.RLock()
 		defer p.mu.RUnlock()
-		var errs []error
-		for _, c := range p.logs {
-			if len(p.logs) > 1 {
-				cp := plog.NewLogs()
-				ld.CopyTo(cp)
-				errs = append(errs, c.ConsumeLogs(ctx, cp))
-			} else {
-				errs = append(errs, c.ConsumeLogs(ctx, ld))
-			}
-		}
-		return errors.Join(errs...)
+		return fanOut(p.logs, ld,
+			func(ld plog.Logs) plog.Logs { cp := plog.NewLogs(); ld.CopyTo(cp); return cp },
+			func(c consumer.Logs, ld plog.Logs) error { return c.ConsumeLogs(ctx, ld) })
 	})
 	return c
+}
+
+// fanOut hands d to every consumer, each its own copy when there are
+// several (a consumer may change what it is given), and joins their errors.
+func fanOut[C, D any](consumers map[int]C, d D, copyOf func(D) D, consume func(C, D) error) error {
+	var errs []error
+	for _, c := range consumers {
+		if len(consumers) > 1 {
+			errs = append(errs, consume(c, copyOf(d)))
+		} else {
+			errs = append(errs, consume(c, d))
+		}
+	}
+	return errors.Join(errs...)
 }

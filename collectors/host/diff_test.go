@@ -3,7 +3,6 @@
 package host
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/vigil-agent/vigil/agent"
+	"github.com/vigil-agent/vigil/agent/agenttest"
 
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
@@ -254,29 +253,7 @@ func startNodeExporter(t *testing.T, bin string) string {
 
 func startVigil(t *testing.T) string {
 	t.Helper()
-	cfg, err := agent.Load("differential-test", []byte("server:\n  listen_address: 127.0.0.1:0\ncollectors:\n  host: {}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(cfg, agent.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	exited := make(chan error, 1)
-	go func() { exited <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-exited; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	})
-	url := "http://" + a.Addr() + "/metrics"
-	waitFor(t, url, exited, func() string { return "" })
-	return url
+	return agenttest.Start(t, "server:\n  listen_address: 127.0.0.1:0\ncollectors:\n  host: {}\n")
 }
 
 // waitFor polls url until it answers 200, the process exits, or a generous

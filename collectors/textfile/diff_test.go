@@ -11,13 +11,12 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/vigil-agent/vigil/agent"
+	"github.com/vigil-agent/vigil/agent/agenttest"
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
@@ -199,38 +198,8 @@ func render(f *dto.MetricFamily) string {
 // on dir, configured as a user would, and returns its /metrics URL.
 func startVigil(t *testing.T, dir string) string {
 	t.Helper()
-	cfg, err := agent.Load("differential-test", []byte(fmt.Sprintf(
-		"server:\n  listen_address: 127.0.0.1:0\ncollectors:\n  textfile:\n    directories: [%q]\n", dir)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(cfg, agent.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	exited := make(chan error, 1)
-	go func() { exited <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-exited; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	})
-	url := "http://" + a.Addr() + "/metrics"
-	testenv.Eventually(t, 30*time.Second, 50*time.Millisecond, "vigil answers "+url, func(ctx context.Context) error {
-		select {
-		case err := <-exited:
-			t.Fatalf("agent exited: %v", err)
-		default:
-		}
-		_, err := get(ctx, url)
-		return err
-	})
-	return url
+	return agenttest.Start(t, fmt.Sprintf(
+		"server:\n  listen_address: 127.0.0.1:0\ncollectors:\n  textfile:\n    directories: [%q]\n", dir))
 }
 
 func get(ctx context.Context, url string) ([]byte, error) {
