@@ -15,8 +15,9 @@ TEST_TIMEOUT ?= 30m
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## Build bin/vigil (static, no cgo: the capability drop needs it; docs/security.md).
+build: ## Build bin/vigil, the node agent (static, no cgo: the capability drop needs it; docs/security.md), and bin/vigil-tool (rule unit tests and other tools that never run on a node).
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/vigil ./cmd/vigil
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/vigil-tool ./cmd/vigil-tool
 
 # Platforms of the image index (make image IMAGE_PLATFORMS=linux/amd64).
 IMAGE_PLATFORMS ?= linux/amd64,linux/arm64

@@ -88,6 +88,10 @@ func NewLocalStorage(o StorageOptions) (*LocalStorage, error) {
 	// Chunks are cut at least every retention, so truncation frees memory
 	// in steps of at most one retention.
 	ho.ChunkRange = max(o.Retention.Milliseconds(), time.Minute.Milliseconds())
+	// The head's series map is split into stripes, each with its own lock
+	// and maps; Prometheus's 16384 cost 4 MB of heap for a store that one
+	// ingest loop writes and a few rule groups read (docs/cost.md).
+	ho.StripeSize = 512
 	head, err := tsdb.NewHead(o.Registerer, o.Logger, nil, nil, ho, nil)
 	if err != nil {
 		s.removeDir()

@@ -30,19 +30,3 @@ func TestConfigCheckRefusesAliasBomb(t *testing.T) {
 		t.Errorf("stderr = %q", errb.String())
 	}
 }
-
-// `vigil rules test` refuses a series that would expand to a hundred
-// million samples, naming the file and line.
-func TestRulesTestBoundsSeries(t *testing.T) {
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "r.yml"), []byte("groups: [{name: g, rules: [{record: r, expr: up}]}]\n"), 0o644)
-	file := filepath.Join(dir, "t.test.yml")
-	os.WriteFile(file, []byte("rule_files: [r.yml]\ntests:\n  - input_series:\n      - series: up\n        values: 0+1x100000000\n"), 0o644)
-	var out, errb bytes.Buffer
-	if code := Main([]string{"rules", "test", file}, &out, &errb); code != 1 {
-		t.Fatalf("exit %d, want 1; stderr %q", code, errb.String())
-	}
-	if want := file + ":5:17: input_series.values: series up expands to 100000001 samples"; !strings.Contains(errb.String(), want) {
-		t.Errorf("stderr = %q, want %q", errb.String(), want)
-	}
-}

@@ -7,10 +7,10 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/vigil-agent/vigil/rules"
-	"github.com/vigil-agent/vigil/rules/ruletest"
 )
 
-// `vigil rules check FILE...` and `vigil rules test FILE...`.
+// `vigil rules check FILE...`. Rule unit tests (`rules test`) link PromQL's
+// test framework and never run on a node: they are in cmd/vigil-tool.
 func init() {
 	subcommands = append(subcommands, func(app *kingpin.Application) (string, func(stdout, stderr io.Writer) int) {
 		cmd := app.GetCommand("rules")
@@ -24,18 +24,12 @@ func init() {
 		}
 	})
 	subcommands = append(subcommands, func(app *kingpin.Application) (string, func(stdout, stderr io.Writer) int) {
-		cmd := app.GetCommand("rules")
-		if cmd == nil {
-			cmd = app.Command("rules", "Rule file tools (Prometheus rule files and PrometheusRule objects).")
-		}
-		test := cmd.Command("test", "Run rule unit test files with the semantics of `promtool test rules`. FILE may be embedded:GLOB (e.g. embedded:tests/*.test.yml for the built-in tests).")
-		run := test.Flag("run", "Only run test groups whose name matches this regular expression; may be repeated.").Strings()
-		files := test.Arg("test-file", "Unit test files.").Required().Strings()
+		test := app.GetCommand("rules").Command("test", "Moved to vigil-tool.").Hidden()
+		test.Arg("args", "").Strings()
+		test.Flag("run", "").Strings()
 		return test.FullCommand(), func(stdout, stderr io.Writer) int {
-			if !ruletest.Run(stdout, stderr, ruletest.Options{Run: *run}, *files...) {
-				return 1
-			}
-			return 0
+			fmt.Fprintln(stderr, "vigil: rule unit tests moved out of the node agent: run `vigil-tool rules test FILE...` (make build builds bin/vigil-tool)")
+			return 2
 		}
 	})
 }

@@ -111,7 +111,7 @@ func NewConfig() *Config {
 	return &Config{
 		Programs:            ProgramsConfig{TCP: true, TCPRetransmits: true, TCPResets: true, Process: true, OOM: true, HTTP: true, Cgroups: true},
 		RingBufferBytes:     1 << 20,
-		HTTPRingBufferBytes: 4 << 20,
+		HTTPRingBufferBytes: 1 << 20,
 		WakeupFill:          0.25,
 		PollInterval:        100 * time.Millisecond,
 		MaxTrackedSockets:   65536,
