@@ -125,8 +125,8 @@ func TestRealMemoryAtLimit(t *testing.T) {
 	r.mkdir(ctr)
 	const limit = 128 << 20
 	r.limit(ctr, limit)
-	// 110 MiB held plus the Go runtime and the mapped test binary.
-	r.startFault(ctr, fmt.Sprintf("memsit:110:48:%s", t.TempDir()))
+	// 113 MiB held plus the Go runtime and the mapped test binary.
+	r.startFault(ctr, fmt.Sprintf("memsit:113:48:%s", t.TempDir()))
 
 	c := newStarted(t, NewConfig(), "/sys", nil, nil)
 	poll(t, "working set at the limit", func() string {
