@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,19 +22,8 @@ import (
 	"github.com/vigil-agent/vigil/component"
 	"github.com/vigil-agent/vigil/internal/event"
 	"github.com/vigil-agent/vigil/internal/overhead"
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
-
-// requireRoot skips without root, except under CI, where the suite runs as
-// root and nothing the issue asks for may be skipped.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the overhead governor's kernel tests must run as root under CI")
-		}
-		t.Skip("loading eBPF programs and enabling BPF statistics needs root")
-	}
-}
 
 type testWriter struct{ t *testing.T }
 
@@ -95,19 +83,6 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string, want map[string]
 	return sum
 }
 
-// eventually polls cond with a generous deadline: nothing here is a timing
-// assertion, and a loaded 2-core machine is slow.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // httpLoad sends requests on conns keep-alive connections until stop is
 // closed, and returns how many it sent.
 func httpLoad(t *testing.T, url string, conns int, stop <-chan struct{}) func() int64 {
@@ -144,7 +119,7 @@ func httpLoad(t *testing.T, url string, conns int, stop <-chan struct{}) func() 
 // programs: the governor measures them with BPF statistics, sheds down to
 // HTTP sampling at least, and recovers to level 0 once the traffic stops.
 func TestGovernorShedsAndRecoversUnderRealHTTPLoad(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "loading eBPF programs and enabling BPF statistics")
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	c := startEBPF(t, log)
 
@@ -179,7 +154,7 @@ func TestGovernorShedsAndRecoversUnderRealHTTPLoad(t *testing.T) {
 	decisions := func() float64 { return gauge(t, reg, "vigil_overhead_decisions_total", nil) }
 
 	// At rest: measured, and within the budget.
-	eventually(t, "two decisions at rest", func() bool { return decisions() >= 2 })
+	testenv.EventuallyTrue(t, 90*time.Second, "two decisions at rest", func() bool { return decisions() >= 2 })
 	if v := gauge(t, reg, "vigil_overhead_kernel_stats_available", nil); v != 1 {
 		t.Fatalf("vigil_overhead_kernel_stats_available = %v at rest, want 1 (root can enable BPF statistics)", v)
 	}
@@ -197,7 +172,7 @@ func TestGovernorShedsAndRecoversUnderRealHTTPLoad(t *testing.T) {
 	stop := make(chan struct{})
 	sent := httpLoad(t, "http://"+ln.Addr().String()+"/load", 4, stop)
 	var loaded, httpProg float64
-	eventually(t, "shed level http_sample under load", func() bool {
+	testenv.EventuallyTrue(t, 90*time.Second, "shed level http_sample under load", func() bool {
 		if v := gauge(t, reg, "vigil_overhead_kernel_cpu_total_ratio", nil); v > loaded {
 			loaded = v
 		}
@@ -219,7 +194,7 @@ func TestGovernorShedsAndRecoversUnderRealHTTPLoad(t *testing.T) {
 	}
 
 	// Traffic gone: back to level 0, one level at a time.
-	eventually(t, "recovery to level 0 at rest", func() bool { return level() == 0 })
+	testenv.EventuallyTrue(t, 90*time.Second, "recovery to level 0 at rest", func() bool { return level() == 0 })
 	if r := gauge(t, reg, "vigil_overhead_level_changes_total", map[string]string{"change": "recover"}); r < 2 {
 		t.Errorf("vigil_overhead_level_changes_total{change=recover} = %v, want at least 2", r)
 	}
@@ -262,7 +237,7 @@ func TestGovernorAgentBudget(t *testing.T) {
 			_ = x
 		}
 	}()
-	eventually(t, "a shed level while the agent computes", func() bool { return gauge(t, reg, "vigil_overhead_shed_level", nil) >= 1 })
+	testenv.EventuallyTrue(t, 90*time.Second, "a shed level while the agent computes", func() bool { return gauge(t, reg, "vigil_overhead_shed_level", nil) >= 1 })
 	if a := gauge(t, reg, "vigil_overhead_agent_cpu_ratio", nil); a <= cfg.AgentCPU {
 		t.Errorf("vigil_overhead_agent_cpu_ratio = %v while computing, want over the budget %v", a, cfg.AgentCPU)
 	}
@@ -274,7 +249,7 @@ func TestGovernorAgentBudget(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	eventually(t, "recovery once the agent is quiet", func() bool { return gauge(t, reg, "vigil_overhead_shed_level", nil) == 0 })
+	testenv.EventuallyTrue(t, 90*time.Second, "recovery once the agent is quiet", func() bool { return gauge(t, reg, "vigil_overhead_shed_level", nil) == 0 })
 	if shed.level() != overhead.LevelNone {
 		t.Errorf("the shedder was left at level %s", shed.level())
 	}
