@@ -8,11 +8,12 @@ import (
 	"testing"
 )
 
-// The node binary's size budget, stripped (docs/cost.md). The goal is
-// 60 MB; what is left above it is the Kubernetes typed clientset, whose scheme
-// registers every API group (about 13 MB of the binary, measured in
-// docs/cost.md). This guard keeps what has been won.
-const strippedBudget = 80e6
+// The node binary's size guard, stripped (docs/cost.md): 70.6 MB when it was
+// set, with room for some growth. The goal is 60 MB; what is left
+// above it is mostly the Kubernetes typed clientset, whose scheme registers
+// every API group (about 12 MB, measured in docs/cost.md). The guard keeps
+// what has been won.
+const strippedBudget = 74e6
 
 // Packages that never run on a node and must stay out of the agent: the
 // rule unit-test framework (vigil-tool rules test) and PromQL's test
@@ -51,6 +52,26 @@ func TestAgentBinaryBudget(t *testing.T) {
 				t.Logf("known, not yet removed: %s", d)
 			}
 		}
+	}
+	// Bench-only hooks are linked only by the tools that call them: the
+	// linker must have dropped them from the agent.
+	full := filepath.Join(t.TempDir(), "vigil-symbols")
+	build := exec.Command("go", "build", "-trimpath", "-o", full, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	syms, err := exec.Command("go", "tool", "nm", full).Output()
+	if err != nil {
+		t.Fatalf("go tool nm: %v", err)
+	}
+	for _, hook := range []string{"collectors/ebpf.AttachHooksOnly", "rules/ruletest."} {
+		if strings.Contains(string(syms), hook) {
+			t.Errorf("the agent binary holds %s, a tool-only symbol", hook)
+		}
+	}
+	if !strings.Contains(string(syms), "collectors/ebpf.NewConfig") {
+		t.Fatal("go tool nm lists no collectors/ebpf symbol: the symbol check would prove nothing")
 	}
 	bin := filepath.Join(t.TempDir(), "vigil")
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, ".")

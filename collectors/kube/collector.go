@@ -15,7 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
@@ -199,15 +200,24 @@ func (c *Collector) Start(ctx context.Context) error {
 		}
 	)
 	for _, ns := range namespaces {
-		factory := informers.NewSharedInformerFactoryWithOptions(cs, c.cfg.ResyncPeriod,
-			informers.WithNamespace(ns),
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = selector }),
-			informers.WithTransform(trimPod))
-		pods := factory.Core().V1().Pods().Informer()
-		if err := pods.AddIndexers(cache.Indexers{uidIndex: indexByUID, containerIndex: indexByContainerID}); err != nil {
-			stopAll()
-			return fmt.Errorf("kube: %w", err)
-		}
+		// One pod informer built directly, not through client-go's
+		// informers factory: the factory links an informer and a lister
+		// for every API group (about 2 MB of the agent, docs/cost.md).
+		podClient := cs.CoreV1().Pods(ns)
+		pods := cache.NewSharedIndexInformerWithOptions(&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				o.FieldSelector = selector
+				return podClient.List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				o.FieldSelector = selector
+				return podClient.Watch(ctx, o)
+			},
+		}, &corev1.Pod{}, cache.SharedIndexInformerOptions{
+			ResyncPeriod: c.cfg.ResyncPeriod,
+			Indexers:     cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc, uidIndex: indexByUID, containerIndex: indexByContainerID},
+		})
+		_ = pods.SetTransform(trimPod)
 		_ = pods.SetWatchErrorHandler(c.watchErrorHandler("pods", &c.podWatchErrors))
 
 		mfactory := metadatainformer.NewFilteredSharedInformerFactory(mc, c.cfg.ResyncPeriod, ns, nil)
@@ -215,9 +225,13 @@ func (c *Collector) Start(ctx context.Context) error {
 		_ = rsInformer.Informer().SetTransform(trimMeta)
 		_ = rsInformer.Informer().SetWatchErrorHandler(c.watchErrorHandler("replicasets", &c.rsWatchErrors))
 
-		factory.Start(runCtx.Done())
+		podsDone := make(chan struct{})
+		go func() {
+			defer close(podsDone)
+			pods.RunWithContext(runCtx)
+		}()
 		mfactory.Start(runCtx.Done())
-		stops = append(stops, factory.Shutdown, mfactory.Shutdown)
+		stops = append(stops, func() { <-podsDone }, mfactory.Shutdown)
 		synced = append(synced, pods.HasSynced, rsInformer.Informer().HasSynced)
 		scopes = append(scopes, scope{namespace: ns, pods: pods, rs: rsInformer.Lister()})
 	}
