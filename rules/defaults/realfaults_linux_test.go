@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,6 +32,10 @@ import (
 //   - a service spinning under a 10 % CPU quota: VigilWorkloadCPUThrottled;
 //   - a service at its open-files limit: VigilWorkloadFileDescriptorsExhausted;
 //   - a real ext4 image on a loop device, filled: VigilNodeFilesystemAlmostFull;
+//   - a service that reads HTTP requests and answers none (the test sends
+//     them): VigilWorkloadNotAnswering (eBPF);
+//   - a service calling a dependency that answers after 1.5 s:
+//     VigilWorkloadDependencySlow with that destination (eBPF);
 //
 // and that a quiet service beside them raises none of these. The fault
 // suite (faults/) runs the same kinds as pods on the real node with the
@@ -55,6 +60,42 @@ func TestDefaultAlertsOnRealFaults(t *testing.T) {
 	cg.run(unit("quiet"), 64<<20, 0, "sleep", "", "1000")
 	mnt := fillLoopFS(t)
 
+	// The hung service prints its address; the test keeps calling it.
+	hungAddr := filepath.Join(t.TempDir(), "addr")
+	cg.run(unit("hung"), 64<<20, 0, exe, helperEnv+"=hung:"+hungAddr)
+	var hung string
+	testenv.Eventually(t, 30*time.Second, 100*time.Millisecond, "the hung service listening", func(context.Context) error {
+		b, err := os.ReadFile(hungAddr)
+		if err != nil || !strings.HasSuffix(string(b), "\n") {
+			return fmt.Errorf("no address yet: %v", err)
+		}
+		hung = strings.TrimSpace(string(b))
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		cl := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+		for ctx.Err() == nil {
+			if resp, err := cl.Get("http://" + hung + "/work"); err == nil {
+				resp.Body.Close()
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	// A slow dependency served by the test, called by a service.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(1500 * time.Millisecond)
+		_, _ = w.Write([]byte("ok"))
+	})}
+	go func() { _ = slow.Serve(ln) }()
+	t.Cleanup(func() { _ = slow.Close() })
+	cg.run(unit("caller"), 64<<20, 0, exe, helperEnv+"=caller:http://"+ln.Addr().String()+"/dep")
+
 	bin := filepath.Join(t.TempDir(), "vigil")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/vigil")
 	build.Dir = "../.."
@@ -69,7 +110,7 @@ func TestDefaultAlertsOnRealFaults(t *testing.T) {
 collectors:
   host: {enabled: true}
   cgroup: {enabled: true}
-  ebpf: {enabled: false}
+  ebpf: {enabled: true}
   logs: {enabled: false}
   kube: {enabled: false}
 rules:
@@ -107,6 +148,8 @@ rules:
 		"VigilWorkloadCPUThrottled":             {"unit": unit("busy")},
 		"VigilWorkloadFileDescriptorsExhausted": {"unit": unit("fdleak")},
 		"VigilNodeFilesystemAlmostFull":         {"mountpoint": mnt, "fstype": "ext4"},
+		"VigilWorkloadNotAnswering":             {"unit": unit("hung")},
+		"VigilWorkloadDependencySlow":           {"unit": unit("caller"), "destination": ln.Addr().String()},
 	}
 	start := time.Now()
 	seen := map[string]time.Duration{}
@@ -383,6 +426,36 @@ func faultHelper(spec string) int {
 			}
 			r.Close()
 			runtime.KeepAlive(hold)
+		}
+	case "hung":
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			return 1
+		}
+		if err := os.WriteFile(f[1], []byte(ln.Addr().String()+"\n"), 0o644); err != nil {
+			return 1
+		}
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return 1
+			}
+			go func() { // read, never answer, never close
+				b := make([]byte, 4096)
+				for {
+					if _, err := c.Read(b); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	case "caller":
+		url := strings.Join(f[1:], ":")
+		cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		for {
+			if resp, err := cl.Get(url); err == nil {
+				resp.Body.Close()
+			}
 		}
 	case "fdleak":
 		limit, _ := strconv.ParseUint(f[1], 10, 64)
