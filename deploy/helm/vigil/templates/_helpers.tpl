@@ -43,7 +43,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- $collectors := mergeOverwrite (dict "kube" $kube) (deepCopy .Values.collectors) -}}
 {{- $cfg := dict
-  "global" (dict "node_name" "${NODE_NAME}" "procfs" "/host/proc" "sysfs" "/host/sys" "rootfs" "/host/root")
+  "global" (dict "node_name" "${NODE_NAME}" "procfs" "/host/proc" "sysfs" "/host/sys" "rootfs" "/")
   "server" (dict "listen_address" (printf ":%v" .Values.service.port))
   "log" (dict "level" .Values.logLevel "format" "json")
   "collectors" $collectors
