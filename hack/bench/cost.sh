@@ -43,12 +43,17 @@ echo "-- binary"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/vigil" ./cmd/vigil
 size=$(stat -c %s "$tmp/vigil")
 printf '%-34s %8.1f MB (budget 60 MB: %s)\n' "vigil stripped" "$(awk -v s="$size" 'BEGIN{print s/1e6}')" "$(awk -v s="$size" 'BEGIN{print (s<=60e6)?"within":"OVER"}')"
-for m in github.com/aws/aws-sdk-go-v2 github.com/Azure/azure-sdk-for-go cloud.google.com/go google.golang.org/api github.com/stretchr/testify; do
-  if go version -m "$tmp/vigil" | awk '$1=="dep"{print $2}' | grep -qx "$m\(/.*\)\?"; then
-    printf '%-34s linked\n' "$m"
+mods=$(go version -m "$tmp/vigil" | awk '$1=="dep"{print $2}')
+pkgs=$(go list -deps ./cmd/vigil)
+for m in github.com/aws/ github.com/Azure/ cloud.google.com/go/ google.golang.org/api github.com/stretchr/testify; do
+  n=$(grep -c "^$m" <<<"$pkgs" || true)
+  if [ "$n" -gt 0 ]; then
+    printf '%-34s linked (%d packages, %d modules)\n' "$m" "$n" "$(grep -c "^$m" <<<"$mods" || true)"
   fi
 done
-go version -m "$tmp/vigil" | awk '$1=="dep"{print $2}' | grep -q promqltest && echo "promqltest linked" || true
+for p in rules/ruletest promql/promqltest util/teststorage; do
+  if grep -q "/$p\$" <<<"$pkgs"; then printf '%-34s linked\n' "$p"; fi
+done
 [ -n "$NE" ] && printf '%-34s %8.1f MB\n' "node_exporter (Debian)" "$(awk -v s="$(stat -c %s "$NE")" 'BEGIN{print s/1e6}')"
 [ -n "$COROOT" ] && printf '%-34s %8.1f MB\n' "coroot-node-agent" "$(awk -v s="$(stat -c %s "$COROOT")" 'BEGIN{print s/1e6}')"
 
@@ -74,6 +79,8 @@ if [ -n "$COROOT" ]; then
 fi
 for u in "${urls[@]}"; do wait_ready "$u"; done
 
+# eBPF events Vigil read (the host's traffic and process churn it traced).
+ebpf_events() { curl -s "${urls[0]}" | awk '/^vigil_ebpf_events_total/ {s += $NF} END {printf "%d", s}'; }
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rollup() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/smaps_rollup"; }
 hz=$(getconf CLK_TCK)
@@ -81,8 +88,9 @@ hz=$(getconf CLK_TCK)
 # window LABEL: W seconds with a scrape of every agent each 15 s, then a row
 # per agent.
 window() {
-  local t0=() i n=${#apids[@]}
+  local t0=() i n=${#apids[@]} e0
   for ((i = 0; i < n; i++)); do t0[i]=$(ticks "${apids[i]}"); done
+  e0=$(ebpf_events)
   local end=$((SECONDS + W))
   while [ $SECONDS -lt $end ]; do
     for u in "${urls[@]}"; do curl -s -o /dev/null "$u"; done
@@ -93,11 +101,13 @@ window() {
     d=$(($(ticks "$p") - t0[i]))
     local series
     series=$(curl -s "${urls[i]}" | grep -vc '^#' || true)
-    printf '%-10s %-18s %7.2f %8.1f %8.1f %8.1f %8s\n' "$1" "${names[i]}" \
+    local ev=""
+    [ "$i" = 0 ] && ev=$(($(ebpf_events) - e0))
+    printf '%-10s %-18s %7.2f %8.1f %8.1f %8.1f %8s %8s\n' "$1" "${names[i]}" \
       "$(awk -v d="$d" -v hz="$hz" -v w="$W" 'BEGIN{print d*100/hz/w}')" \
       "$(awk -v k="$(rollup "$p" Rss)" 'BEGIN{print k/1024}')" \
       "$(awk -v k="$(rollup "$p" Anonymous)" 'BEGIN{print k/1024}')" \
-      "$(awk -v k="$(rollup "$p" Pss_File)" 'BEGIN{print k/1024}')" "$series"
+      "$(awk -v k="$(rollup "$p" Pss_File)" 'BEGIN{print k/1024}')" "$series" "$ev"
   done
 }
 
@@ -105,7 +115,7 @@ window() {
 sleep 35
 echo
 echo "-- idle and with $PODS pods, ${W}s each, a scrape every ${SCRAPE}s; memory MiB"
-printf '%-10s %-18s %7s %8s %8s %8s %8s\n' phase agent "cpu%" rss anon file series
+printf '%-10s %-18s %7s %8s %8s %8s %8s %8s\n' phase agent "cpu%" rss anon file series events
 window idle
 
 # PODS pods of the cgroupfs layout, a pause and an app container each, each
