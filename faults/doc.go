@@ -9,5 +9,8 @@
 // vigil binary built from this module with its eBPF, cgroup and kube
 // collectors, and real processes in real memory cgroups that a stand-in
 // kubelet (fakeKubelet, named so: no container runtime runs here) starts
-// for the pods kwok schedules on the agent's node.
+// for the pods kwok schedules on the agent's node. The processes run the
+// fault app, the main package faults/faultapp, whose modes are registered
+// in faults/faultapp/mode_*.go; scenarios other files add are appended to
+// extraScenarios (see allScenarios).
 package faults

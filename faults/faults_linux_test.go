@@ -14,10 +14,15 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(appEnv) == "1" {
-		os.Exit(runApp())
+	dir, err := os.MkdirTemp("", "vigil-faults-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	faultAppDir = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // The policies the suite runs with: one per fault class, written as an SRE

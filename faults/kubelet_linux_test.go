@@ -103,10 +103,7 @@ func memoryCgroupRoot(t *testing.T) (string, bool) {
 
 func startFakeKubelet(t *testing.T, client kubernetes.Interface, node, ctrlDir string) *fakeKubelet {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	exe := faultAppBinary(t)
 	root, v2 := memoryCgroupRoot(t)
 	k := &fakeKubelet{
 		t: t, node: node, exe: exe, ctrlDir: ctrlDir, logDir: t.TempDir(),
@@ -209,7 +206,6 @@ func (k *fakeKubelet) sync(p *corev1.Pod) {
 	}
 	podDir := filepath.Join(k.cgRoot, "kubepods", "burstable", "pod"+string(p.UID))
 	env := []string{
-		appEnv + "=1",
 		envAddr + "=" + listen,
 		envControl + "=" + filepath.Join(k.ctrlDir, "pod-"+p.Name) + "," + filepath.Join(k.ctrlDir, "app-"+p.Namespace+"-"+p.Labels["app"]),
 		envCall + "=" + p.Annotations[annCall],
@@ -257,7 +253,7 @@ func (k *fakeKubelet) runOnce(ctx context.Context, run *podRun, podDir string, l
 		return
 	}
 	defer log.Close()
-	cmd := exec.Command("sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, dir, k.exe, "-test.run=^$")
+	cmd := exec.Command("sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, dir, k.exe)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

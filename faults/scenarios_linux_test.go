@@ -12,10 +12,27 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// extraScenarios are scenarios defined in other files of this package.
+//
+// Adding a kind of failure: (1) its behaviour, if the fault app has none yet,
+// goes into faults/faultapp/mode_<name>.go with an init() that calls
+// register("<name>", Mode{...}); (2) its scenario goes into a file of its own
+// here (e.g. scenarios_more_linux_test.go) as a func() scenario appended to
+// extraScenarios from that file's init(); podFault and the helpers below
+// build most scenarios, and the fault is injected by writing "<name>" into
+// the pod's or the app's control file
+// (control(t, e.ctrl, "pod-"+pod, "<name>")). allScenarios then runs it
+// live and in dry-run, and the report gets its row.
+var extraScenarios []func() scenario
+
 func allScenarios() []scenario {
-	return []scenario{crashScenario(), oomScenario(), errorsScenario(),
+	all := []scenario{crashScenario(), oomScenario(), errorsScenario(),
 		dependencyScenario("dependency", "refuse", true), dependencyScenario("dependency5xx", "5xx", false),
 		saturationScenario(), flapScenario()}
+	for _, f := range extraScenarios {
+		all = append(all, f())
+	}
+	return all
 }
 
 func podTarget(name string) func(r record, ns string, _ any) bool {
