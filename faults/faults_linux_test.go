@@ -196,11 +196,16 @@ func TestFaults(t *testing.T) {
 			if dry {
 				suffix = "-dry"
 			}
-			// A healthy bystander with traffic: nothing may ever touch it.
+			// Healthy bystanders with traffic: nothing may ever touch them.
 			byNS := "faults-bystander" + suffix
 			c.namespace(t, byNS)
 			c.deploy(t, byNS, "steady", appOpts{replicas: 2, gate: true})
 			startLoad(t, c, byNS, "steady", 10, 0)
+			// A healthy but noisy service: 2 % of its answers are 503
+			// (mode lowerror), under the default alert's 5 %.
+			control(t, ctrl, "app-"+byNS+"-noisy", "lowerror")
+			c.deploy(t, byNS, "noisy", appOpts{replicas: 2, gate: true})
+			noisy := startLoad(t, c, byNS, "noisy", 10, 0)
 
 			t.Run("scenarios", func(t *testing.T) {
 				for _, sc := range allScenarios() {
@@ -217,6 +222,14 @@ func TestFaults(t *testing.T) {
 					})
 				}
 			})
+			// The noisy bystander really was noisy, below the alert's 5 %.
+			noisy.mu.Lock()
+			nOK, nBad := noisy.ok, noisy.bad
+			noisy.mu.Unlock()
+			t.Logf("noisy bystander: %d good, %d bad answers", nOK, nBad)
+			if nBad == 0 || nBad*100 >= 5*(nOK+nBad) {
+				t.Errorf("noisy bystander: %d bad of %d answers; want some, under 5 %%", nBad, nOK+nBad)
+			}
 			// Nothing outside the scenarios' objects at fault was acted on.
 			recs, err := e.agent.actions(t.Context())
 			if err != nil {
@@ -224,7 +237,7 @@ func TestFaults(t *testing.T) {
 			}
 			for _, r := range recs {
 				if r.Target.Namespace == byNS || r.AlertLabels["namespace"] == byNS {
-					t.Errorf("the healthy bystander got a record: %+v", r)
+					t.Errorf("a healthy bystander got a record: %+v", r)
 				}
 				if dry && r.taken() {
 					t.Errorf("dry-run took an action: %s %s: %s (%s)", r.Action, r.Target, r.Result, r.Reason)

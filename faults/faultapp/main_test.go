@@ -121,8 +121,34 @@ func TestModes(t *testing.T) {
 		t.Fatalf("PUT /mode ok: %d, want 204", got)
 	}
 	wait("control endpoint ok over the file's refuse", 200)
+	if got := put("lowerror"); got != http.StatusNoContent {
+		t.Fatalf("PUT /mode lowerror: %d, want 204", got)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := c.Get("http://" + caddr + "/mode")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.TrimSpace(string(b)) == "lowerror" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /mode: %q, want lowerror", b)
+		}
+	}
+	n5xx := 0
+	for range 200 {
+		if get() == http.StatusServiceUnavailable {
+			n5xx++
+		}
+	}
+	if n5xx != 4 {
+		t.Errorf("lowerror: %d of 200 answers were 503, want 4 (one in 50)", n5xx)
+	}
 	put("")
-	wait("control endpoint cleared: the file's unknown mode keeps the last mode", 200)
+	wait("control endpoint cleared: the file's unknown mode keeps the last one (lowerror, mostly 200)", 200)
 	setFile("crash")
 	select {
 	case err := <-done:
