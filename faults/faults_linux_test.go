@@ -161,12 +161,7 @@ type scenario struct {
 }
 
 func TestFaults(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the fault suite needs root (eBPF, cgroups, loopback addresses); CI runs as root")
-		}
-		t.Skip("needs root: eBPF programs, memory cgroups and loopback addresses")
-	}
+	testenv.RequireRoot(t, "the fault suite (eBPF programs, memory cgroups, loopback addresses)")
 	full := os.Getenv("FAULTS_FULL") == "1"
 	k := testenv.StartKubernetes(t)
 	c := &cluster{k: k, client: k.Client(), node: k.Nodes[0]}

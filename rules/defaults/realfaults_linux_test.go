@@ -73,8 +73,10 @@ func TestDefaultAlertsOnRealFaults(t *testing.T) {
 		return nil
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	callerDone := make(chan struct{})
+	defer func() { cancel(); <-callerDone }()
 	go func() {
+		defer close(callerDone)
 		cl := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
 		for ctx.Err() == nil {
 			if resp, err := cl.Get("http://" + hung + "/work"); err == nil {
@@ -88,12 +90,26 @@ func TestDefaultAlertsOnRealFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The handler returns at once when the test ends, and the cleanup waits
+	// for it: a handler still sleeping after the test is a leaked goroutine.
+	stopSlow := make(chan struct{})
 	slow := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(1500 * time.Millisecond)
-		_, _ = w.Write([]byte("ok"))
+		select {
+		case <-time.After(1500 * time.Millisecond):
+			_, _ = w.Write([]byte("ok"))
+		case <-stopSlow:
+		case <-r.Context().Done():
+		}
 	})}
 	go func() { _ = slow.Serve(ln) }()
-	t.Cleanup(func() { _ = slow.Close() })
+	t.Cleanup(func() {
+		close(stopSlow)
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		if err := slow.Shutdown(sctx); err != nil {
+			_ = slow.Close()
+		}
+	})
 	cg.run(unit("caller"), 64<<20, 0, exe, helperEnv+"=caller:http://"+ln.Addr().String()+"/dep")
 
 	bin := filepath.Join(t.TempDir(), "vigil")
