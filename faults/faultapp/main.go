@@ -7,8 +7,8 @@
 // The behaviour is a mode, read from a control file (FAULTS_CONTROL:
 // comma-separated files, the first that exists and is not empty wins),
 // polled every 50 ms, or set over HTTP on the control address
-// (FAULTS_CONTROL_ADDR: PUT /mode with the mode's name as the body, GET /mode
-// to read it; a mode set over HTTP wins over the files until it is set back
+// (FAULTS_CONTROL_ADDR: PUT /mode with the mode's name as the body, answered
+// 204 once the mode is in effect or after 2 s; GET /mode to read it; a mode set over HTTP wins over the files until it is set back
 // to the empty string). An unknown mode is reported on stderr and ignored.
 //
 // Adding a mode: write faults/faultapp/mode_<name>.go with an init function
@@ -186,6 +186,12 @@ func run() int {
 				a.mu.Lock()
 				a.httpMode = m
 				a.mu.Unlock()
+				// Answer once the main loop has switched (it looks every
+				// 50 ms), so that a caller's next request meets the new
+				// mode: the real-node test saw a 200 right after setting 5xx.
+				for deadline := time.Now().Add(2 * time.Second); m != "" && a.Mode() != m && time.Now().Before(deadline); {
+					time.Sleep(10 * time.Millisecond)
+				}
 				w.WriteHeader(http.StatusNoContent)
 			default:
 				http.Error(w, "GET or PUT", http.StatusMethodNotAllowed)
