@@ -25,6 +25,16 @@
 //	FAULTS_WORKERS       requests served at once (0: no limit)
 //	FAULTS_SERVICE       time each request takes to serve (a Go duration)
 //	FAULTS_MODE          the mode to start in when no control says otherwise (default ok)
+//
+// The modes for the suite's kinds of failure (hang, memhold, cpuburn, fdleak,
+// slow, fill; see mode_kinds.go) read more settings:
+//
+//	FAULTS_MEMHOLD_BYTES   bytes memhold holds (default: memory.max less the margin)
+//	FAULTS_MEMHOLD_MARGIN  bytes memhold leaves under memory.max (default 8 MiB)
+//	FAULTS_FDLIMIT         soft RLIMIT_NOFILE set at start (fdleak's ceiling)
+//	FAULTS_SLOW            time slow waits before answering (default 1.5s)
+//	FAULTS_FILL_DIR        directory fill writes its file into
+//	FAULTS_FILL_BYTES      bytes fill writes at most (default: until ENOSPC)
 package main
 
 import (
@@ -101,15 +111,20 @@ func (a *App) answer(w http.ResponseWriter) {
 	_, _ = io.WriteString(w, "ok\n")
 }
 
-func readMode(files []string, def string) string {
+// readMode returns the mode the control files ask for, def when none does,
+// or current when a file could not be read for another reason than its
+// absence (no descriptor left in mode fdleak).
+func readMode(files []string, def, current string) string {
 	for _, f := range files {
 		if f == "" {
 			continue
 		}
-		if b, err := os.ReadFile(f); err == nil {
-			if m := strings.TrimSpace(string(b)); m != "" {
-				return m
-			}
+		b, err := os.ReadFile(f)
+		if err != nil && !errors.Is(err, os.ErrNotExist) && current != "" {
+			return current
+		}
+		if m := strings.TrimSpace(string(b)); err == nil && m != "" {
+			return m
 		}
 	}
 	return def
@@ -227,7 +242,7 @@ func run() int {
 		want := a.httpMode
 		a.mu.Unlock()
 		if want == "" {
-			want = readMode(files, def)
+			want = readMode(files, def, current)
 		}
 		m, ok := modes[want]
 		if !ok {
