@@ -25,6 +25,7 @@ const (
 	SourceRule         = alert.SourceRule
 	SourceAlertmanager = alert.SourceAlertmanager
 	SourceEvent        = alert.SourceEvent
+	SourceEvidence     = alert.SourceEvidence
 	StateFiring        = alert.StateFiring
 	StateResolved      = alert.StateResolved
 )

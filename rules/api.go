@@ -172,7 +172,7 @@ func (e *Engine) activeAlerts() []apiAlert {
 	for _, ar := range e.manager.AlertingRules() {
 		out = append(out, ruleAlerts(ar)...)
 	}
-	for _, a := range append(e.pub.firing(SourceAlertmanager), e.events.activeAlerts()...) {
+	for _, a := range append(append(e.pub.firing(SourceAlertmanager), e.events.activeAlerts()...), e.evidence.activeAlerts()...) {
 		at := a.StartsAt
 		out = append(out, apiAlert{Labels: a.Labels, Annotations: a.Annotations, State: "firing", ActiveAt: &at, Value: formatValue(1), Source: string(a.Source)})
 	}

@@ -47,6 +47,9 @@ type Config struct {
 	AlertmanagerWebhook WebhookConfig `yaml:"alertmanager_webhook"`
 	// EventAlerts turns fast-path events into alerts.
 	EventAlerts EventAlertsConfig `yaml:"event_alerts"`
+	// Evidence is evidence-based detection of workload health alerts from
+	// request and connect outcomes (docs/detection.md).
+	Evidence EvidenceConfig `yaml:"evidence"`
 	// QueryAPI is the instant-query endpoint over the local TSDB
 	// (/api/v1/query), for debugging rules.
 	QueryAPI QueryAPIConfig `yaml:"query_api"`
@@ -171,6 +174,7 @@ func NewConfig() *Config {
 			Timeout:        10 * time.Second,
 			MaxConcurrency: 2,
 		},
+		Evidence: defaultEvidenceConfig(),
 		EventAlerts: EventAlertsConfig{
 			ProcessExit:   true,
 			OOMKill:       true,
@@ -200,6 +204,7 @@ func (c *Config) Validate() error {
 	if c.Retention < 2*c.EvaluationInterval || c.Retention < time.Minute {
 		add("retention", fmt.Errorf("must be at least 1m and twice evaluation_interval, got %s", c.Retention))
 	}
+	c.Evidence.validate(add)
 	if c.MaxSeries <= 0 {
 		add("max_series", fmt.Errorf("must be positive, got %d", c.MaxSeries))
 	}

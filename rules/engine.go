@@ -67,6 +67,7 @@ type Engine struct {
 	pub           *publisher
 	webhook       *webhook
 	events        *eventAlerter
+	evidence      *detector
 
 	mu      sync.Mutex // guards the fields below and ApplyConfig
 	started bool
@@ -158,6 +159,7 @@ func NewEngine(cfg *Config, o Options) (*Engine, error) {
 		return nil, err
 	}
 	e.events = newEventAlerter(cfg.EventAlerts, o.Alerts, o.Registerer)
+	e.evidence = newDetector(cfg.Evidence, o.Alerts, o.Registerer)
 	if o.Handle != nil {
 		ownAuth := o.HandleOwnAuth
 		if ownAuth == nil {
@@ -266,13 +268,20 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.manager.Update(cfg.EvaluationInterval, e.files, labels.FromMap(cfg.ExternalLabels), cfg.ExternalURL, nil); err != nil {
 		return fmt.Errorf("load rule files: %w", err)
 	}
-	e.wg.Add(3)
+	e.wg.Add(4)
 	go e.ingestLoop(runCtx)
 	go e.expireLoop(runCtx)
 	go func() {
 		defer e.wg.Done()
 		sub := e.opts.Events.Subscribe(4096)
 		e.events.run(runCtx, sub)
+	}()
+	go func() {
+		defer e.wg.Done()
+		// Its own subscription: a backlog of outcome batches never delays
+		// a process exit or an OOM kill.
+		sub := e.opts.Events.Subscribe(1024)
+		e.evidence.run(runCtx, sub)
 	}()
 	e.logger.Info("rules engine started", "rule_files", len(e.files), "evaluation_interval", cfg.EvaluationInterval.String(), "retention", cfg.Retention.String())
 	return nil
@@ -390,6 +399,7 @@ func (e *Engine) ApplyConfig(_ context.Context, cfg *Config) error {
 		e.pub.setMaxWebhook(cfg.AlertmanagerWebhook.MaxAlerts)
 	}
 	e.events.setConfig(cfg.EventAlerts)
+	e.evidence.setConfig(cfg.Evidence)
 	e.storage.SetLimits(cfg.Retention, cfg.MaxSeries)
 	e.files = files
 	e.cfg.Store(cfg)

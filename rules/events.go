@@ -101,6 +101,9 @@ func (ea *eventAlerter) run(ctx context.Context, sub *event.Subscription) {
 
 // handle turns one event into an alert (or folds it into a firing one).
 func (ea *eventAlerter) handle(ev event.Event) {
+	if ev.Kind == event.Outcomes {
+		return // the evidence detector's
+	}
 	ea.mu.Lock()
 	defer ea.mu.Unlock()
 	a, ok := ea.alertFor(ev)

@@ -82,6 +82,17 @@ type Config struct {
 	// vigil_http_server_requests_unanswered_total (once per request): a
 	// replica that reads requests and never answers them.
 	HTTPUnansweredAfter time.Duration `yaml:"http_unanswered_after"`
+	// HTTPHangAfter is how long a server request may wait for its
+	// response before it counts as evidence that its workload does not
+	// answer (rules.evidence; once per request, and the request counts as
+	// answered too if its answer comes later).
+	HTTPHangAfter time.Duration `yaml:"http_hang_after"`
+	// HTTPSlowAfter is the duration past which an answered request (server
+	// or client side) counts as slow in the evidence for latency alerts.
+	HTTPSlowAfter time.Duration `yaml:"http_slow_after"`
+	// EvidenceInterval is how often request and connect outcomes are
+	// handed to the rules engine's evidence detector (rules.evidence).
+	EvidenceInterval time.Duration `yaml:"evidence_interval"`
 	// HTTPHook chooses where HTTP is seen: socket (the sock/sock_send_length
 	// and sock/sock_recv_length tracepoints, Linux 6.4+, the cheaper path:
 	// they fire only for socket I/O and hand over the socket), syscalls (the
@@ -119,6 +130,9 @@ func NewConfig() *Config {
 		MaxRoutes:           500,
 		MaxPendingRequests:  16384,
 		HTTPUnansweredAfter: 10 * time.Second,
+		HTTPHangAfter:       2 * time.Second,
+		HTTPSlowAfter:       time.Second,
+		EvidenceInterval:    250 * time.Millisecond,
 		HTTPHook:            "auto",
 		HTTPHeadWindows:     4,
 		Spans:               SpansConfig{SampleRatio: 1, MaxPerSecond: 100, LinkClientsByThread: true},
@@ -160,6 +174,15 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTPUnansweredAfter < time.Second || c.HTTPUnansweredAfter > time.Hour {
 		errs = append(errs, fmt.Errorf("http_unanswered_after: must be between 1s and 1h, got %s", c.HTTPUnansweredAfter))
+	}
+	if c.HTTPHangAfter < 100*time.Millisecond || c.HTTPHangAfter > time.Hour {
+		errs = append(errs, fmt.Errorf("http_hang_after: must be between 100ms and 1h, got %s", c.HTTPHangAfter))
+	}
+	if c.HTTPSlowAfter < time.Millisecond || c.HTTPSlowAfter > time.Hour {
+		errs = append(errs, fmt.Errorf("http_slow_after: must be between 1ms and 1h, got %s", c.HTTPSlowAfter))
+	}
+	if c.EvidenceInterval < 10*time.Millisecond || c.EvidenceInterval > 5*time.Second {
+		errs = append(errs, fmt.Errorf("evidence_interval: must be between 10ms and 5s, got %s", c.EvidenceInterval))
 	}
 	if c.PollInterval < time.Millisecond || c.PollInterval > 5*time.Second {
 		errs = append(errs, fmt.Errorf("poll_interval: must be between 1ms and 5s, got %s", c.PollInterval))

@@ -24,7 +24,8 @@ import (
 
 // faultServer serves on 127.0.0.1:0 and prints its address: "hung" reads
 // each request and never answers (the connection stays open), "ok"
-// answers 200 at once, and a duration answers 200 after it.
+// answers 200 at once, "5xx" answers 503 at once, and a duration answers
+// 200 after it.
 func faultServer(mode string) error {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -49,6 +50,11 @@ func faultServer(mode string) error {
 				}
 			}()
 		}
+	}
+	if mode == "5xx" {
+		return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+		}))
 	}
 	var delay time.Duration
 	if mode != "ok" {

@@ -30,6 +30,8 @@ type handlers struct {
 	// Used by the events reader only.
 	tcpCache      map[tcpKey]*tcpSeries
 	tcpCacheReset time.Time
+	tcpEvents     uint32
+	tcpTallies    *tallies
 
 	// Used by the HTTP reader only.
 	http *httpState
@@ -43,7 +45,7 @@ func newHandlers(cfg *Config, m *metrics, cg resolver, clk clock, bus *event.Bus
 	}
 	cg = countingResolver{cg, m.unresolved}
 	return &handlers{cfg: cfg, m: m, cgroups: cg, clock: clk, bus: bus, spans: spans, log: log,
-		tcpCache: map[tcpKey]*tcpSeries{}, http: newHTTPState(cfg)}
+		tcpCache: map[tcpKey]*tcpSeries{}, tcpTallies: newTallies(), http: newHTTPState(cfg)}
 }
 
 // handleEvent handles one sample of the events ring buffer.
@@ -53,6 +55,9 @@ func (h *handlers) handleEvent(b []byte) {
 		h.m.decodeErrors.WithLabelValues("events").Inc()
 		h.log.Debug("dropped undecodable eBPF event", "err", err)
 		return
+	}
+	if h.tcpEvents++; h.tcpEvents%32 == 0 {
+		h.flushTallies(h.tcpTallies, time.Now())
 	}
 	switch e := ev.(type) {
 	case *tcpEvent:
@@ -153,8 +158,15 @@ func (h *handlers) handleTCP(e *tcpEvent) {
 		s.attempts.Inc()
 		s.connect.Observe(secs)
 		s.active.Inc()
+		if o := h.connectTally(e, s); o != nil {
+			o.Total++
+		}
 	case tcpConnectFail:
 		s.attempts.Inc()
+		if o := h.connectTally(e, s); o != nil {
+			o.Total++
+			o.Errors++
+		}
 		lv := append(s.wl.Labels(), s.dest, tcpFailureReason(e.Err))
 		if s.dest == overflowValue {
 			clear(lv[:len(lv)-2])
@@ -173,6 +185,13 @@ func (h *handlers) handleTCP(e *tcpEvent) {
 	case tcpResetReceived:
 		s.resetsRecv.Inc()
 	}
+}
+
+// connectTally is the outcome tally of an outbound connect's workload and
+// destination.
+func (h *handlers) connectTally(e *tcpEvent, s *tcpSeries) *event.Outcome {
+	k := tallyKey{cgroup: e.CgroupId, dest: addrPort(e.Family, e.Daddr, e.Dport), signal: event.Connect}
+	return h.tally(h.tcpTallies, k, s.wl)
 }
 
 var pageSize = uint64(os.Getpagesize())

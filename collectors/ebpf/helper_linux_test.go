@@ -34,6 +34,8 @@ func runHelper(name, arg string) int {
 		err = faultServer(arg)
 	case "fault-gets":
 		err = faultGets(arg)
+	case "dial-refused":
+		err = dialRefused(arg)
 	case "raw-http":
 		err = rawHTTP()
 	case "unprivileged":

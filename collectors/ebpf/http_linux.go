@@ -12,12 +12,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-agent/vigil/collectors/workload"
+	"github.com/vigil-agent/vigil/internal/event"
 	"github.com/vigil-agent/vigil/internal/overhead"
 )
 
 // The HTTP hot path: every request seen costs a decode, a parse of its
-// start line and a few headers, two map operations and two metric
-// updates, without allocating once its route, host and workload are
+// start line and a few headers, three map operations (the last one its
+// workload's outcome tally) and two metric updates, without allocating once its route, host and workload are
 // cached. Spans are decided when the request starts (sampled or not) and
 // only built for the sampled ones and for errors.
 
@@ -53,6 +54,7 @@ type pendingRequest struct {
 	windowsLeft int
 	counted     bool // counted in threads
 	unanswered  bool // counted in vigil_http_server_requests_unanswered_total
+	overdue     bool // counted unanswered in its tally (http_hang_after)
 }
 
 // routeInfo is a request target with its path, route and the route's
@@ -106,10 +108,12 @@ type httpState struct {
 	limiter  rateLimiter
 	ratioMax uint64 // root requests whose trace ID's low bits are below it are sampled
 
-	// Unanswered server requests: the pending requests are swept at most
-	// once a second, from the HTTP reader (on events and when it is idle).
+	// Unanswered server requests: the pending requests are swept once per
+	// evidence interval, from the HTTP reader (on events and when it is
+	// idle); tallies are the outcomes since the last batch.
 	events    uint32
 	lastSweep time.Time
+	tallies   *tallies
 	// baseRatioMax is ratioMax as configured; shedLevel the overhead
 	// level ratioMax and the limiter's rate were last set for.
 	baseRatioMax uint64
@@ -124,7 +128,7 @@ type peerSeries struct {
 func newHTTPState(cfg *Config) *httpState {
 	s := &httpState{pending: map[connKey]int32{}, threads: map[uint32]threadState{}, routes: map[string]*routeInfo{},
 		hosts: map[string]string{}, series: map[httpKey]httpSeries{}, peers: map[peerKey]peerSeries{}, wls: map[uint64]workload.Identity{}, unknown: map[uint64]uint64{},
-		limiter: rateLimiter{rate: float64(cfg.Spans.MaxPerSecond)}}
+		limiter: rateLimiter{rate: float64(cfg.Spans.MaxPerSecond)}, tallies: newTallies()}
 	switch r := cfg.Spans.SampleRatio; {
 	case r >= 1:
 		s.ratioMax = math.MaxUint64
@@ -173,7 +177,7 @@ func (h *handlers) handleHTTP(b []byte) {
 		return
 	}
 	key := connKey{e.Pid, e.Fd}
-	if st.events++; st.events%256 == 0 {
+	if st.events++; st.events%32 == 0 {
 		h.sweepHTTP(time.Now())
 	}
 	if e.Window > 0 {
@@ -440,6 +444,21 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 	}
 	s.requests.Inc()
 	s.duration.Observe(d.Seconds())
+	if p.server || p.remote.IsValid() {
+		tk := tallyKey{cgroup: p.cgroup, signal: event.ServerHTTP}
+		if !p.server {
+			tk.signal, tk.dest = event.ClientHTTP, p.remote
+		}
+		if o := h.tally(st.tallies, tk, p.wl); o != nil {
+			o.Total++
+			if status >= 500 {
+				o.Errors++
+			}
+			if d >= h.cfg.HTTPSlowAfter {
+				o.Slow++
+			}
+		}
+	}
 	if !p.server && p.remote.IsValid() {
 		pk := peerKey{cgroup: p.cgroup, dest: p.remote, class: k.class}
 		c, ok := st.peers[pk]
@@ -468,27 +487,44 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 	h.dropPending(key, i)
 }
 
-// sweepHTTP counts the server requests that have waited longer than
-// http_unanswered_after for their response, once each. It runs at most
-// once a second and looks at every pending request (at most
-// max_pending_requests). A request whose response was never seen (written
-// by a call Vigil does not trace) is counted too, once; the default alert
-// asks for most of a workload's requests to be unanswered.
+// sweepHTTP looks at every pending request (at most
+// max_pending_requests) once per evidence interval, from the HTTP reader
+// (every 32 events and when it is idle), and then publishes the interval's
+// outcomes. A server request waiting longer than http_hang_after is
+// counted unanswered in its workload's tally, once: the evidence of a
+// replica that reads requests and answers none (it counts as answered too
+// if its answer comes later, so a slow or long-poll endpoint shows at most
+// one unanswered per answered). One waiting longer than
+// http_unanswered_after is counted in
+// vigil_http_server_requests_unanswered_total, once. A request whose
+// response was never seen (written by a call Vigil does not trace) is
+// counted too, once; the default alert asks for most of a workload's
+// requests to be unanswered.
 func (h *handlers) sweepHTTP(now time.Time) {
 	st := h.http
-	if now.Sub(st.lastSweep) < time.Second {
+	if now.Sub(st.lastSweep) < h.cfg.EvidenceInterval {
 		return
 	}
 	st.lastSweep = now
+	hang := now.Add(-h.cfg.HTTPHangAfter)
 	cut := now.Add(-h.cfg.HTTPUnansweredAfter)
 	for _, i := range st.pending {
 		p := &st.slab[i]
-		if !p.server || p.unanswered || !p.start.Before(cut) {
+		if !p.server || p.unanswered {
 			continue
 		}
-		p.unanswered = true
-		h.m.httpUnanswered.WithLabelValues(h.m.httpUnansweredCap.workloadLabels(p.wl)...).Inc()
+		if !p.overdue && p.start.Before(hang) {
+			p.overdue = true
+			if o := h.tally(st.tallies, tallyKey{cgroup: p.cgroup, signal: event.ServerHTTP}, p.wl); o != nil {
+				o.Unanswered++
+			}
+		}
+		if p.start.Before(cut) {
+			p.unanswered = true
+			h.m.httpUnanswered.WithLabelValues(h.m.httpUnansweredCap.workloadLabels(p.wl)...).Inc()
+		}
 	}
+	h.flushTallies(st.tallies, now)
 }
 
 // isErrorStatus is the span status rule of the HTTP semantic conventions:

@@ -99,6 +99,7 @@ type metrics struct {
 	decodeErrors     *prometheus.CounterVec
 	seriesOverflow   *prometheus.CounterVec
 	fastPath         *prometheus.CounterVec
+	outcomesDropped  prometheus.Counter
 	spansDropped     prometheus.Counter
 	spansSampledOut  prometheus.Counter
 	httpUnmatched    prometheus.Counter
@@ -155,6 +156,8 @@ func newMetrics(cfg *Config) *metrics {
 			Help: "Observations folded into the overflow series because the family reached max_series (or max_routes)."}, []string{"family"}),
 		fastPath: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_fast_path_events_total",
 			Help: "Fast-path events published to the agent's event bus, by kind."}, []string{"kind"}),
+		outcomesDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_outcomes_dropped_total",
+			Help: "Request and connect outcomes not tallied as evidence because a batch already had 4096 workload and destination keys."}),
 		spansDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_spans_dropped_total",
 			Help: "HTTP spans dropped because the span queue was full or the traces consumer failed."}),
 		spansSampledOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_spans_sampled_out_total",
@@ -210,7 +213,7 @@ func newMetrics(cfg *Config) *metrics {
 // collectors returns every metric vector, for Update.
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.programLoaded, m.featureAvailable, m.eventsRead, m.decodeErrors,
-		m.seriesOverflow, m.fastPath, m.spansDropped, m.spansSampledOut, m.httpUnmatched, m.unresolved,
+		m.seriesOverflow, m.fastPath, m.outcomesDropped, m.spansDropped, m.spansSampledOut, m.httpUnmatched, m.unresolved,
 		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
 		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration, m.httpPeer, m.httpPeerSeconds, m.httpUnanswered}
 }

@@ -23,6 +23,10 @@ const (
 	// SourceEvent is a fast-path event (process exit, OOM kill) turned
 	// into an alert without waiting for a scrape.
 	SourceEvent Source = "event"
+	// SourceEvidence is a workload health alert fired by evidence-based
+	// detection as soon as the request or connect outcomes are strong
+	// enough evidence (rules.evidence).
+	SourceEvidence Source = "evidence"
 )
 
 // State is an alert's state on the stream.
