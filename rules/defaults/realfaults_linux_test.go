@@ -167,6 +167,11 @@ rules:
 		"VigilWorkloadNotAnswering":             {"unit": unit("hung")},
 		"VigilWorkloadDependencySlow":           {"unit": unit("caller"), "destination": ln.Addr().String()},
 	}
+	// The eBPF signals are decided on evidence (docs/detection.md): their
+	// alerts fire from the evidence detector before the rule files' for:
+	// has passed, with the evidence in their annotations.
+	byEvidence := map[string]bool{"VigilWorkloadNotAnswering": true, "VigilWorkloadDependencySlow": true}
+	sources := map[string]string{}
 	start := time.Now()
 	seen := map[string]time.Duration{}
 	var last []alert
@@ -183,6 +188,12 @@ rules:
 			for _, a := range alerts {
 				if a.Labels["alertname"] == name && a.State == "firing" && has(a.Labels, labels) {
 					seen[name] = time.Since(start).Round(time.Second)
+					if sources[name] == "" || a.Source == "evidence" {
+						sources[name] = a.Source
+					}
+					if a.Source == "evidence" && (a.Annotations["evidence_bad"] == "" || a.Annotations["evidence_bad"] == "0") {
+						t.Errorf("%s from evidence without its evidence: %v", name, a.Annotations)
+					}
 				}
 			}
 		}
@@ -200,15 +211,22 @@ rules:
 			t.Errorf("%s fired for another test fault: %v", n, a.Labels)
 		}
 	}
-	t.Logf("firing after (from agent start; each includes its for:): %v", seen)
+	for name := range byEvidence {
+		if sources[name] != "evidence" {
+			t.Errorf("%s first fired from %q, want the evidence detector", name, sources[name])
+		}
+	}
+	t.Logf("firing after (from agent start; the rule files' alerts include their for:): %v; sources %v", seen, sources)
 }
 
 // helperEnv makes the test binary a fault process (see TestMain).
 const helperEnv = "VIGIL_DEFAULTS_FAULT"
 
 type alert struct {
-	Labels map[string]string `json:"labels"`
-	State  string            `json:"state"`
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	State       string            `json:"state"`
+	Source      string            `json:"source"`
 }
 
 func firing(ctx context.Context, base string) ([]alert, error) {
