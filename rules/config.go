@@ -185,9 +185,9 @@ func NewConfig() *Config {
 	}
 }
 
-// Validate checks the section and loads every rule file, so a bad rule
-// file is reported (file, group, rule, problem) before anything is
-// swapped. Each problem names its field.
+// Validate checks the section's values; each problem names its field. It
+// reads no file: Check reads the token, TLS and rule files, so a bad one
+// is reported (file, group, rule, problem) before anything is swapped.
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(path string, err error) {
@@ -244,10 +244,6 @@ func (c *Config) Validate() error {
 		if rq.Timeout < 0 {
 			add(p+".timeout", fmt.Errorf("must not be negative, got %s", rq.Timeout))
 		}
-		add(p+".bearer_token_file", fileReadable(rq.BearerTokenFile))
-		add(p+".tls.ca_file", fileReadable(rq.TLS.CAFile))
-		add(p+".tls.cert_file", fileReadable(rq.TLS.CertFile))
-		add(p+".tls.key_file", fileReadable(rq.TLS.KeyFile))
 		if (rq.TLS.CertFile == "") != (rq.TLS.KeyFile == "") {
 			add(p+".tls", errors.New("cert_file and key_file must be set together"))
 		}
@@ -257,11 +253,6 @@ func (c *Config) Validate() error {
 		if w.BearerTokenFile == "" && w.TLS.ClientCAFile == "" {
 			add("alertmanager_webhook", errors.New("needs authentication: set bearer_token_file, or tls with client_ca_file"))
 		}
-		if w.BearerTokenFile != "" {
-			if _, err := readToken(w.BearerTokenFile); err != nil {
-				add("alertmanager_webhook.bearer_token_file", err)
-			}
-		}
 		if w.TLS.Enabled() {
 			if _, _, err := net.SplitHostPort(w.TLS.ListenAddress); err != nil {
 				add("alertmanager_webhook.tls.listen_address", err)
@@ -269,9 +260,6 @@ func (c *Config) Validate() error {
 			if w.TLS.CertFile == "" || w.TLS.KeyFile == "" {
 				add("alertmanager_webhook.tls", errors.New("cert_file and key_file are required with listen_address"))
 			}
-			add("alertmanager_webhook.tls.cert_file", fileReadable(w.TLS.CertFile))
-			add("alertmanager_webhook.tls.key_file", fileReadable(w.TLS.KeyFile))
-			add("alertmanager_webhook.tls.client_ca_file", fileReadable(w.TLS.ClientCAFile))
 		} else if w.TLS.ClientCAFile != "" || w.TLS.CertFile != "" {
 			add("alertmanager_webhook.tls.listen_address", errors.New("required when TLS files are set (mutual TLS needs its own listener)"))
 		}
@@ -308,9 +296,13 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Check implements component.Checker: it expands rule_files and loads
-// every rule file, returning the digest of their contents.
+// Check implements component.Checker: it reads the files the section
+// names (tokens, TLS files) and expands rule_files and loads every rule
+// file, returning the digest of their contents.
 func (c *Config) Check() (string, error) {
+	if err := c.checkFiles(); err != nil {
+		return "", err
+	}
 	files, err := ExpandRuleFiles(c.RuleFiles)
 	if err != nil {
 		return "", fmt.Errorf("rule_files: %w", err)
@@ -320,6 +312,37 @@ func (c *Config) Check() (string, error) {
 		return "", fmt.Errorf("rule_files: %w", err)
 	}
 	return rs.Digest, nil
+}
+
+// checkFiles reports each token and TLS file that cannot be read, by
+// field.
+func (c *Config) checkFiles() error {
+	var errs []error
+	add := func(path string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+		}
+	}
+	for i, rq := range c.RemoteQueries {
+		p := fmt.Sprintf("remote_queries[%d]", i)
+		add(p+".bearer_token_file", fileReadable(rq.BearerTokenFile))
+		add(p+".tls.ca_file", fileReadable(rq.TLS.CAFile))
+		add(p+".tls.cert_file", fileReadable(rq.TLS.CertFile))
+		add(p+".tls.key_file", fileReadable(rq.TLS.KeyFile))
+	}
+	if w := c.AlertmanagerWebhook; c.Enabled && w.Enabled {
+		if w.BearerTokenFile != "" {
+			if _, err := readToken(w.BearerTokenFile); err != nil {
+				add("alertmanager_webhook.bearer_token_file", err)
+			}
+		}
+		if w.TLS.Enabled() {
+			add("alertmanager_webhook.tls.cert_file", fileReadable(w.TLS.CertFile))
+			add("alertmanager_webhook.tls.key_file", fileReadable(w.TLS.KeyFile))
+			add("alertmanager_webhook.tls.client_ca_file", fileReadable(w.TLS.ClientCAFile))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 var labelNameRe = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)

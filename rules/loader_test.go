@@ -99,3 +99,24 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("Check: %v", err)
 	}
 }
+
+// The token and TLS files the section names are read by Check, not by
+// Validate: a missing one is an error naming its field, before anything is
+// applied.
+func TestCheckReadsTokenAndTLSFiles(t *testing.T) {
+	c := NewConfig()
+	c.RuleFiles = nil
+	c.AlertmanagerWebhook.Enabled = true
+	c.AlertmanagerWebhook.BearerTokenFile = "testdata/missing-token"
+	c.RemoteQueries = []RemoteQueryConfig{{Name: "central", URL: "http://prometheus:9090", Groups: []string{".*"}}}
+	c.RemoteQueries[0].TLS.CAFile = "testdata/missing-ca.pem"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate read a file: %v", err)
+	}
+	_, err := c.Check()
+	for _, want := range []string{"alertmanager_webhook.bearer_token_file", "remote_queries[0].tls.ca_file"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Check: %v; want %s", err, want)
+		}
+	}
+}
