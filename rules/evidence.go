@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -121,6 +122,11 @@ type check struct {
 	what     string
 	unit     string
 	summary  string // after "Pod ns/name " or "Unit name "
+	// explainedBy names the dependency alerts of the same workload that
+	// explain this one: while one of them sees failures, this alert is
+	// held (the caller's own errors or latency come from its dependency,
+	// whose alert fires instead and whose guard protects the caller).
+	explainedBy []string
 	// count returns the observations and the bad ones in o.
 	count func(o *event.Outcome) (n, bad uint64)
 	test  func(c *EvidenceConfig) HypothesesConfig
@@ -129,9 +135,10 @@ type check struct {
 var checks = map[event.Signal][]check{
 	event.ServerHTTP: {
 		{alert: "VigilWorkloadHigh5xxRatio", severity: "critical", what: "answered 5xx", unit: "requests",
-			summary: "answers too many HTTP 5xx.",
-			count:   func(o *event.Outcome) (uint64, uint64) { return uint64(o.Total), uint64(o.Errors) },
-			test:    func(c *EvidenceConfig) HypothesesConfig { return c.Errors }},
+			summary:     "answers too many HTTP 5xx.",
+			explainedBy: []string{"VigilWorkloadDependencyUnreachable", "VigilWorkloadDependencyErrors"},
+			count:       func(o *event.Outcome) (uint64, uint64) { return uint64(o.Total), uint64(o.Errors) },
+			test:        func(c *EvidenceConfig) HypothesesConfig { return c.Errors }},
 		{alert: "VigilWorkloadNotAnswering", severity: "critical", what: "unanswered after {hang}", unit: "requests",
 			summary: "reads HTTP requests and does not answer them.",
 			count: func(o *event.Outcome) (uint64, uint64) {
@@ -139,9 +146,10 @@ var checks = map[event.Signal][]check{
 			},
 			test: func(c *EvidenceConfig) HypothesesConfig { return c.Unanswered }},
 		{alert: "VigilWorkloadHighLatency", severity: "warning", perSec: true, what: "mostly answered later than {slow}", unit: "seconds",
-			summary: "is slow.",
-			count:   func(o *event.Outcome) (uint64, uint64) { return uint64(o.Total), uint64(o.Slow) },
-			test:    func(c *EvidenceConfig) HypothesesConfig { return c.Slow }},
+			summary:     "is slow.",
+			explainedBy: []string{"VigilWorkloadDependencyUnreachable", "VigilWorkloadDependencyErrors", "VigilWorkloadDependencySlow"},
+			count:       func(o *event.Outcome) (uint64, uint64) { return uint64(o.Total), uint64(o.Slow) },
+			test:        func(c *EvidenceConfig) HypothesesConfig { return c.Slow }},
 	},
 	event.ClientHTTP: {
 		{alert: "VigilWorkloadDependencyErrors", severity: "warning", what: "answered 5xx by {dest}", unit: "requests",
@@ -180,7 +188,7 @@ type cusum struct {
 	// The open second of a per-second test.
 	binStart       time.Time
 	binN, binBad   uint64
-	seen           time.Time
+	seen, lastBad  time.Time
 	lastHang, slow time.Duration
 }
 
@@ -216,7 +224,7 @@ func newDetector(cfg EvidenceConfig, s *Stream, reg prometheus.Registerer) *dete
 		}, []string{"alertname", "outcome"}),
 		fired: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_rules_evidence_alerts_total",
-			Help: "Times the evidence of a test reached its threshold, by alert and outcome (alert: a new alert fired, repeat: the alert was already firing).",
+			Help: "Times the evidence of a test reached its threshold, by alert and outcome (alert: a new alert fired, repeat: the alert was already firing, explained: held because a dependency of the workload is failing).",
 		}, []string{"alertname", "outcome"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_rules_evidence_keys_dropped_total",
@@ -299,43 +307,56 @@ func (d *detector) observe(ev event.Event) {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	for i := range ev.Outcomes {
-		o := &ev.Outcomes[i]
-		for j := range checks[o.Signal] {
-			chk := &checks[o.Signal][j]
-			n, bad := chk.count(o)
-			if n == 0 {
-				continue
+	// Outbound outcomes first: a server-side alert asks whether its
+	// workload's dependencies are failing (explained).
+	for pass := range 2 {
+		for i := range ev.Outcomes {
+			if o := &ev.Outcomes[i]; (o.Signal == event.ServerHTTP) == (pass == 1) {
+				d.observeOutcome(o, at, ev.HangAfter, ev.SlowAfter)
 			}
-			k := evidenceKey{wl: o.Workload, dest: o.Destination, alert: chk.alert}
-			c, ok := d.keys[k]
-			if !ok {
-				if len(d.keys) >= d.cfg.MaxKeys {
-					d.dropped.Inc()
-					continue
-				}
-				c = &cusum{chk: chk}
-				d.keys[k] = c
-			}
-			c.seen, c.lastHang, c.slow = at, ev.HangAfter, ev.SlowAfter
-			if !chk.perSec {
-				d.step(k, c, at, n, bad, n, bad)
-				continue
-			}
-			if c.binStart.IsZero() {
-				c.binStart = at
-			}
-			if at.Sub(c.binStart) >= time.Second && c.binN > 0 {
-				var b uint64
-				if 2*c.binBad > c.binN {
-					b = 1
-				}
-				d.step(k, c, at, 1, b, c.binN, c.binBad)
-				c.binStart, c.binN, c.binBad = at, 0, 0
-			}
-			c.binN += n
-			c.binBad += bad
 		}
+	}
+}
+
+// observeOutcome adds one outcome to the tests of its signal.
+func (d *detector) observeOutcome(o *event.Outcome, at time.Time, hangAfter, slowAfter time.Duration) {
+	for j := range checks[o.Signal] {
+		chk := &checks[o.Signal][j]
+		n, bad := chk.count(o)
+		if n == 0 {
+			continue
+		}
+		k := evidenceKey{wl: o.Workload, dest: o.Destination, alert: chk.alert}
+		c, ok := d.keys[k]
+		if !ok {
+			if len(d.keys) >= d.cfg.MaxKeys {
+				d.dropped.Inc()
+				continue
+			}
+			c = &cusum{chk: chk}
+			d.keys[k] = c
+		}
+		c.seen, c.lastHang, c.slow = at, hangAfter, slowAfter
+		if bad > 0 {
+			c.lastBad = at
+		}
+		if !chk.perSec {
+			d.step(k, c, at, n, bad, n, bad)
+			continue
+		}
+		if c.binStart.IsZero() {
+			c.binStart = at
+		}
+		if at.Sub(c.binStart) >= time.Second && c.binN > 0 {
+			var b uint64
+			if 2*c.binBad > c.binN {
+				b = 1
+			}
+			d.step(k, c, at, 1, b, c.binN, c.binBad)
+			c.binStart, c.binN, c.binBad = at, 0, 0
+		}
+		c.binN += n
+		c.binBad += bad
 	}
 }
 
@@ -362,6 +383,11 @@ func (d *detector) step(k evidenceKey, c *cusum, at time.Time, n, bad, requests,
 	if c.s < d.cfg.Threshold {
 		return
 	}
+	if dep := d.explained(k, c.chk, at); dep != "" {
+		c.s, c.n, c.bad, c.requests, c.badRequests = 0, 0, 0, 0, 0
+		d.fired.WithLabelValues(k.alert, "explained").Inc()
+		return
+	}
 	a := d.alertFor(k, c, t, at)
 	c.s, c.n, c.bad, c.requests, c.badRequests = 0, 0, 0, 0, 0
 	if ae, ok := d.active[a.Fingerprint]; ok {
@@ -372,6 +398,33 @@ func (d *detector) step(k evidenceKey, c *cusum, at time.Time, n, bad, requests,
 	d.active[a.Fingerprint] = &evidenceAlert{alert: a, last: at}
 	d.fired.WithLabelValues(k.alert, "alert").Inc()
 	d.stream.Publish(a)
+}
+
+// explainedWindow is how recent a dependency's failures must be to
+// explain a workload's own errors or latency.
+const explainedWindow = 5 * time.Second
+
+// explained returns the destination of a dependency of k's workload that
+// failed (a failed connect, a 5xx or slow answer, as chk's explainedBy
+// alerts count them) in the last explainedWindow, if k's alert is one a
+// failing dependency explains ("" if none).
+func (d *detector) explained(k evidenceKey, chk *check, at time.Time) string {
+	if len(chk.explainedBy) == 0 {
+		return ""
+	}
+	for ok, c := range d.keys {
+		if sameWorkload(ok.wl, k.wl) && ok.dest != "" && !c.lastBad.IsZero() && at.Sub(c.lastBad) <= explainedWindow && slices.Contains(chk.explainedBy, ok.alert) {
+			return ok.dest
+		}
+	}
+	return ""
+}
+
+// sameWorkload compares identities by the labels an alert carries: the
+// TCP and HTTP readers resolve a cgroup each on their own, and may know
+// more or less of it (a container ID) at a given moment.
+func sameWorkload(a, b workload.Identity) bool {
+	return a.Namespace == b.Namespace && a.Pod == b.Pod && a.Container == b.Container && a.SystemdUnit == b.SystemdUnit
 }
 
 // alertFor builds the alert c's evidence fires: the labels of the rule

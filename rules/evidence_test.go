@@ -311,3 +311,52 @@ func TestEvidenceThroughEngine(t *testing.T) {
 		t.Errorf("/api/v1/alerts: %+v", got.Data.Alerts)
 	}
 }
+
+// A caller whose own 5xx come from a dependency it cannot reach: its 5xx
+// alert is held while the dependency's connects fail (explained), and the
+// dependency alert fires, so a policy acts on the dependency and the
+// healing engine's dependency guard protects the caller. Once the
+// dependency is back and the caller still answers 5xx, its own alert fires.
+func TestEvidenceDependencyExplainsCallerErrors(t *testing.T) {
+	d, sub := testDetector(t, nil)
+	t0 := time.Now()
+	// The caller's HTTP reader and TCP reader publish separately; the
+	// connect failures carry a container ID the HTTP side does not know yet.
+	webConn := webA
+	webConn.ContainerID = ""
+	var got []Alert
+	for i := range 40 { // 10 s
+		at := t0.Add(time.Duration(i) * 250 * time.Millisecond)
+		d.observe(batch(at, event.Outcome{Workload: webA, Signal: event.ServerHTTP, Total: 3, Errors: 3}))
+		d.observe(batch(at, event.Outcome{Workload: webConn, Signal: event.Connect, Destination: "10.96.0.10:80", Total: 3, Errors: 3}))
+		got = append(got, drain(sub)...)
+	}
+	if len(got) != 1 || got[0].Labels["alertname"] != "VigilWorkloadDependencyUnreachable" || got[0].Labels["destination"] != "10.96.0.10:80" {
+		t.Fatalf("alerts %v, want only the dependency's", names(got))
+	}
+	if n := testutil.ToFloat64(d.fired.WithLabelValues("VigilWorkloadHigh5xxRatio", "explained")); n < 1 {
+		t.Errorf("explained holds counted %v", n)
+	}
+	// The dependency answers again; the caller keeps failing on its own.
+	for i := range 40 {
+		at := t0.Add(10*time.Second + time.Duration(i)*250*time.Millisecond)
+		d.observe(batch(at, event.Outcome{Workload: webA, Signal: event.ServerHTTP, Total: 3, Errors: 3}))
+		d.observe(batch(at, event.Outcome{Workload: webConn, Signal: event.Connect, Destination: "10.96.0.10:80", Total: 3}))
+		got = append(got, drain(sub)...)
+	}
+	if len(got) != 2 || got[1].Labels["alertname"] != "VigilWorkloadHigh5xxRatio" || got[1].Labels["pod"] != "web-a" {
+		t.Fatalf("alerts %v, want the caller's own 5xx alert after the dependency recovered", names(got))
+	}
+	// It waited for the dependency's last failures to be explainedWindow old.
+	if since, _ := time.Parse(time.RFC3339Nano, got[1].Annotations["evidence_since"]); since.Before(t0.Add(10 * time.Second)) {
+		t.Errorf("the caller's alert counts evidence from while the dependency failed: since %s", got[1].Annotations["evidence_since"])
+	}
+}
+
+func names(as []Alert) []string {
+	var out []string
+	for _, a := range as {
+		out = append(out, a.Labels["alertname"]+"/"+string(a.State))
+	}
+	return out
+}
