@@ -174,6 +174,11 @@ rules:
 	sources := map[string]string{}
 	start := time.Now()
 	seen := map[string]time.Duration{}
+	defer func() {
+		if t.Failed() {
+			t.Logf("fired before the failure: %v (sources %v); waited for %d alerts", seen, sources, len(want))
+		}
+	}()
 	var last []alert
 	testenv.Eventually(t, 6*time.Minute, 2*time.Second, "the default alerts firing", func(ctx context.Context) error {
 		alerts, err := firing(ctx, "http://"+addr)
