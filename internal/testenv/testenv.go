@@ -367,7 +367,7 @@ func poll(ctx context.Context, timeout, interval time.Duration, cond func(ctx co
 	defer cancel()
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	var last error
+	var last, prev error
 	for {
 		cctx, ccancel := context.WithTimeout(ctx, 15*time.Second)
 		last = cond(cctx)
@@ -377,9 +377,15 @@ func poll(ctx context.Context, timeout, interval time.Duration, cond func(ctx co
 		}
 		select {
 		case <-ctx.Done():
+			// The last call may have been cut short by the deadline: the
+			// one before it says what was still wrong.
+			if prev != nil && prev.Error() != last.Error() {
+				return fmt.Errorf("%w (last error: %v; the one before: %v)", ctx.Err(), last, prev)
+			}
 			return fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
 		case <-tick.C:
 		}
+		prev = last
 	}
 }
 
