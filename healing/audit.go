@@ -105,7 +105,7 @@ func (a *auditor) recordWith(ctx context.Context, r Record, start time.Time, hoo
 	if r.Result == ResultVetoed {
 		a.m.vetoes.WithLabelValues(r.Policy, r.Guard).Inc()
 	}
-	if (r.taken() || r.Result == ResultDryRun) && !r.AlertStartsAt.IsZero() {
+	if (r.taken() || r.Result == ResultDryRun || r.Result == ResultShadow) && !r.AlertStartsAt.IsZero() {
 		a.m.alertToAct.WithLabelValues(r.Policy, r.Action).Observe(max(0, r.At.Sub(r.AlertStartsAt).Seconds()))
 	}
 	attrs := []any{"id", r.ID, "incident", r.Incident, "policy", r.Policy, "step", r.Step, "action", r.Action,

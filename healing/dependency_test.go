@@ -83,13 +83,14 @@ func TestGuardDependency(t *testing.T) {
 	}
 }
 
-// The dependency guard comes before cooldown, as documented.
+// The dependency guard comes before cooldown, and shadow and dry_run
+// last, as documented.
 func TestGuardOrder(t *testing.T) {
 	var names []string
 	for _, g := range Guards {
 		names = append(names, g.Name)
 	}
-	want := "allow_list argument maintenance rollout blast_radius dependency cooldown rate_limit node_rate_limit circuit_breaker dry_run"
+	want := "allow_list argument maintenance rollout blast_radius dependency cooldown rate_limit node_rate_limit circuit_breaker shadow dry_run"
 	if got := strings.Join(names, " "); got != want {
 		t.Fatalf("guards %q, want %q", got, want)
 	}

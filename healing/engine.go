@@ -367,7 +367,7 @@ func (e *Engine) dispatch(a rules.Alert) {
 				delete(e.incidents, key)
 				if ri := e.cfg.Load().RepeatInterval; ri > 0 && len(last) > 0 {
 					switch last[len(last)-1].Result {
-					case ResultVetoed, ResultDryRun, ResultSkipped:
+					case ResultVetoed, ResultDryRun, ResultShadow, ResultSkipped:
 						e.quiet[key] = time.Now().Add(ri)
 					}
 				}
@@ -381,15 +381,15 @@ func (e *Engine) dispatch(a rules.Alert) {
 type outcome int
 
 const (
-	outcomeDone    outcome = iota // stop: resolved, vetoed, skipped, dry-run, or unverified success
+	outcomeDone    outcome = iota // stop: resolved, vetoed, skipped, dry-run, shadow, or unverified success
 	outcomeNext                   // failed or unresolved: the next step runs
 	outcomeBreaker                // the circuit breaker is open: escalate
 )
 
 // escalationGuards are the guards an escalation passes: it notifies, so
-// only the maintenance switch and dry-run hold it back, besides the
-// policy's bounds on what labels may choose.
-var escalationGuards = []string{GuardAllowList, GuardArgument, GuardMaintenance, GuardDryRun}
+// only the maintenance switch, a shadow policy and dry-run hold it back,
+// besides the policy's bounds on what labels may choose.
+var escalationGuards = []string{GuardAllowList, GuardArgument, GuardMaintenance, GuardShadow, GuardDryRun}
 
 func (e *Engine) runbook(ctx context.Context, inc *incident) {
 	p := inc.policy
@@ -485,9 +485,14 @@ func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []G
 			reason += " (escalation: " + why + ")"
 		}
 		rec.Guard = guard
-		if guard == GuardDryRun {
+		switch guard {
+		case GuardDryRun:
 			rec.DryRun = true
 			finish(ResultDryRun, "would "+describe(s, t)+"; "+reason)
+			return outcomeDone
+		case GuardShadow:
+			rec.Shadow = true
+			finish(ResultShadow, "would "+describe(s, t)+"; "+reason)
 			return outcomeDone
 		}
 		finish(ResultVetoed, reason)

@@ -78,6 +78,7 @@ const (
 	GuardNodeRateLimit  = "node_rate_limit"
 	GuardCircuitBreaker = "circuit_breaker"
 	GuardDryRun         = "dry_run"
+	GuardShadow         = "shadow"
 )
 
 // Guards is the ordered list every action passes. The policy's own
@@ -96,6 +97,7 @@ var Guards = []Guard{
 	{GuardRateLimit, guardRateLimit},
 	{GuardNodeRateLimit, guardNodeRateLimit},
 	{GuardCircuitBreaker, guardCircuitBreaker},
+	{GuardShadow, guardShadow},
 	{GuardDryRun, guardDryRun},
 }
 
@@ -151,7 +153,7 @@ func guardCooldown(in *GuardInput) string {
 		if in.Now.Sub(r.At) > cd {
 			return false
 		}
-		if r.Result == ResultSuccess && r.Target == in.Target && r.Incident != in.Incident {
+		if (r.Result == ResultSuccess || r.Result == ResultShadow && r.takenFor(in.Policy)) && r.Target == in.Target && r.Incident != in.Incident {
 			veto = fmt.Sprintf("%s was acted on %s ago (%s by policy %s); cooldown is %s",
 				in.Target, in.Now.Sub(r.At).Round(time.Second), r.Action, r.Policy, cd)
 			return false
@@ -161,7 +163,7 @@ func guardCooldown(in *GuardInput) string {
 	return veto
 }
 
-func countTaken(h *History, now time.Time, per time.Duration, policy string) int {
+func countTaken(h *History, now time.Time, per time.Duration, policy string, as *Policy) int {
 	n := 0
 	if h == nil {
 		return 0
@@ -172,7 +174,7 @@ func countTaken(h *History, now time.Time, per time.Duration, policy string) int
 		}
 		// Escalations (step -1) notify people; they are not remediation
 		// actions and do not use up the limits.
-		if r.taken() && r.Step >= 0 && (policy == "" || r.Policy == policy) {
+		if r.takenFor(as) && r.Step >= 0 && (policy == "" || r.Policy == policy) {
 			n++
 		}
 		return true
@@ -185,7 +187,7 @@ func guardRateLimit(in *GuardInput) string {
 	if rl == nil {
 		return ""
 	}
-	if n := countTaken(in.History, in.Now, rl.Per, in.Policy.Name); n >= rl.Max {
+	if n := countTaken(in.History, in.Now, rl.Per, in.Policy.Name, in.Policy); n >= rl.Max {
 		return fmt.Sprintf("policy %s took %d actions in the last %s; its limit is %d", in.Policy.Name, n, rl.Per, rl.Max)
 	}
 	return ""
@@ -196,7 +198,7 @@ func guardNodeRateLimit(in *GuardInput) string {
 	if rl == nil {
 		return ""
 	}
-	if n := countTaken(in.History, in.Now, rl.Per, ""); n >= rl.Max {
+	if n := countTaken(in.History, in.Now, rl.Per, "", in.Policy); n >= rl.Max {
 		return fmt.Sprintf("this node took %d actions in the last %s; its limit is %d", n, rl.Per, rl.Max)
 	}
 	return ""
@@ -233,6 +235,13 @@ func guardCircuitBreaker(in *GuardInput) string {
 	if open, n := breakerOpen(in); open {
 		return fmt.Sprintf("policy %s failed %d remediations in a row; circuit open for %s after the last, escalating instead",
 			in.Policy.Name, n, in.Policy.CircuitBreaker.ResetAfter)
+	}
+	return ""
+}
+
+func guardShadow(in *GuardInput) string {
+	if in.Policy.Shadow {
+		return "policy " + in.Policy.Name + " is a shadow policy"
 	}
 	return ""
 }

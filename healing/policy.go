@@ -32,6 +32,11 @@ type RouteConfig struct {
 	// DryRun records what the policy would do without doing it. The
 	// global healing.dry_run wins when it is true.
 	DryRun *bool `yaml:"dry_run"`
+	// Shadow makes the policy decide and audit like a live one and never
+	// act, even when the agent is live: a new policy runs beside the live
+	// ones before it is trusted. A shadow route never ends matching for
+	// its siblings, so adding one does not change which live policy acts.
+	Shadow *bool `yaml:"shadow"`
 	// Cooldown is the least time between two actions on the same target.
 	Cooldown *time.Duration `yaml:"cooldown"`
 	// RateLimit caps the policy's actions in a sliding window.
@@ -99,6 +104,7 @@ type Policy struct {
 	Name            string
 	Matchers        amlabels.Matchers // the whole path's
 	DryRun          bool
+	Shadow          bool
 	Cooldown        time.Duration
 	RateLimit       *RateLimit
 	CircuitBreaker  *CircuitBreaker
@@ -154,6 +160,7 @@ func (s *Step) writtenOption(name string, i int) bool {
 type route struct {
 	matchers amlabels.Matchers
 	cont     bool
+	shadow   bool // matching goes on past it, as with cont
 	policy   *Policy
 	children []*route
 }
@@ -192,7 +199,7 @@ func (r *route) match(labels map[string]string) []*Policy {
 			continue
 		}
 		out = append(out, m...)
-		if !c.cont {
+		if !c.cont && !c.shadow {
 			break
 		}
 	}
@@ -265,6 +272,7 @@ func CompilePolicies(file, path string, node *yaml.Node) (*Tree, error) {
 type inherited struct {
 	matchers        amlabels.Matchers
 	dryRun          bool
+	shadow          bool
 	cooldown        time.Duration
 	rateLimit       *RateLimit
 	circuitBreaker  *CircuitBreaker
@@ -326,6 +334,10 @@ func (c *compiler) route(path string, n *yaml.Node, rc *RouteConfig, parent *Rou
 	if rc.DryRun != nil {
 		in.dryRun = *rc.DryRun
 	}
+	if rc.Shadow != nil {
+		in.shadow = *rc.Shadow
+	}
+	r.shadow = in.shadow
 	if rc.Cooldown != nil {
 		if *rc.Cooldown < 0 {
 			c.errAt(child(n, "cooldown"), path+".cooldown", "must not be negative")
@@ -376,7 +388,7 @@ func (c *compiler) route(path string, n *yaml.Node, rc *RouteConfig, parent *Rou
 			c.names[rc.Name] = path
 		}
 		p := &Policy{
-			Name: rc.Name, Matchers: in.matchers, DryRun: in.dryRun, Cooldown: in.cooldown,
+			Name: rc.Name, Matchers: in.matchers, DryRun: in.dryRun, Shadow: in.shadow, Cooldown: in.cooldown,
 			RateLimit: in.rateLimit, CircuitBreaker: in.circuitBreaker, BlastRadius: in.blastRadius,
 			RunbookURL: in.runbookURL, RequireApproval: in.requireApproval, ApprovalTimeout: in.approvalTimeout,
 		}

@@ -24,6 +24,11 @@ const (
 	ResultVetoed Result = "vetoed"
 	// ResultDryRun: every guard passed, and the action was only recorded.
 	ResultDryRun Result = "dry_run"
+	// ResultShadow: a shadow policy's decision: every guard passed, and
+	// the action was only recorded. The policy's own guards (cooldown,
+	// rate limits) count its shadow records as if they were actions;
+	// live policies' guards do not.
+	ResultShadow Result = "shadow"
 	// ResultPending: the action waits for approval through the API.
 	ResultPending Result = "pending_approval"
 	// ResultResolved: the alert resolved within the verify window.
@@ -58,6 +63,7 @@ type Record struct {
 	Reason        string    `json:"reason,omitempty"`
 	RunbookURL    string    `json:"runbook_url,omitempty"`
 	DryRun        bool      `json:"dry_run"`
+	Shadow        bool      `json:"shadow,omitempty"`
 	Duration      float64   `json:"duration_seconds"`
 	Node          string    `json:"node"`
 	Agent         string    `json:"agent"`
@@ -65,6 +71,14 @@ type Record struct {
 
 // taken reports whether the record is an action that reached an actuator.
 func (r *Record) taken() bool { return r.Result == ResultSuccess || r.Result == ResultFailed }
+
+// takenFor is taken as the guards of policy p see it: a shadow policy
+// counts its own shadow records as the actions it would have taken, so
+// its decisions are those a live policy would make; nothing else counts
+// them.
+func (r *Record) takenFor(p *Policy) bool {
+	return r.taken() || p != nil && p.Shadow && r.Result == ResultShadow && r.Policy == p.Name
+}
 
 // History keeps the most recent records: the guards read it and
 // /api/v1/actions serves it. It is bounded; the oldest records go first.
