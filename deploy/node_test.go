@@ -599,7 +599,10 @@ func (e *nodeEnv) checkGone(t *testing.T, progs []bpfProgram, before []bpfProgra
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 2*time.Minute, 500*time.Millisecond, "nothing of the release left", func(ctx context.Context) error {
+	// Each round lists every resource type (about 60 calls): rounds 3 s
+	// apart keep the client's rate limiter and a loaded API server out of
+	// the answer (CI saw rounds 500 ms apart end in the limiter's waits).
+	testenv.Eventually(t, 4*time.Minute, 3*time.Second, "nothing of the release left", func(ctx context.Context) error {
 		left, err := labelled(ctx, dc, dyn, "app.kubernetes.io/instance=vigil")
 		if err != nil {
 			return err
