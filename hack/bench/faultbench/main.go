@@ -1,35 +1,46 @@
 // Command faultbench is the headline benchmark of `make bench`
 // (hack/bench/faults.sh): the time from a real fault to the remediation
-// call, through Vigil's local path and through the conventional alerting
-// path, side by side on the same faults in one run on this machine.
+// call, through Vigil's local path with its default detection and through
+// the conventional alerting path, side by side on the same faults in one
+// run on this machine, and through the conventional path with the
+// kubernetes-mixin's for: durations on faults of their own.
 //
 // Two scenarios run concurrently, each on its own pool of workloads (cgroups
 // named like systemd units, so Vigil attributes them to a unit):
 //
 //   - crash: a shell in faultbench-crash-N.service exits with code 3;
-//   - 5xx: an HTTP server in faultbench-web-N.service, which a load generator
-//     hits at a steady rate, starts answering 500.
+//   - 5xx: an HTTP server in faultbench-web-N.service, which a load
+//     generator hits at a steady rate, starts answering 500.
 //
-// One Vigil (eBPF and cgroup collectors, local rules every
-// -local-interval, healing live) serves both paths at once:
+// One Vigil (eBPF and cgroup collectors, the default rule set and
+// evidence detection, healing live) serves every path at once:
 //
-//   - local: the fast-path event alert VigilProcessExitedNonZero (crash) or a
-//     local rule with `for: 0s` (5xx) reaches the healing engine, whose
-//     local-* policy calls a webhook action;
+//   - local: Vigil's default alerts (the fast-path event alert
+//     VigilProcessExitedNonZero or the rule VigilWorkloadCrashLooping for a
+//     crash; VigilWorkloadHigh5xxRatio, from the evidence detector or the
+//     rule file, for 5xx) reach the healing engine, whose local-* policy
+//     calls a webhook action;
 //   - conventional: Prometheus scrapes Vigil's /metrics every 5 s and
-//     evaluates the equivalent rule every 5 s with `for: 0s`; Alertmanager
+//     evaluates an equivalent rule every 5 s with `for: 0s`; Alertmanager
 //     (group_wait 1s) posts to Vigil's authenticated Alertmanager webhook; the
 //     conventional-* policy, which matches only those alerts, calls the
-//     webhook action.
+//     webhook action;
+//   - mixin: the same Prometheus and Alertmanager with the rules as most
+//     clusters run them, the kubernetes-mixin's KubePodCrashLooping
+//     (for: 15m) and KubeAPIErrorsHigh (for: 10m) on Vigil's metrics. Its
+//     faults (a crash loop; 5xx answers) last until it acts, so it runs on
+//     workloads of its own (faultbench-crash-mN, faultbench-web-mN), all at
+//     once, beside the other two paths (-mixin-runs, 0 to skip it).
 //
 // The webhook actions land on a receiver in this process, which notes the
-// time of each call. Each fault is timed from the moment this program
-// injects it to each path's call, on the same clock. The table (Markdown)
-// goes to stdout and, with -report, to a file; progress goes to stderr.
+// time of each call and checks which alert and source each policy acted
+// on. Each fault is timed from the moment this program injects it to each
+// path's call, on the same clock. The table (Markdown) goes to stdout and,
+// with -report, to a file; progress goes to stderr.
 //
 // Usage (as root; see hack/bench/faults.sh):
 //
-//	faultbench -vigil bin/vigil [-runs 15] [-rps 50] [-local-interval 250ms] [-report FILE]
+//	faultbench -vigil bin/vigil [-runs 15] [-rps 50] [-mixin-runs 4] [-report FILE]
 package main
 
 import (
@@ -42,6 +53,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,13 +67,42 @@ type settings struct {
 	vigil         string        // path of the vigil binary
 	runs          int           // measured faults per scenario
 	rps           float64       // load on each web server
-	localInterval time.Duration // Vigil's rules.evaluation_interval
+	localInterval time.Duration // Vigil's rules.evaluation_interval; 0: Vigil's default
 	promInterval  time.Duration // Prometheus's scrape and evaluation interval
 	window        string        // range of the increase() in both rules
 	pool          int           // workloads per scenario, used in turn
 	timeout       time.Duration // how long a path may take before the fault counts as missed
 	report        string        // file the Markdown table is also written to
 	keep          bool          // keep the work folder (logs, configs) at the end
+	mixinRuns     int           // faults per scenario on the mixin path (0: skip it)
+	mixinCrashFor time.Duration // for: of the mixin's crash-loop rule
+	mixin5xxFor   time.Duration // for: of the mixin's error-ratio rule
+}
+
+// units are the main workloads of a kind (crash, web).
+func (s settings) units(kind string) []string {
+	var out []string
+	for i := range s.pool {
+		out = append(out, fmt.Sprintf("faultbench-%s-%d.service", kind, i))
+	}
+	return out
+}
+
+// mixinUnitNames are the mixin path's workloads of a kind.
+func (s settings) mixinUnitNames(kind string) []string {
+	var out []string
+	for i := range s.mixinRuns {
+		out = append(out, fmt.Sprintf("faultbench-%s-m%d.service", kind, i))
+	}
+	return out
+}
+
+// mixinFor is the mixin rule's for: in a scenario.
+func (s settings) mixinFor(scenario string) time.Duration {
+	if scenario == "crash" {
+		return s.mixinCrashFor
+	}
+	return s.mixin5xxFor
 }
 
 func main() {
@@ -72,13 +113,16 @@ func main() {
 	flag.StringVar(&s.vigil, "vigil", "", "path of the vigil binary (required)")
 	flag.IntVar(&s.runs, "runs", 15, "measured faults per scenario (each measured on both paths)")
 	flag.Float64Var(&s.rps, "rps", 50, "requests per second the load generator sends to each web server")
-	flag.DurationVar(&s.localInterval, "local-interval", 250*time.Millisecond, "Vigil's rules.evaluation_interval")
+	flag.DurationVar(&s.localInterval, "local-interval", 0, "Vigil's rules.evaluation_interval (0: Vigil's default, 5s)")
 	flag.DurationVar(&s.promInterval, "prom-interval", 5*time.Second, "Prometheus scrape and evaluation interval")
 	flag.StringVar(&s.window, "window", "15s", "range of increase() in the 5xx and crash rules (both paths)")
 	flag.IntVar(&s.pool, "pool", 4, "workloads per scenario, used in turn so each fault starts from healthy")
 	flag.DurationVar(&s.timeout, "timeout", time.Minute, "a path that has not acted this long after a fault misses it")
 	flag.StringVar(&s.report, "report", "", "also write the Markdown report to this file")
 	flag.BoolVar(&s.keep, "keep", false, "keep the work folder (configs and logs of every server)")
+	flag.IntVar(&s.mixinRuns, "mixin-runs", 4, "faults per scenario on the kubernetes-mixin path, all at once on workloads of their own (0: skip that path)")
+	flag.DurationVar(&s.mixinCrashFor, "mixin-crash-for", 15*time.Minute, "for: of the mixin path's crash-loop rule (the mixin's KubePodCrashLooping: 15m)")
+	flag.DurationVar(&s.mixin5xxFor, "mixin-5xx-for", 10*time.Minute, "for: of the mixin path's 5xx-ratio rule (the mixin's KubeAPIErrorsHigh: 10m)")
 	flag.Parse()
 	if err := s.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "faultbench:", err)
@@ -115,8 +159,16 @@ func (s *settings) validate() error {
 	if s.rps <= 0 || s.rps > 1000 {
 		errs = append(errs, fmt.Errorf("-rps: must be in (0, 1000], got %g", s.rps))
 	}
-	if s.localInterval < 100*time.Millisecond {
+	if s.localInterval != 0 && s.localInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("-local-interval: Vigil's minimum is 100ms, got %s", s.localInterval))
+	}
+	if s.mixinRuns < 0 || s.mixinRuns > 20 {
+		errs = append(errs, fmt.Errorf("-mixin-runs: must be between 0 and 20, got %d", s.mixinRuns))
+	}
+	for name, d := range map[string]time.Duration{"-mixin-crash-for": s.mixinCrashFor, "-mixin-5xx-for": s.mixin5xxFor} {
+		if d < 0 || d > time.Hour {
+			errs = append(errs, fmt.Errorf("%s: must be between 0s and 1h, got %s", name, d))
+		}
 	}
 	if s.promInterval < time.Second {
 		errs = append(errs, fmt.Errorf("-prom-interval: must be at least 1s, got %s", s.promInterval))
@@ -136,6 +188,7 @@ func bench(r *testenv.Runner, s settings) {
 		r.Fatalf("must run as root (eBPF programs and cgroups)")
 	}
 	start := time.Now()
+	loadAtStart := loadAverage()
 	rc := newReceiver()
 	recvURL := rc.start(r)
 
@@ -143,11 +196,8 @@ func bench(r *testenv.Runner, s settings) {
 	if err != nil {
 		r.Fatalf("cgroups: %v", err)
 	}
-	var units []string
-	for i := range s.pool {
-		units = append(units, fmt.Sprintf("faultbench-crash-%d.service", i), fmt.Sprintf("faultbench-web-%d.service", i))
-	}
-	for _, u := range units {
+	webUnits := append(s.units("web"), s.mixinUnitNames("web")...)
+	for _, u := range slices.Concat(s.units("crash"), s.mixinUnitNames("crash"), webUnits) {
 		if err := cg.create(u); err != nil {
 			r.Fatalf("cgroup %s: %v", u, err)
 		}
@@ -160,8 +210,7 @@ func bench(r *testenv.Runner, s settings) {
 
 	work := r.TempDir()
 	paths := stack{token: writeFile(r, work, "token", "faultbench-"+randomHex(16)+"\n")}
-	paths.localRules = writeFile(r, work, "local.rules.yml", rulesYAML("faultbench-local", "local", s.window))
-	paths.promRules = writeFile(r, work, "prometheus.rules.yml", rulesYAML("faultbench-conventional", "conventional", s.window))
+	paths.promRules = writeFile(r, work, "prometheus.rules.yml", promRulesYAML(s))
 	paths.vigilConfig = writeFile(r, work, "vigil.yaml", vigilYAML(s, paths, recvURL, filepath.Join(work, "maintenance")))
 
 	var vigilURL string
@@ -188,7 +237,7 @@ func bench(r *testenv.Runner, s settings) {
 	}
 	env := &environment{s: s, rc: rc, cg: cg, vigilURL: vigilURL, promURL: prom.URL, log: r.Log}
 
-	web, err := env.startWebServers(r)
+	web, err := env.startWebServers(r, webUnits)
 	if err != nil {
 		r.Fatalf("web servers: %v", err)
 	}
@@ -196,12 +245,16 @@ func bench(r *testenv.Runner, s settings) {
 
 	scenarios := []*scenario{env.crashScenario(), env.httpScenario(web)}
 	var wg sync.WaitGroup
-	errs := make([]error, len(scenarios))
+	errs := make([]error, 2*len(scenarios))
 	for i, sc := range scenarios {
-		wg.Add(1)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			errs[i] = env.runScenario(r.Ctx, sc)
+			errs[2*i] = env.runScenario(r.Ctx, sc)
+		}()
+		go func() {
+			defer wg.Done()
+			errs[2*i+1] = env.runMixin(r.Ctx, sc)
 		}()
 	}
 	wg.Wait()
@@ -211,7 +264,8 @@ func bench(r *testenv.Runner, s settings) {
 	if bad := rc.unexpected(); len(bad) > 0 {
 		r.Fatalf("the receiver got calls it did not expect: %s", strings.Join(bad, "; "))
 	}
-	rep := report{settings: s, scenarios: scenarios, elapsed: time.Since(start), host: hostInfo()}
+	host := fmt.Sprintf("%s; load average (1, 5, 15 min) %s at the start, %s at the end", hostInfo(), loadAtStart, loadAverage())
+	rep := report{settings: s, scenarios: scenarios, elapsed: time.Since(start), host: host}
 	md := rep.markdown()
 	fmt.Print(md)
 	if s.report != "" {
@@ -224,7 +278,7 @@ func bench(r *testenv.Runner, s settings) {
 
 // stack holds the files shared by Vigil, Prometheus and Alertmanager.
 type stack struct {
-	token, localRules, promRules, vigilConfig string
+	token, promRules, vigilConfig string
 }
 
 func hostInfo() string {
@@ -233,6 +287,15 @@ func hostInfo() string {
 		kernel = strings.TrimSpace(string(b))
 	}
 	return fmt.Sprintf("%d CPUs, Linux %s, %s", runtime.NumCPU(), kernel, runtime.Version())
+}
+
+// loadAverage is /proc/loadavg's three load averages, or "?".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
 }
 
 func writeFile(r *testenv.Runner, dir, name, content string) string {

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +19,7 @@ import (
 
 	"github.com/vigil-agent/vigil/agent"
 	_ "github.com/vigil-agent/vigil/components"
+	"github.com/vigil-agent/vigil/healing"
 	"github.com/vigil-agent/vigil/rules"
 )
 
@@ -75,50 +81,233 @@ func TestRatioAndFormat(t *testing.T) {
 	}
 }
 
-// The configuration the benchmark gives Vigil loads with the agent's own
-// loader (which also loads the local rule file and the policies), and the
-// Prometheus rule file is a valid Prometheus rule file.
-func TestGeneratedConfigs(t *testing.T) {
+// write puts content in dir/name and returns its path.
+func write(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// loadVigil writes and loads the benchmark's Vigil configuration with the
+// agent's own loader (which also compiles the policies).
+func loadVigil(t *testing.T, s settings) (*agent.Config, string) {
+	t.Helper()
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
+	p := stack{token: write(t, dir, "token", "secret\n")}
+	text := vigilYAML(s, p, "http://127.0.0.1:1", filepath.Join(dir, "maintenance"))
+	cfg, err := agent.LoadFile(write(t, dir, "vigil.yaml", text))
+	if err != nil {
+		t.Fatalf("vigil config: %v\n%s", err, text)
+	}
+	return cfg, text
+}
+
+// The local path runs Vigil's default detection: the configuration the
+// benchmark writes loads with the agent's loader and leaves the rule files,
+// the evaluation interval and the evidence detector at their defaults.
+func TestVigilConfigKeepsDefaultDetection(t *testing.T) {
+	cfg, text := loadVigil(t, settings{window: "15s"})
+	got, ok := cfg.Sections["rules"].(*rules.Config)
+	if !ok {
+		t.Fatalf("rules section is %T", cfg.Sections["rules"])
+	}
+	def := rules.NewConfig()
+	if !slices.Equal(got.RuleFiles, def.RuleFiles) {
+		t.Errorf("rule_files = %v, want the default %v", got.RuleFiles, def.RuleFiles)
+	}
+	if got.EvaluationInterval != def.EvaluationInterval {
+		t.Errorf("evaluation_interval = %s, want the default %s", got.EvaluationInterval, def.EvaluationInterval)
+	}
+	if !reflect.DeepEqual(got.Evidence, def.Evidence) || !got.Evidence.Enabled {
+		t.Errorf("evidence = %+v, want the defaults %+v", got.Evidence, def.Evidence)
+	}
+	if !got.EventAlerts.ProcessExit || got.EventAlerts.ResolveAfter != 5*time.Second {
+		t.Errorf("event_alerts = %+v, want process exits on, resolve_after 5s", got.EventAlerts)
+	}
+	if strings.Contains(text, "rule_files") || strings.Contains(text, "for: 0s") {
+		t.Errorf("the local path must not get a rule of its own:\n%s", text)
+	}
+	// -local-interval still sets it when asked.
+	cfg, _ = loadVigil(t, settings{window: "15s", localInterval: 250 * time.Millisecond})
+	if got := cfg.Sections["rules"].(*rules.Config).EvaluationInterval; got != 250*time.Millisecond {
+		t.Errorf("-local-interval 250ms: evaluation_interval = %s", got)
+	}
+	// A broken policy is refused by the same loader, so this test catches
+	// a policy Vigil does not accept.
+	bad := strings.Replace(text, "action: webhook", "action: webhok", 1)
+	if _, err := agent.Load("bad.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "webhok") {
+		t.Errorf("a config with an unknown action loaded: %v", err)
+	}
+}
+
+// Each policy matches exactly the alerts its path raises: Vigil's default
+// alerts (from any of its sources) for the local policies, the Prometheus
+// rules' alerts for the others; other default alerts match none.
+func TestPoliciesMatchTheirPathsAlerts(t *testing.T) {
+	cfg, _ := loadVigil(t, settings{window: "15s"})
+	hc, ok := cfg.Sections["healing"].(*healing.Config)
+	if !ok {
+		t.Fatalf("healing section is %T", cfg.Sections["healing"])
+	}
+	tree, err := healing.CompilePolicies("vigil.yaml", "healing.policies", &hc.Policies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		labels map[string]string
+		want   string
+	}{
+		{map[string]string{"alertname": defaultExited, "unit": "faultbench-crash-0.service"}, policyLocalCrash},
+		{map[string]string{"alertname": defaultCrashLooping, "unit": "faultbench-crash-m1.service", "severity": "critical"}, policyLocalCrash},
+		{map[string]string{"alertname": default5xx, "unit": "faultbench-web-3.service", "severity": "critical"}, policyLocal5xx},
+		{map[string]string{"alertname": alertCrash, "unit": "faultbench-crash-0.service", "path": "conventional"}, policyConvCrash},
+		{map[string]string{"alertname": alert5xx, "unit": "faultbench-web-0.service", "path": "conventional"}, policyConv5xx},
+		{map[string]string{"alertname": alertMixinCrash, "unit": "faultbench-crash-m0.service", "path": "mixin"}, policyMixinCrash},
+		{map[string]string{"alertname": alertMixin5xx, "unit": "faultbench-web-m0.service", "path": "mixin"}, policyMixin5xx},
+		{map[string]string{"alertname": "VigilWorkloadHighLatency", "unit": "faultbench-web-0.service"}, ""},
+		{map[string]string{"alertname": default5xx, "unit": "other.service"}, ""},
+	} {
+		var got []string
+		for _, p := range tree.Match(c.labels) {
+			got = append(got, p.Name)
 		}
-		return p
+		want := []string{}
+		if c.want != "" {
+			want = []string{c.want}
+		}
+		if !slices.Equal(append([]string{}, got...), want) {
+			t.Errorf("%v matches policies %v, want %v", c.labels, got, want)
+		}
 	}
-	s := settings{localInterval: 250 * time.Millisecond, window: "15s"}
-	p := stack{token: write("token", "secret\n")}
-	p.localRules = write("local.rules.yml", rulesYAML("faultbench-local", "local", s.window))
-	p.promRules = write("prometheus.rules.yml", rulesYAML("faultbench-conventional", "conventional", s.window))
-	cfgFile := write("vigil.yaml", vigilYAML(s, p, "http://127.0.0.1:1", filepath.Join(dir, "maintenance")))
-	if _, err := agent.LoadFile(cfgFile); err != nil {
-		t.Fatalf("vigil config: %v\n%s", err, vigilYAML(s, p, "http://127.0.0.1:1", "m"))
-	}
-	for _, f := range []string{p.localRules, p.promRules} {
+}
+
+// The Prometheus rule file is a valid Prometheus 2.42 rule file with the
+// conventional rules (for: 0s) and, unless the mixin path is off, the
+// mixin rules with its for: durations; each rule selects only its own
+// path's workloads.
+func TestPrometheusRules(t *testing.T) {
+	for _, c := range []struct {
+		mixinRuns int
+		want      string
+	}{
+		{4, "FaultbenchCrash/conventional/0s,FaultbenchHTTP5xx/conventional/0s,FaultbenchMixinCrashLooping/mixin/15m,FaultbenchMixinHTTPErrorsHigh/mixin/10m"},
+		{0, "FaultbenchCrash/conventional/0s,FaultbenchHTTP5xx/conventional/0s"},
+	} {
+		s := settings{window: "15s", mixinRuns: c.mixinRuns, mixinCrashFor: 15 * time.Minute, mixin5xxFor: 10 * time.Minute}
+		f := write(t, t.TempDir(), "prometheus.rules.yml", promRulesYAML(s))
 		// Legacy name validation: the Prometheus here is 2.42.
 		rg, errs := rulefmt.ParseFile(f, false, model.LegacyValidation, rules.Parser, slog.New(slog.DiscardHandler))
 		if len(errs) > 0 {
-			t.Fatalf("%s: %v", f, errs)
+			t.Fatalf("%v", errs)
 		}
 		var names []string
 		for _, g := range rg.Groups {
 			for _, r := range g.Rules {
 				names = append(names, r.Alert+"/"+r.Labels["path"]+"/"+r.For.String())
+				main := strings.Contains(r.Expr, "-[0-9]+[.]service")
+				if main != (r.Labels["path"] == "conventional") {
+					t.Errorf("%s selects the wrong workloads: %s", r.Alert, r.Expr)
+				}
 			}
 		}
-		want := "FaultbenchHTTP5xx/local/0s"
-		if f == p.promRules {
-			want = "FaultbenchHTTP5xx/conventional/0s,FaultbenchCrash/conventional/0s"
-		}
-		if got := strings.Join(names, ","); got != want {
-			t.Errorf("%s: rules %s, want %s", f, got, want)
+		if got := strings.Join(names, ","); got != c.want {
+			t.Errorf("mixin runs %d: rules %s, want %s", c.mixinRuns, got, c.want)
 		}
 	}
-	// A broken policy is refused by the same loader, so the test above
-	// would catch a policy Vigil does not accept.
-	bad := strings.Replace(vigilYAML(s, p, "http://127.0.0.1:1", "m"), "action: webhook", "action: webhok", 1)
-	if _, err := agent.Load("bad.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "webhok") {
-		t.Errorf("a config with an unknown action loaded: %v", err)
+	if got := promDuration(90 * time.Second); got != "90s" {
+		t.Errorf("promDuration(90s) = %q", got)
+	}
+}
+
+// The receiver accepts each policy's own alerts from their own sources and
+// lists everything else as unexpected.
+func TestReceiverChecksAlertSources(t *testing.T) {
+	rc := newReceiver()
+	post := func(policy, alertname, source string) {
+		body := fmt.Sprintf(`{"policy":%q,"alert":{"labels":{"alertname":%q,"unit":"u"},"annotations":{"evidence_requests":"7","evidence_bad_requests":"7"},"source":%q,"starts_at":"2026-12-04T01:00:00Z"}}`, policy, alertname, source)
+		w := httptest.NewRecorder()
+		rc.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/act/"+policy, strings.NewReader(body)))
+		if w.Code != http.StatusNoContent {
+			t.Errorf("%s: status %d", policy, w.Code)
+		}
+	}
+	post(policyLocalCrash, defaultExited, "event")
+	post(policyLocalCrash, defaultCrashLooping, "rule")
+	post(policyLocal5xx, default5xx, "evidence")
+	post(policyLocal5xx, default5xx, "rule")
+	post(policyConv5xx, alert5xx, "alertmanager")
+	post(policyMixinCrash, alertMixinCrash, "alertmanager")
+	if bad := rc.unexpected(); len(bad) > 0 {
+		t.Fatalf("expected calls flagged: %v", bad)
+	}
+	if c := rc.calls[2]; c.alert() != default5xx+" (evidence)" || c.evidence() != "7/7" {
+		t.Errorf("evidence call: alert %q evidence %q", c.alert(), c.evidence())
+	}
+	post(policyLocal5xx, default5xx, "alertmanager") // a forwarded copy is not the local path
+	post(policyLocalCrash, defaultExited, "rule")
+	post(policyConvCrash, defaultExited, "event")
+	post("nobody", default5xx, "evidence")
+	if bad := rc.unexpected(); len(bad) != 4 {
+		t.Errorf("want 4 unexpected calls, got %d: %v", len(bad), bad)
+	}
+}
+
+func TestKubeletBackoff(t *testing.T) {
+	var got []string
+	for n := 1; n <= 8; n++ {
+		got = append(got, kubeletBackoff(n).String())
+	}
+	if want := "10s 20s 40s 1m20s 2m40s 5m0s 5m0s 5m0s"; strings.Join(got, " ") != want {
+		t.Errorf("back-offs %v, want %s", got, want)
+	}
+}
+
+// The report puts the mixin path in the same table with its ratio against
+// the local row, and judges issue 19's 5xx goal.
+func TestReportMixinRowsAndGoal(t *testing.T) {
+	sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
+	mk := func(localP99 time.Duration, mixin bool) []*scenario {
+		sc := &scenario{name: "5xx", what: "5xx"}
+		for i := range 10 {
+			l := sec(0.3)
+			if i == 9 {
+				l = localP99
+			}
+			sc.results = append(sc.results, result{local: l, conv: sec(8), localDetect: sec(0.2), convDetect: sec(7),
+				localAlert: default5xx + " (evidence)", evidence: "7/7"})
+		}
+		if mixin {
+			sc.mixin = []mixinResult{{local: sec(0.3), mixin: sec(610)}, {local: sec(0.4), mixin: sec(620), detail: ""}}
+		}
+		return []*scenario{sc}
+	}
+	s := settings{runs: 10, rps: 50, promInterval: 5 * time.Second, window: "15s", timeout: time.Minute,
+		mixinRuns: 2, mixinCrashFor: 15 * time.Minute, mixin5xxFor: 10 * time.Minute}
+	md := report{settings: s, scenarios: mk(sec(1), true)}.markdown()
+	for _, want := range []string{
+		"| 5xx | local (Vigil's default detection) | 10 / 10 | 300 ms | 1.00 s | VigilWorkloadHigh5xxRatio (evidence) ×10 |",
+		"| 5xx | kubernetes-mixin `for:` (Prometheus 5s, `for: 10m`, Alertmanager) | 2 / 2 | 610.00 s | 620.00 s |",
+		"| 5xx | **ratio mixin / local** | | **2033×** | **620×** | |",
+		"5 s at p99 at ≥ 20 req/s, with the default configuration: met (p99 1.00 s at 50 req/s)",
+		"Evidence at firing (5xx, answers 5xx / requests since the CUSUM left zero): 7/7 ×10.",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	s.mixinRuns = 0
+	md = report{settings: s, scenarios: mk(sec(6), false)}.markdown()
+	if strings.Contains(md, "mixin") {
+		t.Errorf("mixin path off, yet the report mentions it:\n%s", md)
+	}
+	if !strings.Contains(md, "NOT met (p99 6.00 s at 50 req/s)") {
+		t.Errorf("a 6 s p99 must miss issue 19's goal:\n%s", md)
+	}
+	s.rps = 10
+	if md := (report{settings: s, scenarios: mk(sec(1), false)}).markdown(); !strings.Contains(md, "not measured (load 10 req/s, below 20)") {
+		t.Errorf("10 req/s cannot show the goal:\n%s", md)
 	}
 }

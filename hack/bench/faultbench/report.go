@@ -77,36 +77,54 @@ type report struct {
 	host      string
 }
 
+// goal5xx is issue 19's goal for a replica answering 5xx, with Vigil's
+// default configuration: acted on within 5 s at p99, at 20 req/s or more.
+const (
+	goal5xxP99 = 5 * time.Second
+	goal5xxRPS = 20
+)
+
 func (r report) markdown() string {
 	s := r.settings
 	var b strings.Builder
-	b.WriteString("| scenario | path | acted / faults | median | p99 |\n|---|---|---|---|---|\n")
+	b.WriteString("| scenario | path | acted / faults | median | p99 | alert acted on (source) |\n|---|---|---|---|---|---|\n")
 	var verdicts []string
+	goal19 := "not measured (no 5xx scenario)"
 	for _, sc := range r.scenarios {
-		var local, conv []time.Duration
+		var local, conv, mixin []time.Duration
+		var localAlerts []string
 		for _, res := range sc.results {
 			local = append(local, res.local)
 			conv = append(conv, res.conv)
+			localAlerts = append(localAlerts, res.localAlert)
 		}
-		l, c := summarize(local), summarize(conv)
-		localName := "local (Vigil rule, " + s.localInterval.String() + ")"
-		if sc.name == "crash" {
-			localName = "local (Vigil event alert)"
+		for _, m := range sc.mixin {
+			mixin = append(mixin, m.mixin)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d / %d | %s | %s |\n", sc.name, localName, l.acted, l.faults, seconds(orMissing(l)), seconds(p99OrMissing(l)))
-		fmt.Fprintf(&b, "| %s | conventional (Prometheus %s, Alertmanager) | %d / %d | %s | %s |\n", sc.name, s.promInterval, c.acted, c.faults, seconds(orMissing(c)), seconds(p99OrMissing(c)))
+		l, c, m := summarize(local), summarize(conv), summarize(mixin)
+		fmt.Fprintf(&b, "| %s | local (Vigil's default detection) | %d / %d | %s | %s | %s |\n", sc.name, l.acted, l.faults, seconds(orMissing(l)), seconds(p99OrMissing(l)), tally(localAlerts))
+		fmt.Fprintf(&b, "| %s | conventional (Prometheus %s, `for: 0s`, Alertmanager) | %d / %d | %s | %s | %s (alertmanager) |\n", sc.name, s.promInterval, c.acted, c.faults, seconds(orMissing(c)), seconds(p99OrMissing(c)), convAlert(sc.name))
 		both := l.acted > 0 && c.acted > 0
-		fmt.Fprintf(&b, "| %s | **ratio conventional / local** | | **%s** | **%s** |\n", sc.name, ratio(c.median, l.median, both), ratio(c.p99, l.p99, both))
+		fmt.Fprintf(&b, "| %s | **ratio conventional / local** | | **%s** | **%s** | |\n", sc.name, ratio(c.median, l.median, both), ratio(c.p99, l.p99, both))
+		if len(sc.mixin) > 0 {
+			fmt.Fprintf(&b, "| %s | kubernetes-mixin `for:` (Prometheus %s, `for: %s`, Alertmanager) | %d / %d | %s | %s | %s (alertmanager) |\n", sc.name, s.promInterval, promDuration(s.mixinFor(sc.name)), m.acted, m.faults, seconds(orMissing(m)), seconds(p99OrMissing(m)), mixinAlert(sc.name))
+			mboth := l.acted > 0 && m.acted > 0
+			fmt.Fprintf(&b, "| %s | **ratio mixin / local** | | **%s** | **%s** | |\n", sc.name, ratio(m.median, l.median, mboth), ratio(m.p99, l.p99, mboth))
+		}
 		p99ok := l.acted == l.faults && l.acted > 0 && l.p99 < 2*time.Second
 		fast := both && float64(c.median) >= 10*float64(l.median) && float64(c.p99) >= 10*float64(l.p99)
-		verdicts = append(verdicts, fmt.Sprintf("%s: local p99 < 2 s %s, ≥ 10× faster (median and p99) %s", sc.name, yes(p99ok), yes(fast)))
+		verdicts = append(verdicts, fmt.Sprintf("%s: local p99 < 2 s %s, ≥ 10× faster than conventional (median and p99) %s", sc.name, yes(p99ok), yes(fast)))
+		if sc.name == "5xx" {
+			goal19 = goal5xx(l, s.rps)
+		}
 	}
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "Goals — %s.\n\n", strings.Join(verdicts, "; "))
-	b.WriteString("Where the time goes (median / slowest): detection is fault → the alert's start (the exit's kernel time for the event alert, the first firing evaluation for a rule), delivery is the alert's start → the action's call (for the conventional path: Prometheus → Alertmanager → Vigil's webhook → healing).\n\n")
+	fmt.Fprintf(&b, "Goal of issue 19 — a replica answering 5xx acted on within 5 s at p99 at ≥ 20 req/s, with the default configuration: %s.\n\n", goal19)
+	fmt.Fprintf(&b, "Goals of issue 11 — %s.\n\n", strings.Join(verdicts, "; "))
+	b.WriteString("Where the time goes (median / slowest): detection is fault → the alert's start (the exit's kernel time for the event alert, the outcome batch that completed the evidence for an evidence alert, the first firing evaluation for a rule), delivery is the alert's start → the action's call (for the Prometheus paths: Prometheus → Alertmanager → Vigil's webhook → healing).\n\n")
 	b.WriteString("| scenario | path | detection | delivery |\n|---|---|---|---|\n")
 	for _, sc := range r.scenarios {
-		var ld, ldl, cd, cdl []time.Duration
+		var ld, ldl, cd, cdl, md, mdl []time.Duration
 		for _, res := range sc.results {
 			if res.local != missed {
 				ld, ldl = append(ld, res.localDetect), append(ldl, res.local-res.localDetect)
@@ -115,15 +133,66 @@ func (r report) markdown() string {
 				cd, cdl = append(cd, res.convDetect), append(cdl, res.conv-res.convDetect)
 			}
 		}
+		for _, m := range sc.mixin {
+			if m.mixin != missed {
+				md, mdl = append(md, m.mixinDetect), append(mdl, m.mixin-m.mixinDetect)
+			}
+		}
 		fmt.Fprintf(&b, "| %s | local | %s | %s |\n", sc.name, spread(ld), spread(ldl))
 		fmt.Fprintf(&b, "| %s | conventional | %s | %s |\n", sc.name, spread(cd), spread(cdl))
+		if len(sc.mixin) > 0 {
+			fmt.Fprintf(&b, "| %s | kubernetes-mixin | %s | %s |\n", sc.name, spread(md), spread(mdl))
+		}
 	}
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "Time from the fault's injection (the driver's clock) to the remediation webhook's arrival at the driver's receiver (same clock), %d faults per scenario, each measured on both paths at once. Percentiles by nearest rank (with fewer than 100 faults the p99 is the slowest fault). Missed: no action within %s.\n\n", s.runs, s.timeout)
+	fmt.Fprintf(&b, "Time from the fault's injection (the driver's clock) to the remediation webhook's arrival at the driver's receiver (same clock), %d faults per scenario each measured on the local and conventional paths at once", s.runs)
+	if s.mixinRuns > 0 {
+		fmt.Fprintf(&b, ", and %d more per scenario on the kubernetes-mixin path (its ratios are against the local row above)", s.mixinRuns)
+	}
+	fmt.Fprintf(&b, ". Percentiles by nearest rank (with fewer than 100 faults the p99 is the slowest fault). Missed: no action within %s", s.timeout)
+	if s.mixinRuns > 0 {
+		fmt.Fprintf(&b, " (mixin path: its `for:` + %s)", s.timeout+2*time.Minute)
+	}
+	b.WriteString(".\n\n")
+	for _, sc := range r.scenarios {
+		var ev []string
+		for _, res := range sc.results {
+			if res.evidence != "" {
+				ev = append(ev, res.evidence)
+			}
+		}
+		if len(ev) > 0 {
+			fmt.Fprintf(&b, "Evidence at firing (%s, answers 5xx / requests since the CUSUM left zero): %s.\n\n", sc.name, tally(ev))
+		}
+	}
 	b.WriteString("Settings:\n\n")
-	fmt.Fprintf(&b, "- local: Vigil with the eBPF and cgroup collectors; `rules.evaluation_interval: %s` (ingest and every group, the default rule set included); crash = fast-path event alert `VigilProcessExitedNonZero` (`event_alerts.resolve_after: 5s`); 5xx = local rule `%s`, `for: 0s`; healing `dry_run: false`, action `webhook`.\n", s.localInterval, httpExpr(s.window))
-	fmt.Fprintf(&b, "- conventional: Prometheus (Debian 2.42) scraping Vigil's /metrics every %s and evaluating every %s (`--rules.alert.resend-delay=1s`): crash = `%s`, 5xx = the same 5xx rule, both `for: 0s`; Alertmanager (Debian 0.25) `group_wait: 1s`, `group_interval: 1s`, `repeat_interval: 4h`, `group_by: ['...']`, posting to Vigil's `rules.alertmanager_webhook` with a bearer token; the same healing engine, a policy that matches only those alerts (the receiver checks each call's alert source).\n", s.promInterval, s.promInterval, crashExpr(s.window))
-	fmt.Fprintf(&b, "- faults: crash = %s; 5xx = %s (the load generator sends GET / on a keep-alive connection). %d workloads per scenario used in turn; before each fault none of the alerts the measured policies act on is active for its workload, in Vigil or in Prometheus, and Prometheus holds the workload's error counter (each workload is primed once with an unmeasured fault; the default rule set's `VigilWorkloadCrashLooping` and `VigilWorkloadHigh5xxRatio` may fire about these workloads, and no policy acts on them). Each fault waits a random 0–%s first, so faults fall at every phase of the scrape and evaluation cycle. The scenarios run concurrently.\n", scenarioWhat(r.scenarios, "crash"), scenarioWhat(r.scenarios, "5xx"), s.pool, s.promInterval)
+	interval := "Vigil's default `rules.evaluation_interval` (5s)"
+	if s.localInterval > 0 {
+		interval = fmt.Sprintf("`rules.evaluation_interval: %s`", s.localInterval)
+	}
+	fmt.Fprintf(&b, "- local: Vigil's default detection: the embedded default rule set (no rule of the benchmark's own), %s, `rules.evidence` at its defaults; the eBPF and cgroup collectors (host, logs, kube off); `event_alerts.resolve_after: 5s` (so a workload's next crash is a new alert); healing `dry_run: false`, policy `local-crash` on `%s` or `%s`, `local-5xx` on `%s`, action `webhook`.\n", interval, defaultExited, defaultCrashLooping, default5xx)
+	fmt.Fprintf(&b, "- conventional: Prometheus (Debian 2.42) scraping Vigil's /metrics every %s and evaluating every %s (`--rules.alert.resend-delay=1s`): crash = `%s`, 5xx = `%s`, both `for: 0s`; Alertmanager (Debian 0.25) `group_wait: 1s`, `group_interval: 1s`, `repeat_interval: 4h`, `group_by: ['...']`, posting to Vigil's `rules.alertmanager_webhook` with a bearer token; the same healing engine, a policy that matches only those alerts (the receiver checks each call's alert and source).\n", s.promInterval, s.promInterval, crashExpr(s.window), httpExpr(s.window))
+	if s.mixinRuns > 0 {
+		fmt.Fprintf(&b, "- kubernetes-mixin: the same Prometheus and Alertmanager; crash = `%s`, `for: %s` (KubePodCrashLooping); 5xx = `%s`, `for: %s` (KubeAPIErrorsHigh); faults of their own, all at once: crash = the process exits with code 3 and is restarted after kubelet's back-off (10 s doubled up to 5 min) to exit again, until the mixin path acts; 5xx = the server answers 500 until then. New workloads, so the first exit creates the error counter and Prometheus sees the loop from the second, 10 s later.\n", mixinCrashExpr(), promDuration(s.mixinCrashFor), mixinHTTPExpr(), promDuration(s.mixin5xxFor))
+		for _, sc := range r.scenarios {
+			var lt []time.Duration
+			var details []string
+			for _, m := range sc.mixin {
+				if m.local != missed {
+					lt = append(lt, m.local)
+				}
+				if m.detail != "" {
+					details = append(details, m.detail)
+				}
+			}
+			fmt.Fprintf(&b, "- kubernetes-mixin %s faults: the local path acted on them in %s (median / slowest)", sc.name, spread(lt))
+			if len(details) > 0 {
+				fmt.Fprintf(&b, "; %s", strings.Join(details, ", "))
+			}
+			b.WriteString(".\n")
+		}
+	}
+	fmt.Fprintf(&b, "- faults: crash = %s; 5xx = %s (the load generator sends GET / on a keep-alive connection). %d workloads per scenario used in turn; before each fault none of the alerts the fault must raise anew is active or pending for its workload, in Vigil or in Prometheus (crash: `%s`, `%s`; 5xx: `%s` from either source, `%s`), and Prometheus holds the workload's error counter (each workload is primed once with an unmeasured fault). Each fault waits a random 0–%s first, so faults fall at every phase of the scrape and evaluation cycle. %s\n", scenarioWhat(r.scenarios, "crash"), scenarioWhat(r.scenarios, "5xx"), s.pool, defaultExited, alertCrash, default5xx, alert5xx, s.promInterval, concurrently(s))
 	for _, sc := range r.scenarios {
 		if sc.load != nil {
 			fmt.Fprintf(&b, "- %s: %s.\n", sc.name, sc.load())
@@ -131,6 +200,70 @@ func (r report) markdown() string {
 	}
 	fmt.Fprintf(&b, "- machine: %s; run took %s.\n", r.host, r.elapsed.Round(time.Second))
 	return b.String()
+}
+
+// goal5xx judges issue 19's 5xx goal on the local path's summary l at rps.
+func goal5xx(l summary, rps float64) string {
+	switch {
+	case rps < goal5xxRPS:
+		return fmt.Sprintf("not measured (load %g req/s, below %d)", rps, goal5xxRPS)
+	case l.acted < l.faults || l.acted == 0:
+		return fmt.Sprintf("NOT met (the local path acted on %d of %d faults)", l.acted, l.faults)
+	case l.p99 > goal5xxP99:
+		return fmt.Sprintf("NOT met (p99 %s at %g req/s)", seconds(l.p99), rps)
+	}
+	return fmt.Sprintf("met (p99 %s at %g req/s)", seconds(l.p99), rps)
+}
+
+// tally counts equal strings: "a ×3, b ×1", most frequent first; "" is
+// counted as missed.
+func tally(vals []string) string {
+	counts := map[string]int{}
+	for _, v := range vals {
+		if v == "" {
+			v = "missed"
+		}
+		counts[v]++
+	}
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if counts[a] != counts[b] {
+			return counts[b] - counts[a]
+		}
+		return strings.Compare(a, b)
+	})
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = fmt.Sprintf("%s ×%d", k, counts[k])
+	}
+	if len(out) == 0 {
+		return "–"
+	}
+	return strings.Join(out, ", ")
+}
+
+func concurrently(s settings) string {
+	if s.mixinRuns > 0 {
+		return "The scenarios, and the mixin path's faults, run concurrently."
+	}
+	return "The scenarios run concurrently."
+}
+
+func convAlert(scenario string) string {
+	if scenario == "crash" {
+		return alertCrash
+	}
+	return alert5xx
+}
+
+func mixinAlert(scenario string) string {
+	if scenario == "crash" {
+		return alertMixinCrash
+	}
+	return alertMixin5xx
 }
 
 func orMissing(s summary) time.Duration {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,11 +34,15 @@ type environment struct {
 
 // scenario is one kind of fault on a pool of workloads.
 type scenario struct {
-	name        string // crash, 5xx
-	what        string // the fault, for the report
-	units       []string
-	localPolicy string
-	convPolicy  string
+	name       string   // crash, 5xx
+	what       string   // the fault, for the report
+	units      []string // the main workloads, measured on the local and conventional paths
+	mixinUnits []string // the mixin path's own workloads (and the local path's on them)
+
+	localPolicy, convPolicy, mixinPolicy string
+	// fresh are the alerts a fault must raise anew: none of them may be
+	// active (or pending) about a workload before its fault.
+	fresh []string
 	// series is the PromQL selector of a unit's error counter (%q is the
 	// unit): Prometheus must hold it before a fault is measured, or the
 	// conventional rule's increase() would need a second scrape (or, for a
@@ -45,20 +50,36 @@ type scenario struct {
 	series string
 	// prepare readies a fault on unit: inject causes it, revert ends it.
 	prepare func(ctx context.Context, unit string) (inject, revert func() error, err error)
+	// sustain readies the mixin path's fault, which lasts until revert: a
+	// crash loop, or 5xx answers. revert says what happened (e.g. how many
+	// failed exits).
+	sustain func(ctx context.Context, unit string) (inject func() error, revert func() (string, error), err error)
 	// load returns the answers the load generator saw (5xx scenario).
 	load func() string
 
 	results []result
+	mixin   []mixinResult
 }
 
 // result is one measured fault: how long each path took to call its
-// action (missed: it had not acted by the timeout), and how much of that
-// was before the alert started (detection; the rest is delivery to the
-// action).
+// action (missed: it had not acted by the timeout), how much of that was
+// before the alert started (detection; the rest is delivery to the
+// action), and which of Vigil's default alerts the local path acted on.
 type result struct {
 	unit                    string
 	local, conv             time.Duration
 	localDetect, convDetect time.Duration
+	localAlert              string // alertname (source) of the local call
+	evidence                string // for an evidence alert: bad requests / requests at firing
+}
+
+// mixinResult is one fault of the mixin path, timed on that path and on
+// the local one.
+type mixinResult struct {
+	unit               string
+	local, mixin       time.Duration
+	mixinDetect        time.Duration
+	localAlert, detail string
 }
 
 // missed marks a path that did not act within the timeout.
@@ -66,12 +87,12 @@ const missed = time.Duration(-1)
 
 func (e *environment) crashScenario() *scenario {
 	sc := &scenario{name: "crash", what: "a process in faultbench-crash-N.service exits with code 3",
-		localPolicy: policyLocalCrash, convPolicy: policyConvCrash,
-		series: `vigil_process_exits_total{outcome="error",unit=%q}`}
-	for i := range e.s.pool {
-		sc.units = append(sc.units, fmt.Sprintf("faultbench-crash-%d.service", i))
-	}
+		localPolicy: policyLocalCrash, convPolicy: policyConvCrash, mixinPolicy: policyMixinCrash,
+		fresh:  []string{defaultExited, alertCrash},
+		series: `vigil_process_exits_total{outcome="error",unit=%q}`,
+		units:  e.s.units("crash"), mixinUnits: e.s.mixinUnitNames("crash")}
 	sc.prepare = e.prepareCrash
+	sc.sustain = e.prepareCrashLoop
 	return sc
 }
 
@@ -135,9 +156,80 @@ func (e *environment) prepareCrash(ctx context.Context, unit string) (inject, re
 	return inject, revert, nil
 }
 
-// startWebServers starts one web server per 5xx workload and a load
-// generator on each; both stop at cleanup (the load first).
-func (e *environment) startWebServers(r *testenv.Runner) (map[string]*webServer, error) {
+// kubeletBackoff is the wait before restart n (from 1) of a crash-looping
+// container: kubelet's back-off, 10 s doubled at each restart up to 5
+// minutes.
+func kubeletBackoff(n int) time.Duration {
+	d := 10 * time.Second
+	for i := 1; i < n && d < 5*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Minute)
+}
+
+// prepareCrashLoop readies a crash loop in unit, the mixin path's crash
+// fault: inject makes the first process exit with code 3, and a new one
+// is started and made to exit the same way after each of kubelet's
+// back-offs until revert.
+func (e *environment) prepareCrashLoop(ctx context.Context, unit string) (inject func() error, revert func() (string, error), err error) {
+	first, firstRevert, err := e.prepareCrash(ctx, unit)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	exits := 0
+	started := false
+	inject = func() error {
+		if err := first(); err != nil {
+			return err
+		}
+		started = true
+		go func() {
+			wait := firstRevert // waits for the exit and checks its code
+			for n := 1; ; n++ {
+				if err := wait(); err != nil {
+					done <- err
+					return
+				}
+				exits++
+				select {
+				case <-stop:
+					done <- nil
+					return
+				case <-ctx.Done():
+					done <- nil
+					return
+				case <-time.After(kubeletBackoff(n)):
+				}
+				crash, rev, err := e.prepareCrash(ctx, unit)
+				if err != nil {
+					done <- err
+					return
+				}
+				if err := crash(); err != nil {
+					done <- errors.Join(err, rev())
+					return
+				}
+				wait = rev
+			}
+		}()
+		return nil
+	}
+	revert = func() (string, error) {
+		if !started {
+			return "", firstRevert()
+		}
+		close(stop)
+		err := <-done
+		return fmt.Sprintf("%d failed exits", exits), err
+	}
+	return inject, revert, nil
+}
+
+// startWebServers starts a web server in each unit and a load generator
+// on each; both stop at cleanup (the load first).
+func (e *environment) startWebServers(r *testenv.Runner, units []string) (map[string]*webServer, error) {
 	web := map[string]*webServer{}
 	r.Cleanup(func() {
 		for _, w := range web {
@@ -147,8 +239,7 @@ func (e *environment) startWebServers(r *testenv.Runner) (map[string]*webServer,
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	r.Cleanup(func() { cancel(); wg.Wait() })
-	for i := range e.s.pool {
-		unit := fmt.Sprintf("faultbench-web-%d.service", i)
+	for _, unit := range units {
 		w, err := startWeb(e.cg, unit)
 		if err != nil {
 			return nil, err
@@ -162,14 +253,17 @@ func (e *environment) startWebServers(r *testenv.Runner) (map[string]*webServer,
 
 func (e *environment) httpScenario(web map[string]*webServer) *scenario {
 	sc := &scenario{name: "5xx", what: fmt.Sprintf("an HTTP server in faultbench-web-N.service under %g req/s starts answering 500", e.s.rps),
-		localPolicy: policyLocal5xx, convPolicy: policyConv5xx,
-		series: `vigil_http_requests_total{kind="server",status_class="5xx",unit=%q}`}
-	for i := range e.s.pool {
-		sc.units = append(sc.units, fmt.Sprintf("faultbench-web-%d.service", i))
-	}
+		localPolicy: policyLocal5xx, convPolicy: policyConv5xx, mixinPolicy: policyMixin5xx,
+		fresh:  []string{default5xx, alert5xx},
+		series: `vigil_http_requests_total{kind="server",status_class="5xx",unit=%q}`,
+		units:  e.s.units("web"), mixinUnits: e.s.mixinUnitNames("web")}
 	sc.prepare = func(_ context.Context, unit string) (inject, revert func() error, err error) {
 		w := web[unit]
 		return func() error { return w.set("5xx") }, func() error { return w.set("ok") }, nil
+	}
+	sc.sustain = func(ctx context.Context, unit string) (inject func() error, revert func() (string, error), err error) {
+		inj, rev, err := sc.prepare(ctx, unit)
+		return inj, func() (string, error) { return "", rev() }, err
 	}
 	sc.load = func() string {
 		var ok, bad, failed int64
@@ -195,7 +289,7 @@ func (e *environment) runScenario(ctx context.Context, sc *scenario) error {
 		}
 		sc.results = append(sc.results, res)
 		e.log.Info("fault measured", "scenario", sc.name, "run", i+1, "of", e.s.runs, "unit", unit,
-			"local", fmtDur(res.local), "conventional", fmtDur(res.conv))
+			"local", fmtDur(res.local), "local_alert", res.localAlert, "evidence", res.evidence, "conventional", fmtDur(res.conv))
 	}
 	return nil
 }
@@ -255,40 +349,134 @@ func (e *environment) fault(ctx context.Context, sc *scenario, unit string) (res
 		return result{}, errors.Join(fmt.Errorf("inject: %w", err), revert())
 	}
 	res := result{unit: unit}
-	wctx, cancel := context.WithTimeout(ctx, e.s.timeout)
-	defer cancel()
-	for _, p := range []struct {
-		policy        string
-		total, detect *time.Duration
-	}{{sc.localPolicy, &res.local, &res.localDetect}, {sc.convPolicy, &res.conv, &res.convDetect}} {
-		c, err := e.rc.first(wctx, p.policy, unit, t0)
-		switch {
-		case err == nil:
-			*p.total = c.at.Sub(t0)
-			*p.detect = c.startsAt.Sub(t0)
-		case ctx.Err() != nil:
-			return res, errors.Join(ctx.Err(), revert())
-		default:
-			*p.total, *p.detect = missed, missed
-			e.log.Warn("no action within the timeout", "scenario", sc.name, "policy", p.policy, "unit", unit, "timeout", e.s.timeout)
-		}
+	deadline := t0.Add(e.s.timeout)
+	c, err := e.await(ctx, sc.localPolicy, unit, t0, deadline)
+	if err != nil {
+		return res, errors.Join(err, revert())
 	}
+	res.local, res.localDetect = c.took(t0)
+	res.localAlert, res.evidence = c.alert(), c.evidence()
+	c, err = e.await(ctx, sc.convPolicy, unit, t0, deadline)
+	if err != nil {
+		return res, errors.Join(err, revert())
+	}
+	res.conv, res.convDetect = c.took(t0)
 	return res, revert()
 }
 
-// measuredAlerts are the alerts the measured policies act on. Other alerts
-// of the default rule set may fire about a benchmark workload too
-// (VigilWorkloadCrashLooping after three crashes in 5 minutes,
-// VigilWorkloadHigh5xxRatio after a minute of errors); no policy acts on
-// them, so they do not hold a fault back.
-var measuredAlerts = map[string]bool{"VigilProcessExitedNonZero": true, alertCrash: true, alert5xx: true}
+// await returns policy's first call about unit at or after since, or a
+// zero call when there was none by deadline; err only when ctx ended.
+func (e *environment) await(ctx context.Context, policy, unit string, since, deadline time.Time) (call, error) {
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	c, err := e.rc.first(wctx, policy, unit, since)
+	switch {
+	case err == nil:
+		return c, nil
+	case ctx.Err() != nil:
+		return call{}, ctx.Err()
+	}
+	e.log.Warn("no action within the timeout", "policy", policy, "unit", unit, "timeout", deadline.Sub(since).Round(time.Second))
+	return call{}, nil
+}
 
-// waitHealthy waits until no measured alert about unit is active in Vigil
-// (its own, and Alertmanager's as delivered) or in Prometheus, and
-// Prometheus holds the unit's error counter: the next fault then raises a
-// new alert on both paths.
+// took is how long after t0 the call came and its alert started (missed
+// for a zero call).
+func (c call) took(t0 time.Time) (total, detect time.Duration) {
+	if c.at.IsZero() {
+		return missed, missed
+	}
+	return c.at.Sub(t0), c.startsAt.Sub(t0)
+}
+
+// alert is "alertname (source)", or "" for a zero call.
+func (c call) alert() string {
+	if c.at.IsZero() {
+		return ""
+	}
+	return c.labels["alertname"] + " (" + c.source + ")"
+}
+
+// evidence is "bad/requests" from an evidence alert's annotations.
+func (c call) evidence() string {
+	if c.source != "evidence" {
+		return ""
+	}
+	return c.annotations["evidence_bad_requests"] + "/" + c.annotations["evidence_requests"]
+}
+
+// runMixin measures the mixin path on its own workloads, all at once: a
+// fault that lasts (sustain) on each, timed on the mixin and the local
+// paths. The workloads are new (no priming: a priming fault would leave
+// the mixin rule pending for as long as its range), so Prometheus first
+// sees each error counter when the fault creates it.
+func (e *environment) runMixin(ctx context.Context, sc *scenario) error {
+	forDur := e.s.mixinFor(sc.name)
+	var wg sync.WaitGroup
+	errs := make([]error, len(sc.mixinUnits))
+	res := make([]mixinResult, len(sc.mixinUnits))
+	for i, unit := range sc.mixinUnits {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = e.mixinFault(ctx, sc, unit, forDur)
+			if errs[i] == nil {
+				e.log.Info("mixin fault measured", "scenario", sc.name, "unit", unit,
+					"local", fmtDur(res[i].local), "mixin", fmtDur(res[i].mixin), "detail", res[i].detail)
+			}
+		}()
+	}
+	wg.Wait()
+	sc.mixin = res
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%s (mixin path): %w", sc.name, err)
+	}
+	return nil
+}
+
+func (e *environment) mixinFault(ctx context.Context, sc *scenario, unit string, forDur time.Duration) (mixinResult, error) {
+	res := mixinResult{unit: unit}
+	inject, revert, err := sc.sustain(ctx, unit)
+	if err != nil {
+		return res, err
+	}
+	end := func(err error) (mixinResult, error) {
+		detail, rerr := revert()
+		res.detail = detail
+		return res, errors.Join(err, rerr)
+	}
+	select {
+	case <-ctx.Done():
+		return end(ctx.Err())
+	case <-time.After(rand.N(e.s.promInterval)):
+	}
+	t0 := time.Now()
+	if err := inject(); err != nil {
+		return end(fmt.Errorf("inject: %w", err))
+	}
+	c, err := e.await(ctx, sc.localPolicy, unit, t0, t0.Add(e.s.timeout))
+	if err != nil {
+		return end(err)
+	}
+	res.local, _ = c.took(t0)
+	res.localAlert = c.alert()
+	// The mixin rule fires after its for:, once it has seen the fault
+	// (a scrape or two, and the second exit of a crash loop: the first
+	// one creates the counter); then Alertmanager and healing.
+	c, err = e.await(ctx, sc.mixinPolicy, unit, t0, t0.Add(forDur+e.s.timeout+2*time.Minute))
+	if err != nil {
+		return end(err)
+	}
+	res.mixin, res.mixinDetect = c.took(t0)
+	return end(nil)
+}
+
+// waitHealthy waits until none of the alerts a fault on unit must raise
+// anew (sc.fresh) is active or pending about unit in Vigil (its own, and
+// Alertmanager's as delivered) or in Prometheus, and Prometheus holds the
+// unit's error counter.
 func (e *environment) waitHealthy(parent context.Context, sc *scenario, unit string) error {
-	ctx, cancel := context.WithTimeout(parent, 3*time.Minute)
+	ctx, cancel := context.WithTimeout(parent, 5*time.Minute)
 	defer cancel()
 	var why string
 	for {
@@ -305,7 +493,7 @@ func (e *environment) waitHealthy(parent context.Context, sc *scenario, unit str
 			if err := parent.Err(); err != nil {
 				return err
 			}
-			return fmt.Errorf("%s not healthy after 3m: %s", unit, why)
+			return fmt.Errorf("%s not healthy after 5m: %s", unit, why)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
@@ -325,7 +513,7 @@ func (e *environment) unhealthy(ctx context.Context, sc *scenario, unit string) 
 			return "", err
 		}
 		for _, a := range v.Data.Alerts {
-			if a.Labels["unit"] == unit && measuredAlerts[a.Labels["alertname"]] {
+			if a.Labels["unit"] == unit && slices.Contains(sc.fresh, a.Labels["alertname"]) {
 				return fmt.Sprintf("%s is %s at %s", a.Labels["alertname"], a.State, base), nil
 			}
 		}
