@@ -112,6 +112,17 @@ func (rc *receiver) first(ctx context.Context, policy, unit string, since time.T
 	}
 }
 
+// byPolicy counts every call each policy made, by "alertname (source)".
+func (rc *receiver) byPolicy() map[string][]string {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := map[string][]string{}
+	for _, c := range rc.calls {
+		out[c.policy] = append(out[c.policy], c.alert())
+	}
+	return out
+}
+
 // unexpected lists calls that were malformed, from an unknown policy, or
 // from a policy acting on an alert it should not see (checkSource).
 func (rc *receiver) unexpected() []string {

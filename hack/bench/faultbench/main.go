@@ -265,7 +265,7 @@ func bench(r *testenv.Runner, s settings) {
 		r.Fatalf("the receiver got calls it did not expect: %s", strings.Join(bad, "; "))
 	}
 	host := fmt.Sprintf("%s; load average (1, 5, 15 min) %s at the start, %s at the end", hostInfo(), loadAtStart, loadAverage())
-	rep := report{settings: s, scenarios: scenarios, elapsed: time.Since(start), host: host}
+	rep := report{settings: s, scenarios: scenarios, elapsed: time.Since(start), host: host, calls: rc.byPolicy()}
 	md := rep.markdown()
 	fmt.Print(md)
 	if s.report != "" {

@@ -286,13 +286,15 @@ func TestReportMixinRowsAndGoal(t *testing.T) {
 	}
 	s := settings{runs: 10, rps: 50, promInterval: 5 * time.Second, window: "15s", timeout: time.Minute,
 		mixinRuns: 2, mixinCrashFor: 15 * time.Minute, mixin5xxFor: 10 * time.Minute}
-	md := report{settings: s, scenarios: mk(sec(1), true)}.markdown()
+	calls := map[string][]string{policyLocal5xx: {default5xx + " (evidence)", default5xx + " (rule)", default5xx + " (evidence)"}, policyConv5xx: {alert5xx + " (alertmanager)"}}
+	md := report{settings: s, scenarios: mk(sec(1), true), calls: calls}.markdown()
 	for _, want := range []string{
 		"| 5xx | local (Vigil's default detection) | 10 / 10 | 300 ms | 1.00 s | VigilWorkloadHigh5xxRatio (evidence) ×10 |",
 		"| 5xx | kubernetes-mixin `for:` (Prometheus 5s, `for: 10m`, Alertmanager) | 2 / 2 | 610.00 s | 620.00 s |",
 		"| 5xx | **ratio mixin / local** | | **2033×** | **620×** | |",
 		"5 s at p99 at ≥ 20 req/s, with the default configuration: met (p99 1.00 s at 50 req/s)",
 		"Evidence at firing (5xx, answers 5xx / requests since the CUSUM left zero): 7/7 ×10.",
+		"by policy and alert (source): conventional-5xx: FaultbenchHTTP5xx (alertmanager) ×1; local-5xx: VigilWorkloadHigh5xxRatio (evidence) ×2, VigilWorkloadHigh5xxRatio (rule) ×1.",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)

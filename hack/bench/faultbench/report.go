@@ -75,6 +75,9 @@ type report struct {
 	scenarios []*scenario
 	elapsed   time.Duration
 	host      string
+	// calls are every call of each policy, "alertname (source)" each,
+	// priming and repeats included.
+	calls map[string][]string
 }
 
 // goal5xx is issue 19's goal for a replica answering 5xx, with Vigil's
@@ -197,6 +200,18 @@ func (r report) markdown() string {
 		if sc.load != nil {
 			fmt.Fprintf(&b, "- %s: %s.\n", sc.name, sc.load())
 		}
+	}
+	if len(r.calls) > 0 {
+		policies := make([]string, 0, len(r.calls))
+		for p := range r.calls {
+			policies = append(policies, p)
+		}
+		slices.Sort(policies)
+		var parts []string
+		for _, p := range policies {
+			parts = append(parts, fmt.Sprintf("%s: %s", p, tally(r.calls[p])))
+		}
+		fmt.Fprintf(&b, "- every action call of the run, priming and the mixin path's faults included, by policy and alert (source): %s.\n", strings.Join(parts, "; "))
 	}
 	fmt.Fprintf(&b, "- machine: %s; run took %s.\n", r.host, r.elapsed.Round(time.Second))
 	return b.String()
