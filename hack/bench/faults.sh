@@ -11,7 +11,7 @@
 # and an HTTP server under steady load that starts answering 500. The
 # driver is hack/bench/faultbench (docs/faultbench.md). Needs root (eBPF,
 # cgroups) and Debian's prometheus and prometheus-alertmanager (make deps).
-# About 17 minutes with the mixin path (its 15m for:), 8 without.
+# About 15 minutes with the mixin path (its 15m for:), 10 without.
 #
 # Knobs: FAULTBENCH_RUNS (faults per scenario, default 15),
 # FAULTBENCH_RPS (load per web server, default 50),
