@@ -160,6 +160,7 @@ func NewEngine(cfg *Config, o Options) (*Engine, error) {
 	}
 	e.events = newEventAlerter(cfg.EventAlerts, o.Alerts, o.Registerer)
 	e.evidence = newDetector(cfg.Evidence, o.Alerts, o.Registerer)
+	e.evidence.publish = e.publishEvidence
 	if o.Handle != nil {
 		ownAuth := o.HandleOwnAuth
 		if ownAuth == nil {
@@ -451,6 +452,22 @@ func (e *Engine) notify(_ context.Context, expr string, alerts ...*promrules.Ale
 	}
 }
 
+// publishEvidence publishes an evidence alert as the rule files' alert of
+// the same name would be: with the external labels, through the publisher
+// that merges the two.
+func (e *Engine) publishEvidence(a Alert) {
+	if ext := e.cfg.Load().ExternalLabels; len(ext) > 0 {
+		a.Labels = cloneMap(a.Labels)
+		for k, v := range ext {
+			if _, ok := a.Labels[k]; !ok {
+				a.Labels[k] = v
+			}
+		}
+		a.Fingerprint = Fingerprint(a.Labels)
+	}
+	e.pub.publish(a)
+}
+
 // Fingerprint returns the fingerprint of a label set, the same for every
 // source (and the same as Alertmanager's).
 func Fingerprint(ls map[string]string) string {
@@ -471,6 +488,8 @@ type publisher struct {
 	stream *Stream
 	mu     sync.Mutex
 	last   map[string]pubState
+	// firingBy are the merged sources firing, by fingerprint.
+	firingBy map[string]map[Source]bool
 	// webhookKept counts the entries from the webhook; maxWebhook caps it.
 	webhookKept int
 	maxWebhook  int
@@ -495,7 +514,7 @@ const (
 )
 
 func newPublisher(s *Stream, reg prometheus.Registerer) *publisher {
-	p := &publisher{stream: s, last: map[string]pubState{}, maxWebhook: NewConfig().AlertmanagerWebhook.MaxAlerts,
+	p := &publisher{stream: s, last: map[string]pubState{}, firingBy: map[string]map[Source]bool{}, maxWebhook: NewConfig().AlertmanagerWebhook.MaxAlerts,
 		count: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_rules_alerts_published_total",
 			Help: "Alerts published on the alert stream, by source and state (firing, resolved).",
@@ -541,12 +560,49 @@ func (p *publisher) publish(a Alert) bool {
 	}
 	same := ok && prev.state == a.State && (a.State == StateResolved || prev.startsAt.Equal(a.StartsAt))
 	p.last[key] = pubState{alert: a, state: a.State, startsAt: a.StartsAt, seen: now}
+	if !same && merged(a.Source) && !p.mergeLocked(a) {
+		same = true
+	}
 	p.mu.Unlock()
 	if same {
 		return true
 	}
 	p.count.WithLabelValues(string(a.Source), string(a.State)).Inc()
 	p.stream.Publish(a)
+	return true
+}
+
+// merged reports whether alerts of source are merged by fingerprint with
+// the other local detector's: a rule file's alert and the evidence
+// detector's alert of the same name and labels are one alert on the
+// stream.
+func merged(s Source) bool { return s == SourceRule || s == SourceEvidence }
+
+// mergeLocked records a's state for its source among the merged sources of
+// its fingerprint and reports whether the stream should see it: firing
+// when the first source starts firing, resolved when the last one
+// resolves. Without it, the rule file's alert firing after its for: would
+// start a second runbook for a fault the evidence detector's alert already
+// had acted on.
+func (p *publisher) mergeLocked(a Alert) bool {
+	set := p.firingBy[a.Fingerprint]
+	if a.State == StateFiring {
+		if set == nil {
+			set = map[Source]bool{}
+			p.firingBy[a.Fingerprint] = set
+		}
+		first := len(set) == 0
+		set[a.Source] = true
+		return first
+	}
+	if !set[a.Source] {
+		return false // this source was not firing: nothing to resolve
+	}
+	delete(set, a.Source)
+	if len(set) > 0 {
+		return false
+	}
+	delete(p.firingBy, a.Fingerprint)
 	return true
 }
 
@@ -559,6 +615,12 @@ func (p *publisher) expire(now time.Time) {
 	for k, s := range p.last {
 		if (s.state == StateResolved && now.Sub(s.seen) > keepResolved) || now.Sub(s.seen) > keepFiring {
 			delete(p.last, k)
+			if set := p.firingBy[s.alert.Fingerprint]; set != nil {
+				delete(set, s.alert.Source)
+				if len(set) == 0 {
+					delete(p.firingBy, s.alert.Fingerprint)
+				}
+			}
 			if s.alert.Source == SourceAlertmanager {
 				p.webhookKept--
 			}

@@ -200,6 +200,8 @@ type evidenceAlert struct {
 // detector runs the tests and raises their alerts on the stream.
 type detector struct {
 	stream *Stream
+	// publish delivers an alert (the engine's publisher); nil: the stream.
+	publish func(Alert)
 
 	mu     sync.Mutex
 	cfg    EvidenceConfig
@@ -397,7 +399,7 @@ func (d *detector) step(k evidenceKey, c *cusum, at time.Time, n, bad, requests,
 	}
 	d.active[a.Fingerprint] = &evidenceAlert{alert: a, last: at}
 	d.fired.WithLabelValues(k.alert, "alert").Inc()
-	d.stream.Publish(a)
+	d.deliver(a)
 }
 
 // explainedWindow is how recent a dependency's failures must be to
@@ -504,13 +506,21 @@ func (d *detector) expire(now time.Time) {
 		r := ae.alert
 		r.State = StateResolved
 		r.EndsAt = now
-		d.stream.Publish(r)
+		d.deliver(r)
 	}
 	for k, c := range d.keys {
 		if now.Sub(c.seen) > 10*time.Minute {
 			delete(d.keys, k)
 		}
 	}
+}
+
+func (d *detector) deliver(a Alert) {
+	if d.publish != nil {
+		d.publish(a)
+		return
+	}
+	d.stream.Publish(a)
 }
 
 // activeAlerts returns the firing evidence alerts.

@@ -285,10 +285,11 @@ func TestEvidenceConfigErrors(t *testing.T) {
 }
 
 // Through the engine: an outcome batch on the agent's event bus becomes an
-// alert on the stream and in GET /api/v1/alerts.
+// alert on the stream (with the external labels) and in GET /api/v1/alerts.
 func TestEvidenceThroughEngine(t *testing.T) {
 	cfg := NewConfig()
 	cfg.RuleFiles = nil
+	cfg.ExternalLabels = map[string]string{"cluster": "prod-1"}
 	te := startEngine(t, cfg)
 	sub := te.stream.Subscribe(100)
 	defer sub.Close()
@@ -298,7 +299,8 @@ func TestEvidenceThroughEngine(t *testing.T) {
 	})
 	te.events.Publish(batch(time.Now(), event.Outcome{Workload: webA, Signal: event.ServerHTTP, Total: 10, Errors: 10}))
 	a := nextAlert(t, sub, "VigilWorkloadHigh5xxRatio", StateFiring)
-	if a.Labels["pod"] != "web-a" || a.Source != SourceEvidence {
+	// With the external labels, as the rule files' alert of the same name.
+	if a.Labels["pod"] != "web-a" || a.Source != SourceEvidence || a.Labels["cluster"] != "prod-1" || a.Fingerprint != Fingerprint(a.Labels) {
 		t.Errorf("alert %+v", a)
 	}
 	var got struct {
@@ -359,4 +361,42 @@ func names(as []Alert) []string {
 		out = append(out, a.Labels["alertname"]+"/"+string(a.State))
 	}
 	return out
+}
+
+// The rule file's alert and the evidence detector's alert of the same name
+// and labels are one alert on the stream: it fires when the first fires
+// and resolves when the last resolves, so the rule's alert firing after
+// its for: does not start a second runbook for a fault already acted on.
+func TestEvidenceAndRuleAlertsMerge(t *testing.T) {
+	s := NewStream()
+	sub := s.Subscribe(100)
+	defer sub.Close()
+	p := newPublisher(s, prometheus.NewRegistry())
+	labels := map[string]string{"alertname": "VigilWorkloadHigh5xxRatio", "severity": "critical", "namespace": "shop", "pod": "web-a"}
+	at := time.Now()
+	alert := func(src Source, st State, startsAt time.Time) Alert {
+		return Alert{Labels: labels, Source: src, State: st, StartsAt: startsAt, Fingerprint: Fingerprint(labels)}
+	}
+	p.publish(alert(SourceEvidence, StateFiring, at))
+	p.publish(alert(SourceRule, StateFiring, at.Add(time.Minute)))
+	p.publish(alert(SourceRule, StateFiring, at.Add(time.Minute))) // a resend
+	p.publish(alert(SourceEvidence, StateResolved, at))
+	if got := names(drain(sub)); strings.Join(got, " ") != "VigilWorkloadHigh5xxRatio/firing" {
+		t.Fatalf("while both or one fire: %v, want the first firing only", got)
+	}
+	p.publish(alert(SourceRule, StateResolved, at.Add(time.Minute)))
+	if got := names(drain(sub)); strings.Join(got, " ") != "VigilWorkloadHigh5xxRatio/resolved" {
+		t.Fatalf("when the last resolves: %v", got)
+	}
+	// Fired again later: a new alert.
+	p.publish(alert(SourceRule, StateFiring, at.Add(time.Hour)))
+	if got := names(drain(sub)); strings.Join(got, " ") != "VigilWorkloadHigh5xxRatio/firing" {
+		t.Fatalf("a new fault: %v", got)
+	}
+	// Another source is not merged: Alertmanager's alert of the same labels
+	// is its own.
+	p.publish(alert(SourceAlertmanager, StateFiring, at))
+	if got := names(drain(sub)); len(got) != 1 {
+		t.Fatalf("webhook alert: %v", got)
+	}
 }
