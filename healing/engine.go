@@ -456,6 +456,9 @@ func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []G
 		Incident: inc.id, Policy: p.Name, Step: s.Index, Action: s.Action.Name(),
 		Alert: inc.alert.Name(), AlertLabels: inc.alert.Labels, AlertStartsAt: inc.alert.StartsAt, Fingerprint: inc.alert.Fingerprint,
 		RunbookURL: p.RunbookURL, Node: e.env.NodeName, Agent: e.env.Identity,
+		// Every record of a shadow policy is marked, vetoes and skips
+		// too, so the audit tells them from the live policies' records.
+		Shadow: p.Shadow,
 	}
 	if rec.RunbookURL == "" {
 		rec.RunbookURL = inc.alert.Annotations["runbook_url"]
@@ -491,7 +494,6 @@ func (e *Engine) attempt(ctx context.Context, inc *incident, s *Step, guards []G
 			finish(ResultDryRun, "would "+describe(s, t)+"; "+reason)
 			return outcomeDone
 		case GuardShadow:
-			rec.Shadow = true
 			finish(ResultShadow, "would "+describe(s, t)+"; "+reason)
 			return outcomeDone
 		}

@@ -63,10 +63,12 @@ type Record struct {
 	Reason        string    `json:"reason,omitempty"`
 	RunbookURL    string    `json:"runbook_url,omitempty"`
 	DryRun        bool      `json:"dry_run"`
-	Shadow        bool      `json:"shadow,omitempty"`
-	Duration      float64   `json:"duration_seconds"`
-	Node          string    `json:"node"`
-	Agent         string    `json:"agent"`
+	// Shadow marks every record of a shadow policy (shadow, vetoed,
+	// skipped, failed): it never acted.
+	Shadow   bool    `json:"shadow,omitempty"`
+	Duration float64 `json:"duration_seconds"`
+	Node     string  `json:"node"`
+	Agent    string  `json:"agent"`
 }
 
 // taken reports whether the record is an action that reached an actuator.

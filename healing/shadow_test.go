@@ -71,6 +71,9 @@ policies:
 		t.Errorf("acted: %s (the shadow policy must not act, nor escalate)", got)
 	}
 	for _, r := range recs {
+		if r.Shadow != (r.Policy == "candidate") {
+			t.Errorf("record %d of policy %s (%s) has shadow=%v", r.ID, r.Policy, r.Result, r.Shadow)
+		}
 		if r.Result != ResultShadow {
 			continue
 		}
