@@ -81,9 +81,15 @@ func (ea *eventAlerter) run(ctx context.Context, sub *event.Subscription) {
 	ea.subMu.Lock()
 	ea.sub = sub
 	ea.subMu.Unlock()
+	consume(ctx, sub, ea.handle, ea.expire)
+}
+
+// consume hands each event of sub to handle and the time to tick once a
+// second, until ctx ends or sub is closed; it closes sub.
+func consume(ctx context.Context, sub *event.Subscription, handle func(event.Event), tick func(time.Time)) {
 	defer sub.Close()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -92,9 +98,9 @@ func (ea *eventAlerter) run(ctx context.Context, sub *event.Subscription) {
 			if !ok {
 				return
 			}
-			ea.handle(ev)
-		case now := <-tick.C:
-			ea.expire(now)
+			handle(ev)
+		case now := <-t.C:
+			tick(now)
 		}
 	}
 }

@@ -278,24 +278,11 @@ func (d *detector) run(ctx context.Context, sub *event.Subscription) {
 	d.subMu.Lock()
 	d.sub = sub
 	d.subMu.Unlock()
-	defer sub.Close()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-sub.C():
-			if !ok {
-				return
-			}
-			if ev.Kind == event.Outcomes {
-				d.observe(ev)
-			}
-		case now := <-tick.C:
-			d.expire(now)
+	consume(ctx, sub, func(ev event.Event) {
+		if ev.Kind == event.Outcomes {
+			d.observe(ev)
 		}
-	}
+	}, d.expire)
 }
 
 // observe tests one batch of outcomes.
