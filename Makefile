@@ -10,7 +10,7 @@ LDFLAGS := -X github.com/prometheus/common/version.Version=$(VERSION) \
 # Packages whose tests need no root, no kernel feature and no server.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help build image image-push run test test-unit test-unit-unprivileged faults deps testenv-build testenv-up testenv-down bench lint generate check-generate clean
+.PHONY: help build image image-push run test test-unit test-unit-unprivileged faults soak deps testenv-build testenv-up testenv-down bench lint generate check-generate clean
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,9 @@ test: testenv-build ## Install what the tests need, then run every test (vet, go
 
 faults: testenv-build ## Run the full fault-injection suite (every scenario live and again in dry-run) and write docs/faults-report.md.
 	FAULTS_FULL=1 FAULTS_REPORT=$(CURDIR)/docs/faults-report.md $(GO) test -count=1 -timeout 40m -v -run TestFaults ./faults
+
+soak: ## Run the one-hour soak (as root): the agent with its default configuration and live webhook policies beside healthy but noisy services (2 % 5xx, slow bursts, clean restarts, a dependency's 2 % 5xx); expects zero actions and zero alerts (docs/detection.md#soak). make test runs a 3-minute form.
+	VIGIL_SOAK=1h $(GO) test -count=1 -v -run TestSoak -timeout 70m ./rules/defaults/
 
 test-unit: ## Run only the tests that need no servers or root (fast): -short skips every test server (internal/testenv) and root.
 	$(GO) test -short ./...

@@ -326,8 +326,11 @@ func (c *cgroups) write(dir, file, v string) {
 }
 
 // run starts argv (with env, "" for none) in the service's cgroup with a
-// memory limit and, if quotaUS > 0, a CPU quota of quotaUS per 100ms.
-func (c *cgroups) run(unit string, mem int64, quotaUS int, name, env string, args ...string) {
+// memory limit and, if quotaUS > 0, a CPU quota of quotaUS per 100ms, and
+// returns the process (a shell that execs argv, so it is argv's process).
+// Running a unit again after its process ended starts it in the same
+// cgroup: a service restart.
+func (c *cgroups) run(unit string, mem int64, quotaUS int, name, env string, args ...string) *exec.Cmd {
 	rel := c.parent + "/" + unit
 	c.mkdir(rel)
 	m := strconv.FormatInt(mem, 10)
@@ -361,6 +364,7 @@ func (c *cgroups) run(unit string, mem int64, quotaUS int, name, env string, arg
 		c.t.Fatal(err)
 	}
 	c.procs = append(c.procs, cmd)
+	return cmd
 }
 
 func (c *cgroups) cleanup() {
@@ -433,9 +437,32 @@ func fillLoopFS(t *testing.T) string {
 //	                                  read a fileMiB file in a loop
 //	fdleak:<limit>                    lower the soft RLIMIT_NOFILE to limit
 //	                                  and open /dev/null until EMFILE
+//	hung:<addrfile>                   read HTTP requests, answer none
+//	caller:<url>                      GET url in a loop
+//
+// or one of the soak's healthy but noisy services (soak_linux_test.go),
+// until SIGTERM, after which it stops gracefully and exits 0:
+//
+//	soakserve:<kind>:<port>[:<url>]   an HTTP server (lowerror, slowburst,
+//	                                  clean, or frontend calling url)
+//	soakload:<rate>:<statsfile>:<url> GET url rate times a second
 func faultHelper(spec string) int {
 	f := strings.Split(spec, ":")
 	switch f[0] {
+	case "soakserve":
+		if len(f) < 3 {
+			return 2
+		}
+		return soakServe(f[1], f[2], strings.Join(f[3:], ":"))
+	case "soakload":
+		if len(f) < 4 {
+			return 2
+		}
+		rate, err := strconv.Atoi(f[1])
+		if err != nil || rate < 1 {
+			return 2
+		}
+		return soakLoad(rate, f[2], strings.Join(f[3:], ":"))
 	case "memsit":
 		anon, _ := strconv.Atoi(f[1])
 		size, _ := strconv.Atoi(f[2])
