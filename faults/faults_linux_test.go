@@ -208,6 +208,23 @@ func TestFaults(t *testing.T) {
 			control(t, ctrl, "app-"+byNS+"-noisy", "lowerror")
 			c.deploy(t, byNS, "noisy", appOpts{replicas: 2, gate: true})
 			noisy := startLoad(t, c, byNS, "noisy", 10, 0)
+			// Bursts of slow answers: for 2.5 s of every minute every
+			// answer of both replicas takes 1.5 s (mode slowburst). The
+			// load counts an answer slower than a second as bad.
+			control(t, ctrl, "app-"+byNS+"-bursty", "slowburst")
+			c.deploy(t, byNS, "bursty", appOpts{replicas: 2, gate: true})
+			bursty := startLoad(t, c, byNS, "bursty", 10, time.Second)
+			// Clean restarts: "restarting" exits 0 after a graceful
+			// shutdown every 45 s (mode restart) and its kubelet starts it
+			// again; "caller" calls it for every request, so it sees
+			// connections refused for a moment and answers 502 meanwhile.
+			raddr := c.service(t, byNS, "restarting").Spec.ClusterIP + ":80"
+			control(t, ctrl, "app-"+byNS+"-restarting", "restart")
+			c.deployNoService(t, byNS, "restarting", appOpts{replicas: 1, listen: raddr})
+			c.deploy(t, byNS, "caller", appOpts{replicas: 1, call: "http://" + raddr + "/"})
+			caller := startLoad(t, c, byNS, "caller", 10, 0)
+			restarting := firstPod(t, e, byNS, "restarting").Name
+			noiseFrom := time.Now()
 
 			t.Run("scenarios", func(t *testing.T) {
 				for _, sc := range allScenarios() {
@@ -233,6 +250,21 @@ func TestFaults(t *testing.T) {
 			// pass shorter than 300 answers may see none.
 			if nBad == 0 && nOK+nBad >= 300 || nBad*100 >= 5*(nOK+nBad) {
 				t.Errorf("noisy bystander: %d bad of %d answers; want some, under 5 %%", nBad, nOK+nBad)
+			}
+			// The other noise was there too, when the pass was long enough
+			// to hold a burst (one a minute) and a restart (every 45 s).
+			long := time.Since(noiseFrom) >= 70*time.Second
+			bursty.mu.Lock()
+			bOK, bSlow := bursty.ok, bursty.bad
+			bursty.mu.Unlock()
+			starts := kl.starts(byNS, restarting)
+			t.Logf("slow-burst bystander: %d answers, %d slower than 1 s; restarting bystander: started %d times; its caller: %s",
+				bOK+bSlow, bSlow, starts, caller)
+			if long && bSlow == 0 {
+				t.Errorf("slow-burst bystander: no answer slower than a second in %s", time.Since(noiseFrom).Round(time.Second))
+			}
+			if long && starts < 2 {
+				t.Errorf("restarting bystander: started %d times in %s, want a restart every 45 s", starts, time.Since(noiseFrom).Round(time.Second))
 			}
 			// Nothing outside the scenarios' objects at fault was acted on.
 			recs, err := e.agent.actions(t.Context())

@@ -26,6 +26,16 @@
 //	FAULTS_SERVICE       time each request takes to serve (a Go duration)
 //	FAULTS_MODE          the mode to start in when no control says otherwise (default ok)
 //
+// The noisy but healthy modes (slowburst, restart; see mode_noise.go) read:
+//
+//	FAULTS_BURST_EVERY     how often slowburst's burst comes (default 1m)
+//	FAULTS_BURST_FOR       how long a burst lasts (default 2.5s)
+//	FAULTS_BURST_DELAY     how long each answer waits in a burst (default 1.5s)
+//	FAULTS_RESTART_EVERY   time in mode restart before a clean exit 0 (default 45s)
+//
+// SIGTERM or SIGINT stops the app cleanly: it stops listening, finishes the
+// requests in flight (at most 5 s) and exits 0.
+//
 // The modes for the suite's kinds of failure (hang, memhold, cpuburn, fdleak,
 // slow, fill; see mode_kinds.go) read more settings:
 //
@@ -45,10 +55,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -88,7 +100,13 @@ type App struct {
 	mu       sync.Mutex
 	mode     string
 	httpMode string // set over the control endpoint; wins when not empty
+
+	stop     chan struct{} // closed by Stop
+	stopOnce sync.Once
 }
+
+// Stop asks the app to shut down cleanly and exit 0, as on SIGTERM.
+func (a *App) Stop() { a.stopOnce.Do(func() { close(a.stop) }) }
 
 // Mode returns the current mode's name.
 func (a *App) Mode() string { a.mu.Lock(); defer a.mu.Unlock(); return a.mode }
@@ -156,7 +174,13 @@ func run() int {
 	a := &App{
 		Call: os.Getenv("FAULTS_CALL"),
 		Dep:  &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
+		stop: make(chan struct{}),
 	}
+	// SIGTERM (the kubelet stopping the container) and SIGINT: a clean
+	// shutdown and exit 0, as a well-behaved service does.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() { <-sigs; a.Stop() }()
 	var sem chan struct{}
 	if workers > 0 {
 		sem = make(chan struct{}, workers)
@@ -276,6 +300,18 @@ func run() int {
 				return 1
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-a.stop:
+			// Stop listening and finish the requests in flight; a request
+			// that never ends (mode hang) is given 5 s.
+			if srv != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_ = srv.Shutdown(ctx)
+				cancel()
+			}
+			fmt.Fprintln(os.Stderr, "fault app: stopped")
+			return 0
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
