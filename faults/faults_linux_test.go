@@ -76,6 +76,21 @@ policies:
         - action: delete_pod
           params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
           verify: {window: 30s}
+    # A process out of file descriptors fails every accept, connect and
+    # open until it is restarted: replace the pod.
+    - name: fds
+      matchers: ['alertname="VigilWorkloadFileDescriptorsExhausted"', 'namespace=~"faults-.*"']
+      steps:
+        - action: delete_pod
+          params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
+          verify: {window: 30s}
+    # A dependency that answers slowly: restarting it or its callers is a
+    # guess; tell a human.
+    - name: slowdep
+      matchers: ['alertname="VigilWorkloadDependencySlow"', 'namespace=~"faults-.*"']
+      steps:
+        - action: webhook
+          params: {url: "{{ESCALATE}}"}
     - name: dependency
       matchers: ['alertname=~"VigilWorkloadDependency(Unreachable|Errors)"', 'namespace=~"faults-.*"', 'dependency_owner_name=~".+"']
       steps:
@@ -154,6 +169,10 @@ type scenario struct {
 	// short says whether the dry-run pass of `make test`'s short form runs
 	// it (the live pass always runs every scenario).
 	short bool
+	// notify marks a fault whose right action is none: the policy only
+	// escalates (a webhook to a human). Detection is then the escalation's
+	// record, and any other action in the namespace is collateral.
+	notify bool
 	// setup creates the workloads and starts their traffic.
 	setup func(t *testing.T, e *env, ns string) any
 	// inject breaks something and returns when.
@@ -312,7 +331,7 @@ func runScenario(t *testing.T, e *env, sc scenario, ns string) result {
 			return false
 		}
 		for _, r := range recs {
-			if r.AlertLabels["namespace"] == ns && want(r) && r.Action != "webhook" {
+			if r.AlertLabels["namespace"] == ns && want(r) && (r.Action == "webhook") == sc.notify {
 				first = r
 				return true
 			}
@@ -351,7 +370,7 @@ func runScenario(t *testing.T, e *env, sc scenario, ns string) result {
 			continue
 		}
 		switch {
-		case r.Result == "dry_run" && r.Action != "webhook":
+		case r.Result == "dry_run" && (r.Action != "webhook" || sc.notify):
 			res.DryRuns++
 		case r.taken() && r.Action == "webhook":
 		case r.taken() && sc.atFault(r, ns, st):

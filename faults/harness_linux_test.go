@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -244,7 +246,8 @@ type appOpts struct {
 	listen      string // fixed listen address (a Service's ClusterIP:port)
 	workers     int
 	serviceTime time.Duration
-	gate        bool // declare the vigil.dev/healthy readiness gate
+	gate        bool              // declare the vigil.dev/healthy readiness gate
+	env         map[string]string // the container's environment (the fault app's FAULTS_* settings)
 }
 
 func (c *cluster) namespace(t *testing.T, ns string) {
@@ -275,6 +278,9 @@ func (c *cluster) deployNoService(t *testing.T, ns, name string, o appOpts) {
 	ctr := corev1.Container{
 		Name: "app", Image: "example.invalid/fault-app:1",
 		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: appPort}},
+	}
+	for _, k := range slices.Sorted(maps.Keys(o.env)) {
+		ctr.Env = append(ctr.Env, corev1.EnvVar{Name: k, Value: o.env[k]})
 	}
 	if o.memoryLimit != "" {
 		q := resource.MustParse(o.memoryLimit)

@@ -213,6 +213,13 @@ func (k *fakeKubelet) sync(p *corev1.Pod) {
 		envService + "=" + p.Annotations[annServ],
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
 	}
+	// The container's own environment, as the runtime passes it (literal
+	// values only: the suite sets no references).
+	for _, c := range p.Spec.Containers {
+		for _, v := range c.Env {
+			env = append(env, v.Name+"="+v.Value)
+		}
+	}
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()
