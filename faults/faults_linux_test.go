@@ -375,6 +375,7 @@ func runScenario(t *testing.T, e *env, sc scenario, ns string) result {
 		case r.taken() && r.Action == "webhook":
 		case r.taken() && sc.atFault(r, ns, st):
 			res.Actions++
+			t.Logf("%s: action at fault: %s %s (%s, %s)", sc.name, r.Action, r.Target, r.Alert, r.Result)
 		case r.taken():
 			res.Collateral++
 			t.Errorf("%s: action on an object not at fault: %s %s (%s)", sc.name, r.Action, r.Target, r.Reason)

@@ -5,7 +5,11 @@ package faults
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,29 +62,64 @@ func fdleakScenario() scenario {
 		})
 }
 
-// slowdep: web calls db for every request; db starts answering after
-// 1.5 s (fault app mode slow). Nothing on the node makes db faster, so the
-// policy only escalates (VigilWorkloadDependencySlow on evidence, on web
-// with db as its destination): the suite checks that the escalation came
-// and that neither db nor web was touched, web's own latency alert being
-// held as explained by its dependency.
+// slowdep: web calls an external dependency (a server outside the cluster,
+// here in the test process, as a managed database or a third-party API
+// is) for every request; it starts answering after 1.5 s. Nothing on the
+// node can make it faster, so the policy only escalates
+// (VigilWorkloadDependencySlow on evidence, on web with the dependency's
+// address as destination): the suite checks that the escalation came and
+// that nothing was touched, web's own latency alert being held as
+// explained by its dependency. (A slow dependency that is a Deployment of
+// the cluster raises its own VigilWorkloadHighLatency, which the suite's
+// saturation policy answers by scaling it: that is the saturation
+// scenario's case.)
 func slowdepScenario() scenario {
-	sc := dependencyScenario("slowdep", "slow", false)
-	sc.notify = true
-	sc.finish = func(ctx context.Context, t *testing.T, e *env, ns string, _ any, t0 time.Time, res *result) {
-		// Watch 20 s more: any action in the namespace meanwhile is
-		// counted as collateral when the scenario's records are read.
-		select {
-		case <-ctx.Done():
-		case <-time.After(20 * time.Second):
-		}
-		x, ok := waitEscalation(ctx, e, ns)
-		if !ok {
-			t.Errorf("slowdep: no escalation reached the receiver")
-			res.Healthy = "not escalated"
-			return
-		}
-		res.Healthy = fmt.Sprintf("escalated after %s (%s); db and web untouched", x.At.Sub(t0).Round(100*time.Millisecond), x.Policy)
+	type state struct {
+		slow atomic.Bool
+		srv  *httptest.Server
+		load *load
 	}
-	return sc
+	return scenario{
+		name: "slowdep", notify: true,
+		setup: func(t *testing.T, e *env, ns string) any {
+			s := &state{}
+			stop := make(chan struct{})
+			s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if s.slow.Load() {
+					select {
+					case <-time.After(1500 * time.Millisecond):
+					case <-r.Context().Done():
+					case <-stop:
+					}
+				}
+				_, _ = io.WriteString(w, "ok\n")
+			}))
+			t.Cleanup(func() { close(stop); s.srv.Close() })
+			e.c.deploy(t, ns, "web", appOpts{replicas: 1, call: s.srv.URL + "/"})
+			s.load = startLoad(t, e.c, ns, "web", 10, 0)
+			return s
+		},
+		inject: func(t *testing.T, e *env, ns string, st any) time.Time {
+			st.(*state).slow.Store(true)
+			return time.Now()
+		},
+		// Nothing in the cluster is at fault: any action is collateral.
+		atFault: func(record, string, any) bool { return false },
+		finish: func(ctx context.Context, t *testing.T, e *env, ns string, _ any, t0 time.Time, res *result) {
+			// Watch 20 s more: any action in the namespace meanwhile is
+			// collateral when the scenario's records are read.
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Second):
+			}
+			x, ok := waitEscalation(ctx, e, ns)
+			if !ok {
+				t.Errorf("slowdep: no escalation reached the receiver")
+				res.Healthy = "not escalated"
+				return
+			}
+			res.Healthy = fmt.Sprintf("escalated after %s (%s); web untouched", x.At.Sub(t0).Round(100*time.Millisecond), x.Policy)
+		},
+		clear: func(t *testing.T, e *env, ns string, st any) { st.(*state).slow.Store(false) },
+	}
 }
