@@ -243,6 +243,12 @@ func TestFaults(t *testing.T) {
 			c.deploy(t, byNS, "caller", appOpts{replicas: 1, call: "http://" + raddr + "/"})
 			caller := startLoad(t, c, byNS, "caller", 10, 0)
 			restarting := firstPod(t, e, byNS, "restarting").Name
+			// A Deployment rolled out normally, again and again: every
+			// 40 s a rollout restart replaces both replicas (the old
+			// ones get SIGTERM and exit 0).
+			c.deploy(t, byNS, "rolling", appOpts{replicas: 2})
+			startLoad(t, c, byNS, "rolling", 10, 0)
+			rollouts := c.rollingRestarts(t, byNS, "rolling", 40*time.Second)
 			noiseFrom := time.Now()
 
 			t.Run("scenarios", func(t *testing.T) {
@@ -277,8 +283,12 @@ func TestFaults(t *testing.T) {
 			bOK, bSlow := bursty.ok, bursty.bad
 			bursty.mu.Unlock()
 			starts := kl.starts(byNS, restarting)
-			t.Logf("slow-burst bystander: %d answers, %d slower than 1 s; restarting bystander: started %d times; its caller: %s",
-				bOK+bSlow, bSlow, starts, caller)
+			rStarted, rDone := rollouts()
+			t.Logf("slow-burst bystander: %d answers, %d slower than 1 s; restarting bystander: started %d times; its caller: %s; rolling bystander: %d rollouts started, %d completed",
+				bOK+bSlow, bSlow, starts, caller, rStarted, rDone)
+			if long && rDone == 0 {
+				t.Errorf("rolling bystander: no rollout completed in %s", time.Since(noiseFrom).Round(time.Second))
+			}
 			if long && bSlow == 0 {
 				t.Errorf("slow-burst bystander: no answer slower than a second in %s", time.Since(noiseFrom).Round(time.Second))
 			}

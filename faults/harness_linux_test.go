@@ -26,6 +26,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
@@ -545,4 +546,49 @@ func waitHealthy(ctx context.Context, l *load, since time.Time, hold time.Durati
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// rollingRestarts rolls Deployment ns/name out anew (as kubectl rollout
+// restart does: a new pod-template annotation) every interval until the
+// test ends, and returns how many rollouts it started and saw complete.
+func (c *cluster) rollingRestarts(t *testing.T, ns, name string, every time.Duration) (counts func() (started, completed int)) {
+	var mu sync.Mutex
+	var started, completed int
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(every):
+			}
+			patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`, time.Now().Format(time.RFC3339Nano))
+			d, err := c.client.AppsV1().Deployments(ns).Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+			if err != nil {
+				continue
+			}
+			mu.Lock()
+			started++
+			mu.Unlock()
+			// Complete: the controller saw this generation and every
+			// replica is updated and available.
+			_ = poll(ctx, func() bool {
+				got, err := c.client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					return false
+				}
+				s := got.Status
+				return s.ObservedGeneration >= d.Generation && s.UpdatedReplicas == *got.Spec.Replicas && s.Replicas == *got.Spec.Replicas && s.AvailableReplicas == *got.Spec.Replicas
+			})
+			if ctx.Err() == nil {
+				mu.Lock()
+				completed++
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return func() (int, int) { mu.Lock(); defer mu.Unlock(); return started, completed }
 }

@@ -42,8 +42,9 @@ const (
 // listening on the pod's IP (added to the loopback device), and restarts it
 // when it exits (restartPolicy Always, with a 300 ms back-off instead of the
 // kubelet's 10 s so that a crash loop is quick to see). Deleting the pod
-// kills its process. Everything Vigil observes (exits, OOM kills, TCP, HTTP)
-// is real; only who starts the processes is not.
+// stops its process: SIGTERM, and SIGKILL 5 s later if it is still
+// there. Everything Vigil observes (exits, OOM kills, TCP, HTTP) is real;
+// only who starts the processes is not.
 type fakeKubelet struct {
 	t       *testing.T
 	node    string
@@ -276,10 +277,20 @@ func (k *fakeKubelet) runOnce(ctx context.Context, run *podRun, podDir string, l
 	select {
 	case <-done:
 	case <-ctx.Done():
-		_ = cmd.Process.Kill()
-		<-done
+		// As the kubelet stops a container: SIGTERM, then SIGKILL after
+		// the grace period (here 5 s, not the default 30 s).
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(stopGrace):
+			_ = cmd.Process.Kill()
+			<-done
+		}
 	}
 }
+
+// stopGrace is the stand-in's termination grace period.
+const stopGrace = 5 * time.Second
 
 func (k *fakeKubelet) stop(uid string) {
 	k.mu.Lock()
