@@ -300,12 +300,23 @@ func TestFaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			touched := false
 			for _, r := range recs {
 				if r.Target.Namespace == byNS || r.AlertLabels["namespace"] == byNS {
 					t.Errorf("a healthy bystander got a record: %+v", r)
+					touched = true
 				}
 				if dry && r.taken() {
 					t.Errorf("dry-run took an action: %s %s: %s (%s)", r.Action, r.Target, r.Result, r.Reason)
+				}
+			}
+			if touched {
+				// Say why: the alerts about the bystanders, with the
+				// evidence in their annotations.
+				if al, err := e.agent.alertsAbout(t.Context(), byNS); err == nil {
+					for _, a := range al {
+						t.Logf("bystander alert: %s", a)
+					}
 				}
 			}
 		})

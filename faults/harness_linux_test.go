@@ -175,6 +175,37 @@ func (r record) started() time.Time {
 // taken reports whether the record is an action that reached an actuator.
 func (r record) taken() bool { return r.Result == "success" || r.Result == "failed" }
 
+// alertsAbout returns the agent's alerts (active or pending) whose
+// namespace label is ns, each as its labels and annotations.
+func (a *agentProc) alertsAbout(ctx context.Context, ns string) ([]string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.url+"/api/v1/alerts", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Data struct {
+			Alerts []struct {
+				Labels      map[string]string `json:"labels"`
+				Annotations map[string]string `json:"annotations"`
+				State       string            `json:"state"`
+				ActiveAt    string            `json:"activeAt"`
+			} `json:"alerts"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, al := range v.Data.Alerts {
+		if al.Labels["namespace"] == ns {
+			out = append(out, fmt.Sprintf("%s %s since %s: labels %v, annotations %v", al.Labels["alertname"], al.State, al.ActiveAt, al.Labels, al.Annotations))
+		}
+	}
+	return out, nil
+}
+
 // actions reads the agent's audit trail, oldest first.
 func (a *agentProc) actions(ctx context.Context) ([]record, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.url+"/api/v1/actions?limit=100000", nil)
