@@ -361,6 +361,9 @@ func runScenario(t *testing.T, e *env, sc scenario, ns string) result {
 	})
 	if err != nil {
 		t.Errorf("%s: no remediation decision within 5 minutes of the fault", sc.name)
+		if al, err := e.agent.alertsAbout(t.Context(), ns); err == nil {
+			t.Logf("%s: the agent's alerts about %s: %q", sc.name, ns, al)
+		}
 		res.Notes = "not detected"
 		return res
 	}

@@ -16,7 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func init() { extraScenarios = append(extraScenarios, hungScenario, fdleakScenario, slowdepScenario) }
+func init() {
+	extraScenarios = append(extraScenarios, hungScenario, fdleakScenario, slowdepScenario)
+}
 
 // hung: one of three replicas reads every request and answers none (fault
 // app mode hang); its process stays alive and it sets no liveness probe,

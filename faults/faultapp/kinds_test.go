@@ -175,6 +175,45 @@ func TestKindModes(t *testing.T) {
 		}
 	})
 
+	t.Run("memhold churn", func(t *testing.T) {
+		dir := t.TempDir()
+		a := startKindApp(t, bin, "FAULTS_MEMHOLD_BYTES="+strconv.Itoa(8<<20), "FAULTS_MEMHOLD_CHURN="+strconv.Itoa(3<<20+5), "FAULTS_MEMHOLD_DIR="+dir)
+		a.mode("memhold")
+		// The churn file is written whole, then read over and over: the
+		// process's read bytes grow by many times its size.
+		var st os.FileInfo
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			var err error
+			if st, err = os.Stat(filepath.Join(dir, "churn")); err == nil && st.Size() == 3<<20+5 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("memhold: no churn file of 3 MiB + 5 bytes in %s: %v", dir, st)
+			}
+		}
+		read := func() int64 {
+			b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(a.cmd.Process.Pid), "io"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, "rchar: "); ok {
+					n, _ := strconv.ParseInt(v, 10, 64)
+					return n
+				}
+			}
+			t.Fatal("no rchar in /proc/PID/io")
+			return 0
+		}
+		first := read()
+		for deadline := time.Now().Add(10 * time.Second); read()-first < 10*st.Size(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("memhold: read %d bytes in 10 s, want the churn file read ten times over", read()-first)
+			}
+		}
+		a.mode("ok") // the reader stops with the mode
+	})
+
 	t.Run("cpuburn", func(t *testing.T) {
 		a := startKindApp(t, bin, "GOMAXPROCS=1")
 		idle := a.cpuTicks()

@@ -41,6 +41,8 @@
 //
 //	FAULTS_MEMHOLD_BYTES   bytes memhold holds (default: memory.max less the margin)
 //	FAULTS_MEMHOLD_MARGIN  bytes memhold leaves under memory.max (default 8 MiB)
+//	FAULTS_MEMHOLD_CHURN   bytes of a file memhold reads again and again (default none)
+//	FAULTS_MEMHOLD_DIR     directory of that file
 //	FAULTS_FDLIMIT         soft RLIMIT_NOFILE set at start (fdleak's ceiling)
 //	FAULTS_SLOW            time slow waits before answering (default 1.5s)
 //	FAULTS_FILL_DIR        directory fill writes its file into

@@ -22,7 +22,12 @@ import (
 //	memhold  hold a working set just under the container's memory limit
 //	         (cgroup memory.max less FAULTS_MEMHOLD_MARGIN, default 8 MiB; or
 //	         FAULTS_MEMHOLD_BYTES when set), touched so it stays resident, and
-//	         go on serving; held until the process ends
+//	         go on serving; held until the process ends. With
+//	         FAULTS_MEMHOLD_CHURN (bytes) it also writes a file that large in
+//	         FAULTS_MEMHOLD_DIR and reads it again and again while the mode
+//	         holds: its page cache pushes the cgroup against its limit, so the
+//	         kernel reclaims on every read and the tasks stall, as a service
+//	         whose working set sits at its limit does, without an OOM kill
 //	cpuburn  keep every CPU the process may use busy while the mode holds, so
 //	         under a CPU quota the process is throttled and answers slowly
 //	fdleak   open descriptors until EMFILE and keep them; every request then
@@ -39,8 +44,11 @@ func init() {
 		<-r.Context().Done()
 		return true
 	}})
-	register("memhold", Mode{Enter: func(*App) int {
+	register("memhold", Mode{Enter: func(a *App) int {
 		if err := memhold(); err != nil {
+			fmt.Fprintln(os.Stderr, "fault app: memhold:", err)
+		}
+		if err := memchurn(a); err != nil {
 			fmt.Fprintln(os.Stderr, "fault app: memhold:", err)
 		}
 		return -1
@@ -210,4 +218,48 @@ func fill(dir, maxBytes string) (int64, error) {
 		}
 	}
 	return n, f.Sync()
+}
+
+// memchurn writes FAULTS_MEMHOLD_CHURN bytes to FAULTS_MEMHOLD_DIR/churn and
+// reads the file over and over while the app is in mode memhold.
+func memchurn(a *App) error {
+	v := os.Getenv("FAULTS_MEMHOLD_CHURN")
+	if v == "" {
+		return nil
+	}
+	size, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return fmt.Errorf("FAULTS_MEMHOLD_CHURN=%q: %w", v, err)
+	}
+	p := filepath.Join(os.Getenv("FAULTS_MEMHOLD_DIR"), "churn")
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for n := int64(0); n < size; n += int64(len(buf)) {
+		if _, err := f.Write(buf[:min(int64(len(buf)), size-n)]); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	go func() {
+		for a.Mode() == "memhold" {
+			r, err := os.Open(p)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "fault app: memhold churn:", err)
+				return
+			}
+			for {
+				if _, err := r.Read(buf); err != nil {
+					break
+				}
+			}
+			r.Close()
+		}
+	}()
+	return nil
 }
