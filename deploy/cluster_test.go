@@ -40,6 +40,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/vigil-agent/vigil/healing"
+	"github.com/vigil-agent/vigil/internal/kubeclient"
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
@@ -489,7 +490,11 @@ collectors:
 		}},
 	}
 	// The healing engine's Kubernetes actuators, as the ServiceAccount.
-	env := &healing.Env{Kube: sa, NodeName: self, Identity: self, Logger: slog.New(slog.DiscardHandler),
+	saKube, err := kubeclient.New(saRC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &healing.Env{Kube: saKube, NodeName: self, Identity: self, Logger: slog.New(slog.DiscardHandler),
 		Retry: healing.RetryPolicy{Steps: 3}, ReadinessCondition: healing.DefaultReadinessCondition}
 	act := func(action string, args map[string]string) call {
 		return call{"healing " + action + " " + fmt.Sprint(args), func(ctx context.Context) error {

@@ -13,7 +13,8 @@ import (
 
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	"go.yaml.in/yaml/v3"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/vigil-agent/vigil/internal/kubeclient"
 )
 
 // Scope says which agent may take an action.
@@ -144,7 +145,7 @@ func (t Target) Kubernetes() bool {
 // not configured.
 type Env struct {
 	// Kube is the Kubernetes client; nil on a plain host.
-	Kube kubernetes.Interface
+	Kube *kubeclient.Client
 	// NodeName is this node.
 	NodeName string
 	// Identity names this agent in leases and events.

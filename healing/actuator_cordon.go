@@ -33,7 +33,7 @@ func (cordon) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
 
 func cordonNode(ctx context.Context, env *Env, node string) error {
 	return env.kubeDo(ctx, "cordon node", func(ctx context.Context) error {
-		_, err := env.Kube.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":true}}`), patchOpts)
+		_, err := env.Kube.Nodes().Patch(ctx, node, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":true}}`), patchOpts)
 		return err
 	})
 }

@@ -38,7 +38,7 @@ func (deletePod) Act(ctx context.Context, env *Env, in Request) (Outcome, error)
 	}
 	gone := false
 	err := env.kubeDo(ctx, "delete pod", func(ctx context.Context) error {
-		err := env.Kube.CoreV1().Pods(ns).Delete(ctx, name, opts)
+		err := env.Kube.Pods(ns).Delete(ctx, name, opts)
 		if apierrors.IsNotFound(err) {
 			gone = true
 			return nil

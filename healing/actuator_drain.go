@@ -54,7 +54,7 @@ func (drain) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
 	for {
 		var list *corev1.PodList
 		err := env.kubeDo(ctx, "list pods on node", func(ctx context.Context) (err error) {
-			list, err = env.Kube.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
+			list, err = env.Kube.Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
 				FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node).String()})
 			return err
 		})

@@ -57,7 +57,7 @@ func (e errPDB) Error() string {
 }
 
 func evict(ctx context.Context, env *Env, ev *policyv1.Eviction, gone *bool) error {
-	err := env.Kube.PolicyV1().Evictions(ev.Namespace).Evict(ctx, ev)
+	err := env.Kube.Evict(ctx, ev)
 	switch {
 	case apierrors.IsNotFound(err):
 		*gone = true

@@ -42,7 +42,7 @@ func (quarantine) Act(ctx context.Context, env *Env, in Request) (Outcome, error
 	var removed []string
 	err := env.kubeDo(ctx, "quarantine pod", func(ctx context.Context) error {
 		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			pods := env.Kube.CoreV1().Pods(ns)
+			pods := env.Kube.Pods(ns)
 			pod, err := pods.Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				return err

@@ -45,7 +45,7 @@ func (rerouteReadiness) Act(ctx context.Context, env *Env, in Request) (Outcome,
 	status := corev1.ConditionStatus(a.Str("status"))
 	err := env.kubeDo(ctx, "set readiness gate", func(ctx context.Context) error {
 		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			pods := env.Kube.CoreV1().Pods(ns)
+			pods := env.Kube.Pods(ns)
 			pod, err := pods.Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				return err

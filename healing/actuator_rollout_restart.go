@@ -35,7 +35,7 @@ func (rolloutRestart) Act(ctx context.Context, env *Env, in Request) (Outcome, e
 	now := time.Now().UTC().Format(time.RFC3339)
 	patch := []byte(fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, RestartedAtAnnotation, now))
 	err := env.kubeDo(ctx, "rollout restart", func(ctx context.Context) error {
-		apps := env.Kube.AppsV1()
+		apps := env.Kube
 		var err error
 		switch kind {
 		case "Deployment":

@@ -46,15 +46,15 @@ func (scale) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
 	}
 	get := func(ctx context.Context) (*autoscalingv1.Scale, error) {
 		if kind == "StatefulSet" {
-			return env.Kube.AppsV1().StatefulSets(ns).GetScale(ctx, name, metav1.GetOptions{})
+			return env.Kube.StatefulSets(ns).GetScale(ctx, name, metav1.GetOptions{})
 		}
-		return env.Kube.AppsV1().Deployments(ns).GetScale(ctx, name, metav1.GetOptions{})
+		return env.Kube.Deployments(ns).GetScale(ctx, name, metav1.GetOptions{})
 	}
 	update := func(ctx context.Context, s *autoscalingv1.Scale) (*autoscalingv1.Scale, error) {
 		if kind == "StatefulSet" {
-			return env.Kube.AppsV1().StatefulSets(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
+			return env.Kube.StatefulSets(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
 		}
-		return env.Kube.AppsV1().Deployments(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
+		return env.Kube.Deployments(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
 	}
 	var from, to int32
 	scaleOnce := func(ctx context.Context) error {
@@ -122,15 +122,15 @@ func (r restoreScale) Act(ctx context.Context, env *Env, _ Request) (Outcome, er
 	ns, name := r.t.Namespace, r.t.Name
 	get := func(ctx context.Context) (*autoscalingv1.Scale, error) {
 		if r.t.Kind == "StatefulSet" {
-			return env.Kube.AppsV1().StatefulSets(ns).GetScale(ctx, name, metav1.GetOptions{})
+			return env.Kube.StatefulSets(ns).GetScale(ctx, name, metav1.GetOptions{})
 		}
-		return env.Kube.AppsV1().Deployments(ns).GetScale(ctx, name, metav1.GetOptions{})
+		return env.Kube.Deployments(ns).GetScale(ctx, name, metav1.GetOptions{})
 	}
 	update := func(ctx context.Context, s *autoscalingv1.Scale) (*autoscalingv1.Scale, error) {
 		if r.t.Kind == "StatefulSet" {
-			return env.Kube.AppsV1().StatefulSets(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
+			return env.Kube.StatefulSets(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
 		}
-		return env.Kube.AppsV1().Deployments(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
+		return env.Kube.Deployments(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
 	}
 	var cur int32
 	err := env.kubeDo(ctx, "scale", func(ctx context.Context) error {

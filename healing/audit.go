@@ -256,7 +256,7 @@ func (a *auditor) event(ctx context.Context, r Record) {
 	defer cancel()
 	// One attempt: the record is already in the log, metrics and span; an
 	// unreachable API server must not hold the engine up.
-	if _, err := env.Kube.CoreV1().Events(ns).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+	if _, err := env.Kube.Events(ns).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
 		a.m.auditErrors.WithLabelValues("event").Inc()
 		a.logger.Warn("cannot write the remediation event", "target", r.Target.String(), "err", err)
 	}

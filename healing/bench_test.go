@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vigil-agent/vigil/internal/kubeclient"
 	"github.com/vigil-agent/vigil/internal/testenv"
 	"github.com/vigil-agent/vigil/rules"
 )
@@ -97,7 +98,11 @@ func BenchmarkAlertToAction(b *testing.B) {
 		}
 		dep("web")
 		node := k.Nodes[0]
-		noRollout := func(o *Options) { o.Kube = c.admin; o.NodeName = node }
+		kc, err := kubeclient.New(k.RESTConfig())
+		if err != nil {
+			b.Fatal(err)
+		}
+		noRollout := func(o *Options) { o.Kube = kc; o.NodeName = node }
 		engine := func(b *testing.B, policy string) *harness {
 			h := benchEngine(b, policy, noRollout)
 			var g []Guard

@@ -17,8 +17,8 @@ import (
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/consumer"
-	"k8s.io/client-go/kubernetes"
 
+	"github.com/vigil-agent/vigil/internal/kubeclient"
 	"github.com/vigil-agent/vigil/rules"
 )
 
@@ -34,7 +34,7 @@ type Options struct {
 	Traces consumer.Traces
 	// Kube overrides the client built from healing.kubernetes (tests use
 	// it to act as a given ServiceAccount).
-	Kube kubernetes.Interface
+	Kube *kubeclient.Client
 	// Systemd overrides how systemd is reached.
 	Systemd func(ctx context.Context) (*sdbus.Conn, error)
 	// HTTP is the webhook client (default: 10 s timeout).

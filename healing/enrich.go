@@ -143,7 +143,7 @@ func (en *enricher) lookup(ctx context.Context, what, key, alert string, f func(
 func (en *enricher) owner(ctx context.Context, ns, name string) (map[string]string, error) {
 	var pod *corev1.Pod
 	err := en.env.kubeDo(ctx, "get pod", func(ctx context.Context) (err error) {
-		pod, err = en.env.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		pod, err = en.env.Kube.Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		return err
 	})
 	if apierrors.IsNotFound(err) {
@@ -192,7 +192,7 @@ func (en *enricher) dependency(ctx context.Context, dst string) (map[string]stri
 		if len(svc.Spec.Selector) > 0 {
 			var pods *corev1.PodList
 			if err := en.env.kubeDo(ctx, "list pods", func(ctx context.Context) (err error) {
-				pods, err = en.env.Kube.CoreV1().Pods(svc.Namespace).List(ctx, metav1.ListOptions{
+				pods, err = en.env.Kube.Pods(svc.Namespace).List(ctx, metav1.ListOptions{
 					LabelSelector: labels.SelectorFromSet(svc.Spec.Selector).String()})
 				return err
 			}); err != nil {
@@ -214,7 +214,7 @@ func (en *enricher) dependency(ctx context.Context, dst string) (map[string]stri
 	}
 	var pods *corev1.PodList
 	if err := en.env.kubeDo(ctx, "list pods by IP", func(ctx context.Context) (err error) {
-		pods, err = en.env.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "status.podIP=" + ip.String()})
+		pods, err = en.env.Kube.Pods("").List(ctx, metav1.ListOptions{FieldSelector: "status.podIP=" + ip.String()})
 		return err
 	}); err != nil {
 		return nil, err
@@ -272,7 +272,7 @@ func (en *enricher) service(ctx context.Context, ip netip.Addr, port int32) (*co
 	}
 	var list *corev1.ServiceList
 	err := en.env.kubeDo(ctx, "list services", func(ctx context.Context) (err error) {
-		list, err = en.env.Kube.CoreV1().Services("").List(ctx, metav1.ListOptions{FieldSelector: "spec.clusterIP=" + ip.String()})
+		list, err = en.env.Kube.Services("").List(ctx, metav1.ListOptions{FieldSelector: "spec.clusterIP=" + ip.String()})
 		if apierrors.IsBadRequest(err) {
 			return permanent(err)
 		}
@@ -285,7 +285,7 @@ func (en *enricher) service(ctx context.Context, ip netip.Addr, port int32) (*co
 		return match(list), nil
 	}
 	if err := en.env.kubeDo(ctx, "list services", func(ctx context.Context) (err error) {
-		list, err = en.env.Kube.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+		list, err = en.env.Kube.Services("").List(ctx, metav1.ListOptions{})
 		return err
 	}); err != nil {
 		return nil, err

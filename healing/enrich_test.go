@@ -9,8 +9,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/vigil-agent/vigil/internal/kubeclient"
 )
 
 // hungAPIServer accepts connections and never answers, until release
@@ -61,7 +62,7 @@ func (s *hungAPIServer) release() {
 // error is logged and counted.
 func TestEnrichmentNeverBlocksAndFailsSoft(t *testing.T) {
 	api := startHungAPIServer(t)
-	kube, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + api.l.Addr().String(), Timeout: 2 * time.Minute})
+	kube, err := kubeclient.New(&rest.Config{Host: "http://" + api.l.Addr().String(), Timeout: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,7 @@ policies:
 // starts no runbook.
 func TestEnrichmentResolvedWhilePendingDoesNotAct(t *testing.T) {
 	api := startHungAPIServer(t)
-	kube, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + api.l.Addr().String(), Timeout: 2 * time.Minute})
+	kube, err := kubeclient.New(&rest.Config{Host: "http://" + api.l.Addr().String(), Timeout: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

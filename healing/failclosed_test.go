@@ -6,8 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/vigil-agent/vigil/internal/kubeclient"
 )
 
 // With the API server unreachable, Kubernetes actions fail closed after
@@ -20,7 +21,7 @@ func TestKubernetesUnreachableFailsClosedLocalActionsWork(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
-	kc, err := kubernetes.NewForConfig(&rest.Config{Host: "https://" + addr, TLSClientConfig: rest.TLSClientConfig{Insecure: true}})
+	kc, err := kubeclient.New(&rest.Config{Host: "https://" + addr, TLSClientConfig: rest.TLSClientConfig{Insecure: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,9 +14,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vigil-agent/vigil/internal/kubeclient"
 )
 
 // MaintenanceAnnotation pauses every action on an object, on the pods of a
@@ -37,7 +38,7 @@ type RetryPolicy struct {
 
 // NewKubeClient builds a client from cfg: nil and no error when mode is
 // auto and no configuration is available (a plain host).
-func NewKubeClient(cfg KubeConfig) (kubernetes.Interface, *rest.Config, error) {
+func NewKubeClient(cfg KubeConfig) (*kubeclient.Client, *rest.Config, error) {
 	if cfg.Mode == "off" {
 		return nil, nil, nil
 	}
@@ -57,7 +58,7 @@ func NewKubeClient(cfg KubeConfig) (kubernetes.Interface, *rest.Config, error) {
 	rc = rest.CopyConfig(rc)
 	rc.Timeout = cfg.RequestTimeout
 	rc.UserAgent = "vigil-healing"
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := kubeclient.New(rc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kubernetes: %w", err)
 	}
@@ -142,7 +143,7 @@ func (env *Env) gatherFacts(ctx context.Context, t Target, f *Facts) error {
 	case "Pod":
 		var pod *corev1.Pod
 		if err := env.kubeDo(ctx, "get pod", func(ctx context.Context) (err error) {
-			pod, err = env.Kube.CoreV1().Pods(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+			pod, err = env.Kube.Pods(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
 			return err
 		}); err != nil {
 			return err
@@ -186,7 +187,7 @@ func (env *Env) gatherFacts(ctx context.Context, t Target, f *Facts) error {
 func (env *Env) nodeMaintenance(ctx context.Context, name string, f *Facts) error {
 	var node *corev1.Node
 	if err := env.kubeDo(ctx, "get node", func(ctx context.Context) (err error) {
-		node, err = env.Kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		node, err = env.Kube.Nodes().Get(ctx, name, metav1.GetOptions{})
 		return err
 	}); err != nil {
 		return err
@@ -231,7 +232,7 @@ func (env *Env) ownerRef(ctx context.Context, pod *corev1.Pod) (kind, name strin
 	if kind == "ReplicaSet" {
 		var rs *appsv1.ReplicaSet
 		if err := env.kubeDo(ctx, "get replicaset", func(ctx context.Context) (err error) {
-			rs, err = env.Kube.AppsV1().ReplicaSets(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+			rs, err = env.Kube.ReplicaSets(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
 			return err
 		}); err != nil {
 			return "", "", err
@@ -257,7 +258,7 @@ func (env *Env) workload(ctx context.Context, kind, ns, name string) (*WorkloadF
 	var obj metav1.Object
 	var sel *metav1.LabelSelector
 	err := env.kubeDo(ctx, "get "+strings.ToLower(kind), func(ctx context.Context) error {
-		apps := env.Kube.AppsV1()
+		apps := env.Kube
 		switch kind {
 		case "Deployment":
 			d, err := apps.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
@@ -313,7 +314,7 @@ func (env *Env) workload(ctx context.Context, kind, ns, name string) (*WorkloadF
 	}
 	var pods *corev1.PodList
 	if err := env.kubeDo(ctx, "list pods", func(ctx context.Context) (err error) {
-		pods, err = env.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: s.String()})
+		pods, err = env.Kube.Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: s.String()})
 		return err
 	}); err != nil {
 		return nil, nil, err
@@ -345,7 +346,7 @@ func (env *Env) ownerSelector(ctx context.Context, pod *corev1.Pod) (*metav1.Lab
 	}
 	var sel *metav1.LabelSelector
 	err := env.kubeDo(ctx, "get owner", func(ctx context.Context) error {
-		apps := env.Kube.AppsV1()
+		apps := env.Kube
 		switch ref.Kind {
 		case "ReplicaSet":
 			o, err := apps.ReplicaSets(pod.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})

@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 
+	"github.com/vigil-agent/vigil/internal/kubeclient"
 	"github.com/vigil-agent/vigil/internal/testenv"
 	"github.com/vigil-agent/vigil/rules"
 )
@@ -38,7 +39,10 @@ import (
 type cluster struct {
 	k     *testenv.Kube
 	admin kubernetes.Interface
-	agent kubernetes.Interface
+	agent *kubeclient.Client
+	// agentFull is the full clientset as the same ServiceAccount, for
+	// what the agent never calls (access reviews).
+	agentFull kubernetes.Interface
 }
 
 func startCluster(t *testing.T) *cluster {
@@ -50,8 +54,11 @@ func startCluster(t *testing.T) *cluster {
 	}
 	applyRBAC(t, c.admin)
 	var err error
-	c.agent, err = kubernetes.NewForConfig(k.ServiceAccountConfig(t, "vigil", "vigil"))
-	if err != nil {
+	sa := k.ServiceAccountConfig(t, "vigil", "vigil")
+	if c.agent, err = kubeclient.New(sa); err != nil {
+		t.Fatal(err)
+	}
+	if c.agentFull, err = kubernetes.NewForConfig(sa); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -886,7 +893,7 @@ func TestKubernetesActuators(t *testing.T) {
 			group, resource, sub, verb, ns string
 		}
 		ssar := func(ch check) bool {
-			r, err := c.agent.AuthorizationV1().SelfSubjectAccessReviews().Create(t.Context(), &authv1.SelfSubjectAccessReview{
+			r, err := c.agentFull.AuthorizationV1().SelfSubjectAccessReviews().Create(t.Context(), &authv1.SelfSubjectAccessReview{
 				Spec: authv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authv1.ResourceAttributes{
 					Group: ch.group, Resource: ch.resource, Subresource: ch.sub, Verb: ch.verb, Namespace: ch.ns}},
 			}, metav1.CreateOptions{})

@@ -29,7 +29,7 @@ func (env *Env) acquireLease(ctx context.Context, ns, action string, t Target, h
 	secs := int32((hold + time.Second - 1) / time.Second)
 	now := metav1.NewMicroTime(time.Now())
 	err = env.kubeDo(ctx, "acquire lease "+ns+"/"+name, func(ctx context.Context) error {
-		api := env.Kube.CoordinationV1().Leases(ns)
+		api := env.Kube.Leases(ns)
 		cur, gerr := api.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(gerr) {
 			l := &coordinationv1.Lease{
