@@ -17,9 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -27,6 +25,7 @@ import (
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/component"
+	"github.com/vigil-agent/vigil/internal/kubeclient"
 )
 
 // On by default only inside a cluster: a plain host has no API server,
@@ -172,7 +171,7 @@ func (c *Collector) Start(ctx context.Context) error {
 	pc := rest.CopyConfig(rc)
 	pc.ContentType = "application/vnd.kubernetes.protobuf"
 	pc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	cs, err := kubernetes.NewForConfig(pc)
+	cs, err := kubeclient.New(pc)
 	if err != nil {
 		return fmt.Errorf("kube: %w", err)
 	}
@@ -200,10 +199,10 @@ func (c *Collector) Start(ctx context.Context) error {
 		}
 	)
 	for _, ns := range namespaces {
-		// One pod informer built directly, not through client-go's
-		// informers factory: the factory links an informer and a lister
-		// for every API group (about 2 MB of the agent, docs/cost.md).
-		podClient := cs.CoreV1().Pods(ns)
+		// Both informers are built directly, not through client-go's
+		// informers factories: those link an informer and a lister for
+		// every API group, and the typed clientset with them (docs/cost.md).
+		podClient := cs.Pods(ns)
 		pods := cache.NewSharedIndexInformerWithOptions(&cache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				o.FieldSelector = selector
@@ -220,20 +219,31 @@ func (c *Collector) Start(ctx context.Context) error {
 		_ = pods.SetTransform(trimPod)
 		_ = pods.SetWatchErrorHandler(c.watchErrorHandler("pods", &c.podWatchErrors))
 
-		mfactory := metadatainformer.NewFilteredSharedInformerFactory(mc, c.cfg.ResyncPeriod, ns, nil)
-		rsInformer := mfactory.ForResource(appsv1.SchemeGroupVersion.WithResource("replicasets"))
-		_ = rsInformer.Informer().SetTransform(trimMeta)
-		_ = rsInformer.Informer().SetWatchErrorHandler(c.watchErrorHandler("replicasets", &c.rsWatchErrors))
+		rsClient := mc.Resource(appsv1.SchemeGroupVersion.WithResource("replicasets")).Namespace(ns)
+		rs := cache.NewSharedIndexInformerWithOptions(&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return rsClient.List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return rsClient.Watch(ctx, o)
+			},
+		}, &metav1.PartialObjectMetadata{}, cache.SharedIndexInformerOptions{
+			ResyncPeriod: c.cfg.ResyncPeriod,
+			Indexers:     cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+		})
+		_ = rs.SetTransform(trimMeta)
+		_ = rs.SetWatchErrorHandler(c.watchErrorHandler("replicasets", &c.rsWatchErrors))
 
-		podsDone := make(chan struct{})
-		go func() {
-			defer close(podsDone)
-			pods.RunWithContext(runCtx)
-		}()
-		mfactory.Start(runCtx.Done())
-		stops = append(stops, func() { <-podsDone }, mfactory.Shutdown)
-		synced = append(synced, pods.HasSynced, rsInformer.Informer().HasSynced)
-		scopes = append(scopes, scope{namespace: ns, pods: pods, rs: rsInformer.Lister()})
+		for _, inf := range []cache.SharedIndexInformer{pods, rs} {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				inf.RunWithContext(runCtx)
+			}()
+			stops = append(stops, func() { <-done })
+		}
+		synced = append(synced, pods.HasSynced, rs.HasSynced)
+		scopes = append(scopes, scope{namespace: ns, pods: pods, rs: cache.NewGenericLister(rs.GetIndexer(), appsv1.Resource("replicasets"))})
 	}
 
 	syncCtx, syncCancel := context.WithTimeout(ctx, c.cfg.SyncTimeout)
