@@ -27,6 +27,7 @@ func TestQueryAPIBounds(t *testing.T) {
 	cfg := NewConfig()
 	cfg.RuleFiles = nil
 	cfg.QueryAPI.MaxSamples = 5000
+	cfg.IngestAll = true // no rule reads the gauge: stored for the query API
 	cfg.EvaluationInterval = 100 * time.Millisecond
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "bounded_gauge", Help: "x"})
 	te := startEngine(t, cfg, g)

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	promrules "github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/util/strutil"
 
@@ -262,12 +263,14 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.webhook.start(runCtx); err != nil {
 		return err
 	}
-	// Ingest once so the first evaluation has data.
-	if err := e.storage.Ingest(e.opts.Gatherer, time.Now(), 1); err != nil {
-		e.logger.Warn("first ingest into the local TSDB failed", "err", err)
-	}
 	if err := e.manager.Update(cfg.EvaluationInterval, e.files, labels.FromMap(cfg.ExternalLabels), cfg.ExternalURL, nil); err != nil {
 		return fmt.Errorf("load rule files: %w", err)
+	}
+	e.selectIngest(cfg)
+	// Ingest once so the first evaluation has data (a group's first
+	// evaluation waits for its slot in the interval).
+	if err := e.storage.Ingest(e.opts.Gatherer, time.Now(), 1); err != nil {
+		e.logger.Warn("first ingest into the local TSDB failed", "err", err)
 	}
 	e.wg.Add(4)
 	go e.ingestLoop(runCtx)
@@ -402,10 +405,62 @@ func (e *Engine) ApplyConfig(_ context.Context, cfg *Config) error {
 	e.events.setConfig(cfg.EventAlerts)
 	e.evidence.setConfig(cfg.Evidence)
 	e.storage.SetLimits(cfg.Retention, cfg.MaxSeries)
+	if e.started {
+		e.selectIngest(cfg)
+	}
 	e.files = files
 	e.cfg.Store(cfg)
 	e.logger.Info("rules configuration applied", "rule_files", len(files))
 	return nil
+}
+
+// selectIngest makes the local TSDB store only the metric names the
+// loaded rules read, unless cfg says to store everything or a rule selects
+// series without a fixed metric name.
+func (e *Engine) selectIngest(cfg *Config) {
+	var want map[string]bool
+	if !cfg.IngestAll {
+		want = ruleMetricNames(e.manager.RuleGroups())
+	}
+	e.storage.Select(want)
+	if want == nil {
+		e.logger.Info("the local TSDB stores every series of the agent's metrics", "ingest_all", cfg.IngestAll)
+	} else {
+		e.logger.Info("the local TSDB stores the metric names the rules read", "names", len(want))
+	}
+}
+
+// ruleMetricNames returns the metric names the rules' expressions select,
+// or nil when one selector has no fixed name (a regular expression on
+// __name__, or none): then every series may be read.
+func ruleMetricNames(groups []*promrules.Group) map[string]bool {
+	want := map[string]bool{}
+	for _, g := range groups {
+		for _, r := range g.Rules() {
+			all := false
+			parser.Inspect(r.Query(), func(n parser.Node, _ []parser.Node) error {
+				vs, ok := n.(*parser.VectorSelector)
+				if !ok {
+					return nil
+				}
+				name := vs.Name
+				for _, m := range vs.LabelMatchers {
+					if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
+						name = m.Value
+					}
+				}
+				if name == "" {
+					all = true
+				}
+				want[name] = true
+				return nil
+			})
+			if all {
+				return nil
+			}
+		}
+	}
+	return want
 }
 
 // query is the rule manager's QueryFunc: groups mapped to a remote endpoint

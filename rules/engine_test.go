@@ -301,6 +301,7 @@ func TestRemoteQueryGroupsUseTheirEndpoint(t *testing.T) {
 	cluster := NewConfig()
 	cluster.EvaluationInterval = 200 * time.Millisecond
 	cluster.RuleFiles = nil
+	cluster.IngestAll = true // no rules read it: stored for the query API
 	onlyRemote := prometheus.NewGauge(prometheus.GaugeOpts{Name: "cluster_only_metric", Help: "h"})
 	onlyRemote.Set(3)
 	remote := startEngine(t, cluster, onlyRemote)

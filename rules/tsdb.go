@@ -42,6 +42,11 @@ type LocalStorage struct {
 	// as long as data is retained: a counter that comes back is not new.
 	lastIngest int64
 	gone       map[uint64]int64
+	// want holds the metric names the loaded rules read; nil stores every
+	// series (rules.ingest_all, or a selector without a fixed name).
+	want map[string]bool
+
+	skipped prometheus.Counter
 
 	samples, dropped, stale prometheus.Counter
 	zeros                   prometheus.Counter
@@ -109,9 +114,10 @@ func NewLocalStorage(o StorageOptions) (*LocalStorage, error) {
 	s.stale = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_stale_markers_total", Help: "Staleness markers written for series that disappeared from the agent's metrics."})
 	s.ingestErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_ingest_errors_total", Help: "Ingest cycles that failed (gather or commit errors)."})
 	s.ingestDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_rules_tsdb_ingest_duration_seconds", Help: "Time to gather the agent's metrics and append them to the local TSDB.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)})
+	s.skipped = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_samples_skipped_total", Help: "Samples of the agent's metrics not stored in the local TSDB because no loaded rule reads their metric name (rules.ingest_all stores them all)."})
 	s.seriesGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vigil_rules_tsdb_series", Help: "Series in the local TSDB head."}, func() float64 { return float64(head.NumSeries()) })
 	if o.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.samples, s.dropped, s.stale, s.zeros, s.ingestErrors, s.ingestDuration, s.seriesGauge} {
+		for _, c := range []prometheus.Collector{s.samples, s.dropped, s.skipped, s.stale, s.zeros, s.ingestErrors, s.ingestDuration, s.seriesGauge} {
 			if err := o.Registerer.Register(c); err != nil {
 				s.Close()
 				return nil, fmt.Errorf("local TSDB metrics: %w", err)
@@ -134,6 +140,15 @@ func (s *LocalStorage) SetLimits(retention time.Duration, maxSeries int) {
 	s.retention, s.maxSeries = retention, maxSeries
 }
 
+// Select stores only the series of the metric names in want from the next
+// ingest on; nil stores every series. A series that stops being stored
+// gets a staleness marker, as one that vanished does.
+func (s *LocalStorage) Select(want map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.want = want
+}
+
 // Querier implements storage.Queryable over the head.
 func (s *LocalStorage) Querier(mint, maxt int64) (storage.Querier, error) {
 	return tsdb.NewBlockQuerier(tsdb.NewRangeHead(s.head, mint, maxt), mint, maxt)
@@ -154,7 +169,8 @@ func (s *LocalStorage) Close() error {
 	return err
 }
 
-// Ingest gathers g and appends every sample at time ts. Series that were
+// Ingest gathers g and appends its samples at time ts: those of the metric
+// names selected (Select), or every one. Series that were
 // present in the previous ingest but not in this one get a staleness
 // marker, as Prometheus's scrape loop does. Old data is truncated every
 // few ingests.
@@ -171,7 +187,7 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 	t := ts.UnixMilli()
 	app := s.head.AppenderV2(context.Background())
 	var b labels.ScratchBuilder
-	var appended, dropped, zeros float64
+	var appended, dropped, skipped, zeros float64
 	// add appends one sample. For a cumulative series (counter, histogram
 	// bucket/count/sum, summary count/sum) that appears for the first time
 	// after the first ingest, a zero sample is written first, at the
@@ -183,6 +199,10 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 	// exits would never count. A series seen before (vanished and back) gets
 	// no zero: its value may be an old cumulative total.
 	add := func(name string, lp []*dto.LabelPair, extraName, extraValue string, v float64, cumulative bool, created int64) {
+		if s.want != nil && !s.want[name] {
+			skipped++
+			return
+		}
 		b.Reset()
 		b.Add(model.MetricNameLabel, name)
 		for _, p := range lp {
@@ -304,6 +324,7 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 	s.zeros.Add(zeros)
 	s.samples.Add(appended)
 	s.dropped.Add(dropped)
+	s.skipped.Add(skipped)
 	s.stale.Add(stale)
 	if ts.Sub(s.lastTruncate) >= s.retention/4 {
 		s.lastTruncate = ts

@@ -58,7 +58,8 @@ func peakRSS(t *testing.T, pid int) int64 {
 // memory limit.
 func TestHostileQueryIsBoundedInTheBinary(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "vigil.yaml")
-	if err := os.WriteFile(cfg, []byte("rules:\n  evaluation_interval: 200ms\n  query_api:\n    enabled: true\n"), 0o644); err != nil {
+	// ingest_all: the worst case, every series of the agent in the TSDB.
+	if err := os.WriteFile(cfg, []byte("rules:\n  evaluation_interval: 200ms\n  ingest_all: true\n  query_api:\n    enabled: true\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd, base, logBuf := startVigil(t, "run", "--config", cfg, "--web.listen-address", "127.0.0.1:0")

@@ -1,0 +1,143 @@
+package rules
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
+)
+
+// The local TSDB stores the metric names it is told to (a histogram's
+// _bucket, _sum and _count each by name), skips and counts the rest, and a
+// series it stops storing goes stale.
+func TestIngestSelectedNames(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "c_total", Help: "h"})
+	c.Add(3)
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g", Help: "h"})
+	g.Set(7)
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h_seconds", Help: "h", Buckets: []float64{1}})
+	h.Observe(0.5)
+	reg.MustRegister(c, g, h)
+	s := newTestStorage(t, 10*time.Minute, 1000)
+	now := time.Now()
+	s.Select(map[string]bool{"g": true, "h_seconds_bucket": true})
+	if err := s.Ingest(reg, now, 1); err != nil {
+		t.Fatal(err)
+	}
+	has := func(q string, at time.Time) bool { return len(instant(t, s, q, at)) > 0 }
+	for q, want := range map[string]bool{"g": true, `h_seconds_bucket{le="1"}`: true, `h_seconds_bucket{le="+Inf"}`: true, "c_total": false, "h_seconds_sum": false, "h_seconds_count": false} {
+		if got := has(q, now); got != want {
+			t.Errorf("after selecting g and h_seconds_bucket: %s stored = %v, want %v", q, got, want)
+		}
+	}
+	// c_total, h_seconds_sum and h_seconds_count: three samples skipped.
+	if got := testutil.ToFloat64(s.skipped); got != 3 {
+		t.Errorf("skipped samples = %v, want 3", got)
+	}
+
+	// Everything (nil), then only c_total: g goes stale at once.
+	s.Select(nil)
+	t2 := now.Add(5 * time.Second)
+	if err := s.Ingest(reg, t2, 2); err != nil {
+		t.Fatal(err)
+	}
+	if !has("c_total", t2) {
+		t.Error("with no selection c_total is not stored")
+	}
+	s.Select(map[string]bool{"c_total": true})
+	t3 := t2.Add(5 * time.Second)
+	if err := s.Ingest(reg, t3, 3); err != nil {
+		t.Fatal(err)
+	}
+	if has("g", t3) {
+		t.Error("g, no longer selected, is not stale")
+	}
+	if !has("c_total", t3) {
+		t.Error("c_total, selected, is not stored")
+	}
+}
+
+// The engine stores what its loaded rules read — by name, through
+// recording rules and range selectors — follows a reload, and stores
+// everything with ingest_all or when a rule selects by a regular
+// expression on the name.
+func TestEngineStoresWhatItsRulesRead(t *testing.T) {
+	dir := t.TempDir()
+	a := prometheus.NewCounter(prometheus.CounterOpts{Name: "a_total", Help: "h"})
+	a.Inc()
+	b := prometheus.NewGauge(prometheus.GaugeOpts{Name: "b", Help: "h"})
+	b.Set(1)
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h_seconds", Help: "h", Buckets: []float64{1}})
+	h.Observe(2)
+	cfg := NewConfig()
+	cfg.EvaluationInterval = 100 * time.Millisecond
+	cfg.RuleFiles = []string{writeFile(t, dir, "rules.yml", `
+groups:
+  - name: g
+    rules:
+      - record: x:a:rate1m
+        expr: sum(rate(a_total[1m]))
+      - alert: SlowH
+        expr: histogram_quantile(0.9, sum by (le) (rate(h_seconds_bucket[1m]))) > 1
+`)}
+	te := startEngine(t, cfg, a, b, h)
+	stored := func(q string) bool { return len(te.query(t, q).Data.Result) > 0 }
+	testenv.EventuallyTrue(t, 10*time.Second, "a_total stored", func() bool { return stored("a_total") })
+	for q, want := range map[string]bool{"a_total": true, "h_seconds_bucket": true, "b": false, "h_seconds_count": false} {
+		if got := stored(q); got != want {
+			t.Errorf("%s stored = %v, want %v", q, got, want)
+		}
+	}
+	skipped := func() float64 {
+		mfs, err := te.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "vigil_rules_tsdb_samples_skipped_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	if skipped() == 0 {
+		t.Error("vigil_rules_tsdb_samples_skipped_total is 0 with b and h_seconds_sum not stored")
+	}
+
+	apply := func(c *Config) {
+		t.Helper()
+		if err := te.ApplyConfig(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// ingest_all: b is stored from the next ingest on.
+	all := *cfg
+	all.IngestAll = true
+	apply(&all)
+	testenv.EventuallyTrue(t, 10*time.Second, "b stored with ingest_all", func() bool { return stored("b") })
+
+	// A rule reading b only: a_total goes stale, b is stored.
+	only := *cfg
+	only.RuleFiles = []string{writeFile(t, dir, "b.yml", "groups:\n  - name: b\n    rules:\n      - record: x:b\n        expr: b * 2\n")}
+	apply(&only)
+	testenv.EventuallyTrue(t, 10*time.Second, "a_total stale after the rules stopped reading it", func() bool { return !stored("a_total") })
+	if !stored("b") {
+		t.Error("b, read by the new rule, is not stored")
+	}
+
+	// A selector without a fixed name: everything is stored.
+	re := *cfg
+	re.RuleFiles = []string{writeFile(t, dir, "re.yml", "groups:\n  - name: re\n    rules:\n      - record: x:any\n        expr: count({__name__=~\"a_.*\"})\n")}
+	apply(&re)
+	before := skipped()
+	testenv.EventuallyTrue(t, 10*time.Second, "h_seconds_count stored with a name regex", func() bool { return stored("h_seconds_count") })
+	time.Sleep(3 * cfg.EvaluationInterval) // ingests that would skip if they did
+	if got := skipped(); got != before {
+		t.Errorf("with a rule selecting by a name regex, %v more samples were skipped", got-before)
+	}
+}
