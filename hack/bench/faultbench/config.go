@@ -13,6 +13,7 @@ import (
 const (
 	alertCrash      = "FaultbenchCrash"               // conventional: the exit counter grew, for: 0s
 	alert5xx        = "FaultbenchHTTP5xx"             // conventional: the 5xx counter grew, for: 0s
+	alertHang       = "FaultbenchHTTPUnanswered"      // conventional: the unanswered counter grew, for: 0s
 	alertMixinCrash = "FaultbenchMixinCrashLooping"   // kubernetes-mixin's KubePodCrashLooping, for: 15m
 	alertMixin5xx   = "FaultbenchMixinHTTPErrorsHigh" // kubernetes-mixin's KubeAPIErrorsHigh, for: 10m
 )
@@ -23,6 +24,8 @@ const (
 	policyLocal5xx   = "local-5xx"          // Vigil's default 5xx alert (evidence or rule)
 	policyConvCrash  = "conventional-crash" // via Prometheus (for: 0s) and Alertmanager
 	policyConv5xx    = "conventional-5xx"   // via Prometheus (for: 0s) and Alertmanager
+	policyLocalHang  = "local-hang"         // Vigil's default not-answering alert (evidence or rule)
+	policyConvHang   = "conventional-hang"  // via Prometheus (for: 0s) and Alertmanager
 	policyMixinCrash = "mixin-crash"        // via Prometheus (the mixin's for:) and Alertmanager
 	policyMixin5xx   = "mixin-5xx"          // via Prometheus (the mixin's for:) and Alertmanager
 )
@@ -32,19 +35,23 @@ const (
 	defaultExited       = "VigilProcessExitedNonZero" // fast-path event alert
 	defaultCrashLooping = "VigilWorkloadCrashLooping" // rule, 3 failed exits in 5 minutes
 	default5xx          = "VigilWorkloadHigh5xxRatio" // evidence detector, or the rule after its for: 1m
+	defaultNotAnswering = "VigilWorkloadNotAnswering" // evidence detector, or the rule after its for: 1m
 )
 
 // expectedSources says, for each policy, which alerts it may act on and
 // from which sources: the local policies act only on Vigil's own default
-// alerts (a crash's event alert or the crash-loop rule; the 5xx alert from
-// the evidence detector or from the rule file), the others only on what
+// alerts (a crash's event alert or the crash-loop rule; the 5xx and the
+// not-answering alerts from the evidence detector or from the rule file),
+// the others only on what
 // Alertmanager delivered. A policy acting on anything else would make its
 // figures meaningless, and the receiver fails the run.
 var expectedSources = map[string]map[string][]string{
 	policyLocalCrash: {defaultExited: {"event"}, defaultCrashLooping: {"rule"}},
 	policyLocal5xx:   {default5xx: {"evidence", "rule"}},
+	policyLocalHang:  {defaultNotAnswering: {"evidence", "rule"}},
 	policyConvCrash:  {alertCrash: {"alertmanager"}},
 	policyConv5xx:    {alert5xx: {"alertmanager"}},
+	policyConvHang:   {alertHang: {"alertmanager"}},
 	policyMixinCrash: {alertMixinCrash: {"alertmanager"}},
 	policyMixin5xx:   {alertMixin5xx: {"alertmanager"}},
 }
@@ -71,13 +78,15 @@ func expectedList(alerts map[string][]string) string {
 	return strings.Join(out, ", ")
 }
 
-// Unit names: the main workloads are faultbench-crash-N and
-// faultbench-web-N, the mixin path's own ones faultbench-crash-mN and
-// faultbench-web-mN (each Prometheus rule selects only its own; Vigil's
-// local policies act on them all).
+// Unit names: the main workloads are faultbench-crash-N,
+// faultbench-web-N and faultbench-hang-N, the mixin path's own ones
+// faultbench-crash-mN and faultbench-web-mN (each Prometheus rule selects
+// only its own; Vigil's local policies act on them all). The hang
+// scenario has no mixin workloads: the mixin has no alert for it.
 const (
 	mainCrashUnits  = `faultbench-crash-[0-9]+[.]service`
 	mainWebUnits    = `faultbench-web-[0-9]+[.]service`
+	mainHangUnits   = `faultbench-hang-[0-9]+[.]service`
 	mixinCrashUnits = `faultbench-crash-m[0-9]+[.]service`
 	mixinWebUnits   = `faultbench-web-m[0-9]+[.]service`
 )
@@ -89,6 +98,13 @@ func crashExpr(window string) string {
 
 func httpExpr(window string) string {
 	return fmt.Sprintf(`sum by (unit) (increase(vigil_http_requests_total{kind="server",status_class="5xx",unit=~"%s"}[%s])) > 0`, mainWebUnits, window)
+}
+
+// hangExpr is the conventional path's rule for a replica that hangs, on
+// the counter of requests still unanswered http_unanswered_after (10 s by
+// default) after they were read: it cannot see a hang sooner than that.
+func hangExpr(window string) string {
+	return fmt.Sprintf(`sum by (unit) (increase(vigil_http_server_requests_unanswered_total{unit=~"%s"}[%s])) > 0`, mainHangUnits, window)
 }
 
 // mixinCrashExpr is kubernetes-mixin's KubePodCrashLooping on Vigil's
@@ -121,7 +137,8 @@ func promRulesYAML(s settings) string {
 	}
 	out := "groups:\n  - name: faultbench-conventional\n    rules:\n" +
 		rule(alertCrash, crashExpr(s.window), 0, "conventional") +
-		rule(alert5xx, httpExpr(s.window), 0, "conventional")
+		rule(alert5xx, httpExpr(s.window), 0, "conventional") +
+		rule(alertHang, hangExpr(s.window), 0, "conventional")
 	if s.mixinRuns > 0 {
 		out += "  - name: faultbench-mixin\n    rules:\n" +
 			rule(alertMixinCrash, mixinCrashExpr(), s.mixinCrashFor, "mixin") +
@@ -194,8 +211,10 @@ healing:
 `, interval, strconv.Quote(p.token), strconv.Quote(maintenance)) +
 		route(policyLocalCrash, q(`alertname=~"`+defaultExited+"|"+defaultCrashLooping+`"`), q(`unit=~"faultbench-crash-.+"`)) +
 		route(policyLocal5xx, q(`alertname="`+default5xx+`"`), q(`unit=~"faultbench-web-.+"`)) +
+		route(policyLocalHang, q(`alertname="`+defaultNotAnswering+`"`), q(`unit=~"faultbench-hang-.+"`)) +
 		route(policyConvCrash, q(`alertname="`+alertCrash+`"`), q(`path="conventional"`)) +
 		route(policyConv5xx, q(`alertname="`+alert5xx+`"`), q(`path="conventional"`)) +
+		route(policyConvHang, q(`alertname="`+alertHang+`"`), q(`path="conventional"`)) +
 		route(policyMixinCrash, q(`alertname="`+alertMixinCrash+`"`), q(`path="mixin"`)) +
 		route(policyMixin5xx, q(`alertname="`+alertMixin5xx+`"`), q(`path="mixin"`))
 }

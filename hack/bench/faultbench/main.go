@@ -5,21 +5,24 @@
 // run on this machine, and through the conventional path with the
 // kubernetes-mixin's for: durations on faults of their own.
 //
-// Two scenarios run concurrently, each on its own pool of workloads (cgroups
-// named like systemd units, so Vigil attributes them to a unit):
+// Three scenarios run concurrently, each on its own pool of workloads
+// (cgroups named like systemd units, so Vigil attributes them to a unit):
 //
 //   - crash: a shell in faultbench-crash-N.service exits with code 3;
 //   - 5xx: an HTTP server in faultbench-web-N.service, which a load
-//     generator hits at a steady rate, starts answering 500.
+//     generator hits at a steady rate, starts answering 500;
+//   - hang: an HTTP server in faultbench-hang-N.service, under open-loop
+//     load (a request every 1/rps seconds whether or not the earlier ones
+//     were answered), reads each request and answers none.
 //
 // One Vigil (eBPF and cgroup collectors, the default rule set and
 // evidence detection, healing live) serves every path at once:
 //
 //   - local: Vigil's default alerts (the fast-path event alert
 //     VigilProcessExitedNonZero or the rule VigilWorkloadCrashLooping for a
-//     crash; VigilWorkloadHigh5xxRatio, from the evidence detector or the
-//     rule file, for 5xx) reach the healing engine, whose local-* policy
-//     calls a webhook action;
+//     crash; VigilWorkloadHigh5xxRatio for 5xx and VigilWorkloadNotAnswering
+//     for a hang, from the evidence detector or the rule file) reach the
+//     healing engine, whose local-* policy calls a webhook action;
 //   - conventional: Prometheus scrapes Vigil's /metrics every 5 s and
 //     evaluates an equivalent rule every 5 s with `for: 0s`; Alertmanager
 //     (group_wait 1s) posts to Vigil's authenticated Alertmanager webhook; the
@@ -30,7 +33,9 @@
 //     (for: 15m) and KubeAPIErrorsHigh (for: 10m) on Vigil's metrics. Its
 //     faults (a crash loop; 5xx answers) last until it acts, so it runs on
 //     workloads of its own (faultbench-crash-mN, faultbench-web-mN), all at
-//     once, beside the other two paths (-mixin-runs, 0 to skip it).
+//     once, beside the other two paths (-mixin-runs, 0 to skip it). The
+//     mixin has no alert for a replica that hangs while alive, so the hang
+//     scenario has no mixin path.
 //
 // The webhook actions land on a receiver in this process, which notes the
 // time of each call and checks which alert and source each policy acted
@@ -40,7 +45,7 @@
 //
 // Usage (as root; see hack/bench/faults.sh):
 //
-//	faultbench -vigil bin/vigil [-runs 15] [-rps 50] [-mixin-runs 4] [-report FILE]
+//	faultbench -vigil bin/vigil [-runs 15] [-rps 50] [-mixin-runs 4] [-scenarios crash,5xx,hang] [-report FILE]
 package main
 
 import (
@@ -77,7 +82,14 @@ type settings struct {
 	mixinRuns     int           // faults per scenario on the mixin path (0: skip it)
 	mixinCrashFor time.Duration // for: of the mixin's crash-loop rule
 	mixin5xxFor   time.Duration // for: of the mixin's error-ratio rule
+	scenarios     []string      // the scenarios to run, from allScenarios
 }
+
+// allScenarios are the scenarios, in the report's order.
+var allScenarios = []string{"crash", "5xx", "hang"}
+
+// has says whether the scenario is to run.
+func (s settings) has(name string) bool { return slices.Contains(s.scenarios, name) }
 
 // units are the main workloads of a kind (crash, web).
 func (s settings) units(kind string) []string {
@@ -123,7 +135,9 @@ func main() {
 	flag.IntVar(&s.mixinRuns, "mixin-runs", 4, "faults per scenario on the kubernetes-mixin path, all at once on workloads of their own (0: skip that path)")
 	flag.DurationVar(&s.mixinCrashFor, "mixin-crash-for", 15*time.Minute, "for: of the mixin path's crash-loop rule (the mixin's KubePodCrashLooping: 15m)")
 	flag.DurationVar(&s.mixin5xxFor, "mixin-5xx-for", 10*time.Minute, "for: of the mixin path's 5xx-ratio rule (the mixin's KubeAPIErrorsHigh: 10m)")
+	scenarios := flag.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run: crash, 5xx, hang")
 	flag.Parse()
+	s.scenarios = strings.Split(*scenarios, ",")
 	if err := s.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "faultbench:", err)
 		os.Exit(2)
@@ -176,13 +190,17 @@ func (s *settings) validate() error {
 	if s.pool < 1 {
 		errs = append(errs, fmt.Errorf("-pool: must be at least 1, got %d", s.pool))
 	}
+	if len(s.scenarios) == 0 || slices.ContainsFunc(s.scenarios, func(n string) bool { return !slices.Contains(allScenarios, n) }) ||
+		len(slices.Compact(slices.Sorted(slices.Values(s.scenarios)))) != len(s.scenarios) {
+		errs = append(errs, fmt.Errorf("-scenarios: want some of %s, each once, got %q", strings.Join(allScenarios, ", "), strings.Join(s.scenarios, ",")))
+	}
 	if s.timeout < 10*time.Second {
 		errs = append(errs, fmt.Errorf("-timeout: must be at least 10s, got %s", s.timeout))
 	}
 	return errors.Join(errs...)
 }
 
-// bench sets everything up, runs both scenarios and prints the report.
+// bench sets everything up, runs the scenarios and prints the report.
 func bench(r *testenv.Runner, s settings) {
 	if os.Geteuid() != 0 {
 		r.Fatalf("must run as root (eBPF programs and cgroups)")
@@ -196,8 +214,17 @@ func bench(r *testenv.Runner, s settings) {
 	if err != nil {
 		r.Fatalf("cgroups: %v", err)
 	}
-	webUnits := append(s.units("web"), s.mixinUnitNames("web")...)
-	for _, u := range slices.Concat(s.units("crash"), s.mixinUnitNames("crash"), webUnits) {
+	var crashUnits, webUnits, hangUnits []string
+	if s.has("crash") {
+		crashUnits = append(s.units("crash"), s.mixinUnitNames("crash")...)
+	}
+	if s.has("5xx") {
+		webUnits = append(s.units("web"), s.mixinUnitNames("web")...)
+	}
+	if s.has("hang") {
+		hangUnits = s.units("hang")
+	}
+	for _, u := range slices.Concat(crashUnits, webUnits, hangUnits) {
 		if err := cg.create(u); err != nil {
 			r.Fatalf("cgroup %s: %v", u, err)
 		}
@@ -237,13 +264,26 @@ func bench(r *testenv.Runner, s settings) {
 	}
 	env := &environment{s: s, rc: rc, cg: cg, vigilURL: vigilURL, promURL: prom.URL, log: r.Log}
 
-	web, err := env.startWebServers(r, webUnits)
-	if err != nil {
-		r.Fatalf("web servers: %v", err)
+	var scenarios []*scenario
+	if s.has("crash") {
+		scenarios = append(scenarios, env.crashScenario())
+	}
+	if s.has("5xx") {
+		web, err := env.startWebServers(r, webUnits, false)
+		if err != nil {
+			r.Fatalf("web servers: %v", err)
+		}
+		scenarios = append(scenarios, env.httpScenario(web))
+	}
+	if s.has("hang") {
+		web, err := env.startWebServers(r, hangUnits, true)
+		if err != nil {
+			r.Fatalf("web servers (hang): %v", err)
+		}
+		scenarios = append(scenarios, env.hangScenario(web))
 	}
 	r.Log.Info("environment up", "vigil", vigilURL, "prometheus", prom.URL, "alertmanager", am.URL, "setup", time.Since(start).Round(time.Millisecond))
 
-	scenarios := []*scenario{env.crashScenario(), env.httpScenario(web)}
 	var wg sync.WaitGroup
 	errs := make([]error, 2*len(scenarios))
 	for i, sc := range scenarios {

@@ -165,6 +165,11 @@ func TestPoliciesMatchTheirPathsAlerts(t *testing.T) {
 		{map[string]string{"alertname": default5xx, "unit": "faultbench-web-3.service", "severity": "critical"}, policyLocal5xx},
 		{map[string]string{"alertname": alertCrash, "unit": "faultbench-crash-0.service", "path": "conventional"}, policyConvCrash},
 		{map[string]string{"alertname": alert5xx, "unit": "faultbench-web-0.service", "path": "conventional"}, policyConv5xx},
+		{map[string]string{"alertname": defaultNotAnswering, "unit": "faultbench-hang-2.service", "severity": "critical"}, policyLocalHang},
+		{map[string]string{"alertname": alertHang, "unit": "faultbench-hang-0.service", "path": "conventional"}, policyConvHang},
+		{map[string]string{"alertname": defaultNotAnswering, "unit": "faultbench-web-0.service"}, ""},
+		{map[string]string{"alertname": default5xx, "unit": "faultbench-hang-0.service"}, ""},
+		{map[string]string{"alertname": alertHang, "unit": "faultbench-hang-0.service"}, ""},
 		{map[string]string{"alertname": alertMixinCrash, "unit": "faultbench-crash-m0.service", "path": "mixin"}, policyMixinCrash},
 		{map[string]string{"alertname": alertMixin5xx, "unit": "faultbench-web-m0.service", "path": "mixin"}, policyMixin5xx},
 		{map[string]string{"alertname": "VigilWorkloadHighLatency", "unit": "faultbench-web-0.service"}, ""},
@@ -193,8 +198,8 @@ func TestPrometheusRules(t *testing.T) {
 		mixinRuns int
 		want      string
 	}{
-		{4, "FaultbenchCrash/conventional/0s,FaultbenchHTTP5xx/conventional/0s,FaultbenchMixinCrashLooping/mixin/15m,FaultbenchMixinHTTPErrorsHigh/mixin/10m"},
-		{0, "FaultbenchCrash/conventional/0s,FaultbenchHTTP5xx/conventional/0s"},
+		{4, "FaultbenchCrash/conventional/0s,FaultbenchHTTP5xx/conventional/0s,FaultbenchHTTPUnanswered/conventional/0s,FaultbenchMixinCrashLooping/mixin/15m,FaultbenchMixinHTTPErrorsHigh/mixin/10m"},
+		{0, "FaultbenchCrash/conventional/0s,FaultbenchHTTP5xx/conventional/0s,FaultbenchHTTPUnanswered/conventional/0s"},
 	} {
 		s := settings{window: "15s", mixinRuns: c.mixinRuns, mixinCrashFor: 15 * time.Minute, mixin5xxFor: 10 * time.Minute}
 		f := write(t, t.TempDir(), "prometheus.rules.yml", promRulesYAML(s))
@@ -210,6 +215,9 @@ func TestPrometheusRules(t *testing.T) {
 				main := strings.Contains(r.Expr, "-[0-9]+[.]service")
 				if main != (r.Labels["path"] == "conventional") {
 					t.Errorf("%s selects the wrong workloads: %s", r.Alert, r.Expr)
+				}
+				if r.Alert == alertHang && !strings.Contains(r.Expr, `vigil_http_server_requests_unanswered_total{unit=~"faultbench-hang-[0-9]+[.]service"}[15s]`) {
+					t.Errorf("%s is not on the hang workloads' unanswered counter: %s", r.Alert, r.Expr)
 				}
 			}
 		}
@@ -240,6 +248,8 @@ func TestReceiverChecksAlertSources(t *testing.T) {
 	post(policyLocal5xx, default5xx, "rule")
 	post(policyConv5xx, alert5xx, "alertmanager")
 	post(policyMixinCrash, alertMixinCrash, "alertmanager")
+	post(policyLocalHang, defaultNotAnswering, "evidence")
+	post(policyConvHang, alertHang, "alertmanager")
 	if bad := rc.unexpected(); len(bad) > 0 {
 		t.Fatalf("expected calls flagged: %v", bad)
 	}
@@ -250,8 +260,10 @@ func TestReceiverChecksAlertSources(t *testing.T) {
 	post(policyLocalCrash, defaultExited, "rule")
 	post(policyConvCrash, defaultExited, "event")
 	post("nobody", default5xx, "evidence")
-	if bad := rc.unexpected(); len(bad) != 4 {
-		t.Errorf("want 4 unexpected calls, got %d: %v", len(bad), bad)
+	post(policyLocalHang, default5xx, "evidence") // another scenario's alert
+	post(policyConvHang, defaultNotAnswering, "alertmanager")
+	if bad := rc.unexpected(); len(bad) != 6 {
+		t.Errorf("want 6 unexpected calls, got %d: %v", len(bad), bad)
 	}
 }
 
@@ -311,5 +323,61 @@ func TestReportMixinRowsAndGoal(t *testing.T) {
 	s.rps = 10
 	if md := (report{settings: s, scenarios: mk(sec(1), false)}).markdown(); !strings.Contains(md, "not measured (load 10 req/s, below 20)") {
 		t.Errorf("10 req/s cannot show the goal:\n%s", md)
+	}
+}
+
+// The hang rows: local and conventional with their ratio, the mixin path
+// shown as having no such alert (not a figure), the steps of the local
+// path's time, the evidence, and issue 19's hang goal judged from the
+// local p99; issue 11's goals (set for crash and 5xx) leave hang out.
+func TestReportHangRowsAndGoal(t *testing.T) {
+	sec := func(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }
+	mk := func(localP99 time.Duration) []*scenario {
+		sc := &scenario{name: "hang", what: "hang", noMixin: "no such alert in the mixin"}
+		for i := range 10 {
+			l := sec(3.2)
+			if i == 9 {
+				l = localP99
+			}
+			sc.results = append(sc.results, result{local: l, conv: sec(16), localDetect: l - sec(0.1), convDetect: sec(15),
+				localSince: sec(2.2), localAlert: defaultNotAnswering + " (evidence)", evidence: "24/24"})
+		}
+		return []*scenario{sc}
+	}
+	s := settings{runs: 10, rps: 20, promInterval: 5 * time.Second, window: "15s", timeout: time.Minute,
+		mixinRuns: 4, mixinCrashFor: 15 * time.Minute, mixin5xxFor: 10 * time.Minute}
+	md := report{settings: s, scenarios: mk(sec(4))}.markdown()
+	for _, want := range []string{
+		"| hang | local (Vigil's default detection) | 10 / 10 | 3.20 s | 4.00 s | VigilWorkloadNotAnswering (evidence) ×10 |",
+		"| hang | conventional (Prometheus 5s, `for: 0s`, Alertmanager) | 10 / 10 | 16.00 s | 16.00 s | FaultbenchHTTPUnanswered (alertmanager) |",
+		"| hang | **ratio conventional / local** | | **5.0×** | **4.0×** | |",
+		"| hang | kubernetes-mixin | — | — | — | — (no such alert in the mixin) |",
+		"a replica that hangs acted on within 5 s at p99 at ≥ 20 req/s, with the default configuration: met (p99 4.00 s at 20 req/s)",
+		"a replica answering 5xx acted on within 5 s at p99 at ≥ 20 req/s, with the default configuration: not measured (no 5xx scenario)",
+		"| hang | local | 3.10 s / 3.90 s | 100 ms / 100 ms |",
+		"`evidence_since`) 2.20 s / 2.20 s; → the CUSUM reaches its threshold (the alert starts) 900 ms / 1.70 s; → the action's call 100 ms / 100 ms.",
+		"Evidence at firing (hang, requests unanswered after `http_hang_after` / observations (answers and requests unanswered after it) since the CUSUM left zero): 24/24 ×10.",
+		"vigil_http_server_requests_unanswered_total",
+		"Hang: none (the mixin has no alert for a replica that hangs while alive).",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "Goals of issue 11") || strings.Contains(md, "kubernetes-mixin hang faults") {
+		t.Errorf("issue 11's goals and the mixin path's own faults are not about hang:\n%s", md)
+	}
+	s.mixinRuns = 0
+	md = report{settings: s, scenarios: mk(sec(5.3))}.markdown()
+	if strings.Contains(md, "kubernetes-mixin") {
+		t.Errorf("mixin path off, yet the report has a row for it:\n%s", md)
+	}
+	if !strings.Contains(md, "a replica that hangs acted on within 5 s at p99 at ≥ 20 req/s, with the default configuration: NOT met (p99 5.30 s at 20 req/s)") {
+		t.Errorf("a 5.3 s p99 must miss issue 19's hang goal:\n%s", md)
+	}
+	sc := mk(sec(4))
+	sc[0].results[3].local = missed
+	if md := (report{settings: s, scenarios: sc}).markdown(); !strings.Contains(md, "hangs acted on within 5 s at p99 at ≥ 20 req/s, with the default configuration: NOT met (the local path acted on 9 of 10 faults)") {
+		t.Errorf("a missed hang fault must miss the goal:\n%s", md)
 	}
 }

@@ -34,10 +34,13 @@ type environment struct {
 
 // scenario is one kind of fault on a pool of workloads.
 type scenario struct {
-	name       string   // crash, 5xx
+	name       string   // crash, 5xx, hang
 	what       string   // the fault, for the report
 	units      []string // the main workloads, measured on the local and conventional paths
 	mixinUnits []string // the mixin path's own workloads (and the local path's on them)
+	// noMixin says why the mixin path has no rule for this fault ("" when
+	// it has one): the report shows that instead of a figure.
+	noMixin string
 
 	localPolicy, convPolicy, mixinPolicy string
 	// fresh are the alerts a fault must raise anew: none of them may be
@@ -48,13 +51,17 @@ type scenario struct {
 	// conventional rule's increase() would need a second scrape (or, for a
 	// counter that first appears at its final value, never fire).
 	series string
+	// primeScraped makes priming last until Prometheus holds series (for a
+	// counter that only starts some time into the fault), not only until
+	// the local path acted.
+	primeScraped bool
 	// prepare readies a fault on unit: inject causes it, revert ends it.
 	prepare func(ctx context.Context, unit string) (inject, revert func() error, err error)
 	// sustain readies the mixin path's fault, which lasts until revert: a
 	// crash loop, or 5xx answers. revert says what happened (e.g. how many
 	// failed exits).
 	sustain func(ctx context.Context, unit string) (inject func() error, revert func() (string, error), err error)
-	// load returns the answers the load generator saw (5xx scenario).
+	// load returns the answers the load generator saw (5xx and hang).
 	load func() string
 
 	results []result
@@ -71,6 +78,10 @@ type result struct {
 	localDetect, convDetect time.Duration
 	localAlert              string // alertname (source) of the local call
 	evidence                string // for an evidence alert: bad requests / requests at firing
+	// localSince is, for an evidence alert, when its CUSUM last left zero
+	// (the batch of outcomes with the first bad observations), after the
+	// fault; missed otherwise.
+	localSince time.Duration
 }
 
 // mixinResult is one fault of the mixin path, timed on that path and on
@@ -228,8 +239,9 @@ func (e *environment) prepareCrashLoop(ctx context.Context, unit string) (inject
 }
 
 // startWebServers starts a web server in each unit and a load generator
-// on each; both stop at cleanup (the load first).
-func (e *environment) startWebServers(r *testenv.Runner, units []string) (map[string]*webServer, error) {
+// on each (open loop: see loadOpen; else one request at a time); both stop
+// at cleanup (the load first).
+func (e *environment) startWebServers(r *testenv.Runner, units []string, openLoop bool) (map[string]*webServer, error) {
 	web := map[string]*webServer{}
 	r.Cleanup(func() {
 		for _, w := range web {
@@ -246,7 +258,14 @@ func (e *environment) startWebServers(r *testenv.Runner, units []string) (map[st
 		}
 		web[unit] = w
 		wg.Add(1)
-		go func() { defer wg.Done(); w.load(ctx, e.s.rps) }()
+		go func() {
+			defer wg.Done()
+			if openLoop {
+				w.loadOpen(ctx, e.s.rps, openInFlight, openTimeout)
+			} else {
+				w.load(ctx, e.s.rps)
+			}
+		}()
 	}
 	return web, nil
 }
@@ -268,9 +287,34 @@ func (e *environment) httpScenario(web map[string]*webServer) *scenario {
 	sc.load = func() string {
 		var ok, bad, failed int64
 		for _, w := range web {
-			ok, bad, failed = ok+w.ok.Load(), bad+w.errors5xx.Load(), failed+w.failed.Load()
+			ok, bad, failed = ok+w.ok.Load(), bad+w.errors5xx.Load(), failed+w.failed.Load()+w.timedOut.Load()
 		}
 		return fmt.Sprintf("load generator: %d answers 2xx, %d answers 5xx, %d failed requests", ok, bad, failed)
+	}
+	return sc
+}
+
+func (e *environment) hangScenario(web map[string]*webServer) *scenario {
+	sc := &scenario{name: "hang", what: fmt.Sprintf("an HTTP server in faultbench-hang-N.service under %g req/s (open loop) reads each request and answers none", e.s.rps),
+		localPolicy: policyLocalHang, convPolicy: policyConvHang,
+		noMixin:      "no such alert in the mixin",
+		fresh:        []string{defaultNotAnswering, alertHang},
+		series:       `vigil_http_server_requests_unanswered_total{unit=%q}`,
+		primeScraped: true,
+		units:        e.s.units("hang")}
+	sc.prepare = func(_ context.Context, unit string) (inject, revert func() error, err error) {
+		w := web[unit]
+		return func() error { return w.set("hang") }, func() error { return w.set("ok") }, nil
+	}
+	sc.load = func() string {
+		var ok, bad, timedOut, failed, skipped int64
+		for _, w := range web {
+			ok, bad, timedOut = ok+w.ok.Load(), bad+w.errors5xx.Load(), timedOut+w.timedOut.Load()
+			failed, skipped = failed+w.failed.Load(), skipped+w.skipped.Load()
+		}
+		return fmt.Sprintf("load generator (open loop, at most %d requests in flight per server, client timeout %s): %d answers 2xx, %d answers 5xx, "+
+			"%d requests given up at the timeout, %d cut without an answer (the connections a hang held when it ended) or failed otherwise, %d sends skipped at the in-flight bound",
+			openInFlight, openTimeout, ok, bad, timedOut, failed, skipped)
 	}
 	return sc
 }
@@ -296,7 +340,8 @@ func (e *environment) runScenario(ctx context.Context, sc *scenario) error {
 
 // prime makes every workload's error counter exist, in Vigil and in
 // Prometheus, before the first measured fault: one short, unmeasured fault
-// each, ended as soon as the local path has acted on it. (A counter that
+// each, ended as soon as the local path has acted on it (with
+// sc.primeScraped, and Prometheus holds the counter). (A counter that
 // appears at its final value never makes increase() positive.)
 func (e *environment) prime(ctx context.Context, sc *scenario) error {
 	var wg sync.WaitGroup
@@ -319,6 +364,9 @@ func (e *environment) prime(ctx context.Context, sc *scenario) error {
 				if err != nil {
 					err = fmt.Errorf("priming %s: the local path did not act within %s: %w", unit, e.s.timeout, err)
 				}
+			}
+			if err == nil && sc.primeScraped {
+				err = e.waitScraped(ctx, fmt.Sprintf(sc.series, unit), t0.Add(e.s.timeout))
 			}
 			errs[i] = errors.Join(err, revert())
 		}()
@@ -356,6 +404,10 @@ func (e *environment) fault(ctx context.Context, sc *scenario, unit string) (res
 	}
 	res.local, res.localDetect = c.took(t0)
 	res.localAlert, res.evidence = c.alert(), c.evidence()
+	res.localSince = missed
+	if since := c.evidenceSince(); !since.IsZero() {
+		res.localSince = since.Sub(t0)
+	}
 	c, err = e.await(ctx, sc.convPolicy, unit, t0, deadline)
 	if err != nil {
 		return res, errors.Join(err, revert())
@@ -403,6 +455,19 @@ func (c call) evidence() string {
 		return ""
 	}
 	return c.annotations["evidence_bad_requests"] + "/" + c.annotations["evidence_requests"]
+}
+
+// evidenceSince is an evidence alert's evidence_since annotation (when its
+// CUSUM last left zero), or the zero time.
+func (c call) evidenceSince() time.Time {
+	if c.source != "evidence" {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, c.annotations["evidence_since"])
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }
 
 // runMixin measures the mixin path on its own workloads, all at once: a
@@ -518,19 +583,45 @@ func (e *environment) unhealthy(ctx context.Context, sc *scenario, unit string) 
 			}
 		}
 	}
+	sel := fmt.Sprintf(sc.series, unit)
+	ok, err := e.scraped(ctx, sel)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "Prometheus has not scraped " + sel + " yet", nil
+	}
+	return "", nil
+}
+
+// scraped says whether Prometheus holds a series of the selector sel.
+func (e *environment) scraped(ctx context.Context, sel string) (bool, error) {
 	var q struct {
 		Data struct {
 			Result []any `json:"result"`
 		} `json:"data"`
 	}
-	sel := fmt.Sprintf(sc.series, unit)
 	if err := getJSON(ctx, e.promURL+"/api/v1/query?"+url.Values{"query": {sel}}.Encode(), &q); err != nil {
-		return "", err
+		return false, err
 	}
-	if len(q.Data.Result) == 0 {
-		return "Prometheus has not scraped " + sel + " yet", nil
+	return len(q.Data.Result) > 0, nil
+}
+
+// waitScraped waits until Prometheus holds a series of sel, until deadline.
+func (e *environment) waitScraped(ctx context.Context, sel string, deadline time.Time) error {
+	for {
+		ok, err := e.scraped(ctx, sel)
+		if err == nil && ok {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no series %s in Prometheus by the timeout (last error: %v)", sel, err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
-	return "", nil
 }
 
 func fmtDur(d time.Duration) string {
