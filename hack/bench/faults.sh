@@ -8,13 +8,16 @@
 # the kubernetes-mixin's for: durations (KubePodCrashLooping 15m,
 # KubeAPIErrorsHigh 10m) on faults of its own, all at once, beside them.
 # Faults: a process that exits non-zero (a crash loop for the mixin path),
-# and an HTTP server under steady load that starts answering 500. The
-# driver is hack/bench/faultbench (docs/faultbench.md). Needs root (eBPF,
-# cgroups) and Debian's prometheus and prometheus-alertmanager (make deps).
-# About 15 minutes with the mixin path (its 15m for:), 10 without.
+# an HTTP server under steady load that starts answering 500, and one under
+# open-loop load that hangs (reads each request, answers none; the mixin
+# has no alert for it, so it has no mixin path). The driver is
+# hack/bench/faultbench (docs/faultbench.md). Needs root (eBPF, cgroups)
+# and Debian's prometheus and prometheus-alertmanager (make deps).
+# About 15 minutes with the mixin path (its 15m for:), 10-15 without.
 #
 # Knobs: FAULTBENCH_RUNS (faults per scenario, default 15),
-# FAULTBENCH_RPS (load per web server, default 50),
+# FAULTBENCH_RPS (load per web server, 5xx and hang, default 50),
+# FAULTBENCH_SCENARIOS (comma-separated, default crash,5xx,hang),
 # FAULTBENCH_MIXIN=0 (skip the kubernetes-mixin path),
 # FAULTBENCH_MIXIN_RUNS (its faults per scenario, default 4),
 # FAULTBENCH_LOCAL_INTERVAL (Vigil's rules.evaluation_interval; unset: Vigil's default),
@@ -36,6 +39,7 @@ args=(-vigil "$tmp/vigil"
 	-rps "${FAULTBENCH_RPS:-50}"
 	-mixin-runs "${FAULTBENCH_MIXIN_RUNS:-4}")
 [ "${FAULTBENCH_MIXIN:-1}" = 0 ] && args+=(-mixin-runs 0)
+[ -n "${FAULTBENCH_SCENARIOS:-}" ] && args+=(-scenarios "$FAULTBENCH_SCENARIOS")
 [ -n "${FAULTBENCH_LOCAL_INTERVAL:-}" ] && args+=(-local-interval "$FAULTBENCH_LOCAL_INTERVAL")
 [ -n "${FAULTBENCH_REPORT:-}" ] && args+=(-report "$FAULTBENCH_REPORT")
 [ "${FAULTBENCH_KEEP:-}" = 1 ] && args+=(-keep)
