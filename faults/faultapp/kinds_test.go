@@ -21,12 +21,15 @@ import (
 	"github.com/vigil-agent/vigil/internal/image"
 )
 
-// kindApp is a running fault app for TestKindModes.
+// kindApp is a running fault app for TestKindModes and TestNoiseModes.
 type kindApp struct {
 	t           *testing.T
 	cmd         *exec.Cmd
 	addr, caddr string
 	c           *http.Client
+	// exited is closed when the process has exited, with err its status.
+	exited chan struct{}
+	err    error
 }
 
 func startKindApp(t *testing.T, bin string, env ...string) *kindApp {
@@ -40,11 +43,11 @@ func startKindApp(t *testing.T, bin string, env ...string) *kindApp {
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- a.cmd.Wait() }()
+	a.exited = make(chan struct{})
+	go func() { a.err = a.cmd.Wait(); close(a.exited) }()
 	t.Cleanup(func() {
 		_ = a.cmd.Process.Kill()
-		<-done
+		<-a.exited
 		if t.Failed() {
 			t.Logf("fault app's stderr:\n%s", stderr.String())
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"net/http"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -65,44 +64,16 @@ func TestNoiseModes(t *testing.T) {
 		}
 	})
 
-	// run starts the app and returns a channel with its exit status.
-	run := func(t *testing.T, env ...string) (*kindApp, chan error) {
-		a := &kindApp{t: t, addr: freeAddr(t), caddr: freeAddr(t),
-			c: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
-		a.cmd = exec.Command(bin)
-		a.cmd.Env = append([]string{"FAULTS_ADDR=" + a.addr, "FAULTS_CONTROL_ADDR=" + a.caddr}, env...)
-		var stderr strings.Builder
-		a.cmd.Stderr = &stderr
-		if err := a.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- a.cmd.Wait() }()
-		t.Cleanup(func() {
-			_ = a.cmd.Process.Kill()
-			if t.Failed() {
-				t.Logf("fault app's stderr:\n%s", stderr.String())
-			}
-		})
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if code, _ := a.get(t.Context()); code == 200 {
-				return a, done
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the fault app does not answer 200 10 s after start")
-			}
-		}
-	}
-	exitCode := func(t *testing.T, done chan error, within time.Duration) int {
+	exitCode := func(t *testing.T, a *kindApp, within time.Duration) int {
 		t.Helper()
 		select {
-		case err := <-done:
+		case <-a.exited:
 			var ee *exec.ExitError
-			if errors.As(err, &ee) {
+			if errors.As(a.err, &ee) {
 				return ee.ExitCode()
 			}
-			if err != nil {
-				t.Fatal(err)
+			if a.err != nil {
+				t.Fatal(a.err)
 			}
 			return 0
 		case <-time.After(within):
@@ -114,8 +85,8 @@ func TestNoiseModes(t *testing.T) {
 	t.Run("restart", func(t *testing.T) {
 		// Started in mode restart, as the suite's bystander is: it serves,
 		// then exits 0 on its own.
-		_, done := run(t, "FAULTS_MODE=restart", "FAULTS_RESTART_EVERY=1s")
-		if code := exitCode(t, done, 10*time.Second); code != 0 {
+		a := startKindApp(t, bin, "FAULTS_MODE=restart", "FAULTS_RESTART_EVERY=1s")
+		if code := exitCode(t, a, 10*time.Second); code != 0 {
 			t.Errorf("mode restart exited with code %d, want a clean 0", code)
 		}
 	})
@@ -123,7 +94,7 @@ func TestNoiseModes(t *testing.T) {
 	t.Run("sigterm", func(t *testing.T) {
 		// A request in flight when SIGTERM comes is still answered, then the
 		// app exits 0 and new connections are refused.
-		a, done := run(t, "FAULTS_SERVICE=2s")
+		a := startKindApp(t, bin, "FAULTS_SERVICE=2s")
 		got := make(chan int, 1)
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -138,7 +109,7 @@ func TestNoiseModes(t *testing.T) {
 		if code := <-got; code != 200 {
 			t.Errorf("the request in flight at SIGTERM got %d, want 200", code)
 		}
-		if code := exitCode(t, done, 10*time.Second); code != 0 {
+		if code := exitCode(t, a, 10*time.Second); code != 0 {
 			t.Errorf("SIGTERM: exit code %d, want 0", code)
 		}
 		if code, msg := a.get(t.Context()); code != -1 || !strings.Contains(msg, "refused") {

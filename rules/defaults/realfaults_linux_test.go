@@ -14,7 +14,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -112,12 +111,6 @@ func TestDefaultAlertsOnRealFaults(t *testing.T) {
 	})
 	cg.run(unit("caller"), 64<<20, 0, exe, helperEnv+"=caller:http://"+ln.Addr().String()+"/dep")
 
-	bin := filepath.Join(t.TempDir(), "vigil")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/vigil")
-	build.Dir = "../.."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/vigil: %v\n%s", err, out)
-	}
 	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "vigil.yaml")
@@ -135,29 +128,7 @@ rules:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logf := filepath.Join(dir, "vigil.log")
-	lf, err := os.Create(logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := exec.Command(bin, "run", "--config", cfg)
-	agent.Stdout, agent.Stderr = lf, lf
-	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = agent.Process.Signal(syscall.SIGTERM)
-		_ = agent.Wait()
-		lf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf)
-			if len(b) > 10000 {
-				b = b[len(b)-10000:]
-			}
-			t.Logf("agent log (tail):\n%s", b)
-		}
-	})
+	startAgent(t, cfg, filepath.Join(dir, "vigil.log"))
 
 	want := map[string]map[string]string{
 		"VigilWorkloadMemoryAtLimit":            {"unit": unit("memsit")},
