@@ -9,16 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
-	"github.com/vigil-agent/vigil/internal/image"
 )
 
 // kindApp is a running fault app for TestKindModes and TestNoiseModes.
@@ -134,13 +129,7 @@ func (a *kindApp) openFDs() int {
 // TestKindModes runs the built fault app in each mode of the suite's kinds
 // of failure and checks, from outside, what the mode is for.
 func TestKindModes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short (make test-unit): builds the fault app with the go command")
-	}
-	bin, err := image.GoBuild{Package: ".", Platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}.Build(t.Context(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := buildApp(t)
 
 	t.Run("hang", func(t *testing.T) {
 		a := startKindApp(t, bin)

@@ -29,10 +29,9 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestModes runs the built fault app and switches it through the built-in
-// modes by its control file and its control endpoint, checking what a client
-// of the service sees.
-func TestModes(t *testing.T) {
+// buildApp builds the fault app for this machine (skipped under -short).
+func buildApp(t *testing.T) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("-short (make test-unit): builds the fault app with the go command")
 	}
@@ -40,6 +39,14 @@ func TestModes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return bin
+}
+
+// TestModes runs the built fault app and switches it through the built-in
+// modes by its control file and its control endpoint, checking what a client
+// of the service sees.
+func TestModes(t *testing.T) {
+	bin := buildApp(t)
 	addr, caddr := freeAddr(t), freeAddr(t)
 	ctl := filepath.Join(t.TempDir(), "mode")
 	cmd := exec.Command(bin)

@@ -4,15 +4,10 @@ import (
 	"context"
 	"errors"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
-	"github.com/vigil-agent/vigil/internal/image"
 )
 
 func TestInBurst(t *testing.T) {
@@ -33,13 +28,7 @@ func TestInBurst(t *testing.T) {
 // TestNoiseModes runs the built fault app in the healthy-but-noisy modes and
 // checks what a client and the kubelet would see.
 func TestNoiseModes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short (make test-unit): builds the fault app with the go command")
-	}
-	bin, err := image.GoBuild{Package: ".", Platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}.Build(t.Context(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := buildApp(t)
 
 	t.Run("slowburst", func(t *testing.T) {
 		const delay = 400 * time.Millisecond
