@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -432,11 +434,19 @@ func (e *Engine) selectIngest(cfg *Config) {
 
 // ruleMetricNames returns the metric names the rules' expressions select,
 // or nil when one selector has no fixed name (a regular expression on
-// __name__, or none): then every series may be read.
+// __name__, or none), or an alert's labels or annotations run a query of
+// their own (the template function query): then every series may be read.
 func ruleMetricNames(groups []*promrules.Group) map[string]bool {
 	want := map[string]bool{}
 	for _, g := range groups {
 		for _, r := range g.Rules() {
+			if ar, ok := r.(*promrules.AlertingRule); ok {
+				for _, ls := range []labels.Labels{ar.Labels(), ar.Annotations()} {
+					if templateQueries(ls) {
+						return nil
+					}
+				}
+			}
 			all := false
 			parser.Inspect(r.Query(), func(n parser.Node, _ []parser.Node) error {
 				vs, ok := n.(*parser.VectorSelector)
@@ -461,6 +471,21 @@ func ruleMetricNames(groups []*promrules.Group) map[string]bool {
 		}
 	}
 	return want
+}
+
+// templateQuery finds the template function query in a label or
+// annotation template.
+var templateQuery = regexp.MustCompile(`\bquery\s`)
+
+// templateQueries says whether one of ls's templates calls query.
+func templateQueries(ls labels.Labels) bool {
+	found := false
+	ls.Range(func(l labels.Label) {
+		if strings.Contains(l.Value, "{{") && templateQuery.MatchString(l.Value) {
+			found = true
+		}
+	})
+	return found
 }
 
 // query is the rule manager's QueryFunc: groups mapped to a remote endpoint

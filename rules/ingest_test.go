@@ -130,6 +130,17 @@ groups:
 		t.Error("b, read by the new rule, is not stored")
 	}
 
+	// An annotation that runs a query of its own: everything is stored
+	// (the query may read any name).
+	tq := *cfg
+	tq.RuleFiles = []string{writeFile(t, dir, "tq.yml", "groups:\n  - name: tq\n    rules:\n      - alert: A\n        expr: a_total > 0\n        annotations:\n          description: '{{ with query \"b\" }}{{ . | first | value }}{{ end }}'\n")}
+	apply(&tq)
+	testenv.EventuallyTrue(t, 10*time.Second, "h_seconds_count stored with a query in a template", func() bool { return stored("h_seconds_count") })
+
+	// Back to rules that read b only: h_seconds_count goes stale.
+	apply(&only)
+	testenv.EventuallyTrue(t, 10*time.Second, "h_seconds_count stale again", func() bool { return !stored("h_seconds_count") })
+
 	// A selector without a fixed name: everything is stored.
 	re := *cfg
 	re.RuleFiles = []string{writeFile(t, dir, "re.yml", "groups:\n  - name: re\n    rules:\n      - record: x:any\n        expr: count({__name__=~\"a_.*\"})\n")}
