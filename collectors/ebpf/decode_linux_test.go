@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vigil-agent/vigil/collectors/ebpf/route"
 	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/event"
 )
@@ -166,9 +167,9 @@ func FuzzDecodeHTTPEvent(f *testing.F) {
 			t.Fatalf("parseHTTP(%q) status %d", b, m.Status)
 		}
 		if err == nil && m.Request {
-			_, route := routeOf(m.Target)
-			if !strings.HasPrefix(route, "/") {
-				t.Fatalf("route %q of %q", route, m.Target)
+			_, r := route.Of(m.Target)
+			if !strings.HasPrefix(r, "/") {
+				t.Fatalf("route %q of %q", r, m.Target)
 			}
 		}
 		_, _ = parseTraceParent(string(b))

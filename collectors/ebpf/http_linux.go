@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigil-agent/vigil/collectors/ebpf/route"
 	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/event"
 	"github.com/vigil-agent/vigil/internal/overhead"
@@ -376,7 +377,7 @@ func (st *httpState) route(target []byte) *routeInfo {
 		clear(st.routes)
 	}
 	r := &routeInfo{target: string(target)}
-	r.path, r.route = routeOf(r.target)
+	r.path, r.route = route.Of(r.target)
 	st.routes[r.target] = r
 	return r
 }

@@ -2,23 +2,6 @@ package ebpf
 
 import "testing"
 
-func TestRouteOf(t *testing.T) {
-	for _, c := range []struct{ target, path, route string }{
-		{"/", "/", "/"},
-		{"/users/12345?verbose=1", "/users/12345", "/users/{id}"},
-		{"/api/v1/orders/6f1c2a9e-3b1d-4c7e-9f0a-1b2c3d4e5f60/items", "/api/v1/orders/6f1c2a9e-3b1d-4c7e-9f0a-1b2c3d4e5f60/items", "/api/v1/orders/{id}/*"},
-		{"/static/app.js", "/static/app.js", "/static/app.js"},
-		{"/blob/deadbeefcafe0123", "/blob/deadbeefcafe0123", "/blob/{id}"},
-		{"http://example.test/a/7#frag", "/a/7", "/a/{id}"},
-		{"*", "*", "/"},
-	} {
-		path, route := routeOf(c.target)
-		if path != c.path || route != c.route {
-			t.Errorf("routeOf(%q) = %q, %q; want %q, %q", c.target, path, route, c.path, c.route)
-		}
-	}
-}
-
 func TestParseTraceParent(t *testing.T) {
 	tp, ok := parseTraceParent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	if !ok || !tp.Sampled || tp.TraceID[0] != 0x4b || tp.SpanID[7] != 0xb7 {
