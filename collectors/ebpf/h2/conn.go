@@ -91,6 +91,7 @@ type dirState struct {
 	blockEndStream bool
 	blockFirst     bool   // no fragment byte written yet
 	blockTS        uint64 // timestamp of the HEADERS frame
+	pend           []byte // block bytes gathered (fragmentChunk)
 	kind           blockKind
 	target         int32 // slab index of the stream for request and response blocks
 	listSize       int
@@ -190,7 +191,7 @@ func (c *Conn) dropAll() {
 	clear(c.streams)
 	c.slab, c.free = nil, nil
 	for i := range c.dirs {
-		c.dirs[i].dec = nil // the tables are of no more use
+		c.dirs[i].dec, c.dirs[i].pend = nil, nil // of no more use
 	}
 }
 
@@ -486,8 +487,44 @@ func (d *dirState) fixed(ts uint64) {
 	}
 }
 
-// fragment hands header block bytes to HPACK.
+// fragmentChunk is how many bytes of a header block are gathered before
+// they are handed to HPACK. HPACK's decoder parses a field again from its
+// start on every Write until the field is complete, so a block arriving
+// in small pieces (a read of a few bytes, or CONTINUATION frames of one
+// byte each, as a hostile peer may send) would cost time quadratic in the
+// field's length; gathered, it costs at most MaxStringLength/fragmentChunk
+// passes per field.
+const fragmentChunk = 4096
+
+// fragment takes header block bytes. A block fragment that arrives whole
+// (the common case) goes straight to HPACK; pieces are gathered in pend
+// first.
 func (d *dirState) fragment(b []byte) {
+	last := d.off+uint32(len(b)) == d.fragEnd && d.flags&flagEndHeaders != 0
+	if len(d.pend) == 0 && last {
+		d.decode(b)
+		return
+	}
+	d.pend = append(d.pend, b...)
+	if len(d.pend) >= fragmentChunk || last {
+		d.flushFragment()
+	}
+}
+
+// flushFragment hands the gathered bytes to HPACK.
+func (d *dirState) flushFragment() {
+	if len(d.pend) > 0 {
+		d.decode(d.pend)
+		d.pend = d.pend[:0]
+	}
+	if cap(d.pend) > fragmentChunk*2 {
+		d.pend = nil
+	}
+}
+
+// decode hands header block bytes to HPACK, first checking the block's
+// dynamic table size updates against the cap.
+func (d *dirState) decode(b []byte) {
 	c := d.c
 	if d.blockFirst {
 		d.blockFirst = false
@@ -551,6 +588,9 @@ func (d *dirState) endFrame(ts uint64) {
 func (d *dirState) endBlock(ts uint64) {
 	c := d.c
 	d.inBlock = false
+	if d.flushFragment(); c.lost {
+		return
+	}
 	if err := d.dec.Close(); err != nil {
 		d.hpackFailed(err)
 		return

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -176,6 +177,24 @@ func TestTableSize(t *testing.T) {
 	if lost, why := p.c.Lost(); !lost || why != TableOverCap {
 		t.Errorf("Lost() = %v, %v", lost, why)
 	}
+}
+
+// TestContinuationFlood: a header block in one-byte CONTINUATION frames
+// decodes the same, in time linear in its size (the pieces are gathered
+// before HPACK sees them).
+func TestContinuationFlood(t *testing.T) {
+	p := newPair(t, Limits{})
+	frag := p.cw.block(":method", "POST", ":scheme", "http", ":path", "/pkg.Svc/A", ":authority", "a",
+		"content-type", "application/grpc", "x-big", noise(12000))
+	_ = p.cw.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: frag[:1]})
+	for i := 1; i < len(frag); i++ {
+		_ = p.cw.fr.WriteContinuation(1, i == len(frag)-1, frag[i:i+1])
+	}
+	p.response(1, "0")
+	start := time.Now()
+	p.flush()
+	t.Logf("%d CONTINUATION frames decoded in %v", len(frag)-1, time.Since(start))
+	p.want(Counters{}, "pkg.Svc/A OK")
 }
 
 // TestStringOverLimit: a header value longer than MaxStringLength loses
