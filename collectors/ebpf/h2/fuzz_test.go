@@ -71,8 +71,9 @@ var fuzzLimits = Limits{MaxTableSize: 4096, MaxStringLength: 512, MaxHeaderListS
 // seed corpus is real captures of grpc-go and net/http, whole, cut to the
 // kernel's windows and joined late.
 func FuzzConn(f *testing.F) {
-	// Seeds are cut to 16 KiB: big inputs slow the fuzzer down.
-	seed := func(b []byte) { f.Add(b[:min(len(b), 16384)]) }
+	// Seeds are cut to 4 KiB (the preface, SETTINGS and the first
+	// exchanges): big inputs slow the fuzzer down.
+	seed := func(b []byte) { f.Add(b[:min(len(b), 4096)]) }
 	for _, trs := range [][]transfer{runGRPC(f).server.snapshot(), runHTTP(f).client.snapshot()} {
 		seed(encodeTransfers(trs, 0))
 		seed(encodeTransfers(trs, 511))
