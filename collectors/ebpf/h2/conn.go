@@ -132,7 +132,8 @@ func NewConn(lim Limits, cnt *Counters) *Conn {
 // Side is the traced process's role, known once the preface was seen.
 func (c *Conn) Side() Side { return c.side }
 
-// Lost reports whether the connection is lost, and why.
+// Lost reports whether the connection is lost, and why (the reason means
+// nothing while it is not).
 func (c *Conn) Lost() (bool, Reason) { return c.lost, c.reason }
 
 // Streams is the number of streams tracked now (at most MaxStreams).

@@ -407,6 +407,14 @@ func checkLostAtBigHeaders(t *testing.T, side Side, got, full *replayed, n int) 
 	}
 }
 
+// lostReason describes Lost's result.
+func lostReason(lost bool, why Reason) string {
+	if !lost {
+		return "no"
+	}
+	return why.String()
+}
+
 // replayed is a replay's result.
 type replayed struct {
 	conn      *Conn
@@ -708,4 +716,93 @@ func TestByteByByte(t *testing.T) {
 		t.Fatalf("byte by byte: %d exchanges, drops %v; whole transfers: %d", len(got), cnt, len(full.exchanges))
 	}
 	checkSubset(t, "byte by byte", got, full.exchanges)
+}
+
+// TestGRPCConcurrent makes calls from several goroutines at once on one
+// connection, so streams interleave and reads hold frames of several
+// streams: every call is still seen once from both ends. Cut to the
+// kernel's 511-byte windows, what is decoded is right and what is lost is
+// logged.
+func TestGRPCConcurrent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := &tapListener{Listener: ln}
+	srv := grpc.NewServer()
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, healthWithDown{hs})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(tl) }()
+	var td tapDialer
+	cc, err := grpc.NewClient("passthrough:///"+ln.Addr().String(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(td.dial))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hc := healthpb.NewHealthClient(cc)
+	const workers, calls = 8, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range calls {
+				service, want := "", codes.OK
+				switch (w + i) % 3 {
+				case 1:
+					service, want = "nope", codes.NotFound
+				case 2:
+					service, want = "down", codes.Unavailable
+				}
+				if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: service}); status.Code(err) != want {
+					errs <- fmt.Errorf("Check(%q): %v", service, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	_ = cc.Close()
+	srv.Stop()
+	<-done
+	want := map[string]int{}
+	for w := range workers {
+		for i := range calls {
+			want[[]string{"grpc grpc.health.v1.Health/Check OK", "grpc grpc.health.v1.Health/Check NOT_FOUND",
+				"grpc grpc.health.v1.Health/Check UNAVAILABLE"}[(w+i)%3]]++
+		}
+	}
+	cs, ss := td.captures(), tl.captures()
+	if len(cs) != 1 || len(ss) != 1 {
+		t.Fatalf("%d client and %d server connections, want 1 each", len(cs), len(ss))
+	}
+	for _, c := range []struct {
+		side Side
+		cap  *capture
+	}{{Client, cs[0]}, {Server, ss[0]}} {
+		exs := c.cap.close()
+		diffSummary(t, c.side.String()+" side", summary(exs), sided(c.side, want))
+		if c.cap.cnt != (Counters{}) {
+			t.Errorf("%s side drops: %v", c.side, c.cap.cnt)
+		}
+		trs := c.cap.snapshot()
+		long := 0
+		for _, tr := range trs {
+			if len(tr.data) > 511 {
+				long++
+			}
+		}
+		full := replay(trs, 0)
+		got := replay(trs, 511)
+		checkSubset(t, c.side.String()+" side, 511-byte windows", got.exchanges, full.exchanges)
+		lost, why := got.conn.Lost()
+		t.Logf("%s side: %d transfers, %d longer than 511 bytes; with 511-byte windows %d of %d exchanges decoded; lost: %v",
+			c.side, len(trs), long, len(got.exchanges), workers*calls, lostReason(lost, why))
+	}
 }
