@@ -327,13 +327,13 @@ func TestGRPC(t *testing.T) {
 	}
 }
 
-// TestGRPCMidConnection replays the real capture from every transfer on:
-// a capture that starts after the preface decodes nothing (counted as
-// no_preface), and whatever a partial capture decodes is exactly what the
-// full one decoded.
-func TestGRPCMidConnection(t *testing.T) {
-	r := runGRPC(t)
-	for _, cp := range []*capture{r.client, r.server} {
+// TestMidConnection replays the real gRPC and HTTP/2 captures from every
+// transfer on: a capture that starts after the first request decodes
+// nothing (counted as no_preface), and whatever a partial capture decodes
+// is exactly what the full one decoded.
+func TestMidConnection(t *testing.T) {
+	g, h := runGRPC(t), runHTTP(t)
+	for _, cp := range []*capture{g.client, g.server, h.client, h.server} {
 		full := replay(cp.snapshot(), 0)
 		firstHeaders := -1
 		trs := cp.snapshot()
