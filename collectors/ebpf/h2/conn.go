@@ -147,7 +147,12 @@ func (c *Conn) PeerTableSize(dir Direction) uint32 { return c.peerTab[dir&1] }
 
 // Feed hands the decoder one read or write of the connection: data is the
 // captured start of a transfer of total bytes (total < len(data) counts
-// as len(data)); the bytes past data are skipped. ts is the caller's
+// as len(data)); the bytes past data are skipped. Empty data with total n
+// is a gap of n bytes, so a caller given pieces of a transfer at offsets
+// feeds the pieces and the gaps between them in order. Skipped bytes are
+// harmless only inside a frame payload the decoder does not need (DATA,
+// PING, padding and the like); anywhere else they lose the connection
+// (Gap). ts is the caller's
 // timestamp of the transfer (kernel nanoseconds, say), copied into the
 // exchanges. Exchanges completed by it are appended to dst, which is
 // returned.
