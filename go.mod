@@ -22,6 +22,7 @@ require (
 	github.com/prometheus/exporter-toolkit v0.20.0
 	github.com/prometheus/procfs v0.22.0
 	github.com/prometheus/prometheus v0.316.0
+	github.com/redis/go-redis/v9 v9.23.0
 	github.com/shirou/gopsutil/v4 v4.26.10
 	go.opentelemetry.io/collector/component v1.71.0
 	go.opentelemetry.io/collector/config/configcompression v1.71.0

@@ -125,6 +125,9 @@ func decodeHTTPEvent(b []byte, e *httpEvent) error {
 	if e.Family != afInet && e.Family != afInet6 && e.Family != 0 {
 		return fmt.Errorf("http event: unknown address family %d", e.Family)
 	}
+	if e.Proto >= protoCount {
+		return fmt.Errorf("http event: unknown protocol %d", e.Proto)
+	}
 	return nil
 }
 

@@ -42,6 +42,8 @@ func runHelper(name, arg string) int {
 		err = unprivilegedCollector()
 	case "tracefs-under-sysfs":
 		err = tracefsUnderSysfs(arg)
+	case "redis-go-client":
+		err = redisGoClient(arg)
 	default:
 		err = fmt.Errorf("unknown helper %q", name)
 	}

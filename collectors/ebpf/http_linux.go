@@ -119,6 +119,9 @@ type httpState struct {
 	// level ratioMax and the limiter's rate were last set for.
 	baseRatioMax uint64
 	shedLevel    overhead.Level
+
+	// l7 is the state of the other protocols on the ring (l7_linux.go).
+	l7 *l7State
 }
 
 // peerSeries are a client's series for one destination and status class.
@@ -129,7 +132,7 @@ type peerSeries struct {
 func newHTTPState(cfg *Config) *httpState {
 	s := &httpState{pending: map[connKey]int32{}, threads: map[uint32]threadState{}, routes: map[string]*routeInfo{},
 		hosts: map[string]string{}, series: map[httpKey]httpSeries{}, peers: map[peerKey]peerSeries{}, wls: map[uint64]workload.Identity{}, unknown: map[uint64]uint64{},
-		limiter: rateLimiter{rate: float64(cfg.Spans.MaxPerSecond)}, tallies: newTallies()}
+		limiter: rateLimiter{rate: float64(cfg.Spans.MaxPerSecond)}, tallies: newTallies(), l7: newL7State()}
 	switch r := cfg.Spans.SampleRatio; {
 	case r >= 1:
 		s.ratioMax = math.MaxUint64
@@ -180,6 +183,10 @@ func (h *handlers) handleHTTP(b []byte) {
 	key := connKey{e.Pid, e.Fd}
 	if st.events++; st.events%32 == 0 {
 		h.sweepHTTP(time.Now())
+	}
+	if e.Proto != protoHTTP {
+		h.handleL7(e)
+		return
 	}
 	if e.Window > 0 {
 		h.headWindow(key, e)

@@ -134,6 +134,17 @@ type metrics struct {
 	// Config.HTTPUnansweredAfter, by workload.
 	httpUnanswered    *prometheus.CounterVec
 	httpUnansweredCap *capper
+
+	// Redis and PostgreSQL requests (l7_linux.go), and what the kernel's
+	// two-byte check sent that user space did not take.
+	redisRequests  *prometheus.CounterVec
+	redisDuration  *prometheus.HistogramVec
+	redisCap       *capper
+	pgRequests     *prometheus.CounterVec
+	pgDuration     *prometheus.HistogramVec
+	pgCap          *capper
+	protoRejected  *prometheus.CounterVec
+	protoUnmatched *prometheus.CounterVec
 }
 
 func newMetrics(cfg *Config) *metrics {
@@ -201,6 +212,26 @@ func newMetrics(cfg *Config) *metrics {
 		httpUnanswered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_http_server_requests_unanswered_total",
 			Help: "HTTP/1.x requests the workload read as a server and had not answered after http_unanswered_after, counted once each (answered later or never)."}, labelNames()),
 	}
+	m.redisRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_redis_requests_total",
+		Help: "Redis commands seen (RESP2 and RESP3), by side (server or client), command (unknown ones as other) and error code (none when the reply is not an error)."},
+		labelNames("command", "kind", "error"))
+	m.redisDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_redis_request_duration_seconds",
+		Help: "Time from a Redis command to the start of its reply, as seen in the process's syscalls.", Buckets: requestBuckets},
+		labelNames("command", "kind", "error"))
+	m.pgRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_postgres_requests_total",
+		Help: "PostgreSQL queries seen (simple queries and extended-protocol Executes), by side (server or client), SQL command (its first keyword) and error (the SQLSTATE class, none without error)."},
+		labelNames("command", "kind", "error"))
+	m.pgDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_postgres_request_duration_seconds",
+		Help: "Time from a PostgreSQL query to the start of its result, as seen in the process's syscalls.", Buckets: requestBuckets},
+		labelNames("command", "kind", "error"))
+	m.protoRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_protocol_rejected_total",
+		Help: "Transfers the kernel's quick check sent as a protocol that user space did not take: malformed (not that protocol) or unexpected (a reply with no request waiting on its connection)."},
+		[]string{"protocol", "reason"})
+	m.protoUnmatched = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_protocol_unmatched_total",
+		Help: "Redis and PostgreSQL requests forgotten without a reply: their replies were past the captured window, too many were in flight, or the server skipped them after an error."},
+		[]string{"protocol"})
+	m.redisCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("redis"))
+	m.pgCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("postgres"))
 	m.tcpCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("tcp"))
 	m.httpPeerCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("http_destination"))
 	m.httpUnansweredCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("http_unanswered"))
@@ -215,5 +246,6 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.programLoaded, m.featureAvailable, m.eventsRead, m.decodeErrors,
 		m.seriesOverflow, m.fastPath, m.outcomesDropped, m.spansDropped, m.spansSampledOut, m.httpUnmatched, m.unresolved,
 		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
-		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration, m.httpPeer, m.httpPeerSeconds, m.httpUnanswered}
+		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration, m.httpPeer, m.httpPeerSeconds, m.httpUnanswered,
+		m.redisRequests, m.redisDuration, m.pgRequests, m.pgDuration, m.protoRejected, m.protoUnmatched}
 }

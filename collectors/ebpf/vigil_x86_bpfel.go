@@ -51,7 +51,8 @@ type vigilVigilHttpEvent struct {
 	HasPrefix uint8
 	Prefix    uint8
 	Window    uint8
-	Pad       [5]uint8
+	Proto     uint8
+	Pad       [4]uint8
 	Saddr     [16]uint8
 	Daddr     [16]uint8
 	Comm      [16]int8

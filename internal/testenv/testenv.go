@@ -1,10 +1,10 @@
 // Package testenv starts the real servers that Vigil talks to — a Kubernetes
 // control plane with kwok nodes, Prometheus, Alertmanager, VictoriaLogs, an
-// OpenTelemetry Collector, HAProxy and node_exporter — for tests.
+// OpenTelemetry Collector, HAProxy, node_exporter, Redis and PostgreSQL — for tests.
 //
 // Every Start function ([StartKubernetes], [StartPrometheus],
 // [StartAlertmanager], [StartVictoriaLogs], [StartOTelCollector],
-// [StartHAProxy], [StartNodeExporter]) brings its server up on free
+// [StartHAProxy], [StartNodeExporter], [StartRedis]) brings its server up on free
 // 127.0.0.1 ports with its data in the test's temporary directory, waits
 // until it is ready, returns its endpoints and stops it when the test ends.
 // Each server's output goes to a log file; when the test fails, the tail of
@@ -13,8 +13,8 @@
 // Binaries built from Go modules (etcd, kube-apiserver, kube-controller-manager,
 // kube-scheduler, kwok, victoria-logs, otelcol) are looked up in the cache that
 // hack/testenv/build.sh (`make testenv-build`) fills; Debian's binaries
-// (prometheus, prometheus-alertmanager, haproxy, prometheus-node-exporter) are
-// looked up on PATH. When a binary is missing the test is skipped, except
+// (prometheus, prometheus-alertmanager, haproxy, prometheus-node-exporter,
+// redis-server, redis-cli) are looked up on PATH. When a binary is missing the test is skipped, except
 // under CI=true, where it fails: CI must never pass by skipping.
 package testenv
 
@@ -131,7 +131,8 @@ func RequireRoot(t TB, why string) {
 // Binary returns the path of the named test binary, or skips the test (fails
 // it under CI=true) when it cannot be found. Names are plain binary names:
 // "etcd", "kube-apiserver", "kwok", "victoria-logs", "otelcol", "prometheus",
-// "prometheus-alertmanager", "haproxy", "prometheus-node-exporter", and the
+// "prometheus-alertmanager", "haproxy", "prometheus-node-exporter",
+// "redis-server", "redis-cli", and the
 // data file "kwok-stages.yaml".
 func Binary(t TB, name string) string {
 	t.Helper()
@@ -168,7 +169,7 @@ func LookBinary(name string) (string, error) {
 	}
 	p, err := exec.LookPath(name)
 	if err != nil {
-		return "", fmt.Errorf("%s not installed (%v); run hack/install-deps.sh (Debian packages in hack/apt/testenv.txt)", name, err)
+		return "", fmt.Errorf("%s not installed (%v); run hack/install-deps.sh (Debian packages in hack/apt/*.txt)", name, err)
 	}
 	return p, nil
 }

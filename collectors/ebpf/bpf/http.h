@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-// HTTP/1.x seen from the syscall tracepoints: a read or write on a TCP
-// socket whose payload starts like an HTTP request or status line is sent
-// to user space with its first bytes (and, for a long request head, its
-// next windows), which pairs requests with responses per process and file
-// descriptor.
+// HTTP/1.x, Redis and PostgreSQL seen from the socket or syscall
+// tracepoints: a read or write on a TCP socket whose payload starts like an
+// HTTP request or status line (or a Redis or PostgreSQL message, see
+// vigil_l7_classify) is sent to user space with its first bytes (and, for a
+// long HTTP request head, its next windows), which pairs requests with
+// responses per process and file descriptor.
 #pragma once
 #include "common.h"
 
@@ -61,7 +62,8 @@ struct vigil_http_event {
 	__u8 has_prefix;
 	__u8 prefix;
 	__u8 window;
-	__u8 _pad[5];
+	__u8 proto; // enum vigil_l7_proto
+	__u8 _pad[4];
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[VIGIL_COMM_LEN];
@@ -145,6 +147,67 @@ static __always_inline bool vigil_http_looks_like(const __u8 *b)
 	return false;
 }
 
+// Protocols sent on the HTTP ring, told apart by the transfer's first
+// bytes (no configuration per port): the event's proto.
+enum vigil_l7_proto {
+	VIGIL_L7_HTTP = 0,
+	VIGIL_L7_REDIS = 1,
+	VIGIL_L7_POSTGRES = 2,
+};
+
+// VIGIL_L7_REPLY marks, in vigil_l7_classify's result, a transfer that can
+// only be a reply (a Redis reply type other than an array, a PostgreSQL
+// backend message): like an HTTP status line it is matched in user space
+// to the request on the same process and descriptor, so the socket,
+// cgroup and comm are skipped.
+#define VIGIL_L7_REPLY 0x80
+
+// vigil_l7_classify tells whether b (a transfer that does not start like
+// HTTP/1.x) may start a Redis (RESP2/RESP3) or PostgreSQL message, from its
+// first two bytes: one switch on the first byte, so that a connection of
+// none of these protocols pays that compare and nothing more. The second
+// byte weeds out most text and binary data: RESP types are followed by a
+// digit or sign (lengths, numbers), an upper-case error code, or a short
+// status; PostgreSQL messages by the top byte of a length below 16 MiB,
+// zero. What passes is checked in full by user space, which counts what it
+// rejects (vigil_ebpf_protocol_rejected_total). Returns the protocol,
+// or'ed with VIGIL_L7_REPLY when it can only be a reply, or 0.
+static __always_inline __u8 vigil_l7_classify(const __u8 *b)
+{
+	__u8 c = b[1];
+	bool num = (c >= '0' && c <= '9') || c == '-';
+
+	switch (b[0]) {
+	case '*': // a command (array of bulk strings), or an array reply
+		return num ? VIGIL_L7_REDIS : 0;
+	case '$': case '%': case '~': case '>': case '=': case '!': case '|':
+	case ':': case '(':
+		return num ? VIGIL_L7_REDIS | VIGIL_L7_REPLY : 0;
+	case ',':
+		return num || c == 'i' || c == 'n' ? VIGIL_L7_REDIS | VIGIL_L7_REPLY : 0;
+	case '+':
+		return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '\r' ? VIGIL_L7_REDIS | VIGIL_L7_REPLY : 0;
+	case '-':
+		return c >= 'A' && c <= 'Z' ? VIGIL_L7_REDIS | VIGIL_L7_REPLY : 0;
+	case '_':
+		return c == '\r' ? VIGIL_L7_REDIS | VIGIL_L7_REPLY : 0;
+	case '#':
+		return c == 't' || c == 'f' ? VIGIL_L7_REDIS | VIGIL_L7_REPLY : 0;
+	case 'Q': // Query (simple protocol)
+	case 'P': // Parse (extended protocol)
+	case 'B': // Bind (extended protocol, a prepared statement)
+		return c == 0 ? VIGIL_L7_POSTGRES : 0;
+	case '1': case '2': case '3': case 'C': case 'D': case 'E': case 'I': case 'N': case 'T': case 'Z':
+	case 'n': case 's': case 't':
+		// ParseComplete, BindComplete, CloseComplete, CommandComplete,
+		// DataRow, ErrorResponse, EmptyQueryResponse, NoticeResponse,
+		// RowDescription, ReadyForQuery, NoData, PortalSuspended,
+		// ParameterDescription
+		return c == 0 ? VIGIL_L7_POSTGRES | VIGIL_L7_REPLY : 0;
+	}
+	return 0;
+}
+
 // vigil_http_sock finds the socket behind fd in the current task and fills
 // the addresses; it returns false for anything but a TCP socket.
 static __always_inline bool vigil_http_sock(__u32 fd, struct vigil_http_event *e)
@@ -225,7 +288,7 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 					      __u32 prog)
 {
 	__u64 id;
-	__u8 pfx = 0;
+	__u8 pfx = 0, l7 = 0;
 	__u32 zero = 0;
 	struct vigil_http_control *ctl;
 	__u32 windows;
@@ -265,16 +328,22 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 		// A read whose request line lacks its first letter follows a
 		// one-byte read of it (Go's HTTP server reads one byte while a
 		// keep-alive connection is idle): the letter is put back.
-		if (dir != VIGIL_HTTP_READ)
-			return 0;
-		pfx = vigil_http_request_tail(head);
-		if (!pfx)
-			return 0;
+		if (dir == VIGIL_HTTP_READ)
+			pfx = vigil_http_request_tail(head);
+		if (!pfx) {
+			l7 = vigil_l7_classify(head);
+			if (!l7)
+				return 0;
+		}
 	}
 
 	id = bpf_get_current_pid_tgid();
-	status = !pfx && head[0] == 'H' && head[1] == 'T';
-	if (status) {
+	status = !pfx && !l7 && head[0] == 'H' && head[1] == 'T';
+	if (l7 & VIGIL_L7_REPLY) {
+		// Like a status line, but all of the first window is sent: a
+		// pipeline's replies, a result's rows before its error.
+		__builtin_memset(tmpl, 0, offsetof(struct vigil_http_event, data));
+	} else if (status) {
 		// A response is matched in user space to the request on the
 		// same process and descriptor, which carries the socket and
 		// workload: skip the descriptor walk and the cgroup lookup.
@@ -300,15 +369,17 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 	tmpl->has_prefix = pfx ? 1 : 0;
 	tmpl->prefix = pfx;
 	tmpl->window = 0;
+	tmpl->proto = l7 & ~VIGIL_L7_REPLY;
 	__builtin_memset(tmpl->_pad, 0, sizeof(tmpl->_pad));
 
 	for (i = 0; i < VIGIL_HTTP_MAX_WINDOWS; i++) {
 		__u64 off = (__u64)i * VIGIL_HTTP_WINDOW;
 
 		if (i > 0) {
-			// Later windows only for request heads (a status line is
-			// all that is read of a response), and only as configured.
-			if (off >= n || i >= windows || status)
+			// Later windows only for HTTP request heads (a status
+			// line is all that is read of a response), and only as
+			// configured.
+			if (off >= n || i >= windows || status || l7)
 				break;
 			tmpl->window = i;
 			len = n - off >= VIGIL_HTTP_CAP ? VIGIL_HTTP_WINDOW : (__u32)(n - off);
