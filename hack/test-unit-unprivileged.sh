@@ -19,7 +19,7 @@ while read -r pkg dir; do
 done <<<"$pkgs"
 # Hide every test server (an empty file over each binary) and the tool cache.
 hide=""
-for b in prometheus prometheus-alertmanager prometheus-node-exporter haproxy redis-server redis-cli; do
+for b in prometheus prometheus-alertmanager prometheus-node-exporter haproxy redis-server redis-cli psql; do
 	p=$(command -v "$b" 2>/dev/null) && hide="$hide mount --bind $out/empty $p;"
 done
 : >"$out/empty"

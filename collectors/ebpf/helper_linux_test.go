@@ -44,6 +44,8 @@ func runHelper(name, arg string) int {
 		err = tracefsUnderSysfs(arg)
 	case "redis-go-client":
 		err = redisGoClient(arg)
+	case "pgx-client":
+		err = pgxClient(arg)
 	default:
 		err = fmt.Errorf("unknown helper %q", name)
 	}

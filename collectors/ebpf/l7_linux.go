@@ -47,6 +47,7 @@ type l7Item struct {
 	cmd      uint16 // index in redisproto.CommandNames or pgproto.CommandNames
 	err      uint8  // index in pgproto.ErrorClasses: an error seen before ReadyForQuery (simple query)
 	simple   bool   // PostgreSQL simple query (answered by ReadyForQuery)
+	prepare  bool   // PostgreSQL Parse: counted only when it fails (the query it prepares then never runs)
 	sync     bool   // PostgreSQL Sync
 	answered bool   // part of its reply was seen
 }
@@ -179,8 +180,8 @@ func (h *handlers) handleL7(e *httpEvent) {
 
 // pgFrontend handles one message a PostgreSQL client sent: a simple query
 // is a request; in the extended protocol an Execute is, with the command
-// of the statement its Bind named (from that statement's Parse), and a
-// Sync waits for its ReadyForQuery.
+// of the statement its Bind named (from that statement's Parse), a Parse
+// is one only if it fails, and a Sync waits for its ReadyForQuery.
 func (c *l7Conn) pgFrontend(h *handlers, t byte, body []byte, ts uint64) {
 	switch t {
 	case 'Q':
@@ -198,7 +199,9 @@ func (c *l7Conn) pgFrontend(h *handlers, t byte, body []byte, ts uint64) {
 		if _, known := c.stmts[string(name)]; !known && len(c.stmts) >= maxPGStatements {
 			clear(c.stmts)
 		}
-		c.stmts[string(name)] = pgproto.Command(q)
+		cmd := pgproto.Command(q)
+		c.stmts[string(name)] = cmd
+		c.push(h, l7Item{start: ts, cmd: cmd, prepare: true})
 	case 'B':
 		c.portal = 0
 		if _, rest, ok := pgproto.CString(body); ok {
@@ -241,11 +244,11 @@ func (h *handlers) l7Replies(c *l7Conn, e *httpEvent, data []byte) {
 			// further on is not seen), and the rest of its batch waits
 			// for a ReadyForQuery that will not be seen.
 			it := c.queue[0]
-			if !it.sync {
+			if !it.sync && !it.prepare {
 				h.finishL7(c, &it, it.err, e.TsNs)
 			}
 			c.pop()
-			if !it.simple && !it.sync {
+			if !it.simple && !it.sync && !it.prepare {
 				c.dropBatch(h)
 			}
 			cut = true
@@ -274,6 +277,19 @@ func (h *handlers) pgBackend(c *l7Conn, t byte, body []byte, ts uint64) {
 	case it.sync:
 		if t == 'Z' {
 			c.pop()
+		}
+	case it.prepare:
+		// ParseComplete, or an error that fails the statement's query
+		// (the server skips the batch's Bind and Execute).
+		switch t {
+		case '1':
+			c.pop()
+		case 'E':
+			h.finishL7(c, it, pgproto.ErrorClass(body), ts)
+			c.pop()
+			for len(c.queue) > 0 && !c.queue[0].sync {
+				c.pop() // the same query's Execute: not a request of its own
+			}
 		}
 	case it.simple:
 		if t == 'E' && it.err == 0 {

@@ -4,7 +4,7 @@
 //
 // Every Start function ([StartKubernetes], [StartPrometheus],
 // [StartAlertmanager], [StartVictoriaLogs], [StartOTelCollector],
-// [StartHAProxy], [StartNodeExporter], [StartRedis]) brings its server up on free
+// [StartHAProxy], [StartNodeExporter], [StartRedis], [StartPostgres]) brings its server up on free
 // 127.0.0.1 ports with its data in the test's temporary directory, waits
 // until it is ready, returns its endpoints and stops it when the test ends.
 // Each server's output goes to a log file; when the test fails, the tail of
@@ -14,7 +14,8 @@
 // kube-scheduler, kwok, victoria-logs, otelcol) are looked up in the cache that
 // hack/testenv/build.sh (`make testenv-build`) fills; Debian's binaries
 // (prometheus, prometheus-alertmanager, haproxy, prometheus-node-exporter,
-// redis-server, redis-cli) are looked up on PATH. When a binary is missing the test is skipped, except
+// redis-server, redis-cli; PostgreSQL's in /usr/lib/postgresql/*/bin too,
+// see [PostgresBinary]) are looked up on PATH. When a binary is missing the test is skipped, except
 // under CI=true, where it fails: CI must never pass by skipping.
 package testenv
 
