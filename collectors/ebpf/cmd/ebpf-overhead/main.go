@@ -1,10 +1,12 @@
 //go:build linux
 
 // Command ebpf-overhead measures what Vigil's eBPF programs cost the
-// workloads they watch: it times a loopback connect loop and a keep-alive
-// HTTP loop with the programs detached and attached, alternating rounds in
-// one run, and reports the ratio, the events consumed per second and the
-// events lost. hack/bench/ebpf.sh runs it for `make bench`; it needs root.
+// workloads they watch: it times a loopback connect loop, a keep-alive
+// HTTP loop and (when Debian's redis-server is installed) a Redis GET loop
+// on one connection, with the programs detached and attached, alternating
+// rounds in one run, and reports the ratio, the events consumed per second
+// and the events lost. hack/bench/ebpf.sh runs it for `make bench`; it
+// needs root.
 package main
 
 import (
@@ -38,6 +40,8 @@ func main() {
 	conns := flag.Int("connections", 20000, "connections per round of the connect loop")
 	reqs := flag.Int("requests", 20000, "requests per round of the keep-alive HTTP loop")
 	rounds := flag.Int("rounds", 3, "rounds per mode; the median is reported")
+	flag.IntVar(&redisReqs, "redis-requests", 20000, "commands per round of the Redis loop (0: no Redis loop)")
+	flag.StringVar(&redisServer, "redis-server", "redis-server", "the redis-server binary for the Redis loop (skipped with a message when it is missing)")
 	flag.BoolVar(&bpfStats, "bpf-stats", false, "enable the kernel's BPF run-time statistics and report each program's cost (adds a little overhead)")
 	flag.StringVar(&agentProfile, "agent-cpuprofile", "", "write a CPU profile of the agent process of the last attached phase to this file")
 	flag.StringVar(&programGroups, "programs", "all", "program groups to attach, comma-separated: tcp, http, process (with oom and cgroups), or all")
@@ -62,6 +66,8 @@ var (
 	bpfStats      bool
 	agentProfile  string
 	programGroups string
+	redisReqs     int
+	redisServer   string
 )
 
 // selectPrograms switches on only the named program groups.
@@ -328,6 +334,68 @@ func httpLoop(url string, n int) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
+// startRedis starts redis-server on a free loopback port (no persistence)
+// and returns its address and a function that stops it.
+func startRedis() (string, func(), error) {
+	bin, err := exec.LookPath(redisServer)
+	if err != nil {
+		return "", nil, err
+	}
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := l.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	l.Close()
+	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--logfile", "")
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := net.Dial("tcp4", addr)
+		if err == nil {
+			c.Close()
+			return addr, stop, nil
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, fmt.Errorf("redis-server on %s: %w", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// redisLoop sends n GET commands over one connection, one at a time,
+// and reads each reply (a 2-byte bulk string), without a client library.
+func redisLoop(addr string, n int) (time.Duration, error) {
+	c, err := net.Dial("tcp4", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("*3\r\n$3\r\nSET\r\n$4\r\nitem\r\n$2\r\nok\r\n")); err != nil {
+		return 0, err
+	}
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil {
+		return 0, err
+	}
+	get := []byte("*2\r\n$3\r\nGET\r\n$4\r\nitem\r\n")
+	reply := make([]byte, len("$2\r\nok\r\n"))
+	start := time.Now()
+	for range n {
+		if _, err := c.Write(get); err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(r, reply); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
+}
+
 // pairedRatio is the median over rounds of with/without.
 func pairedRatio(with, without []time.Duration) float64 {
 	r := make([]float64, len(with))
@@ -379,12 +447,23 @@ func run(conns, reqs, rounds int) error {
 	go func() { _ = srv.Serve(hl) }()
 	defer srv.Close()
 	url := "http://" + hl.Addr().String() + "/api/items/42"
+	redisAddr := ""
+	if redisReqs > 0 {
+		addr, stop, err := startRedis()
+		if err != nil {
+			fmt.Printf("no Redis loop: %v\n", err)
+			redisReqs = 0
+		} else {
+			defer stop()
+			redisAddr = addr
+		}
+	}
 
 	// Per mode (without, hooks only, with eBPF) the wall and CPU times of
 	// each round.
 	type result struct{ wall, cpu [3][]time.Duration }
 	const without, hooks, with = 0, 1, 2
-	var tcp, web result
+	var tcp, web, rds result
 	var events, lost float64
 	var eventTime, agentCPU time.Duration
 	runTime, runs := map[string]float64{}, map[string]float64{}
@@ -394,6 +473,11 @@ func run(conns, reqs, rounds int) error {
 	}
 	if _, err := httpLoop(url, 1000); err != nil {
 		return err
+	}
+	if redisReqs > 0 {
+		if _, err := redisLoop(redisAddr, 1000); err != nil {
+			return err
+		}
 	}
 	// The agent's CPU time with no traffic (start-up: BTF, loading,
 	// attaching; shut-down), subtracted from the rounds' agent CPU.
@@ -422,6 +506,13 @@ func run(conns, reqs, rounds int) error {
 		d2, c2, err := measure(func() (time.Duration, error) { return httpLoop(url, reqs) })
 		if err != nil {
 			return err
+		}
+		if redisReqs > 0 {
+			d3, c3, err := measure(func() (time.Duration, error) { return redisLoop(redisAddr, redisReqs) })
+			if err != nil {
+				return err
+			}
+			rds.wall[mode], rds.cpu[mode] = append(rds.wall[mode], d3), append(rds.cpu[mode], c3)
 		}
 		tcp.wall[mode], tcp.cpu[mode] = append(tcp.wall[mode], d), append(tcp.cpu[mode], c)
 		web.wall[mode], web.cpu[mode] = append(web.wall[mode], d2), append(web.cpu[mode], c2)
@@ -470,15 +561,22 @@ func run(conns, reqs, rounds int) error {
 		}
 		row(fmt.Sprintf("connect loop, %d connections", conns), tcp)
 		row(fmt.Sprintf("keep-alive HTTP, %d requests", reqs), web)
+		if redisReqs > 0 {
+			row(fmt.Sprintf("Redis GET loop, %d commands", redisReqs), rds)
+		}
 	}
 	// What Vigil's programs add per request or connection over the
 	// do-nothing programs: the loops' CPU time, paired per round.
 	fmt.Printf("%-34s connect loop %s per connection, keep-alive HTTP %s per request (medians of per-round CPU differences)\n",
 		"added over hooks only", pairedDiff(tcp.cpu[with], tcp.cpu[hooks], conns), pairedDiff(web.cpu[with], web.cpu[hooks], reqs))
+	if redisReqs > 0 {
+		fmt.Printf("%-34s Redis loop %s per command (client side only: the server is another process)\n", "",
+			pairedDiff(rds.cpu[with], rds.cpu[hooks], redisReqs))
+	}
 	fmt.Printf("%-34s %12.0f events/s over %d rounds (%.0f events), lost %.0f\n", "events consumed", events/eventTime.Seconds(), rounds, events, lost)
 	busy := agentCPU - time.Duration(rounds)*idleCPU
 	fmt.Printf("%-34s %12s over %d rounds (start-up %s each excluded): %.1f µs per connection+request\n", "agent process CPU (user+sys)",
-		busy.Round(time.Millisecond), rounds, idleCPU.Round(time.Millisecond), float64(busy.Microseconds())/float64(rounds*(conns+reqs)))
+		busy.Round(time.Millisecond), rounds, idleCPU.Round(time.Millisecond), float64(busy.Microseconds())/float64(rounds*(conns+reqs+redisReqs)))
 	if bpfStats {
 		total := 0.0
 		for _, p := range slices.Sorted(maps.Keys(runTime)) {
@@ -488,8 +586,9 @@ func run(conns, reqs, rounds int) error {
 			total += runTime[p]
 		}
 		fmt.Printf("  kernel: all programs %.3f s over %s of attached rounds\n", total, eventTime.Round(time.Millisecond))
-		// Per unit of work: the HTTP programs by request, TCP's by
-		// connection (each runs almost only in its own loop).
+		// Per unit of work: the HTTP programs (which also see Redis) by
+		// request or command, TCP's by connection (each runs almost only
+		// in its own loop).
 		group := func(prefix string) float64 {
 			t := 0.0
 			for p, rt := range runTime {
@@ -499,8 +598,8 @@ func run(conns, reqs, rounds int) error {
 			}
 			return t
 		}
-		fmt.Printf("  kernel: HTTP programs %s per request, TCP programs %s per connection (upper bounds: the statistics count part of their own clock reads)\n",
-			time.Duration(group("http_")/float64(rounds*reqs)*1e9), time.Duration(group("tcp_")/float64(rounds*conns)*1e9))
+		fmt.Printf("  kernel: HTTP programs %s per HTTP request or Redis command, TCP programs %s per connection (upper bounds: the statistics count part of their own clock reads)\n",
+			time.Duration(group("http_")/float64(rounds*(reqs+redisReqs))*1e9), time.Duration(group("tcp_")/float64(rounds*conns)*1e9))
 	}
 	fmt.Println(strings.Repeat("-", 70))
 	fmt.Println("goal: ratio <= 1.03 with zero events lost. \"hooks only\" attaches a program that returns at once at each hook")

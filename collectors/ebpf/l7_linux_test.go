@@ -1,0 +1,135 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/vigil-agent/vigil/collectors/workload"
+)
+
+// sampleL7 is a record of protocol proto as the kernel sends it: a
+// request-like one with the socket (family set), a reply-only one
+// without.
+func sampleL7(proto, dir uint8, request bool, ts uint64, payload string) httpEvent {
+	e := sampleHTTP(dir, payload)
+	e.Proto, e.TsNs = proto, ts
+	if !request {
+		e.Family, e.Sport, e.Dport, e.Saddr, e.Daddr = 0, 0, 0, [16]uint8{}, [16]uint8{}
+	}
+	return e
+}
+
+func pgMsg(t byte, body string) string {
+	return string(t) + string(binary.BigEndian.AppendUint32(nil, uint32(len(body)+4))) + body
+}
+
+// Requests and replies pair in order per connection; what is not the
+// protocol, or answers nothing, is counted apart.
+func TestL7Pairing(t *testing.T) {
+	h := newTestHandlers()
+	send := func(e httpEvent) { h.handleHTTP(encode(t, e)) }
+	// A client pipelines three commands; the second fails.
+	send(sampleL7(protoRedis, httpWrite, true, 10, "*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$4\r\nINCR\r\n$1\r\na\r\n*1\r\n$4\r\nPING\r\n"))
+	send(sampleL7(protoRedis, httpRead, false, 30, "$1\r\nx\r\n-WRONGTYPE Operation\r\n+PONG\r\n"))
+	// A long reply: its first transfer counts, the rest is not a reply.
+	send(sampleL7(protoRedis, httpWrite, true, 40, "*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n"))
+	big := sampleL7(protoRedis, httpRead, false, 50, "$5000\r\nxxxx")
+	big.Size = 5000
+	send(big)
+	send(sampleL7(protoRedis, httpRead, false, 51, ":1\r\n")) // the value's rest, which happens to look like RESP
+	// Not Redis, and a reply nothing waits for (another descriptor).
+	send(sampleL7(protoRedis, httpWrite, true, 60, "*1 is not RESP"))
+	stray := sampleL7(protoRedis, httpRead, false, 61, "+OK\r\n")
+	stray.Fd = 99
+	send(stray)
+
+	m := h.m
+	for _, c := range []struct {
+		cmd, err string
+		want     float64
+	}{{"GET", "none", 2}, {"INCR", "WRONGTYPE", 1}, {"PING", "none", 1}} {
+		if got := testutil.ToFloat64(m.redisRequests.WithLabelValues(append(make([]string, len(workload.LabelNames)), c.cmd, "client", c.err)...)); got != c.want {
+			t.Errorf("redis %s %s = %v, want %v", c.cmd, c.err, got, c.want)
+		}
+	}
+	if got := testutil.ToFloat64(m.protoRejected.WithLabelValues("redis", "malformed")); got != 1 {
+		t.Errorf("malformed = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.protoRejected.WithLabelValues("redis", "unexpected")); got != 1 {
+		t.Errorf("unexpected = %v, want 1", got)
+	}
+
+	// PostgreSQL, extended protocol: two Executes in one batch, the first
+	// fails, so the server skips the second (counted unmatched).
+	h = newTestHandlers()
+	send = func(e httpEvent) { h.handleHTTP(encode(t, e)) }
+	batch := pgMsg('P', "s\x00INSERT INTO t VALUES ($1)\x00\x00\x00") + pgMsg('B', "\x00s\x00\x00\x00\x00\x00\x00\x00") +
+		pgMsg('E', "\x00\x00\x00\x00\x00") + pgMsg('B', "\x00s\x00\x00\x00\x00\x00\x00\x00") + pgMsg('E', "\x00\x00\x00\x00\x00") + pgMsg('S', "")
+	send(sampleL7(protoPostgres, httpWrite, true, 10, batch))
+	send(sampleL7(protoPostgres, httpRead, false, 20, pgMsg('1', "")+pgMsg('2', "")+pgMsg('E', "SERROR\x00C23505\x00\x00")+pgMsg('Z', "I")))
+	// Then a simple query whose result goes on past the window.
+	send(sampleL7(protoPostgres, httpWrite, true, 30, pgMsg('Q', "select * from t\x00")))
+	res := sampleL7(protoPostgres, httpRead, false, 40, pgMsg('T', "\x00\x01a\x00")+pgMsg('D', "row"))
+	res.Size = 100000
+	send(res)
+	send(sampleL7(protoPostgres, httpRead, false, 41, pgMsg('D', "row")+pgMsg('C', "SELECT 2\x00")+pgMsg('Z', "I")))
+	m = h.m
+	for _, c := range []struct {
+		cmd, err string
+		want     float64
+	}{{"INSERT", "23", 1}, {"INSERT", "none", 0}, {"SELECT", "none", 1}} {
+		if got := testutil.ToFloat64(m.pgRequests.WithLabelValues(append(make([]string, len(workload.LabelNames)), c.cmd, "client", c.err)...)); got != c.want {
+			t.Errorf("postgres %s %s = %v, want %v", c.cmd, c.err, got, c.want)
+		}
+	}
+	if got := testutil.ToFloat64(m.protoUnmatched.WithLabelValues("postgres")); got != 1 {
+		t.Errorf("postgres unmatched = %v, want 1 (the skipped Execute)", got)
+	}
+}
+
+// Any sequence of records, valid, cut or random, leaves the state bounded
+// and never panics.
+func TestL7Robust(t *testing.T) {
+	h := newTestHandlers()
+	h.cfg.MaxPendingRequests = 8
+	pieces := []string{
+		"*2\r\n$3\r\nGET\r\n$1\r\na\r\n", "+OK\r\n", "-ERR x\r\n", "$5\r\nhello\r\n", "*1\r\n", ">2\r\n+a\r\n+b\r\n", "%1\r\n",
+		pgMsg('Q', "SELECT 1\x00"), pgMsg('P', "s\x00SELECT 1\x00\x00\x00"), pgMsg('B', "\x00s\x00"), pgMsg('E', "\x00\x00\x00\x00\x00"),
+		pgMsg('S', ""), pgMsg('Z', "I"), pgMsg('C', "SELECT 1\x00"), pgMsg('1', ""), pgMsg('E', "SERROR\x00C42601\x00\x00"),
+		"\x00\xff\r\n", "*", "Q\x00",
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 200000 {
+		var payload []byte
+		for range r.IntN(6) {
+			payload = append(payload, pieces[r.IntN(len(pieces))]...)
+		}
+		if r.IntN(4) == 0 {
+			payload = payload[:r.IntN(len(payload)+1)]
+		}
+		if r.IntN(8) == 0 {
+			for j := range payload {
+				if r.IntN(10) == 0 {
+					payload[j] = byte(r.Uint32())
+				}
+			}
+		}
+		e := sampleL7(uint8(1+r.IntN(2)), uint8(r.IntN(2)), r.IntN(2) == 0, uint64(i), string(payload[:min(len(payload), 511)]))
+		e.Fd = uint32(r.IntN(12))
+		e.Size += uint32(r.IntN(2) * 1000)
+		h.handleHTTP(encode(t, e))
+		for _, c := range h.http.l7.conns {
+			if len(c.queue) > maxL7Queue {
+				t.Fatalf("queue of %d", len(c.queue))
+			}
+		}
+		if n := len(h.http.l7.conns); n > h.cfg.MaxPendingRequests {
+			t.Fatalf("%d connections followed, max %d", n, h.cfg.MaxPendingRequests)
+		}
+	}
+}
