@@ -46,7 +46,23 @@ func (p *Pipeline) AddLogs(c consumer.Logs) (remove func()) {
 	return func() { p.mu.Lock(); delete(p.logs, id); p.mu.Unlock() }
 }
 
-// Traces returns the consumer collectors send spans to.
+// Wanter is implemented by a consumer that can tell whether it would do
+// anything with data given now: a collector asks before it builds spans,
+// so that with no trace exporter configured (the default) no span is made
+// only to be dropped.
+type Wanter interface {
+	Wanted() bool
+}
+
+// Wanted reports whether c would take data now: true unless c implements
+// [Wanter] and says no.
+func Wanted(c any) bool {
+	w, ok := c.(Wanter)
+	return !ok || w.Wanted()
+}
+
+// Traces returns the consumer collectors send spans to. It implements
+// [Wanter]: it wants spans while a consumer that wants them is added.
 func (p *Pipeline) Traces() consumer.Traces {
 	c, _ := consumer.NewTraces(func(ctx context.Context, td ptrace.Traces) error {
 		p.mu.RLock()
@@ -55,7 +71,24 @@ func (p *Pipeline) Traces() consumer.Traces {
 			func(td ptrace.Traces) ptrace.Traces { cp := ptrace.NewTraces(); td.CopyTo(cp); return cp },
 			func(c consumer.Traces, td ptrace.Traces) error { return c.ConsumeTraces(ctx, td) })
 	})
-	return c
+	return pipelineTraces{c, p}
+}
+
+// pipelineTraces is the pipeline's traces consumer with its [Wanter].
+type pipelineTraces struct {
+	consumer.Traces
+	p *Pipeline
+}
+
+func (t pipelineTraces) Wanted() bool {
+	t.p.mu.RLock()
+	defer t.p.mu.RUnlock()
+	for _, c := range t.p.traces {
+		if Wanted(c) {
+			return true
+		}
+	}
+	return false
 }
 
 // Logs returns the consumer collectors send log records to.

@@ -549,10 +549,27 @@ func (x *Exporters) GatherNow() {
 }
 
 // Traces returns the consumer that queues spans for every trace target. It
-// never blocks on a backend; what does not fit is dropped and counted.
+// never blocks on a backend; what does not fit is dropped and counted. It
+// implements component.Wanter: it wants spans while a trace target runs or
+// while targets are being swapped (spans are then held for the new ones).
 func (x *Exporters) Traces() consumer.Traces {
 	c, _ := consumer.NewTraces(x.consumeTraces, consumer.WithCapabilities(consumer.Capabilities{MutatesData: true}))
-	return c
+	return exportedTraces{c, x}
+}
+
+// exportedTraces is the exporters' traces consumer with its Wanted.
+type exportedTraces struct {
+	consumer.Traces
+	x *Exporters
+}
+
+func (t exportedTraces) Wanted() bool {
+	t.x.mu.RLock()
+	defer t.x.mu.RUnlock()
+	if t.x.run == nil {
+		return t.x.hold != nil
+	}
+	return t.x.run.hasSignal(SignalTraces)
 }
 
 func (x *Exporters) consumeTraces(ctx context.Context, td ptrace.Traces) error {

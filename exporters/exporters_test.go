@@ -18,7 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/vigil-agent/vigil/collectors/workload"
-
+	"github.com/vigil-agent/vigil/component"
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
@@ -560,5 +560,50 @@ func TestReloadDropsAreCounted(t *testing.T) {
 	testenv.EventuallyTrue(t, time.Minute, "the kept target to deliver its 7 records", func() bool { return len(s.logBodies()) == 7 })
 	if d := counter(reg, "vigil_exporter_dropped_total", "otlphttp/kept", SignalLogs); d != 0 {
 		t.Errorf("dropped by the kept target = %v, want 0", d)
+	}
+}
+
+// TestTracesWantedOnlyWithATraceTarget: the traces consumer says it wants
+// spans (component.Wanter, asked by the eBPF collector before it builds
+// one) only while a target with the traces signal runs, through reloads
+// that add and remove it; spans it takes then reach the target.
+func TestTracesWantedOnlyWithATraceTarget(t *testing.T) {
+	s := newSink(t)
+	withSignals := func(sigs ...string) *Config {
+		cfg := NewConfig()
+		cfg.Interval = time.Hour
+		cfg.lookupEnv = env(nil)
+		cfg.Targets = map[string]*ExporterConfig{
+			"otlphttp/central": {Endpoint: s.url(), Signals: sigs, Retry: fastRetry()},
+		}
+		return cfg
+	}
+	x, reg := startExporters(t, withSignals(SignalMetrics, SignalLogs))
+	traces := x.Traces()
+	if component.Wanted(traces) {
+		t.Fatal("traces wanted with only metrics and logs targets")
+	}
+	ctx := context.Background()
+	if err := x.ApplyConfig(ctx, withSignals(SignalTraces)); err != nil {
+		t.Fatal(err)
+	}
+	if !component.Wanted(traces) {
+		t.Fatal("traces not wanted after a reload added the traces signal")
+	}
+	if err := traces.ConsumeTraces(ctx, makeTraces(3)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for counter(reg, "vigil_exporter_sent_total", "otlphttp/central", SignalTraces) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("spans sent = %v, want 3", counter(reg, "vigil_exporter_sent_total", "otlphttp/central", SignalTraces))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := x.ApplyConfig(ctx, withSignals(SignalMetrics)); err != nil {
+		t.Fatal(err)
+	}
+	if component.Wanted(traces) {
+		t.Fatal("traces still wanted after a reload removed the traces signal")
 	}
 }

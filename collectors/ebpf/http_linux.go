@@ -487,6 +487,8 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 		h.decide(p, nil, endNS)
 	}
 	switch {
+	case !h.spans.wanted():
+		h.m.spansUnexported.Inc()
 	case p.sampled, isErrorStatus(p.server, status):
 		h.spans.add(p, status, end)
 	default:

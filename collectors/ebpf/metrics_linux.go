@@ -102,6 +102,7 @@ type metrics struct {
 	outcomesDropped  prometheus.Counter
 	spansDropped     prometheus.Counter
 	spansSampledOut  prometheus.Counter
+	spansUnexported  prometheus.Counter
 	httpUnmatched    prometheus.Counter
 	unresolved       prometheus.Counter
 
@@ -173,6 +174,8 @@ func newMetrics(cfg *Config) *metrics {
 			Help: "HTTP spans dropped because the span queue was full or the traces consumer failed."}),
 		spansSampledOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_spans_sampled_out_total",
 			Help: "Finished HTTP requests not exported as spans by the sampling rules (spans.sample_ratio, spans.max_per_second, an unsampled traceparent)."}),
+		spansUnexported: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_spans_unexported_total",
+			Help: "Finished HTTP requests for which no span was made because no trace exporter is configured (exporters with the traces signal)."}),
 		httpUnmatched: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_ebpf_http_unmatched_total",
 			Help: "HTTP requests forgotten without a response: max_pending_requests was reached, or a new request came on the connection first."}),
 
@@ -244,7 +247,7 @@ func newMetrics(cfg *Config) *metrics {
 // collectors returns every metric vector, for Update.
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.programLoaded, m.featureAvailable, m.eventsRead, m.decodeErrors,
-		m.seriesOverflow, m.fastPath, m.outcomesDropped, m.spansDropped, m.spansSampledOut, m.httpUnmatched, m.unresolved,
+		m.seriesOverflow, m.fastPath, m.outcomesDropped, m.spansDropped, m.spansSampledOut, m.spansUnexported, m.httpUnmatched, m.unresolved,
 		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
 		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration, m.httpPeer, m.httpPeerSeconds, m.httpUnanswered,
 		m.redisRequests, m.redisDuration, m.pgRequests, m.pgDuration, m.protoRejected, m.protoUnmatched}

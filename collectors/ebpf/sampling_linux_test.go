@@ -8,9 +8,11 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 
 	"github.com/vigil-agent/vigil/collectors/workload"
+	"github.com/vigil-agent/vigil/component"
 )
 
 // samplingHandlers are handlers whose span queue is read by the test.
@@ -96,3 +98,52 @@ func TestLossCountersArePerProgram(t *testing.T) {
 		}
 	}
 }
+
+// TestNoSpansWithoutATraceExporter: with the agent's pipeline as the traces
+// consumer and no exporter taking traces (the default configuration), no
+// span is queued, every finished request is still in the metrics and is
+// counted as unexported; once a consumer that wants spans is added, spans
+// are made again; a consumer that says it wants none (an exporter without
+// the traces signal) does not count.
+func TestNoSpansWithoutATraceExporter(t *testing.T) {
+	cfg := NewConfig()
+	m := newMetrics(cfg)
+	log := slog.New(slog.DiscardHandler)
+	p := component.NewPipeline()
+	h := newHandlers(cfg, m, nil, newClock(), nil, newSpanQueue(p.Traces(), m.spansDropped, "", log), log)
+
+	exchange(t, h, 1, "", 200, 1e9)
+	exchange(t, h, 2, "", 503, 1e9) // an error: exported whenever spans are made
+	if got := queued(h); len(got) != 0 {
+		t.Fatalf("%d spans queued with no trace exporter", len(got))
+	}
+	if v := testutil.ToFloat64(m.spansUnexported); v != 2 {
+		t.Errorf("vigil_ebpf_spans_unexported_total = %v, want 2", v)
+	}
+	lv := func(class string) []string { return append(workload.Identity{}.Labels(), "/x", "server", "GET", class) }
+	if ok, bad := testutil.ToFloat64(m.httpRequests.WithLabelValues(lv("2xx")...)), testutil.ToFloat64(m.httpRequests.WithLabelValues(lv("5xx")...)); ok != 1 || bad != 1 {
+		t.Errorf("requests counted 2xx %v, 5xx %v; want 1 each", ok, bad)
+	}
+
+	removeUnwanting := p.AddTraces(unwanting{consumertest.NewNop()})
+	exchange(t, h, 3, "", 503, 2e9)
+	if got := queued(h); len(got) != 0 {
+		t.Fatalf("%d spans queued for a consumer that wants none", len(got))
+	}
+	removeUnwanting()
+
+	sink := new(consumertest.TracesSink)
+	p.AddTraces(sink)
+	exchange(t, h, 4, "", 503, 3e9)
+	if got := queued(h); len(got) != 1 || got[0].status != 503 {
+		t.Fatalf("%d spans queued with a trace consumer, want the 503", len(got))
+	}
+	if v := testutil.ToFloat64(m.spansUnexported); v != 3 {
+		t.Errorf("vigil_ebpf_spans_unexported_total = %v, want 3", v)
+	}
+}
+
+// unwanting is a traces consumer that says it wants no spans.
+type unwanting struct{ consumer.Traces }
+
+func (unwanting) Wanted() bool { return false }

@@ -12,6 +12,8 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/vigil-agent/vigil/component"
 )
 
 // scopeName is the instrumentation scope of the spans Vigil makes.
@@ -40,6 +42,13 @@ type spanQueue struct {
 
 func newSpanQueue(next consumer.Traces, dropped prometheus.Counter, node string, log *slog.Logger) *spanQueue {
 	return &spanQueue{next: next, c: make(chan *httpSpan, maxQueuedSpans), dropped: dropped, node: node, log: log}
+}
+
+// wanted reports whether a span handed to add now would go anywhere: not
+// while no trace exporter is configured (see component.Wanter), so a span
+// nobody exports is never built.
+func (q *spanQueue) wanted() bool {
+	return q.next != nil && component.Wanted(q.next)
 }
 
 // add queues a copy of request p, answered with status at end.
