@@ -13,6 +13,10 @@
 # Peers: prometheus-node-exporter (Debian, default collectors) and
 # coroot-node-agent when COROOT_NODE_AGENT names a binary (its Go module is
 # not served by the module proxy here, so it is not built; the table says so).
+# COST_BENCH_BASE=<git revision> adds the agent built from that revision as
+# a peer ("vigil@<rev>"), to measure a change side by side in one run.
+# COST_BENCH_PPROF=<dir> builds the agent with -tags vigil_pprof and saves a
+# CPU profile of each window there (<dir>/<phase>.prof).
 # Vigil runs as root (eBPF); without root the bench is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -43,17 +47,36 @@ echo "-- binary"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/vigil" ./cmd/vigil
 size=$(stat -c %s "$tmp/vigil")
 printf '%-34s %8.1f MB (budget 60 MB: %s)\n' "vigil stripped" "$(awk -v s="$size" 'BEGIN{print s/1e6}')" "$(awk -v s="$size" 'BEGIN{print (s<=60e6)?"within":"OVER"}')"
-mods=$(go version -m "$tmp/vigil" | awk '$1=="dep"{print $2}')
+# Cloud SDKs and test frameworks: how many of their packages are in the
+# import graph (the embedded TSDB imports prometheus/config, which imports
+# the remote-write auth packages), and how many bytes of their code the
+# linker kept (symbol sizes of an unstripped build).
+CGO_ENABLED=0 go build -trimpath -o "$tmp/vigil-syms" ./cmd/vigil
+go tool nm -size "$tmp/vigil-syms" >"$tmp/nm.txt"
+rm -f "$tmp/vigil-syms"
 pkgs=$(go list -deps ./cmd/vigil)
 for m in github.com/aws/ github.com/Azure/ cloud.google.com/go/ google.golang.org/api github.com/stretchr/testify; do
   n=$(grep -c "^$m" <<<"$pkgs" || true)
   if [ "$n" -gt 0 ]; then
-    printf '%-34s linked (%d packages, %d modules)\n' "$m" "$n" "$(grep -c "^$m" <<<"$mods" || true)"
+    printf '%-34s %3d packages imported, %6.1f KB of code kept\n' "$m" "$n" \
+      "$(awk -v m="$m" 'index($4, m) == 1 {s += $2} END {print s/1e3}' "$tmp/nm.txt")"
   fi
 done
 for p in rules/ruletest promql/promqltest util/teststorage; do
   if grep -q "/$p\$" <<<"$pkgs"; then printf '%-34s linked\n' "$p"; fi
 done
+BASE=${COST_BENCH_BASE:-}
+PPROF=${COST_BENCH_PPROF:-}
+if [ -n "$PPROF" ]; then
+  mkdir -p "$PPROF"
+  CGO_ENABLED=0 go build -trimpath -tags vigil_pprof -ldflags "-s -w" -o "$tmp/vigil" ./cmd/vigil
+fi
+if [ -n "$BASE" ]; then
+  mkdir -p "$tmp/base"
+  git archive "$BASE" | tar -x -C "$tmp/base"
+  (cd "$tmp/base" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/vigil-base" ./cmd/vigil)
+  printf '%-34s %8.1f MB\n' "vigil@$BASE stripped" "$(awk -v s="$(stat -c %s "$tmp/vigil-base")" 'BEGIN{print s/1e6}')"
+fi
 [ -n "$NE" ] && printf '%-34s %8.1f MB\n' "node_exporter (Debian)" "$(awk -v s="$(stat -c %s "$NE")" 'BEGIN{print s/1e6}')"
 [ -n "$COROOT" ] && printf '%-34s %8.1f MB\n' "coroot-node-agent" "$(awk -v s="$(stat -c %s "$COROOT")" 'BEGIN{print s/1e6}')"
 
@@ -67,6 +90,11 @@ names=(); apids=(); urls=()
 vport=$(free_port)
 "$tmp/vigil" run --web.listen-address=127.0.0.1:"$vport" >"$tmp/vigil.log" 2>&1 &
 pids+=($!); names+=(vigil); apids+=($!); urls+=("http://127.0.0.1:$vport/metrics")
+if [ -n "$BASE" ]; then
+  bport=$(free_port)
+  "$tmp/vigil-base" run --web.listen-address=127.0.0.1:"$bport" >"$tmp/vigil-base.log" 2>&1 &
+  pids+=($!); names+=("vigil@$BASE"); apids+=($!); urls+=("http://127.0.0.1:$bport/metrics")
+fi
 if [ -n "$NE" ]; then
   nport=$(free_port)
   "$NE" --web.listen-address=127.0.0.1:"$nport" >"$tmp/ne.log" 2>&1 &
@@ -80,7 +108,7 @@ fi
 for u in "${urls[@]}"; do wait_ready "$u"; done
 
 # eBPF events Vigil read (the host's traffic and process churn it traced).
-ebpf_events() { curl -s "${urls[0]}" | awk '/^vigil_ebpf_events_total/ {s += $NF} END {printf "%d", s}'; }
+ebpf_events() { curl -s "$1" | awk '/^vigil_ebpf_events_total/ {s += $NF} END {printf "%d", s}'; }
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rollup() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/smaps_rollup"; }
 hz=$(getconf CLK_TCK)
@@ -88,21 +116,29 @@ hz=$(getconf CLK_TCK)
 # window LABEL: W seconds with a scrape of every agent each 15 s, then a row
 # per agent.
 window() {
-  local t0=() i n=${#apids[@]} e0
-  for ((i = 0; i < n; i++)); do t0[i]=$(ticks "${apids[i]}"); done
-  e0=$(ebpf_events)
+  local t0=() e0=() i n=${#apids[@]}
+  for ((i = 0; i < n; i++)); do
+    t0[i]=$(ticks "${apids[i]}")
+    [[ ${names[i]} == vigil* ]] && e0[i]=$(ebpf_events "${urls[i]}")
+  done
+  local prof=""
+  if [ -n "$PPROF" ]; then
+    curl -s -o "$PPROF/$1.prof" "http://127.0.0.1:6061/debug/pprof/profile?seconds=$W" &
+    prof=$!
+  fi
   local end=$((SECONDS + W))
   while [ $SECONDS -lt $end ]; do
     for u in "${urls[@]}"; do curl -s -o /dev/null "$u"; done
     sleep $SCRAPE
   done
+  [ -n "$prof" ] && wait "$prof"
   for ((i = 0; i < n; i++)); do
     local p=${apids[i]} d
     d=$(($(ticks "$p") - t0[i]))
     local series
     series=$(curl -s "${urls[i]}" | grep -vc '^#' || true)
     local ev=""
-    [ "$i" = 0 ] && ev=$(($(ebpf_events) - e0))
+    [[ ${names[i]} == vigil* ]] && ev=$(($(ebpf_events "${urls[i]}") - e0[i]))
     printf '%-10s %-18s %7.2f %8.1f %8.1f %8.1f %8s %8s\n' "$1" "${names[i]}" \
       "$(awk -v d="$d" -v hz="$hz" -v w="$W" 'BEGIN{print d*100/hz/w}')" \
       "$(awk -v k="$(rollup "$p" Rss)" 'BEGIN{print k/1024}')" \
