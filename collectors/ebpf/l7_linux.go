@@ -44,6 +44,7 @@ const maxPGStatements = 256
 // waits for its ReadyForQuery.
 type l7Item struct {
 	start    uint64 // kernel time the request was sent or read
+	tid      uint32 // thread that sent or read it (client spans are linked by thread)
 	cmd      uint16 // index in redisproto.CommandNames or pgproto.CommandNames
 	err      uint8  // index in pgproto.ErrorClasses: an error seen before ReadyForQuery (simple query)
 	simple   bool   // PostgreSQL simple query (answered by ReadyForQuery)
@@ -59,6 +60,7 @@ type l7Conn struct {
 	server        bool
 	cgroup        uint64
 	pid           uint32
+	comm          [16]int8
 	wl            workload.Identity
 	local, remote netip.AddrPort
 	queue         []l7Item
@@ -155,7 +157,7 @@ func (h *handlers) handleL7(e *httpEvent) {
 			}
 			clear(st.conns)
 		}
-		c = &l7Conn{proto: e.Proto, server: !write, cgroup: e.CgroupId, pid: e.Pid, local: local, remote: remote}
+		c = &l7Conn{proto: e.Proto, server: !write, cgroup: e.CgroupId, pid: e.Pid, comm: e.Comm, local: local, remote: remote}
 		c.wl = h.identity(e.CgroupId, e.TsNs)
 	}
 	if c.tail {
@@ -165,9 +167,9 @@ func (h *handlers) handleL7(e *httpEvent) {
 	var ok bool
 	switch e.Proto {
 	case protoRedis:
-		_, ok = redisproto.Commands(data, func(name []byte) { c.push(h, l7Item{start: e.TsNs, cmd: redisproto.Command(name)}) })
+		_, ok = redisproto.Commands(data, func(name []byte) { c.push(h, l7Item{start: e.TsNs, tid: e.Tid, cmd: redisproto.Command(name)}) })
 	case protoPostgres:
-		_, _, ok = pgproto.Messages(data, pgproto.FrontendTypes, func(t byte, body []byte, _ bool) { c.pgFrontend(h, t, body, e.TsNs) })
+		_, _, ok = pgproto.Messages(data, pgproto.FrontendTypes, func(t byte, body []byte, _ bool) { c.pgFrontend(h, t, body, e.TsNs, e.Tid) })
 	}
 	if !ok {
 		h.rejectL7(e.Proto, "malformed")
@@ -182,11 +184,11 @@ func (h *handlers) handleL7(e *httpEvent) {
 // is a request; in the extended protocol an Execute is, with the command
 // of the statement its Bind named (from that statement's Parse), a Parse
 // is one only if it fails, and a Sync waits for its ReadyForQuery.
-func (c *l7Conn) pgFrontend(h *handlers, t byte, body []byte, ts uint64) {
+func (c *l7Conn) pgFrontend(h *handlers, t byte, body []byte, ts uint64, tid uint32) {
 	switch t {
 	case 'Q':
 		q, _, _ := pgproto.CString(body)
-		c.push(h, l7Item{start: ts, cmd: pgproto.Command(q), simple: true})
+		c.push(h, l7Item{start: ts, tid: tid, cmd: pgproto.Command(q), simple: true})
 	case 'P':
 		name, rest, ok := pgproto.CString(body)
 		if !ok {
@@ -201,7 +203,7 @@ func (c *l7Conn) pgFrontend(h *handlers, t byte, body []byte, ts uint64) {
 		}
 		cmd := pgproto.Command(q)
 		c.stmts[string(name)] = cmd
-		c.push(h, l7Item{start: ts, cmd: cmd, prepare: true})
+		c.push(h, l7Item{start: ts, tid: tid, cmd: cmd, prepare: true})
 	case 'B':
 		c.portal = 0
 		if _, rest, ok := pgproto.CString(body); ok {
@@ -210,7 +212,7 @@ func (c *l7Conn) pgFrontend(h *handlers, t byte, body []byte, ts uint64) {
 			}
 		}
 	case 'E':
-		c.push(h, l7Item{start: ts, cmd: c.portal})
+		c.push(h, l7Item{start: ts, tid: tid, cmd: c.portal})
 	case 'S':
 		c.push(h, l7Item{start: ts, sync: true})
 	}
@@ -371,4 +373,37 @@ func (h *handlers) finishL7(c *l7Conn, it *l7Item, errIdx uint8, endNS uint64) {
 	}
 	s.requests.Inc()
 	s.duration.Observe(d)
+	h.l7Span(c, it, errIdx, endNS)
+}
+
+// l7Span exports the span of a finished Redis or PostgreSQL request when
+// the sampling rules of HTTP say so (a client request made by a thread
+// serving one HTTP request joins its trace; otherwise a new trace, by
+// ratio and rate) or it failed; no traceparent travels in these protocols.
+func (h *handlers) l7Span(c *l7Conn, it *l7Item, errIdx uint8, endNS uint64) {
+	if !h.spans.wanted() {
+		h.m.spansUnexported.Inc()
+		return
+	}
+	p := pendingRequest{server: c.server, start: h.clock.time(it.start), wl: c.wl, cgroup: c.cgroup, pid: c.pid, tid: it.tid,
+		comm: c.comm, local: c.local, remote: c.remote}
+	h.decide(&p, nil, endNS)
+	if !p.sampled && errIdx == 0 {
+		h.m.spansSampledOut.Inc()
+		return
+	}
+	var db dbSpan
+	switch c.proto {
+	case protoRedis:
+		db = dbSpan{system: "redis", operation: redisproto.CommandNames[it.cmd]}
+		if errIdx != 0 {
+			db.errType = redisproto.ErrorNames[errIdx]
+		}
+	default:
+		db = dbSpan{system: "postgresql", operation: pgproto.CommandNames[it.cmd]}
+		if errIdx != 0 {
+			db.errType = pgproto.ErrorClasses[errIdx]
+		}
+	}
+	h.spans.addDB(&p, db, h.clock.time(endNS))
 }

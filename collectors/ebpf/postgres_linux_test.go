@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
@@ -119,6 +120,33 @@ func testPostgres(t *testing.T, hook string) {
 	} {
 		if got := env.value(t, "vigil_postgres_requests_total", side.labels); got != side.want {
 			t.Errorf("vigil_postgres_requests_total%v = %v, want %v", side.labels, got, side.want)
+		}
+	}
+	// Spans: all sampled here (ratio 1, no rate cap), errors always; both
+	// sides, named by the SQL command.
+	port := int64(srv.Port)
+	dbSpans := func(kind ptrace.SpanKind, op, errType string) []ptrace.Span {
+		return env.findSpans(func(s ptrace.Span) bool {
+			sys, ok1 := s.Attributes().Get("db.system.name")
+			p, ok2 := s.Attributes().Get("server.port")
+			e, failed := s.Attributes().Get("error.type")
+			errOK := (!failed && errType == "") || (failed && e.Str() == errType)
+			return ok1 && ok2 && errOK && s.Kind() == kind && sys.Str() == "postgresql" && s.Name() == op && p.Int() == port
+		})
+	}
+	for _, kind := range []ptrace.SpanKind{ptrace.SpanKindClient, ptrace.SpanKindServer} {
+		for _, c := range []struct {
+			op, errType string
+			want        int
+		}{{"SELECT", "", 8}, {"SELECT", "42", 2}, {"INSERT", "23", 2}} {
+			testenv.EventuallyTrue(t, 30*time.Second, "PostgreSQL spans", func() bool { return len(dbSpans(kind, c.op, c.errType)) >= c.want })
+			spans := dbSpans(kind, c.op, c.errType)
+			if len(spans) != c.want {
+				t.Errorf("%s %s spans with error.type %q: %d, want %d", kind, c.op, c.errType, len(spans), c.want)
+			}
+			if c.errType != "" && len(spans) > 0 && spans[0].Status().Code() != ptrace.StatusCodeError {
+				t.Errorf("%s %s span: status %v, want error", kind, c.op, spans[0].Status().Code())
+			}
 		}
 	}
 	t.Logf("rejected: malformed %v, unexpected %v; unmatched %v",

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/vigil-agent/vigil/collectors/ebpf/redisproto"
 	"github.com/vigil-agent/vigil/internal/testenv"
@@ -31,7 +32,7 @@ func testRedis(t *testing.T, hook string) {
 	cli := testenv.Binary(t, "redis-cli")
 	env := startCollector(t, spansConfig(hook))
 	requireHTTPHook(t, env, hook)
-	port := strconv.Itoa(srv.Port)
+	cliPort := strconv.Itoa(srv.Port)
 
 	// redis-cli, one connection per invocation: RESP2, and RESP3 (-3, which
 	// sends HELLO 3 first).
@@ -46,7 +47,7 @@ func testRedis(t *testing.T, hook string) {
 		{"NOSUCHCOMMAND", "x"},     // ERR unknown command
 		{"-r", "3", "INCR", "visits"},
 	} {
-		cmd := inCgroup(cliCg, append([]string{cli, "-h", "127.0.0.1", "-p", port}, args...)...)
+		cmd := inCgroup(cliCg, append([]string{cli, "-h", "127.0.0.1", "-p", cliPort}, args...)...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("redis-cli %v: %v\n%s", args, err, out)
@@ -124,6 +125,27 @@ func testRedis(t *testing.T, hook string) {
 		l := series{"kind": "server", "error": code}
 		if got := env.value(t, "vigil_redis_requests_total", l); got != n {
 			t.Errorf("vigil_redis_requests_total%v = %v, want %v (the server's errorstats)", l, got, n)
+		}
+	}
+	// Spans: every command is sampled here (ratio 1, no rate cap), errors
+	// always; both sides, named by the command.
+	port := int64(srv.Port)
+	dbSpans := func(kind ptrace.SpanKind, op string) []ptrace.Span {
+		return env.findSpans(func(s ptrace.Span) bool {
+			sys, ok1 := s.Attributes().Get("db.system.name")
+			p, ok2 := s.Attributes().Get("server.port")
+			return ok1 && ok2 && s.Kind() == kind && sys.Str() == "redis" && s.Name() == op && p.Int() == port
+		})
+	}
+	for _, kind := range []ptrace.SpanKind{ptrace.SpanKindClient, ptrace.SpanKindServer} {
+		testenv.EventuallyTrue(t, 30*time.Second, "Redis INCR spans", func() bool { return len(dbSpans(kind, "INCR")) >= 13 })
+		if n := len(dbSpans(kind, "INCR")); n != 13 {
+			t.Errorf("%s INCR spans: %d, want 13", kind, n)
+		}
+		failed := dbSpans(kind, "HGET")
+		if len(failed) != 1 || strAttr(failed[0], "error.type") != "WRONGTYPE" || failed[0].Status().Code() != ptrace.StatusCodeError ||
+			strAttr(failed[0], "db.operation.name") != "HGET" || failed[0].EndTimestamp() < failed[0].StartTimestamp() {
+			t.Errorf("%s HGET spans: %d, want one WRONGTYPE error", kind, len(failed))
 		}
 	}
 	t.Logf("rejected: malformed %v, unexpected %v; unmatched %v",

@@ -22,11 +22,22 @@ const scopeName = "github.com/vigil-agent/vigil/collectors/ebpf"
 // maxQueuedSpans bounds spans waiting to be handed to the traces consumer.
 const maxQueuedSpans = 8192
 
-// httpSpan is one finished request that is exported.
+// httpSpan is one finished request that is exported: an HTTP request, or
+// a Redis or PostgreSQL one when db is set (req then carries the process,
+// workload, addresses, side, start and trace identity only).
 type httpSpan struct {
 	req    pendingRequest
 	status int
 	end    time.Time
+	db     *dbSpan
+}
+
+// dbSpan is what a Redis or PostgreSQL span says besides pendingRequest's
+// common fields.
+type dbSpan struct {
+	system    string // db.system.name: redis, postgresql
+	operation string // the command (GET, SELECT, …; other or OTHER)
+	errType   string // the error code or SQLSTATE class, "" without error
 }
 
 // spanQueue hands finished requests to the traces consumer in batches, off
@@ -57,6 +68,20 @@ func (q *spanQueue) add(p *pendingRequest, status int, end time.Time) {
 		return
 	}
 	s := &httpSpan{req: *p, status: status, end: end}
+	s.req.head = nil
+	select {
+	case q.c <- s:
+	default:
+		q.dropped.Inc()
+	}
+}
+
+// addDB queues a Redis or PostgreSQL span.
+func (q *spanQueue) addDB(p *pendingRequest, db dbSpan, end time.Time) {
+	if q.next == nil {
+		return
+	}
+	s := &httpSpan{req: *p, end: end, db: &db}
 	s.req.head = nil
 	select {
 	case q.c <- s:
@@ -120,7 +145,11 @@ func (q *spanQueue) traces(batch []*httpSpan) ptrace.Traces {
 			spans.EnsureCapacity(len(batch))
 			byPID[s.req.pid] = spans
 		}
-		fillSpan(spans.AppendEmpty(), s)
+		if s.db != nil {
+			fillDBSpan(spans.AppendEmpty(), s)
+		} else {
+			fillSpan(spans.AppendEmpty(), s)
+		}
 	}
 	return td
 }
@@ -189,6 +218,43 @@ func fillSpan(sp ptrace.Span, s *httpSpan) {
 	}
 	if s.status >= 400 {
 		a.PutStr("error.type", strconv.Itoa(s.status))
+	}
+}
+
+// fillDBSpan sets a Redis or PostgreSQL span following the OpenTelemetry
+// database semantic conventions: named by the command, a client span on
+// the caller's side and a server span on the server's, an error status
+// with error.type when the reply was an error.
+func fillDBSpan(sp ptrace.Span, s *httpSpan) {
+	p, db := &s.req, s.db
+	sp.SetTraceID(pcommon.TraceID(p.traceID))
+	sp.SetSpanID(pcommon.SpanID(p.spanID))
+	if p.parentID != ([8]byte{}) {
+		sp.SetParentSpanID(pcommon.SpanID(p.parentID))
+	}
+	sp.SetName(db.operation)
+	sp.SetStartTimestamp(pcommon.NewTimestampFromTime(p.start))
+	sp.SetEndTimestamp(pcommon.NewTimestampFromTime(s.end))
+	a := sp.Attributes()
+	a.EnsureCapacity(10)
+	a.PutStr("db.system.name", db.system)
+	a.PutStr("db.operation.name", db.operation)
+	a.PutStr("network.transport", "tcp")
+	a.PutStr("network.peer.address", p.remote.Addr().String())
+	a.PutInt("network.peer.port", int64(p.remote.Port()))
+	server := p.remote
+	sp.SetKind(ptrace.SpanKindClient)
+	if p.server {
+		sp.SetKind(ptrace.SpanKindServer)
+		server = p.local
+		a.PutStr("client.address", p.remote.Addr().String())
+		a.PutInt("client.port", int64(p.remote.Port()))
+	}
+	a.PutStr("server.address", server.Addr().String())
+	a.PutInt("server.port", int64(server.Port()))
+	if db.errType != "" {
+		a.PutStr("error.type", db.errType)
+		sp.Status().SetCode(ptrace.StatusCodeError)
 	}
 }
 
