@@ -131,6 +131,14 @@ func (h *handlers) handleL7(e *httpEvent) {
 	c := st.conns[key]
 	if e.Family == 0 {
 		// Only a reply: a server writes it, a client reads it.
+		if c != nil && c.proto == e.Proto && c.server != write {
+			// The side was guessed wrong: a Redis client whose first
+			// transfer seen was an array reply it read (the agent
+			// started while the connection was open) was taken for a
+			// server reading a command. What it queued was not requests.
+			c.forget(h)
+			c.server, c.tail = write, false
+		}
 		if c == nil || c.proto != e.Proto || c.server != write {
 			h.rejectL7(e.Proto, "unexpected")
 			return

@@ -48,11 +48,24 @@ func TestL7Pairing(t *testing.T) {
 	stray.Fd = 99
 	send(stray)
 
+	// A client connection first seen reading an array reply is taken for
+	// a server reading a command; its first non-array reply read puts it
+	// right, and its next command counts on the client side.
+	late := func(dir uint8, request bool, ts uint64, payload string) {
+		e := sampleL7(protoRedis, dir, request, ts, payload)
+		e.Fd = 5
+		send(e)
+	}
+	late(httpRead, true, 70, "*2\r\n$1\r\na\r\n$1\r\nb\r\n") // LRANGE's reply, its command unseen
+	late(httpRead, false, 71, ":1\r\n")                      // the next reply: a server never reads one
+	late(httpWrite, true, 72, "*1\r\n$4\r\nPING\r\n")
+	late(httpRead, false, 73, "+PONG\r\n")
+
 	m := h.m
 	for _, c := range []struct {
 		cmd, err string
 		want     float64
-	}{{"GET", "none", 2}, {"INCR", "WRONGTYPE", 1}, {"PING", "none", 1}} {
+	}{{"GET", "none", 2}, {"INCR", "WRONGTYPE", 1}, {"PING", "none", 2}} {
 		if got := testutil.ToFloat64(m.redisRequests.WithLabelValues(append(make([]string, len(workload.LabelNames)), c.cmd, "client", c.err)...)); got != c.want {
 			t.Errorf("redis %s %s = %v, want %v", c.cmd, c.err, got, c.want)
 		}
@@ -60,8 +73,11 @@ func TestL7Pairing(t *testing.T) {
 	if got := testutil.ToFloat64(m.protoRejected.WithLabelValues("redis", "malformed")); got != 1 {
 		t.Errorf("malformed = %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(m.protoRejected.WithLabelValues("redis", "unexpected")); got != 1 {
-		t.Errorf("unexpected = %v, want 1", got)
+	if got := testutil.ToFloat64(m.protoRejected.WithLabelValues("redis", "unexpected")); got != 2 {
+		t.Errorf("unexpected = %v, want 2 (the stray reply, the reply that put the side right)", got)
+	}
+	if got := testutil.ToFloat64(m.redisRequests.WithLabelValues(append(make([]string, len(workload.LabelNames)), "other", "server", "none")...)); got != 0 {
+		t.Errorf("server-side commands = %v, want 0", got)
 	}
 
 	// PostgreSQL, extended protocol: two Executes in one batch, the first
