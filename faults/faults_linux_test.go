@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -76,6 +77,16 @@ policies:
         - action: delete_pod
           params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
           verify: {window: 30s}
+    # A working set held at the memory limit (the container's cgroup, so
+    # the pod-level duplicate does not act twice): replacing the pod ends
+    # the stalls; a leak that comes back meets the rate limit and escalates.
+    - name: memory-at-limit
+      matchers: ['alertname="VigilWorkloadMemoryAtLimit"', 'namespace=~"faults-.*"', 'pod!=""', 'container!=""']
+      rate_limit: {max: 3, per: 1h}
+      steps:
+        - action: delete_pod
+          params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
+          verify: {window: 3m}
     # A process out of file descriptors fails every accept, connect and
     # open until it is restarted: replace the pod.
     - name: fds
@@ -86,8 +97,13 @@ policies:
           verify: {window: 30s}
     # A dependency that answers slowly: restarting it or its callers is a
     # guess; tell a human.
+    # No cooldown: it is kept per target, and every escalation of the suite
+    # goes to the same receiver, so another policy's escalation a moment
+    # before would hold this notification back (seen: vetoed by the cooldown
+    # 6 s after dependency5xx's escalation, and not decided again).
     - name: slowdep
       matchers: ['alertname="VigilWorkloadDependencySlow"', 'namespace=~"faults-.*"']
+      cooldown: 0s
       steps:
         - action: webhook
           params: {url: "{{ESCALATE}}"}
@@ -139,17 +155,21 @@ healing:
 
 // env is what a scenario works with.
 type env struct {
-	c     *cluster
-	kl    *fakeKubelet
-	agent *agentProc
-	esc   *escalations
-	ctrl  string
-	dry   bool
+	c      *cluster
+	agent  *agentProc
+	esc    *escalations
+	ctrl   string
+	dry    bool
+	hostIP string // where pods reach a server of the test process
+	real   bool   // the kubelet is real (TestFaultsOnRealNode)
+	// starts says how many times a pod's container was started.
+	starts func(ns, pod string) int
 }
 
 // result is one row of the report.
 type result struct {
 	Scenario   string
+	Runner     string // "stand-in" or "real node"
 	Mode       string
 	Detected   bool
 	Alert      string
@@ -161,6 +181,9 @@ type result struct {
 	DryRuns    int           // would-be actions recorded in dry-run
 	Collateral int           // actions on objects not at fault
 	Notes      string
+	// Kubelet is the real kubelet's part, for the pods of the scenario's
+	// app (zero on the stand-in, whose restarts are not the kubelet's).
+	Kubelet *kubeletView
 }
 
 // scenario is one fault, injected into its own namespace.
@@ -173,6 +196,16 @@ type scenario struct {
 	// escalates (a webhook to a human). Detection is then the escalation's
 	// record, and any other action in the namespace is collateral.
 	notify bool
+	// app is the Deployment whose pods are at fault: the report's kubelet
+	// columns are about its pods.
+	app string
+	// realNode says the scenario runs on the real node too
+	// (TestFaultsOnRealNode); the short form then runs it there only.
+	realNode bool
+	// realOnly says the scenario runs on the real node only: its fault
+	// needs what only a real kubelet gives (the container's own memory
+	// limit with its page cache, an emptyDir).
+	realOnly bool
 	// setup creates the workloads and starts their traffic.
 	setup func(t *testing.T, e *env, ns string) any
 	// inject breaks something and returns when.
@@ -186,20 +219,70 @@ type scenario struct {
 	clear func(t *testing.T, e *env, ns string, st any)
 }
 
+// runner is where the suite runs: the stand-in kubelet on kwok nodes with
+// the vigil binary as a process (TestFaults), or the real node with the
+// chart's DaemonSet (TestFaultsOnRealNode). One scenario table drives both.
+type runner struct {
+	name string
+	c    *cluster
+	esc  *escalations
+	// hostIP is where pods reach a server of the test process (the
+	// slowdep scenario's external dependency).
+	hostIP string
+	// agent starts Vigil (live, or in dry-run) for one pass and returns
+	// its API's address; it is stopped when t ends.
+	agent func(t *testing.T, dry bool) *agentProc
+	// starts says how many times a pod's container was started.
+	starts func(ctx context.Context, ns, pod string) int
+	// real says the kubelet is real: the report fills its columns.
+	real bool
+	// runs says whether a scenario runs on this runner; short says which
+	// the dry-run pass of the short form runs.
+	runs func(sc scenario) bool
+}
+
+// skipUnlessSome skips the test when no scenario runs on the runner (after
+// FAULTS_ONLY and the short form's choice).
+func skipUnlessSome(t *testing.T, where string, runs func(scenario) bool) {
+	t.Helper()
+	if !slices.ContainsFunc(allScenarios(), func(sc scenario) bool { return runs(sc) && selected(sc.name) }) {
+		t.Skipf("no scenario to run on the %s (the short form runs those ported to the real node there only; FAULTS_FULL=1 runs them here too)", where)
+	}
+}
+
 func TestFaults(t *testing.T) {
-	testenv.RequireRoot(t, "the fault suite (eBPF programs, memory cgroups, loopback addresses)")
 	full := os.Getenv("FAULTS_FULL") == "1"
+	// In the short form the scenarios that run on the real node run there
+	// only; the full form runs every scenario on both.
+	runs := func(sc scenario) bool { return !sc.realOnly && (full || !sc.realNode) }
+	skipUnlessSome(t, "stand-in", runs)
+	testenv.RequireRoot(t, "the fault suite (eBPF programs, memory cgroups, loopback addresses)")
 	k := testenv.StartKubernetes(t)
-	c := &cluster{k: k, client: k.Client(), node: k.Nodes[0]}
+	c := &cluster{k: k, client: k.Client(), node: k.Nodes[0], ctrl: t.TempDir()}
 	c.namespace(t, "vigil")
-	ctrl := t.TempDir()
-	kl := startFakeKubelet(t, c.client, c.node, ctrl)
-	esc := startEscalations(t)
+	kl := startFakeKubelet(t, c.client, c.node, c.ctrl)
+	esc := startEscalations(t, "127.0.0.1")
 	pol := filepath.Join(t.TempDir(), "policies.yaml")
 	if err := os.WriteFile(pol, []byte(strings.ReplaceAll(policies, "{{ESCALATE}}", esc.srv.URL)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	runSuite(t, &runner{
+		name: "stand-in", c: c, esc: esc, hostIP: "127.0.0.1",
+		agent: func(t *testing.T, dry bool) *agentProc {
+			cfg := strings.NewReplacer("{{NODE}}", c.node, "{{KUBECONFIG}}", k.Kubeconfig,
+				"{{POLICIES}}", pol, "{{DRYRUN}}", fmt.Sprint(dry)).Replace(agentConfig)
+			return startAgent(t, cfg)
+		},
+		starts: func(_ context.Context, ns, pod string) int { return kl.starts(ns, pod) },
+		runs:   runs,
+	})
+}
 
+// runSuite runs the scenarios on r: a live pass, then a dry-run pass, each
+// with its own agent and bystanders, and writes the report.
+func runSuite(t *testing.T, r *runner) {
+	full := os.Getenv("FAULTS_FULL") == "1"
+	c := r.c
 	var (
 		mu      sync.Mutex
 		results []result
@@ -210,9 +293,8 @@ func TestFaults(t *testing.T) {
 			mode = "dry-run"
 		}
 		ok := t.Run(mode, func(t *testing.T) {
-			cfg := strings.NewReplacer("{{NODE}}", c.node, "{{KUBECONFIG}}", k.Kubeconfig,
-				"{{POLICIES}}", pol, "{{DRYRUN}}", fmt.Sprint(dry)).Replace(agentConfig)
-			e := &env{c: c, kl: kl, agent: startAgent(t, cfg), esc: esc, ctrl: ctrl, dry: dry}
+			e := &env{c: c, agent: r.agent(t, dry), esc: r.esc, ctrl: c.ctrl, dry: dry, hostIP: r.hostIP, real: r.real,
+				starts: func(ns, pod string) int { return r.starts(t.Context(), ns, pod) }}
 			suffix := ""
 			if dry {
 				suffix = "-dry"
@@ -224,25 +306,39 @@ func TestFaults(t *testing.T) {
 			startLoad(t, c, byNS, "steady", 10, 0)
 			// A healthy but noisy service: 2 % of its answers are 503
 			// (mode lowerror), under the default alert's 5 %.
-			control(t, ctrl, "app-"+byNS+"-noisy", "lowerror")
+			control(t, c.ctrl, "app-"+byNS+"-noisy", "lowerror")
 			c.deploy(t, byNS, "noisy", appOpts{replicas: 2, gate: true})
 			noisy := startLoad(t, c, byNS, "noisy", 10, 0)
 			// Bursts of slow answers: for 2.5 s of every minute every
 			// answer of both replicas takes 1.5 s (mode slowburst). The
 			// load counts an answer slower than a second as bad.
-			control(t, ctrl, "app-"+byNS+"-bursty", "slowburst")
+			control(t, c.ctrl, "app-"+byNS+"-bursty", "slowburst")
 			c.deploy(t, byNS, "bursty", appOpts{replicas: 2, gate: true})
 			bursty := startLoad(t, c, byNS, "bursty", 10, time.Second)
 			// Clean restarts: "restarting" exits 0 after a graceful
 			// shutdown every 45 s (mode restart) and its kubelet starts it
 			// again; "caller" calls it for every request, so it sees
 			// connections refused for a moment and answers 502 meanwhile.
+			// The real kubelet starts an exited container again only after
+			// its back-off (10 s, then 20 s, 40 s…, exit 0 or not): one
+			// replica would leave the caller without its dependency for
+			// that long, an outage rather than noise (Vigil then restarted
+			// the dependency, seen). There it has two replicas and only
+			// the first restarts (both at once were the same outage, seen),
+			// so the Service routes around it while it is down.
 			raddr := c.service(t, byNS, "restarting").Spec.ClusterIP + ":80"
-			control(t, ctrl, "app-"+byNS+"-restarting", "restart")
-			c.deployNoService(t, byNS, "restarting", appOpts{replicas: 1, listen: raddr})
+			var restarting string
+			if c.real == nil {
+				control(t, c.ctrl, "app-"+byNS+"-restarting", "restart")
+				c.deployNoService(t, byNS, "restarting", appOpts{replicas: 1, listen: raddr})
+				restarting = firstPod(t, e, byNS, "restarting").Name
+			} else {
+				c.deployNoService(t, byNS, "restarting", appOpts{replicas: 2, listen: raddr})
+				restarting = firstPod(t, e, byNS, "restarting").Name
+				control(t, c.ctrl, "pod-"+restarting, "restart")
+			}
 			c.deploy(t, byNS, "caller", appOpts{replicas: 1, call: "http://" + raddr + "/"})
 			caller := startLoad(t, c, byNS, "caller", 10, 0)
-			restarting := firstPod(t, e, byNS, "restarting").Name
 			// A Deployment rolled out normally, again and again: every
 			// 40 s a rollout restart replaces both replicas (the old
 			// ones get SIGTERM and exit 0).
@@ -253,13 +349,13 @@ func TestFaults(t *testing.T) {
 
 			t.Run("scenarios", func(t *testing.T) {
 				for _, sc := range allScenarios() {
-					if dry && !full && !sc.short || !selected(sc.name) {
+					if !r.runs(sc) || dry && !full && !sc.short || !selected(sc.name) {
 						continue
 					}
 					t.Run(sc.name, func(t *testing.T) {
 						t.Parallel()
 						res := runScenario(t, e, sc, "faults-"+sc.name+suffix)
-						res.Mode = mode
+						res.Mode, res.Runner = mode, r.name
 						mu.Lock()
 						results = append(results, res)
 						mu.Unlock()
@@ -282,7 +378,7 @@ func TestFaults(t *testing.T) {
 			bursty.mu.Lock()
 			bOK, bSlow := bursty.ok, bursty.bad
 			bursty.mu.Unlock()
-			starts := kl.starts(byNS, restarting)
+			starts := e.starts(byNS, restarting)
 			rStarted, rDone := rollouts()
 			t.Logf("slow-burst bystander: %d answers, %d slower than 1 s; restarting bystander: started %d times; its caller: %s; rolling bystander: %d rollouts started, %d completed",
 				bOK+bSlow, bSlow, starts, caller, rStarted, rDone)
@@ -324,7 +420,7 @@ func TestFaults(t *testing.T) {
 			break
 		}
 	}
-	writeReport(t, results, full)
+	writeReport(t, r.name, results, full)
 }
 
 // runScenario sets a scenario up, injects its fault and measures.
@@ -332,6 +428,12 @@ func runScenario(t *testing.T, e *env, sc scenario, ns string) result {
 	res := result{Scenario: sc.name}
 	e.c.namespace(t, ns)
 	st := sc.setup(t, e, ns)
+	if e.real && sc.app != "" {
+		// The kubelet's part, watched from before the fault until the
+		// scenario's records are read.
+		stop := watchKubelet(e.c, ns, sc.app, &res)
+		defer stop()
+	}
 	t0 := sc.inject(t, e, ns, st)
 	defer sc.clear(t, e, ns, st)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)

@@ -63,7 +63,8 @@ func buildVigil(t *testing.T) string {
 	return vigilBin
 }
 
-// agentProc is a running vigil binary.
+// agentProc is a running agent: the vigil binary as a process of the test
+// (cmd set), or the chart's DaemonSet pod on the real node (url only).
 type agentProc struct {
 	url  string
 	cmd  *exec.Cmd
@@ -127,6 +128,9 @@ func startAgent(t *testing.T, cfg string) *agentProc {
 }
 
 func (a *agentProc) stop() {
+	if a.cmd == nil {
+		return // the chart's DaemonSet: helm owns it
+	}
 	select {
 	case <-a.done:
 		return
@@ -240,9 +244,11 @@ type escalation struct {
 	} `json:"alert"`
 }
 
-func startEscalations(t *testing.T) *escalations {
+// startEscalations starts the escalation receiver on host (an IP address
+// the agent reaches).
+func startEscalations(t *testing.T, host string) *escalations {
 	e := &escalations{}
-	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e.srv = newServerOn(t, host, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var m escalation
 		b, _ := io.ReadAll(r.Body)
 		if err := json.Unmarshal(b, &m); err != nil {
@@ -258,6 +264,21 @@ func startEscalations(t *testing.T) *escalations {
 	return e
 }
 
+// newServerOn starts an httptest server listening on host (an IP address)
+// at a free port.
+func newServerOn(t *testing.T, host string, h http.Handler) *httptest.Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := httptest.NewUnstartedServer(h)
+	s.Listener.Close()
+	s.Listener = ln
+	s.Start()
+	return s
+}
+
 func (e *escalations) list() []escalation {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -269,6 +290,11 @@ type cluster struct {
 	k      *testenv.Kube
 	client kubernetes.Interface
 	node   string
+	// ctrl is the folder of the fault app's control files (see control).
+	ctrl string
+	// real is the real node (TestFaultsOnRealNode); nil with the stand-in
+	// kubelet.
+	real *testenv.Node
 }
 
 type appOpts struct {
@@ -280,6 +306,7 @@ type appOpts struct {
 	serviceTime time.Duration
 	gate        bool              // declare the vigil.dev/healthy readiness gate
 	env         map[string]string // the container's environment (the fault app's FAULTS_* settings)
+	scratch     string            // mount path of an emptyDir (real node only)
 }
 
 func (c *cluster) namespace(t *testing.T, ns string) {
@@ -302,6 +329,31 @@ func (c *cluster) deploy(t *testing.T, ns, name string, o appOpts) *corev1.Servi
 func (c *cluster) deployNoService(t *testing.T, ns, name string, o appOpts) {
 	t.Helper()
 	labels := map[string]string{"app": name}
+	tmpl := c.standInTemplate(o)
+	if c.real != nil {
+		tmpl = c.realTemplate(ns, name, o)
+	}
+	tmpl.Labels = labels
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &o.replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: tmpl,
+		},
+	}
+	if o.gate {
+		d.Spec.Template.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: "vigil.dev/healthy"}}
+	}
+	if _, err := c.client.AppsV1().Deployments(ns).Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.settled(t, ns, name)
+}
+
+// standInTemplate is the pod template the stand-in kubelet runs: its
+// settings are annotations it reads (see fakeKubelet).
+func (c *cluster) standInTemplate(o appOpts) corev1.PodTemplateSpec {
 	ann := map[string]string{annApp: "true", annCall: o.call, annListen: o.listen}
 	if o.workers > 0 {
 		ann[annWork] = strconv.Itoa(o.workers)
@@ -319,27 +371,13 @@ func (c *cluster) deployNoService(t *testing.T, ns, name string, o appOpts) {
 		ctr.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: q}
 		ctr.Resources.Requests = corev1.ResourceList{corev1.ResourceMemory: q}
 	}
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &o.replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: ann},
-				Spec: corev1.PodSpec{
-					NodeName:   c.node,
-					Containers: []corev1.Container{ctr},
-				},
-			},
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Annotations: ann},
+		Spec: corev1.PodSpec{
+			NodeName:   c.node,
+			Containers: []corev1.Container{ctr},
 		},
 	}
-	if o.gate {
-		d.Spec.Template.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: "vigil.dev/healthy"}}
-	}
-	if _, err := c.client.AppsV1().Deployments(ns).Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	c.settled(t, ns, name)
 }
 
 func (c *cluster) service(t *testing.T, ns, name string) *corev1.Service {
@@ -544,6 +582,9 @@ func (l *load) note(good bool, what string) {
 func (l *load) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.bad == 0 {
+		return fmt.Sprintf("%d good, 0 bad", l.ok)
+	}
 	return fmt.Sprintf("%d good, %d bad; last bad %s ago: %s", l.ok, l.bad, time.Since(l.lastBad).Round(time.Millisecond), l.badWhy)
 }
 

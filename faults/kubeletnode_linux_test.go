@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,6 +31,7 @@ type kubeletView struct {
 	LastExitCode  int32  // lastState.terminated.exitCode
 	HasLastState  bool
 	CrashLoopSeen bool // Waiting was CrashLoopBackOff at least once
+	Pods          int  // pods the view sums up (watchKubelet)
 }
 
 func (v kubeletView) String() string {
@@ -60,6 +62,67 @@ func viewOf(p *corev1.Pod, prev kubeletView) kubeletView {
 		v.HasLastState, v.LastReason, v.LastExitCode = true, l.Reason, l.ExitCode
 	}
 	return v
+}
+
+// watchKubelet keeps res.Kubelet up to date, every 500 ms until stop is
+// called, with the kubelet's part for every pod of app in ns seen since:
+// restarts summed over the pods (each pod's highest count), whether any was
+// in CrashLoopBackOff, and the most recent termination (last state, or the
+// current state while terminated). Pods deleted meanwhile keep their share.
+func watchKubelet(c *cluster, ns, app string, res *result) (stop func()) {
+	agg := &kubeletView{}
+	res.Kubelet = agg
+	per := map[string]kubeletView{}
+	var lastAt time.Time
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	update := func() {
+		l, err := c.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+		if err != nil {
+			return
+		}
+		for i := range l.Items {
+			p := &l.Items[i]
+			prev := per[p.Name]
+			v := viewOf(p, prev)
+			v.Restarts = max(v.Restarts, prev.Restarts)
+			per[p.Name] = v
+			if len(p.Status.ContainerStatuses) == 0 {
+				continue
+			}
+			cs := p.Status.ContainerStatuses[0]
+			for _, term := range []*corev1.ContainerStateTerminated{cs.LastTerminationState.Terminated, cs.State.Terminated} {
+				if term != nil && !term.FinishedAt.Time.Before(lastAt) {
+					lastAt = term.FinishedAt.Time
+					agg.HasLastState, agg.LastReason, agg.LastExitCode = true, term.Reason, term.ExitCode
+				}
+			}
+		}
+		agg.Restarts, agg.Pods = 0, len(per)
+		for _, v := range per {
+			agg.Restarts += v.Restarts
+			agg.CrashLoopSeen = agg.CrashLoopSeen || v.CrashLoopSeen
+		}
+	}
+	go func() {
+		defer close(done)
+		for {
+			update()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		// One last look, after the scenario ended.
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		update()
+	}
 }
 
 // faultAppDeployment is a Deployment of the fault app image: the app on

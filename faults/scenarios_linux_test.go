@@ -27,8 +27,8 @@ var extraScenarios []func() scenario
 
 func allScenarios() []scenario {
 	all := []scenario{crashScenario(), oomScenario(), errorsScenario(),
-		dependencyScenario("dependency", "refuse", true), dependencyScenario("dependency5xx", "5xx", false),
-		saturationScenario(), flapScenario()}
+		onRealNode(dependencyScenario("dependency", "refuse", true)), onRealNode(dependencyScenario("dependency5xx", "5xx", false)),
+		onRealNode(saturationScenario()), onRealNode(flapScenario())}
 	for _, f := range extraScenarios {
 		all = append(all, f())
 	}
@@ -68,7 +68,7 @@ func waitEscalation(ctx context.Context, e *env, ns string) (escalation, bool) {
 // crashes too, so the restart does not help and the policy escalates.
 func crashScenario() scenario {
 	return scenario{
-		name: "crashloop", short: true,
+		name: "crashloop", short: true, app: "crasher", realNode: true,
 		setup: func(t *testing.T, e *env, ns string) any {
 			e.c.deploy(t, ns, "crasher", appOpts{replicas: 1})
 			return nil
@@ -102,7 +102,7 @@ func podFault(name string, short bool, app string, opts appOpts, rate int, mode 
 		load *load
 	}
 	return scenario{
-		name: name, short: short,
+		name: name, short: short, app: app,
 		setup: func(t *testing.T, e *env, ns string) any {
 			e.c.deploy(t, ns, app, opts)
 			return &state{load: startLoad(t, e.c, ns, app, rate, 0)}
@@ -130,30 +130,36 @@ func podFault(name string, short bool, app string, opts appOpts, rate int, mode 
 // oom: one replica leaks memory past its 48 MiB limit and is OOM-killed
 // over and over; the policy replaces that pod.
 func oomScenario() scenario {
-	return podFault("oom", true, "leaky", appOpts{replicas: 2, memoryLimit: "48Mi"}, 10, "oom",
+	return onRealNode(podFault("oom", true, "leaky", appOpts{replicas: 2, memoryLimit: "48Mi"}, 10, "oom",
 		func(ctx context.Context, t *testing.T, e *env, ns, pod string) string {
 			if p, err := e.c.client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{}); err == nil && p.DeletionTimestamp == nil {
 				t.Errorf("oom: the leaking pod %s is still there", pod)
 			}
 			return "replacement pod serves"
-		})
+		}))
 }
 
 // errors: one of three replicas answers 503; it is taken out of its
 // Service's endpoints and keeps running for debugging.
 func errorsScenario() scenario {
-	return podFault("http5xx", false, "web", appOpts{replicas: 3, gate: true}, 30, "5xx",
+	return onRealNode(podFault("http5xx", false, "web", appOpts{replicas: 3, gate: true}, 30, "5xx",
 		func(ctx context.Context, t *testing.T, e *env, ns, pod string) string {
 			p, err := e.c.client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
 			switch {
 			case err != nil || p.DeletionTimestamp != nil:
 				t.Errorf("http5xx: the faulty pod %s should keep running for debugging: %v", pod, err)
-			case e.kl.starts(ns, pod) == 0:
+			case e.starts(ns, pod) == 0:
 				t.Errorf("http5xx: the faulty pod %s has no process", pod)
 			}
 			eps, _ := e.c.readyEndpoints(ctx, ns, "web")
 			return fmt.Sprintf("rerouted; pod kept for debugging; %d endpoints left", len(eps))
-		})
+		}))
+}
+
+// onRealNode marks a scenario as ported to the real node.
+func onRealNode(sc scenario) scenario {
+	sc.realNode = true
+	return sc
 }
 
 // dependency: web calls db for every request; db starts refusing
@@ -165,7 +171,7 @@ func dependencyScenario(name, mode string, short bool) scenario {
 		load *load
 	}
 	return scenario{
-		name: name, short: short,
+		name: name, short: short, app: "db",
 		setup: func(t *testing.T, e *env, ns string) any {
 			svc := e.c.service(t, ns, "db")
 			addr := svc.Spec.ClusterIP + ":80"
@@ -211,7 +217,7 @@ func saturationScenario() scenario {
 		base, extra *load
 	}
 	return scenario{
-		name: "saturation",
+		name: "saturation", app: "api",
 		setup: func(t *testing.T, e *env, ns string) any {
 			e.c.deploy(t, ns, "api", appOpts{replicas: 1, workers: 2, serviceTime: 100 * time.Millisecond})
 			return &state{base: startLoad(t, e.c, ns, "api", 8, time.Second)}
@@ -258,7 +264,7 @@ func saturationScenario() scenario {
 func flapScenario() scenario {
 	type state struct{ stop chan struct{} }
 	return scenario{
-		name: "flapping", short: true,
+		name: "flapping", short: true, app: "flappy",
 		setup: func(t *testing.T, e *env, ns string) any {
 			e.c.deploy(t, ns, "flappy", appOpts{replicas: 1})
 			return &state{stop: make(chan struct{})}
