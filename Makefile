@@ -48,8 +48,8 @@ testenv-down: ## Stop the environment started by testenv-up.
 test: testenv-build ## Install what the tests need, then run every test (vet, gofmt, generated-code check, go test) against real servers.
 	bash hack/test.sh
 
-faults: testenv-build ## Run the full fault-injection suite (every scenario live and again in dry-run) and write docs/faults-report.md.
-	FAULTS_FULL=1 FAULTS_REPORT=$(CURDIR)/docs/faults-report.md $(GO) test -count=1 -timeout 40m -v -run TestFaults ./faults
+faults: testenv-build ## Run the full fault-injection suite on a real node, Vigil installed from the Helm chart (every scenario live and again in dry-run), and write docs/faults-report.md.
+	FAULTS_FULL=1 FAULTS_REPORT=$(CURDIR)/docs/faults-report.md $(GO) test -count=1 -timeout 40m -parallel 4 -v -run TestFaults ./faults
 
 soak: ## Run the one-hour soak (as root): the agent with its default configuration and live webhook policies beside healthy but noisy services (2 % 5xx, slow bursts, clean restarts, a dependency's 2 % 5xx); expects zero actions and zero alerts (docs/detection.md#soak). make test runs a 3-minute form.
 	VIGIL_SOAK=1h $(GO) test -count=1 -v -run TestSoak -timeout 70m ./rules/defaults/

@@ -1,15 +1,5 @@
 package faults
 
-import (
-	"runtime"
-	"sync"
-	"testing"
-
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
-	"github.com/vigil-agent/vigil/internal/image"
-)
-
 // The fault app is the main package faults/faultapp: a small HTTP service
 // whose behaviour the suite changes from outside by writing a mode into a
 // control file (or over its control endpoint), the way a real fault appears
@@ -29,26 +19,5 @@ const (
 	envService = "FAULTS_SERVICE" // time each request takes to serve (a Go duration)
 )
 
-var (
-	faultAppOnce sync.Once
-	faultAppBin  string
-	faultAppErr  error
-	faultAppDir  string
-)
-
-// faultAppBinary builds faults/faultapp once per test binary (into a
-// directory removed by TestMain) and returns its path.
-func faultAppBinary(t *testing.T) string {
-	t.Helper()
-	faultAppOnce.Do(func() {
-		faultAppBin, faultAppErr = image.GoBuild{
-			Dir:      "..",
-			Package:  faultAppPackage,
-			Platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH},
-		}.Build(t.Context(), faultAppDir)
-	})
-	if faultAppErr != nil {
-		t.Fatalf("building the fault app: %v", faultAppErr)
-	}
-	return faultAppBin
-}
+// appPort is the port the fault app serves on in its pod.
+const appPort = 8080

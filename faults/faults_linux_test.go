@@ -2,29 +2,12 @@ package faults
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/vigil-agent/vigil/internal/testenv"
 )
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "vigil-faults-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	faultAppDir = dir
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
 
 // The policies the suite runs with: one per fault class, written as an SRE
 // would, matching Vigil's default alerts. {{ESCALATE}} is the escalation
@@ -122,37 +105,6 @@ policies:
           verify: {window: 4m}
 `
 
-const agentConfig = `
-global:
-  node_name: {{NODE}}
-server:
-  listen_address: "{{LISTEN}}"
-log:
-  level: info
-  format: text
-collectors:
-  host: {enabled: false}
-  logs: {enabled: false}
-  cgroup: {enabled: true}
-  ebpf: {enabled: true}
-  kube:
-    enabled: true
-    kubeconfig: {{KUBECONFIG}}
-rules:
-  evaluation_interval: 1s
-  event_alerts:
-    resolve_after: 10s
-healing:
-  dry_run: {{DRYRUN}}
-  policy_file: {{POLICIES}}
-  repeat_interval: 30s
-  node_rate_limit: {max: 200, per: 1h}
-  kubernetes:
-    mode: "on"
-    kubeconfig: {{KUBECONFIG}}
-    lease_namespace: vigil
-`
-
 // env is what a scenario works with.
 type env struct {
 	c      *cluster
@@ -161,7 +113,6 @@ type env struct {
 	ctrl   string
 	dry    bool
 	hostIP string // where pods reach a server of the test process
-	real   bool   // the kubelet is real (TestFaultsOnRealNode)
 	// starts says how many times a pod's container was started.
 	starts func(ns, pod string) int
 }
@@ -169,7 +120,6 @@ type env struct {
 // result is one row of the report.
 type result struct {
 	Scenario   string
-	Runner     string // "stand-in" or "real node"
 	Mode       string
 	Detected   bool
 	Alert      string
@@ -181,8 +131,7 @@ type result struct {
 	DryRuns    int           // would-be actions recorded in dry-run
 	Collateral int           // actions on objects not at fault
 	Notes      string
-	// Kubelet is the real kubelet's part, for the pods of the scenario's
-	// app (zero on the stand-in, whose restarts are not the kubelet's).
+	// Kubelet is the kubelet's part, for the pods of the scenario's app.
 	Kubelet *kubeletView
 }
 
@@ -199,13 +148,6 @@ type scenario struct {
 	// app is the Deployment whose pods are at fault: the report's kubelet
 	// columns are about its pods.
 	app string
-	// realNode says the scenario runs on the real node too
-	// (TestFaultsOnRealNode); the short form then runs it there only.
-	realNode bool
-	// realOnly says the scenario runs on the real node only: its fault
-	// needs what only a real kubelet gives (the container's own memory
-	// limit with its page cache, an emptyDir).
-	realOnly bool
 	// setup creates the workloads and starts their traffic.
 	setup func(t *testing.T, e *env, ns string) any
 	// inject breaks something and returns when.
@@ -219,9 +161,8 @@ type scenario struct {
 	clear func(t *testing.T, e *env, ns string, st any)
 }
 
-// runner is where the suite runs: the stand-in kubelet on kwok nodes with
-// the vigil binary as a process (TestFaults), or the real node with the
-// chart's DaemonSet (TestFaultsOnRealNode). One scenario table drives both.
+// runner is where the suite runs: the real node, with Vigil installed from
+// the chart (TestFaultsOnRealNode).
 type runner struct {
 	name string
 	c    *cluster
@@ -230,52 +171,10 @@ type runner struct {
 	// slowdep scenario's external dependency).
 	hostIP string
 	// agent starts Vigil (live, or in dry-run) for one pass and returns
-	// its API's address; it is stopped when t ends.
+	// its API's address.
 	agent func(t *testing.T, dry bool) *agentProc
 	// starts says how many times a pod's container was started.
 	starts func(ctx context.Context, ns, pod string) int
-	// real says the kubelet is real: the report fills its columns.
-	real bool
-	// runs says whether a scenario runs on this runner; short says which
-	// the dry-run pass of the short form runs.
-	runs func(sc scenario) bool
-}
-
-// skipUnlessSome skips the test when no scenario runs on the runner (after
-// FAULTS_ONLY and the short form's choice).
-func skipUnlessSome(t *testing.T, where string, runs func(scenario) bool) {
-	t.Helper()
-	if !slices.ContainsFunc(allScenarios(), func(sc scenario) bool { return runs(sc) && selected(sc.name) }) {
-		t.Skipf("no scenario to run on the %s (the short form runs those ported to the real node there only; FAULTS_FULL=1 runs them here too)", where)
-	}
-}
-
-func TestFaults(t *testing.T) {
-	full := os.Getenv("FAULTS_FULL") == "1"
-	// In the short form the scenarios that run on the real node run there
-	// only; the full form runs every scenario on both.
-	runs := func(sc scenario) bool { return !sc.realOnly && (full || !sc.realNode) }
-	skipUnlessSome(t, "stand-in", runs)
-	testenv.RequireRoot(t, "the fault suite (eBPF programs, memory cgroups, loopback addresses)")
-	k := testenv.StartKubernetes(t)
-	c := &cluster{k: k, client: k.Client(), node: k.Nodes[0], ctrl: t.TempDir()}
-	c.namespace(t, "vigil")
-	kl := startFakeKubelet(t, c.client, c.node, c.ctrl)
-	esc := startEscalations(t, "127.0.0.1")
-	pol := filepath.Join(t.TempDir(), "policies.yaml")
-	if err := os.WriteFile(pol, []byte(strings.ReplaceAll(policies, "{{ESCALATE}}", esc.srv.URL)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	runSuite(t, &runner{
-		name: "stand-in", c: c, esc: esc, hostIP: "127.0.0.1",
-		agent: func(t *testing.T, dry bool) *agentProc {
-			cfg := strings.NewReplacer("{{NODE}}", c.node, "{{KUBECONFIG}}", k.Kubeconfig,
-				"{{POLICIES}}", pol, "{{DRYRUN}}", fmt.Sprint(dry)).Replace(agentConfig)
-			return startAgent(t, cfg)
-		},
-		starts: func(_ context.Context, ns, pod string) int { return kl.starts(ns, pod) },
-		runs:   runs,
-	})
 }
 
 // runSuite runs the scenarios on r: a live pass, then a dry-run pass, each
@@ -293,7 +192,7 @@ func runSuite(t *testing.T, r *runner) {
 			mode = "dry-run"
 		}
 		ok := t.Run(mode, func(t *testing.T) {
-			e := &env{c: c, agent: r.agent(t, dry), esc: r.esc, ctrl: c.ctrl, dry: dry, hostIP: r.hostIP, real: r.real,
+			e := &env{c: c, agent: r.agent(t, dry), esc: r.esc, ctrl: c.ctrl, dry: dry, hostIP: r.hostIP,
 				starts: func(ns, pod string) int { return r.starts(t.Context(), ns, pod) }}
 			suffix := ""
 			if dry {
@@ -319,24 +218,17 @@ func runSuite(t *testing.T, r *runner) {
 			// shutdown every 45 s (mode restart) and its kubelet starts it
 			// again; "caller" calls it for every request, so it sees
 			// connections refused for a moment and answers 502 meanwhile.
-			// The real kubelet starts an exited container again only after
-			// its back-off (10 s, then 20 s, 40 s…, exit 0 or not): one
-			// replica would leave the caller without its dependency for
-			// that long, an outage rather than noise (Vigil then restarted
-			// the dependency, seen). There it has two replicas and only
+			// The kubelet starts an exited container again only after its
+			// back-off (10 s, then 20 s, 40 s…, exit 0 or not): one replica
+			// would leave the caller without its dependency for that long,
+			// an outage rather than noise (Vigil then restarted the
+			// dependency, seen). So "restarting" has two replicas and only
 			// the first restarts (both at once were the same outage, seen),
-			// so the Service routes around it while it is down.
+			// and the Service routes around it while it is down.
 			raddr := c.service(t, byNS, "restarting").Spec.ClusterIP + ":80"
-			var restarting string
-			if c.real == nil {
-				control(t, c.ctrl, "app-"+byNS+"-restarting", "restart")
-				c.deployNoService(t, byNS, "restarting", appOpts{replicas: 1, listen: raddr})
-				restarting = firstPod(t, e, byNS, "restarting").Name
-			} else {
-				c.deployNoService(t, byNS, "restarting", appOpts{replicas: 2, listen: raddr})
-				restarting = firstPod(t, e, byNS, "restarting").Name
-				control(t, c.ctrl, "pod-"+restarting, "restart")
-			}
+			c.deployNoService(t, byNS, "restarting", appOpts{replicas: 2})
+			restarting := firstPod(t, e, byNS, "restarting").Name
+			control(t, c.ctrl, "pod-"+restarting, "restart")
 			c.deploy(t, byNS, "caller", appOpts{replicas: 1, call: "http://" + raddr + "/"})
 			caller := startLoad(t, c, byNS, "caller", 10, 0)
 			// A Deployment rolled out normally, again and again: every
@@ -349,13 +241,13 @@ func runSuite(t *testing.T, r *runner) {
 
 			t.Run("scenarios", func(t *testing.T) {
 				for _, sc := range allScenarios() {
-					if !r.runs(sc) || dry && !full && !sc.short || !selected(sc.name) {
+					if dry && !full && !sc.short || !selected(sc.name) {
 						continue
 					}
 					t.Run(sc.name, func(t *testing.T) {
 						t.Parallel()
 						res := runScenario(t, e, sc, "faults-"+sc.name+suffix)
-						res.Mode, res.Runner = mode, r.name
+						res.Mode = mode
 						mu.Lock()
 						results = append(results, res)
 						mu.Unlock()
@@ -420,7 +312,7 @@ func runSuite(t *testing.T, r *runner) {
 			break
 		}
 	}
-	writeReport(t, r.name, results, full)
+	writeReport(t, results, full)
 }
 
 // runScenario sets a scenario up, injects its fault and measures.
@@ -428,7 +320,7 @@ func runScenario(t *testing.T, e *env, sc scenario, ns string) result {
 	res := result{Scenario: sc.name}
 	e.c.namespace(t, ns)
 	st := sc.setup(t, e, ns)
-	if e.real && sc.app != "" {
+	if sc.app != "" {
 		// The kubelet's part, watched from before the fault until the
 		// scenario's records are read.
 		stop := watchKubelet(e.c, ns, sc.app, &res)

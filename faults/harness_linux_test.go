@@ -5,26 +5,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -33,116 +27,10 @@ import (
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
-func splitHostPort(s string) (string, string, error) { return net.SplitHostPort(s) }
-
-// buildVigil builds the agent binary from this module once per test binary.
-var (
-	buildOnce sync.Once
-	vigilBin  string
-	buildErr  error
-)
-
-func buildVigil(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vigil-faults-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		vigilBin = filepath.Join(dir, "vigil")
-		cmd := exec.Command("go", "build", "-o", vigilBin, "./cmd/vigil")
-		cmd.Dir = ".."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/vigil: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return vigilBin
-}
-
-// agentProc is a running agent: the vigil binary as a process of the test
-// (cmd set), or the chart's DaemonSet pod on the real node (url only).
+// agentProc is the agent the suite reads: the chart's DaemonSet pod on the
+// real node, at its API's address.
 type agentProc struct {
-	url  string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-}
-
-// startAgent runs `vigil run --config` with cfg (a YAML text in which
-// {{LISTEN}} is replaced by the listen address) until stop or the test ends.
-func startAgent(t *testing.T, cfg string) *agentProc {
-	t.Helper()
-	bin := buildVigil(t)
-	dir := t.TempDir()
-	port := testenv.FreePort(t)
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	file := filepath.Join(dir, "vigil.yaml")
-	if err := os.WriteFile(file, []byte(strings.ReplaceAll(cfg, "{{LISTEN}}", addr)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	a := &agentProc{url: "http://" + addr, log: filepath.Join(dir, "vigil.log"), done: make(chan struct{})}
-	lf, err := os.Create(a.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.cmd = exec.Command(bin, "run", "--config", file)
-	a.cmd.Stdout, a.cmd.Stderr = lf, lf
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = a.cmd.Wait(); lf.Close(); close(a.done) }()
-	t.Cleanup(func() {
-		a.stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(a.log)
-			if len(b) > 20000 {
-				b = b[len(b)-20000:]
-			}
-			t.Logf("agent log (tail):\n%s", b)
-		}
-	})
-	testenv.Eventually(t, 90*time.Second, 200*time.Millisecond, "agent ready", func(ctx context.Context) error {
-		select {
-		case <-a.done:
-			b, _ := os.ReadFile(a.log)
-			return fmt.Errorf("agent exited: %s", b)
-		default:
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.url+"/-/ready", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("/-/ready: %s", resp.Status)
-		}
-		return nil
-	})
-	return a
-}
-
-func (a *agentProc) stop() {
-	if a.cmd == nil {
-		return // the chart's DaemonSet: helm owns it
-	}
-	select {
-	case <-a.done:
-		return
-	default:
-	}
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.done:
-	case <-time.After(20 * time.Second):
-		_ = a.cmd.Process.Kill()
-		<-a.done
-	}
+	url string
 }
 
 // record is the part of an audit record (GET /api/v1/actions) the suite
@@ -292,21 +180,17 @@ type cluster struct {
 	node   string
 	// ctrl is the folder of the fault app's control files (see control).
 	ctrl string
-	// real is the real node (TestFaultsOnRealNode); nil with the stand-in
-	// kubelet.
-	real *testenv.Node
 }
 
 type appOpts struct {
 	replicas    int32
 	memoryLimit string // e.g. "64Mi"
 	call        string // dependency URL
-	listen      string // fixed listen address (a Service's ClusterIP:port)
 	workers     int
 	serviceTime time.Duration
 	gate        bool              // declare the vigil.dev/healthy readiness gate
 	env         map[string]string // the container's environment (the fault app's FAULTS_* settings)
-	scratch     string            // mount path of an emptyDir (real node only)
+	scratch     string            // mount path of an emptyDir
 }
 
 func (c *cluster) namespace(t *testing.T, ns string) {
@@ -329,10 +213,7 @@ func (c *cluster) deploy(t *testing.T, ns, name string, o appOpts) *corev1.Servi
 func (c *cluster) deployNoService(t *testing.T, ns, name string, o appOpts) {
 	t.Helper()
 	labels := map[string]string{"app": name}
-	tmpl := c.standInTemplate(o)
-	if c.real != nil {
-		tmpl = c.realTemplate(ns, name, o)
-	}
+	tmpl := c.podTemplate(ns, name, o)
 	tmpl.Labels = labels
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
@@ -349,35 +230,6 @@ func (c *cluster) deployNoService(t *testing.T, ns, name string, o appOpts) {
 		t.Fatal(err)
 	}
 	c.settled(t, ns, name)
-}
-
-// standInTemplate is the pod template the stand-in kubelet runs: its
-// settings are annotations it reads (see fakeKubelet).
-func (c *cluster) standInTemplate(o appOpts) corev1.PodTemplateSpec {
-	ann := map[string]string{annApp: "true", annCall: o.call, annListen: o.listen}
-	if o.workers > 0 {
-		ann[annWork] = strconv.Itoa(o.workers)
-		ann[annServ] = o.serviceTime.String()
-	}
-	ctr := corev1.Container{
-		Name: "app", Image: "example.invalid/fault-app:1",
-		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: appPort}},
-	}
-	for _, k := range slices.Sorted(maps.Keys(o.env)) {
-		ctr.Env = append(ctr.Env, corev1.EnvVar{Name: k, Value: o.env[k]})
-	}
-	if o.memoryLimit != "" {
-		q := resource.MustParse(o.memoryLimit)
-		ctr.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: q}
-		ctr.Resources.Requests = corev1.ResourceList{corev1.ResourceMemory: q}
-	}
-	return corev1.PodTemplateSpec{
-		ObjectMeta: metav1.ObjectMeta{Annotations: ann},
-		Spec: corev1.PodSpec{
-			NodeName:   c.node,
-			Containers: []corev1.Container{ctr},
-		},
-	}
 }
 
 func (c *cluster) service(t *testing.T, ns, name string) *corev1.Service {

@@ -26,13 +26,13 @@ func init() {
 // answered (VigilWorkloadNotAnswering, on evidence: docs/detection.md) and
 // the policy replaces that pod.
 func hungScenario() scenario {
-	return onRealNode(podFault("hung", false, "web", appOpts{replicas: 3}, 30, "hang",
+	return podFault("hung", false, "web", appOpts{replicas: 3}, 30, "hang",
 		func(ctx context.Context, t *testing.T, e *env, ns, pod string) string {
 			if p, err := e.c.client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{}); err == nil && p.DeletionTimestamp == nil {
 				t.Errorf("hung: the hung pod %s is still there", pod)
 			}
 			return "hung pod replaced; traffic clean"
-		}))
+		})
 }
 
 // fdleak: one of two replicas opens descriptors until its open-files limit
@@ -43,7 +43,7 @@ func hungScenario() scenario {
 // (descriptors over 95 % of the limit for a minute) then replaces the pod,
 // which is what clears the leak.
 func fdleakScenario() scenario {
-	return onRealNode(podFault("fdleak", false, "files", appOpts{replicas: 2, gate: true, env: map[string]string{"FAULTS_FDLIMIT": "256"}}, 20, "fdleak",
+	return podFault("fdleak", false, "files", appOpts{replicas: 2, gate: true, env: map[string]string{"FAULTS_FDLIMIT": "256"}}, 20, "fdleak",
 		func(ctx context.Context, t *testing.T, e *env, ns, pod string) string {
 			err := poll(ctx, func() bool {
 				p, err := e.c.client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
@@ -61,7 +61,7 @@ func fdleakScenario() scenario {
 				}
 			}
 			return "rerouted, then replaced: " + strings.Join(did, ", ")
-		}))
+		})
 }
 
 // slowdep: web calls an external dependency (a server outside the cluster,
@@ -82,7 +82,7 @@ func slowdepScenario() scenario {
 		load *load
 	}
 	return scenario{
-		name: "slowdep", notify: true, app: "web", realNode: true,
+		name: "slowdep", notify: true, app: "web",
 		setup: func(t *testing.T, e *env, ns string) any {
 			s := &state{}
 			stop := make(chan struct{})

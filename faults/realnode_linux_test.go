@@ -23,15 +23,15 @@ import (
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
-// The real-node runner: the scenarios of allScenarios marked realNode, on a
-// real node (kubelet, containerd, runc, kube-proxy; internal/testenv), with
-// Vigil installed as the DaemonSet from the Helm chart (deploy/helm/vigil,
+// The suite's runner: the scenarios of allScenarios on a real node
+// (kubelet, containerd, runc, kube-proxy; internal/testenv), with Vigil
+// installed as the DaemonSet from the Helm chart (deploy/helm/vigil,
 // `helm upgrade --install` with the node's image) at the chart's defaults
 // (embedded default rules, evaluation every 5 s) and the suite's policies
 // given through the chart's `policies` value, and the workloads as
 // Deployments of the fault app image. The fault is injected through the
-// same control files as on the stand-in: the folder is a hostPath volume of
-// every fault app pod.
+// fault app's control files, whose folder is a hostPath volume of every
+// fault app pod.
 
 // agentNS is the namespace the chart is installed into (the Leases' too).
 const agentNS = "vigil"
@@ -39,12 +39,10 @@ const agentNS = "vigil"
 // healthyGate is the readiness gate reroute_readiness sets.
 const healthyGate = "vigil.dev/healthy"
 
-// TestFaultsOnRealNode runs the scenarios ported to the real node, live
-// and then in dry-run, as TestFaults does on the stand-in, and fills the
+// TestFaultsOnRealNode runs the scenarios live and then in dry-run (the
+// short form: the quick ones only; FAULTS_FULL=1: all), and fills the
 // report's kubelet columns from the pods' status.
 func TestFaultsOnRealNode(t *testing.T) {
-	runs := func(sc scenario) bool { return sc.realNode }
-	skipUnlessSome(t, "real node", runs)
 	testenv.RequireRoot(t, "the fault suite on a real node (namespaces, cgroups, eBPF programs)")
 	start := time.Now()
 	k := testenv.StartKubernetesWith(t, testenv.KubeOptions{RealNode: true})
@@ -52,25 +50,23 @@ func TestFaultsOnRealNode(t *testing.T) {
 	k.Node.ImportImage(t, vigilTar)
 	k.Node.ImportImage(t, testenv.GoImage(t, faultAppRef, faultAppPackage))
 	t.Logf("node and images: %s", time.Since(start).Round(time.Millisecond))
-	c := &cluster{k: k, client: k.Client(), node: k.Node.Name, ctrl: t.TempDir(), real: k.Node}
+	c := &cluster{k: k, client: k.Client(), node: k.Node.Name, ctrl: t.TempDir()}
 	esc := startEscalations(t, k.Node.HostIP)
 	c.keepGates(t)
 	h := &helmRelease{k: k, home: t.TempDir(), policies: strings.ReplaceAll(policies, "{{ESCALATE}}", esc.srv.URL)}
 	runSuite(t, &runner{
-		name: "real node", c: c, esc: esc, hostIP: k.Node.HostIP, real: true,
+		name: "real node", c: c, esc: esc, hostIP: k.Node.HostIP,
 		agent:  h.install,
 		starts: c.realStarts,
-		runs:   runs,
 	})
 	t.Logf("total: %s", time.Since(start).Round(time.Second))
 }
 
-// realTemplate is the pod template of a fault app Deployment on the real
-// node: the image, its settings in the environment, its control files in a
-// hostPath volume (pod-<pod name>, then app-<namespace>-<app>, as on the
-// stand-in), no probes (a fault is Vigil's to find, not the kubelet's), and
-// the stand-in's 5 s grace period.
-func (c *cluster) realTemplate(ns, name string, o appOpts) corev1.PodTemplateSpec {
+// podTemplate is the pod template of a fault app Deployment: the image, its
+// settings in the environment, its control files in a hostPath volume
+// (pod-<pod name>, then app-<namespace>-<app>), no probes (a fault is
+// Vigil's to find, not the kubelet's), and a 5 s grace period.
+func (c *cluster) podTemplate(ns, name string, o appOpts) corev1.PodTemplateSpec {
 	env := []corev1.EnvVar{
 		// First: the control file's name refers to it.
 		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
@@ -105,7 +101,7 @@ func (c *cluster) realTemplate(ns, name string, o appOpts) corev1.PodTemplateSpe
 	return corev1.PodTemplateSpec{
 		Spec: corev1.PodSpec{
 			NodeName:                      c.node,
-			TerminationGracePeriodSeconds: ptr.To[int64](int64(stopGrace / time.Second)),
+			TerminationGracePeriodSeconds: ptr.To[int64](5),
 			Containers:                    []corev1.Container{ctr},
 			Volumes:                       vols,
 		},

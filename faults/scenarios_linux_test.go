@@ -27,8 +27,8 @@ var extraScenarios []func() scenario
 
 func allScenarios() []scenario {
 	all := []scenario{crashScenario(), oomScenario(), errorsScenario(),
-		onRealNode(dependencyScenario("dependency", "refuse", true)), onRealNode(dependencyScenario("dependency5xx", "5xx", false)),
-		onRealNode(saturationScenario()), onRealNode(flapScenario())}
+		dependencyScenario("dependency", "refuse", true), dependencyScenario("dependency5xx", "5xx", false),
+		saturationScenario(), flapScenario()}
 	for _, f := range extraScenarios {
 		all = append(all, f())
 	}
@@ -68,7 +68,7 @@ func waitEscalation(ctx context.Context, e *env, ns string) (escalation, bool) {
 // crashes too, so the restart does not help and the policy escalates.
 func crashScenario() scenario {
 	return scenario{
-		name: "crashloop", short: true, app: "crasher", realNode: true,
+		name: "crashloop", short: true, app: "crasher",
 		setup: func(t *testing.T, e *env, ns string) any {
 			e.c.deploy(t, ns, "crasher", appOpts{replicas: 1})
 			return nil
@@ -130,19 +130,19 @@ func podFault(name string, short bool, app string, opts appOpts, rate int, mode 
 // oom: one replica leaks memory past its 48 MiB limit and is OOM-killed
 // over and over; the policy replaces that pod.
 func oomScenario() scenario {
-	return onRealNode(podFault("oom", true, "leaky", appOpts{replicas: 2, memoryLimit: "48Mi"}, 10, "oom",
+	return podFault("oom", true, "leaky", appOpts{replicas: 2, memoryLimit: "48Mi"}, 10, "oom",
 		func(ctx context.Context, t *testing.T, e *env, ns, pod string) string {
 			if p, err := e.c.client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{}); err == nil && p.DeletionTimestamp == nil {
 				t.Errorf("oom: the leaking pod %s is still there", pod)
 			}
 			return "replacement pod serves"
-		}))
+		})
 }
 
 // errors: one of three replicas answers 503; it is taken out of its
 // Service's endpoints and keeps running for debugging.
 func errorsScenario() scenario {
-	return onRealNode(podFault("http5xx", false, "web", appOpts{replicas: 3, gate: true}, 30, "5xx",
+	return podFault("http5xx", false, "web", appOpts{replicas: 3, gate: true}, 30, "5xx",
 		func(ctx context.Context, t *testing.T, e *env, ns, pod string) string {
 			p, err := e.c.client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
 			switch {
@@ -153,13 +153,7 @@ func errorsScenario() scenario {
 			}
 			eps, _ := e.c.readyEndpoints(ctx, ns, "web")
 			return fmt.Sprintf("rerouted; pod kept for debugging; %d endpoints left", len(eps))
-		}))
-}
-
-// onRealNode marks a scenario as ported to the real node.
-func onRealNode(sc scenario) scenario {
-	sc.realNode = true
-	return sc
+		})
 }
 
 // dependency: web calls db for every request; db starts refusing
@@ -175,7 +169,7 @@ func dependencyScenario(name, mode string, short bool) scenario {
 		setup: func(t *testing.T, e *env, ns string) any {
 			svc := e.c.service(t, ns, "db")
 			addr := svc.Spec.ClusterIP + ":80"
-			e.c.deployNoService(t, ns, "db", appOpts{replicas: 1, listen: addr})
+			e.c.deployNoService(t, ns, "db", appOpts{replicas: 1})
 			e.c.deploy(t, ns, "web", appOpts{replicas: 1, call: "http://" + addr + "/"})
 			return &state{load: startLoad(t, e.c, ns, "web", 10, 0)}
 		},
@@ -273,11 +267,11 @@ func flapScenario() scenario {
 			s := st.(*state)
 			// Every 12 s the app fails once: the crash mode is on for
 			// 200 ms, long enough for the running process to see it (it
-			// polls every 50 ms) and shorter than the kubelet's 300 ms
-			// restart back-off, so the restarted process is fine again.
-			// 12 s is longer than the event alert's resolve_after (10 s),
-			// so every failure is a new alert, and far shorter than the
-			// policy's cooldown.
+			// polls every 50 ms) and far shorter than the kubelet's
+			// restart back-off (10 s), so the restarted container is fine
+			// again. A replacement pod's failure is a new alert (it
+			// carries the pod); 12 s is far shorter than the policy's
+			// cooldown.
 			burst := func() {
 				// The pods running now fail once; a replacement started
 				// meanwhile is a new pod and is not affected.
