@@ -193,6 +193,38 @@ type appOpts struct {
 	scratch     string            // mount path of an emptyDir
 }
 
+// deleteNamespaces deletes the namespaces that match and waits, at most 2
+// minutes, until they are gone (a slow deletion is logged, not failed).
+func (c *cluster) deleteNamespaces(t *testing.T, match func(string) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	l, err := c.client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Logf("namespaces: %v", err)
+		return
+	}
+	start := time.Now()
+	var gone []string
+	for _, n := range l.Items {
+		if match(n.Name) {
+			if err := c.client.CoreV1().Namespaces().Delete(ctx, n.Name, metav1.DeleteOptions{}); err != nil {
+				t.Logf("delete namespace %s: %v", n.Name, err)
+			}
+			gone = append(gone, n.Name)
+		}
+	}
+	err = poll(ctx, func() bool {
+		for _, ns := range gone {
+			if _, err := c.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("deleted %d namespaces in %s (%v)", len(gone), time.Since(start).Round(time.Millisecond), err)
+}
+
 func (c *cluster) namespace(t *testing.T, ns string) {
 	t.Helper()
 	if _, err := c.client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
