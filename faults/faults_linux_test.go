@@ -78,6 +78,14 @@ policies:
         - action: delete_pod
           params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
           verify: {window: 30s}
+    # A replica throttled by its CPU quota: restarting adds no CPU; a larger
+    # limit or more replicas is a person's call. No cooldown, as slowdep.
+    - name: cpu-throttled
+      matchers: ['alertname="VigilWorkloadCPUThrottled"', 'namespace=~"faults-.*"']
+      cooldown: 0s
+      steps:
+        - action: webhook
+          params: {url: "{{ESCALATE}}"}
     # A dependency that answers slowly: restarting it or its callers is a
     # guess; tell a human.
     # No cooldown: it is kept per target, and every escalation of the suite

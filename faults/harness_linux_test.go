@@ -185,6 +185,7 @@ type cluster struct {
 type appOpts struct {
 	replicas    int32
 	memoryLimit string // e.g. "64Mi"
+	cpuLimit    string // e.g. "100m"
 	call        string // dependency URL
 	workers     int
 	serviceTime time.Duration

@@ -87,10 +87,12 @@ func (c *cluster) podTemplate(ns, name string, o appOpts) corev1.PodTemplateSpec
 		Env:          env,
 		VolumeMounts: []corev1.VolumeMount{{Name: "control", MountPath: "/control", ReadOnly: true}},
 	}
-	if o.memoryLimit != "" {
-		q := resource.MustParse(o.memoryLimit)
-		ctr.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: q}
-		ctr.Resources.Requests = corev1.ResourceList{corev1.ResourceMemory: q}
+	ctr.Resources.Limits, ctr.Resources.Requests = corev1.ResourceList{}, corev1.ResourceList{}
+	for r, v := range map[corev1.ResourceName]string{corev1.ResourceMemory: o.memoryLimit, corev1.ResourceCPU: o.cpuLimit} {
+		if v != "" {
+			ctr.Resources.Limits[r] = resource.MustParse(v)
+			ctr.Resources.Requests[r] = resource.MustParse(v)
+		}
 	}
 	vols := []corev1.Volume{{Name: "control", VolumeSource: corev1.VolumeSource{
 		HostPath: &corev1.HostPathVolumeSource{Path: c.ctrl, Type: ptr.To(corev1.HostPathDirectory)}}}}
