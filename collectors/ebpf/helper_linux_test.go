@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
 // runHelper runs the helper named by $VIGIL_EBPF_TEST_HELPER with arg, in
@@ -193,3 +195,21 @@ func helperCmd(t *testing.T, dir, name, arg string) *exec.Cmd {
 }
 
 func itoa(i int) string { return fmt.Sprint(i) }
+
+// knownCgroup waits until the collector resolves the cgroup at dir (as it
+// does once it has read the cgroup's mkdir event, or walked the hierarchy)
+// before a test sends traffic from it. Without it a test that counts a
+// new cgroup's first requests exactly races the collector: a request event
+// read before the mkdir event, just after a walk, is not attributed, and
+// the collector then waits a second before it asks again (docs/ebpf.md,
+// vigil_ebpf_unresolved_cgroups_total).
+func (e *testEnv) knownCgroup(t *testing.T, dir string) {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	testenv.EventuallyTrue(t, 10*time.Second, "the collector resolves cgroup "+dir, func() bool {
+		return e.c.cgroups.Identity(st.Ino).CgroupPath != ""
+	})
+}

@@ -32,6 +32,7 @@ func testPostgres(t *testing.T, hook string) {
 
 	const psqlUnit = "vigil-ebpf-test-psql.service"
 	psqlCg := testCgroup(t, psqlUnit)
+	env.knownCgroup(t, psqlCg)
 	for _, c := range []struct {
 		sql  []string
 		fail bool
@@ -56,6 +57,7 @@ func testPostgres(t *testing.T, hook string) {
 
 	const pgxUnit = "vigil-ebpf-test-pgx.service"
 	pgxCg := testCgroup(t, pgxUnit)
+	env.knownCgroup(t, pgxCg)
 	if out, err := helperCmd(t, pgxCg, "pgx-client", srv.DSN()).CombinedOutput(); err != nil {
 		t.Fatalf("pgx client: %v\n%s", err, out)
 	}

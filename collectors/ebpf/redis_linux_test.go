@@ -38,6 +38,7 @@ func testRedis(t *testing.T, hook string) {
 	// sends HELLO 3 first).
 	const cliUnit = "vigil-ebpf-test-redis-cli.service"
 	cliCg := testCgroup(t, cliUnit)
+	env.knownCgroup(t, cliCg)
 	for _, args := range [][]string{
 		{"SET", "greeting", "hello"},
 		{"GET", "greeting"},
@@ -57,6 +58,7 @@ func testRedis(t *testing.T, hook string) {
 
 	const goUnit = "vigil-ebpf-test-redis-go.service"
 	goCg := testCgroup(t, goUnit)
+	env.knownCgroup(t, goCg)
 	if out, err := helperCmd(t, goCg, "redis-go-client", srv.Addr).CombinedOutput(); err != nil {
 		t.Fatalf("go-redis client: %v\n%s", err, out)
 	}
