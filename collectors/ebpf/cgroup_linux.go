@@ -151,6 +151,14 @@ func named(wl workload.Identity) bool {
 	return wl.PodUID == "" || wl.Pod != ""
 }
 
+// resolved reports whether series labelled with wl may be cached by the
+// request readers: the identity is named, and its cgroup was found. A new
+// cgroup's first request can be read before its mkdir event (on the other
+// ring); cached, its empty labels would stay for seriesCacheTTL.
+func resolved(wl workload.Identity) bool {
+	return named(wl) && wl.CgroupPath != ""
+}
+
 func (r *cgroupResolver) cgroupCreated(id uint64, path string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -300,3 +300,57 @@ func TestLossNamesMatchObject(t *testing.T) {
 		t.Errorf("lost map has %d slots, lossNames %d names", n, len(lossNames))
 	}
 }
+
+// A new cgroup's first request, read before its mkdir event (the two come
+// on different rings), has no workload; the HTTP reader asks about the
+// cgroup again 100 ms later, not a second later, so the next request,
+// 150 ms on, is attributed. A cgroup that stays unknown is then asked
+// about once a second.
+func TestNewCgroupResolvedSoonAfterAMiss(t *testing.T) {
+	root, memory, err := cgroupMount("/proc", "memory")
+	if err != nil || !memory {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("no v1 memory cgroup hierarchy: %v", err)
+		}
+		t.Skipf("needs a v1 memory cgroup hierarchy: %v", err)
+	}
+	h := newTestHandlers()
+	h.cgroups = countingResolver{newCgroupResolver(root, nil), h.m.unresolved}
+	const id, never = 1<<62 + 7, 1<<62 + 8
+	request := func(cg uint64, fd uint32, ts uint64) {
+		r := sampleHTTP(httpRead, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+		r.Fd, r.TsNs, r.CgroupId = fd, ts, cg
+		w := sampleHTTP(httpWrite, "HTTP/1.1 200 OK\r\n")
+		w.Fd, w.TsNs = fd, ts+1000
+		h.handleHTTP(encode(t, r))
+		h.handleHTTP(encode(t, w))
+	}
+	const path = "/system.slice/vigil-new-cgroup.service"
+	mkdir := cgroupEvent{CgroupId: id, Hierarchy: 4, Kind: cgroupMkdir}
+	for i, c := range []byte(path) {
+		mkdir.Path[i] = int8(c)
+		mkdir.PathLen++
+	}
+	requests := func(wl workload.Identity) float64 {
+		return testutil.ToFloat64(h.m.httpRequests.WithLabelValues(append(wl.Labels(), "/x", "server", "GET", "2xx")...))
+	}
+
+	request(id, 1, 1e9) // read before the mkdir
+	h.handleEvent(encode(t, mkdir))
+	request(id, 2, 1e9+150e6)
+	if got := requests(workload.FromCgroupPath(path)); got != 1 {
+		t.Errorf("requests attributed to %s = %v, want 1 (the one after the mkdir)", path, got)
+	}
+	if got := requests(workload.Identity{}); got != 1 {
+		t.Errorf("unattributed requests = %v, want 1 (the one before the mkdir)", got)
+	}
+
+	// An ID that never resolves: asked at its first request, 100 ms
+	// later, then not again within the second after that.
+	for i, ts := range []uint64{3e9, 3e9 + 150e6, 3e9 + 300e6, 3e9 + 900e6} {
+		request(never, uint32(10+i), ts)
+	}
+	if got := testutil.ToFloat64(h.m.unresolved); got != 3 {
+		t.Errorf("vigil_ebpf_unresolved_cgroups_total = %v, want 3 (first request of %d, then of %d twice)", got, uint64(id), uint64(never))
+	}
+}

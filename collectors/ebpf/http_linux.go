@@ -345,9 +345,14 @@ func (h *handlers) dropPending(key connKey, i int32) {
 	st.free = append(st.free, i)
 }
 
+// unknownFirstRetry is how long after a cgroup's first miss the HTTP reader
+// asks about it again (see identity).
+const unknownFirstRetry = 100 * time.Millisecond
+
 // identity is the workload of a cgroup, cached for seriesCacheTTL once
-// the resolver knows it; an unknown cgroup is asked again at most once a
-// second (its cgroup_mkdir event may come later on the other ring).
+// the resolver knows it; an unknown cgroup is asked again after
+// unknownFirstRetry the first time, then at most once a second (its
+// cgroup_mkdir event may come later on the other ring).
 func (h *handlers) identity(cg uint64, nowNS uint64) workload.Identity {
 	st := h.http
 	if wl, ok := st.wls[cg]; ok {
@@ -361,7 +366,14 @@ func (h *handlers) identity(cg uint64, nowNS uint64) workload.Identity {
 		if len(st.unknown) >= maxCachedSeries {
 			clear(st.unknown)
 		}
-		st.unknown[cg] = nowNS + uint64(time.Second)
+		// A cgroup missed for the first time is most likely new: its
+		// mkdir event (on the other ring) is read soon, so it is asked
+		// about again after unknownFirstRetry; then once a second.
+		retry := time.Second
+		if _, missed := st.unknown[cg]; !missed {
+			retry = unknownFirstRetry
+		}
+		st.unknown[cg] = nowNS + uint64(retry)
 		return wl
 	}
 	delete(st.unknown, cg)
@@ -442,7 +454,7 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 		}
 		lv := h.m.httpCap.labels(p.wl, p.route.label, kind, methods[p.method], statusClasses[k.class])
 		s = httpSeries{h.m.httpRequests.WithLabelValues(lv...), h.m.httpDuration.WithLabelValues(lv...)}
-		if named(p.wl) {
+		if resolved(p.wl) {
 			st.series[k] = s
 		}
 	}
@@ -476,7 +488,7 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 			}
 			lv := h.m.httpPeerCap.labels(p.wl, p.remote.String(), statusClasses[k.class])
 			c = peerSeries{h.m.httpPeer.WithLabelValues(lv...), h.m.httpPeerSeconds.WithLabelValues(lv...)}
-			if named(p.wl) {
+			if resolved(p.wl) {
 				st.peers[pk] = c
 			}
 		}

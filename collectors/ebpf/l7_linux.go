@@ -371,7 +371,7 @@ func (h *handlers) finishL7(c *l7Conn, it *l7Item, errIdx uint8, endNS uint64) {
 		}
 		lv := cp.labels(c.wl, cmd, kind, errName)
 		s = httpSeries{reqs.WithLabelValues(lv...), dur.WithLabelValues(lv...)}
-		if named(c.wl) {
+		if resolved(c.wl) {
 			st.series[k] = s
 		}
 	}
