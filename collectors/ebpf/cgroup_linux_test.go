@@ -173,13 +173,7 @@ func testCrashAtStart(t *testing.T, hierarchy string) {
 // is known from them resolves without its directory (the IDs here name no
 // directory), also after the rmdir; one that is not is counted unresolved.
 func TestCgroupEventsResolveAndUnresolvedIsCounted(t *testing.T) {
-	root, memory, err := cgroupMount("/proc", "memory")
-	if err != nil || !memory {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("no v1 memory cgroup hierarchy: %v", err)
-		}
-		t.Skipf("needs a v1 memory cgroup hierarchy: %v", err)
-	}
+	root := memoryHierarchy(t)
 	h := newTestHandlers()
 	h.cgroups = countingResolver{newCgroupResolver(root, nil), h.m.unresolved}
 	const known, unknown = 1<<62 + 1, 1<<62 + 2
@@ -307,13 +301,7 @@ func TestLossNamesMatchObject(t *testing.T) {
 // 150 ms on, is attributed. A cgroup that stays unknown is then asked
 // about once a second.
 func TestNewCgroupResolvedSoonAfterAMiss(t *testing.T) {
-	root, memory, err := cgroupMount("/proc", "memory")
-	if err != nil || !memory {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("no v1 memory cgroup hierarchy: %v", err)
-		}
-		t.Skipf("needs a v1 memory cgroup hierarchy: %v", err)
-	}
+	root := memoryHierarchy(t)
 	h := newTestHandlers()
 	h.cgroups = countingResolver{newCgroupResolver(root, nil), h.m.unresolved}
 	const id, never = 1<<62 + 7, 1<<62 + 8

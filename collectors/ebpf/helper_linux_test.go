@@ -150,13 +150,7 @@ func testCgroup(t *testing.T, name string) string {
 		}
 	}
 	f.Close()
-	root, memory, err := cgroupMount("/proc", "memory")
-	if err != nil || !memory {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("no v1 memory cgroup hierarchy: %v", err)
-		}
-		t.Skipf("needs a v1 memory cgroup hierarchy: %v", err)
-	}
+	root := memoryHierarchy(t)
 	dir := filepath.Join(root, own, name)
 	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
 		t.Fatal(err)
@@ -212,4 +206,18 @@ func (e *testEnv) knownCgroup(t *testing.T, dir string) {
 	testenv.EventuallyTrue(t, 10*time.Second, "the collector resolves cgroup "+dir, func() bool {
 		return e.c.cgroups.Identity(st.Ino).CgroupPath != ""
 	})
+}
+
+// memoryHierarchy is where the v1 memory cgroup hierarchy is mounted; a
+// test that needs it is skipped without it, and fails in CI (which has it).
+func memoryHierarchy(t *testing.T) string {
+	t.Helper()
+	root, memory, err := cgroupMount("/proc", "memory")
+	if err != nil || !memory {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("no v1 memory cgroup hierarchy: %v", err)
+		}
+		t.Skipf("needs a v1 memory cgroup hierarchy: %v", err)
+	}
+	return root
 }
