@@ -1,8 +1,6 @@
 package faults
 
 import (
-	"context"
-	"fmt"
 	"testing"
 	"time"
 )
@@ -32,21 +30,7 @@ func cputhrottleScenario() scenario {
 		},
 		// Nothing is to be acted on: any action is collateral.
 		atFault: func(record, string, any) bool { return false },
-		finish: func(ctx context.Context, t *testing.T, e *env, ns string, _ any, t0 time.Time, res *result) {
-			// Watch 20 s more: any action in the namespace meanwhile is
-			// collateral when the scenario's records are read.
-			select {
-			case <-ctx.Done():
-			case <-time.After(20 * time.Second):
-			}
-			x, ok := waitEscalation(ctx, e, ns)
-			if !ok {
-				t.Errorf("cputhrottle: no escalation reached the receiver")
-				res.Healthy = "not escalated"
-				return
-			}
-			res.Healthy = fmt.Sprintf("escalated after %s (%s); nothing touched", x.At.Sub(t0).Round(100*time.Millisecond), x.Policy)
-		},
-		clear: func(t *testing.T, e *env, ns string, _ any) { control(t, e.ctrl, "app-"+ns+"-burner", "") },
+		finish:  escalatedOnly("cputhrottle", "nothing touched"),
+		clear:   func(t *testing.T, e *env, ns string, _ any) { control(t, e.ctrl, "app-"+ns+"-burner", "") },
 	}
 }

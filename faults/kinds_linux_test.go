@@ -110,21 +110,28 @@ func slowdepScenario() scenario {
 		},
 		// Nothing in the cluster is at fault: any action is collateral.
 		atFault: func(record, string, any) bool { return false },
-		finish: func(ctx context.Context, t *testing.T, e *env, ns string, _ any, t0 time.Time, res *result) {
-			// Watch 20 s more: any action in the namespace meanwhile is
-			// collateral when the scenario's records are read.
-			select {
-			case <-ctx.Done():
-			case <-time.After(20 * time.Second):
-			}
-			x, ok := waitEscalation(ctx, e, ns)
-			if !ok {
-				t.Errorf("slowdep: no escalation reached the receiver")
-				res.Healthy = "not escalated"
-				return
-			}
-			res.Healthy = fmt.Sprintf("escalated after %s (%s); web untouched", x.At.Sub(t0).Round(100*time.Millisecond), x.Policy)
-		},
-		clear: func(t *testing.T, e *env, ns string, st any) { st.(*state).slow.Store(false) },
+		finish:  escalatedOnly("slowdep", "web untouched"),
+		clear:   func(t *testing.T, e *env, ns string, st any) { st.(*state).slow.Store(false) },
+	}
+}
+
+// escalatedOnly is the finish of a scenario whose only right action is an
+// escalation: it watches 20 s more (any action in the namespace meanwhile
+// is collateral when the scenario's records are read), then needs the
+// escalation at the receiver; untouched is what the report says was left
+// alone.
+func escalatedOnly(name, untouched string) func(context.Context, *testing.T, *env, string, any, time.Time, *result) {
+	return func(ctx context.Context, t *testing.T, e *env, ns string, _ any, t0 time.Time, res *result) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Second):
+		}
+		x, ok := waitEscalation(ctx, e, ns)
+		if !ok {
+			t.Errorf("%s: no escalation reached the receiver", name)
+			res.Healthy = "not escalated"
+			return
+		}
+		res.Healthy = fmt.Sprintf("escalated after %s (%s); %s", x.At.Sub(t0).Round(100*time.Millisecond), x.Policy, untouched)
 	}
 }
