@@ -41,7 +41,7 @@ func (quarantine) Act(ctx context.Context, env *Env, in Request) (Outcome, error
 	ns, name := a.Str("namespace"), a.Str("pod")
 	var removed []string
 	err := env.kubeDo(ctx, "quarantine pod", func(ctx context.Context) error {
-		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		return retry.RetryOnConflict(conflictBackoff, func() error {
 			pods := env.Kube.Pods(ns)
 			pod, err := pods.Get(ctx, name, metav1.GetOptions{})
 			if err != nil {

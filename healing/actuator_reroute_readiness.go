@@ -44,7 +44,7 @@ func (rerouteReadiness) Act(ctx context.Context, env *Env, in Request) (Outcome,
 	cond := corev1.PodConditionType(env.ReadinessCondition)
 	status := corev1.ConditionStatus(a.Str("status"))
 	err := env.kubeDo(ctx, "set readiness gate", func(ctx context.Context) error {
-		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		return retry.RetryOnConflict(conflictBackoff, func() error {
 			pods := env.Kube.Pods(ns)
 			pod, err := pods.Get(ctx, name, metav1.GetOptions{})
 			if err != nil {

@@ -84,7 +84,7 @@ func (scale) Act(ctx context.Context, env *Env, in Request) (Outcome, error) {
 	err := env.kubeDo(ctx, "scale", func(ctx context.Context) error {
 		// A conflict (the controller wrote the object since the read) is
 		// retried from a fresh read, a few times.
-		return retry.RetryOnConflict(retry.DefaultRetry, func() error { return scaleOnce(ctx) })
+		return retry.RetryOnConflict(conflictBackoff, func() error { return scaleOnce(ctx) })
 	})
 	if err != nil {
 		return Outcome{}, err
@@ -134,7 +134,7 @@ func (r restoreScale) Act(ctx context.Context, env *Env, _ Request) (Outcome, er
 	}
 	var cur int32
 	err := env.kubeDo(ctx, "scale", func(ctx context.Context) error {
-		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		return retry.RetryOnConflict(conflictBackoff, func() error {
 			s, err := get(ctx)
 			if err != nil {
 				return err

@@ -92,6 +92,14 @@ func (p permanentError) Unwrap() error { return p.error }
 
 func permanent(err error) error { return permanentError{err} }
 
+// conflictBackoff paces the read-modify-write actuators (scale, quarantine,
+// reroute) when the object changed between their read and their write. A
+// controller rolling a workload out writes its status many times a second
+// for a few seconds, so the retries spread over about 2.5 s rather than
+// client-go's DefaultRetry, which gives up after 50 ms. Every retry reads
+// the object again: a write is never made from a stale read.
+var conflictBackoff = wait.Backoff{Steps: 8, Duration: 20 * time.Millisecond, Factor: 2, Jitter: 0.2}
+
 // kubeDo runs f, retrying transient errors with exponential backoff up to
 // env.Retry.Steps attempts in all; then it fails closed with an error that
 // says the API server was unreachable. It never retries without bound.

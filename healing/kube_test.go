@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -430,6 +431,48 @@ func TestKubernetesActuators(t *testing.T) {
 		if *d.Spec.Replicas != 3 || seen != 3 {
 			t.Fatalf("replicas %d, highest seen %d; want 3 and never more", *d.Spec.Replicas, seen)
 		}
+	})
+
+	t.Run("ScaleWhileTheDeploymentKeepsChanging", func(t *testing.T) {
+		// A rollout makes the controller write the Deployment many times
+		// a second for a while; another writer does the same here, back
+		// to back for one second. Each scale must still land on a fresh
+		// read once the burst is over, not fail on the conflict.
+		ns := c.namespace(t)
+		c.deployment(t, ns, "busy", depOpts{replicas: 1})
+		ctx := t.Context()
+		writes := make(chan int, 1)
+		burst := time.Now().Add(time.Second)
+		go func() {
+			n := 0
+			defer func() { writes <- n }()
+			for time.Now().Before(burst) {
+				patch := fmt.Sprintf(`{"metadata":{"annotations":{"test/write":"%d"}}}`, n)
+				if _, err := c.admin.AppsV1().Deployments(ns).Patch(ctx, "busy", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err == nil {
+					n++
+				}
+			}
+		}()
+		env := &Env{Kube: c.agent, Logger: slog.New(slog.DiscardHandler), Retry: RetryPolicy{Steps: 1}}
+		args := Args{"namespace": {ns}, "kind": {"Deployment"}, "name": {"busy"}, "step": {"1"}, "min": {"1"}, "max": {"4"}}
+		var errs []error
+		for range 3 {
+			if _, err := (scale{}).Act(ctx, env, Request{Args: args}); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		n := <-writes
+		if len(errs) > 0 {
+			t.Fatalf("scale failed while another writer changed the Deployment %d times: %v", n, errs)
+		}
+		d, err := c.admin.AppsV1().Deployments(ns).Get(ctx, "busy", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *d.Spec.Replicas != 4 {
+			t.Fatalf("replicas %d after three steps up from 1, want 4", *d.Spec.Replicas)
+		}
+		t.Logf("three scales landed during %d concurrent writes", n)
 	})
 
 	t.Run("TwoAgentsRacingActOnce", func(t *testing.T) {
