@@ -151,8 +151,9 @@ type EventAlertsConfig struct {
 	// ResolveAfter is how long an event alert fires without a repeat
 	// before it is resolved.
 	ResolveAfter time.Duration `yaml:"resolve_after"`
-	// IgnoreSignals lists signals (numbers) whose deaths are not alerts
-	// (SIGTERM and SIGKILL from an orderly stop, by default SIGPIPE).
+	// IgnoreSignals lists signals (numbers) whose deaths are not alerts;
+	// by default SIGPIPE. A pod sandbox's (pause) death is never an alert:
+	// the runtime kills it whenever the pod is stopped.
 	IgnoreSignals []int `yaml:"ignore_signals"`
 	// MaxActive bounds how many distinct event alerts can be active; more
 	// are dropped and counted.

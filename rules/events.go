@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/event"
 )
 
@@ -188,7 +189,7 @@ func (ea *eventAlerter) alertFor(ev event.Event) (Alert, bool) {
 	}
 	switch ev.Kind {
 	case event.ProcessExit:
-		if !ea.cfg.ProcessExit {
+		if !ea.cfg.ProcessExit || podSandbox(id, ev.Comm) {
 			return Alert{}, false
 		}
 		switch {
@@ -230,6 +231,16 @@ func (ea *eventAlerter) alertFor(ev event.Event) (Alert, bool) {
 		GeneratorURL: "vigil://event/" + string(ev.Kind),
 		Fingerprint:  Fingerprint(labels),
 	}, true
+}
+
+// podSandbox reports whether a process is a pod's sandbox: the pause
+// process that holds the pod's namespaces, in the pod's cgroup but in none
+// of its containers (the pod UID comes from the cgroup path, so this holds
+// when the pod object is already gone). The runtime kills it (SIGKILL) every time a pod is
+// deleted, rolled out or evicted, so its death is the pod going away, not
+// a failure; the pod's own containers still alert.
+func podSandbox(id workload.Identity, comm string) bool {
+	return (id.PodUID != "" || id.Pod != "") && id.Container == "" && comm == "pause"
 }
 
 // activeAlerts returns the firing event alerts.

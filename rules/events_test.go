@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -99,5 +100,34 @@ func TestEventAlertsAreBounded(t *testing.T) {
 	}
 	if len(sub.C()) != 2 {
 		t.Errorf("published %d alerts, want 2", len(sub.C()))
+	}
+}
+
+// A deleted pod's sandbox (pause) is killed by the runtime with SIGKILL:
+// that is the pod going away, not an alert. The same signal in one of the
+// pod's containers, or a process called pause outside any pod, still is.
+func TestPodSandboxDeathIsNotAnAlert(t *testing.T) {
+	s := NewStream()
+	sub := s.Subscribe(10)
+	defer sub.Close()
+	ea := newEventAlerter(NewConfig().EventAlerts, s, prometheus.NewRegistry())
+	sandbox := workload.Identity{Namespace: "shop", Pod: "cart-1", ContainerID: "5a9d"}
+	app := workload.Identity{Namespace: "shop", Pod: "cart-1", Container: "cart", ContainerID: "abc123"}
+	ea.handle(event.Event{Kind: event.ProcessExit, Workload: sandbox, Comm: "pause", Signal: 9})
+	ea.handle(event.Event{Kind: event.ProcessExit, Workload: sandbox, Comm: "pause", ExitCode: 2})
+	// The pod object may be gone by then; its UID is in the cgroup path.
+	ea.handle(event.Event{Kind: event.ProcessExit, Workload: workload.Identity{PodUID: "0d3c5a8e-1f6b-4a51-9a37-6c1f0e2b9d44", ContainerID: "77f1"}, Comm: "pause", Signal: 9})
+	if got := testutil.ToFloat64(ea.events.WithLabelValues(string(event.ProcessExit), "ignored")); got != 3 {
+		t.Errorf("sandbox deaths ignored %v, want 3", got)
+	}
+	ea.handle(event.Event{Kind: event.ProcessExit, Workload: app, Comm: "cart", Signal: 9})
+	ea.handle(event.Event{Kind: event.ProcessExit, Workload: workload.Identity{SystemdUnit: "pause.service"}, Comm: "pause", Signal: 9})
+	var got []string
+	for len(sub.C()) > 0 {
+		a := <-sub.C()
+		got = append(got, a.Labels["comm"]+"/"+a.Labels["container"]+a.Labels["unit"]+"/"+a.Labels["signal"])
+	}
+	if want := "[cart/cart/9 pause/pause.service/9]"; fmt.Sprint(got) != want {
+		t.Errorf("alerts %v, want %s", got, want)
 	}
 }
