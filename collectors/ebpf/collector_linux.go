@@ -180,6 +180,7 @@ func (c *collector) Start(ctx context.Context) error {
 func (c *collector) read(rd *ringbuf.Reader, ring string, handle func([]byte), idle func()) {
 	events := c.m.eventsRead.WithLabelValues(ring)
 	var rec ringbuf.Record
+	quiet := 0 // empty polls in a row
 	rd.SetDeadline(time.Now().Add(c.pollInterval()))
 	for {
 		err := rd.ReadInto(&rec)
@@ -187,9 +188,15 @@ func (c *collector) read(rd *ringbuf.Reader, ring string, handle func([]byte), i
 		case err == nil:
 			events.Inc()
 			handle(rec.RawSample)
+			if quiet > 0 {
+				// Back to the short poll from the first record on.
+				quiet = 0
+				rd.SetDeadline(time.Now().Add(c.pollInterval()))
+			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			idle()
-			rd.SetDeadline(time.Now().Add(c.pollInterval()))
+			quiet++
+			rd.SetDeadline(time.Now().Add(quietPoll(c.pollInterval(), quiet)))
 		case errors.Is(err, ringbuf.ErrClosed):
 			return
 		default:
@@ -197,6 +204,32 @@ func (c *collector) read(rd *ringbuf.Reader, ring string, handle func([]byte), i
 			time.Sleep(c.cfg.PollInterval)
 		}
 	}
+}
+
+// quietPollAfter empty polls in a row (one second at the default poll
+// interval) the reader starts to poll less often, doubling the wait up to
+// quietPollMax: an idle node then wakes the agent a few times a second
+// instead of ten per ring. The first record read returns it to the poll
+// interval. Urgent records (OOM kills, failed processes) and a ring
+// filling to wakeup_fill wake the reader at once whatever the wait, so
+// what the longer wait delays is the first ordinary record after a quiet
+// second, by at most quietPollMax.
+const (
+	quietPollAfter = 10
+	quietPollMax   = time.Second
+)
+
+// quietPoll is the reader's wait after quiet empty polls in a row at poll
+// interval every.
+func quietPoll(every time.Duration, quiet int) time.Duration {
+	if quiet < quietPollAfter || every >= quietPollMax {
+		return every
+	}
+	d := every
+	for i := quietPollAfter; i <= quiet && d < quietPollMax; i++ {
+		d *= 2
+	}
+	return min(d, quietPollMax)
 }
 
 // Shutdown implements collectors.Lifecycle; it is safe without Start.

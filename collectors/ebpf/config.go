@@ -64,8 +64,9 @@ type Config struct {
 	// the reader also wakes each PollInterval, and fast-path events (OOM
 	// kills, failed processes) wake it at once. 1: only those.
 	WakeupFill float64 `yaml:"wakeup_fill"`
-	// PollInterval is how long the reader sleeps at most before it
-	// collects events submitted without a wake-up.
+	// PollInterval is how long the reader sleeps before it collects
+	// events submitted without a wake-up; after a second with no event it
+	// sleeps longer, up to a second (quietPoll).
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// MaxTrackedSockets bounds the kernel map of sockets being followed.
 	MaxTrackedSockets int `yaml:"max_tracked_sockets"`

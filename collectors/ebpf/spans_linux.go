@@ -90,12 +90,16 @@ func (q *spanQueue) addDB(p *pendingRequest, db dbSpan, end time.Time) {
 	}
 }
 
-// run batches spans every interval until ctx ends, then flushes.
+// run sends spans in batches until ctx ends, then flushes: a batch goes
+// out when it has 512 spans or interval after its first span. With no
+// spans (no traces target, or no traffic) it does not wake up at all.
 func (q *spanQueue) run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
+	t := time.NewTimer(interval)
+	t.Stop()
 	defer t.Stop()
 	var batch []*httpSpan
 	flush := func() {
+		t.Stop()
 		if len(batch) == 0 || q.next == nil {
 			batch = batch[:0]
 			return
@@ -111,8 +115,11 @@ func (q *spanQueue) run(ctx context.Context, interval time.Duration) {
 		select {
 		case s := <-q.c:
 			batch = append(batch, s)
-			if len(batch) >= 512 {
+			switch {
+			case len(batch) >= 512:
 				flush()
+			case len(batch) == 1:
+				t.Reset(interval)
 			}
 		case <-t.C:
 			flush()
