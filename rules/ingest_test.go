@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
@@ -150,5 +151,70 @@ groups:
 	time.Sleep(3 * cfg.EvaluationInterval) // ingests that would skip if they did
 	if got := skipped(); got != before {
 		t.Errorf("with a rule selecting by a name regex, %v more samples were skipped", got-before)
+	}
+}
+
+// The default rule set (the embedded rules the agent loads unless told
+// otherwise) makes the local TSDB store the Redis, PostgreSQL and DNS
+// metrics its dependency rules read, with the eBPF collector's names and
+// labels, and its recording rules turn them into the vigil:* series the
+// alerts use; a histogram's _count, which no rule reads, is not stored.
+func TestDefaultRulesStoreTheProtocolMetrics(t *testing.T) {
+	labels := func(extra ...string) []string { return append(append([]string{}, workload.LabelNames...), extra...) }
+	redis := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_redis_requests_total", Help: "h"}, labels("command", "kind", "error"))
+	redisDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_redis_request_duration_seconds", Help: "h", Buckets: []float64{0.001, 0.1}}, labels("command", "kind", "error"))
+	pg := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_postgres_requests_total", Help: "h"}, labels("command", "kind", "error"))
+	pgDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_postgres_request_duration_seconds", Help: "h", Buckets: []float64{0.001, 1}}, labels("command", "kind", "error"))
+	dns := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_dns_requests_total", Help: "h"}, labels("kind", "qtype", "rcode", "failed"))
+	wl := workload.Identity{Namespace: "shop", Pod: "cart-1", Container: "cart"}.Labels()
+	with := func(extra ...string) []string { return append(append([]string{}, wl...), extra...) }
+
+	cfg := NewConfig()
+	cfg.EvaluationInterval = 100 * time.Millisecond
+	if len(cfg.RuleFiles) != 1 || cfg.RuleFiles[0] != "embedded:*.rules.yml" {
+		t.Fatalf("default rule files %v, want the embedded set", cfg.RuleFiles)
+	}
+	te := startEngine(t, cfg, redis, redisDur, pg, pgDur, dns)
+	stored := func(q string) bool { return len(te.query(t, q).Data.Result) > 0 }
+	// Counters that move between ingests, so the rates are not zero.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			redis.WithLabelValues(with("GET", "client", "none")...).Inc()
+			redis.WithLabelValues(with("SET", "client", "OOM")...).Inc()
+			redisDur.WithLabelValues(with("GET", "client", "none")...).Observe(0.0005)
+			pg.WithLabelValues(with("SELECT", "client", "57")...).Inc()
+			pgDur.WithLabelValues(with("SELECT", "client", "57")...).Observe(0.5)
+			dns.WithLabelValues(with("client", "A", "SERVFAIL", "true")...).Inc()
+			dns.WithLabelValues(with("client", "A", "NXDOMAIN", "true")...).Inc()
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	for _, q := range []string{
+		"vigil_redis_requests_total", "vigil_redis_request_duration_seconds_bucket",
+		"vigil_postgres_requests_total", "vigil_postgres_request_duration_seconds_bucket",
+		"vigil_dns_requests_total",
+		`vigil:workload_redis_client_errors:rate1m{pod="cart-1"} > 0`,
+		`vigil:workload_redis_client_request_duration_seconds_bucket:rate1m{pod="cart-1"} > 0`,
+		`vigil:workload_postgres_client_errors:rate1m{pod="cart-1"} > 0`,
+		`vigil:workload_postgres_client_request_duration_seconds_bucket:rate1m{pod="cart-1"} > 0`,
+		`vigil:workload_dns_client_failures:rate1m{pod="cart-1"} > 0`,
+	} {
+		testenv.EventuallyTrue(t, 30*time.Second, q+" in the local TSDB", func() bool { return stored(q) })
+	}
+	for _, q := range []string{"vigil_redis_request_duration_seconds_count", "vigil_postgres_request_duration_seconds_sum"} {
+		if stored(q) {
+			t.Errorf("%s is stored, though no default rule reads it", q)
+		}
 	}
 }
