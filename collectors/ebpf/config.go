@@ -116,7 +116,18 @@ type Config struct {
 	// MountTracefs mounts tracefs at /sys/kernel/tracing when it is missing;
 	// the syscall tracepoints (HTTP) need it.
 	MountTracefs bool `yaml:"mount_tracefs"`
+	// DNSPorts are UDP ports, besides 53, whose datagrams are looked at for
+	// DNS (at most 4): a server's local port, or the remote port of a
+	// client's connected socket. The kernel compares ports before reading
+	// a datagram, so other UDP traffic costs a few compares.
+	DNSPorts []int `yaml:"dns_ports"`
+	// DNSTimeout is how long a DNS query may wait for its answer before it
+	// is counted with rcode timeout.
+	DNSTimeout time.Duration `yaml:"dns_timeout"`
 }
+
+// maxDNSPorts is the size of the kernel's dns_ports array (bpf/dns.h).
+const maxDNSPorts = 4
 
 // NewConfig returns the default configuration.
 func NewConfig() *Config {
@@ -139,6 +150,7 @@ func NewConfig() *Config {
 		Spans:               SpansConfig{SampleRatio: 1, MaxPerSecond: 100, LinkClientsByThread: true},
 		CgroupHierarchy:     "auto",
 		MountTracefs:        true,
+		DNSTimeout:          5 * time.Second,
 	}
 }
 
@@ -187,6 +199,17 @@ func (c *Config) Validate() error {
 	}
 	if c.PollInterval < time.Millisecond || c.PollInterval > 5*time.Second {
 		errs = append(errs, fmt.Errorf("poll_interval: must be between 1ms and 5s, got %s", c.PollInterval))
+	}
+	if len(c.DNSPorts) > maxDNSPorts {
+		errs = append(errs, fmt.Errorf("dns_ports: at most %d ports besides 53, got %d", maxDNSPorts, len(c.DNSPorts)))
+	}
+	for i, p := range c.DNSPorts {
+		if p < 1 || p > 65535 {
+			errs = append(errs, fmt.Errorf("dns_ports[%d]: must be a port (1-65535), got %d", i, p))
+		}
+	}
+	if c.DNSTimeout < 100*time.Millisecond || c.DNSTimeout > time.Minute {
+		errs = append(errs, fmt.Errorf("dns_timeout: must be between 100ms and 1m, got %s", c.DNSTimeout))
 	}
 	switch c.HTTPHook {
 	case "auto", "socket", "syscalls":

@@ -48,6 +48,8 @@ func runHelper(name, arg string) int {
 		err = redisGoClient(arg)
 	case "pgx-client":
 		err = pgxClient(arg)
+	case "dns-go-client":
+		err = dnsGoClient(arg)
 	default:
 		err = fmt.Errorf("unknown helper %q", name)
 	}

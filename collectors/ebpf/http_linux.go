@@ -122,6 +122,8 @@ type httpState struct {
 
 	// l7 is the state of the other protocols on the ring (l7_linux.go).
 	l7 *l7State
+	// dns is DNS's (dns_linux.go).
+	dns *dnsState
 }
 
 // peerSeries are a client's series for one destination and status class.
@@ -132,7 +134,7 @@ type peerSeries struct {
 func newHTTPState(cfg *Config) *httpState {
 	s := &httpState{pending: map[connKey]int32{}, threads: map[uint32]threadState{}, routes: map[string]*routeInfo{},
 		hosts: map[string]string{}, series: map[httpKey]httpSeries{}, peers: map[peerKey]peerSeries{}, wls: map[uint64]workload.Identity{}, unknown: map[uint64]uint64{},
-		limiter: rateLimiter{rate: float64(cfg.Spans.MaxPerSecond)}, tallies: newTallies(), l7: newL7State()}
+		limiter: rateLimiter{rate: float64(cfg.Spans.MaxPerSecond)}, tallies: newTallies(), l7: newL7State(), dns: newDNSState()}
 	switch r := cfg.Spans.SampleRatio; {
 	case r >= 1:
 		s.ratioMax = math.MaxUint64
@@ -528,6 +530,7 @@ func (h *handlers) sweepHTTP(now time.Time) {
 		return
 	}
 	st.lastSweep = now
+	h.sweepDNS(now)
 	hang := now.Add(-h.cfg.HTTPHangAfter)
 	cut := now.Add(-h.cfg.HTTPUnansweredAfter)
 	for _, i := range st.pending {

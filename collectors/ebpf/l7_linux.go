@@ -27,10 +27,12 @@ const (
 	protoHTTP     = 0
 	protoRedis    = 1
 	protoPostgres = 2
-	protoCount    = 3
+	protoDNS      = 3 // over UDP (dns_linux.go)
+	protoDNSTCP   = 4 // over TCP, the message after its length
+	protoCount    = 5
 )
 
-var protoNames = [protoCount]string{"http", "redis", "postgres"}
+var protoNames = [protoCount]string{"http", "redis", "postgres", "dns", "dns"}
 
 // maxL7Queue bounds the requests waiting for their replies on one
 // connection (a pipeline); older ones are forgotten and counted unmatched.
@@ -124,6 +126,10 @@ func (h *handlers) rejectL7(proto uint8, reason string) {
 
 // handleL7 handles a record of a protocol other than HTTP.
 func (h *handlers) handleL7(e *httpEvent) {
+	if e.Proto == protoDNS || e.Proto == protoDNSTCP {
+		h.handleDNS(e)
+		return
+	}
 	st := h.http.l7
 	key := connKey{e.Pid, e.Fd}
 	data := e.Data[:e.Captured]

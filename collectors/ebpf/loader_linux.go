@@ -301,6 +301,9 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 	if err := spec.Variables["http_head_windows"].Set(uint32(cfg.HTTPHeadWindows)); err != nil {
 		return nil, err
 	}
+	if err := spec.Variables["dns_ports"].Set(dnsPorts(cfg.DNSPorts)); err != nil {
+		return nil, err
+	}
 	var v1 uint8
 	if opts.cgroupMemory {
 		v1 = 1
@@ -481,4 +484,15 @@ func AttachHooksOnly(cfg *Config) (detach func(), err error) {
 		return nil, err
 	}
 	return o.close, nil
+}
+
+// dnsPorts is the kernel's dns_ports array: the configured ports, the
+// unused entries 53 (so that a port 0, an unconnected socket's remote
+// port, never matches).
+func dnsPorts(ports []int) [maxDNSPorts]uint16 {
+	a := [maxDNSPorts]uint16{53, 53, 53, 53}
+	for i, p := range ports[:min(len(ports), maxDNSPorts)] {
+		a[i] = uint16(p)
+	}
+	return a
 }

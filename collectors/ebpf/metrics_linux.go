@@ -146,6 +146,11 @@ type metrics struct {
 	pgCap          *capper
 	protoRejected  *prometheus.CounterVec
 	protoUnmatched *prometheus.CounterVec
+
+	// DNS queries (dns_linux.go).
+	dnsRequests *prometheus.CounterVec
+	dnsDuration *prometheus.HistogramVec
+	dnsCap      *capper
 }
 
 func newMetrics(cfg *Config) *metrics {
@@ -231,8 +236,15 @@ func newMetrics(cfg *Config) *metrics {
 		Help: "Transfers the kernel's quick check sent as a protocol that user space did not take: malformed (not that protocol) or unexpected (a reply with no request waiting on its connection)."},
 		[]string{"protocol", "reason"})
 	m.protoUnmatched = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_protocol_unmatched_total",
-		Help: "Redis and PostgreSQL requests forgotten without a reply: their replies were past the captured window, too many were in flight, or the server skipped them after an error."},
+		Help: "Redis, PostgreSQL and DNS requests forgotten without a reply: their replies were past the captured window, too many were in flight, or the server skipped them after an error (DNS: a query over TCP unanswered after dns_timeout, or max_pending_requests reached)."},
 		[]string{"protocol"})
+	m.dnsRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_dns_requests_total",
+		Help: "DNS queries seen (UDP, and TCP), by side (client or server), query type, response code (timeout: no answer within dns_timeout) and whether it failed (any rcode but NOERROR)."},
+		labelNames("kind", "qtype", "rcode", "failed"))
+	m.dnsDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_dns_request_duration_seconds",
+		Help: "Time from a DNS query to its answer (or to its timeout), as seen in the process's syscalls.", Buckets: requestBuckets},
+		labelNames("kind", "qtype", "rcode", "failed"))
+	m.dnsCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("dns"))
 	m.redisCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("redis"))
 	m.pgCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("postgres"))
 	m.tcpCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("tcp"))
@@ -250,5 +262,5 @@ func (m *metrics) collectors() []prometheus.Collector {
 		m.seriesOverflow, m.fastPath, m.outcomesDropped, m.spansDropped, m.spansSampledOut, m.spansUnexported, m.httpUnmatched, m.unresolved,
 		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
 		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration, m.httpPeer, m.httpPeerSeconds, m.httpUnanswered,
-		m.redisRequests, m.redisDuration, m.pgRequests, m.pgDuration, m.protoRejected, m.protoUnmatched}
+		m.redisRequests, m.redisDuration, m.pgRequests, m.pgDuration, m.protoRejected, m.protoUnmatched, m.dnsRequests, m.dnsDuration}
 }

@@ -35,9 +35,11 @@ type httpSpan struct {
 // dbSpan is what a Redis or PostgreSQL span says besides pendingRequest's
 // common fields.
 type dbSpan struct {
-	system    string // db.system.name: redis, postgresql
-	operation string // the command (GET, SELECT, …; other or OTHER)
+	system    string // db.system.name: redis, postgresql; or dns
+	operation string // the command (GET, SELECT, …; other or OTHER), or the DNS query type
 	errType   string // the error code or SQLSTATE class, "" without error
+	dnsRCode  string // DNS: the response code (or timeout)
+	transport string // DNS: udp or tcp
 }
 
 // spanQueue hands finished requests to the traces consumer in batches, off
@@ -152,7 +154,9 @@ func (q *spanQueue) traces(batch []*httpSpan) ptrace.Traces {
 			spans.EnsureCapacity(len(batch))
 			byPID[s.req.pid] = spans
 		}
-		if s.db != nil {
+		if s.db != nil && s.db.system == "dns" {
+			fillDNSSpan(spans.AppendEmpty(), s)
+		} else if s.db != nil {
 			fillDBSpan(spans.AppendEmpty(), s)
 		} else {
 			fillSpan(spans.AppendEmpty(), s)
@@ -261,6 +265,42 @@ func fillDBSpan(sp ptrace.Span, s *httpSpan) {
 	a.PutInt("server.port", int64(server.Port()))
 	if db.errType != "" {
 		a.PutStr("error.type", db.errType)
+		sp.Status().SetCode(ptrace.StatusCodeError)
+	}
+}
+
+// fillDNSSpan sets a DNS query's span: named "DNS <qtype>", a client span
+// on the resolver's side and a server span on the server's, with the
+// query type and response code, and an error status (error.type the
+// rcode) for any rcode but NOERROR, as the failed label counts it.
+func fillDNSSpan(sp ptrace.Span, s *httpSpan) {
+	p, db := &s.req, s.db
+	sp.SetTraceID(pcommon.TraceID(p.traceID))
+	sp.SetSpanID(pcommon.SpanID(p.spanID))
+	if p.parentID != ([8]byte{}) {
+		sp.SetParentSpanID(pcommon.SpanID(p.parentID))
+	}
+	sp.SetName("DNS " + db.operation)
+	sp.SetStartTimestamp(pcommon.NewTimestampFromTime(p.start))
+	sp.SetEndTimestamp(pcommon.NewTimestampFromTime(s.end))
+	a := sp.Attributes()
+	a.EnsureCapacity(10)
+	a.PutStr("dns.question.type", db.operation)
+	a.PutStr("dns.response_code", db.dnsRCode)
+	a.PutStr("network.transport", db.transport)
+	server := p.remote
+	sp.SetKind(ptrace.SpanKindClient)
+	if p.server {
+		sp.SetKind(ptrace.SpanKindServer)
+		server = p.local
+	} else {
+		a.PutStr("network.peer.address", p.remote.Addr().String())
+		a.PutInt("network.peer.port", int64(p.remote.Port()))
+	}
+	a.PutStr("server.address", server.Addr().String())
+	a.PutInt("server.port", int64(server.Port()))
+	if db.dnsRCode != dnsRCodes[0] {
+		a.PutStr("error.type", db.dnsRCode)
 		sp.Status().SetCode(ptrace.StatusCodeError)
 	}
 }

@@ -59,6 +59,13 @@ type vigilVigilHttpEvent struct {
 	Data      [512]uint8
 }
 
+type vigilVigilMmsgCursor struct {
+	_    structs.HostLayout
+	Vec  uint64
+	Next uint32
+	Vlen uint32
+}
+
 type vigilVigilProcEvent struct {
 	_        structs.HostLayout
 	TsNs     uint64
@@ -114,6 +121,7 @@ type vigilVigilTcpSock struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	vigilMapDnsMmsg                = "dns_mmsg"
 	vigilMapEvents                 = "events"
 	vigilMapHttpControl            = "http_control"
 	vigilMapHttpEvents             = "http_events"
@@ -142,6 +150,7 @@ const (
 	vigilProgVigilTcpState         = "vigil_tcp_state"
 	vigilVarCgroupHierarchy        = "cgroup_hierarchy"
 	vigilVarCgroupV1Memory         = "cgroup_v1_memory"
+	vigilVarDnsPorts               = "dns_ports"
 	vigilVarEventsWakeupBytes      = "events_wakeup_bytes"
 	vigilVarExitAll                = "exit_all"
 	vigilVarHttpHeadWindows        = "http_head_windows"
@@ -218,6 +227,7 @@ type vigilProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type vigilMapSpecs struct {
+	DnsMmsg     *ebpf.MapSpec `ebpf:"dns_mmsg"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	HttpControl *ebpf.MapSpec `ebpf:"http_control"`
 	HttpEvents  *ebpf.MapSpec `ebpf:"http_events"`
@@ -234,6 +244,7 @@ type vigilMapSpecs struct {
 type vigilVariableSpecs struct {
 	CgroupHierarchy   *ebpf.VariableSpec `ebpf:"cgroup_hierarchy"`
 	CgroupV1Memory    *ebpf.VariableSpec `ebpf:"cgroup_v1_memory"`
+	DnsPorts          *ebpf.VariableSpec `ebpf:"dns_ports"`
 	EventsWakeupBytes *ebpf.VariableSpec `ebpf:"events_wakeup_bytes"`
 	ExitAll           *ebpf.VariableSpec `ebpf:"exit_all"`
 	HttpHeadWindows   *ebpf.VariableSpec `ebpf:"http_head_windows"`
@@ -264,6 +275,7 @@ func (o *vigilObjects) Close() error {
 //
 // It can be passed to loadVigilObjects or ebpf.CollectionSpec.LoadAndAssign.
 type vigilMaps struct {
+	DnsMmsg     *ebpf.Map `ebpf:"dns_mmsg"`
 	Events      *ebpf.Map `ebpf:"events"`
 	HttpControl *ebpf.Map `ebpf:"http_control"`
 	HttpEvents  *ebpf.Map `ebpf:"http_events"`
@@ -276,6 +288,7 @@ type vigilMaps struct {
 
 func (m *vigilMaps) Close() error {
 	return _VigilClose(
+		m.DnsMmsg,
 		m.Events,
 		m.HttpControl,
 		m.HttpEvents,
@@ -293,6 +306,7 @@ func (m *vigilMaps) Close() error {
 type vigilVariables struct {
 	CgroupHierarchy   *ebpf.Variable `ebpf:"cgroup_hierarchy"`
 	CgroupV1Memory    *ebpf.Variable `ebpf:"cgroup_v1_memory"`
+	DnsPorts          *ebpf.Variable `ebpf:"dns_ports"`
 	EventsWakeupBytes *ebpf.Variable `ebpf:"events_wakeup_bytes"`
 	ExitAll           *ebpf.Variable `ebpf:"exit_all"`
 	HttpHeadWindows   *ebpf.Variable `ebpf:"http_head_windows"`

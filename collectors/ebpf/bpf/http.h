@@ -153,6 +153,8 @@ enum vigil_l7_proto {
 	VIGIL_L7_HTTP = 0,
 	VIGIL_L7_REDIS = 1,
 	VIGIL_L7_POSTGRES = 2,
+	VIGIL_L7_DNS = 3,     // DNS over UDP (bpf/dns.h)
+	VIGIL_L7_DNS_TCP = 4, // DNS over TCP: a message after its two-byte length
 };
 
 // VIGIL_L7_REPLY marks, in vigil_l7_classify's result, a transfer that can
@@ -197,6 +199,14 @@ static __always_inline __u8 vigil_l7_classify(const __u8 *b)
 	case 'P': // Parse (extended protocol)
 	case 'B': // Bind (extended protocol, a prepared statement)
 		return c == 0 ? VIGIL_L7_POSTGRES : 0;
+	case 0:
+		// DNS over TCP: a message shorter than 256 bytes after its
+		// two-byte length (at least a header and a question), opcode
+		// QUERY (flags bits 11-14 zero), Z zero, one question. A longer
+		// one (a large answer) starts with another byte and is not seen.
+		if (b[1] < 17 || b[6] != 0 || b[7] != 1 || (b[4] & 0x78) || (b[5] & 0x40))
+			return 0;
+		return b[4] & 0x80 ? VIGIL_L7_DNS_TCP | VIGIL_L7_REPLY : VIGIL_L7_DNS_TCP;
 	case '1': case '2': case '3': case 'C': case 'D': case 'E': case 'I': case 'N': case 'T': case 'Z':
 	case 'n': case 's': case 't':
 		// ParseComplete, BindComplete, CloseComplete, CommandComplete,
@@ -493,6 +503,9 @@ struct pt_regs___vigil {
 #define VIGIL_NR_SENDTO 206
 #define VIGIL_NR_RECVFROM 207
 #define VIGIL_NR_SENDMSG 211
+#define VIGIL_NR_RECVMSG 212
+#define VIGIL_NR_RECVMMSG 243
+#define VIGIL_NR_SENDMMSG 269
 #else
 #define VIGIL_SYSCALL_NR(regs) ((regs)->orig_ax)
 // x86-64 syscall numbers (a 32-bit task's numbers never match a socket
@@ -504,6 +517,9 @@ struct pt_regs___vigil {
 #define VIGIL_NR_SENDTO 44
 #define VIGIL_NR_RECVFROM 45
 #define VIGIL_NR_SENDMSG 46
+#define VIGIL_NR_RECVMSG 47
+#define VIGIL_NR_RECVMMSG 299
+#define VIGIL_NR_SENDMMSG 307
 #endif
 #define VIGIL_MSG_PEEK 2
 
@@ -512,7 +528,10 @@ enum vigil_http_arg {
 	VIGIL_HTTP_ARG_BUF = 1,    // second argument is the buffer
 	VIGIL_HTTP_ARG_IOVEC = 2,  // second argument is an iovec array
 	VIGIL_HTTP_ARG_MSGHDR = 3, // second argument is a struct user_msghdr
+	VIGIL_HTTP_ARG_MMSG = 4,   // second argument is a struct mmsghdr array (DNS over UDP only)
 };
+
+#include "dns.h"
 
 static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __u8 dir, __u32 prog)
 {
@@ -523,7 +542,14 @@ static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __
 	__u32 fd, zero = 0;
 	long nr;
 
-	if (ret <= 0 || sk->sk_protocol != VIGIL_IPPROTO_TCP)
+	if (sk->sk_protocol != VIGIL_IPPROTO_TCP) {
+		// A datagram costs one more compare, and its ports a few
+		// (vigil_dns_udp); any other socket leaves here.
+		if (sk->sk_protocol == VIGIL_IPPROTO_UDP)
+			return vigil_dns_udp(sk, ret, dir, prog);
+		return 0;
+	}
+	if (ret <= 0)
 		return 0;
 	if (dir == VIGIL_HTTP_READ && ret == 1)
 		return 0; // Go's one-byte read-ahead: see vigil_http_request_tail

@@ -5,9 +5,8 @@
 // plausible DNS query or response from other bytes, so that a transfer the
 // kernel's quick check let through can be rejected. It does not allocate.
 //
-// The kernel side (UDP sockets on the socket and syscall paths, sendmmsg
-// and recvmsg, which resolvers use) and the collector's metrics are not
-// wired yet; see docs/ebpf.md.
+// The collector feeds it the datagrams and TCP transfers the kernel sends
+// as DNS (bpf/dns.h, dns_linux.go); see docs/ebpf.md, DNS.
 package dnsproto
 
 import "encoding/binary"

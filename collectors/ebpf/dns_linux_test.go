@@ -1,0 +1,313 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
+)
+
+// TestDNS runs Debian's NSD (an authoritative server for testenv.DNSZone)
+// and three real clients, each in a cgroup of its own: dig (BIND's
+// resolver library: a connected UDP socket, sendmmsg and recvmsg), Go's
+// resolver (net.Resolver with PreferGo: connected UDP sockets, write and
+// read) and glibc's (getent ahosts: A and AAAA together with one sendmmsg,
+// recvfrom), with lookups that succeed, fail (NXDOMAIN; REFUSED for a zone
+// the server does not serve) and time out (a UDP port that reads and never
+// answers). Counts are checked exactly on the client side against what
+// each client sent, and on the server side against the sum. DNS is seen
+// on the socket hook only (docs/ebpf.md).
+func TestDNS(t *testing.T) {
+	if !kernelHasSocketTracepoints() {
+		t.Skip("the kernel lacks sock/sock_send_length and sock/sock_recv_length (Linux 6.4+)")
+	}
+	srv := testenv.StartDNSWith(t, testenv.DNSOptions{Port53: true}) // before the collector: its readiness query is not counted
+	dig := testenv.Binary(t, "dig")
+	getent := testenv.Binary(t, "getent")
+	// A server that drops every query: a bound UDP socket nobody reads.
+	hole, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	holePort := hole.LocalAddr().(*net.UDPAddr).Port
+
+	cfg := spansConfig("socket")
+	cfg.DNSPorts = []int{srv.Port, holePort}
+	cfg.DNSTimeout = time.Second
+	env := startCollector(t, cfg)
+	requireHTTPHook(t, env, "socket")
+	port := fmt.Sprint(srv.Port)
+
+	// dig: one query each (+tries=1), UDP.
+	const digUnit = "vigil-ebpf-test-dns-dig.service"
+	digCg := testCgroup(t, digUnit)
+	env.knownCgroup(t, digCg)
+	for _, args := range [][]string{
+		{"-p", port, "@127.0.0.1", "www.vigil.test.", "A"},
+		{"-p", port, "@127.0.0.1", "www.vigil.test.", "AAAA"},
+		{"-p", port, "@127.0.0.1", "vigil.test.", "MX"},
+		{"-p", port, "@127.0.0.1", "vigil.test.", "TXT"},
+		{"-p", port, "@127.0.0.1", "nope.vigil.test.", "A"},                // NXDOMAIN
+		{"-p", port, "@127.0.0.1", "www.example.com.", "A"},                // REFUSED
+		{"-p", fmt.Sprint(holePort), "@127.0.0.1", "www.vigil.test.", "A"}, // no answer
+	} {
+		cmd := inCgroup(digCg, append([]string{dig, "+tries=1", "+time=1", "+nocookie", "+noedns"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 9 && args[1] != port) { // 9: no reply, expected from the hole only
+			t.Fatalf("dig %v: %v\n%s", args, err, out)
+		}
+		t.Logf("dig %v: %s", args[2:], digStatus(out))
+	}
+
+	// Go's resolver, every query counted by the helper as it writes it.
+	const goUnit = "vigil-ebpf-test-dns-go.service"
+	goCg := testCgroup(t, goUnit)
+	env.knownCgroup(t, goCg)
+	goCmd := helperCmd(t, goCg, "dns-go-client", fmt.Sprintf("%s,127.0.0.1:%d", srv.Addr, holePort))
+	var stderr strings.Builder
+	goCmd.Stderr = &stderr
+	out, err := goCmd.Output()
+	if err != nil {
+		t.Fatalf("Go resolver: %v\n%s", err, stderr.String())
+	}
+	var goSent map[string]float64 // "qtype rcode" → queries
+	if err := json.Unmarshal(out, &goSent); err != nil {
+		t.Fatalf("Go resolver's counts %q: %v", out, err)
+	}
+	t.Logf("Go resolver sent %v", goSent)
+
+	// glibc's resolver through getent, with a resolv.conf of its own (in
+	// a mount namespace) naming the server on port 53.
+	const glibcUnit = "vigil-ebpf-test-dns-glibc.service"
+	glibcCg := testCgroup(t, glibcUnit)
+	env.knownCgroup(t, glibcCg)
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver "+testenv.DNSPort53Addr+"\noptions timeout:2 attempts:1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"www.vigil.test.", "nope.vigil.test."} {
+		cmd := inCgroup(glibcCg, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`mount --bind "$0" /etc/resolv.conf && exec "$@"`, resolv, getent, "ahosts", name)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 2 && strings.HasPrefix(name, "nope")) { // 2: not found
+			t.Fatalf("getent ahosts %s: %v\n%s", name, err, out)
+		}
+		t.Logf("getent ahosts %s: %s", name, strings.Join(strings.Fields(string(out)), " "))
+	}
+
+	type series map[string]string
+	client := func(unit, qtype, rcode string) series {
+		failed := "true"
+		if rcode == "NOERROR" {
+			failed = "false"
+		}
+		return series{"unit": unit, "kind": "client", "qtype": qtype, "rcode": rcode, "failed": failed}
+	}
+	checks := []struct {
+		labels series
+		want   float64
+	}{
+		{client(digUnit, "A", "NOERROR"), 1},
+		{client(digUnit, "AAAA", "NOERROR"), 1},
+		{client(digUnit, "MX", "NOERROR"), 1},
+		{client(digUnit, "TXT", "NOERROR"), 1},
+		{client(digUnit, "A", "NXDOMAIN"), 1},
+		{client(digUnit, "A", "REFUSED"), 1},
+		{client(digUnit, "A", "timeout"), 1},
+		{client(glibcUnit, "A", "NOERROR"), 1},
+		{client(glibcUnit, "AAAA", "NOERROR"), 1},
+		{client(glibcUnit, "A", "NXDOMAIN"), 1},
+		{client(glibcUnit, "AAAA", "NXDOMAIN"), 1},
+	}
+	var toServer float64 = 6 + 4 // dig's answered queries and glibc's
+	for k, n := range goSent {
+		qtype, rcode, _ := strings.Cut(k, " ")
+		checks = append(checks, struct {
+			labels series
+			want   float64
+		}{client(goUnit, qtype, rcode), n})
+		if rcode != "timeout" {
+			toServer += n
+		}
+	}
+	for _, c := range checks {
+		testenv.EventuallyTrue(t, 30*time.Second, fmt.Sprintf("vigil_dns_requests_total%v", c.labels), func() bool {
+			return env.value(t, "vigil_dns_requests_total", c.labels) >= c.want
+		})
+	}
+	server := series{"kind": "server"}
+	testenv.EventuallyTrue(t, 30*time.Second, "vigil_dns_requests_total{kind=server}", func() bool {
+		return env.value(t, "vigil_dns_requests_total", server) >= toServer
+	})
+	time.Sleep(1500 * time.Millisecond) // anything counted twice, or timed out wrongly, would show now
+	for _, c := range checks {
+		if got := env.value(t, "vigil_dns_requests_total", c.labels); got != c.want {
+			t.Errorf("vigil_dns_requests_total%v = %v, want %v", c.labels, got, c.want)
+		}
+		if got := env.value(t, "vigil_dns_request_duration_seconds", c.labels); got != c.want {
+			t.Errorf("vigil_dns_request_duration_seconds_count%v = %v, want %v", c.labels, got, c.want)
+		}
+	}
+	for _, unit := range []string{digUnit, goUnit, glibcUnit} {
+		var want float64
+		for _, c := range checks {
+			if c.labels["unit"] == unit {
+				want += c.want
+			}
+		}
+		if got := env.value(t, "vigil_dns_requests_total", series{"unit": unit}); got != want {
+			t.Errorf("vigil_dns_requests_total{unit=%q} = %v in all, want %v", unit, got, want)
+		}
+	}
+	// The server side: every query the clients sent it, answered (none
+	// times out; REFUSED is an answer).
+	if got := env.value(t, "vigil_dns_requests_total", server); got != toServer {
+		t.Errorf("vigil_dns_requests_total{kind=server} = %v, want %v", got, toServer)
+	}
+	if got := env.value(t, "vigil_dns_requests_total", series{"kind": "server", "rcode": "timeout"}); got != 0 {
+		t.Errorf("vigil_dns_requests_total{kind=server,rcode=timeout} = %v, want 0", got)
+	}
+	// Node-wide (other sessions' traffic shows here too): logged only.
+	for _, reason := range []string{"malformed", "unexpected"} {
+		t.Logf("vigil_ebpf_protocol_rejected_total{protocol=dns,reason=%s} = %v", reason,
+			env.value(t, "vigil_ebpf_protocol_rejected_total", series{"protocol": "dns", "reason": reason}))
+	}
+
+	// Spans: every query is sampled here (ratio 1, no rate cap), both
+	// sides; failures have an error status.
+	dnsSpans := func(kind ptrace.SpanKind, name, rcode string) []ptrace.Span {
+		return env.findSpans(func(s ptrace.Span) bool {
+			rc, ok := s.Attributes().Get("dns.response_code")
+			p, ok2 := s.Attributes().Get("server.port")
+			return ok && ok2 && s.Kind() == kind && s.Name() == name && rc.Str() == rcode && p.Int() == int64(srv.Port)
+		})
+	}
+	testenv.EventuallyTrue(t, 10*time.Second, "DNS spans", func() bool {
+		return len(dnsSpans(ptrace.SpanKindClient, "DNS MX", "NOERROR")) >= 1 && len(dnsSpans(ptrace.SpanKindServer, "DNS A", "REFUSED")) >= 1
+	})
+	for _, s := range dnsSpans(ptrace.SpanKindServer, "DNS A", "REFUSED") {
+		if s.Status().Code() != ptrace.StatusCodeError {
+			t.Errorf("span %s REFUSED: status %v, want error", s.Name(), s.Status().Code())
+		}
+	}
+}
+
+// digStatus is the status line of dig's answer, or its last line.
+func digStatus(out []byte) string {
+	for _, l := range strings.Split(string(out), "\n") {
+		if i := strings.Index(l, "status: "); i >= 0 {
+			return l[i:]
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
+// dnsGoClient looks names up with Go's own resolver (PreferGo), its
+// connections dialled to the server in arg ("server,hole": an address
+// that answers and one that never does), and prints as JSON how many
+// queries it wrote by "qtype rcode", the rcode being what the lookup's
+// result says the answer was.
+func dnsGoClient(arg string) error {
+	srv, hole, _ := strings.Cut(arg, ",")
+	var mu sync.Mutex
+	sent := map[string]float64{}
+	lookup := func(addr, name, rcode string, timeout time.Duration) error {
+		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			if network != "udp" {
+				return nil, fmt.Errorf("dial %s: want udp", network)
+			}
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// A net.PacketConn, or the resolver would frame its
+			// queries as over TCP.
+			return &countingConn{UDPConn: c.(*net.UDPConn), count: func(qtype string) {
+				mu.Lock()
+				sent[qtype+" "+rcode]++
+				mu.Unlock()
+			}}, nil
+		}}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		_, err := r.LookupIPAddr(ctx, name)
+		var dnsErr *net.DNSError
+		switch {
+		case rcode == "NOERROR" && err != nil:
+			return fmt.Errorf("lookup %s: %w", name, err)
+		case rcode != "NOERROR" && !errors.As(err, &dnsErr):
+			return fmt.Errorf("lookup %s: %v, want a DNS error", name, err)
+		case rcode == "NXDOMAIN" && !dnsErr.IsNotFound:
+			return fmt.Errorf("lookup %s: %v, want not found", name, err)
+		case rcode == "timeout" && !dnsErr.IsTimeout:
+			return fmt.Errorf("lookup %s: %v, want a timeout", name, err)
+		}
+		return nil
+	}
+	for _, l := range []struct{ addr, name, rcode string }{
+		{srv, "www.vigil.test.", "NOERROR"},
+		{srv, "mail.vigil.test.", "NOERROR"},
+		{srv, "nope.vigil.test.", "NXDOMAIN"},
+		{srv, "www.example.com.", "REFUSED"},
+		{hole, "www.vigil.test.", "timeout"},
+	} {
+		if err := lookup(l.addr, l.name, l.rcode, 1500*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return json.NewEncoder(os.Stdout).Encode(sent)
+}
+
+// countingConn counts the DNS queries written on it by query type.
+type countingConn struct {
+	*net.UDPConn
+	count func(qtype string)
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.UDPConn.Write(b)
+	if err == nil && len(b) >= 12 {
+		qtype := "other"
+		if i := skipQName(b, 12); i > 0 && i+2 <= len(b) {
+			switch t := uint16(b[i])<<8 | uint16(b[i+1]); t {
+			case 1:
+				qtype = "A"
+			case 28:
+				qtype = "AAAA"
+			}
+		}
+		c.count(qtype)
+	}
+	return n, err
+}
+
+// skipQName returns the offset after the uncompressed name at b[i:], or 0.
+func skipQName(b []byte, i int) int {
+	for i < len(b) {
+		l := int(b[i])
+		if l == 0 {
+			return i + 1
+		}
+		i += 1 + l
+	}
+	return 0
+}
