@@ -27,6 +27,8 @@ type metrics struct {
 	alerts       prometheus.Counter
 	paused       prometheus.Gauge
 	enrichments  *prometheus.CounterVec
+	gatesOpened  prometheus.Counter
+	gateErrors   *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -61,6 +63,14 @@ func newMetrics() *metrics {
 			Name: "vigil_healing_enrichments_total",
 			Help: "Kubernetes lookups that add labels to alerts before matching, by lookup (owner, dependency) and result (found, not_found, cached, error).",
 		}, []string{"lookup", "result"}),
+		gatesOpened: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_healing_readiness_gates_opened_total",
+			Help: "Readiness gates (healing.kubernetes.readiness_condition) this agent opened: new pods of its node that declare the gate got the condition True.",
+		}),
+		gateErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_healing_readiness_gate_errors_total",
+			Help: "Failures of the readiness-gate opener, by stage: watch (listing or watching this node's pods; retried) and open (writing a pod's condition; retried, conflicts not counted).",
+		}, []string{"stage"}),
 		paused: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "vigil_healing_paused",
 			Help: "Whether remediation is paused through the API (1) or not (0).",
@@ -69,7 +79,10 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.remediations, m.duration, m.alertToAct, m.vetoes, m.auditErrors, m.alerts, m.paused, m.enrichments} {
+	for _, stage := range []string{"watch", "open"} {
+		m.gateErrors.WithLabelValues(stage)
+	}
+	for _, c := range []prometheus.Collector{m.remediations, m.duration, m.alertToAct, m.vetoes, m.auditErrors, m.alerts, m.paused, m.enrichments, m.gatesOpened, m.gateErrors} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

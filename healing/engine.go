@@ -17,6 +17,8 @@ import (
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/consumer"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/vigil-agent/vigil/internal/kubeclient"
 	"github.com/vigil-agent/vigil/rules"
@@ -39,6 +41,10 @@ type Options struct {
 	Systemd func(ctx context.Context) (*sdbus.Conn, error)
 	// HTTP is the webhook client (default: 10 s timeout).
 	HTTP *http.Client
+	// PodNamespaces limits the readiness-gate opener's watch of this
+	// node's pods to these namespaces (empty: all), for RBAC granted per
+	// namespace.
+	PodNamespaces []string
 }
 
 // Engine is the healing engine.
@@ -72,6 +78,9 @@ type Engine struct {
 	restores map[Target]*restoreState
 
 	enr *enricher
+	// gates opens the readiness gate of this node's new pods (nil without
+	// Kubernetes or a node name).
+	gates *gateOpener
 
 	sub     *rules.Subscription
 	ctx     context.Context
@@ -113,11 +122,22 @@ func New(cfg *Config, opts Options) (*Engine, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	kube := opts.Kube
+	kube, watchKube := opts.Kube, opts.Kube
 	if kube == nil {
-		kube, _, err = NewKubeClient(cfg.Kubernetes)
+		var rc *rest.Config
+		kube, rc, err = NewKubeClient(cfg.Kubernetes)
 		if err != nil {
 			return nil, err
+		}
+		if rc != nil {
+			// A watch lasts minutes: the request timeout (an
+			// http.Client timeout, which covers reading the body) would
+			// cut it every request_timeout.
+			wc := rest.CopyConfig(rc)
+			wc.Timeout = 0
+			if watchKube, err = kubeclient.New(wc); err != nil {
+				return nil, fmt.Errorf("kubernetes: %w", err)
+			}
 		}
 	}
 	identity := cfg.Identity
@@ -157,6 +177,11 @@ func New(cfg *Config, opts Options) (*Engine, error) {
 	if kube != nil {
 		e.enr = newEnricher(env, cfg.Kubernetes.EnrichCacheTTL, opts.Logger, e.m.enrichments)
 	}
+	if watchKube != nil && opts.NodeName != "" {
+		e.gates = &gateOpener{kube: watchKube, node: opts.NodeName, cond: corev1.PodConditionType(cfg.Kubernetes.ReadinessCondition),
+			identity: identity, namespaces: opts.PodNamespaces, logger: opts.Logger.With("part", "readiness_gates"),
+			opened: e.m.gatesOpened, errors: e.m.gateErrors}
+	}
 	history := NewHistory(cfg.History)
 	e.audit = &auditor{logger: opts.Logger, m: e.m, history: history, traces: opts.Traces, env: env}
 	if opts.Registerer != nil {
@@ -178,7 +203,11 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.started = true
 	cfg := e.cfg.Load()
 	e.logger.Info("healing engine started", "policies", len(e.tree.Load().Policies), "dry_run", cfg.DryRun,
-		"kubernetes", e.env.Kube != nil, "identity", e.env.Identity)
+		"kubernetes", e.env.Kube != nil, "identity", e.env.Identity, "opens_readiness_gates", e.gates != nil)
+	if e.gates != nil {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); e.gates.run(e.ctx) }()
+	}
 	if e.alerts == nil {
 		return nil
 	}

@@ -931,6 +931,116 @@ func TestKubernetesActuators(t *testing.T) {
 		}
 	})
 
+	// The agent opens the readiness gate of the new pods of its own node
+	// (dry-run or not), and only those: not on another node, not without
+	// the gate, and never over a condition that is set. The nodes here
+	// have no kubelet (kwok, which manages the other nodes, opens every
+	// gate itself), so the condition is all there is to see; the fault
+	// suite shows a real kubelet's pods becoming Ready with it
+	// (faults/realnode_linux_test.go).
+	t.Run("ReadinessGatesOfNewPodsOnItsNodeAreOpened", func(t *testing.T) {
+		ctx := t.Context()
+		ns := c.namespace(t)
+		here, there := "gates-here", "gates-there"
+		for _, n := range []string{here, there} {
+			if _, err := c.admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.admin.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{}) })
+		}
+		pod := func(name, node string, gate bool) {
+			t.Helper()
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: corev1.PodSpec{
+				NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}}}}
+			if gate {
+				p.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: DefaultReadinessCondition}}
+			}
+			if _, err := c.admin.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		setGate := func(name string, st corev1.ConditionStatus, reason string) {
+			t.Helper()
+			p, err := c.admin.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			setCondition(p, corev1.PodCondition{Type: DefaultReadinessCondition, Status: st, Reason: reason, LastTransitionTime: metav1.Now()})
+			if _, err := c.admin.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gate := func(ctx context.Context, name string) (*corev1.PodCondition, error) {
+			p, err := c.admin.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, err
+			}
+			for i := range p.Status.Conditions {
+				if p.Status.Conditions[i].Type == DefaultReadinessCondition {
+					return &p.Status.Conditions[i], nil
+				}
+			}
+			return nil, nil
+		}
+		opened := func(name string) {
+			t.Helper()
+			testenv.Eventually(t, time.Minute, 50*time.Millisecond, "gate of "+name+" opened", func(ctx context.Context) error {
+				g, err := gate(ctx, name)
+				switch {
+				case err != nil:
+					return err
+				case g == nil:
+					return errors.New("no condition")
+				case g.Status != corev1.ConditionTrue || g.Reason != GateOpenedReason || !strings.Contains(g.Message, "Vigil (agent-gates)"):
+					return fmt.Errorf("condition %+v", *g)
+				}
+				return nil
+			})
+		}
+		// Before the agent starts: one pod to open (found by the first
+		// list) and one whose gate someone closed.
+		pod("listed", here, true)
+		pod("closed", here, true)
+		setGate("closed", corev1.ConditionFalse, "ClosedBySomeoneElse")
+
+		h := startEngine(t, "dry_run: true\nidentity: agent-gates\npolicies:\n  routes:"+memPolicy, func(o *Options) {
+			o.Kube = c.agent
+			o.NodeName = here
+		})
+		opened("listed")
+		pod("fresh", here, true)
+		pod("elsewhere", there, true)
+		pod("ungated", here, false)
+		opened("fresh")
+		// reroute_readiness closes the gate of a pod the agent opened; a
+		// later pod opened after it shows the opener saw that change.
+		setGate("fresh", corev1.ConditionFalse, "VigilRerouted")
+		pod("later", here, true)
+		opened("later")
+		for name, want := range map[string]string{"closed": "False ClosedBySomeoneElse", "fresh": "False VigilRerouted", "elsewhere": "none", "ungated": "none"} {
+			g, err := gate(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := "none"
+			if g != nil {
+				got = string(g.Status) + " " + g.Reason
+			}
+			if got != want {
+				t.Errorf("pod %s: gate condition %s, want %s", name, got, want)
+			}
+		}
+		if n := testutil.ToFloat64(h.e.m.gatesOpened); n != 3 {
+			t.Errorf("vigil_healing_readiness_gates_opened_total = %v, want 3", n)
+		}
+		if n := testutil.ToFloat64(h.e.m.gateErrors.WithLabelValues("watch")) + testutil.ToFloat64(h.e.m.gateErrors.WithLabelValues("open")); n != 0 {
+			t.Errorf("vigil_healing_readiness_gate_errors_total = %v", n)
+		}
+		if recs := h.e.History().Recent(0); len(recs) != 0 {
+			t.Errorf("opening a gate is not a remediation, yet it was recorded:%s", dump(recs))
+		}
+	})
+
 	t.Run("ShippedRBACAllowsExactlyWhatActuatorsNeed", func(t *testing.T) {
 		type check struct {
 			group, resource, sub, verb, ns string
@@ -946,7 +1056,7 @@ func TestKubernetesActuators(t *testing.T) {
 			return r.Status.Allowed
 		}
 		need := []check{
-			{"", "pods", "", "get", "app"}, {"", "pods", "", "list", ""}, {"", "pods", "", "delete", "app"}, {"", "pods", "", "update", "app"},
+			{"", "pods", "", "get", "app"}, {"", "pods", "", "list", ""}, {"", "pods", "", "watch", ""}, {"", "pods", "", "delete", "app"}, {"", "pods", "", "update", "app"},
 			{"", "pods", "status", "update", "app"}, {"", "pods", "eviction", "create", "app"},
 			{"", "nodes", "", "get", ""}, {"", "nodes", "", "patch", ""}, {"", "events", "", "create", "app"},
 			{"apps", "deployments", "", "get", "app"}, {"apps", "deployments", "", "patch", "app"},

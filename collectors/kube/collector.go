@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -136,6 +137,12 @@ func NewWithRESTConfig(cfg *Config, set collectors.Settings, rc *rest.Config) (*
 
 // NodeName returns the node whose pods the collector watches.
 func (c *Collector) NodeName() string { return c.node }
+
+// Namespaces returns the namespaces whose pods the collector watches
+// (collectors.kube.namespaces; nil: all). The healing engine's
+// readiness-gate opener watches the same ones, since under the chart's
+// rbac.scope=namespaces the agent may list pods only there.
+func (c *Collector) Namespaces() []string { return slices.Clone(c.cfg.Namespaces) }
 
 func (c *Collector) restConfig() (*rest.Config, error) {
 	if c.cfg.Kubeconfig != "" {
