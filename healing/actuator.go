@@ -115,7 +115,8 @@ type Restore struct {
 }
 
 // Target is the object an action changes: guards, cooldowns, leases and
-// Kubernetes Events are keyed by it.
+// Kubernetes Events are keyed by it (a notification's cooldown by its
+// receiver and alert: guardCooldown).
 type Target struct {
 	// Kind is a Kubernetes kind (Pod, Deployment, StatefulSet, DaemonSet,
 	// Node) or one of Unit, HAProxyServer, Command, Webhook.

@@ -37,6 +37,10 @@ func (webhook) Target(a Args) Target {
 	return Target{Kind: "Webhook", Name: host}
 }
 
+// Notifies marks webhook as a notification: its cooldown is kept per
+// alert and receiver (guardCooldown).
+func (webhook) Notifies() bool { return true }
+
 func checkURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -590,3 +590,43 @@ policies:
 		t.Fatalf("after resolve: %q", got)
 	}
 }
+
+// A notification's cooldown is kept per alert and receiver: pages about
+// two different alerts to the one pager both go out (the cooldown is per
+// target, and a webhook's target is its receiver), while the same alert
+// firing again within the cooldown is not paged twice.
+func TestCooldownOfNotificationsIsPerAlert(t *testing.T) {
+	hook := newHookReceiver(t)
+	h := startEngine(t, `
+dry_run: false
+policies:
+  cooldown: 1h
+  routes:
+    - name: page-slow
+      matchers: ['alertname="Slow"']
+      steps: [{action: webhook, params: {url: "`+hook.url+`"}}]
+    - name: page-errors
+      matchers: ['alertname="Errors"']
+      steps: [{action: webhook, params: {url: "`+hook.url+`"}}]
+`)
+	errs := map[string]string{"alertname": "Errors", "namespace": "a"}
+	h.fire(errs)
+	h.settle()
+	h.fire(map[string]string{"alertname": "Slow", "namespace": "b"})
+	h.settle()
+	h.resolve(errs)
+	h.fire(errs)
+	recs := h.settle()
+	if got := results(recs); got != "success success vetoed(cooldown)" {
+		t.Fatalf("results %q%s", got, dump(recs))
+	}
+	if r := recs[2]; !strings.Contains(r.Reason, "was notified of this alert") || r.Policy != "page-errors" {
+		t.Errorf("veto: %+v", r)
+	}
+	if n := hook.count(); n != 2 {
+		t.Fatalf("the receiver got %d notifications, want 2", n)
+	}
+	if a := hook.last().Alert.Labels["alertname"]; a != "Slow" {
+		t.Errorf("last notification about %q, want Slow", a)
+	}
+}

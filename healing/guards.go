@@ -143,22 +143,45 @@ func guardBlastRadius(in *GuardInput) string {
 	return ""
 }
 
+// notifier actuators tell people about the alert (a webhook): what they
+// act on is the alert, not their receiver.
+type notifier interface{ Notifies() bool }
+
+func notifies(s *Step) bool {
+	n, ok := s.Action.(notifier)
+	return ok && n.Notifies()
+}
+
+// guardCooldown vetoes acting again on what was acted on within the
+// policy's cooldown: the same target, or, for a notification, the same
+// alert to the same receiver. Notifications about different alerts to one
+// receiver (every policy's pages go to the same pager) never hold each
+// other back.
 func guardCooldown(in *GuardInput) string {
 	cd := in.Policy.Cooldown
 	if cd <= 0 || in.History == nil {
 		return ""
 	}
+	notify := notifies(in.Step)
 	var veto string
 	in.History.Each(func(r *Record) bool {
 		if in.Now.Sub(r.At) > cd {
 			return false
 		}
-		if (r.Result == ResultSuccess || r.Result == ResultShadow && r.takenFor(in.Policy)) && r.Target == in.Target && r.Incident != in.Incident {
+		if !(r.Result == ResultSuccess || r.Result == ResultShadow && r.takenFor(in.Policy)) || r.Target != in.Target || r.Incident == in.Incident {
+			return true
+		}
+		switch {
+		case !notify:
 			veto = fmt.Sprintf("%s was acted on %s ago (%s by policy %s); cooldown is %s",
 				in.Target, in.Now.Sub(r.At).Round(time.Second), r.Action, r.Policy, cd)
-			return false
+		case r.Fingerprint == in.Alert.Fingerprint:
+			veto = fmt.Sprintf("%s was notified of this alert %s ago (%s by policy %s); cooldown is %s",
+				in.Target, in.Now.Sub(r.At).Round(time.Second), r.Action, r.Policy, cd)
+		default:
+			return true
 		}
-		return true
+		return false
 	})
 	return veto
 }
