@@ -40,7 +40,10 @@ type Config struct {
 	// RepeatInterval: after a runbook ends without acting (vetoed,
 	// dry-run, skipped), the same alert firing again for the same policy
 	// within this interval is not decided again, so an alert re-sent at
-	// every evaluation does not flood the records. 0 decides every time.
+	// every evaluation does not flood the records. A runbook vetoed by a
+	// guard that may clear (clearingGuards) is decided again by the
+	// engine this often while its alert fires. 0 decides every re-sent
+	// alert and never decides again by itself.
 	RepeatInterval time.Duration `yaml:"repeat_interval"`
 	// Identity names this agent in leases and events (default: node name).
 	Identity string `yaml:"identity"`

@@ -81,6 +81,9 @@ type Engine struct {
 	// gates opens the readiness gate of this node's new pods (nil without
 	// Kubernetes or a node name).
 	gates *gateOpener
+	// again holds, per policy and alert, the timer that decides a still
+	// firing alert again after a guard that may clear vetoed it.
+	again map[string]*time.Timer
 
 	sub     *rules.Subscription
 	ctx     context.Context
@@ -173,6 +176,7 @@ func New(cfg *Config, opts Options) (*Engine, error) {
 		deps:      map[string]rules.Alert{},
 		enriching: map[string]bool{},
 		restores:  map[Target]*restoreState{},
+		again:     map[string]*time.Timer{},
 	}
 	if kube != nil {
 		e.enr = newEnricher(env, cfg.Kubernetes.EnrichCacheTTL, opts.Logger, e.m.enrichments)
@@ -231,7 +235,14 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	if e.sub != nil {
 		e.sub.Close()
 	}
+	// Under e.mu, so no re-decision starts once Shutdown waits.
+	e.mu.Lock()
 	e.cancel()
+	for key, t := range e.again {
+		t.Stop()
+		delete(e.again, key)
+	}
+	e.mu.Unlock()
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
 	select {
@@ -318,6 +329,12 @@ func (e *Engine) Handle(a rules.Alert) {
 				delete(e.quiet, key)
 			}
 		}
+		for key, t := range e.again {
+			if strings.HasSuffix(key, "\x00"+fp) {
+				t.Stop()
+				delete(e.again, key)
+			}
+		}
 		delete(e.deps, fp)
 		if _, ok := e.enriching[fp]; ok {
 			e.enriching[fp] = true
@@ -371,40 +388,111 @@ func (e *Engine) dispatch(a rules.Alert) {
 	e.restoreFiringLocked(fp)
 	e.mu.Unlock()
 	for _, p := range e.tree.Load().Match(a.Labels) {
-		key := p.Name + "\x00" + fp
-		e.mu.Lock()
-		if _, running := e.incidents[key]; running {
+		e.start(p, a)
+	}
+}
+
+// start starts the runbook of policy p for the firing alert a, unless one
+// is running for them or a's repeat is quiet.
+func (e *Engine) start(p *Policy, a rules.Alert) {
+	key := p.Name + "\x00" + a.Fingerprint
+	e.mu.Lock()
+	if _, running := e.incidents[key]; running {
+		e.mu.Unlock()
+		return
+	}
+	if until, ok := e.quiet[key]; ok {
+		if time.Now().Before(until) {
 			e.mu.Unlock()
-			continue
+			return
 		}
-		if until, ok := e.quiet[key]; ok {
-			if time.Now().Before(until) {
-				e.mu.Unlock()
-				continue
+		delete(e.quiet, key)
+	}
+	if t, ok := e.again[key]; ok {
+		t.Stop()
+		delete(e.again, key)
+	}
+	inc := &incident{id: newIncidentID(), key: key, alert: a, policy: p, resolved: make(chan struct{})}
+	e.incidents[key] = inc
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.wg.Done()
+		defer func() {
+			last := e.tried(inc.id)
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			delete(e.incidents, key)
+			ri := e.cfg.Load().RepeatInterval
+			if ri <= 0 || len(last) == 0 {
+				return
 			}
-			delete(e.quiet, key)
+			switch last[len(last)-1].Result {
+			case ResultVetoed, ResultDryRun, ResultShadow, ResultSkipped:
+				e.quiet[key] = time.Now().Add(ri)
+			}
+			if mayClear(last, p) && !inc.isResolved() && e.ctx.Err() == nil {
+				e.decideAgainLocked(key, p.Name, inc.alert, ri)
+			}
+		}()
+		e.runbook(e.ctx, inc)
+	}()
+}
+
+// mayClear reports whether a runbook that ended with records recs is to
+// be decided again while its alert fires: it took no action (none that
+// policy p's guards count: a shadow policy's would-be actions count for
+// it) and ended on a step vetoed by a guard that may clear.
+func mayClear(recs []Record, p *Policy) bool {
+	for i := range recs {
+		if recs[i].takenFor(p) {
+			return false
 		}
-		inc := &incident{id: newIncidentID(), key: key, alert: a, policy: p, resolved: make(chan struct{})}
-		e.incidents[key] = inc
+	}
+	end := recs[len(recs)-1]
+	return end.Result == ResultVetoed && end.Step >= 0 && clearingGuards[end.Guard]
+}
+
+// clearingGuards are the guards whose veto may clear while the alert
+// keeps firing (time passes, a rollout ends, maintenance is over, other
+// replicas become Ready, the dependency recovers). A runbook they stopped
+// is decided again every repeat_interval while its alert fires: the alert
+// stream delivers a firing alert once, not at every repeat of its source.
+// The others do not clear by themselves: the policy's bounds, dry-run,
+// shadow, and an approval a person denied or let time out.
+var clearingGuards = map[string]bool{
+	GuardMaintenance: true, GuardRollout: true, GuardBlastRadius: true, GuardDependency: true,
+	GuardCooldown: true, GuardRateLimit: true, GuardNodeRateLimit: true,
+}
+
+// decideAgainLocked decides the firing alert a again for policy (key is
+// theirs) after d, unless it resolves, a new runbook starts for it or the
+// engine shuts down first. e.mu is held.
+func (e *Engine) decideAgainLocked(key, policy string, a rules.Alert, d time.Duration) {
+	if old, ok := e.again[key]; ok {
+		old.Stop()
+	}
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		e.mu.Lock()
+		if e.again[key] != t || e.ctx.Err() != nil {
+			e.mu.Unlock()
+			return
+		}
+		delete(e.again, key)
+		delete(e.quiet, key)
 		e.wg.Add(1)
 		e.mu.Unlock()
-		go func() {
-			defer e.wg.Done()
-			defer func() {
-				last := e.tried(inc.id)
-				e.mu.Lock()
-				delete(e.incidents, key)
-				if ri := e.cfg.Load().RepeatInterval; ri > 0 && len(last) > 0 {
-					switch last[len(last)-1].Result {
-					case ResultVetoed, ResultDryRun, ResultShadow, ResultSkipped:
-						e.quiet[key] = time.Now().Add(ri)
-					}
-				}
-				e.mu.Unlock()
-			}()
-			e.runbook(e.ctx, inc)
-		}()
-	}
+		defer e.wg.Done()
+		// The policy as the configuration in force has it, if it still
+		// matches the alert.
+		for _, p := range e.tree.Load().Match(a.Labels) {
+			if p.Name == policy {
+				e.start(p, a)
+			}
+		}
+	})
+	e.again[key] = t
 }
 
 type outcome int

@@ -114,6 +114,8 @@ func TestSynctestCooldown(t *testing.T) {
 		time.Sleep(59 * time.Minute)
 		h.fire(map[string]string{"alertname": "Broken", "target": "t1", "reason": "b"})
 		h.settleFake()
+		// b resolves, or the engine would decide it again.
+		h.resolve(map[string]string{"alertname": "Broken", "target": "t1", "reason": "b"})
 		time.Sleep(2 * time.Minute)
 		h.fire(map[string]string{"alertname": "Broken", "target": "t1", "reason": "c"})
 		recs := h.settleFake()
@@ -214,6 +216,102 @@ policies:
 		got := memLogged()
 		if len(got) != 3 || got[2] != "c restored to 0" {
 			t.Fatalf("log %v, want two increments then c restored to 0 (the state before the first change)", got)
+		}
+	})
+}
+
+// An alert that a guard which clears (here the cooldown) vetoed is decided
+// again, by the engine, while it keeps firing: the alert stream delivers a
+// firing alert once, so nothing else would. Once acted on, a firing alert
+// is not acted on again; one that resolves is not decided again; and a
+// dry-run decision (no guard to clear) is not repeated.
+func TestSynctestVetoedAlertIsDecidedAgainWhileFiring(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		resetMem()
+		h := startEngine(t, "dry_run: false\nrepeat_interval: 1m\npolicies:\n  cooldown: 10m\n  routes:"+memPolicy)
+		h.fire(map[string]string{"alertname": "Broken", "target": "t1", "reason": "a"})
+		h.settleFake()
+		h.fire(map[string]string{"alertname": "Broken", "target": "t1", "reason": "b"})
+		recs := h.settleFake()
+		if got := results(recs); got != "success vetoed(cooldown)" {
+			t.Fatalf("results %q%s", got, dump(recs))
+		}
+		first := recs[0].At
+		time.Sleep(3 * time.Hour)
+		synctest.Wait()
+		recs = h.e.History().Recent(0)
+		last := recs[len(recs)-1]
+		if last.Result != ResultSuccess || last.AlertLabels["reason"] != "b" {
+			t.Fatalf("alert b was not acted on once the cooldown ended:%s", dump(recs))
+		}
+		// Decided again every repeat_interval: acted on within a minute
+		// of the cooldown's end, and vetoed at each decision before.
+		if d := last.At.Sub(first); d <= 10*time.Minute || d > 11*time.Minute {
+			t.Errorf("acted on b %s after a, want within a minute after the 10m cooldown", d)
+		}
+		for _, r := range recs[1 : len(recs)-1] {
+			if r.Result != ResultVetoed || r.Guard != GuardCooldown || r.AlertLabels["reason"] != "b" {
+				t.Errorf("between the two actions: %s %s %s", r.AlertLabels["reason"], r.Result, r.Guard)
+			}
+		}
+		if n := len(recs); n < 11 || n > 13 {
+			t.Errorf("%d records, want one veto a minute for 10 minutes:%s", n, dump(recs))
+		}
+		if got := memLogged(); len(got) != 2 {
+			t.Errorf("actions %v, want a's and then b's (none again while b fires)", got)
+		}
+
+		// d is vetoed by c's cooldown and resolves: not decided again.
+		n := len(recs)
+		h.fire(map[string]string{"alertname": "Broken", "target": "t2", "reason": "c"})
+		h.settleFake()
+		h.fire(map[string]string{"alertname": "Broken", "target": "t2", "reason": "d"})
+		h.settleFake()
+		h.resolve(map[string]string{"alertname": "Broken", "target": "t2", "reason": "d"})
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if recs := h.e.History().Recent(0); results(recs[n:]) != "success vetoed(cooldown)" {
+			t.Fatalf("after d resolved:%s", dump(recs[n:]))
+		}
+	})
+	// A runbook that acted and then met a guard that clears is not decided
+	// again: the alert was acted on.
+	synctest.Test(t, func(t *testing.T) {
+		resetMem()
+		h := startEngine(t, `dry_run: false
+repeat_interval: 1m
+policies:
+  routes:
+    - name: mem
+      matchers: ['alertname="Broken"']
+      rate_limit: {max: 1, per: 1h}
+      steps:
+        - action: test_mem
+          params: {target: first}
+          verify: {window: 1m}
+        - action: test_mem
+          params: {target: second}
+`)
+		h.fire(map[string]string{"alertname": "Broken"})
+		h.settleFake()
+		time.Sleep(3 * time.Hour)
+		synctest.Wait()
+		if got := results(h.e.History().Recent(0)); got != "success unresolved vetoed(rate_limit)" {
+			t.Fatalf("results %q%s", got, dump(h.e.History().Recent(0)))
+		}
+		if got := memLogged(); len(got) != 1 {
+			t.Errorf("actions %v, want the first step's once", got)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		resetMem()
+		h := startEngine(t, "dry_run: true\nrepeat_interval: 1m\npolicies:\n  routes:"+memPolicy)
+		h.fire(map[string]string{"alertname": "Broken", "target": "t1"})
+		h.settleFake()
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if got := results(h.e.History().Recent(0)); got != "dry_run" {
+			t.Fatalf("dry-run: %q", got)
 		}
 	})
 }
