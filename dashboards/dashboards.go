@@ -33,6 +33,7 @@ func All() []Builder {
 		{File: "workloads.json", Build: Workloads},
 		{File: "network.json", Build: Network},
 		{File: "http.json", Build: HTTP},
+		{File: "protocols.json", Build: Protocols},
 		{File: "logs.json", Build: Logs},
 		{File: "healing.json", Build: Healing},
 	}

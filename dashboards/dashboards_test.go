@@ -184,3 +184,30 @@ func TestLokiQuery(t *testing.T) {
 		}
 	}
 }
+
+// The failure ratio panels count the error codes the default dependency
+// alerts count: each code list of metrics.go is the one the recording
+// rule of its protocol selects in rules/defaults/sources.rules.yml.
+func TestProtocolErrorCodesMatchTheRules(t *testing.T) {
+	raw, err := os.ReadFile("../rules/defaults/sources.rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for record, sel := range map[string]string{
+		"vigil:workload_redis_client_errors:rate1m":    mRedisRequests + `{kind="client",error=~"` + redisServerErrors + `"}`,
+		"vigil:workload_postgres_client_errors:rate1m": mPostgresRequests + `{kind="client",error=~"` + postgresServerErrors + `"}`,
+	} {
+		i := bytes.Index(raw, []byte("record: "+record+"\n"))
+		if i < 0 {
+			t.Errorf("sources.rules.yml has no recording rule %s", record)
+			continue
+		}
+		rule := raw[i:]
+		if j := bytes.Index(rule[1:], []byte("- record: ")); j >= 0 {
+			rule = rule[:j+1]
+		}
+		if !bytes.Contains(rule, []byte(sel)) {
+			t.Errorf("%s does not select %s:\n%s", record, sel, rule)
+		}
+	}
+}

@@ -18,8 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sys/unix"
 
 	"github.com/vigil-agent/vigil/internal/testenv"
@@ -105,6 +107,7 @@ var optionalComponents = []component{
 func componentOf(metric string) string {
 	for _, p := range []struct{ prefix, comp string }{
 		{"node_", "host"}, {"vigil_cgroup_", "cgroup"}, {"vigil_tcp_", "ebpf"}, {"vigil_http_", "ebpf"},
+		{"vigil_redis_", "ebpf"}, {"vigil_postgres_", "ebpf"}, {"vigil_dns_", "ebpf"},
 		{"vigil_process_", "ebpf"}, {"vigil_oom_", "ebpf"}, {"vigil_log_", "logs"}, {"vigil_logs_", "logs"},
 		{"vigil_remediation", "healing"}, {"vigil_healing_", "healing"}, {"vigil_rules_", "rules"},
 	} {
@@ -126,6 +129,9 @@ type liveAgent struct {
 	oomCgroup cgroupSet
 	// podLog is the pod's CRI log file the workload writes.
 	podLog string
+	// redisAddr and postgresDSN are the Redis and PostgreSQL servers
+	// (Debian's, started by the test) the workload is a client of.
+	redisAddr, postgresDSN string
 }
 
 // startLiveAgent builds and starts the agent with every component it has,
@@ -160,6 +166,8 @@ func startLiveAgent(t *testing.T, lokiURL string) *liveAgent {
         expr: sum(vigil_log_matches_total{pattern="veto_trigger"}) > 0
 `
 	writeFile(t, filepath.Join(dir, "rules.yaml"), rulesYAML)
+	la.redisAddr = testenv.StartRedis(t).Addr
+	la.postgresDSN = testenv.StartPostgres(t).DSN()
 
 	port := testenv.FreePort(t)
 	la.addr = fmt.Sprintf("127.0.0.1:%d", port)
@@ -269,7 +277,8 @@ func (la *liveAgent) scrape() (map[string]bool, error) {
 // startWorkload runs the test binary as a workload in its own cgroup:
 // CPU load, an HTTP server and client (some 5xx), TCP connects (some
 // refused, some timing out with a SYN retransmit), short-lived processes
-// (exits with 0 and 1), and CRI log lines for a pod. It also OOM-kills a
+// (exits with 0 and 1), CRI log lines for a pod, and a Redis and a
+// PostgreSQL client (some errors of their own, some of the server's). It also OOM-kills a
 // process in a second cgroup. The workload runs until the test ends.
 func (la *liveAgent) startWorkload(t *testing.T) {
 	t.Helper()
@@ -285,7 +294,8 @@ func (la *liveAgent) startWorkload(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := inCgroups(ctx, cg, exe, "-test.run=^$")
 	la.podLog = filepath.Join(podDir, "0.log")
-	cmd.Env = append(cmd.Env, helperEnv+"=workload", "VIGIL_DASHBOARDS_LOG="+la.podLog)
+	cmd.Env = append(cmd.Env, helperEnv+"=workload", "VIGIL_DASHBOARDS_LOG="+la.podLog,
+		"VIGIL_DASHBOARDS_REDIS="+la.redisAddr, "VIGIL_DASHBOARDS_POSTGRES="+la.postgresDSN)
 	out, err := os.Create(filepath.Join(la.dir, "workload.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -427,6 +437,11 @@ func runWorkload() error {
 	for i := range ballast {
 		ballast[i] = byte(i)
 	}
+	db, err := newDBClients(os.Getenv("VIGIL_DASHBOARDS_REDIS"), os.Getenv("VIGIL_DASHBOARDS_POSTGRES"))
+	if err != nil {
+		return err
+	}
+	defer db.close()
 	cl := &http.Client{Timeout: 10 * time.Second}
 	lastSlow := time.Time{}
 	levels := []string{"info", "info", "warn", "error"}
@@ -455,6 +470,7 @@ func runWorkload() error {
 		}
 		_ = exec.Command("/bin/true").Run()
 		_ = exec.Command("/bin/false").Run()
+		db.round()
 		lvl := levels[i%len(levels)]
 		msg := "request served"
 		if lvl == "error" {
@@ -465,6 +481,57 @@ func runWorkload() error {
 			fmt.Fprintf(logf, "%s stdout F level=warn msg=%q\n", time.Now().UTC().Format(time.RFC3339Nano), vetoTrigger)
 		}
 	}
+}
+
+// dbClients are the workload's Redis and PostgreSQL clients (go-redis and
+// pgx, as applications use them).
+type dbClients struct {
+	redis *redis.Client
+	pg    *pgx.Conn
+}
+
+// newDBClients connects to Redis and PostgreSQL and sets them up so that
+// some requests fail: a list key read as a string (WRONGTYPE, the
+// caller's mistake), a Redis at its maxmemory (OOM on writes, the
+// server's), and queries cancelled by a 20 ms statement_timeout (SQLSTATE
+// class 57, the server's).
+func newDBClients(redisAddr, pgDSN string) (*dbClients, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, MaxRetries: -1})
+	if err := rdb.RPush(ctx, "vigil-list", "a").Err(); err != nil {
+		return nil, fmt.Errorf("redis RPUSH: %w", err)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		return nil, fmt.Errorf("redis CONFIG SET maxmemory: %w", err)
+	}
+	pg, err := pgx.Connect(ctx, pgDSN)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if _, err := pg.Exec(ctx, "SET statement_timeout = 20"); err != nil {
+		return nil, fmt.Errorf("postgres SET statement_timeout: %w", err)
+	}
+	return &dbClients{redis: rdb, pg: pg}, nil
+}
+
+// round sends each client's requests once; their errors are the point.
+func (d *dbClients) round() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = d.redis.Get(ctx, "vigil-key").Err()           // nil: no error
+	_ = d.redis.Get(ctx, "vigil-list").Err()          // WRONGTYPE
+	_ = d.redis.Set(ctx, "vigil-key", "v", 0).Err()   // OOM
+	_, _ = d.pg.Exec(ctx, "SELECT 1")                 // no error
+	_, _ = d.pg.Exec(ctx, "SELECT * FROM vigil_none") // 42 (no such table)
+	_, _ = d.pg.Exec(ctx, "SELECT pg_sleep(1)")       // 57 (statement_timeout)
+}
+
+func (d *dbClients) close() {
+	_ = d.redis.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = d.pg.Close(ctx)
 }
 
 // closedPort returns an address nothing listens on (connects are refused).

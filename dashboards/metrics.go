@@ -63,6 +63,19 @@ const (
 	mTCPResets         = "vigil_tcp_resets_total"
 	mHTTPRequests      = "vigil_http_requests_total"
 	mHTTPDuration      = "vigil_http_request_duration_seconds" // histogram
+	mRedisRequests     = "vigil_redis_requests_total"
+	mRedisDuration     = "vigil_redis_request_duration_seconds" // histogram
+	mPostgresRequests  = "vigil_postgres_requests_total"
+	mPostgresDuration  = "vigil_postgres_request_duration_seconds" // histogram
+)
+
+// The error codes the default dependency alerts count as the server's
+// fault (rules/defaults/sources.rules.yml, docs/rules.md): the error
+// ratio panels show what the alerts see. TestProtocolErrorCodesMatchTheRules
+// keeps the two in step.
+const (
+	redisServerErrors    = "LOADING|BUSY|OOM|READONLY|MISCONF|MASTERDOWN|CLUSTERDOWN|NOREPLICAS"
+	postgresServerErrors = "08|53|57|58|XX"
 )
 
 // Logs collector.

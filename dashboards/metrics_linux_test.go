@@ -76,6 +76,27 @@ func (la *liveAgent) value(t *testing.T, metric string, match map[string]string)
 func (la *liveAgent) activity(t *testing.T) {
 	t.Helper()
 	la.oomKill(t)
+	if la.has["ebpf"] {
+		// The Redis and PostgreSQL panels' data is the workload's own
+		// (other processes on this machine may talk to a Redis too):
+		// its client requests, with each kind of error it causes.
+		for _, c := range []struct {
+			metric string
+			labels map[string]string
+		}{
+			{"vigil_redis_requests_total", map[string]string{"error": "none"}},
+			{"vigil_redis_requests_total", map[string]string{"error": "WRONGTYPE", "command": "GET"}},
+			{"vigil_redis_requests_total", map[string]string{"error": "OOM", "command": "SET"}},
+			{"vigil_postgres_requests_total", map[string]string{"error": "none"}},
+			{"vigil_postgres_requests_total", map[string]string{"error": "42"}},
+			{"vigil_postgres_requests_total", map[string]string{"error": "57"}},
+		} {
+			c.labels["unit"], c.labels["kind"] = unitName, "client"
+			testenv.EventuallyTrue(t, 2*time.Minute, fmt.Sprintf("%s%v from the workload", c.metric, c.labels), func() bool {
+				return la.value(t, c.metric, c.labels) >= 1
+			})
+		}
+	}
 	if !la.has["rules"] || !la.has["healing"] || !la.has["logs"] {
 		return
 	}

@@ -1,0 +1,80 @@
+package dashboards
+
+// Protocols shows the RED method (rate, errors, duration) for the Redis
+// and PostgreSQL traffic the eBPF collector decodes, per workload, on the
+// client and the server side, with the error ratio the default dependency
+// alerts fire on.
+func Protocols() (Dashboard, error) {
+	return spec{
+		uid:          "vigil-protocols",
+		title:        "Vigil / Redis and PostgreSQL (eBPF)",
+		desc:         "Requests, errors and duration (RED) of Redis and PostgreSQL clients and servers per workload, from the eBPF collector.",
+		tags:         []string{"redis", "postgres", "ebpf"},
+		workloadVars: true,
+		sections: []section{
+			protocolSection(protocol{
+				name: "Redis", requests: mRedisRequests, duration: mRedisDuration, what: "commands", detail: "command",
+				errLabel: "error", errNone: `error!="none"`, errCodes: "error codes (ERR, WRONGTYPE, OOM, …)",
+				failed: `error=~"` + redisServerErrors + `"`, alert: "VigilWorkloadRedisErrors",
+				failedDesc: "server-side errors (" + redisServerErrors + ")",
+			}),
+			protocolSection(protocol{
+				name: "PostgreSQL", requests: mPostgresRequests, duration: mPostgresDuration, what: "queries", detail: "command",
+				errLabel: "error", errNone: `error!="none"`, errCodes: "SQLSTATE classes (42, 23, 57, …)",
+				failed: `error=~"` + postgresServerErrors + `"`, alert: "VigilWorkloadPostgresErrors",
+				failedDesc: "server-side SQLSTATE classes (" + postgresServerErrors + ")",
+			}),
+		},
+	}.build()
+}
+
+// protocol describes one request/response protocol's metrics for
+// protocolSection.
+type protocol struct {
+	name               string // row title
+	requests, duration string // counter and histogram names
+	what               string // "commands", "queries"
+	detail             string // the label naming the request (command, qtype)
+	errLabel, errNone  string // the error label and the selector of errors
+	errCodes           string // what errLabel holds, for the descriptions
+	// failed selects the errors a default alert counts, over all the
+	// requests its ratio divides by (all of them unless total says).
+	failed, total     string
+	alert, failedDesc string
+}
+
+// protocolSection is a row of panels for one protocol: requests by side,
+// the failure ratio a default alert sees on the client side, duration p50
+// and p99 by side, errors by code, and a table of requests by name, side
+// and error over the dashboard's range.
+func protocolSection(p protocol) section {
+	legend := "{{namespace}}/{{pod}}{{unit}}"
+	rate := func(extra, by string) string {
+		return perWorkload("sum by (" + byWorkload + by + ") (rate(" + p.requests + "{%s" + extra + "}" + rateInterval + "))")
+	}
+	quantile := func(phi string) string {
+		return "histogram_quantile(" + phi + ", " + perWorkload("sum by ("+byWorkload+", kind, le) (rate("+p.duration+"_bucket{%s}"+rateInterval+"))") + ")"
+	}
+	total := `, kind="client"`
+	if p.total != "" {
+		total += ", " + p.total
+	}
+	return section{title: p.name, panels: []panelB{
+		timeSeries(panelOpts{title: p.name + " " + p.what, unit: "reqps", width: 8,
+			desc: p.name + " " + p.what + " per second, by side: sent (client) or served (server)."},
+			q(rate("", ", kind"), legend+" {{kind}}")),
+		timeSeries(panelOpts{title: p.name + " failure ratio (clients)", unit: "percentunit", width: 8,
+			desc: "Share of the " + p.what + " each workload sent that failed with " + p.failedDesc + ": what " + p.alert + " fires on (over 20 %, with at least 0.05 failures a second)."},
+			q("("+rate(`, kind="client", `+p.failed, "")+")\n/\n("+rate(total, "")+")", legend)),
+		timeSeries(panelOpts{title: p.name + " duration", unit: "s", width: 8,
+			desc: "Time from the request to the first byte of its reply, p50 and p99, by side."},
+			q(quantile("0.5"), legend+" {{kind}} p50"),
+			q(quantile("0.99"), legend+" {{kind}} p99")),
+		timeSeries(panelOpts{title: p.name + " errors by code", unit: "reqps", width: 12,
+			desc: p.name + " " + p.what + " answered with an error per second, by side and " + p.errCodes + "."},
+			q(rate(", "+p.errNone, ", kind, "+p.errLabel), legend+" {{kind}} {{"+p.errLabel+"}}")),
+		tablePanel(panelOpts{title: p.name + " " + p.what + " by " + p.detail, unit: "short", width: 12,
+			desc: p.name + " " + p.what + " over the dashboard's time range, by " + p.detail + ", side and " + p.errLabel + "."},
+			q("sort_desc("+perWorkload("sum by ("+byWorkload+", "+p.detail+", kind, "+p.errLabel+") (increase("+p.requests+"{%s}[$__range]))")+")", "")),
+	}}
+}
