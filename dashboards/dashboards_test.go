@@ -196,6 +196,8 @@ func TestProtocolErrorCodesMatchTheRules(t *testing.T) {
 	for record, sel := range map[string]string{
 		"vigil:workload_redis_client_errors:rate1m":    mRedisRequests + `{kind="client",error=~"` + redisServerErrors + `"}`,
 		"vigil:workload_postgres_client_errors:rate1m": mPostgresRequests + `{kind="client",error=~"` + postgresServerErrors + `"}`,
+		"vigil:workload_dns_client_failures:rate1m":    mDNSRequests + `{kind="client",rcode=~"` + dnsFailures + `"}`,
+		"vigil:workload_dns_client_lookups:rate1m":     mDNSRequests + `{kind="client",rcode!="NXDOMAIN"}`,
 	} {
 		i := bytes.Index(raw, []byte("record: "+record+"\n"))
 		if i < 0 {

@@ -63,6 +63,7 @@ var optionalComponents = []component{
 	{"ebpf", `collectors:
   ebpf:
     enabled: true
+    dns_ports: [{{dnsports}}]
 `},
 	{"logs", `collectors:
   logs:
@@ -132,6 +133,10 @@ type liveAgent struct {
 	// redisAddr and postgresDSN are the Redis and PostgreSQL servers
 	// (Debian's, started by the test) the workload is a client of.
 	redisAddr, postgresDSN string
+	// dnsAddr is the DNS server (NSD, authoritative for testenv.DNSZone)
+	// the workload's resolver asks; silentDNSAddr a UDP socket that never
+	// answers (its queries time out).
+	dnsAddr, silentDNSAddr string
 }
 
 // startLiveAgent builds and starts the agent with every component it has,
@@ -168,6 +173,15 @@ func startLiveAgent(t *testing.T, lokiURL string) *liveAgent {
 	writeFile(t, filepath.Join(dir, "rules.yaml"), rulesYAML)
 	la.redisAddr = testenv.StartRedis(t).Addr
 	la.postgresDSN = testenv.StartPostgres(t).DSN()
+	dns := testenv.StartDNS(t)
+	silent, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	la.dnsAddr, la.silentDNSAddr = dns.Addr, silent.LocalAddr().String()
+	// The agent looks at UDP ports other than 53 only when told to.
+	dnsPorts := fmt.Sprintf("%d, %d", dns.Port, silent.LocalAddr().(*net.UDPAddr).Port)
 
 	port := testenv.FreePort(t)
 	la.addr = fmt.Sprintf("127.0.0.1:%d", port)
@@ -177,7 +191,7 @@ func startLiveAgent(t *testing.T, lokiURL string) *liveAgent {
 	// ("vigil config check" on the fragment alone).
 	var collectorsYAML, sectionsYAML strings.Builder
 	for _, c := range optionalComponents {
-		frag := strings.NewReplacer("{{dir}}", dir, "{{loki}}", lokiURL).Replace(c.config)
+		frag := strings.NewReplacer("{{dir}}", dir, "{{loki}}", lokiURL, "{{dnsports}}", dnsPorts).Replace(c.config)
 		f := filepath.Join(dir, "check-"+c.name+".yaml")
 		writeFile(t, f, frag)
 		out, err := exec.Command(bin, "config", "check", f).CombinedOutput()
@@ -277,8 +291,9 @@ func (la *liveAgent) scrape() (map[string]bool, error) {
 // startWorkload runs the test binary as a workload in its own cgroup:
 // CPU load, an HTTP server and client (some 5xx), TCP connects (some
 // refused, some timing out with a SYN retransmit), short-lived processes
-// (exits with 0 and 1), CRI log lines for a pod, and a Redis and a
-// PostgreSQL client (some errors of their own, some of the server's). It also OOM-kills a
+// (exits with 0 and 1), CRI log lines for a pod, a Redis and a
+// PostgreSQL client (some errors of their own, some of the server's), and
+// DNS lookups (answered, NXDOMAIN, REFUSED, unanswered). It also OOM-kills a
 // process in a second cgroup. The workload runs until the test ends.
 func (la *liveAgent) startWorkload(t *testing.T) {
 	t.Helper()
@@ -295,7 +310,8 @@ func (la *liveAgent) startWorkload(t *testing.T) {
 	cmd := inCgroups(ctx, cg, exe, "-test.run=^$")
 	la.podLog = filepath.Join(podDir, "0.log")
 	cmd.Env = append(cmd.Env, helperEnv+"=workload", "VIGIL_DASHBOARDS_LOG="+la.podLog,
-		"VIGIL_DASHBOARDS_REDIS="+la.redisAddr, "VIGIL_DASHBOARDS_POSTGRES="+la.postgresDSN)
+		"VIGIL_DASHBOARDS_REDIS="+la.redisAddr, "VIGIL_DASHBOARDS_POSTGRES="+la.postgresDSN,
+		"VIGIL_DASHBOARDS_DNS="+la.dnsAddr, "VIGIL_DASHBOARDS_DNS_SILENT="+la.silentDNSAddr)
 	out, err := os.Create(filepath.Join(la.dir, "workload.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -442,6 +458,7 @@ func runWorkload() error {
 		return err
 	}
 	defer db.close()
+	dns, silentDNS := goResolver(os.Getenv("VIGIL_DASHBOARDS_DNS")), goResolver(os.Getenv("VIGIL_DASHBOARDS_DNS_SILENT"))
 	cl := &http.Client{Timeout: 10 * time.Second}
 	lastSlow := time.Time{}
 	levels := []string{"info", "info", "warn", "error"}
@@ -471,6 +488,9 @@ func runWorkload() error {
 		_ = exec.Command("/bin/true").Run()
 		_ = exec.Command("/bin/false").Run()
 		db.round()
+		if i%5 == 0 {
+			lookups(dns, silentDNS)
+		}
 		lvl := levels[i%len(levels)]
 		msg := "request served"
 		if lvl == "error" {
@@ -532,6 +552,30 @@ func (d *dbClients) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = d.pg.Close(ctx)
+}
+
+// goResolver is Go's own resolver asking only the DNS server at addr,
+// over UDP.
+func goResolver(addr string) *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", addr)
+	}}
+}
+
+// lookups asks dns for a name of its zone (A and AAAA, NOERROR), a name
+// the zone does not have (NXDOMAIN) and one outside it (REFUSED: the
+// server is not a resolver), and silent for a name it never answers (the
+// agent counts a timeout after its dns_timeout).
+func lookups(dns, silent *net.Resolver) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, name := range []string{"www." + testenv.DNSZone, "nope." + testenv.DNSZone, "example.org."} {
+		_, _ = dns.LookupHost(ctx, name)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer scancel()
+	_, _ = silent.LookupIPAddr(sctx, "www."+testenv.DNSZone)
 }
 
 // closedPort returns an address nothing listens on (connects are refused).

@@ -67,6 +67,8 @@ const (
 	mRedisDuration     = "vigil_redis_request_duration_seconds" // histogram
 	mPostgresRequests  = "vigil_postgres_requests_total"
 	mPostgresDuration  = "vigil_postgres_request_duration_seconds" // histogram
+	mDNSRequests       = "vigil_dns_requests_total"
+	mDNSDuration       = "vigil_dns_request_duration_seconds" // histogram
 )
 
 // The error codes the default dependency alerts count as the server's
@@ -76,6 +78,7 @@ const (
 const (
 	redisServerErrors    = "LOADING|BUSY|OOM|READONLY|MISCONF|MASTERDOWN|CLUSTERDOWN|NOREPLICAS"
 	postgresServerErrors = "08|53|57|58|XX"
+	dnsFailures          = "SERVFAIL|REFUSED|timeout"
 )
 
 // Logs collector.

@@ -1,15 +1,15 @@
 package dashboards
 
-// Protocols shows the RED method (rate, errors, duration) for the Redis
-// and PostgreSQL traffic the eBPF collector decodes, per workload, on the
-// client and the server side, with the error ratio the default dependency
-// alerts fire on.
+// Protocols shows the RED method (rate, errors, duration) for the Redis,
+// PostgreSQL and DNS traffic the eBPF collector decodes, per workload, on
+// the client and the server side, with the failure ratio the default
+// dependency alerts fire on.
 func Protocols() (Dashboard, error) {
 	return spec{
 		uid:          "vigil-protocols",
-		title:        "Vigil / Redis and PostgreSQL (eBPF)",
-		desc:         "Requests, errors and duration (RED) of Redis and PostgreSQL clients and servers per workload, from the eBPF collector.",
-		tags:         []string{"redis", "postgres", "ebpf"},
+		title:        "Vigil / Redis, PostgreSQL and DNS (eBPF)",
+		desc:         "Requests, errors and duration (RED) of Redis, PostgreSQL and DNS clients and servers per workload, from the eBPF collector.",
+		tags:         []string{"redis", "postgres", "dns", "ebpf"},
 		workloadVars: true,
 		sections: []section{
 			protocolSection(protocol{
@@ -24,6 +24,13 @@ func Protocols() (Dashboard, error) {
 				failed: `error=~"` + postgresServerErrors + `"`, alert: "VigilWorkloadPostgresErrors",
 				failedDesc: "server-side SQLSTATE classes (" + postgresServerErrors + ")",
 			}),
+			protocolSection(protocol{
+				name: "DNS", requests: mDNSRequests, duration: mDNSDuration, what: "queries", detail: "qtype",
+				errLabel: "rcode", errNone: `rcode!="NOERROR"`,
+				errDesc: "DNS queries per second answered with another code than NOERROR, or not answered (timeout), by side and response code. NXDOMAIN is an answer (the name does not exist; a resolver's search list makes many): the failure ratio leaves it out.",
+				failed:  `rcode=~"` + dnsFailures + `"`, total: `rcode!="NXDOMAIN"`, alert: "VigilWorkloadDNSFailures",
+				failedDesc: "SERVFAIL, REFUSED or no answer (timeout), of those not answered NXDOMAIN",
+			}),
 		},
 	}.build()
 }
@@ -37,6 +44,7 @@ type protocol struct {
 	detail             string // the label naming the request (command, qtype)
 	errLabel, errNone  string // the error label and the selector of errors
 	errCodes           string // what errLabel holds, for the descriptions
+	errDesc            string // the errors panel's description, when not the usual one
 	// failed selects the errors a default alert counts, over all the
 	// requests its ratio divides by (all of them unless total says).
 	failed, total     string
@@ -55,6 +63,10 @@ func protocolSection(p protocol) section {
 	quantile := func(phi string) string {
 		return "histogram_quantile(" + phi + ", " + perWorkload("sum by ("+byWorkload+", kind, le) (rate("+p.duration+"_bucket{%s}"+rateInterval+"))") + ")"
 	}
+	errDesc := p.errDesc
+	if errDesc == "" {
+		errDesc = p.name + " " + p.what + " answered with an error per second, by side and " + p.errCodes + "."
+	}
 	total := `, kind="client"`
 	if p.total != "" {
 		total += ", " + p.total
@@ -71,7 +83,7 @@ func protocolSection(p protocol) section {
 			q(quantile("0.5"), legend+" {{kind}} p50"),
 			q(quantile("0.99"), legend+" {{kind}} p99")),
 		timeSeries(panelOpts{title: p.name + " errors by code", unit: "reqps", width: 12,
-			desc: p.name + " " + p.what + " answered with an error per second, by side and " + p.errCodes + "."},
+			desc: errDesc},
 			q(rate(", "+p.errNone, ", kind, "+p.errLabel), legend+" {{kind}} {{"+p.errLabel+"}}")),
 		tablePanel(panelOpts{title: p.name + " " + p.what + " by " + p.detail, unit: "short", width: 12,
 			desc: p.name + " " + p.what + " over the dashboard's time range, by " + p.detail + ", side and " + p.errLabel + "."},
