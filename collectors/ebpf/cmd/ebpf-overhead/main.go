@@ -2,8 +2,10 @@
 
 // Command ebpf-overhead measures what Vigil's eBPF programs cost the
 // workloads they watch: it times a loopback connect loop, a keep-alive
-// HTTP loop and (when Debian's redis-server is installed) a Redis GET loop
-// on one connection, with the programs detached and attached, alternating
+// HTTP loop, (when Debian's redis-server is installed) a Redis GET loop
+// on one connection, and UDP loops on a connected socket, one not DNS and
+// one of DNS queries to a server on a DNS port (both sides in this
+// process), with the programs detached and attached, alternating
 // rounds in one run, and reports the ratio, the events consumed per second
 // and the events lost. hack/bench/ebpf.sh runs it for `make bench`; it
 // needs root.
@@ -42,6 +44,9 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds per mode; the median is reported")
 	flag.IntVar(&redisReqs, "redis-requests", 20000, "commands per round of the Redis loop (0: no Redis loop)")
 	flag.StringVar(&redisServer, "redis-server", "redis-server", "the redis-server binary for the Redis loop (skipped with a message when it is missing)")
+	flag.IntVar(&udpReqs, "udp-requests", 20000, "round trips per round of the UDP loop that is not DNS (0: none)")
+	flag.IntVar(&dnsReqs, "dns-requests", 20000, "queries per round of the DNS/UDP loop (0: none)")
+	flag.IntVar(&dnsPort, "dns-port", 0, "internal, with -agent: the DNS loop's server port, given to the collector as dns_ports")
 	flag.BoolVar(&bpfStats, "bpf-stats", false, "enable the kernel's BPF run-time statistics and report each program's cost (adds a little overhead)")
 	flag.StringVar(&agentProfile, "agent-cpuprofile", "", "write a CPU profile of the agent process of the last attached phase to this file")
 	flag.StringVar(&programGroups, "programs", "all", "program groups to attach, comma-separated: tcp, http, process (with oom and cgroups), or all")
@@ -68,6 +73,9 @@ var (
 	programGroups string
 	redisReqs     int
 	redisServer   string
+	udpReqs       int
+	dnsReqs       int
+	dnsPort       int
 )
 
 // selectPrograms switches on only the named program groups.
@@ -112,6 +120,9 @@ func startAgent() (*agent, error) {
 	sub := event.NewBus()
 	cfg := f.NewConfig().(*ebpf.Config)
 	cfg.BPFStats = bpfStats
+	if dnsPort != 0 {
+		cfg.DNSPorts = []int{dnsPort}
+	}
 	if err := selectPrograms(&cfg.Programs, programGroups); err != nil {
 		return nil, err
 	}
@@ -211,7 +222,7 @@ func spawnAgent(hooks bool) (*agentProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-agent", "-programs", programGroups}
+	args := []string{"-agent", "-programs", programGroups, "-dns-port", fmt.Sprint(dnsPort)}
 	if hooks {
 		args = append(args, "-hooks-only")
 	}
@@ -396,6 +407,62 @@ func redisLoop(addr string, n int) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
+// dnsQuery is a DNS query for www.vigil.test A (ID 0x1234), and dnsAnswer
+// its answer (NOERROR, no records: the size does not matter here).
+var (
+	dnsQuery  = []byte("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x05vigil\x04test\x00\x00\x01\x00\x01")
+	dnsAnswer = []byte("\x12\x34\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x05vigil\x04test\x00\x00\x01\x00\x01")
+)
+
+// startUDPEcho starts a UDP server on a free loopback port that answers
+// every datagram with answer (or echoes it when answer is nil), and
+// returns its port and a stop function.
+func startUDPEcho(answer []byte) (int, func(), error) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		return 0, nil, err
+	}
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			n, addr, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			out := b[:n]
+			if answer != nil {
+				out = answer
+			}
+			if _, err := pc.WriteTo(out, addr); err != nil {
+				return
+			}
+		}
+	}()
+	return pc.LocalAddr().(*net.UDPAddr).Port, func() { pc.Close() }, nil
+}
+
+// udpLoop sends n datagrams of msg to the server on port, one at a time,
+// over a connected socket, and reads each answer.
+func udpLoop(port int, msg []byte, n int) (time.Duration, error) {
+	c, err := net.Dial("udp4", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	b := make([]byte, 1500)
+	start := time.Now()
+	for range n {
+		if _, err := c.Write(msg); err != nil {
+			return 0, err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(b); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
+}
+
 // pairedRatio is the median over rounds of with/without.
 func pairedRatio(with, without []time.Duration) float64 {
 	r := make([]float64, len(with))
@@ -459,11 +526,32 @@ func run(conns, reqs, rounds int) error {
 		}
 	}
 
+	// UDP: a server that echoes (not on a DNS port) and one that answers
+	// DNS queries on the port the agent is told is a DNS port.
+	udpPort := 0
+	if udpReqs > 0 {
+		p, stop, err := startUDPEcho(nil)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		udpPort = p
+	}
+	if dnsReqs > 0 {
+		p, stop, err := startUDPEcho(dnsAnswer)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		dnsPort = p
+	}
+	udpMsg := make([]byte, len(dnsQuery)) // as long as a query, not DNS
+
 	// Per mode (without, hooks only, with eBPF) the wall and CPU times of
 	// each round.
 	type result struct{ wall, cpu [3][]time.Duration }
 	const without, hooks, with = 0, 1, 2
-	var tcp, web, rds result
+	var tcp, web, rds, udp, dns result
 	var events, lost float64
 	var eventTime, agentCPU time.Duration
 	runTime, runs := map[string]float64{}, map[string]float64{}
@@ -476,6 +564,16 @@ func run(conns, reqs, rounds int) error {
 	}
 	if redisReqs > 0 {
 		if _, err := redisLoop(redisAddr, 1000); err != nil {
+			return err
+		}
+	}
+	if udpReqs > 0 {
+		if _, err := udpLoop(udpPort, udpMsg, 1000); err != nil {
+			return err
+		}
+	}
+	if dnsReqs > 0 {
+		if _, err := udpLoop(dnsPort, dnsQuery, 1000); err != nil {
 			return err
 		}
 	}
@@ -513,6 +611,20 @@ func run(conns, reqs, rounds int) error {
 				return err
 			}
 			rds.wall[mode], rds.cpu[mode] = append(rds.wall[mode], d3), append(rds.cpu[mode], c3)
+		}
+		if udpReqs > 0 {
+			d4, c4, err := measure(func() (time.Duration, error) { return udpLoop(udpPort, udpMsg, udpReqs) })
+			if err != nil {
+				return err
+			}
+			udp.wall[mode], udp.cpu[mode] = append(udp.wall[mode], d4), append(udp.cpu[mode], c4)
+		}
+		if dnsReqs > 0 {
+			d5, c5, err := measure(func() (time.Duration, error) { return udpLoop(dnsPort, dnsQuery, dnsReqs) })
+			if err != nil {
+				return err
+			}
+			dns.wall[mode], dns.cpu[mode] = append(dns.wall[mode], d5), append(dns.cpu[mode], c5)
 		}
 		tcp.wall[mode], tcp.cpu[mode] = append(tcp.wall[mode], d), append(tcp.cpu[mode], c)
 		web.wall[mode], web.cpu[mode] = append(web.wall[mode], d2), append(web.cpu[mode], c2)
@@ -564,6 +676,12 @@ func run(conns, reqs, rounds int) error {
 		if redisReqs > 0 {
 			row(fmt.Sprintf("Redis GET loop, %d commands", redisReqs), rds)
 		}
+		if udpReqs > 0 {
+			row(fmt.Sprintf("UDP loop (not DNS), %d round trips", udpReqs), udp)
+		}
+		if dnsReqs > 0 {
+			row(fmt.Sprintf("DNS/UDP loop, %d queries", dnsReqs), dns)
+		}
 	}
 	// What Vigil's programs add per request or connection over the
 	// do-nothing programs: the loops' CPU time, paired per round.
@@ -573,10 +691,16 @@ func run(conns, reqs, rounds int) error {
 		fmt.Printf("%-34s Redis loop %s per command (client side only: the server is another process)\n", "",
 			pairedDiff(rds.cpu[with], rds.cpu[hooks], redisReqs))
 	}
+	if udpReqs > 0 {
+		fmt.Printf("%-34s UDP loop (not DNS) %s per round trip (both sides in this process)\n", "", pairedDiff(udp.cpu[with], udp.cpu[hooks], udpReqs))
+	}
+	if dnsReqs > 0 {
+		fmt.Printf("%-34s DNS loop %s per query (both sides in this process)\n", "", pairedDiff(dns.cpu[with], dns.cpu[hooks], dnsReqs))
+	}
 	fmt.Printf("%-34s %12.0f events/s over %d rounds (%.0f events), lost %.0f\n", "events consumed", events/eventTime.Seconds(), rounds, events, lost)
 	busy := agentCPU - time.Duration(rounds)*idleCPU
 	fmt.Printf("%-34s %12s over %d rounds (start-up %s each excluded): %.1f µs per connection+request\n", "agent process CPU (user+sys)",
-		busy.Round(time.Millisecond), rounds, idleCPU.Round(time.Millisecond), float64(busy.Microseconds())/float64(rounds*(conns+reqs+redisReqs)))
+		busy.Round(time.Millisecond), rounds, idleCPU.Round(time.Millisecond), float64(busy.Microseconds())/float64(rounds*(conns+reqs+redisReqs+udpReqs+dnsReqs)))
 	if bpfStats {
 		total := 0.0
 		for _, p := range slices.Sorted(maps.Keys(runTime)) {
@@ -598,8 +722,8 @@ func run(conns, reqs, rounds int) error {
 			}
 			return t
 		}
-		fmt.Printf("  kernel: HTTP programs %s per HTTP request or Redis command, TCP programs %s per connection (upper bounds: the statistics count part of their own clock reads)\n",
-			time.Duration(group("http_")/float64(rounds*(reqs+redisReqs))*1e9), time.Duration(group("tcp_")/float64(rounds*conns)*1e9))
+		fmt.Printf("  kernel: HTTP programs %s per HTTP request, Redis command, UDP round trip or DNS query, TCP programs %s per connection (upper bounds: the statistics count part of their own clock reads)\n",
+			time.Duration(group("http_")/float64(rounds*(reqs+redisReqs+udpReqs+dnsReqs))*1e9), time.Duration(group("tcp_")/float64(rounds*conns)*1e9))
 	}
 	fmt.Println(strings.Repeat("-", 70))
 	fmt.Println("goal: ratio <= 1.03 with zero events lost. \"hooks only\" attaches a program that returns at once at each hook")
