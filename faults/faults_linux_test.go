@@ -88,13 +88,8 @@ policies:
           params: {url: "{{ESCALATE}}"}
     # A dependency that answers slowly: restarting it or its callers is a
     # guess; tell a human.
-    # No cooldown: it is kept per target, and every escalation of the suite
-    # goes to the same receiver, so another policy's escalation a moment
-    # before would hold this notification back (seen: vetoed by the cooldown
-    # 6 s after dependency5xx's escalation, and not decided again).
     - name: slowdep
       matchers: ['alertname="VigilWorkloadDependencySlow"', 'namespace=~"faults-.*"']
-      cooldown: 0s
       steps:
         - action: webhook
           params: {url: "{{ESCALATE}}"}

@@ -36,9 +36,6 @@ import (
 // agentNS is the namespace the chart is installed into (the Leases' too).
 const agentNS = "vigil"
 
-// healthyGate is the readiness gate reroute_readiness sets.
-const healthyGate = "vigil.dev/healthy"
-
 // TestFaultsOnRealNode runs the scenarios live and then in dry-run (the
 // short form: the quick ones only; FAULTS_FULL=1: all), and fills the
 // report's kubelet columns from the pods' status.
@@ -52,7 +49,6 @@ func TestFaultsOnRealNode(t *testing.T) {
 	t.Logf("node and images: %s", time.Since(start).Round(time.Millisecond))
 	c := &cluster{k: k, client: k.Client(), node: k.Node.Name, ctrl: t.TempDir()}
 	esc := startEscalations(t, k.Node.HostIP)
-	c.keepGates(t)
 	h := &helmRelease{k: k, home: t.TempDir(), policies: strings.ReplaceAll(policies, "{{ESCALATE}}", esc.srv.URL)}
 	runSuite(t, &runner{
 		name: "real node", c: c, esc: esc, hostIP: k.Node.HostIP,
@@ -123,47 +119,6 @@ func (c *cluster) realStarts(ctx context.Context, ns, pod string) int {
 		return 0
 	}
 	return int(cs.RestartCount) + 1
-}
-
-// keepGates sets the vigil.dev/healthy readiness-gate condition to True on
-// every pod that declares the gate and has no such condition yet, until
-// the test ends. The real kubelet keeps a pod with an unset gate not Ready
-// for ever; Vigil only writes the condition when it reroutes (False) or
-// gives it back (True), so a cluster that uses the gate needs something
-// that opens it for new pods: this is the suite's. It never touches a
-// condition that is set, so Vigil's False stays.
-func (c *cluster) keepGates(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			l, err := c.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
-			if err == nil {
-				for i := range l.Items {
-					p := &l.Items[i]
-					if !gated(p) || p.DeletionTimestamp != nil || slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool { return c.Type == healthyGate }) {
-						continue
-					}
-					now := metav1.Now()
-					p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: healthyGate, Status: corev1.ConditionTrue,
-						Reason: "FaultSuiteOpened", Message: "opened by the fault suite for a new pod", LastTransitionTime: now, LastProbeTime: now})
-					// A conflict (the kubelet wrote meanwhile) is retried
-					// on the next round.
-					_, _ = c.client.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{FieldManager: "faults"})
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(250 * time.Millisecond):
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-}
-
-func gated(p *corev1.Pod) bool {
-	return slices.ContainsFunc(p.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool { return g.ConditionType == healthyGate })
 }
 
 // helmRelease installs Vigil from the chart with the helm command.
