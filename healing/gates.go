@@ -98,16 +98,16 @@ func (g *gateOpener) run(ctx context.Context) {
 	wg.Wait()
 }
 
-// closed reports whether a pod no longer needs its gate: it is going away
+// podDone reports whether a pod no longer needs its gate: it is going away
 // or has finished.
-func closed(p *corev1.Pod) bool {
+func podDone(p *corev1.Pod) bool {
 	return p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 }
 
 // needsOpening reports whether the gate of p is Vigil's to open now: p is
 // on this node, declares the gate, has no such condition and still runs.
 func (g *gateOpener) needsOpening(p *corev1.Pod) bool {
-	if p.Spec.NodeName != g.node || closed(p) {
+	if p.Spec.NodeName != g.node || podDone(p) {
 		return false
 	}
 	gated := false
