@@ -11,9 +11,10 @@ import (
 )
 
 // DNS, from the records the kernel sends on the HTTP ring with proto
-// protoDNS (a UDP datagram on a DNS port, bpf/dns.h) or protoDNSTCP (a
-// TCP transfer that starts like a DNS message after its length,
-// vigil_l7_classify). A query waits for the answer with the same DNS ID
+// protoDNS (a UDP datagram on a DNS port, bpf/dns.h), protoDNSTCP (a TCP
+// transfer that starts like a DNS message after its length) or
+// protoDNSMsg (one that starts like a DNS message: written or read apart
+// from its length; vigil_dns_tcp). A query waits for the answer with the same DNS ID
 // on the same process and descriptor; one still unanswered after
 // Config.DNSTimeout is counted with rcode "timeout" (UDP; over TCP it is
 // counted unmatched, since a long answer is not seen, see docs/ebpf.md).
@@ -80,8 +81,8 @@ func newDNSState() *dnsState {
 // same process and descriptor with the same ID finishes it.
 func (h *handlers) handleDNS(e *httpEvent) {
 	st := h.http.dns
-	tcp := e.Proto == protoDNSTCP
-	m, ok := dnsproto.Parse(e.Data[:e.Captured], tcp)
+	tcp := e.Proto != protoDNS
+	m, ok := dnsproto.Parse(e.Data[:e.Captured], e.Proto == protoDNSTCP)
 	if !ok {
 		h.m.protoRejected.WithLabelValues("dns", "malformed").Inc()
 		return

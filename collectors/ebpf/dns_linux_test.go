@@ -34,6 +34,7 @@ import (
 // each client sent, and on the server side against the sum. DNS is seen
 // on the socket hook only (docs/ebpf.md).
 func TestDNS(t *testing.T) {
+	testenv.RequireRoot(t, "loading eBPF programs, NSD on port 53, getent in a mount namespace")
 	if !kernelHasSocketTracepoints() {
 		t.Skip("the kernel lacks sock/sock_send_length and sock/sock_recv_length (Linux 6.4+)")
 	}
@@ -81,18 +82,29 @@ func TestDNS(t *testing.T) {
 	const goUnit = "vigil-ebpf-test-dns-go.service"
 	goCg := testCgroup(t, goUnit)
 	env.knownCgroup(t, goCg)
-	goCmd := helperCmd(t, goCg, "dns-go-client", fmt.Sprintf("%s,127.0.0.1:%d", srv.Addr, holePort))
-	var stderr strings.Builder
-	goCmd.Stderr = &stderr
-	out, err := goCmd.Output()
-	if err != nil {
-		t.Fatalf("Go resolver: %v\n%s", err, stderr.String())
+	goSent := runDNSGoClient(t, goCg, fmt.Sprintf("udp,%s,127.0.0.1:%d", srv.Addr, holePort))
+
+	// Over TCP: dig (the length written apart from the query with writev,
+	// the answer read with its length) and Go's resolver (query written
+	// with its length, the answer's length read first); NSD reads the
+	// length first and writes the answer apart from it.
+	const tcpUnit = "vigil-ebpf-test-dns-tcp.service"
+	tcpCg := testCgroup(t, tcpUnit)
+	env.knownCgroup(t, tcpCg)
+	for _, args := range [][]string{
+		{"-p", port, "@127.0.0.1", "www.vigil.test.", "A"},
+		{"-p", port, "@127.0.0.1", "nope.vigil.test.", "A"}, // NXDOMAIN
+	} {
+		out, err := inCgroup(tcpCg, append([]string{dig, "+tcp", "+tries=1", "+time=1", "+nocookie", "+noedns"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("dig +tcp %v: %v\n%s", args, err, out)
+		}
+		t.Logf("dig +tcp %v: %s", args[2:], digStatus(out))
 	}
-	var goSent map[string]float64 // "qtype rcode" → queries
-	if err := json.Unmarshal(out, &goSent); err != nil {
-		t.Fatalf("Go resolver's counts %q: %v", out, err)
-	}
-	t.Logf("Go resolver sent %v", goSent)
+	const goTCPUnit = "vigil-ebpf-test-dns-go-tcp.service"
+	goTCPCg := testCgroup(t, goTCPUnit)
+	env.knownCgroup(t, goTCPCg)
+	goTCPSent := runDNSGoClient(t, goTCPCg, "tcp,"+srv.Addr)
 
 	// glibc's resolver through getent, with a resolv.conf of its own (in
 	// a mount namespace) naming the server on port 53.
@@ -138,15 +150,24 @@ func TestDNS(t *testing.T) {
 		{client(glibcUnit, "A", "NXDOMAIN"), 1},
 		{client(glibcUnit, "AAAA", "NXDOMAIN"), 1},
 	}
-	var toServer float64 = 6 + 4 // dig's answered queries and glibc's
-	for k, n := range goSent {
-		qtype, rcode, _ := strings.Cut(k, " ")
-		checks = append(checks, struct {
-			labels series
-			want   float64
-		}{client(goUnit, qtype, rcode), n})
-		if rcode != "timeout" {
-			toServer += n
+	checks = append(checks, []struct {
+		labels series
+		want   float64
+	}{
+		{client(tcpUnit, "A", "NOERROR"), 1},
+		{client(tcpUnit, "A", "NXDOMAIN"), 1},
+	}...)
+	var toServer float64 = 6 + 4 + 2 // dig's answered queries, glibc's, dig's over TCP
+	for unit, sent := range map[string]map[string]float64{goUnit: goSent, goTCPUnit: goTCPSent} {
+		for k, n := range sent {
+			qtype, rcode, _ := strings.Cut(k, " ")
+			checks = append(checks, struct {
+				labels series
+				want   float64
+			}{client(unit, qtype, rcode), n})
+			if rcode != "timeout" {
+				toServer += n
+			}
 		}
 	}
 	for _, c := range checks {
@@ -170,7 +191,7 @@ func TestDNS(t *testing.T) {
 			t.Errorf("vigil_dns_request_duration_seconds_count%v = %v, want %v", c.labels, got, c.want)
 		}
 	}
-	for _, unit := range []string{digUnit, goUnit, glibcUnit} {
+	for _, unit := range []string{digUnit, goUnit, glibcUnit, tcpUnit, goTCPUnit} {
 		var want float64
 		for _, c := range checks {
 			if c.labels["unit"] == unit {
@@ -213,6 +234,25 @@ func TestDNS(t *testing.T) {
 			t.Errorf("span %s REFUSED: status %v, want error", s.Name(), s.Status().Code())
 		}
 	}
+}
+
+// runDNSGoClient runs the dns-go-client helper in the cgroup at dir and
+// returns how many queries it wrote, by "qtype rcode".
+func runDNSGoClient(t *testing.T, dir, arg string) map[string]float64 {
+	t.Helper()
+	cmd := helperCmd(t, dir, "dns-go-client", arg)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("Go resolver %s: %v\n%s", arg, err, stderr.String())
+	}
+	var sent map[string]float64
+	if err := json.Unmarshal(out, &sent); err != nil {
+		t.Fatalf("Go resolver's counts %q: %v", out, err)
+	}
+	t.Logf("Go resolver (%s) sent %v", arg, sent)
+	return sent
 }
 
 // ownWorkload returns the workload labels of the test's own memory cgroup
@@ -267,26 +307,28 @@ func digStatus(out []byte) string {
 // queries it wrote by "qtype rcode", the rcode being what the lookup's
 // result says the answer was.
 func dnsGoClient(arg string) error {
+	network, arg, _ := strings.Cut(arg, ",")
 	srv, hole, _ := strings.Cut(arg, ",")
 	var mu sync.Mutex
 	sent := map[string]float64{}
 	lookup := func(addr, name, rcode string, timeout time.Duration) error {
-		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			if network != "udp" {
-				return nil, fmt.Errorf("dial %s: want udp", network)
-			}
+		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
-			// A net.PacketConn, or the resolver would frame its
-			// queries as over TCP.
-			return &countingConn{UDPConn: c.(*net.UDPConn), count: func(qtype string) {
+			count := func(qtype string) {
 				mu.Lock()
 				sent[qtype+" "+rcode]++
 				mu.Unlock()
-			}}, nil
+			}
+			if network == "tcp" {
+				// Not a net.PacketConn: the resolver frames its
+				// queries as over TCP.
+				return &countingStream{Conn: c, count: count}, nil
+			}
+			return &countingConn{UDPConn: c.(*net.UDPConn), count: count}, nil
 		}}
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
@@ -304,13 +346,17 @@ func dnsGoClient(arg string) error {
 		}
 		return nil
 	}
-	for _, l := range []struct{ addr, name, rcode string }{
+	lookups := []struct{ addr, name, rcode string }{
 		{srv, "www.vigil.test.", "NOERROR"},
 		{srv, "mail.vigil.test.", "NOERROR"},
 		{srv, "nope.vigil.test.", "NXDOMAIN"},
 		{srv, "www.example.com.", "REFUSED"},
 		{hole, "www.vigil.test.", "timeout"},
-	} {
+	}
+	if network == "tcp" {
+		lookups = lookups[:3]
+	}
+	for _, l := range lookups {
 		if err := lookup(l.addr, l.name, l.rcode, 1500*time.Millisecond); err != nil {
 			return err
 		}
@@ -327,16 +373,36 @@ type countingConn struct {
 func (c *countingConn) Write(b []byte) (int, error) {
 	n, err := c.UDPConn.Write(b)
 	if err == nil && len(b) >= 12 {
-		qtype := "other"
-		if i := skipQName(b, 12); i > 0 && i+2 <= len(b) {
-			switch t := uint16(b[i])<<8 | uint16(b[i+1]); t {
-			case 1:
-				qtype = "A"
-			case 28:
-				qtype = "AAAA"
-			}
+		c.tally(b)
+	}
+	return n, err
+}
+
+// tally counts the query in b by its type.
+func (c *countingConn) tally(b []byte) {
+	qtype := "other"
+	if i := skipQName(b, 12); i > 0 && i+2 <= len(b) {
+		switch t := uint16(b[i])<<8 | uint16(b[i+1]); t {
+		case 1:
+			qtype = "A"
+		case 28:
+			qtype = "AAAA"
 		}
-		c.count(qtype)
+	}
+	c.count(qtype)
+}
+
+// countingStream counts the DNS queries written on a TCP connection (each
+// with its two-byte length first, in one write as Go's resolver does).
+type countingStream struct {
+	net.Conn
+	count func(qtype string)
+}
+
+func (c *countingStream) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if err == nil && len(b) >= 14 {
+		(&countingConn{count: c.count}).tally(b[2:])
 	}
 	return n, err
 }

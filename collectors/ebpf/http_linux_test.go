@@ -35,8 +35,14 @@ func (e *testEnv) findSpans(match func(ptrace.Span) bool) []ptrace.Span {
 	return out
 }
 
+// strAttr is a span's attribute k as a string, "" when the span has none
+// (spans of other protocols, such as the node's own DNS queries, lack the
+// HTTP ones).
 func strAttr(s ptrace.Span, k string) string {
-	v, _ := s.Attributes().Get(k)
+	v, ok := s.Attributes().Get(k)
+	if !ok {
+		return ""
+	}
 	return v.AsString()
 }
 

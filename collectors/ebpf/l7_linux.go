@@ -29,10 +29,11 @@ const (
 	protoPostgres = 2
 	protoDNS      = 3 // over UDP (dns_linux.go)
 	protoDNSTCP   = 4 // over TCP, the message after its length
-	protoCount    = 5
+	protoDNSMsg   = 5 // over TCP, the message apart from its length
+	protoCount    = 6
 )
 
-var protoNames = [protoCount]string{"http", "redis", "postgres", "dns", "dns"}
+var protoNames = [protoCount]string{"http", "redis", "postgres", "dns", "dns", "dns"}
 
 // maxL7Queue bounds the requests waiting for their replies on one
 // connection (a pipeline); older ones are forgotten and counted unmatched.
@@ -126,7 +127,7 @@ func (h *handlers) rejectL7(proto uint8, reason string) {
 
 // handleL7 handles a record of a protocol other than HTTP.
 func (h *handlers) handleL7(e *httpEvent) {
-	if e.Proto == protoDNS || e.Proto == protoDNSTCP {
+	if e.Proto == protoDNS || e.Proto == protoDNSTCP || e.Proto == protoDNSMsg {
 		h.handleDNS(e)
 		return
 	}

@@ -155,6 +155,7 @@ enum vigil_l7_proto {
 	VIGIL_L7_POSTGRES = 2,
 	VIGIL_L7_DNS = 3,     // DNS over UDP (bpf/dns.h)
 	VIGIL_L7_DNS_TCP = 4, // DNS over TCP: a message after its two-byte length
+	VIGIL_L7_DNS_MSG = 5, // DNS over TCP: a message written or read apart from its length
 };
 
 // VIGIL_L7_REPLY marks, in vigil_l7_classify's result, a transfer that can
@@ -199,14 +200,6 @@ static __always_inline __u8 vigil_l7_classify(const __u8 *b)
 	case 'P': // Parse (extended protocol)
 	case 'B': // Bind (extended protocol, a prepared statement)
 		return c == 0 ? VIGIL_L7_POSTGRES : 0;
-	case 0:
-		// DNS over TCP: a message shorter than 256 bytes after its
-		// two-byte length (at least a header and a question), opcode
-		// QUERY (flags bits 11-14 zero), Z zero, one question. A longer
-		// one (a large answer) starts with another byte and is not seen.
-		if (b[1] < 17 || b[6] != 0 || b[7] != 1 || (b[4] & 0x78) || (b[5] & 0x40))
-			return 0;
-		return b[4] & 0x80 ? VIGIL_L7_DNS_TCP | VIGIL_L7_REPLY : VIGIL_L7_DNS_TCP;
 	case '1': case '2': case '3': case 'C': case 'D': case 'E': case 'I': case 'N': case 'T': case 'Z':
 	case 'n': case 's': case 't':
 		// ParseComplete, BindComplete, CloseComplete, CommandComplete,
@@ -215,6 +208,23 @@ static __always_inline __u8 vigil_l7_classify(const __u8 *b)
 		// ParameterDescription
 		return c == 0 ? VIGIL_L7_POSTGRES | VIGIL_L7_REPLY : 0;
 	}
+	return 0;
+}
+
+// vigil_dns_tcp tells whether b (len bytes of a TCP transfer that is none
+// of the protocols above) starts a DNS message: opcode QUERY (flags bits
+// 11-14 zero), Z zero and one question, either at its start (a message
+// written or read apart from its two-byte length, as glibc, BIND, NSD and
+// Go do one way or the other) or after a length of at least 17 bytes.
+// A transfer of another protocol pays the compare of its fifth byte, and
+// most of those that pass it the seventh's. Returns the protocol, or'ed
+// with VIGIL_L7_REPLY for an answer (QR set), or 0.
+static __always_inline __u8 vigil_dns_tcp(const __u8 *b, __u32 len)
+{
+	if (b[4] == 0 && b[5] == 1 && !(b[2] & 0x78) && !(b[3] & 0x40) && len >= 17)
+		return b[2] & 0x80 ? VIGIL_L7_DNS_MSG | VIGIL_L7_REPLY : VIGIL_L7_DNS_MSG;
+	if (b[6] == 0 && b[7] == 1 && !(b[4] & 0x78) && !(b[5] & 0x40) && len >= 19 && (b[0] || b[1] >= 17))
+		return b[4] & 0x80 ? VIGIL_L7_DNS_TCP | VIGIL_L7_REPLY : VIGIL_L7_DNS_TCP;
 	return 0;
 }
 
@@ -342,6 +352,8 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 			pfx = vigil_http_request_tail(head);
 		if (!pfx) {
 			l7 = vigil_l7_classify(head);
+			if (!l7)
+				l7 = vigil_dns_tcp(head, len);
 			if (!l7)
 				return 0;
 		}
@@ -540,6 +552,7 @@ static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __
 	__u64 arg, n = ret;
 	__u8 kind = VIGIL_HTTP_ARG_NONE;
 	__u32 fd, zero = 0;
+	__u64 iovcnt = 0;
 	long nr;
 
 	if (sk->sk_protocol != VIGIL_IPPROTO_TCP) {
@@ -582,17 +595,28 @@ static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __
 		return 0;
 	fd = (__u32)PT_REGS_PARM1_SYSCALL(regs);
 	arg = PT_REGS_PARM2_SYSCALL(regs);
+	if (kind == VIGIL_HTTP_ARG_IOVEC)
+		iovcnt = PT_REGS_PARM3_SYSCALL(regs);
 	if (kind == VIGIL_HTTP_ARG_MSGHDR) {
 		struct user_msghdr msg = {};
 		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)arg) != 0 || !msg.msg_iov || msg.msg_iovlen < 1)
 			return 0;
 		arg = (__u64)msg.msg_iov;
+		iovcnt = msg.msg_iovlen;
 		kind = VIGIL_HTTP_ARG_IOVEC;
 	}
 	if (kind == VIGIL_HTTP_ARG_IOVEC) {
 		struct iovec iov = {};
 		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)arg) != 0)
 			return 0;
+		if (iov.iov_len == 2 && iovcnt >= 2 && n > 2) {
+			// A two-byte first buffer: DNS over TCP's length, written
+			// apart from its message (glibc, BIND, NSD): the message
+			// is in the second buffer (vigil_dns_tcp).
+			n -= 2;
+			if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(arg + sizeof(iov))) != 0)
+				return 0;
+		}
 		arg = (__u64)iov.iov_base;
 		if (n > iov.iov_len)
 			n = iov.iov_len;
