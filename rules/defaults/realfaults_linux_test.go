@@ -410,6 +410,8 @@ func fillLoopFS(t *testing.T) string {
 //	                                  and open /dev/null until EMFILE
 //	hung:<addrfile>                   read HTTP requests, answer none
 //	caller:<url>                      GET url in a loop
+//	proto:<kind>:<target>             a Redis, PostgreSQL or DNS client
+//	                                  (protofaults_linux_test.go)
 //
 // or one of the soak's healthy but noisy services (soak_linux_test.go),
 // until SIGTERM, after which it stops gracefully and exits 0:
@@ -434,6 +436,11 @@ func faultHelper(spec string) int {
 			return 2
 		}
 		return soakLoad(rate, f[2], strings.Join(f[3:], ":"))
+	case "proto":
+		if len(f) < 3 {
+			return 2
+		}
+		return protoFault(f[1], strings.Join(f[2:], ":"))
 	case "memsit":
 		anon, _ := strconv.Atoi(f[1])
 		size, _ := strconv.Atoi(f[2])

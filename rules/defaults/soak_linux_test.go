@@ -141,24 +141,7 @@ healing:
 		t.Fatal(err)
 	}
 	startAgent(t, cfg, filepath.Join(dir, "vigil.log"))
-	testenv.Eventually(t, 2*time.Minute, 500*time.Millisecond, "the agent's eBPF programs loaded", func(ctx context.Context) error {
-		fams, err := scrape(ctx, base)
-		if err != nil {
-			return err
-		}
-		loaded := map[string]bool{}
-		for _, m := range fams["vigil_ebpf_program_loaded"].GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "program" && m.GetGauge().GetValue() == 1 {
-					loaded[l.GetValue()] = true
-				}
-			}
-		}
-		if loaded["process_exit"] && (loaded["http_sock_send"] && loaded["http_sock_recv"] || loaded["http_exit_read"] && loaded["http_write"]) {
-			return nil
-		}
-		return fmt.Errorf("loaded: %v", slices.Sorted(maps.Keys(loaded)))
-	})
+	waitEBPFLoaded(t, base)
 
 	// The services, then their callers.
 	ports := map[string]string{}
@@ -497,6 +480,30 @@ func getJSON(ctx context.Context, url string, v any) error {
 }
 
 // scrape reads the agent's /metrics.
+// waitEBPFLoaded waits until the agent at base has loaded its process
+// and HTTP programs (the socket path, or the syscall path).
+func waitEBPFLoaded(t *testing.T, base string) {
+	t.Helper()
+	testenv.Eventually(t, 2*time.Minute, 500*time.Millisecond, "the agent's eBPF programs loaded", func(ctx context.Context) error {
+		fams, err := scrape(ctx, base)
+		if err != nil {
+			return err
+		}
+		loaded := map[string]bool{}
+		for _, m := range fams["vigil_ebpf_program_loaded"].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "program" && m.GetGauge().GetValue() == 1 {
+					loaded[l.GetValue()] = true
+				}
+			}
+		}
+		if loaded["process_exit"] && (loaded["http_sock_send"] && loaded["http_sock_recv"] || loaded["http_exit_read"] && loaded["http_write"]) {
+			return nil
+		}
+		return fmt.Errorf("loaded: %v", slices.Sorted(maps.Keys(loaded)))
+	})
+}
+
 func scrape(ctx context.Context, base string) (map[string]*dto.MetricFamily, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	resp, err := http.DefaultClient.Do(req)
