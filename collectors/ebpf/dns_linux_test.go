@@ -13,13 +13,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
-	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
@@ -51,7 +49,9 @@ func TestDNS(t *testing.T) {
 
 	cfg := spansConfig("socket")
 	cfg.DNSPorts = []int{srv.Port, holePort}
-	cfg.DNSTimeout = time.Second
+	// Longer than any answer takes on a loaded machine (a late answer
+	// would count as a timeout), shorter than the test's patience.
+	cfg.DNSTimeout = 3 * time.Second
 	env := startCollector(t, cfg)
 	requireHTTPHook(t, env, "socket")
 	port := fmt.Sprint(srv.Port)
@@ -69,7 +69,11 @@ func TestDNS(t *testing.T) {
 		{"-p", port, "@127.0.0.1", "www.example.com.", "A"},                // REFUSED
 		{"-p", fmt.Sprint(holePort), "@127.0.0.1", "www.vigil.test.", "A"}, // no answer
 	} {
-		cmd := inCgroup(digCg, append([]string{dig, "+tries=1", "+time=1", "+nocookie", "+noedns"}, args...)...)
+		wait := "+time=10" // generous: a late answer would make dig retry
+		if args[1] != port {
+			wait = "+time=1" // the hole: dig gives up after a second
+		}
+		cmd := inCgroup(digCg, append([]string{dig, "+tries=1", wait, "+nocookie", "+noedns"}, args...)...)
 		out, err := cmd.CombinedOutput()
 		var exit *exec.ExitError
 		if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 9 && args[1] != port) { // 9: no reply, expected from the hole only
@@ -95,7 +99,7 @@ func TestDNS(t *testing.T) {
 		{"-p", port, "@127.0.0.1", "www.vigil.test.", "A"},
 		{"-p", port, "@127.0.0.1", "nope.vigil.test.", "A"}, // NXDOMAIN
 	} {
-		out, err := inCgroup(tcpCg, append([]string{dig, "+tcp", "+tries=1", "+time=1", "+nocookie", "+noedns"}, args...)...).CombinedOutput()
+		out, err := inCgroup(tcpCg, append([]string{dig, "+tcp", "+tries=1", "+time=10", "+nocookie", "+noedns"}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("dig +tcp %v: %v\n%s", args, err, out)
 		}
@@ -112,7 +116,7 @@ func TestDNS(t *testing.T) {
 	glibcCg := testCgroup(t, glibcUnit)
 	env.knownCgroup(t, glibcCg)
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
-	if err := os.WriteFile(resolv, []byte("nameserver "+testenv.DNSPort53Addr+"\noptions timeout:2 attempts:1\n"), 0o644); err != nil {
+	if err := os.WriteFile(resolv, []byte("nameserver "+testenv.DNSPort53Addr+"\noptions timeout:10 attempts:1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"www.vigil.test.", "nope.vigil.test."} {
@@ -255,41 +259,6 @@ func runDNSGoClient(t *testing.T, dir, arg string) map[string]float64 {
 	return sent
 }
 
-// ownWorkload returns the workload labels of the test's own memory cgroup
-// (where the servers testenv starts run), once the collector knows it.
-func ownWorkload(t *testing.T, env *testEnv) map[string]string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	own := ""
-	for _, l := range strings.Split(string(b), "\n") {
-		if parts := strings.SplitN(l, ":", 3); len(parts) == 3 && parts[1] == "memory" {
-			own = parts[2]
-		}
-	}
-	labels := map[string]string{}
-	if own == "/" || own == "" {
-		// The hierarchy's root: no workload, every label empty.
-		for _, n := range workload.LabelNames {
-			labels[n] = ""
-		}
-		return labels
-	}
-	dir := filepath.Join(memoryHierarchy(t), own)
-	env.knownCgroup(t, dir)
-	var st syscall.Stat_t
-	if err := syscall.Stat(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	wl := env.c.cgroups.Identity(st.Ino)
-	for i, v := range wl.Labels() {
-		labels[workload.LabelNames[i]] = v
-	}
-	return labels
-}
-
 // digStatus is the status line of dig's answer, or its last line.
 func digStatus(out []byte) string {
 	for _, l := range strings.Split(string(out), "\n") {
@@ -357,7 +326,11 @@ func dnsGoClient(arg string) error {
 		lookups = lookups[:3]
 	}
 	for _, l := range lookups {
-		if err := lookup(l.addr, l.name, l.rcode, 1500*time.Millisecond); err != nil {
+		timeout := 10 * time.Second // generous: a late answer would make the resolver retry
+		if l.rcode == "timeout" {
+			timeout = 1500 * time.Millisecond
+		}
+		if err := lookup(l.addr, l.name, l.rcode, timeout); err != nil {
 			return err
 		}
 	}

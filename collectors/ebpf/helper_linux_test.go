@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
 
@@ -222,4 +223,41 @@ func memoryHierarchy(t *testing.T) string {
 		t.Skipf("needs a v1 memory cgroup hierarchy: %v", err)
 	}
 	return root
+}
+
+// ownWorkload returns the workload labels of the test's own memory cgroup
+// (where the servers testenv starts run), once the collector knows it:
+// server-side checks name them, so that servers of other sessions on the
+// node (their own cgroups) are not counted.
+func ownWorkload(t *testing.T, env *testEnv) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if parts := strings.SplitN(l, ":", 3); len(parts) == 3 && parts[1] == "memory" {
+			own = parts[2]
+		}
+	}
+	labels := map[string]string{}
+	if own == "/" || own == "" {
+		// The hierarchy's root: no workload, every label empty.
+		for _, n := range workload.LabelNames {
+			labels[n] = ""
+		}
+		return labels
+	}
+	dir := filepath.Join(memoryHierarchy(t), own)
+	env.knownCgroup(t, dir)
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	wl := env.c.cgroups.Identity(st.Ino)
+	for i, v := range wl.Labels() {
+		labels[workload.LabelNames[i]] = v
+	}
+	return labels
 }

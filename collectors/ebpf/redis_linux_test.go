@@ -65,6 +65,15 @@ func testRedis(t *testing.T, hook string) {
 
 	stats := redisStats(t, srv.Addr)
 	type series map[string]string
+	// The server side: redis-server runs in the test's own cgroup.
+	own := ownWorkload(t, env)
+	onServer := func(l series) series {
+		l["kind"] = "server"
+		for k, v := range own {
+			l[k] = v
+		}
+		return l
+	}
 	checks := []struct {
 		labels series
 		want   float64
@@ -86,13 +95,13 @@ func testRedis(t *testing.T, hook string) {
 		{series{"unit": goUnit, "kind": "client", "command": "HELLO", "error": "none"}, stats.calls["HELLO"] - 2},
 		// The server side: both clients' commands, as the server counts
 		// them itself.
-		{series{"kind": "server", "command": "SET", "error": "none"}, 3},
-		{series{"kind": "server", "command": "GET", "error": "none"}, 6},
-		{series{"kind": "server", "command": "LPUSH", "error": "WRONGTYPE"}, 1},
-		{series{"kind": "server", "command": "HGET", "error": "WRONGTYPE"}, 1},
-		{series{"kind": "server", "command": "other", "error": "ERR"}, 1},
-		{series{"kind": "server", "command": "INCR", "error": "none"}, 13},
-		{series{"kind": "server", "command": "DEL", "error": "none"}, 1},
+		{onServer(series{"command": "SET", "error": "none"}), 3},
+		{onServer(series{"command": "GET", "error": "none"}), 6},
+		{onServer(series{"command": "LPUSH", "error": "WRONGTYPE"}), 1},
+		{onServer(series{"command": "HGET", "error": "WRONGTYPE"}), 1},
+		{onServer(series{"command": "other", "error": "ERR"}), 1},
+		{onServer(series{"command": "INCR", "error": "none"}), 13},
+		{onServer(series{"command": "DEL", "error": "none"}), 1},
 	}
 	for _, c := range checks {
 		testenv.EventuallyTrue(t, 30*time.Second, fmt.Sprintf("vigil_redis_requests_total%v", c.labels), func() bool {
@@ -115,7 +124,7 @@ func testRedis(t *testing.T, hook string) {
 		if cmd == "INFO" || cmd == "PING" {
 			continue // the statistics' own command; the readiness check's PING, before the collector started
 		}
-		l := series{"kind": "server", "command": cmd}
+		l := onServer(series{"kind": "server", "command": cmd})
 		if redisproto.Command([]byte(cmd)) == 0 {
 			l["command"] = "other"
 		}
@@ -124,7 +133,7 @@ func testRedis(t *testing.T, hook string) {
 		}
 	}
 	for code, n := range stats.errors {
-		l := series{"kind": "server", "error": code}
+		l := onServer(series{"kind": "server", "error": code})
 		if got := env.value(t, "vigil_redis_requests_total", l); got != n {
 			t.Errorf("vigil_redis_requests_total%v = %v, want %v (the server's errorstats)", l, got, n)
 		}

@@ -211,13 +211,15 @@ static __always_inline __u8 vigil_l7_classify(const __u8 *b)
 	return 0;
 }
 
-// vigil_dns_tcp tells whether b (len bytes of a TCP transfer that is none
-// of the protocols above) starts a DNS message: opcode QUERY (flags bits
+// vigil_dns_tcp tells whether b (len bytes of a TCP transfer that is not
+// HTTP) starts a DNS message: opcode QUERY (flags bits
 // 11-14 zero), Z zero and one question, either at its start (a message
 // written or read apart from its two-byte length, as glibc, BIND, NSD and
 // Go do one way or the other) or after a length of at least 17 bytes.
 // A transfer of another protocol pays the compare of its fifth byte, and
-// most of those that pass it the seventh's. Returns the protocol, or'ed
+// the seventh's when the fifth is zero. Redis and PostgreSQL messages
+// never pass: their fifth and sixth bytes are a length's and text, or a
+// RESP type and a digit. Returns the protocol, or'ed
 // with VIGIL_L7_REPLY for an answer (QR set), or 0.
 static __always_inline __u8 vigil_dns_tcp(const __u8 *b, __u32 len)
 {
@@ -351,9 +353,12 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 		if (dir == VIGIL_HTTP_READ)
 			pfx = vigil_http_request_tail(head);
 		if (!pfx) {
-			l7 = vigil_l7_classify(head);
+			// DNS first: a message's first two bytes are its
+			// random ID, which the Redis and PostgreSQL check
+			// would take about one time in 300.
+			l7 = vigil_dns_tcp(head, len);
 			if (!l7)
-				l7 = vigil_dns_tcp(head, len);
+				l7 = vigil_l7_classify(head);
 			if (!l7)
 				return 0;
 		}
