@@ -67,6 +67,14 @@ func newClock() clock {
 	return clock{offset: time.Now().UnixNano() - ts.Nano()}
 }
 
+// monotonicNS is the kernel's monotonic clock now, the clock of
+// bpf_ktime_get_ns.
+func monotonicNS() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
 func (c clock) time(ktimeNS uint64) time.Time { return time.Unix(0, int64(ktimeNS)+c.offset) }
 
 // Start implements collectors.Lifecycle.
@@ -142,6 +150,7 @@ func (c *collector) Start(ctx context.Context) error {
 	c.spans = newSpanQueue(c.set.Traces, c.m.spansDropped, c.set.NodeName, c.log)
 	c.handlers = newHandlers(c.cfg, c.m, c.cgroups, c.clock, c.set.Events, c.spans, c.log)
 	c.handlers.shed = &c.shed
+	c.handlers.attachedNS = monotonicNS()
 	c.setHTTPControl(c.shed.get())
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel

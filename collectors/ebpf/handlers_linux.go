@@ -37,6 +37,10 @@ type handlers struct {
 	http *httpState
 	// shed is the overhead governor's level (nil: none).
 	shed *shedState
+	// attachedNS is when the last program was attached (the kernel's
+	// monotonic clock, as the records' timestamps): a Redis or PostgreSQL
+	// request sent before it may have had its reply go by unseen.
+	attachedNS uint64
 }
 
 func newHandlers(cfg *Config, m *metrics, cg resolver, clk clock, bus *event.Bus, spans *spanQueue, log *slog.Logger) *handlers {

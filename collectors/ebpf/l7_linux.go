@@ -153,6 +153,15 @@ func (h *handlers) handleL7(e *httpEvent) {
 		h.l7Replies(c, e, data)
 		return
 	}
+	if c == nil && e.TsNs < h.attachedNS {
+		// Sent while the programs were being attached: its reply may
+		// have been read before the read side was attached, and then
+		// every later reply on the connection would pair with the request
+		// before its own (a pipelining protocol's queue never catches up).
+		// Its reply, if seen, counts as unexpected.
+		h.rejectL7(e.Proto, "attaching")
+		return
+	}
 	local, remote := addrPort(e.Family, e.Saddr, e.Sport), addrPort(e.Family, e.Daddr, e.Dport)
 	same := c != nil && c.proto == e.Proto && c.local == local && c.remote == remote
 	if same && e.Proto == protoRedis && c.server == write {

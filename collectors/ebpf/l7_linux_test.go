@@ -7,7 +7,9 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/vigil-agent/vigil/collectors/workload"
 )
@@ -147,5 +149,33 @@ func TestL7Robust(t *testing.T) {
 		if n := len(h.http.l7.conns); n > h.cfg.MaxPendingRequests {
 			t.Fatalf("%d connections followed, max %d", n, h.cfg.MaxPendingRequests)
 		}
+	}
+}
+
+// A Redis command sent while the programs were being attached, whose
+// reply went by before the read side was attached, is not queued: the
+// connection's next command is timed from itself, not from the one
+// before it.
+func TestL7RequestWhileAttaching(t *testing.T) {
+	h := newTestHandlers()
+	h.attachedNS = 100
+	send := func(e httpEvent) { h.handleHTTP(encode(t, e)) }
+	get := "*2\r\n$3\r\nGET\r\n$1\r\na\r\n"
+	send(sampleL7(protoRedis, httpWrite, true, 90, get)) // its reply not seen
+	send(sampleL7(protoRedis, httpWrite, true, 1_000_000_000, get))
+	send(sampleL7(protoRedis, httpRead, false, 1_002_000_000, "$1\r\nx\r\n"))
+	if got := testutil.ToFloat64(h.m.protoRejected.WithLabelValues("redis", "attaching")); got != 1 {
+		t.Errorf("attaching = %v, want 1", got)
+	}
+	labels := append(make([]string, len(workload.LabelNames)), "GET", "client", "none")
+	if got := testutil.ToFloat64(h.m.redisRequests.WithLabelValues(labels...)); got != 1 {
+		t.Errorf("GET = %v, want 1", got)
+	}
+	var m dto.Metric
+	if err := h.m.redisDuration.WithLabelValues(labels...).(prometheus.Histogram).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetHistogram().GetSampleSum(); got < 0.0019 || got > 0.0021 {
+		t.Errorf("GET timed %v s, want 0.002 (from its own send, not the one before)", got)
 	}
 }

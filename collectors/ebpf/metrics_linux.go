@@ -233,7 +233,7 @@ func newMetrics(cfg *Config) *metrics {
 		Help: "Time from a PostgreSQL query to the start of its result, as seen in the process's syscalls.", Buckets: requestBuckets},
 		labelNames("command", "kind", "error"))
 	m.protoRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_protocol_rejected_total",
-		Help: "Transfers the kernel's quick check sent as a protocol that user space did not take: malformed (not that protocol) or unexpected (a reply with no request waiting on its connection)."},
+		Help: "Transfers the kernel's quick check sent as a protocol that user space did not take: malformed (not that protocol), unexpected (a reply with no request waiting on its connection) or attaching (a request sent while the programs were being attached, whose reply may have gone by unseen)."},
 		[]string{"protocol", "reason"})
 	m.protoUnmatched = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_protocol_unmatched_total",
 		Help: "Redis, PostgreSQL and DNS requests forgotten without a reply: their replies were past the captured window, too many were in flight, or the server skipped them after an error (DNS: a query over TCP unanswered after dns_timeout, or max_pending_requests reached)."},
