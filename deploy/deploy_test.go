@@ -112,6 +112,51 @@ func TestDaemonSetContract(t *testing.T) {
 			t.Errorf("volume mount %v: writable=%v", m["mountPath"], writable)
 		}
 	}
+	checkHostRoot(t, pod, true)
+	var cfg string
+	for _, u := range kustomize(t, kustomizeDir) {
+		if u.GetKind() == "ConfigMap" && u.GetName() == "vigil-config" {
+			cfg, _, _ = unstructured.NestedString(u.Object, "data", "vigil.yaml")
+		}
+	}
+	if !strings.Contains(cfg, "rootfs: /host/root\n") {
+		t.Errorf("vigil.yaml: want rootfs /host/root (the node's / is mounted there):\n%s", cfg)
+	}
+}
+
+// checkHostRoot checks a DaemonSet pod spec for the node's / mounted
+// read-only at /host/root with HostToContainer propagation (node_exporter's
+// chart does the same), so the host collector stat's the node's
+// filesystems, those mounted after the pod started too; or for no such
+// mount when want is false.
+func checkHostRoot(t *testing.T, pod map[string]any, want bool) {
+	t.Helper()
+	var mount, vol map[string]any
+	for _, m := range pod["containers"].([]any)[0].(map[string]any)["volumeMounts"].([]any) {
+		if m := m.(map[string]any); m["mountPath"] == "/host/root" {
+			mount = m
+		}
+	}
+	for _, v := range pod["volumes"].([]any) {
+		if v := v.(map[string]any); mount != nil && v["name"] == mount["name"] {
+			vol = v
+		}
+	}
+	if !want {
+		if mount != nil {
+			t.Errorf("/host/root is mounted: %v", mount)
+		}
+		return
+	}
+	if mount == nil || vol == nil {
+		t.Fatalf("no volume mounted at /host/root (mount %v, volume %v)", mount, vol)
+	}
+	if mount["readOnly"] != true || mount["mountPropagation"] != "HostToContainer" {
+		t.Errorf("/host/root: readOnly %v, mountPropagation %v; want true, HostToContainer", mount["readOnly"], mount["mountPropagation"])
+	}
+	if hp, _ := vol["hostPath"].(map[string]any); hp == nil || hp["path"] != "/" {
+		t.Errorf("/host/root's volume is %v, want hostPath /", vol)
+	}
 }
 
 // TestHelmDashboards: every dashboards/*.json in the chart becomes a
@@ -191,6 +236,7 @@ func TestHelmValues(t *testing.T) {
 			t.Errorf("vigil.yaml lacks %q:\n%s", want, cfg)
 		}
 	}
+	checkHostRoot(t, ds.Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any), true)
 	if rules, _, _ := unstructured.NestedString(byKey["ConfigMap/ops/edge-vigil-rules"].Object, "data", "rules.yaml"); !strings.Contains(rules, "name: extra") {
 		t.Errorf("rules.yaml = %q", rules)
 	}
@@ -213,6 +259,18 @@ func TestHelmValues(t *testing.T) {
 	sort.Strings(all)
 	if diff := cmp.Diff(expectedRulesIn("ops"), all); diff != "" {
 		t.Errorf("rbac.scope=namespaces grants other rights than the cluster scope (-want +got):\n%s", diff)
+	}
+
+	// hostRootFsMount.enabled=false: no mount of the node's /, rootfs /.
+	for _, u := range mustHelm(t, c, "vigil", "vigil", map[string]any{"hostRootFsMount": map[string]any{"enabled": false}}) {
+		switch {
+		case u.GetKind() == "DaemonSet":
+			checkHostRoot(t, u.Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any), false)
+		case u.GetKind() == "ConfigMap" && u.GetName() == "vigil-config":
+			if cfg, _, _ := unstructured.NestedString(u.Object, "data", "vigil.yaml"); !strings.Contains(cfg, "rootfs: /\n") {
+				t.Errorf("hostRootFsMount.enabled=false: vigil.yaml wants rootfs /:\n%s", cfg)
+			}
+		}
 	}
 
 	// Bad values fail with the value's name.

@@ -289,6 +289,13 @@ func (n *Node) startHolder() {
 		f := writeFile(t, sysctl, strings.ReplaceAll(name, "/", "."), v+"\n")
 		fmt.Fprintf(&script, "mount --bind %s /proc/sys/%s\n", f, name)
 	}
+	// The node's / is then made shared, as systemd makes it on a real
+	// node: the namespace was made private (nothing in it propagates to
+	// the host, nor the other way), and its mounts now form peer groups of
+	// their own, so a pod that mounts a host folder with mountPropagation
+	// HostToContainer (the runtime refuses it on a private mount) sees the
+	// mounts made in the node after it started.
+	script.WriteString("mount --make-rshared /\n")
 	if err := n.inNode("sh", "-c", script.String()); err != nil {
 		t.Fatalf("testenv: node mounts: %v", err)
 	}

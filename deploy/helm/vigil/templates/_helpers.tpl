@@ -42,8 +42,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $_ := set $kube "namespaces" .Values.rbac.namespaces -}}
 {{- end -}}
 {{- $collectors := mergeOverwrite (dict "kube" $kube) (deepCopy .Values.collectors) -}}
+{{- $rootfs := ternary "/host/root" "/" .Values.hostRootFsMount.enabled -}}
 {{- $cfg := dict
-  "global" (dict "node_name" "${NODE_NAME}" "procfs" "/host/proc" "sysfs" "/host/sys" "rootfs" "/")
+  "global" (dict "node_name" "${NODE_NAME}" "procfs" "/host/proc" "sysfs" "/host/sys" "rootfs" $rootfs)
   "server" (dict "listen_address" (printf ":%v" .Values.service.port))
   "log" (dict "level" .Values.logLevel "format" "json")
   "collectors" $collectors
