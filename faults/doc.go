@@ -14,5 +14,7 @@
 // appended to extraScenarios). The fault app is the main package
 // faults/faultapp, whose modes are registered in faults/faultapp/mode_*.go;
 // a fault is injected by writing a mode into the app's control file
-// (control), on a hostPath volume of every fault app pod.
+// (control), on a hostPath volume of every fault app pod. The fill
+// scenario mounts a small filesystem on the node (mountFill) and the
+// bystanders include a CronJob (startCronJob).
 package faults

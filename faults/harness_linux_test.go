@@ -70,6 +70,34 @@ func (r record) taken() bool { return r.Result == "success" || r.Result == "fail
 // alertsAbout returns the agent's alerts (active or pending) whose
 // namespace label is ns, each as its labels and annotations.
 func (a *agentProc) alertsAbout(ctx context.Context, ns string) ([]string, error) {
+	return a.alertsWhere(ctx, func(l map[string]string) bool { return l["namespace"] == ns })
+}
+
+// alertsWhere returns the agent's alerts (active or pending) whose labels
+// match, each as its name, state, labels and annotations.
+func (a *agentProc) alertsWhere(ctx context.Context, match func(labels map[string]string) bool) ([]string, error) {
+	al, err := a.alerts(ctx, match)
+	var out []string
+	for _, al := range al {
+		out = append(out, al.String())
+	}
+	return out, err
+}
+
+// apiAlert is one alert of the agent's GET /api/v1/alerts.
+type apiAlert struct {
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	State       string            `json:"state"`
+	ActiveAt    string            `json:"activeAt"`
+}
+
+func (al apiAlert) String() string {
+	return fmt.Sprintf("%s %s since %s: labels %v, annotations %v", al.Labels["alertname"], al.State, al.ActiveAt, al.Labels, al.Annotations)
+}
+
+// alerts returns the agent's alerts (active or pending) whose labels match.
+func (a *agentProc) alerts(ctx context.Context, match func(labels map[string]string) bool) ([]apiAlert, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.url+"/api/v1/alerts", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -78,21 +106,16 @@ func (a *agentProc) alertsAbout(ctx context.Context, ns string) ([]string, error
 	defer resp.Body.Close()
 	var v struct {
 		Data struct {
-			Alerts []struct {
-				Labels      map[string]string `json:"labels"`
-				Annotations map[string]string `json:"annotations"`
-				State       string            `json:"state"`
-				ActiveAt    string            `json:"activeAt"`
-			} `json:"alerts"`
+			Alerts []apiAlert `json:"alerts"`
 		} `json:"data"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
 		return nil, err
 	}
-	var out []string
+	var out []apiAlert
 	for _, al := range v.Data.Alerts {
-		if al.Labels["namespace"] == ns {
-			out = append(out, fmt.Sprintf("%s %s since %s: labels %v, annotations %v", al.Labels["alertname"], al.State, al.ActiveAt, al.Labels, al.Annotations))
+		if match(al.Labels) {
+			out = append(out, al)
 		}
 	}
 	return out, nil
@@ -192,6 +215,7 @@ type appOpts struct {
 	gate        bool              // declare the vigil.dev/healthy readiness gate
 	env         map[string]string // the container's environment (the fault app's FAULTS_* settings)
 	scratch     string            // mount path of an emptyDir
+	hostDir     string            // a folder of the node mounted read-write at /data
 }
 
 // deleteNamespaces deletes the namespaces that match and waits, at most 2

@@ -121,12 +121,18 @@ func slowdepScenario() scenario {
 // escalation at the receiver; untouched is what the report says was left
 // alone.
 func escalatedOnly(name, untouched string) func(context.Context, *testing.T, *env, string, any, time.Time, *result) {
-	return func(ctx context.Context, t *testing.T, e *env, ns string, _ any, t0 time.Time, res *result) {
+	return escalatedOnlyAbout(name, untouched, inNamespace)
+}
+
+// escalatedOnlyAbout is escalatedOnly for a scenario whose alerts are
+// about (a scenario's about) rather than in its namespace.
+func escalatedOnlyAbout(name, untouched string, about func(map[string]string, string, any) bool) func(context.Context, *testing.T, *env, string, any, time.Time, *result) {
+	return func(ctx context.Context, t *testing.T, e *env, ns string, st any, t0 time.Time, res *result) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(20 * time.Second):
 		}
-		x, ok := waitEscalation(ctx, e, ns)
+		x, ok := waitEscalationAbout(ctx, e, func(l map[string]string) bool { return about(l, ns, st) })
 		if !ok {
 			t.Errorf("%s: no escalation reached the receiver", name)
 			res.Healthy = "not escalated"

@@ -96,6 +96,11 @@ func (c *cluster) podTemplate(ns, name string, o appOpts) corev1.PodTemplateSpec
 		vols = append(vols, corev1.Volume{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 		ctr.VolumeMounts = append(ctr.VolumeMounts, corev1.VolumeMount{Name: "scratch", MountPath: o.scratch})
 	}
+	if o.hostDir != "" {
+		vols = append(vols, corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{
+			HostPath: &corev1.HostPathVolumeSource{Path: o.hostDir, Type: ptr.To(corev1.HostPathDirectory)}}})
+		ctr.VolumeMounts = append(ctr.VolumeMounts, corev1.VolumeMount{Name: "data", MountPath: "/data"})
+	}
 	return corev1.PodTemplateSpec{
 		Spec: corev1.PodSpec{
 			NodeName:                      c.node,

@@ -51,10 +51,15 @@ func firstPod(t *testing.T, e *env, ns, app string) corev1.Pod {
 }
 
 func waitEscalation(ctx context.Context, e *env, ns string) (escalation, bool) {
+	return waitEscalationAbout(ctx, e, func(l map[string]string) bool { return l["namespace"] == ns })
+}
+
+// waitEscalationAbout waits for an escalation whose alert's labels match.
+func waitEscalationAbout(ctx context.Context, e *env, match func(labels map[string]string) bool) (escalation, bool) {
 	var got escalation
 	err := poll(ctx, func() bool {
 		for _, x := range e.esc.list() {
-			if x.Alert.Labels["namespace"] == ns {
+			if match(x.Alert.Labels) {
 				got = x
 				return true
 			}
