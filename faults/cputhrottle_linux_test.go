@@ -19,7 +19,7 @@ func init() { extraScenarios = append(extraScenarios, cputhrottleScenario) }
 // saturation scenario's case.
 func cputhrottleScenario() scenario {
 	return scenario{
-		name: "cputhrottle", notify: true, app: "burner",
+		name: "cputhrottle", long: true, notify: true, app: "burner",
 		setup: func(t *testing.T, e *env, ns string) any {
 			e.c.deploy(t, ns, "burner", appOpts{replicas: 1, cpuLimit: "100m"})
 			return nil

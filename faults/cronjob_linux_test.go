@@ -25,19 +25,6 @@ type scheduledJob struct {
 	mu      sync.Mutex
 	firing  []string // alerts about its pods seen firing, once each
 	pending []string // and pending
-	sandbox []string // sandboxKilled alerts, apart
-}
-
-// sandboxKilled says whether an alert is VigilProcessExitedNonZero for a
-// pod's sandbox: its pause process (no container name) killed by SIGKILL.
-// containerd stops every pod's sandbox that way when the pod is done, so
-// the default event alert fires for every pod that ends normally, a Job's
-// that exited 0 or a rolled-out replica's (a finding of this suite, seen on
-// the real node; the fix belongs to the event alerts, rules/events.go).
-// The suite reports these apart and does not fail on them.
-func sandboxKilled(a apiAlert) bool {
-	l := a.Labels
-	return l["alertname"] == "VigilProcessExitedNonZero" && l["comm"] == "pause" && l["container"] == "" && l["signal"] == "9"
 }
 
 // startCronJob creates CronJob ns/name, every minute: each Job's one pod
@@ -98,10 +85,7 @@ func (j *scheduledJob) note(alerts []apiAlert) {
 	defer j.mu.Unlock()
 	for _, a := range alerts {
 		list := &j.pending
-		switch {
-		case sandboxKilled(a):
-			list = &j.sandbox
-		case a.State == "firing":
+		if a.State == "firing" {
 			list = &j.firing
 		}
 		key := a.Labels["alertname"] + " " + a.State + " " + a.Labels["pod"]
@@ -111,12 +95,11 @@ func (j *scheduledJob) note(alerts []apiAlert) {
 	}
 }
 
-// alerts returns the alerts seen about the Job's pods: firing, pending,
-// and the sandboxKilled ones.
-func (j *scheduledJob) alerts() (firing, pending, sandbox []string) {
+// alerts returns the alerts seen about the Job's pods, firing and pending.
+func (j *scheduledJob) alerts() (firing, pending []string) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return slices.Clone(j.firing), slices.Clone(j.pending), slices.Clone(j.sandbox)
+	return slices.Clone(j.firing), slices.Clone(j.pending)
 }
 
 // runs counts the CronJob's Jobs: all of them, those that succeeded (their

@@ -49,7 +49,7 @@ func fillScenario() scenario {
 	}
 	escalated := escalatedOnlyAbout("fill", "nothing touched", about)
 	return scenario{
-		name: "fill", notify: true, app: "filler", about: about,
+		name: "fill", long: true, notify: true, app: "filler", about: about,
 		setup: func(t *testing.T, e *env, ns string) any {
 			fs := mountFill(t, e.c.k.Node)
 			e.c.deploy(t, ns, "filler", appOpts{replicas: 1, hostDir: fs.dir, env: map[string]string{"FAULTS_FILL_DIR": "/data"}})

@@ -65,5 +65,6 @@ func memholdScenario() scenario {
 			}
 			return "replaced without an OOM kill; replacement serves"
 		})
+	sc.long = true
 	return sc
 }

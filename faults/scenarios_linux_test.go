@@ -216,7 +216,7 @@ func saturationScenario() scenario {
 		base, extra *load
 	}
 	return scenario{
-		name: "saturation", app: "api",
+		name: "saturation", long: true, app: "api",
 		setup: func(t *testing.T, e *env, ns string) any {
 			e.c.deploy(t, ns, "api", appOpts{replicas: 1, workers: 2, serviceTime: 100 * time.Millisecond})
 			return &state{base: startLoad(t, e.c, ns, "api", 8, time.Second)}
