@@ -7,9 +7,29 @@ import (
 	"github.com/vigil-agent/vigil/rules"
 )
 
+// ProtocolDependencyAlerts are the default alerts on a caller's failing
+// dependency by protocol (rules/defaults/workload.rules.yml), by alert
+// name, with the dependency each is about. Their metrics name no server
+// address, so they carry no destination: they name the caller alone
+// (namespace, pod, container and the owner labels the engine adds).
+var ProtocolDependencyAlerts = map[string]string{
+	"VigilWorkloadRedisErrors":    "Redis",
+	"VigilWorkloadRedisSlow":      "Redis",
+	"VigilWorkloadPostgresErrors": "PostgreSQL",
+	"VigilWorkloadPostgresSlow":   "PostgreSQL",
+	"VigilWorkloadDNSFailures":    "DNS resolver",
+}
+
 // dependencyAlert reports whether a firing alert is about a workload's
-// dependency: it carries the destination its caller fails to reach.
-func dependencyAlert(a rules.Alert) bool { return a.Labels[LabelDestination] != "" }
+// dependency: it carries the destination its caller fails to reach, or it
+// is one of the ProtocolDependencyAlerts.
+func dependencyAlert(a rules.Alert) bool {
+	if a.Labels[LabelDestination] != "" {
+		return true
+	}
+	_, ok := ProtocolDependencyAlerts[a.Labels["alertname"]]
+	return ok
+}
 
 // DependenciesFor returns, of the firing dependency alerts, those whose
 // caller is the target: a pod named by the alert's namespace and pod
@@ -36,7 +56,7 @@ func DependenciesFor(firing []rules.Alert, t Target, w *WorkloadFacts, handled r
 		if l["namespace"] != t.Namespace {
 			continue
 		}
-		caller := (t.Kind == "Pod" && l["pod"] == t.Name) ||
+		caller := (t.Kind == "Pod" && l["pod"] != "" && l["pod"] == t.Name) ||
 			(ownerName != "" && l[LabelOwnerKind] == ownerKind && l[LabelOwnerName] == ownerName)
 		if !caller {
 			continue
@@ -71,6 +91,9 @@ func isDependencyOf(l map[string]string, t Target, w *WorkloadFacts) bool {
 // describeDependency names an alert's dependency for a veto reason.
 func describeDependency(l map[string]string) string {
 	dst := l[LabelDestination]
+	if proto, ok := ProtocolDependencyAlerts[l["alertname"]]; ok && dst == "" {
+		return proto + " (the alert names no server)"
+	}
 	kind, ns, name := l[LabelDependencyKind], l[LabelDependencyNamespace], l[LabelDependencyName]
 	if kind == "" {
 		return dst + " (not resolved to a Kubernetes object)"

@@ -19,8 +19,8 @@ type Facts struct {
 	// Workload describes the pod target's owner or the workload target.
 	Workload *WorkloadFacts
 	// Dependencies are the firing dependency alerts (alerts with a
-	// destination label) whose caller is the target or its owner, as
-	// DependenciesFor selects them.
+	// destination label, and the ProtocolDependencyAlerts) whose caller
+	// is the target or its owner, as DependenciesFor selects them.
 	Dependencies []rules.Alert
 }
 

@@ -841,6 +841,85 @@ func TestKubernetesActuators(t *testing.T) {
 		}
 	})
 
+	// A caller whose PostgreSQL fails (VigilWorkloadPostgresErrors, no
+	// destination: the caller's identity alone) is not restarted on its
+	// own 5xx alert while another workload in the namespace is; the
+	// caller's alert is decided again every repeat_interval and acted on
+	// once the PostgreSQL alert resolved.
+	t.Run("ProtocolDependencyHoldsItsCallerOnly", func(t *testing.T) {
+		ns := c.namespace(t)
+		c.deployment(t, ns, "caller", depOpts{replicas: 1})
+		c.deployment(t, ns, "other", depOpts{replicas: 1})
+		caller, other := c.pods(t, ns, "caller")[0], c.pods(t, ns, "other")[0]
+		h := startEngine(t, `dry_run: false
+identity: agent-a
+repeat_interval: 2s
+policies:
+  routes:
+    - name: restart-on-5xx
+      matchers: ['alertname="VigilWorkloadHigh5xxRatio"']
+      steps:
+        - action: rollout_restart
+          params: {namespace: "{{.namespace}}", kind: "{{.owner_kind}}", name: "{{.owner_name}}"}
+`, func(o *Options) {
+			o.Kube = c.agent
+			o.NodeName = caller.Spec.NodeName
+		})
+		pg := map[string]string{"alertname": "VigilWorkloadPostgresErrors", "severity": "warning", "namespace": ns, "pod": caller.Name, "container": "app"}
+		h.fire(pg)
+		h.fire(map[string]string{"alertname": "VigilWorkloadHigh5xxRatio", "namespace": ns, "pod": caller.Name, "container": "app"})
+		h.fire(map[string]string{"alertname": "VigilWorkloadHigh5xxRatio", "namespace": ns, "pod": other.Name, "container": "app"})
+		restarted := func(name string) bool {
+			d, err := c.admin.AppsV1().Deployments(ns).Get(t.Context(), name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d.Spec.Template.Annotations[RestartedAtAnnotation] != ""
+		}
+		about := func(r Record, pod string) bool { return r.AlertLabels["pod"] == pod }
+		wantReason := "Deployment " + ns + "/caller is not acted on: its errors come from its dependency PostgreSQL (the alert names no server), alert VigilWorkloadPostgresErrors is firing"
+		// Held across several decisions while the PostgreSQL alert fires.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			vetoes := 0
+			for _, r := range h.e.History().Recent(0) {
+				if !about(r, caller.Name) {
+					continue
+				}
+				if r.Result != ResultVetoed || r.Guard != GuardDependency || !strings.Contains(r.Reason, wantReason) {
+					t.Fatalf("the caller's 5xx alert while its PostgreSQL fails (want vetoed by %s, %q):%s", GuardDependency, wantReason, dump(h.e.History().Recent(0)))
+				}
+				vetoes++
+			}
+			if vetoes >= 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d decisions on the caller's alert in 30s, want one every 2s:%s", vetoes, dump(h.e.History().Recent(0)))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if restarted("caller") || !restarted("other") {
+			t.Fatalf("restarted: caller %v (want false), other %v (want true):%s", restarted("caller"), restarted("other"), dump(h.e.History().Recent(0)))
+		}
+
+		// The PostgreSQL alert resolves: the caller's alert, still firing,
+		// is decided again and acted on.
+		h.resolve(pg)
+		deadline = time.Now().Add(30 * time.Second)
+		for !restarted("caller") {
+			if time.Now().After(deadline) {
+				t.Fatalf("the caller was not restarted after its PostgreSQL recovered:%s", dump(h.e.History().Recent(0)))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		for _, r := range h.e.History().Recent(0) {
+			if about(r, other.Name) && r.Result != ResultSuccess {
+				t.Errorf("the other workload's alert: %s %s %s", r.Result, r.Guard, r.Reason)
+			}
+		}
+	})
+
 	t.Run("ScaleRestoredWhenAlertsStayResolved", func(t *testing.T) {
 		ns := c.namespace(t)
 		c.deployment(t, ns, "busy", depOpts{replicas: 1})
