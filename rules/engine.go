@@ -164,6 +164,7 @@ func NewEngine(cfg *Config, o Options) (*Engine, error) {
 	e.events = newEventAlerter(cfg.EventAlerts, o.Alerts, o.Registerer)
 	e.evidence = newDetector(cfg.Evidence, o.Alerts, o.Registerer)
 	e.evidence.publish = e.publishEvidence
+	e.evidence.firing = func() []Alert { return e.pub.firing(SourceRule) }
 	if o.Handle != nil {
 		ownAuth := o.HandleOwnAuth
 		if ownAuth == nil {

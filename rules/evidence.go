@@ -125,7 +125,11 @@ type check struct {
 	// explainedBy names the dependency alerts of the same workload that
 	// explain this one: while one of them sees failures, this alert is
 	// held (the caller's own errors or latency come from its dependency,
-	// whose alert fires instead and whose guard protects the caller).
+	// whose alert fires instead and whose guard protects the caller). The
+	// detector's own (HTTP and connect) dependency alerts count by their
+	// tests' recent failures; the rule files' dependency-by-protocol
+	// alerts (Redis, PostgreSQL, DNS), whose outcomes it does not test,
+	// while they fire.
 	explainedBy []string
 	// count returns the observations and the bad ones in o.
 	count func(o *event.Outcome) (n, bad uint64)
@@ -135,10 +139,11 @@ type check struct {
 var checks = map[event.Signal][]check{
 	event.ServerHTTP: {
 		{alert: "VigilWorkloadHigh5xxRatio", severity: "critical", what: "answered 5xx", unit: "requests",
-			summary:     "answers too many HTTP 5xx.",
-			explainedBy: []string{"VigilWorkloadDependencyUnreachable", "VigilWorkloadDependencyErrors"},
-			count:       func(o *event.Outcome) (uint64, uint64) { return uint64(o.Total), uint64(o.Errors) },
-			test:        func(c *EvidenceConfig) HypothesesConfig { return c.Errors }},
+			summary: "answers too many HTTP 5xx.",
+			explainedBy: []string{"VigilWorkloadDependencyUnreachable", "VigilWorkloadDependencyErrors",
+				"VigilWorkloadRedisErrors", "VigilWorkloadPostgresErrors", "VigilWorkloadDNSFailures"},
+			count: func(o *event.Outcome) (uint64, uint64) { return uint64(o.Total), uint64(o.Errors) },
+			test:  func(c *EvidenceConfig) HypothesesConfig { return c.Errors }},
 		{alert: "VigilWorkloadNotAnswering", severity: "critical", what: "unanswered after {hang}", unit: "requests",
 			summary: "reads HTTP requests and does not answer them.",
 			count: func(o *event.Outcome) (uint64, uint64) {
@@ -146,10 +151,11 @@ var checks = map[event.Signal][]check{
 			},
 			test: func(c *EvidenceConfig) HypothesesConfig { return c.Unanswered }},
 		{alert: "VigilWorkloadHighLatency", severity: "warning", perSec: true, what: "mostly answered later than {slow}", unit: "seconds",
-			summary:     "is slow.",
-			explainedBy: []string{"VigilWorkloadDependencyUnreachable", "VigilWorkloadDependencyErrors", "VigilWorkloadDependencySlow"},
-			count:       func(o *event.Outcome) (uint64, uint64) { return uint64(o.Total), uint64(o.Slow) },
-			test:        func(c *EvidenceConfig) HypothesesConfig { return c.Slow }},
+			summary: "is slow.",
+			explainedBy: []string{"VigilWorkloadDependencyUnreachable", "VigilWorkloadDependencyErrors", "VigilWorkloadDependencySlow",
+				"VigilWorkloadRedisErrors", "VigilWorkloadRedisSlow", "VigilWorkloadPostgresErrors", "VigilWorkloadPostgresSlow", "VigilWorkloadDNSFailures"},
+			count: func(o *event.Outcome) (uint64, uint64) { return uint64(o.Total), uint64(o.Slow) },
+			test:  func(c *EvidenceConfig) HypothesesConfig { return c.Slow }},
 	},
 	event.ClientHTTP: {
 		{alert: "VigilWorkloadDependencyErrors", severity: "warning", what: "answered 5xx by {dest}", unit: "requests",
@@ -202,6 +208,9 @@ type detector struct {
 	stream *Stream
 	// publish delivers an alert (the engine's publisher); nil: the stream.
 	publish func(Alert)
+	// firing returns the rule files' firing alerts (the engine's
+	// publisher); nil: none. Called with mu held.
+	firing func() []Alert
 
 	mu     sync.Mutex
 	cfg    EvidenceConfig
@@ -395,8 +404,10 @@ const explainedWindow = 5 * time.Second
 
 // explained returns the destination of a dependency of k's workload that
 // failed (a failed connect, a 5xx or slow answer, as chk's explainedBy
-// alerts count them) in the last explainedWindow, if k's alert is one a
-// failing dependency explains ("" if none).
+// alerts count them) in the last explainedWindow, or the name of one of
+// chk's explainedBy alerts the rule files fire for k's workload (the
+// dependency-by-protocol alerts), if k's alert is one a failing
+// dependency explains ("" if none).
 func (d *detector) explained(k evidenceKey, chk *check, at time.Time) string {
 	if len(chk.explainedBy) == 0 {
 		return ""
@@ -406,7 +417,22 @@ func (d *detector) explained(k evidenceKey, chk *check, at time.Time) string {
 			return ok.dest
 		}
 	}
+	if d.firing == nil {
+		return ""
+	}
+	for _, a := range d.firing() {
+		if name := a.Labels["alertname"]; slices.Contains(chk.explainedBy, name) && alertAbout(a.Labels, k.wl) {
+			return name
+		}
+	}
 	return ""
+}
+
+// alertAbout reports whether an alert's workload labels (those the rule
+// files' workload alerts keep: namespace, pod, container, unit) are id's,
+// as sameWorkload compares identities.
+func alertAbout(l map[string]string, id workload.Identity) bool {
+	return l["namespace"] == id.Namespace && l["pod"] == id.Pod && l["container"] == id.Container && l["unit"] == id.SystemdUnit
 }
 
 // sameWorkload compares identities by the labels an alert carries: the

@@ -355,6 +355,47 @@ func TestEvidenceDependencyExplainsCallerErrors(t *testing.T) {
 	}
 }
 
+// A caller whose PostgreSQL fails (the rule files' VigilWorkloadPostgresErrors
+// fires for it: its outcomes are not the detector's) answers 5xx: its
+// evidence-based 5xx alert is held while that alert fires, as for the
+// HTTP dependency alerts; a sibling replica with no PostgreSQL alert, same
+// namespace and owner, is not held; once the PostgreSQL alert resolved,
+// the caller's own 5xx alert fires.
+func TestEvidenceProtocolDependencyExplainsCallerErrors(t *testing.T) {
+	d, sub := testDetector(t, nil)
+	// The engine's publisher, as the engine wires it.
+	pub := newPublisher(NewStream(), prometheus.NewRegistry())
+	d.firing = func() []Alert { return pub.firing(SourceRule) }
+	pg := map[string]string{"alertname": "VigilWorkloadPostgresErrors", "severity": "warning", "namespace": "shop", "pod": "web-a", "container": "web"}
+	pub.publish(Alert{Labels: pg, State: StateFiring, Source: SourceRule, StartsAt: time.Now()})
+	// The same alert for another container of the pod holds nothing here.
+	pub.publish(Alert{Labels: map[string]string{"alertname": "VigilWorkloadDNSFailures", "namespace": "shop", "pod": "web-b", "container": "sidecar"},
+		State: StateFiring, Source: SourceRule, StartsAt: time.Now()})
+	t0 := time.Now()
+	var got []Alert
+	for i := range 40 { // 10 s
+		at := t0.Add(time.Duration(i) * 250 * time.Millisecond)
+		d.observe(batch(at, event.Outcome{Workload: webA, Signal: event.ServerHTTP, Total: 3, Errors: 3},
+			event.Outcome{Workload: webB, Signal: event.ServerHTTP, Total: 3, Errors: 3}))
+		got = append(got, drain(sub)...)
+	}
+	if len(got) != 1 || got[0].Labels["alertname"] != "VigilWorkloadHigh5xxRatio" || got[0].Labels["pod"] != "web-b" {
+		t.Fatalf("alerts %v (%v), want only web-b's 5xx alert", names(got), got)
+	}
+	if n := testutil.ToFloat64(d.fired.WithLabelValues("VigilWorkloadHigh5xxRatio", "explained")); n < 1 {
+		t.Errorf("explained holds counted %v", n)
+	}
+	pub.publish(Alert{Labels: pg, State: StateResolved, Source: SourceRule, EndsAt: time.Now()})
+	for i := range 40 {
+		at := t0.Add(10*time.Second + time.Duration(i)*250*time.Millisecond)
+		d.observe(batch(at, event.Outcome{Workload: webA, Signal: event.ServerHTTP, Total: 3, Errors: 3}))
+		got = append(got, drain(sub)...)
+	}
+	if len(got) != 2 || got[1].Labels["alertname"] != "VigilWorkloadHigh5xxRatio" || got[1].Labels["pod"] != "web-a" {
+		t.Fatalf("alerts %v, want web-a's own 5xx alert after its PostgreSQL alert resolved", names(got))
+	}
+}
+
 func names(as []Alert) []string {
 	var out []string
 	for _, a := range as {
