@@ -56,6 +56,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- with .Values.exporters -}}
 {{- $_ := set $cfg "exporters" . -}}
 {{- end -}}
+{{- $cfg = mergeOverwrite $cfg (deepCopy .Values.config) -}}
 # Vigil's configuration, rendered by the Helm chart from its values.
 {{ toYaml $cfg }}
 {{- end -}}
