@@ -76,7 +76,7 @@ func TestShippedConfigLoads(t *testing.T) {
 		if u.GetKind() == "ConfigMap" && strings.HasSuffix(u.GetName(), "-config") {
 			data, _, _ := unstructured.NestedString(u.Object, "data", "vigil.yaml")
 			_, err := agent.Load("vigil.yaml", []byte(data))
-			if err == nil || !strings.Contains(err.Error(), "evaluation_intervall") || !strings.Contains(err.Error(), "evaluation_interval") {
+			if err == nil || !strings.Contains(err.Error(), `rules.evaluation_intervall: unknown field (did you mean "evaluation_interval"?)`) {
 				t.Errorf("config.rules.evaluation_intervall: error %v, want the key named and evaluation_interval suggested", err)
 			}
 		}
