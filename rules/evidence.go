@@ -131,6 +131,10 @@ type check struct {
 	// alerts (Redis, PostgreSQL, DNS), whose outcomes it does not test,
 	// while they fire.
 	explainedBy []string
+	// explainsWhileBuilding: this dependency alert's recent failures
+	// explain a caller's only while its evidence builds (cusum.building):
+	// one slow answer now and then is no reason to hold a caller's alert.
+	explainsWhileBuilding bool
 	// count returns the observations and the bad ones in o.
 	count func(o *event.Outcome) (n, bad uint64)
 	test  func(c *EvidenceConfig) HypothesesConfig
@@ -140,7 +144,7 @@ var checks = map[event.Signal][]check{
 	event.ServerHTTP: {
 		{alert: "VigilWorkloadHigh5xxRatio", severity: "critical", what: "answered 5xx", unit: "requests",
 			summary: "answers too many HTTP 5xx.",
-			explainedBy: []string{"VigilWorkloadDependencyUnreachable", "VigilWorkloadDependencyErrors",
+			explainedBy: []string{"VigilWorkloadDependencyUnreachable", "VigilWorkloadDependencyErrors", "VigilWorkloadDependencySlow",
 				"VigilWorkloadRedisErrors", "VigilWorkloadPostgresErrors", "VigilWorkloadDNSFailures"},
 			count: func(o *event.Outcome) (uint64, uint64) { return uint64(o.Total), uint64(o.Errors) },
 			test:  func(c *EvidenceConfig) HypothesesConfig { return c.Errors }},
@@ -163,9 +167,9 @@ var checks = map[event.Signal][]check{
 			count:   func(o *event.Outcome) (uint64, uint64) { return uint64(o.Total), uint64(o.Errors) },
 			test:    func(c *EvidenceConfig) HypothesesConfig { return c.Errors }},
 		{alert: "VigilWorkloadDependencySlow", severity: "warning", perSec: true, what: "mostly answered by {dest} later than {slow}", unit: "seconds",
-			summary: "waits on its slow dependency {dest}.",
-			count:   func(o *event.Outcome) (uint64, uint64) { return uint64(o.Total), uint64(o.Slow) },
-			test:    func(c *EvidenceConfig) HypothesesConfig { return c.Slow }},
+			summary: "waits on its slow dependency {dest}.", explainsWhileBuilding: true,
+			count: func(o *event.Outcome) (uint64, uint64) { return uint64(o.Total), uint64(o.Slow) },
+			test:  func(c *EvidenceConfig) HypothesesConfig { return c.Slow }},
 	},
 	event.Connect: {
 		{alert: "VigilWorkloadDependencyUnreachable", severity: "warning", perSec: true, what: "mostly failed connects to {dest}", unit: "seconds",
@@ -195,6 +199,7 @@ type cusum struct {
 	binStart       time.Time
 	binN, binBad   uint64
 	seen, lastBad  time.Time
+	fired          time.Time // when its alert last fired or repeated
 	lastHang, slow time.Duration
 }
 
@@ -388,6 +393,7 @@ func (d *detector) step(k evidenceKey, c *cusum, at time.Time, n, bad, requests,
 	}
 	a := d.alertFor(k, c, t, at)
 	c.s, c.n, c.bad, c.requests, c.badRequests = 0, 0, 0, 0, 0
+	c.fired = at
 	if ae, ok := d.active[a.Fingerprint]; ok {
 		ae.last = at
 		d.fired.WithLabelValues(k.alert, "repeat").Inc()
@@ -404,7 +410,8 @@ const explainedWindow = 5 * time.Second
 
 // explained returns the destination of a dependency of k's workload that
 // failed (a failed connect, a 5xx or slow answer, as chk's explainedBy
-// alerts count them) in the last explainedWindow, or the name of one of
+// alerts count them) in the last explainedWindow (for slow answers, while
+// the dependency's own evidence builds: explainsWhileBuilding), or the name of one of
 // chk's explainedBy alerts the rule files fire for k's workload (the
 // dependency-by-protocol alerts), if k's alert is one a failing
 // dependency explains ("" if none).
@@ -413,9 +420,13 @@ func (d *detector) explained(k evidenceKey, chk *check, at time.Time) string {
 		return ""
 	}
 	for ok, c := range d.keys {
-		if sameWorkload(ok.wl, k.wl) && ok.dest != "" && !c.lastBad.IsZero() && at.Sub(c.lastBad) <= explainedWindow && slices.Contains(chk.explainedBy, ok.alert) {
-			return ok.dest
+		if !sameWorkload(ok.wl, k.wl) || ok.dest == "" || c.lastBad.IsZero() || at.Sub(c.lastBad) > explainedWindow || !slices.Contains(chk.explainedBy, ok.alert) {
+			continue
 		}
+		if c.chk.explainsWhileBuilding && !c.building(at) {
+			continue
+		}
+		return ok.dest
 	}
 	if d.firing == nil {
 		return ""
@@ -426,6 +437,15 @@ func (d *detector) explained(k evidenceKey, chk *check, at time.Time) string {
 		}
 	}
 	return ""
+}
+
+// building reports whether c's evidence is building at at: its statistic
+// above zero, its open second mostly bad (a per-second test steps a
+// second only once the next begins), or its alert fired or repeated in
+// the last explainedWindow.
+func (c *cusum) building(at time.Time) bool {
+	return c.s > 0 || c.chk.perSec && c.binN > 0 && 2*c.binBad > c.binN ||
+		!c.fired.IsZero() && at.Sub(c.fired) <= explainedWindow
 }
 
 // alertAbout reports whether an alert's workload labels (those the rule

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -352,6 +353,60 @@ func TestEvidenceDependencyExplainsCallerErrors(t *testing.T) {
 	// It waited for the dependency's last failures to be explainedWindow old.
 	if since, _ := time.Parse(time.RFC3339Nano, got[1].Annotations["evidence_since"]); since.Before(t0.Add(10 * time.Second)) {
 		t.Errorf("the caller's alert counts evidence from while the dependency failed: since %s", got[1].Annotations["evidence_since"])
+	}
+}
+
+// A caller whose dependency answers later than the caller waits answers
+// 5xx (its calls time out; the eBPF collector counts a call slow once it
+// waited http_slow_after, answered or not): its 5xx and latency alerts are
+// held while the dependency's slow evidence builds, from the first second
+// on, and the dependency's VigilWorkloadDependencySlow fires instead. A
+// dependency that is slow now and then (one call in twelve) explains
+// nothing: the caller's own 5xx alert fires as soon as with no dependency
+// at all.
+func TestEvidenceSlowDependencyExplainsCallerErrors(t *testing.T) {
+	const dest = "10.0.0.9:80"
+	run := func(dep func(i int) *event.Outcome) []Alert {
+		d, sub := testDetector(t, nil)
+		t0 := time.Now()
+		var got []Alert
+		for i := range 40 { // 10 s
+			at := t0.Add(time.Duration(i) * 250 * time.Millisecond)
+			os := []event.Outcome{{Workload: webA, Signal: event.ServerHTTP, Total: 3, Errors: 3, Slow: 3}}
+			if o := dep(i); o != nil {
+				o.Workload, o.Signal, o.Destination = webA, event.ClientHTTP, dest
+				os = append(os, *o)
+			}
+			d.observe(batch(at, os...))
+			for _, a := range drain(sub) {
+				a.Annotations = map[string]string{"at": strconv.Itoa(i)}
+				got = append(got, a)
+			}
+		}
+		return got
+	}
+	// Every call slow, from the same batch as the caller's first 5xx.
+	got := run(func(int) *event.Outcome { return &event.Outcome{Total: 3, Slow: 3} })
+	if len(got) != 1 || got[0].Labels["alertname"] != "VigilWorkloadDependencySlow" || got[0].Labels["destination"] != dest {
+		t.Fatalf("alerts %v, want only the dependency's slow alert", names(got))
+	}
+	// Slow now and then: the caller's alerts fire at the same batches as
+	// with no dependency.
+	alone := run(func(int) *event.Outcome { return nil })
+	now := run(func(i int) *event.Outcome {
+		if i%4 == 0 && i/4%3 == 0 {
+			return &event.Outcome{Total: 4, Slow: 1}
+		}
+		return &event.Outcome{Total: 4}
+	})
+	if len(alone) == 0 || len(now) != len(alone) {
+		t.Fatalf("alerts %v with a dependency slow now and then, %v with none", names(now), names(alone))
+	}
+	for i := range alone {
+		if now[i].Labels["alertname"] != alone[i].Labels["alertname"] || now[i].Annotations["at"] != alone[i].Annotations["at"] {
+			t.Errorf("alert %d: %s at batch %s with a dependency slow now and then, %s at batch %s with none", i,
+				now[i].Labels["alertname"], now[i].Annotations["at"], alone[i].Labels["alertname"], alone[i].Annotations["at"])
+		}
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,8 +40,9 @@ type outcomeKey struct {
 // TestOutcomeEvidence: real servers and callers in their own cgroups; the
 // outcome batches the collector publishes for the rules engine's evidence
 // detector count exactly what was sent: 5xx answers, slow answers,
-// requests never answered (once each, after http_hang_after), and
-// refused connects, per workload and destination.
+// requests never answered (once each, after http_hang_after), calls given
+// up by their caller (slow, once each, after http_slow_after), and refused
+// connects, per workload and destination.
 func TestOutcomeEvidence(t *testing.T) { forEachHTTPHook(t, testOutcomeEvidence) }
 
 func testOutcomeEvidence(t *testing.T, hook string) {
@@ -57,6 +57,7 @@ func testOutcomeEvidence(t *testing.T, hook string) {
 		hung    = "vigil-ebpf-test-ev-hung.service"
 		slow    = "vigil-ebpf-test-ev-slow.service"
 		caller  = "vigil-ebpf-test-ev-caller.service"
+		quitter = "vigil-ebpf-test-ev-quitter.service"
 		dialer  = "vigil-ebpf-test-ev-dialer.service"
 	)
 	failAddr := startServer(t, testCgroup(t, failing), "5xx")
@@ -70,12 +71,10 @@ func testOutcomeEvidence(t *testing.T, hook string) {
 	if out, err := helperCmd(t, testCgroup(t, dialer), "dial-refused", "6,"+closed).CombinedOutput(); err != nil {
 		t.Fatalf("dialer: %v\n%s", err, out)
 	}
-	cl := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
-	for range 4 {
-		if resp, err := cl.Get("http://" + hungAddr + "/work"); err == nil {
-			resp.Body.Close()
-			t.Fatal("the hung server answered")
-		}
+	// A caller that gives up after 300 ms on a server that never answers:
+	// four requests the server counts unanswered, the caller slow.
+	if out, err := helperCmd(t, testCgroup(t, quitter), "timeout-gets", "4,300ms,"+hungAddr).CombinedOutput(); err != nil {
+		t.Fatalf("quitter: %v\n%s", err, out)
 	}
 
 	got := map[outcomeKey]event.Outcome{}
@@ -93,14 +92,15 @@ func testOutcomeEvidence(t *testing.T, hook string) {
 		}
 	}
 	want := map[outcomeKey]event.Outcome{
-		{failing, event.ServerHTTP, ""}:      {Total: 5, Errors: 5},
-		{slow, event.ServerHTTP, ""}:         {Total: 5, Slow: 5},
-		{hung, event.ServerHTTP, ""}:         {Unanswered: 4},
-		{caller, event.ClientHTTP, failAddr}: {Total: 5, Errors: 5},
-		{caller, event.ClientHTTP, slowAddr}: {Total: 5, Slow: 5},
-		{dialer, event.Connect, closed}:      {Total: 6, Errors: 6},
-		{caller, event.Connect, failAddr}:    {Total: 5},
-		{caller, event.Connect, slowAddr}:    {Total: 5},
+		{failing, event.ServerHTTP, ""}:       {Total: 5, Errors: 5},
+		{slow, event.ServerHTTP, ""}:          {Total: 5, Slow: 5},
+		{hung, event.ServerHTTP, ""}:          {Unanswered: 4},
+		{caller, event.ClientHTTP, failAddr}:  {Total: 5, Errors: 5},
+		{caller, event.ClientHTTP, slowAddr}:  {Total: 5, Slow: 5},
+		{quitter, event.ClientHTTP, hungAddr}: {Total: 4, Slow: 4},
+		{dialer, event.Connect, closed}:       {Total: 6, Errors: 6},
+		{caller, event.Connect, failAddr}:     {Total: 5},
+		{caller, event.Connect, slowAddr}:     {Total: 5},
 	}
 	done := func() bool {
 		for k, w := range want {

@@ -90,6 +90,32 @@ func faultGets(arg string) error {
 	return nil
 }
 
+// timeoutGets makes n GETs of "n,timeout,addr", each given up after
+// timeout (a caller whose dependency answers later than it waits).
+func timeoutGets(arg string) error {
+	f := strings.Split(arg, ",")
+	if len(f) != 3 {
+		return fmt.Errorf("timeout-gets: want n,timeout,addr, got %q", arg)
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return err
+	}
+	timeout, err := time.ParseDuration(f[1])
+	if err != nil {
+		return err
+	}
+	cl := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	for range n {
+		resp, err := cl.Get("http://" + f[2] + "/work")
+		if err == nil {
+			resp.Body.Close()
+			return fmt.Errorf("%s answered within %s", f[2], timeout)
+		}
+	}
+	return nil
+}
+
 // startServer runs a fault server helper in the cgroup at dir and returns
 // its address.
 func startServer(t *testing.T, dir, mode string) string {

@@ -39,6 +39,8 @@ func runHelper(name, arg string) int {
 		err = faultGets(arg)
 	case "dial-refused":
 		err = dialRefused(arg)
+	case "timeout-gets":
+		err = timeoutGets(arg)
 	case "raw-http":
 		err = rawHTTP()
 	case "unprivileged":

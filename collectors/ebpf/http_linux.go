@@ -55,7 +55,7 @@ type pendingRequest struct {
 	windowsLeft int
 	counted     bool // counted in threads
 	unanswered  bool // counted in vigil_http_server_requests_unanswered_total
-	overdue     bool // counted unanswered in its tally (http_hang_after)
+	overdue     bool // server: counted unanswered in its tally (http_hang_after); client: counted slow (http_slow_after)
 }
 
 // routeInfo is a request target with its path, route and the route's
@@ -217,7 +217,10 @@ func (h *handlers) handleHTTP(b []byte) {
 		st.reset = time.Now()
 	}
 	if i, found := st.pending[key]; found {
-		h.dropPending(key, i) // answered unseen, or pipelined
+		// Answered unseen, pipelined, or given up by its client (a new
+		// connection on the same descriptor).
+		h.countGivenUp(&st.slab[i], h.clock.time(e.TsNs))
+		h.dropPending(key, i)
 		h.m.httpUnmatched.Inc()
 	}
 	if len(st.pending) >= h.cfg.MaxPendingRequests {
@@ -466,7 +469,9 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 	}
 	s.requests.Inc()
 	s.duration.Observe(d.Seconds())
-	if p.server || p.remote.IsValid() {
+	// A client request counted slow while it waited (sweepHTTP) is in
+	// its tally already.
+	if p.server || p.remote.IsValid() && !p.overdue {
 		tk := tallyKey{cgroup: p.cgroup, signal: event.ServerHTTP}
 		if !p.server {
 			tk.signal, tk.dest = event.ClientHTTP, p.remote
@@ -524,6 +529,13 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 // response was never seen (written by a call Vigil does not trace) is
 // counted too, once; the default alert asks for most of a workload's
 // requests to be unanswered.
+//
+// A client request waiting longer than http_slow_after is counted in its
+// destination's tally then, total and slow, once (and not again when its
+// answer comes), as is one replaced unanswered by the next request on its
+// descriptor after as long: a caller that gives up first (a timeout
+// shorter than its dependency's answers) sees no answer to time, and its
+// dependency is slow all the same.
 func (h *handlers) sweepHTTP(now time.Time) {
 	st := h.http
 	if now.Sub(st.lastSweep) < h.cfg.EvidenceInterval {
@@ -535,7 +547,11 @@ func (h *handlers) sweepHTTP(now time.Time) {
 	cut := now.Add(-h.cfg.HTTPUnansweredAfter)
 	for _, i := range st.pending {
 		p := &st.slab[i]
-		if !p.server || p.unanswered {
+		if !p.server {
+			h.countGivenUp(p, now)
+			continue
+		}
+		if p.unanswered {
 			continue
 		}
 		if !p.overdue && p.start.Before(hang) {
@@ -550,6 +566,20 @@ func (h *handlers) sweepHTTP(now time.Time) {
 		}
 	}
 	h.flushTallies(st.tallies, now)
+}
+
+// countGivenUp counts client request p, unanswered at at, in its
+// destination's tally as slow, once, if it has waited http_slow_after
+// (see sweepHTTP).
+func (h *handlers) countGivenUp(p *pendingRequest, at time.Time) {
+	if p.server || p.overdue || !p.remote.IsValid() || at.Sub(p.start) < h.cfg.HTTPSlowAfter {
+		return
+	}
+	p.overdue = true
+	if o := h.tally(h.http.tallies, tallyKey{cgroup: p.cgroup, signal: event.ClientHTTP, dest: p.remote}, p.wl); o != nil {
+		o.Total++
+		o.Slow++
+	}
 }
 
 // isErrorStatus is the span status rule of the HTTP semantic conventions:
