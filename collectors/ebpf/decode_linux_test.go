@@ -94,7 +94,7 @@ func TestHTTPPrefixByte(t *testing.T) {
 	resp.TsNs = 2_000_001
 	h.handleHTTP(encode(t, resp))
 	want := `
-# HELP vigil_http_requests_total HTTP/1.x requests seen, by side (server or client), method, route and status class.
+# HELP vigil_http_requests_total HTTP/1.x and HTTP/2 (not gRPC) requests seen, by side (server or client), method, route and status class.
 # TYPE vigil_http_requests_total counter
 vigil_http_requests_total{container="",container_id="",kind="server",method="GET",namespace="",owner_kind="",owner_name="",pod="",pod_uid="",route="/a/{id}",status_class="5xx",unit=""} 1
 `

@@ -51,6 +51,10 @@ func runHelper(name, arg string) int {
 		err = redisGoClient(arg)
 	case "pgx-client":
 		err = pgxClient(arg)
+	case "grpc-client":
+		err = grpcClient(arg)
+	case "h2c-client":
+		err = h2cClient(arg)
 	case "dns-go-client":
 		err = dnsGoClient(arg)
 	default:

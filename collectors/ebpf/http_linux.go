@@ -124,6 +124,8 @@ type httpState struct {
 	l7 *l7State
 	// dns is DNS's (dns_linux.go).
 	dns *dnsState
+	// h2 is HTTP/2's and gRPC's (h2_linux.go).
+	h2 *h2State
 }
 
 // peerSeries are a client's series for one destination and status class.
@@ -134,7 +136,7 @@ type peerSeries struct {
 func newHTTPState(cfg *Config) *httpState {
 	s := &httpState{pending: map[connKey]int32{}, threads: map[uint32]threadState{}, routes: map[string]*routeInfo{},
 		hosts: map[string]string{}, series: map[httpKey]httpSeries{}, peers: map[peerKey]peerSeries{}, wls: map[uint64]workload.Identity{}, unknown: map[uint64]uint64{},
-		limiter: rateLimiter{rate: float64(cfg.Spans.MaxPerSecond)}, tallies: newTallies(), l7: newL7State(), dns: newDNSState()}
+		limiter: rateLimiter{rate: float64(cfg.Spans.MaxPerSecond)}, tallies: newTallies(), l7: newL7State(), dns: newDNSState(), h2: newH2State()}
 	switch r := cfg.Spans.SampleRatio; {
 	case r >= 1:
 		s.ratioMax = math.MaxUint64
@@ -441,8 +443,15 @@ func statusClassIndex(code int) uint8 {
 // completeHTTP counts pending request i, answered with status at endNS,
 // and hands it to the span queue when it is sampled or an error.
 func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) {
+	h.countHTTP(&h.http.slab[i], status, endNS)
+	h.dropPending(key, i)
+}
+
+// countHTTP counts request p (HTTP/1.x, or HTTP/2 from h2_linux.go),
+// answered with status at endNS, and hands it to the span queue when it is
+// sampled or an error.
+func (h *handlers) countHTTP(p *pendingRequest, status int, endNS uint64) {
 	st := h.http
-	p := &st.slab[i]
 	end := h.clock.time(endNS)
 	k := httpKey{cgroup: p.cgroup, route: p.route, method: uint8(p.method), class: statusClassIndex(status), server: p.server}
 	s, ok := st.series[k]
@@ -513,7 +522,6 @@ func (h *handlers) completeHTTP(key connKey, i int32, status int, endNS uint64) 
 	default:
 		h.m.spansSampledOut.Inc()
 	}
-	h.dropPending(key, i)
 }
 
 // sweepHTTP looks at every pending request (at most

@@ -49,7 +49,10 @@ func parseHTTP(b []byte) (httpMessage, error) {
 
 // methods are the request methods recognised; the index is a method's
 // number in requestHead and in the metric keys.
-var methods = [...]string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+// HTTP/1.x requests use the first seven (methodIndex); HTTP/2's :method
+// may also be CONNECT, TRACE or anything else (_OTHER, OpenTelemetry's
+// name for the rest).
+var methods = [...]string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE", "_OTHER"}
 
 func methodIndex(m []byte) int {
 	switch string(m) { // no allocation: the compiler compares in place

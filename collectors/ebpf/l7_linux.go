@@ -30,10 +30,11 @@ const (
 	protoDNS      = 3 // over UDP (dns_linux.go)
 	protoDNSTCP   = 4 // over TCP, the message after its length
 	protoDNSMsg   = 5 // over TCP, the message apart from its length
-	protoCount    = 6
+	protoH2       = 6 // HTTP/2: a piece of the kernel's frame walk (h2_linux.go)
+	protoCount    = 7
 )
 
-var protoNames = [protoCount]string{"http", "redis", "postgres", "dns", "dns", "dns"}
+var protoNames = [protoCount]string{"http", "redis", "postgres", "dns", "dns", "dns", "http2"}
 
 // maxL7Queue bounds the requests waiting for their replies on one
 // connection (a pipeline); older ones are forgotten and counted unmatched.
@@ -127,6 +128,10 @@ func (h *handlers) rejectL7(proto uint8, reason string) {
 
 // handleL7 handles a record of a protocol other than HTTP.
 func (h *handlers) handleL7(e *httpEvent) {
+	if e.Proto == protoH2 {
+		h.handleH2(e)
+		return
+	}
 	if e.Proto == protoDNS || e.Proto == protoDNSTCP || e.Proto == protoDNSMsg {
 		h.handleDNS(e)
 		return

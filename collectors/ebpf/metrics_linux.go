@@ -151,6 +151,13 @@ type metrics struct {
 	dnsRequests *prometheus.CounterVec
 	dnsDuration *prometheus.HistogramVec
 	dnsCap      *capper
+
+	// gRPC calls and what HTTP/2 could not decode (h2_linux.go).
+	grpcRequests  *prometheus.CounterVec
+	grpcDuration  *prometheus.HistogramVec
+	grpcCap       *capper
+	grpcMethodCap *capper
+	h2Dropped     *prometheus.CounterVec
 }
 
 func newMetrics(cfg *Config) *metrics {
@@ -210,7 +217,7 @@ func newMetrics(cfg *Config) *metrics {
 		oomKills: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_oom_kills_total",
 			Help: "Processes chosen as victims by the OOM killer."}, labelNames()),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_http_requests_total",
-			Help: "HTTP/1.x requests seen, by side (server or client), method, route and status class."}, labelNames("route", "kind", "method", "status_class")),
+			Help: "HTTP/1.x and HTTP/2 (not gRPC) requests seen, by side (server or client), method, route and status class."}, labelNames("route", "kind", "method", "status_class")),
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_http_request_duration_seconds",
 			Help: "Time from request to response start, as seen in the process's syscalls.", Buckets: requestBuckets}, labelNames("route", "kind", "method", "status_class")),
 		httpPeer: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_http_client_requests_by_destination_total",
@@ -253,6 +260,7 @@ func newMetrics(cfg *Config) *metrics {
 	m.procCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("process"))
 	m.httpCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("http"))
 	m.routeCap = newCapper(cfg.MaxRoutes, m.seriesOverflow.WithLabelValues("http_route"))
+	newH2Metrics(m, cfg)
 	return m
 }
 
@@ -262,5 +270,6 @@ func (m *metrics) collectors() []prometheus.Collector {
 		m.seriesOverflow, m.fastPath, m.outcomesDropped, m.spansDropped, m.spansSampledOut, m.spansUnexported, m.httpUnmatched, m.unresolved,
 		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
 		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration, m.httpPeer, m.httpPeerSeconds, m.httpUnanswered,
-		m.redisRequests, m.redisDuration, m.pgRequests, m.pgDuration, m.protoRejected, m.protoUnmatched, m.dnsRequests, m.dnsDuration}
+		m.redisRequests, m.redisDuration, m.pgRequests, m.pgDuration, m.protoRejected, m.protoUnmatched, m.dnsRequests, m.dnsDuration,
+		m.grpcRequests, m.grpcDuration, m.h2Dropped}
 }

@@ -30,6 +30,16 @@ type httpSpan struct {
 	status int
 	end    time.Time
 	db     *dbSpan
+	rpc    *rpcSpan
+}
+
+// rpcSpan is what a gRPC call's span says besides pendingRequest's common
+// fields.
+type rpcSpan struct {
+	service, method string
+	code            int
+	codeName        string
+	failed          bool
 }
 
 // dbSpan is what a Redis or PostgreSQL span says besides pendingRequest's
@@ -84,6 +94,20 @@ func (q *spanQueue) addDB(p *pendingRequest, db dbSpan, end time.Time) {
 		return
 	}
 	s := &httpSpan{req: *p, end: end, db: &db}
+	s.req.head = nil
+	select {
+	case q.c <- s:
+	default:
+		q.dropped.Inc()
+	}
+}
+
+// addRPC queues a gRPC span.
+func (q *spanQueue) addRPC(p *pendingRequest, rpc rpcSpan, end time.Time) {
+	if q.next == nil {
+		return
+	}
+	s := &httpSpan{req: *p, end: end, rpc: &rpc}
 	s.req.head = nil
 	select {
 	case q.c <- s:
@@ -154,7 +178,9 @@ func (q *spanQueue) traces(batch []*httpSpan) ptrace.Traces {
 			spans.EnsureCapacity(len(batch))
 			byPID[s.req.pid] = spans
 		}
-		if s.db != nil && s.db.system == "dns" {
+		if s.rpc != nil {
+			fillRPCSpan(spans.AppendEmpty(), s)
+		} else if s.db != nil && s.db.system == "dns" {
 			fillDNSSpan(spans.AppendEmpty(), s)
 		} else if s.db != nil {
 			fillDBSpan(spans.AppendEmpty(), s)
@@ -301,6 +327,46 @@ func fillDNSSpan(sp ptrace.Span, s *httpSpan) {
 	a.PutInt("server.port", int64(server.Port()))
 	if db.dnsRCode != dnsRCodes[0] {
 		a.PutStr("error.type", db.dnsRCode)
+		sp.Status().SetCode(ptrace.StatusCodeError)
+	}
+}
+
+// fillRPCSpan sets a gRPC call's span following the OpenTelemetry RPC
+// semantic conventions: named "<service>/<method>", rpc.system grpc, the
+// status code, an error status for the codes of rpcSpan.failed.
+func fillRPCSpan(sp ptrace.Span, s *httpSpan) {
+	p, rpc := &s.req, s.rpc
+	sp.SetTraceID(pcommon.TraceID(p.traceID))
+	sp.SetSpanID(pcommon.SpanID(p.spanID))
+	if p.parentID != ([8]byte{}) {
+		sp.SetParentSpanID(pcommon.SpanID(p.parentID))
+	}
+	sp.SetName(rpc.service + "/" + rpc.method)
+	sp.SetStartTimestamp(pcommon.NewTimestampFromTime(p.start))
+	sp.SetEndTimestamp(pcommon.NewTimestampFromTime(s.end))
+	a := sp.Attributes()
+	a.EnsureCapacity(12)
+	a.PutStr("rpc.system", "grpc")
+	a.PutStr("rpc.service", rpc.service)
+	a.PutStr("rpc.method", rpc.method)
+	a.PutInt("rpc.grpc.status_code", int64(rpc.code))
+	a.PutStr("network.protocol.name", "http")
+	a.PutStr("network.protocol.version", "2")
+	a.PutStr("network.transport", "tcp")
+	a.PutStr("network.peer.address", p.remote.Addr().String())
+	a.PutInt("network.peer.port", int64(p.remote.Port()))
+	server := p.remote
+	sp.SetKind(ptrace.SpanKindClient)
+	if p.server {
+		sp.SetKind(ptrace.SpanKindServer)
+		server = p.local
+		a.PutStr("client.address", p.remote.Addr().String())
+		a.PutInt("client.port", int64(p.remote.Port()))
+	}
+	a.PutStr("server.address", server.Addr().String())
+	a.PutInt("server.port", int64(server.Port()))
+	if rpc.failed {
+		a.PutStr("error.type", rpc.codeName)
 		sp.Status().SetCode(ptrace.StatusCodeError)
 	}
 }

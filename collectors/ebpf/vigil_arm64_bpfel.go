@@ -23,6 +23,22 @@ type vigilVigilCgroupEvent struct {
 	Path      [512]int8
 }
 
+type vigilVigilH2Sock struct {
+	_ structs.HostLayout
+	D [2]struct {
+		_      structs.HostLayout
+		Pos    uint32
+		Next   uint32
+		SendTo uint32
+		Hdrn   uint8
+		Pad    [3]uint8
+		Hdr    [16]uint8
+	}
+	State   uint8
+	Started uint8
+	Pad     [6]uint8
+}
+
 type vigilVigilHttpControl struct {
 	_           structs.HostLayout
 	SampleShift uint32
@@ -52,7 +68,7 @@ type vigilVigilHttpEvent struct {
 	Prefix    uint8
 	Window    uint8
 	Proto     uint8
-	Pad       [4]uint8
+	Off       uint32
 	Saddr     [16]uint8
 	Daddr     [16]uint8
 	Comm      [16]int8
@@ -123,6 +139,7 @@ type vigilVigilTcpSock struct {
 const (
 	vigilMapDnsMmsg                = "dns_mmsg"
 	vigilMapEvents                 = "events"
+	vigilMapH2Socks                = "h2_socks"
 	vigilMapHttpControl            = "http_control"
 	vigilMapHttpEvents             = "http_events"
 	vigilMapHttpScratch            = "http_scratch"
@@ -229,6 +246,7 @@ type vigilProgramSpecs struct {
 type vigilMapSpecs struct {
 	DnsMmsg     *ebpf.MapSpec `ebpf:"dns_mmsg"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	H2Socks     *ebpf.MapSpec `ebpf:"h2_socks"`
 	HttpControl *ebpf.MapSpec `ebpf:"http_control"`
 	HttpEvents  *ebpf.MapSpec `ebpf:"http_events"`
 	HttpScratch *ebpf.MapSpec `ebpf:"http_scratch"`
@@ -277,6 +295,7 @@ func (o *vigilObjects) Close() error {
 type vigilMaps struct {
 	DnsMmsg     *ebpf.Map `ebpf:"dns_mmsg"`
 	Events      *ebpf.Map `ebpf:"events"`
+	H2Socks     *ebpf.Map `ebpf:"h2_socks"`
 	HttpControl *ebpf.Map `ebpf:"http_control"`
 	HttpEvents  *ebpf.Map `ebpf:"http_events"`
 	HttpScratch *ebpf.Map `ebpf:"http_scratch"`
@@ -290,6 +309,7 @@ func (m *vigilMaps) Close() error {
 	return _VigilClose(
 		m.DnsMmsg,
 		m.Events,
+		m.H2Socks,
 		m.HttpControl,
 		m.HttpEvents,
 		m.HttpScratch,

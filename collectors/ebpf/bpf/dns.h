@@ -98,7 +98,7 @@ static __always_inline int vigil_dns_capture(const struct sock *sk, __u32 fd, co
 	e->prefix = 0;
 	e->window = 0;
 	e->proto = VIGIL_L7_DNS;
-	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+	e->off = 0;
 	e->captured = len;
 	size = offsetof(struct vigil_http_event, data) + len;
 	flags = vigil_wake_mark(&cpu->unwoken, http_wakeup_bytes, size, false);

@@ -63,7 +63,7 @@ struct vigil_http_event {
 	__u8 prefix;
 	__u8 window;
 	__u8 proto; // enum vigil_l7_proto
-	__u8 _pad[4];
+	__u32 off;  // HTTP/2: the piece's offset in its direction's byte stream (h2.h)
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[VIGIL_COMM_LEN];
@@ -156,6 +156,10 @@ enum vigil_l7_proto {
 	VIGIL_L7_DNS = 3,     // DNS over UDP (bpf/dns.h)
 	VIGIL_L7_DNS_TCP = 4, // DNS over TCP: a message after its two-byte length
 	VIGIL_L7_DNS_MSG = 5, // DNS over TCP: a message written or read apart from its length
+	VIGIL_L7_H2 = 6,      // HTTP/2: a piece of a frame walk (h2.h); found by its client preface
+	// Not sent: a transfer that starts with a SETTINGS frame header (a
+	// server's first write), HTTP/2 if the preface is read next.
+	VIGIL_L7_H2_SETTINGS = 7,
 };
 
 // VIGIL_L7_REPLY marks, in vigil_l7_classify's result, a transfer that can
@@ -196,10 +200,19 @@ static __always_inline __u8 vigil_l7_classify(const __u8 *b)
 		return c == '\r' ? VIGIL_L7_REDIS | VIGIL_L7_REPLY : 0;
 	case '#':
 		return c == 't' || c == 'f' ? VIGIL_L7_REDIS | VIGIL_L7_REPLY : 0;
+	case 'P': // Parse (extended protocol), or HTTP/2's client preface
+		if (c == 'R')
+			return b[2] == 'I' && b[3] == ' ' && b[4] == '*' && b[5] == ' ' && b[6] == 'H' && b[7] == 'T' ? VIGIL_L7_H2 : 0;
+		return c == 0 ? VIGIL_L7_POSTGRES : 0;
 	case 'Q': // Query (simple protocol)
-	case 'P': // Parse (extended protocol)
 	case 'B': // Bind (extended protocol, a prepared statement)
 		return c == 0 ? VIGIL_L7_POSTGRES : 0;
+	case 0:
+		// An HTTP/2 SETTINGS frame header (length a multiple of 6 below
+		// 256, type 4, no flags, stream 0): a server's first write.
+		return c == 0 && b[2] % 6 == 0 && b[3] == 4 && b[4] == 0 && b[5] == 0 && b[6] == 0 && b[7] == 0 && b[8] == 0
+			       ? VIGIL_L7_H2_SETTINGS
+			       : 0;
 	case '1': case '2': case '3': case 'C': case 'D': case 'E': case 'I': case 'N': case 'T': case 'Z':
 	case 'n': case 's': case 't':
 		// ParseComplete, BindComplete, CloseComplete, CommandComplete,
@@ -297,6 +310,8 @@ static __always_inline __u8 vigil_http_request_tail(const __u8 *b)
 	return 0;
 }
 
+#include "h2.h"
+
 // vigil_http_capture checks and, if it looks like HTTP, sends the first
 // bytes of buf (n bytes valid) transferred on fd in direction dir, and for
 // a request head longer than one window its next windows. The first window
@@ -306,8 +321,8 @@ static __always_inline __u8 vigil_http_request_tail(const __u8 *b)
 // whether or not it turns out to be HTTP.
 // sk is the socket when the caller knows it (the socket-layer programs);
 // without it the socket is found from fd.
-static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, const void *buf, __u64 n, __u8 dir,
-					      __u32 prog)
+static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, const void *buf, __u64 n, __u64 total,
+					      __u8 dir, __u32 prog)
 {
 	__u64 id;
 	__u8 pfx = 0, l7 = 0;
@@ -361,6 +376,13 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 				l7 = vigil_l7_classify(head);
 			if (!l7)
 				return 0;
+			if (l7 == VIGIL_L7_H2 || l7 == VIGIL_L7_H2_SETTINGS) {
+				// Followed on the socket path only (the syscall
+				// path has no socket-local storage).
+				if (sk)
+					return vigil_h2_start(sk, l7, fd, buf, n, total, dir, prog);
+				return 0;
+			}
 		}
 	}
 
@@ -397,7 +419,7 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 	tmpl->prefix = pfx;
 	tmpl->window = 0;
 	tmpl->proto = l7 & ~VIGIL_L7_REPLY;
-	__builtin_memset(tmpl->_pad, 0, sizeof(tmpl->_pad));
+	tmpl->off = 0;
 
 	for (i = 0; i < VIGIL_HTTP_MAX_WINDOWS; i++) {
 		__u64 off = (__u64)i * VIGIL_HTTP_WINDOW;
@@ -451,7 +473,7 @@ static __always_inline int vigil_http_exit_read(struct trace_event_raw_sys_exit 
 		if (ret > (long)iov.iov_len)
 			ret = iov.iov_len;
 	}
-	return vigil_http_capture(fd, 0, (void *)buf, ret, VIGIL_HTTP_READ, prog);
+	return vigil_http_capture(fd, 0, (void *)buf, ret, ret, VIGIL_HTTP_READ, prog);
 }
 
 SEC("tracepoint/syscalls/sys_exit_read")
@@ -466,13 +488,13 @@ int vigil_http_exit_readv(struct trace_event_raw_sys_exit *ctx) { return vigil_h
 SEC("tracepoint/syscalls/sys_enter_write")
 int vigil_http_write(struct trace_event_raw_sys_enter *ctx)
 {
-	return vigil_http_capture((__u32)ctx->args[0], 0, (void *)ctx->args[1], ctx->args[2], VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_WRITE);
+	return vigil_http_capture((__u32)ctx->args[0], 0, (void *)ctx->args[1], ctx->args[2], ctx->args[2], VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_WRITE);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int vigil_http_sendto(struct trace_event_raw_sys_enter *ctx)
 {
-	return vigil_http_capture((__u32)ctx->args[0], 0, (void *)ctx->args[1], ctx->args[2], VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_SENDTO);
+	return vigil_http_capture((__u32)ctx->args[0], 0, (void *)ctx->args[1], ctx->args[2], ctx->args[2], VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_SENDTO);
 }
 
 SEC("tracepoint/syscalls/sys_enter_writev")
@@ -483,7 +505,7 @@ int vigil_http_writev(struct trace_event_raw_sys_enter *ctx)
 	if (ctx->args[2] < 1)
 		return 0;
 	bpf_probe_read_user(&iov, sizeof(iov), (void *)ctx->args[1]);
-	return vigil_http_capture((__u32)ctx->args[0], 0, iov.iov_base, iov.iov_len, VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_WRITEV);
+	return vigil_http_capture((__u32)ctx->args[0], 0, iov.iov_base, iov.iov_len, iov.iov_len, VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_WRITEV);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
@@ -496,7 +518,7 @@ int vigil_http_sendmsg(struct trace_event_raw_sys_enter *ctx)
 	if (!msg.msg_iov || msg.msg_iovlen < 1)
 		return 0;
 	bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov);
-	return vigil_http_capture((__u32)ctx->args[0], 0, iov.iov_base, iov.iov_len, VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_SENDMSG);
+	return vigil_http_capture((__u32)ctx->args[0], 0, iov.iov_base, iov.iov_len, iov.iov_len, VIGIL_HTTP_WRITE, VIGIL_PROG_HTTP_SENDMSG);
 }
 
 // The socket-layer path (sock/sock_send_length and sock/sock_recv_length,
@@ -558,6 +580,7 @@ static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __
 	__u8 kind = VIGIL_HTTP_ARG_NONE;
 	__u32 fd, zero = 0;
 	__u64 iovcnt = 0;
+	bool h2;
 	long nr;
 
 	if (sk->sk_protocol != VIGIL_IPPROTO_TCP) {
@@ -569,18 +592,29 @@ static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __
 	}
 	if (ret <= 0)
 		return 0;
-	if (dir == VIGIL_HTTP_READ && ret == 1)
-		return 0; // Go's one-byte read-ahead: see vigil_http_request_tail
-	// A connection is named by its ports and peer address (the socket's
-	// address itself cannot be used as a number in a tp_btf program).
-	if (vigil_http_sampled_out(bpf_map_lookup_elem(&http_control, &zero),
-				   ((__u64)sk->__sk_common.skc_portpair << 32) | sk->__sk_common.skc_daddr))
-		return 0;
+	// A socket with socket-local storage is most likely HTTP/2 (h2.h):
+	// every byte of it is accounted for, whatever the sampling. Other
+	// sockets pay this one compare.
+	h2 = sk->sk_bpf_storage != 0;
+	if (!h2) {
+		if (dir == VIGIL_HTTP_READ && ret == 1)
+			return 0; // Go's one-byte read-ahead: see vigil_http_request_tail
+		// A connection is named by its ports and peer address (the socket's
+		// address itself cannot be used as a number in a tp_btf program).
+		if (vigil_http_sampled_out(bpf_map_lookup_elem(&http_control, &zero),
+					   ((__u64)sk->__sk_common.skc_portpair << 32) | sk->__sk_common.skc_daddr))
+			return 0;
+	}
 	t = bpf_get_current_task_btf();
 	// Kernel threads and io_uring workers have no syscall of their own
-	// in their saved registers.
-	if (t->flags & (VIGIL_PF_KTHREAD | VIGIL_PF_IO_WORKER))
+	// in their saved registers (an HTTP/2 walk then has nothing to read:
+	// it loses the connection unless the bytes are inside a payload it
+	// skips).
+	if (t->flags & (VIGIL_PF_KTHREAD | VIGIL_PF_IO_WORKER)) {
+		if (h2)
+			vigil_h2_sock_io(sk, 0, 0, 0, ret, dir, prog);
 		return 0;
+	}
 	regs = (struct pt_regs *)bpf_task_pt_regs(t);
 	nr = VIGIL_SYSCALL_NR(regs);
 	if (dir == VIGIL_HTTP_READ) {
@@ -596,16 +630,22 @@ static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __
 		else if (nr == VIGIL_NR_SENDMSG)
 			kind = VIGIL_HTTP_ARG_MSGHDR;
 	}
-	if (kind == VIGIL_HTTP_ARG_NONE)
-		return 0;
 	fd = (__u32)PT_REGS_PARM1_SYSCALL(regs);
+	if (kind == VIGIL_HTTP_ARG_NONE) {
+		if (h2)
+			vigil_h2_sock_io(sk, fd, 0, 0, ret, dir, prog);
+		return 0;
+	}
 	arg = PT_REGS_PARM2_SYSCALL(regs);
 	if (kind == VIGIL_HTTP_ARG_IOVEC)
 		iovcnt = PT_REGS_PARM3_SYSCALL(regs);
 	if (kind == VIGIL_HTTP_ARG_MSGHDR) {
 		struct user_msghdr msg = {};
-		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)arg) != 0 || !msg.msg_iov || msg.msg_iovlen < 1)
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)arg) != 0 || !msg.msg_iov || msg.msg_iovlen < 1) {
+			if (h2)
+				vigil_h2_sock_io(sk, fd, 0, 0, ret, dir, prog);
 			return 0;
+		}
 		arg = (__u64)msg.msg_iov;
 		iovcnt = msg.msg_iovlen;
 		kind = VIGIL_HTTP_ARG_IOVEC;
@@ -613,6 +653,16 @@ static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __
 	if (kind == VIGIL_HTTP_ARG_IOVEC) {
 		struct iovec iov = {};
 		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)arg) != 0)
+			iov.iov_base = 0; // an HTTP/2 walk reads nothing
+		if (h2) {
+			// The first buffer is walked; a frame header or needed
+			// payload in a later one loses the connection.
+			if (n > iov.iov_len)
+				n = iov.iov_len;
+			if (vigil_h2_sock_io(sk, fd, iov.iov_base, n, ret, dir, prog))
+				return 0;
+		}
+		if (!iov.iov_base)
 			return 0;
 		if (iov.iov_len == 2 && iovcnt >= 2 && n > 2) {
 			// A two-byte first buffer: DNS over TCP's length, written
@@ -626,7 +676,11 @@ static __always_inline int vigil_http_sock_io(const struct sock *sk, int ret, __
 		if (n > iov.iov_len)
 			n = iov.iov_len;
 	}
-	return vigil_http_capture(fd, sk, (void *)arg, n, dir, prog);
+	if (h2 && kind == VIGIL_HTTP_ARG_BUF && vigil_h2_sock_io(sk, fd, (void *)arg, n, ret, dir, prog))
+		return 0;
+	if (h2 && dir == VIGIL_HTTP_READ && ret == 1)
+		return 0;
+	return vigil_http_capture(fd, sk, (void *)arg, n, ret, dir, prog);
 }
 
 SEC("tp_btf/sock_send_length")

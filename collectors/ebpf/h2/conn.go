@@ -182,6 +182,15 @@ func (c *Conn) Close() {
 	c.dropAll()
 }
 
+// Lose marks the connection lost for r (Overflow, Evicted: what the
+// caller knows and the decoder cannot see), counting it once and its open
+// streams as StreamLost; nothing more is decoded from it.
+func (c *Conn) Lose(r Reason) {
+	if !c.closed {
+		c.lose(r)
+	}
+}
+
 // lose marks the connection lost for r, counting it and its streams.
 func (c *Conn) lose(r Reason) {
 	if c.lost {

@@ -351,13 +351,21 @@ const (
 	// StreamUnfinished: a tracked stream still open when the connection
 	// was closed.
 	StreamUnfinished
+	// Overflow: the capture stopped following the connection (the eBPF
+	// programs' frame walk met a header block longer than it sends, more
+	// frames in one transfer than it walks, or bytes it could not read).
+	// Connection; given to Lose.
+	Overflow
+	// Evicted: the connection's decoder was dropped to stay within the
+	// collector's cap on connections. Connection; given to Lose.
+	Evicted
 	// NumReasons is the number of reasons.
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{"no_preface", "gap", "bad_frame", "hpack_error", "table_over_cap",
 	"string_over_limit", "header_list_over_limit", "streams_over_limit", "stream_lost", "stream_refused",
-	"stream_unfinished"}
+	"stream_unfinished", "overflow", "evicted"}
 
 // String is the reason's metric label value.
 func (r Reason) String() string {
