@@ -46,6 +46,7 @@ type collector struct {
 	shed     shedState // the overhead governor's level (overhead_linux.go)
 	handlers *handlers
 	spans    *spanQueue
+	tls      *tlsManager // nil without the TLS programs
 }
 
 func newCollector(cfg *Config, set collectors.Settings) (collectors.Collector, error) {
@@ -150,6 +151,7 @@ func (c *collector) Start(ctx context.Context) error {
 	c.spans = newSpanQueue(c.set.Traces, c.m.spansDropped, c.set.NodeName, c.log)
 	c.handlers = newHandlers(c.cfg, c.m, c.cgroups, c.clock, c.set.Events, c.spans, c.log)
 	c.handlers.shed = &c.shed
+	c.startTLS(procFS)
 	c.handlers.attachedNS = monotonicNS()
 	c.setHTTPControl(c.shed.get())
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -252,6 +254,10 @@ func (c *collector) Shutdown(ctx context.Context) error {
 		}
 		c.objs.links = nil
 	}
+	if c.tls != nil {
+		c.tls.close()
+		c.tls = nil
+	}
 	for _, rd := range c.readers {
 		_ = rd.Close()
 	}
@@ -283,6 +289,12 @@ func (c *collector) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 	defer c.mu.Unlock()
 	if c.objs == nil {
 		return nil
+	}
+	if c.tls != nil {
+		c.tls.collect(ch)
+		if err := collectTLSCounts(c.objs.maps["tls_counts"], ch); err != nil {
+			return fmt.Errorf("read eBPF TLS counters: %w", err)
+		}
 	}
 	lost, err := c.lostCounts()
 	if err != nil {

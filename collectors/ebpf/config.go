@@ -32,6 +32,10 @@ type ProgramsConfig struct {
 	// cgroup/cgroup_rmdir) so that processes of a cgroup removed right
 	// after they exit (a container crashing at start) keep their workload.
 	Cgroups bool `yaml:"cgroups"`
+	// TLS takes the plaintext of Go's crypto/tls and of OpenSSL (SSL_read,
+	// SSL_write) with uprobes, so HTTPS, and PostgreSQL and Redis over
+	// TLS, are seen as their protocols; it needs HTTP on.
+	TLS bool `yaml:"tls"`
 }
 
 // SpansConfig is the sampling of HTTP spans. Metrics count every request
@@ -78,6 +82,11 @@ type Config struct {
 	MaxRoutes int `yaml:"max_routes"`
 	// MaxPendingRequests bounds HTTP requests waiting for their response.
 	MaxPendingRequests int `yaml:"max_pending_requests"`
+	// MaxTLSTargets caps the executables and libraries the TLS uprobes
+	// are attached to at once (each Go executable using crypto/tls, each
+	// libssl); processes of further ones are counted not covered
+	// (vigil_ebpf_tls_uncovered_processes{reason="limit"}).
+	MaxTLSTargets int `yaml:"max_tls_targets"`
 	// HTTPUnansweredAfter is how long a server request may wait for its
 	// response before it is counted in
 	// vigil_http_server_requests_unanswered_total (once per request): a
@@ -132,7 +141,7 @@ const maxDNSPorts = 4
 // NewConfig returns the default configuration.
 func NewConfig() *Config {
 	return &Config{
-		Programs:            ProgramsConfig{TCP: true, TCPRetransmits: true, TCPResets: true, Process: true, OOM: true, HTTP: true, Cgroups: true},
+		Programs:            ProgramsConfig{TCP: true, TCPRetransmits: true, TCPResets: true, Process: true, OOM: true, HTTP: true, Cgroups: true, TLS: true},
 		RingBufferBytes:     1 << 20,
 		HTTPRingBufferBytes: 1 << 20,
 		WakeupFill:          0.25,
@@ -141,6 +150,7 @@ func NewConfig() *Config {
 		MaxSeries:           2000,
 		MaxRoutes:           500,
 		MaxPendingRequests:  16384,
+		MaxTLSTargets:       64,
 		HTTPUnansweredAfter: 10 * time.Second,
 		HTTPHangAfter:       2 * time.Second,
 		HTTPSlowAfter:       time.Second,
@@ -176,6 +186,7 @@ func (c *Config) Validate() error {
 	positive("max_series", c.MaxSeries)
 	positive("max_routes", c.MaxRoutes)
 	positive("max_pending_requests", c.MaxPendingRequests)
+	positive("max_tls_targets", c.MaxTLSTargets)
 	if c.HTTPHeadWindows < 1 || c.HTTPHeadWindows > 8 {
 		errs = append(errs, fmt.Errorf("http_head_windows: must be between 1 and 8, got %d", c.HTTPHeadWindows))
 	}

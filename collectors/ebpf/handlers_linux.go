@@ -41,6 +41,9 @@ type handlers struct {
 	// monotonic clock, as the records' timestamps): a Redis or PostgreSQL
 	// request sent before it may have had its reply go by unseen.
 	attachedNS uint64
+	// tlsExec and tlsExit tell the TLS discovery of processes (nil
+	// without it; tls_linux.go).
+	tlsExec, tlsExit func(pid uint32)
 }
 
 func newHandlers(cfg *Config, m *metrics, cg resolver, clk clock, bus *event.Bus, spans *spanQueue, log *slog.Logger) *handlers {
@@ -206,7 +209,13 @@ func (h *handlers) handleProc(e *procEvent) {
 	switch e.Kind {
 	case procExec:
 		m.procExecs.WithLabelValues(m.procCap.workloadLabels(wl)...).Inc()
+		if h.tlsExec != nil {
+			h.tlsExec(e.Pid)
+		}
 	case procExit:
+		if h.tlsExit != nil {
+			h.tlsExit(e.Pid)
+		}
 		sig := int(e.ExitCode & 0x7f)
 		code := int(e.ExitCode>>8) & 0xff
 		outcome := "success"

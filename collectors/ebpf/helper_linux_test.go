@@ -57,6 +57,10 @@ func runHelper(name, arg string) int {
 		err = h2cClient(arg)
 	case "dns-go-client":
 		err = dnsGoClient(arg)
+	case "https-server":
+		err = httpsServer(arg)
+	case "https-client":
+		err = httpsClient(arg)
 	default:
 		err = fmt.Errorf("unknown helper %q", name)
 	}

@@ -41,6 +41,7 @@ type pendingRequest struct {
 	comm    [16]int8
 	local   netip.AddrPort
 	remote  netip.AddrPort
+	tls     bool // seen in a TLS library's plaintext (bpf/tls.h)
 
 	// Span identity, decided once the head is known (see decide).
 	decided  bool
@@ -241,7 +242,7 @@ func (h *handlers) handleHTTP(b []byte) {
 	p := &st.slab[i]
 	*p = pendingRequest{server: e.Dir == httpRead, start: h.clock.time(e.TsNs), method: head.method, version: head.version,
 		route: st.route(head.target), cgroup: e.CgroupId, pid: e.Pid, tid: e.Tid, comm: e.Comm,
-		local: addrPort(e.Family, e.Saddr, e.Sport), remote: addrPort(e.Family, e.Daddr, e.Dport)}
+		local: addrPort(e.Family, e.Saddr, e.Sport), remote: addrPort(e.Family, e.Daddr, e.Dport), tls: e.Tls != 0}
 	p.wl = h.identity(e.CgroupId, e.TsNs)
 	if !p.server {
 		p.host = st.host(head.host)

@@ -67,6 +67,7 @@ type l7Conn struct {
 	comm          [16]int8
 	wl            workload.Identity
 	local, remote netip.AddrPort
+	tls           bool // seen in a TLS library's plaintext (bpf/tls.h)
 	queue         []l7Item
 	// tail is set when the last reply went on past the captured window:
 	// reply-like transfers that follow are its rest, until the next
@@ -186,7 +187,7 @@ func (h *handlers) handleL7(e *httpEvent) {
 			}
 			clear(st.conns)
 		}
-		c = &l7Conn{proto: e.Proto, server: !write, cgroup: e.CgroupId, pid: e.Pid, comm: e.Comm, local: local, remote: remote}
+		c = &l7Conn{proto: e.Proto, server: !write, cgroup: e.CgroupId, pid: e.Pid, comm: e.Comm, local: local, remote: remote, tls: e.Tls != 0}
 		c.wl = h.identity(e.CgroupId, e.TsNs)
 	}
 	if c.tail {
@@ -415,7 +416,7 @@ func (h *handlers) l7Span(c *l7Conn, it *l7Item, errIdx uint8, endNS uint64) {
 		return
 	}
 	p := pendingRequest{server: c.server, start: h.clock.time(it.start), wl: c.wl, cgroup: c.cgroup, pid: c.pid, tid: it.tid,
-		comm: c.comm, local: c.local, remote: c.remote}
+		comm: c.comm, local: c.local, remote: c.remote, tls: c.tls}
 	h.decide(&p, nil, endNS)
 	if !p.sampled && errIdx == 0 {
 		h.m.spansSampledOut.Inc()

@@ -33,6 +33,9 @@ type program struct {
 	// httpHook is the HTTP path the program belongs to (see
 	// Config.HTTPHook); only one path is attached.
 	httpHook string
+	// uprobe programs are loaded with the others and attached later, to
+	// each executable or library that needs them (tls_linux.go).
+	uprobe bool
 }
 
 // programs lists every program. HTTP has two paths, of which one is
@@ -40,24 +43,33 @@ type program struct {
 // (the read programs of which run at syscall exit only: the arguments are
 // read back from the task's saved registers).
 var programs = []program{
-	{"tcp_state", "vigil_tcp_state", "tcp", "inet_sock_set_state", true, ""},
-	{"tcp_retransmit", "vigil_tcp_retransmit", "tcp_retransmits", "tcp_retransmit_skb", true, ""},
-	{"tcp_receive_reset", "vigil_tcp_receive_reset", "tcp_resets", "tcp_receive_reset", true, ""},
-	{"tcp_send_reset", "vigil_tcp_send_reset", "tcp_resets", "tcp_send_reset", true, ""},
-	{"process_exec", "vigil_process_exec", "process", "sched_process_exec", true, ""},
-	{"process_exit", "vigil_process_exit", "process", "sched_process_exit", true, ""},
-	{"oom_victim", "vigil_oom_victim", "oom", "mark_victim", true, ""},
-	{"cgroup_mkdir", "vigil_cgroup_mkdir", "cgroups", "cgroup_mkdir", true, ""},
-	{"cgroup_rmdir", "vigil_cgroup_rmdir", "cgroups", "cgroup_rmdir", true, ""},
-	{"http_exit_read", "vigil_http_exit_read_", "http", "syscalls/sys_exit_read", false, "syscalls"},
-	{"http_exit_recvfrom", "vigil_http_exit_recvfrom", "http", "syscalls/sys_exit_recvfrom", false, "syscalls"},
-	{"http_exit_readv", "vigil_http_exit_readv", "http", "syscalls/sys_exit_readv", false, "syscalls"},
-	{"http_write", "vigil_http_write", "http", "syscalls/sys_enter_write", false, "syscalls"},
-	{"http_sendto", "vigil_http_sendto", "http", "syscalls/sys_enter_sendto", false, "syscalls"},
-	{"http_writev", "vigil_http_writev", "http", "syscalls/sys_enter_writev", false, "syscalls"},
-	{"http_sendmsg", "vigil_http_sendmsg", "http", "syscalls/sys_enter_sendmsg", false, "syscalls"},
-	{"http_sock_send", "vigil_http_sock_send", "http", "sock_send_length", true, "socket"},
-	{"http_sock_recv", "vigil_http_sock_recv", "http", "sock_recv_length", true, "socket"},
+	{"tcp_state", "vigil_tcp_state", "tcp", "inet_sock_set_state", true, "", false},
+	{"tcp_retransmit", "vigil_tcp_retransmit", "tcp_retransmits", "tcp_retransmit_skb", true, "", false},
+	{"tcp_receive_reset", "vigil_tcp_receive_reset", "tcp_resets", "tcp_receive_reset", true, "", false},
+	{"tcp_send_reset", "vigil_tcp_send_reset", "tcp_resets", "tcp_send_reset", true, "", false},
+	{"process_exec", "vigil_process_exec", "process", "sched_process_exec", true, "", false},
+	{"process_exit", "vigil_process_exit", "process", "sched_process_exit", true, "", false},
+	{"oom_victim", "vigil_oom_victim", "oom", "mark_victim", true, "", false},
+	{"cgroup_mkdir", "vigil_cgroup_mkdir", "cgroups", "cgroup_mkdir", true, "", false},
+	{"cgroup_rmdir", "vigil_cgroup_rmdir", "cgroups", "cgroup_rmdir", true, "", false},
+	{"http_exit_read", "vigil_http_exit_read_", "http", "syscalls/sys_exit_read", false, "syscalls", false},
+	{"http_exit_recvfrom", "vigil_http_exit_recvfrom", "http", "syscalls/sys_exit_recvfrom", false, "syscalls", false},
+	{"http_exit_readv", "vigil_http_exit_readv", "http", "syscalls/sys_exit_readv", false, "syscalls", false},
+	{"http_write", "vigil_http_write", "http", "syscalls/sys_enter_write", false, "syscalls", false},
+	{"http_sendto", "vigil_http_sendto", "http", "syscalls/sys_enter_sendto", false, "syscalls", false},
+	{"http_writev", "vigil_http_writev", "http", "syscalls/sys_enter_writev", false, "syscalls", false},
+	{"http_sendmsg", "vigil_http_sendmsg", "http", "syscalls/sys_enter_sendmsg", false, "syscalls", false},
+	{"http_sock_send", "vigil_http_sock_send", "http", "sock_send_length", true, "socket", false},
+	{"http_sock_recv", "vigil_http_sock_recv", "http", "sock_recv_length", true, "socket", false},
+	// TLS plaintext (bpf/tls.h): part of the http group (programs.tls
+	// switches them off alone).
+	{"go_tls_write", "vigil_go_tls_write", "http", "", false, "", true},
+	{"go_tls_read", "vigil_go_tls_read", "http", "", false, "", true},
+	{"go_tls_read_ret", "vigil_go_tls_read_ret", "http", "", false, "", true},
+	{"ssl_write", "vigil_ssl_write", "http", "", false, "", true},
+	{"ssl_write_ret", "vigil_ssl_write_ret", "http", "", false, "", true},
+	{"ssl_read", "vigil_ssl_read", "http", "", false, "", true},
+	{"ssl_read_ret", "vigil_ssl_read_ret", "http", "", false, "", true},
 }
 
 // lossNames names the kernel's per-program loss counters, indexed like
@@ -65,7 +77,7 @@ var programs = []program{
 var lossNames = []string{"tcp_state", "tcp_retransmit", "tcp_receive_reset", "tcp_send_reset",
 	"process_exec", "process_exit", "oom_victim", "http_exit_read", "http_exit_recvfrom", "http_exit_readv",
 	"http_write", "http_sendto", "http_writev", "http_sendmsg", "cgroup_mkdir", "cgroup_rmdir",
-	"http_sock_send", "http_sock_recv"}
+	"http_sock_send", "http_sock_recv", "go_tls_write", "go_tls_read_ret", "ssl_write_ret", "ssl_read_ret"}
 
 func (c *ProgramsConfig) enabled(group string) bool {
 	switch group {
@@ -169,8 +181,8 @@ func wrapProbe(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// uprobeSupport checks for the uprobe PMU. Vigil attaches no uprobe yet;
-// it is reported so that operators see what a later TLS collector needs.
+// uprobeSupport checks for the uprobe PMU, which the TLS programs need
+// (bpf/tls.h).
 func uprobeSupport() error {
 	if _, err := os.Stat("/sys/bus/event_source/devices/uprobe/type"); err != nil {
 		return fmt.Errorf("uprobe PMU missing (CONFIG_UPROBE_EVENTS): %w", err)
@@ -338,6 +350,12 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 		if p.httpHook != "" {
 			continue // loadHTTP below
 		}
+		if p.uprobe {
+			if cfg.Programs.TLS {
+				o.loadUprobe(spec, p, caps, log)
+			}
+			continue
+		}
 		if p.group == "cgroups" && opts.cgroupHierarchy < 0 {
 			log.Warn("eBPF program not loaded", "program", p.name, "reason", "no cgroup hierarchy to follow")
 			continue
@@ -379,6 +397,24 @@ func (o *objects) loadProgram(spec *ebpf.CollectionSpec, p program, caps *capabi
 	}
 	o.progs[p.name] = prog
 	o.links[p.name] = l
+	return true
+}
+
+// loadUprobe loads p without attaching it: the TLS discovery attaches it
+// to the executables and libraries that need it (tls_linux.go).
+func (o *objects) loadUprobe(spec *ebpf.CollectionSpec, p program, caps *capabilities, log *slog.Logger) bool {
+	for _, f := range []string{"btf", "ringbuf", "uprobe"} {
+		if err := caps.features[f]; err != nil {
+			log.Warn("eBPF program not loaded", "program", p.name, "reason", err)
+			return false
+		}
+	}
+	prog, err := loadDetached(spec, p, o.maps)
+	if err != nil {
+		log.Warn("eBPF program not loaded", "program", p.name, "reason", err)
+		return false
+	}
+	o.progs[p.name] = prog
 	return true
 }
 
@@ -432,25 +468,10 @@ func (o *objects) loadHTTP(spec *ebpf.CollectionSpec, hook string, caps *capabil
 // loadOne loads program p from a copy of spec that holds only p, reusing
 // the shared maps, and attaches it.
 func loadOne(spec *ebpf.CollectionSpec, p program, maps map[string]*ebpf.Map) (*ebpf.Program, link.Link, error) {
-	s := spec.Copy()
-	for n := range s.Programs {
-		if n != p.fn {
-			delete(s.Programs, n)
-		}
-	}
-	if s.Programs[p.fn] == nil {
-		return nil, nil, fmt.Errorf("program %s missing from the object", p.fn)
-	}
-	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: maps})
+	prog, err := loadDetached(spec, p, maps)
 	if err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, nil, fmt.Errorf("verifier rejected it: %v", ve)
-		}
-		return nil, nil, wrapProbe("load", err)
+		return nil, nil, err
 	}
-	prog := coll.DetachProgram(p.fn)
-	coll.Close()
 	var l link.Link
 	if p.btfTP {
 		l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
@@ -463,6 +484,31 @@ func loadOne(spec *ebpf.CollectionSpec, p program, maps map[string]*ebpf.Map) (*
 		return nil, nil, wrapProbe("attach to "+p.tracepoint, err)
 	}
 	return prog, l, nil
+}
+
+// loadDetached loads program p from a copy of spec that holds only p,
+// reusing the shared maps.
+func loadDetached(spec *ebpf.CollectionSpec, p program, maps map[string]*ebpf.Map) (*ebpf.Program, error) {
+	s := spec.Copy()
+	for n := range s.Programs {
+		if n != p.fn {
+			delete(s.Programs, n)
+		}
+	}
+	if s.Programs[p.fn] == nil {
+		return nil, fmt.Errorf("program %s missing from the object", p.fn)
+	}
+	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: maps})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("verifier rejected it: %v", ve)
+		}
+		return nil, wrapProbe("load", err)
+	}
+	prog := coll.DetachProgram(p.fn)
+	coll.Close()
+	return prog, nil
 }
 
 // AttachHooksOnly attaches, at every hook the collector attaches to with

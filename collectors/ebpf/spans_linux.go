@@ -240,7 +240,7 @@ func fillSpan(sp ptrace.Span, s *httpSpan) {
 		a.PutInt("server.port", int64(p.local.Port()))
 		a.PutStr("client.address", p.remote.Addr().String())
 		a.PutInt("client.port", int64(p.remote.Port()))
-		a.PutStr("url.scheme", "http")
+		a.PutStr("url.scheme", scheme(p.tls))
 		if isErrorStatus(true, s.status) {
 			sp.Status().SetCode(ptrace.StatusCodeError)
 		}
@@ -248,7 +248,7 @@ func fillSpan(sp ptrace.Span, s *httpSpan) {
 		sp.SetKind(ptrace.SpanKindClient)
 		a.PutStr("server.address", p.remote.Addr().String())
 		a.PutInt("server.port", int64(p.remote.Port()))
-		a.PutStr("url.full", "http://"+hostOr(p.host, p.remote.String())+p.route.target)
+		a.PutStr("url.full", scheme(p.tls)+"://"+hostOr(p.host, p.remote.String())+p.route.target)
 		if isErrorStatus(false, s.status) {
 			sp.Status().SetCode(ptrace.StatusCodeError)
 		}
@@ -256,6 +256,18 @@ func fillSpan(sp ptrace.Span, s *httpSpan) {
 	if s.status >= 400 {
 		a.PutStr("error.type", strconv.Itoa(s.status))
 	}
+	if p.tls {
+		a.PutBool("tls", true)
+	}
+}
+
+// scheme is a request's URL scheme: https when its plaintext was taken
+// from a TLS library (bpf/tls.h).
+func scheme(tls bool) string {
+	if tls {
+		return "https"
+	}
+	return "http"
 }
 
 // fillDBSpan sets a Redis or PostgreSQL span following the OpenTelemetry
@@ -292,6 +304,9 @@ func fillDBSpan(sp ptrace.Span, s *httpSpan) {
 	if db.errType != "" {
 		a.PutStr("error.type", db.errType)
 		sp.Status().SetCode(ptrace.StatusCodeError)
+	}
+	if p.tls {
+		a.PutBool("tls", true)
 	}
 }
 

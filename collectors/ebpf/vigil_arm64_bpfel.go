@@ -23,6 +23,20 @@ type vigilVigilCgroupEvent struct {
 	Path      [512]int8
 }
 
+type vigilVigilGoKey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Pad uint32
+	G   uint64
+}
+
+type vigilVigilGoRead struct {
+	_   structs.HostLayout
+	Buf uint64
+	Fd  uint32
+	Pad uint32
+}
+
 type vigilVigilH2Sock struct {
 	_ structs.HostLayout
 	D [2]struct {
@@ -69,6 +83,8 @@ type vigilVigilHttpEvent struct {
 	Window    uint8
 	Proto     uint8
 	Off       uint32
+	Tls       uint8
+	Pad       [7]uint8
 	Saddr     [16]uint8
 	Daddr     [16]uint8
 	Comm      [16]int8
@@ -93,6 +109,24 @@ type vigilVigilProcEvent struct {
 	Kind     uint8
 	Pad      [3]uint8
 	Comm     [16]int8
+}
+
+type vigilVigilSslCall struct {
+	_   structs.HostLayout
+	Ssl uint64
+	Buf uint64
+	Out uint64
+	Fd  int32
+	Dir uint8
+	Ex  uint8
+	Pad [2]uint8
+}
+
+type vigilVigilSslKey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Pad uint32
+	Ssl uint64
 }
 
 type vigilVigilTcpEvent struct {
@@ -139,6 +173,7 @@ type vigilVigilTcpSock struct {
 const (
 	vigilMapDnsMmsg                = "dns_mmsg"
 	vigilMapEvents                 = "events"
+	vigilMapGoTlsReads             = "go_tls_reads"
 	vigilMapH2Socks                = "h2_socks"
 	vigilMapHttpControl            = "http_control"
 	vigilMapHttpEvents             = "http_events"
@@ -146,9 +181,16 @@ const (
 	vigilMapListeners              = "listeners"
 	vigilMapLost                   = "lost"
 	vigilMapSocks                  = "socks"
+	vigilMapSslActive              = "ssl_active"
+	vigilMapSslCalls               = "ssl_calls"
+	vigilMapSslFds                 = "ssl_fds"
+	vigilMapTlsCounts              = "tls_counts"
 	vigilMapUnwoken                = "unwoken"
 	vigilProgVigilCgroupMkdir      = "vigil_cgroup_mkdir"
 	vigilProgVigilCgroupRmdir      = "vigil_cgroup_rmdir"
+	vigilProgVigilGoTlsRead        = "vigil_go_tls_read"
+	vigilProgVigilGoTlsReadRet     = "vigil_go_tls_read_ret"
+	vigilProgVigilGoTlsWrite       = "vigil_go_tls_write"
 	vigilProgVigilHttpExitRead     = "vigil_http_exit_read_"
 	vigilProgVigilHttpExitReadv    = "vigil_http_exit_readv"
 	vigilProgVigilHttpExitRecvfrom = "vigil_http_exit_recvfrom"
@@ -161,6 +203,10 @@ const (
 	vigilProgVigilOomVictim        = "vigil_oom_victim"
 	vigilProgVigilProcessExec      = "vigil_process_exec"
 	vigilProgVigilProcessExit      = "vigil_process_exit"
+	vigilProgVigilSslRead          = "vigil_ssl_read"
+	vigilProgVigilSslReadRet       = "vigil_ssl_read_ret"
+	vigilProgVigilSslWrite         = "vigil_ssl_write"
+	vigilProgVigilSslWriteRet      = "vigil_ssl_write_ret"
 	vigilProgVigilTcpReceiveReset  = "vigil_tcp_receive_reset"
 	vigilProgVigilTcpRetransmit    = "vigil_tcp_retransmit"
 	vigilProgVigilTcpSendReset     = "vigil_tcp_send_reset"
@@ -222,6 +268,9 @@ type vigilSpecs struct {
 type vigilProgramSpecs struct {
 	VigilCgroupMkdir      *ebpf.ProgramSpec `ebpf:"vigil_cgroup_mkdir"`
 	VigilCgroupRmdir      *ebpf.ProgramSpec `ebpf:"vigil_cgroup_rmdir"`
+	VigilGoTlsRead        *ebpf.ProgramSpec `ebpf:"vigil_go_tls_read"`
+	VigilGoTlsReadRet     *ebpf.ProgramSpec `ebpf:"vigil_go_tls_read_ret"`
+	VigilGoTlsWrite       *ebpf.ProgramSpec `ebpf:"vigil_go_tls_write"`
 	VigilHttpExitRead     *ebpf.ProgramSpec `ebpf:"vigil_http_exit_read_"`
 	VigilHttpExitReadv    *ebpf.ProgramSpec `ebpf:"vigil_http_exit_readv"`
 	VigilHttpExitRecvfrom *ebpf.ProgramSpec `ebpf:"vigil_http_exit_recvfrom"`
@@ -234,6 +283,10 @@ type vigilProgramSpecs struct {
 	VigilOomVictim        *ebpf.ProgramSpec `ebpf:"vigil_oom_victim"`
 	VigilProcessExec      *ebpf.ProgramSpec `ebpf:"vigil_process_exec"`
 	VigilProcessExit      *ebpf.ProgramSpec `ebpf:"vigil_process_exit"`
+	VigilSslRead          *ebpf.ProgramSpec `ebpf:"vigil_ssl_read"`
+	VigilSslReadRet       *ebpf.ProgramSpec `ebpf:"vigil_ssl_read_ret"`
+	VigilSslWrite         *ebpf.ProgramSpec `ebpf:"vigil_ssl_write"`
+	VigilSslWriteRet      *ebpf.ProgramSpec `ebpf:"vigil_ssl_write_ret"`
 	VigilTcpReceiveReset  *ebpf.ProgramSpec `ebpf:"vigil_tcp_receive_reset"`
 	VigilTcpRetransmit    *ebpf.ProgramSpec `ebpf:"vigil_tcp_retransmit"`
 	VigilTcpSendReset     *ebpf.ProgramSpec `ebpf:"vigil_tcp_send_reset"`
@@ -246,6 +299,7 @@ type vigilProgramSpecs struct {
 type vigilMapSpecs struct {
 	DnsMmsg     *ebpf.MapSpec `ebpf:"dns_mmsg"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	GoTlsReads  *ebpf.MapSpec `ebpf:"go_tls_reads"`
 	H2Socks     *ebpf.MapSpec `ebpf:"h2_socks"`
 	HttpControl *ebpf.MapSpec `ebpf:"http_control"`
 	HttpEvents  *ebpf.MapSpec `ebpf:"http_events"`
@@ -253,6 +307,10 @@ type vigilMapSpecs struct {
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	Lost        *ebpf.MapSpec `ebpf:"lost"`
 	Socks       *ebpf.MapSpec `ebpf:"socks"`
+	SslActive   *ebpf.MapSpec `ebpf:"ssl_active"`
+	SslCalls    *ebpf.MapSpec `ebpf:"ssl_calls"`
+	SslFds      *ebpf.MapSpec `ebpf:"ssl_fds"`
+	TlsCounts   *ebpf.MapSpec `ebpf:"tls_counts"`
 	Unwoken     *ebpf.MapSpec `ebpf:"unwoken"`
 }
 
@@ -295,6 +353,7 @@ func (o *vigilObjects) Close() error {
 type vigilMaps struct {
 	DnsMmsg     *ebpf.Map `ebpf:"dns_mmsg"`
 	Events      *ebpf.Map `ebpf:"events"`
+	GoTlsReads  *ebpf.Map `ebpf:"go_tls_reads"`
 	H2Socks     *ebpf.Map `ebpf:"h2_socks"`
 	HttpControl *ebpf.Map `ebpf:"http_control"`
 	HttpEvents  *ebpf.Map `ebpf:"http_events"`
@@ -302,6 +361,10 @@ type vigilMaps struct {
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	Lost        *ebpf.Map `ebpf:"lost"`
 	Socks       *ebpf.Map `ebpf:"socks"`
+	SslActive   *ebpf.Map `ebpf:"ssl_active"`
+	SslCalls    *ebpf.Map `ebpf:"ssl_calls"`
+	SslFds      *ebpf.Map `ebpf:"ssl_fds"`
+	TlsCounts   *ebpf.Map `ebpf:"tls_counts"`
 	Unwoken     *ebpf.Map `ebpf:"unwoken"`
 }
 
@@ -309,6 +372,7 @@ func (m *vigilMaps) Close() error {
 	return _VigilClose(
 		m.DnsMmsg,
 		m.Events,
+		m.GoTlsReads,
 		m.H2Socks,
 		m.HttpControl,
 		m.HttpEvents,
@@ -316,6 +380,10 @@ func (m *vigilMaps) Close() error {
 		m.Listeners,
 		m.Lost,
 		m.Socks,
+		m.SslActive,
+		m.SslCalls,
+		m.SslFds,
+		m.TlsCounts,
 		m.Unwoken,
 	)
 }
@@ -343,6 +411,9 @@ type vigilVariables struct {
 type vigilPrograms struct {
 	VigilCgroupMkdir      *ebpf.Program `ebpf:"vigil_cgroup_mkdir"`
 	VigilCgroupRmdir      *ebpf.Program `ebpf:"vigil_cgroup_rmdir"`
+	VigilGoTlsRead        *ebpf.Program `ebpf:"vigil_go_tls_read"`
+	VigilGoTlsReadRet     *ebpf.Program `ebpf:"vigil_go_tls_read_ret"`
+	VigilGoTlsWrite       *ebpf.Program `ebpf:"vigil_go_tls_write"`
 	VigilHttpExitRead     *ebpf.Program `ebpf:"vigil_http_exit_read_"`
 	VigilHttpExitReadv    *ebpf.Program `ebpf:"vigil_http_exit_readv"`
 	VigilHttpExitRecvfrom *ebpf.Program `ebpf:"vigil_http_exit_recvfrom"`
@@ -355,6 +426,10 @@ type vigilPrograms struct {
 	VigilOomVictim        *ebpf.Program `ebpf:"vigil_oom_victim"`
 	VigilProcessExec      *ebpf.Program `ebpf:"vigil_process_exec"`
 	VigilProcessExit      *ebpf.Program `ebpf:"vigil_process_exit"`
+	VigilSslRead          *ebpf.Program `ebpf:"vigil_ssl_read"`
+	VigilSslReadRet       *ebpf.Program `ebpf:"vigil_ssl_read_ret"`
+	VigilSslWrite         *ebpf.Program `ebpf:"vigil_ssl_write"`
+	VigilSslWriteRet      *ebpf.Program `ebpf:"vigil_ssl_write_ret"`
 	VigilTcpReceiveReset  *ebpf.Program `ebpf:"vigil_tcp_receive_reset"`
 	VigilTcpRetransmit    *ebpf.Program `ebpf:"vigil_tcp_retransmit"`
 	VigilTcpSendReset     *ebpf.Program `ebpf:"vigil_tcp_send_reset"`
@@ -365,6 +440,9 @@ func (p *vigilPrograms) Close() error {
 	return _VigilClose(
 		p.VigilCgroupMkdir,
 		p.VigilCgroupRmdir,
+		p.VigilGoTlsRead,
+		p.VigilGoTlsReadRet,
+		p.VigilGoTlsWrite,
 		p.VigilHttpExitRead,
 		p.VigilHttpExitReadv,
 		p.VigilHttpExitRecvfrom,
@@ -377,6 +455,10 @@ func (p *vigilPrograms) Close() error {
 		p.VigilOomVictim,
 		p.VigilProcessExec,
 		p.VigilProcessExit,
+		p.VigilSslRead,
+		p.VigilSslReadRet,
+		p.VigilSslWrite,
+		p.VigilSslWriteRet,
 		p.VigilTcpReceiveReset,
 		p.VigilTcpRetransmit,
 		p.VigilTcpSendReset,

@@ -38,7 +38,11 @@ enum vigil_prog {
 	VIGIL_PROG_CGROUP_RMDIR = 15,
 	VIGIL_PROG_HTTP_SOCK_SEND = 16,
 	VIGIL_PROG_HTTP_SOCK_RECV = 17,
-	VIGIL_PROG_COUNT = 18,
+	VIGIL_PROG_GO_TLS_WRITE = 18,
+	VIGIL_PROG_GO_TLS_READ = 19,
+	VIGIL_PROG_SSL_WRITE = 20,
+	VIGIL_PROG_SSL_READ = 21,
+	VIGIL_PROG_COUNT = 22,
 };
 
 // Configuration set by the loader before the object is loaded.

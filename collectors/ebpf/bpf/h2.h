@@ -243,6 +243,7 @@ static __always_inline int vigil_h2_walk(const struct sock *sk, struct vigil_h2_
 	e->prefix = 0;
 	e->window = 0;
 	e->proto = VIGIL_L7_H2;
+	e->tls = 0;
 
 	w.s = s;
 	w.cpu = cpu;

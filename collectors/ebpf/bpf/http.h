@@ -64,6 +64,8 @@ struct vigil_http_event {
 	__u8 window;
 	__u8 proto; // enum vigil_l7_proto
 	__u32 off;  // HTTP/2: the piece's offset in its direction's byte stream (h2.h)
+	__u8 tls;   // plaintext of a TLS library's call (bpf/tls.h), not the socket's bytes
+	__u8 _pad[7];
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[VIGIL_COMM_LEN];
@@ -312,6 +314,20 @@ static __always_inline __u8 vigil_http_request_tail(const __u8 *b)
 
 #include "h2.h"
 
+// vigil_tls_note_fd is in bpf/tls.h: it tells an OpenSSL call in flight on
+// this thread which socket the call's own reads and writes use.
+static __always_inline void vigil_tls_note_fd(__u32 fd);
+
+// vigil_tls_record tells whether b starts a TLS record (content type
+// change_cipher_spec, alert, handshake or application_data, then major
+// version 3): the ciphertext a TLS connection's socket carries. Its
+// plaintext is taken from the TLS library (bpf/tls.h); the record itself
+// must match none of the protocols, whatever its length bytes are.
+static __always_inline bool vigil_tls_record(const __u8 *b)
+{
+	return b[0] >= 0x14 && b[0] <= 0x17 && b[1] == 3;
+}
+
 // vigil_http_capture checks and, if it looks like HTTP, sends the first
 // bytes of buf (n bytes valid) transferred on fd in direction dir, and for
 // a request head longer than one window its next windows. The first window
@@ -321,8 +337,10 @@ static __always_inline __u8 vigil_http_request_tail(const __u8 *b)
 // whether or not it turns out to be HTTP.
 // sk is the socket when the caller knows it (the socket-layer programs);
 // without it the socket is found from fd.
-static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, const void *buf, __u64 n, __u64 total,
-					      __u8 dir, __u32 prog)
+// tls is set for the plaintext of a TLS library's call (bpf/tls.h), which
+// is marked so in the event.
+static __always_inline int vigil_l7_capture(__u32 fd, const struct sock *sk, const void *buf, __u64 n, __u64 total,
+					    __u8 dir, __u32 prog, __u8 tls)
 {
 	__u64 id;
 	__u8 pfx = 0, l7 = 0;
@@ -337,6 +355,8 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 	bool status;
 	int i;
 
+	if (!tls)
+		vigil_tls_note_fd(fd);
 	if (!buf || n == 0)
 		return 0;
 	if (dir == VIGIL_HTTP_READ && n == 1)
@@ -368,6 +388,8 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 		if (dir == VIGIL_HTTP_READ)
 			pfx = vigil_http_request_tail(head);
 		if (!pfx) {
+			if (vigil_tls_record(head))
+				return 0; // ciphertext: its plaintext comes from bpf/tls.h
 			// DNS first: a message's first two bytes are its
 			// random ID, which the Redis and PostgreSQL check
 			// would take about one time in 300.
@@ -420,6 +442,8 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 	tmpl->window = 0;
 	tmpl->proto = l7 & ~VIGIL_L7_REPLY;
 	tmpl->off = 0;
+	tmpl->tls = tls;
+	__builtin_memset(tmpl->_pad, 0, sizeof(tmpl->_pad));
 
 	for (i = 0; i < VIGIL_HTTP_MAX_WINDOWS; i++) {
 		__u64 off = (__u64)i * VIGIL_HTTP_WINDOW;
@@ -449,6 +473,12 @@ static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, c
 		}
 	}
 	return 0;
+}
+
+static __always_inline int vigil_http_capture(__u32 fd, const struct sock *sk, const void *buf, __u64 n, __u64 total,
+					      __u8 dir, __u32 prog)
+{
+	return vigil_l7_capture(fd, sk, buf, n, total, dir, prog, 0);
 }
 
 // vigil_http_exit_read handles the end of a read-like syscall: its

@@ -6,6 +6,7 @@
 #include "tcp.h"
 #include "process.h"
 #include "http.h"
+#include "tls.h"
 #include "cgroup.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

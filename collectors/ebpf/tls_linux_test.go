@@ -1,0 +1,417 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/vigil-agent/vigil/internal/testenv"
+)
+
+// tlsRequests are what the HTTPS client helper asks, in order, over one
+// keep-alive connection: path and status, each several times.
+var tlsRequests = []struct {
+	path   string
+	status int
+	n      int
+}{{"/ok", 200, 5}, {"/missing", 404, 3}, {"/fail", 500, 2}}
+
+// writeTestCert makes a self-signed certificate for 127.0.0.1 and
+// localhost in dir and returns the certificate and key files.
+func writeTestCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, IsCA: true, BasicConstraintsValid: true,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// httpsServer is the helper: a Go net/http HTTPS server (HTTP/1.1 only)
+// with the certificate and key of arg ("cert,key"); it prints its address
+// and serves until its standard input closes.
+func httpsServer(arg string) error {
+	cert, key, _ := strings.Cut(arg, ",")
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("fine\n")) })
+	mux.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "broken", http.StatusInternalServerError) })
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}} // no HTTP/2
+	go func() { _ = srv.ServeTLS(ln, cert, key) }()
+	fmt.Println(ln.Addr().String())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return srv.Close()
+}
+
+// httpsClient is the helper: it waits for a line on its standard input
+// (the test has seen it covered), then sends tlsRequests to the HTTPS
+// server of arg ("addr,cert") over one keep-alive connection.
+func httpsClient(arg string) error {
+	addr, cert, _ := strings.Cut(arg, ",")
+	pem, err := os.ReadFile(cert)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		return err
+	}
+	cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer cl.CloseIdleConnections()
+	for _, r := range tlsRequests {
+		for range r.n {
+			resp, err := cl.Get("https://" + addr + r.path)
+			if err != nil {
+				return err
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != r.status || resp.Proto != "HTTP/1.1" || resp.TLS == nil {
+				return fmt.Errorf("GET %s: %s %d, want HTTP/1.1 over TLS %d", r.path, resp.Proto, resp.StatusCode, r.status)
+			}
+		}
+	}
+	return nil
+}
+
+// tlsServer starts the HTTPS server helper in its own cgroup and returns
+// its address and process.
+func tlsServer(t *testing.T, exe, unit, cert, key string) (string, *exec.Cmd) {
+	t.Helper()
+	cg := testCgroup(t, unit)
+	cmd := helperCmd(t, cg, "https-server", cert+","+key)
+	if exe != "" {
+		cmd.Args[len(cmd.Args)-3] = exe
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("https server: %v", err)
+	}
+	return strings.TrimSpace(addr), cmd
+}
+
+// covered waits until the collector follows the TLS of pid.
+func (e *testEnv) covered(t *testing.T, pid int) {
+	t.Helper()
+	testenv.EventuallyTrue(t, 10*time.Second, "the collector follows the TLS of process "+strconv.Itoa(pid), func() bool {
+		return e.c.tls != nil && e.c.tls.covers(uint32(pid))
+	})
+}
+
+// runTLSClient runs the HTTPS client helper (exe: the test binary when
+// empty) in the cgroup of unit, lets it start once wait says so, and
+// waits for it.
+func runTLSClient(t *testing.T, exe, unit, arg string, wait func(pid int)) {
+	t.Helper()
+	cg := testCgroup(t, unit)
+	cmd := helperCmd(t, cg, "https-client", arg)
+	if exe != "" {
+		cmd.Args[len(cmd.Args)-3] = exe
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// sh execs the helper in the same process.
+	wait(cmd.Process.Pid)
+	_, _ = stdin.Write([]byte("go\n"))
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("https client: %v\n%s", err, out.String())
+	}
+}
+
+// TestTLSGo: a Go net/http HTTPS server and a Go client, each its own
+// process and cgroup; every request is counted once on each side with its
+// route and status class, from the plaintext of crypto/tls (uprobes on
+// (*Conn).Write and on the return instructions of (*Conn).Read); the
+// ciphertext on their sockets adds nothing. A copy of the client with its
+// symbol table and DWARF stripped is followed through .gopclntab.
+func TestTLSGo(t *testing.T) {
+	env := startCollector(t, spansConfig("socket"))
+	if env.c.tls == nil {
+		t.Fatal("the TLS programs did not load")
+	}
+	dir := t.TempDir()
+	cert, key := writeTestCert(t, dir)
+	const srvUnit, cliUnit, strippedUnit = "vigil-ebpf-test-tls-server.service", "vigil-ebpf-test-tls-client.service",
+		"vigil-ebpf-test-tls-stripped.service"
+	addr, srv := tlsServer(t, "", srvUnit, cert, key)
+	env.covered(t, srv.Process.Pid)
+	runTLSClient(t, "", cliUnit, addr+","+cert, func(pid int) { env.covered(t, pid) })
+
+	// The same client stripped of its symbols and DWARF: another file,
+	// found when it execs, its functions read from .gopclntab.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stripped := filepath.Join(dir, "stripped.test")
+	if out, err := exec.Command("objcopy", "--strip-all", exe, stripped).CombinedOutput(); err != nil {
+		t.Fatalf("objcopy: %v\n%s", err, out)
+	}
+	runTLSClient(t, stripped, strippedUnit, addr+","+cert, func(pid int) { env.covered(t, pid) })
+
+	type series map[string]string
+	total := 0
+	for _, r := range tlsRequests {
+		class := strconv.Itoa(r.status/100) + "xx"
+		for _, c := range []struct {
+			kind, unit string
+			n          int
+		}{{"client", cliUnit, r.n}, {"client", strippedUnit, r.n}, {"server", srvUnit, 2 * r.n}} {
+			l := series{"kind": c.kind, "unit": c.unit, "method": "GET", "route": r.path, "status_class": class}
+			want := float64(c.n)
+			testenv.EventuallyTrue(t, 30*time.Second, "vigil_http_requests_total", func() bool {
+				return env.value(t, "vigil_http_requests_total", l) >= want
+			})
+			if got := env.value(t, "vigil_http_requests_total", l); got != want {
+				t.Errorf("vigil_http_requests_total%v = %v, want %v", l, got, want)
+			}
+		}
+		total += r.n
+	}
+	// Nothing else under these units: no request from the ciphertext.
+	for _, u := range []string{srvUnit, cliUnit, strippedUnit} {
+		want := float64(total)
+		if u == srvUnit {
+			want *= 2
+		}
+		if got := env.value(t, "vigil_http_requests_total", series{"unit": u}); got != want {
+			t.Errorf("vigil_http_requests_total{unit=%q} sums to %v, want %v", u, got, want)
+		}
+	}
+	for _, lib := range []string{"go"} {
+		if v := env.value(t, "vigil_ebpf_tls_processes", series{"library": lib}); v < 1 {
+			t.Errorf("vigil_ebpf_tls_processes{library=%q} = %v", lib, v)
+		}
+	}
+	// Spans say https.
+	var spans []ptrace.Span
+	testenv.EventuallyTrue(t, 30*time.Second, "the TLS server spans", func() bool {
+		spans = env.findSpans(func(s ptrace.Span) bool {
+			return s.Kind() == ptrace.SpanKindServer && strAttr(s, "url.scheme") == "https" &&
+				strAttr(s, "server.port") == strings.Split(addr, ":")[1]
+		})
+		return len(spans) >= 2*total
+	})
+	for _, s := range spans {
+		if v, ok := s.Attributes().Get("tls"); !ok || !v.Bool() {
+			t.Errorf("server span %q without tls=true: %v", s.Name(), s.Attributes().AsRaw())
+		}
+	}
+}
+
+// TestTLSOpenSSL: curl (Debian's, linked with OpenSSL's libssl.so.3)
+// against the Go HTTPS server: each request counted once on curl's side
+// from SSL_write and SSL_read (uprobe and uretprobe; the descriptor is the
+// one the calls' own socket reads and writes used), and on the server's
+// from crypto/tls.
+func TestTLSOpenSSL(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Fatalf("curl (hack/apt/ebpf.txt): %v", err)
+	}
+	env := startCollector(t, spansConfig("socket"))
+	if env.c.tls == nil {
+		t.Fatal("the TLS programs did not load")
+	}
+	if v := env.value(t, "vigil_ebpf_tls_attached", map[string]string{"library": "openssl"}); v < 1 {
+		t.Fatalf("vigil_ebpf_tls_attached{library=openssl} = %v: the host's libssl is not attached", v)
+	}
+	dir := t.TempDir()
+	cert, key := writeTestCert(t, dir)
+	const srvUnit, curlUnit = "vigil-ebpf-test-tls-curl-server.service", "vigil-ebpf-test-tls-curl.service"
+	addr, srv := tlsServer(t, "", srvUnit, cert, key)
+	env.covered(t, srv.Process.Pid)
+	cg := testCgroup(t, curlUnit)
+	env.knownCgroup(t, cg)
+	// One curl, one connection: its URLs reuse it.
+	args := []string{curl, "--http1.1", "--silent", "--show-error", "--cacert", cert, "--write-out", "%{http_code} %{num_connects}\n"}
+	total := 0
+	for _, r := range tlsRequests {
+		for range r.n {
+			args = append(args, "--output", "/dev/null", "https://"+addr+r.path)
+			total++
+		}
+	}
+	out, err := inCgroup(cg, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("curl: %v\n%s", err, out)
+	}
+	if n := strings.Count(string(out), " 1\n"); n != 1 {
+		t.Errorf("curl made %d connections, want 1:\n%s", n, out)
+	}
+	type series map[string]string
+	for _, r := range tlsRequests {
+		class := strconv.Itoa(r.status/100) + "xx"
+		for _, c := range []struct{ kind, unit string }{{"client", curlUnit}, {"server", srvUnit}} {
+			l := series{"kind": c.kind, "unit": c.unit, "method": "GET", "route": r.path, "status_class": class}
+			want := float64(r.n)
+			testenv.EventuallyTrue(t, 30*time.Second, "vigil_http_requests_total", func() bool {
+				return env.value(t, "vigil_http_requests_total", l) >= want
+			})
+			if got := env.value(t, "vigil_http_requests_total", l); got != want {
+				t.Errorf("vigil_http_requests_total%v = %v, want %v", l, got, want)
+			}
+		}
+	}
+	for _, u := range []string{curlUnit, srvUnit} {
+		if got := env.value(t, "vigil_http_requests_total", series{"unit": u}); got != float64(total) {
+			t.Errorf("vigil_http_requests_total{unit=%q} sums to %v, want %v", u, got, total)
+		}
+	}
+	var spans []ptrace.Span
+	testenv.EventuallyTrue(t, 30*time.Second, "curl's client spans", func() bool {
+		spans = env.findSpans(func(s ptrace.Span) bool {
+			return s.Kind() == ptrace.SpanKindClient && strings.HasPrefix(strAttr(s, "url.full"), "https://") &&
+				strAttr(s, "server.port") == strings.Split(addr, ":")[1]
+		})
+		return len(spans) >= total
+	})
+	if len(spans) != total {
+		t.Errorf("%d https client spans to the server, want %d", len(spans), total)
+	}
+}
+
+// TestTLSLimit: with max_tls_targets 1, taken by the host's libssl, the
+// Go HTTPS server is not attached and its process is counted not covered
+// (reason limit), not silently missed.
+func TestTLSLimit(t *testing.T) {
+	cfg := spansConfig("socket")
+	cfg.MaxTLSTargets = 1
+	env := startCollector(t, cfg)
+	if env.c.tls == nil {
+		t.Fatal("the TLS programs did not load")
+	}
+	if v := env.value(t, "vigil_ebpf_tls_attached", map[string]string{"library": "openssl"}); v != 1 {
+		t.Fatalf("vigil_ebpf_tls_attached{library=openssl} = %v, want the host's libssl", v)
+	}
+	cert, key := writeTestCert(t, t.TempDir())
+	_, srv := tlsServer(t, "", "vigil-ebpf-test-tls-limit.service", cert, key)
+	pid := uint32(srv.Process.Pid)
+	testenv.EventuallyTrue(t, 10*time.Second, "the server counted not covered", func() bool {
+		return env.c.tls.uncoveredReason(pid) == uncoveredLimit
+	})
+	if env.c.tls.covers(pid) {
+		t.Error("the server is covered beyond max_tls_targets")
+	}
+	if v := env.value(t, "vigil_ebpf_tls_uncovered_processes", map[string]string{"reason": "limit"}); v < 1 {
+		t.Errorf("vigil_ebpf_tls_uncovered_processes{reason=limit} = %v", v)
+	}
+	if v := env.value(t, "vigil_ebpf_tls_attached", map[string]string{"library": "go"}); v != 0 {
+		t.Errorf("vigil_ebpf_tls_attached{library=go} = %v beyond the limit", v)
+	}
+}
+
+// TestTLSInspectHostile: files that are not ELF, or ELF cut short, are
+// refused or found to use no TLS, without a panic.
+func TestTLSInspectHostile(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	junk := make([]byte, 4096)
+	_, _ = rand.Read(junk)
+	for name, b := range map[string][]byte{
+		"empty": nil, "junk": junk, "elf-magic-only": []byte("\x7fELF\x02\x01\x01"),
+		"cut-4k": whole[:4096], "cut-half": whole[:len(whole)/2],
+	} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b, err := inspectTLSBinary(p)
+		if err == nil && len(b.probes) > 0 {
+			t.Errorf("%s: %d probes from a broken file", name, len(b.probes))
+		}
+	}
+	// The test binary itself: crypto/tls found, Read has return
+	// instructions, and the DWARF layout (when built with it) agrees
+	// with the known one.
+	b, err := inspectTLSBinary(exe)
+	if err != nil || b.library != tlsLibGo || b.reason != "" {
+		t.Fatalf("the test binary: %+v, %v", b, err)
+	}
+	rets := 0
+	for _, p := range b.probes {
+		if p.prog == "go_tls_read_ret" {
+			rets++
+		}
+		if p.cookie != 1<<63|16<<24 {
+			t.Errorf("probe %s cookie %#x, want the known layout's", p.prog, p.cookie)
+		}
+	}
+	if rets == 0 {
+		t.Error("no return instruction found in crypto/tls.(*Conn).Read")
+	}
+}
