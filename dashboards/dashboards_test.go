@@ -198,6 +198,7 @@ func TestProtocolErrorCodesMatchTheRules(t *testing.T) {
 		"vigil:workload_postgres_client_errors:rate1m": mPostgresRequests + `{kind="client",error=~"` + postgresServerErrors + `"}`,
 		"vigil:workload_dns_client_failures:rate1m":    mDNSRequests + `{kind="client",rcode=~"` + dnsFailures + `"}`,
 		"vigil:workload_dns_client_lookups:rate1m":     mDNSRequests + `{kind="client",rcode!="NXDOMAIN"}`,
+		"vigil:workload_grpc_client_errors:rate1m":     mGRPCRequests + `{kind="client",code=~"` + grpcServerErrors + `"}`,
 	} {
 		i := bytes.Index(raw, []byte("record: "+record+"\n"))
 		if i < 0 {

@@ -23,6 +23,12 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
@@ -108,7 +114,7 @@ var optionalComponents = []component{
 func componentOf(metric string) string {
 	for _, p := range []struct{ prefix, comp string }{
 		{"node_", "host"}, {"vigil_cgroup_", "cgroup"}, {"vigil_tcp_", "ebpf"}, {"vigil_http_", "ebpf"},
-		{"vigil_redis_", "ebpf"}, {"vigil_postgres_", "ebpf"}, {"vigil_dns_", "ebpf"},
+		{"vigil_redis_", "ebpf"}, {"vigil_postgres_", "ebpf"}, {"vigil_dns_", "ebpf"}, {"vigil_grpc_", "ebpf"},
 		{"vigil_process_", "ebpf"}, {"vigil_oom_", "ebpf"}, {"vigil_log_", "logs"}, {"vigil_logs_", "logs"},
 		{"vigil_remediation", "healing"}, {"vigil_healing_", "healing"}, {"vigil_rules_", "rules"},
 	} {
@@ -459,6 +465,11 @@ func runWorkload() error {
 	}
 	defer db.close()
 	dns, silentDNS := goResolver(os.Getenv("VIGIL_DASHBOARDS_DNS")), goResolver(os.Getenv("VIGIL_DASHBOARDS_DNS_SILENT"))
+	grpcAddr, stopGRPC, err := grpcServer()
+	if err != nil {
+		return err
+	}
+	defer stopGRPC()
 	cl := &http.Client{Timeout: 10 * time.Second}
 	lastSlow := time.Time{}
 	levels := []string{"info", "info", "warn", "error"}
@@ -490,6 +501,7 @@ func runWorkload() error {
 		db.round()
 		if i%5 == 0 {
 			lookups(dns, silentDNS)
+			grpcCalls(grpcAddr)
 		}
 		lvl := levels[i%len(levels)]
 		msg := "request served"
@@ -576,6 +588,39 @@ func lookups(dns, silent *net.Resolver) {
 	sctx, scancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer scancel()
 	_, _ = silent.LookupIPAddr(sctx, "www."+testenv.DNSZone)
+}
+
+// grpcServer serves grpc-go's health service and, for any other method,
+// UNAVAILABLE (a failing dependency), in clear text on loopback.
+func grpcServer() (string, func(), error) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+		return status.Error(codes.Unavailable, "down")
+	}))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go func() { _ = srv.Serve(ln) }()
+	return ln.Addr().String(), srv.Stop, nil
+}
+
+// grpcCalls makes two health checks (OK) and one call answered UNAVAILABLE
+// on a new connection: one opened before the agent attached its programs
+// is not followed (docs/ebpf.md, HTTP/2 and gRPC).
+func grpcCalls(addr string) {
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hc := healthpb.NewHealthClient(cc)
+	for range 2 {
+		_, _ = hc.Check(ctx, &healthpb.HealthCheckRequest{})
+	}
+	_ = cc.Invoke(ctx, "/shop.Stock/Get", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
 }
 
 // closedPort returns an address nothing listens on (connects are refused).

@@ -69,6 +69,8 @@ const (
 	mPostgresDuration  = "vigil_postgres_request_duration_seconds" // histogram
 	mDNSRequests       = "vigil_dns_requests_total"
 	mDNSDuration       = "vigil_dns_request_duration_seconds" // histogram
+	mGRPCRequests      = "vigil_grpc_requests_total"
+	mGRPCDuration      = "vigil_grpc_request_duration_seconds" // histogram
 )
 
 // The error codes the default dependency alerts count as the server's
@@ -79,6 +81,7 @@ const (
 	redisServerErrors    = "LOADING|BUSY|OOM|READONLY|MISCONF|MASTERDOWN|CLUSTERDOWN|NOREPLICAS"
 	postgresServerErrors = "08|53|57|58|XX"
 	dnsFailures          = "SERVFAIL|REFUSED|timeout"
+	grpcServerErrors     = "UNAVAILABLE|INTERNAL|UNKNOWN|DATA_LOSS|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED"
 )
 
 // Logs collector.

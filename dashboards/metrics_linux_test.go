@@ -77,7 +77,7 @@ func (la *liveAgent) activity(t *testing.T) {
 	t.Helper()
 	la.oomKill(t)
 	if la.has["ebpf"] {
-		// The Redis, PostgreSQL and DNS panels' data is the workload's own
+		// The Redis, PostgreSQL, DNS and gRPC panels' data is the workload's own
 		// (other processes on this machine may talk to a Redis too):
 		// its client requests, with each kind of error it causes.
 		for _, c := range []struct {
@@ -94,6 +94,8 @@ func (la *liveAgent) activity(t *testing.T) {
 			{"vigil_dns_requests_total", map[string]string{"rcode": "NXDOMAIN"}},
 			{"vigil_dns_requests_total", map[string]string{"rcode": "REFUSED"}},
 			{"vigil_dns_requests_total", map[string]string{"rcode": "timeout"}},
+			{"vigil_grpc_requests_total", map[string]string{"code": "OK"}},
+			{"vigil_grpc_requests_total", map[string]string{"code": "UNAVAILABLE"}},
 		} {
 			c.labels["unit"], c.labels["kind"] = unitName, "client"
 			testenv.EventuallyTrue(t, 2*time.Minute, fmt.Sprintf("%s%v from the workload", c.metric, c.labels), func() bool {

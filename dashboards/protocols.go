@@ -1,15 +1,15 @@
 package dashboards
 
 // Protocols shows the RED method (rate, errors, duration) for the Redis,
-// PostgreSQL and DNS traffic the eBPF collector decodes, per workload, on
+// PostgreSQL, DNS and gRPC traffic the eBPF collector decodes, per workload, on
 // the client and the server side, with the failure ratio the default
 // dependency alerts fire on.
 func Protocols() (Dashboard, error) {
 	return spec{
 		uid:          "vigil-protocols",
-		title:        "Vigil / Redis, PostgreSQL and DNS (eBPF)",
-		desc:         "Requests, errors and duration (RED) of Redis, PostgreSQL and DNS clients and servers per workload, from the eBPF collector.",
-		tags:         []string{"redis", "postgres", "dns", "ebpf"},
+		title:        "Vigil / Redis, PostgreSQL, DNS and gRPC (eBPF)",
+		desc:         "Requests, errors and duration (RED) of Redis, PostgreSQL, DNS and gRPC clients and servers per workload, from the eBPF collector.",
+		tags:         []string{"redis", "postgres", "dns", "grpc", "ebpf"},
 		workloadVars: true,
 		sections: []section{
 			protocolSection(protocol{
@@ -31,6 +31,13 @@ func Protocols() (Dashboard, error) {
 				failed:  `rcode=~"` + dnsFailures + `"`, total: `rcode!="NXDOMAIN"`, alert: "VigilWorkloadDNSFailures",
 				failedDesc: "SERVFAIL, REFUSED or no answer (timeout), of those not answered NXDOMAIN",
 			}),
+			protocolSection(protocol{
+				name: "gRPC", requests: mGRPCRequests, duration: mGRPCDuration, what: "calls", detail: "service, method",
+				errLabel: "code", errNone: `code!="OK"`, errCodes: "status code (UNAVAILABLE, NOT_FOUND, …)",
+				failed: `code=~"` + grpcServerErrors + `"`, alert: "VigilWorkloadGRPCErrors",
+				failedDesc: "server-side codes (" + grpcServerErrors + ")",
+				durDesc:    "Time from the call's request headers to the end of its response (trailers), p50 and p99, by side.",
+			}),
 		},
 	}.build()
 }
@@ -45,6 +52,7 @@ type protocol struct {
 	errLabel, errNone  string // the error label and the selector of errors
 	errCodes           string // what errLabel holds, for the descriptions
 	errDesc            string // the errors panel's description, when not the usual one
+	durDesc            string // the duration panel's description, when not the usual one
 	// failed selects the errors a default alert counts, over all the
 	// requests its ratio divides by (all of them unless total says).
 	failed, total     string
@@ -67,6 +75,10 @@ func protocolSection(p protocol) section {
 	if errDesc == "" {
 		errDesc = p.name + " " + p.what + " answered with an error per second, by side and " + p.errCodes + "."
 	}
+	durDesc := p.durDesc
+	if durDesc == "" {
+		durDesc = "Time from the request to the first byte of its reply, p50 and p99, by side."
+	}
 	total := `, kind="client"`
 	if p.total != "" {
 		total += ", " + p.total
@@ -79,7 +91,7 @@ func protocolSection(p protocol) section {
 			desc: "Share of the " + p.what + " each workload sent that failed with " + p.failedDesc + ": what " + p.alert + " fires on (over 20 %, with at least 0.05 failures a second)."},
 			q("("+rate(`, kind="client", `+p.failed, "")+")\n/\n("+rate(total, "")+")", legend)),
 		timeSeries(panelOpts{title: p.name + " duration", unit: "s", width: 8,
-			desc: "Time from the request to the first byte of its reply, p50 and p99, by side."},
+			desc: durDesc},
 			q(quantile("0.5"), legend+" {{kind}} p50"),
 			q(quantile("0.99"), legend+" {{kind}} p99")),
 		timeSeries(panelOpts{title: p.name + " errors by code", unit: "reqps", width: 12,

@@ -18,6 +18,7 @@ var ProtocolDependencyAlerts = map[string]string{
 	"VigilWorkloadPostgresErrors": "PostgreSQL",
 	"VigilWorkloadPostgresSlow":   "PostgreSQL",
 	"VigilWorkloadDNSFailures":    "DNS resolver",
+	"VigilWorkloadGRPCErrors":     "gRPC server",
 }
 
 // dependencyAlert reports whether a firing alert is about a workload's
