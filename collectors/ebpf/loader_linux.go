@@ -529,6 +529,11 @@ func AttachHooksOnly(cfg *Config) (detach func(), err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The TLS uprobes too, at the same places as the collector's.
+	if t := newTLSManagerFor(o, "/proc", "/", cfg.MaxTLSTargets, log); t != nil {
+		t.start()
+		return func() { t.close(); o.close() }, nil
+	}
 	return o.close, nil
 }
 

@@ -442,13 +442,14 @@ var tlsDescs = tlsMetrics{
 		"Exec events the TLS discovery's queue had no room for (the process is found by the next /proc rescan).", nil, nil),
 	callsDropped: prometheus.NewDesc("vigil_ebpf_tls_calls_dropped_total",
 		"TLS reads and writes whose plaintext was not taken, by reason (go_no_fd: the descriptor behind a tls.Conn could not be read; "+
-			"go_read_unseen: a Read returned whose entry was not seen; ssl_no_fd: an SSL call on a connection whose socket was never seen).",
+			"go_read_unseen: a Read returned whose entry was not seen; ssl_no_fd: an SSL call on a connection whose socket was never seen; "+
+			"h2: the start of HTTP/2 inside TLS, whose connection is not followed).",
 		[]string{"reason"}, nil),
 }
 
 // tlsCountNames name the kernel's tls_counts, indexed like enum
 // vigil_tls_count in bpf/tls.h.
-var tlsCountNames = []string{"go_no_fd", "go_read_unseen", "ssl_no_fd"}
+var tlsCountNames = []string{"go_no_fd", "go_read_unseen", "ssl_no_fd", "h2"}
 
 // collect exports the discovery's state.
 func (t *tlsManager) collect(ch chan<- prometheus.Metric) {
@@ -547,16 +548,25 @@ func collectTLSCounts(m *ebpf.Map, ch chan<- prometheus.Metric) error {
 // startTLS starts the TLS discovery when the TLS programs loaded; the
 // process programs' exec and exit events feed it.
 func (c *collector) startTLS(procFS string) {
+	c.tls = newTLSManagerFor(c.objs, procFS, c.set.Paths.RootFS, c.cfg.MaxTLSTargets, c.log)
+	if c.tls == nil {
+		return
+	}
+	c.handlers.tlsExec, c.handlers.tlsExit = c.tls.exec, c.tls.exited
+	c.tls.start()
+}
+
+// newTLSManagerFor is the TLS discovery for the uprobe programs of o, nil
+// when none loaded.
+func newTLSManagerFor(o *objects, procFS, rootFS string, max int, log *slog.Logger) *tlsManager {
 	progs := map[string]*ebpf.Program{}
 	for _, p := range programs {
-		if p.uprobe && c.objs.progs[p.name] != nil {
-			progs[p.name] = c.objs.progs[p.name]
+		if p.uprobe && o.progs[p.name] != nil {
+			progs[p.name] = o.progs[p.name]
 		}
 	}
 	if len(progs) == 0 {
-		return
+		return nil
 	}
-	c.tls = newTLSManager(procFS, c.set.Paths.RootFS, c.cfg.MaxTLSTargets, progs, c.log)
-	c.handlers.tlsExec, c.handlers.tlsExit = c.tls.exec, c.tls.exited
-	c.tls.start()
+	return newTLSManager(procFS, rootFS, max, progs, log)
 }

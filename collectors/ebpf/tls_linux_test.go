@@ -191,8 +191,11 @@ func runTLSClient(t *testing.T, exe, unit, arg string, wait func(pid int)) {
 // (*Conn).Write and on the return instructions of (*Conn).Read); the
 // ciphertext on their sockets adds nothing. A copy of the client with its
 // symbol table and DWARF stripped is followed through .gopclntab.
-func TestTLSGo(t *testing.T) {
-	env := startCollector(t, spansConfig("socket"))
+func TestTLSGo(t *testing.T) { forEachHTTPHook(t, testTLSGo) }
+
+func testTLSGo(t *testing.T, hook string) {
+	env := startCollector(t, spansConfig(hook))
+	requireHTTPHook(t, env, hook)
 	if env.c.tls == nil {
 		t.Fatal("the TLS programs did not load")
 	}
@@ -271,12 +274,17 @@ func TestTLSGo(t *testing.T) {
 // from SSL_write and SSL_read (uprobe and uretprobe; the descriptor is the
 // one the calls' own socket reads and writes used), and on the server's
 // from crypto/tls.
-func TestTLSOpenSSL(t *testing.T) {
+// Both HTTP paths: the descriptor is noted by the socket programs or by
+// the syscall tracepoints'.
+func TestTLSOpenSSL(t *testing.T) { forEachHTTPHook(t, testTLSOpenSSL) }
+
+func testTLSOpenSSL(t *testing.T, hook string) {
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		t.Fatalf("curl (hack/apt/ebpf.txt): %v", err)
 	}
-	env := startCollector(t, spansConfig("socket"))
+	env := startCollector(t, spansConfig(hook))
+	requireHTTPHook(t, env, hook)
 	if env.c.tls == nil {
 		t.Fatal("the TLS programs did not load")
 	}
@@ -413,5 +421,84 @@ func TestTLSInspectHostile(t *testing.T) {
 	}
 	if rets == 0 {
 		t.Error("no return instruction found in crypto/tls.(*Conn).Read")
+	}
+}
+
+// TestTLSPostgres: psql with sslmode=require against Debian's PostgreSQL
+// 15 with ssl=on (both link OpenSSL's libssl): each query counted once on
+// psql's side and on the server's, with its command and error, from the
+// plaintext of SSL_write and SSL_read.
+func TestTLSPostgres(t *testing.T) { forEachHTTPHook(t, testTLSPostgres) }
+
+func testTLSPostgres(t *testing.T, hook string) {
+	dir := t.TempDir()
+	certFile, keyFile := writeTestCert(t, dir)
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testenv.StartPostgres(t, testenv.PostgresTLS(certPEM, keyPEM)) // before the collector: its readiness check is not counted
+	psql := testenv.PostgresBinary(t, "psql")
+	env := startCollector(t, spansConfig(hook))
+	requireHTTPHook(t, env, hook)
+	if v := env.value(t, "vigil_ebpf_tls_attached", map[string]string{"library": "openssl"}); v < 1 {
+		t.Fatalf("vigil_ebpf_tls_attached{library=openssl} = %v: the host's libssl is not attached", v)
+	}
+	const unit = "vigil-ebpf-test-tls-psql.service"
+	cg := testCgroup(t, unit)
+	env.knownCgroup(t, cg)
+	dsn := strings.Replace(srv.DSN(), "sslmode=disable", "sslmode=require", 1)
+	for _, c := range []struct {
+		sql  string
+		fail bool
+		want string
+	}{
+		{"SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", false, "t"}, // the connection is TLS
+		{"CREATE TABLE tls_t (id int PRIMARY KEY)", false, ""},
+		{"INSERT INTO tls_t VALUES (1), (2)", false, ""},
+		{"SELECT count(*) FROM tls_t", false, "2"},
+		{"SELECT * FROM nosuchtable", true, ""}, // 42P01
+	} {
+		out, err := inCgroup(cg, psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", dsn, "-c", c.sql).CombinedOutput()
+		if (err != nil) != c.fail || (c.want != "" && strings.TrimSpace(string(out)) != c.want) {
+			t.Fatalf("psql %q: %v (want failure: %v) %q, want %q", c.sql, err, c.fail, out, c.want)
+		}
+	}
+	type series map[string]string
+	own := ownWorkload(t, env)
+	server := func(cmd, errClass string) series {
+		l := series{"kind": "server", "command": cmd, "error": errClass}
+		for k, v := range own {
+			l[k] = v
+		}
+		return l
+	}
+	client := func(cmd, errClass string) series {
+		return series{"unit": unit, "kind": "client", "command": cmd, "error": errClass}
+	}
+	checks := []struct {
+		labels series
+		want   float64
+	}{
+		{client("SELECT", "none"), 2}, {client("CREATE", "none"), 1}, {client("INSERT", "none"), 1}, {client("SELECT", "42"), 1},
+		{server("SELECT", "none"), 2}, {server("CREATE", "none"), 1}, {server("INSERT", "none"), 1}, {server("SELECT", "42"), 1},
+	}
+	for _, c := range checks {
+		testenv.EventuallyTrue(t, 30*time.Second, fmt.Sprintf("vigil_postgres_requests_total%v", c.labels), func() bool {
+			return env.value(t, "vigil_postgres_requests_total", c.labels) >= c.want
+		})
+	}
+	time.Sleep(200 * time.Millisecond) // anything counted twice would show now
+	for _, c := range checks {
+		if got := env.value(t, "vigil_postgres_requests_total", c.labels); got != c.want {
+			t.Errorf("vigil_postgres_requests_total%v = %v, want %v", c.labels, got, c.want)
+		}
+	}
+	if got := env.value(t, "vigil_postgres_requests_total", series{"unit": unit}); got != 5 {
+		t.Errorf("vigil_postgres_requests_total{unit=%q} sums to %v, want 5", unit, got)
 	}
 }

@@ -17,7 +17,7 @@ import (
 
 // Postgres is a PostgreSQL server (Debian's, 15) started by
 // [StartPostgres]: a private cluster made by initdb in a temporary folder,
-// trust authentication, loopback TCP only, no TLS.
+// trust authentication, loopback TCP only, no TLS unless [PostgresTLS].
 type Postgres struct {
 	// Addr is the server's address, 127.0.0.1:<port>; Port its port.
 	Addr string
@@ -66,8 +66,12 @@ func pgVersion(bin string) int {
 // 127.0.0.1 port, and waits until it accepts a login. PostgreSQL refuses to
 // run as root: under root the cluster belongs to, and the server runs as,
 // the user postgres (nobody when there is none), through setpriv.
-func StartPostgres(t TB) *Postgres {
+func StartPostgres(t TB, opts ...PostgresOption) *Postgres {
 	t.Helper()
+	var o pgOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	initdb, postgres := PostgresBinary(t, "initdb"), PostgresBinary(t, "postgres")
 	// Not t.TempDir(): its parents are private to the test's user.
 	dir, err := os.MkdirTemp("", "vigil-postgres-")
@@ -93,11 +97,31 @@ func StartPostgres(t TB) *Postgres {
 	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("testenv: initdb: %v\n%s", err, out)
 	}
+	if o.cert != nil {
+		// The server's own files: the key readable by it alone, as
+		// PostgreSQL demands.
+		for name, b := range map[string][]byte{"server.crt": o.cert, "server.key": o.key} {
+			f := filepath.Join(dir, name)
+			if err := os.WriteFile(f, b, 0o600); err != nil {
+				t.Fatalf("testenv: %v", err)
+			}
+			if os.Geteuid() == 0 {
+				uid, gid := pgUser()
+				if err := os.Chown(f, uid, gid); err != nil {
+					t.Fatalf("testenv: %v", err)
+				}
+			}
+		}
+	}
 	p.Process = StartOnFreePorts(t, 1, func(ports []int) Command {
 		p.Port = ports[0]
 		p.Addr = hostPort(ports[0])
 		args := []string{"-D", p.DataDir, "-p", strconv.Itoa(p.Port), "-c", "listen_addresses=127.0.0.1",
 			"-c", "unix_socket_directories=" + dir, "-c", "fsync=off", "-c", "ssl=off", "-c", "max_connections=20"}
+		if o.cert != nil {
+			args = append(args, "-c", "ssl=on", "-c", "ssl_cert_file="+filepath.Join(dir, "server.crt"),
+				"-c", "ssl_key_file="+filepath.Join(dir, "server.key"))
+		}
 		path := postgres
 		if len(asUser) > 0 { // setpriv execs postgres: the process stopped is the postmaster
 			path, args = asUser[0], append(append(append([]string{}, asUser[1:]...), postgres), args...)
@@ -108,6 +132,19 @@ func StartPostgres(t TB) *Postgres {
 			StopTimeout: 10 * time.Second}
 	})
 	return p
+}
+
+// PostgresOption changes how [StartPostgres] starts the server.
+type PostgresOption func(*pgOptions)
+
+type pgOptions struct{ cert, key []byte }
+
+// PostgresTLS turns TLS on (ssl=on) with the PEM certificate and key
+// given; clients may still connect without it (trust authentication for
+// both). Connect with [Postgres.DSN] and sslmode=require in place of
+// disable.
+func PostgresTLS(certPEM, keyPEM []byte) PostgresOption {
+	return func(o *pgOptions) { o.cert, o.key = certPEM, keyPEM }
 }
 
 // pgUser returns the uid and gid PostgreSQL runs as under root.

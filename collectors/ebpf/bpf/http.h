@@ -317,6 +317,8 @@ static __always_inline __u8 vigil_http_request_tail(const __u8 *b)
 // vigil_tls_note_fd is in bpf/tls.h: it tells an OpenSSL call in flight on
 // this thread which socket the call's own reads and writes use.
 static __always_inline void vigil_tls_note_fd(__u32 fd);
+// vigil_tls_h2 (bpf/tls.h) counts an HTTP/2 connection seen inside TLS.
+static __always_inline void vigil_tls_h2(void);
 
 // vigil_tls_record tells whether b starts a TLS record (content type
 // change_cipher_spec, alert, handshake or application_data, then major
@@ -403,6 +405,8 @@ static __always_inline int vigil_l7_capture(__u32 fd, const struct sock *sk, con
 				// path has no socket-local storage).
 				if (sk)
 					return vigil_h2_start(sk, l7, fd, buf, n, total, dir, prog);
+				if (tls)
+					vigil_tls_h2(); // counted: HTTP/2 inside TLS is not followed
 				return 0;
 			}
 		}

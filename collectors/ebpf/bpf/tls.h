@@ -57,7 +57,8 @@ enum vigil_tls_count {
 	VIGIL_TLS_GO_NO_FD = 0,      // a Go call whose descriptor could not be read
 	VIGIL_TLS_GO_READ_UNSEEN = 1, // a Go Read return without its entry
 	VIGIL_TLS_SSL_NO_FD = 2,     // an SSL call whose socket was never seen
-	VIGIL_TLS_COUNT_MAX = 3,
+	VIGIL_TLS_H2 = 3,            // HTTP/2 inside TLS: not followed (its cursor needs the socket's storage)
+	VIGIL_TLS_COUNT_MAX = 4,
 };
 
 struct {
@@ -72,6 +73,11 @@ static __always_inline void vigil_tls_count(__u32 i)
 	__u64 *n = bpf_map_lookup_elem(&tls_counts, &i);
 	if (n)
 		__sync_fetch_and_add(n, 1);
+}
+
+static __always_inline void vigil_tls_h2(void)
+{
+	vigil_tls_count(VIGIL_TLS_H2);
 }
 
 // A Go Read in flight, by process and goroutine.

@@ -14,11 +14,18 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -44,6 +51,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds per mode; the median is reported")
 	flag.IntVar(&redisReqs, "redis-requests", 20000, "commands per round of the Redis loop (0: no Redis loop)")
 	flag.StringVar(&redisServer, "redis-server", "redis-server", "the redis-server binary for the Redis loop (skipped with a message when it is missing)")
+	flag.IntVar(&httpsReqs, "https-requests", 20000, "requests per round of the keep-alive HTTPS loop (Go crypto/tls on both sides; 0: none)")
 	flag.IntVar(&udpReqs, "udp-requests", 20000, "round trips per round of the UDP loop that is not DNS (0: none)")
 	flag.IntVar(&dnsReqs, "dns-requests", 20000, "queries per round of the DNS/UDP loop (0: none)")
 	flag.IntVar(&dnsPort, "dns-port", 0, "internal, with -agent: the DNS loop's server port, given to the collector as dns_ports")
@@ -74,6 +82,7 @@ var (
 	redisReqs     int
 	redisServer   string
 	udpReqs       int
+	httpsReqs     int
 	dnsReqs       int
 	dnsPort       int
 )
@@ -89,7 +98,7 @@ func selectPrograms(p *ebpf.ProgramsConfig, groups string) error {
 		case "tcp":
 			p.TCP, p.TCPRetransmits, p.TCPResets = true, true, true
 		case "http":
-			p.HTTP = true
+			p.HTTP, p.TLS = true, true
 		case "process":
 			p.Process, p.OOM, p.Cgroups = true, true, true
 		default:
@@ -345,6 +354,59 @@ func httpLoop(url string, n int) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
+// startHTTPS starts an HTTPS server (HTTP/1.1 only, a self-signed
+// certificate made here) on a free loopback port and returns its URL, a
+// client that trusts it, and a stop function.
+func startHTTPS() (string, *http.Client, func(), error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		IsCA: true, BasicConstraintsValid: true, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, nil, err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:    &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}, // HTTP/1.1: the decoders' protocol
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write([]byte("ok"))
+		})}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return "https://" + ln.Addr().String() + "/api/items/42", cl, func() { _ = srv.Close() }, nil
+}
+
+// httpsLoop sends n requests over one keep-alive TLS connection (made
+// anew each round: its handshake is part of the round).
+func httpsLoop(cl *http.Client, url string, n int) (time.Duration, error) {
+	defer cl.CloseIdleConnections()
+	start := time.Now()
+	for range n {
+		resp, err := cl.Get(url)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	return time.Since(start), nil
+}
+
 // startRedis starts redis-server on a free loopback port (no persistence)
 // and returns its address and a function that stops it.
 func startRedis() (string, func(), error) {
@@ -546,12 +608,22 @@ func run(conns, reqs, rounds int) error {
 		dnsPort = p
 	}
 	udpMsg := make([]byte, len(dnsQuery)) // as long as a query, not DNS
+	var httpsURL string
+	var httpsClient *http.Client
+	if httpsReqs > 0 {
+		u, cl, stop, err := startHTTPS()
+		if err != nil {
+			return err
+		}
+		defer stop()
+		httpsURL, httpsClient = u, cl
+	}
 
 	// Per mode (without, hooks only, with eBPF) the wall and CPU times of
 	// each round.
 	type result struct{ wall, cpu [3][]time.Duration }
 	const without, hooks, with = 0, 1, 2
-	var tcp, web, rds, udp, dns result
+	var tcp, web, rds, udp, dns, sec result
 	var events, lost float64
 	var eventTime, agentCPU time.Duration
 	runTime, runs := map[string]float64{}, map[string]float64{}
@@ -564,6 +636,11 @@ func run(conns, reqs, rounds int) error {
 	}
 	if redisReqs > 0 {
 		if _, err := redisLoop(redisAddr, 1000); err != nil {
+			return err
+		}
+	}
+	if httpsReqs > 0 {
+		if _, err := httpsLoop(httpsClient, httpsURL, 1000); err != nil {
 			return err
 		}
 	}
@@ -611,6 +688,13 @@ func run(conns, reqs, rounds int) error {
 				return err
 			}
 			rds.wall[mode], rds.cpu[mode] = append(rds.wall[mode], d3), append(rds.cpu[mode], c3)
+		}
+		if httpsReqs > 0 {
+			d6, c6, err := measure(func() (time.Duration, error) { return httpsLoop(httpsClient, httpsURL, httpsReqs) })
+			if err != nil {
+				return err
+			}
+			sec.wall[mode], sec.cpu[mode] = append(sec.wall[mode], d6), append(sec.cpu[mode], c6)
 		}
 		if udpReqs > 0 {
 			d4, c4, err := measure(func() (time.Duration, error) { return udpLoop(udpPort, udpMsg, udpReqs) })
@@ -676,6 +760,9 @@ func run(conns, reqs, rounds int) error {
 		if redisReqs > 0 {
 			row(fmt.Sprintf("Redis GET loop, %d commands", redisReqs), rds)
 		}
+		if httpsReqs > 0 {
+			row(fmt.Sprintf("keep-alive HTTPS, %d requests", httpsReqs), sec)
+		}
 		if udpReqs > 0 {
 			row(fmt.Sprintf("UDP loop (not DNS), %d round trips", udpReqs), udp)
 		}
@@ -691,6 +778,10 @@ func run(conns, reqs, rounds int) error {
 		fmt.Printf("%-34s Redis loop %s per command (client side only: the server is another process)\n", "",
 			pairedDiff(rds.cpu[with], rds.cpu[hooks], redisReqs))
 	}
+	if httpsReqs > 0 {
+		fmt.Printf("%-34s keep-alive HTTPS %s per request over hooks only, %s over no programs (both sides in this process: 4 TLS uprobe hits a request)\n", "",
+			pairedDiff(sec.cpu[with], sec.cpu[hooks], httpsReqs), pairedDiff(sec.cpu[with], sec.cpu[without], httpsReqs))
+	}
 	if udpReqs > 0 {
 		fmt.Printf("%-34s UDP loop (not DNS) %s per round trip (both sides in this process)\n", "", pairedDiff(udp.cpu[with], udp.cpu[hooks], udpReqs))
 	}
@@ -700,7 +791,7 @@ func run(conns, reqs, rounds int) error {
 	fmt.Printf("%-34s %12.0f events/s over %d rounds (%.0f events), lost %.0f\n", "events consumed", events/eventTime.Seconds(), rounds, events, lost)
 	busy := agentCPU - time.Duration(rounds)*idleCPU
 	fmt.Printf("%-34s %12s over %d rounds (start-up %s each excluded): %.1f µs per connection+request\n", "agent process CPU (user+sys)",
-		busy.Round(time.Millisecond), rounds, idleCPU.Round(time.Millisecond), float64(busy.Microseconds())/float64(rounds*(conns+reqs+redisReqs+udpReqs+dnsReqs)))
+		busy.Round(time.Millisecond), rounds, idleCPU.Round(time.Millisecond), float64(busy.Microseconds())/float64(rounds*(conns+reqs+redisReqs+httpsReqs+udpReqs+dnsReqs)))
 	if bpfStats {
 		total := 0.0
 		for _, p := range slices.Sorted(maps.Keys(runTime)) {
@@ -723,7 +814,11 @@ func run(conns, reqs, rounds int) error {
 			return t
 		}
 		fmt.Printf("  kernel: HTTP programs %s per HTTP request, Redis command, UDP round trip or DNS query, TCP programs %s per connection (upper bounds: the statistics count part of their own clock reads)\n",
-			time.Duration(group("http_")/float64(rounds*(reqs+redisReqs+udpReqs+dnsReqs))*1e9), time.Duration(group("tcp_")/float64(rounds*conns)*1e9))
+			time.Duration(group("http_")/float64(rounds*(reqs+redisReqs+httpsReqs+udpReqs+dnsReqs))*1e9), time.Duration(group("tcp_")/float64(rounds*conns)*1e9))
+		if httpsReqs > 0 {
+			tlsT := group("go_tls_") + group("ssl_")
+			fmt.Printf("  kernel: TLS programs %s per HTTPS request\n", time.Duration(tlsT/float64(rounds*httpsReqs)*1e9))
+		}
 	}
 	fmt.Println(strings.Repeat("-", 70))
 	fmt.Println("goal: ratio <= 1.03 with zero events lost. \"hooks only\" attaches a program that returns at once at each hook")
