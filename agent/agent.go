@@ -27,6 +27,7 @@ import (
 	"github.com/vigil-agent/vigil/component"
 	"github.com/vigil-agent/vigil/internal/alert"
 	"github.com/vigil-agent/vigil/internal/event"
+	"github.com/vigil-agent/vigil/internal/metricreg"
 )
 
 // Options are the parts of an agent that do not come from the
@@ -55,7 +56,7 @@ type Options struct {
 type Agent struct {
 	opts   Options
 	logger *slog.Logger
-	reg    *prometheus.Registry
+	reg    *metricreg.Registry
 	events *event.Bus
 	set    *collectorSet
 	mux    *http.ServeMux
@@ -100,7 +101,7 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 	a := &Agent{
 		opts:   opts,
 		logger: opts.Logger,
-		reg:    prometheus.NewRegistry(),
+		reg:    metricreg.New(),
 		events: event.NewBus(),
 		set:    &collectorSet{running: map[string]*runningCollector{}},
 		mux:    http.NewServeMux(),
@@ -141,7 +142,7 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 
 // Registry returns the registry behind /metrics. Subsystems register their
 // own metrics here; the local TSDB and the exporters gather from it.
-func (a *Agent) Registry() *prometheus.Registry { return a.reg }
+func (a *Agent) Registry() *metricreg.Registry { return a.reg }
 
 // Events returns the fast-path event bus.
 func (a *Agent) Events() *event.Bus { return a.events }

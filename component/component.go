@@ -75,9 +75,11 @@ type Host struct {
 	// NodeName is this node's name.
 	NodeName string
 	// Registry is the registry behind /metrics; register self-metrics here.
-	Registry *prometheus.Registry
+	Registry prometheus.Registerer
 	// Gatherer gathers every metric the agent collects (the collectors'
 	// samples and self-metrics): the local TSDB and the exporters read it.
+	// The agent's also gathers selected metric names only
+	// (rules.NameGatherer), which the local TSDB's ingest uses.
 	Gatherer prometheus.Gatherer
 	// Events carries fast-path events from the collectors.
 	Events *event.Bus

@@ -67,10 +67,14 @@ type Engine struct {
 	remote       atomic.Pointer[remoteSet]
 	// remoteQueries counts remote queries by endpoint and result.
 	remoteQueries *prometheus.CounterVec
-	pub           *publisher
-	webhook       *webhook
-	events        *eventAlerter
-	evidence      *detector
+	// noInput answers the rule queries whose metric names have no
+	// series with an empty vector, without the engine (noinput.go).
+	noInput        noInputCache
+	noInputQueries prometheus.Counter
+	pub            *publisher
+	webhook        *webhook
+	events         *eventAlerter
+	evidence       *detector
 
 	mu      sync.Mutex // guards the fields below and ApplyConfig
 	started bool
@@ -129,7 +133,11 @@ func NewEngine(cfg *Config, o Options) (*Engine, error) {
 		Name: "vigil_rules_remote_queries_total",
 		Help: "Queries rule groups sent to remote query endpoints, by endpoint and result (success, error).",
 	}, []string{"endpoint", "result"})
-	o.Registerer.MustRegister(e.remoteQueries)
+	e.noInputQueries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "vigil_rules_queries_without_input_total",
+		Help: "Rule queries answered with an empty result without running PromQL's engine, because none of the metric names they read has a series in the local TSDB.",
+	})
+	o.Registerer.MustRegister(e.remoteQueries, e.noInputQueries)
 	rs, err := newRemoteSet(cfg.RemoteQueries, e.remoteQueries)
 	if err != nil {
 		st.Close()
@@ -494,6 +502,10 @@ func templateQueries(ls labels.Labels) bool {
 func (e *Engine) query(ctx context.Context, q string, t time.Time) (promql.Vector, error) {
 	if rq := e.remote.Load().forGroup(groupFromContext(ctx)); rq != nil {
 		return rq.query(ctx, q, t)
+	}
+	if ni := e.noInput.get(q); ni.empty != nil && ni.empty(e.storage.hasSeries) {
+		e.noInputQueries.Inc()
+		return promql.Vector{}, nil
 	}
 	return promrules.EngineQueryFunc(e.engine, e.storage)(ctx, q, t)
 }

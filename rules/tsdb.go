@@ -114,7 +114,7 @@ func NewLocalStorage(o StorageOptions) (*LocalStorage, error) {
 	s.stale = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_stale_markers_total", Help: "Staleness markers written for series that disappeared from the agent's metrics."})
 	s.ingestErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_ingest_errors_total", Help: "Ingest cycles that failed (gather or commit errors)."})
 	s.ingestDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_rules_tsdb_ingest_duration_seconds", Help: "Time to gather the agent's metrics and append them to the local TSDB.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)})
-	s.skipped = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_samples_skipped_total", Help: "Samples of the agent's metrics not stored in the local TSDB because no loaded rule reads their metric name (rules.ingest_all stores them all)."})
+	s.skipped = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_samples_skipped_total", Help: "Samples of the agent's metrics not stored in the local TSDB because no loaded rule reads their metric name (rules.ingest_all stores them all); a histogram or summary of which no rule reads any part is left out before it is read and counts once."})
 	s.seriesGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vigil_rules_tsdb_series", Help: "Series in the local TSDB head."}, func() float64 { return float64(head.NumSeries()) })
 	if o.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.samples, s.dropped, s.skipped, s.stale, s.zeros, s.ingestErrors, s.ingestDuration, s.seriesGauge} {
@@ -169,16 +169,44 @@ func (s *LocalStorage) Close() error {
 	return err
 }
 
+// NameGatherer is a Gatherer that can gather only the metric families
+// whose names keep accepts, leaving the others unconverted (the agent's
+// registry, internal/metricreg). skipped counts the metrics left out, one
+// per metric (a histogram or a summary counts once).
+type NameGatherer interface {
+	prometheus.Gatherer
+	GatherNames(keep func(name string) bool) (mfs []*dto.MetricFamily, skipped int, err error)
+}
+
 // Ingest gathers g and appends its samples at time ts: those of the metric
-// names selected (Select), or every one. Series that were
+// names selected (Select), or every one. With a selection and a
+// NameGatherer, only the families the selection reads are gathered (a
+// histogram's or summary's family when its _bucket, _sum or _count is
+// read). Series that were
 // present in the previous ingest but not in this one get a staleness
 // marker, as Prometheus's scrape loop does. Old data is truncated every
 // few ingests.
 func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) error {
 	start := time.Now()
 	defer func() { s.ingestDuration.Observe(time.Since(start).Seconds()) }()
-	mfs, gerr := g.Gather()
-	if len(mfs) == 0 && gerr != nil {
+	s.mu.Lock()
+	want := s.want
+	s.mu.Unlock()
+	var (
+		mfs       []*dto.MetricFamily
+		gerr      error
+		unread    int
+		selective bool
+	)
+	if ng, ok := g.(NameGatherer); ok && want != nil {
+		selective = true
+		mfs, unread, gerr = ng.GatherNames(func(name string) bool {
+			return want[name] || want[name+"_bucket"] || want[name+"_sum"] || want[name+"_count"]
+		})
+	} else {
+		mfs, gerr = g.Gather()
+	}
+	if len(mfs) == 0 && gerr != nil && !selective {
 		s.ingestErrors.Inc()
 		return gerr
 	}
@@ -187,7 +215,8 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 	t := ts.UnixMilli()
 	app := s.head.AppenderV2(context.Background())
 	var b labels.ScratchBuilder
-	var appended, dropped, skipped, zeros float64
+	var appended, dropped, zeros float64
+	skipped := float64(unread)
 	// add appends one sample. For a cumulative series (counter, histogram
 	// bucket/count/sum, summary count/sum) that appears for the first time
 	// after the first ingest, a zero sample is written first, at the
@@ -199,7 +228,7 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 	// exits would never count. A series seen before (vanished and back) gets
 	// no zero: its value may be an old cumulative total.
 	add := func(name string, lp []*dto.LabelPair, extraName, extraValue string, v float64, cumulative bool, created int64) {
-		if s.want != nil && !s.want[name] {
+		if want != nil && !want[name] {
 			skipped++
 			return
 		}
