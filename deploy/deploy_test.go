@@ -313,7 +313,7 @@ func expectedRulesIn(ns string) []string {
 		"core/pods/eviction create",
 		"core/services list",
 		"core/nodes get", "core/nodes patch",
-		"core/events create",
+		"core/events create", "core/events patch",
 		"apps/deployments get", "apps/deployments patch",
 		"apps/statefulsets get", "apps/statefulsets patch",
 		"apps/daemonsets get", "apps/daemonsets patch",

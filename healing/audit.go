@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,7 +16,9 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // metrics are the engine's self-metrics.
@@ -98,7 +102,37 @@ type auditor struct {
 	history *History
 	traces  consumer.Traces
 	env     *Env
+
+	// vetoEvents are the veto Events written in the last
+	// vetoEventWindow, by what makes a repeat the same: a veto decided
+	// again every repeat_interval (a long maintenance window, a
+	// dependency down for hours) adds to the count of the Event written
+	// first, as client-go's event recorder aggregates, instead of writing
+	// one Event a minute.
+	eventsMu   sync.Mutex
+	vetoEvents map[vetoEventKey]*vetoEvent
 }
+
+// vetoEventKey is what makes a veto Event a repeat of another.
+type vetoEventKey struct {
+	namespace, kind, name, message string
+}
+
+// vetoEvent is a veto Event written: its name, count and last time.
+type vetoEvent struct {
+	name  string
+	count int32
+	last  time.Time
+}
+
+const (
+	// vetoEventWindow is how long a veto Event takes repeats (the API
+	// server keeps Events an hour by default).
+	vetoEventWindow = 30 * time.Minute
+	// maxVetoEvents bounds the veto Events remembered; past it the
+	// oldest are forgotten (their repeats write new Events).
+	maxVetoEvents = 512
+)
 
 func newIncidentID() string {
 	var b [16]byte
@@ -267,10 +301,80 @@ func (a *auditor) event(ctx context.Context, r Record) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	var key vetoEventKey
+	if r.Result == ResultVetoed {
+		key = vetoEventKey{ns, r.Target.Kind, r.Target.Name, text}
+		if a.repeatVetoEvent(ctx, key, r) {
+			return
+		}
+	}
 	// One attempt: the record is already in the log, metrics and span; an
 	// unreachable API server must not hold the engine up.
-	if _, err := env.Kube.Events(ns).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+	created, err := env.Kube.Events(ns).Create(ctx, ev, metav1.CreateOptions{})
+	if err != nil {
 		a.m.auditErrors.WithLabelValues("event").Inc()
 		a.logger.Warn("cannot write the remediation event", "target", r.Target.String(), "err", err)
+		return
 	}
+	if r.Result == ResultVetoed {
+		a.eventsMu.Lock()
+		defer a.eventsMu.Unlock()
+		if a.vetoEvents == nil {
+			a.vetoEvents = map[vetoEventKey]*vetoEvent{}
+		}
+		if len(a.vetoEvents) >= maxVetoEvents {
+			a.forgetOldestVetoEvent()
+		}
+		a.vetoEvents[key] = &vetoEvent{name: created.Name, count: 1, last: r.At}
+	}
+}
+
+// repeatVetoEvent adds veto record r to the count of the Event written
+// for the same veto (key) in the last vetoEventWindow, with r's time,
+// record ID and incident; false if there is none, or it could not be
+// updated (expired: the caller writes a new one).
+func (a *auditor) repeatVetoEvent(ctx context.Context, key vetoEventKey, r Record) bool {
+	a.eventsMu.Lock()
+	defer a.eventsMu.Unlock()
+	seen := a.vetoEvents[key]
+	if seen == nil {
+		return false
+	}
+	if r.At.Sub(seen.last) > vetoEventWindow {
+		delete(a.vetoEvents, key)
+		return false
+	}
+	patch, err := json.Marshal(map[string]any{
+		"count":         seen.count + 1,
+		"lastTimestamp": metav1.NewTime(r.At),
+		"metadata": map[string]any{"annotations": map[string]string{
+			"vigil.dev/record-id": fmt.Sprint(r.ID), "vigil.dev/incident": r.Incident}},
+	})
+	if err != nil {
+		return false
+	}
+	if _, err := a.env.Kube.Events(key.namespace).Patch(ctx, seen.name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		delete(a.vetoEvents, key)
+		if !apierrors.IsNotFound(err) {
+			a.m.auditErrors.WithLabelValues("event").Inc()
+			a.logger.Warn("cannot add to the remediation event; writing a new one", "target", r.Target.String(), "event", seen.name, "err", err)
+		}
+		return false
+	}
+	seen.count++
+	seen.last = r.At
+	return true
+}
+
+// forgetOldestVetoEvent forgets the veto Event repeated longest ago.
+// Called with eventsMu held.
+func (a *auditor) forgetOldestVetoEvent() {
+	var oldest vetoEventKey
+	var at time.Time
+	for k, v := range a.vetoEvents {
+		if at.IsZero() || v.last.Before(at) {
+			oldest, at = k, v.last
+		}
+	}
+	delete(a.vetoEvents, oldest)
 }

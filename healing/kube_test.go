@@ -902,6 +902,42 @@ policies:
 		if restarted("caller") || !restarted("other") {
 			t.Fatalf("restarted: caller %v (want false), other %v (want true):%s", restarted("caller"), restarted("other"), dump(h.e.History().Recent(0)))
 		}
+		// The vetoes are one Event on the caller's Deployment, its count
+		// the vetoes so far and its annotation the latest record's.
+		testenv.Eventually(t, 30*time.Second, 100*time.Millisecond, "one veto event counting every veto", func(ctx context.Context) error {
+			var vetoes []Record
+			for _, r := range h.e.History().Recent(0) {
+				if about(r, caller.Name) {
+					vetoes = append(vetoes, r)
+				}
+			}
+			evs, err := c.admin.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=caller,involvedObject.kind=Deployment"})
+			if err != nil {
+				return err
+			}
+			var got []string
+			var ours []corev1.Event
+			for _, e := range evs.Items {
+				if e.ReportingController == "vigil.dev/healing" {
+					got = append(got, fmt.Sprintf("%s count %d record %s", e.Reason, e.Count, e.Annotations["vigil.dev/record-id"]))
+					ours = append(ours, e)
+				}
+			}
+			latest := vetoes[0]
+			for _, r := range vetoes {
+				if r.ID > latest.ID {
+					latest = r
+				}
+			}
+			want := fmt.Sprintf("RemediationVetoed count %d record %d", len(vetoes), latest.ID)
+			if len(got) != 1 || got[0] != want {
+				return fmt.Errorf("events %q, want [%s]", got, want)
+			}
+			if e := ours[0]; !e.LastTimestamp.After(e.FirstTimestamp.Time) || !strings.Contains(e.Message, wantReason) {
+				return fmt.Errorf("event first %s last %s message %q", e.FirstTimestamp, e.LastTimestamp, e.Message)
+			}
+			return nil
+		})
 
 		// The PostgreSQL alert resolves: the caller's alert, still firing,
 		// is decided again and acted on.

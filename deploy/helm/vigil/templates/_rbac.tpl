@@ -29,10 +29,10 @@
   verbs: [get, patch]
 {{- end }}
 {{- define "vigil.workloadRules" -}}
-# Healing audit: one Kubernetes Event per remediation on the target.
+# Healing audit: one Kubernetes Event per remediation on the target; a veto decided again adds to its Event's count (patch).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, patch]
 # Healing rollout-restart and the rollout/maintenance guards.
 - apiGroups: [apps]
   resources: [deployments, statefulsets, daemonsets]
