@@ -502,3 +502,68 @@ func testTLSPostgres(t *testing.T, hook string) {
 		t.Errorf("vigil_postgres_requests_total{unit=%q} sums to %v, want 5", unit, got)
 	}
 }
+
+// TestTLSRedis: redis-cli --tls against Debian's redis-server on its TLS
+// port (both link OpenSSL's libssl): each command counted once on the
+// client's side and the server's, with its error.
+func TestTLSRedis(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := writeTestCert(t, dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv := testenv.StartRedis(t, testenv.RedisTLS(certFile, keyFile)) // before the collector: its readiness PINGs are not counted
+	cli := testenv.Binary(t, "redis-cli")
+	env := startCollector(t, spansConfig("socket"))
+	if v := env.value(t, "vigil_ebpf_tls_attached", map[string]string{"library": "openssl"}); v < 1 {
+		t.Fatalf("vigil_ebpf_tls_attached{library=openssl} = %v: the host's libssl is not attached", v)
+	}
+	const unit = "vigil-ebpf-test-tls-redis-cli.service"
+	cg := testCgroup(t, unit)
+	env.knownCgroup(t, cg)
+	for _, args := range [][]string{
+		{"SET", "greeting", "hello"},
+		{"GET", "greeting"},
+		{"LPUSH", "greeting", "x"}, // WRONGTYPE
+		{"-r", "3", "INCR", "visits"},
+	} {
+		argv := append([]string{cli, "--tls", "--cacert", certFile, "-h", "127.0.0.1", "-p", strconv.Itoa(srv.TLSPort)}, args...)
+		out, err := inCgroup(cg, argv...).CombinedOutput()
+		if err != nil || strings.Contains(string(out), "Could not connect") || strings.Contains(string(out), "SSL") {
+			t.Fatalf("redis-cli %v: %v\n%s", args, err, out)
+		}
+	}
+	type series map[string]string
+	own := ownWorkload(t, env)
+	server := func(cmd, errCode string) series {
+		l := series{"kind": "server", "command": cmd, "error": errCode}
+		for k, v := range own {
+			l[k] = v
+		}
+		return l
+	}
+	client := func(cmd, errCode string) series {
+		return series{"unit": unit, "kind": "client", "command": cmd, "error": errCode}
+	}
+	checks := []struct {
+		labels series
+		want   float64
+	}{
+		{client("SET", "none"), 1}, {client("GET", "none"), 1}, {client("LPUSH", "WRONGTYPE"), 1}, {client("INCR", "none"), 3},
+		{server("SET", "none"), 1}, {server("GET", "none"), 1}, {server("LPUSH", "WRONGTYPE"), 1}, {server("INCR", "none"), 3},
+	}
+	for _, c := range checks {
+		testenv.EventuallyTrue(t, 30*time.Second, fmt.Sprintf("vigil_redis_requests_total%v", c.labels), func() bool {
+			return env.value(t, "vigil_redis_requests_total", c.labels) >= c.want
+		})
+	}
+	time.Sleep(200 * time.Millisecond) // anything counted twice would show now
+	for _, c := range checks {
+		if got := env.value(t, "vigil_redis_requests_total", c.labels); got != c.want {
+			t.Errorf("vigil_redis_requests_total%v = %v, want %v", c.labels, got, c.want)
+		}
+	}
+	if got := env.value(t, "vigil_redis_requests_total", series{"unit": unit}); got != 6 {
+		t.Errorf("vigil_redis_requests_total{unit=%q} sums to %v, want 6", unit, got)
+	}
+}
