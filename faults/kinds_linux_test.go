@@ -66,15 +66,16 @@ func fdleakScenario() scenario {
 
 // slowdep: web calls an external dependency (a server outside the cluster,
 // here in the test process, as a managed database or a third-party API
-// is) for every request; it starts answering after 1.3 s (over the alert's
-// 1 s mean, and under the fault app's 2 s client timeout with room to
-// spare: at 1.5 s, on a loaded node, web's calls timed out, it answered 502
-// and its own 5xx alert beat the dependency's, seen once). Nothing on the
-// node can make it faster, so the policy only escalates
-// (VigilWorkloadDependencySlow on evidence, on web with the dependency's
-// address as destination): the suite checks that the escalation came and
-// that nothing was touched, web's own latency alert being held as
-// explained by its dependency. (A slow dependency that is a Deployment of
+// is) for every request; it starts answering after 3 s, later than the
+// fault app's 2 s client timeout: web gives up on every call and answers
+// 502. The agent counts each call slow once it waited http_slow_after
+// (answered or not), so VigilWorkloadDependencySlow fires on evidence, on
+// web with the dependency's address as destination, and web's own 5xx and
+// latency alerts are held as explained by its dependency (before the
+// sweep counted unanswered calls, at 1.5 s web's 5xx alert beat the
+// dependency's, seen once). Nothing on the node can make the dependency
+// faster, so the policy only escalates: the suite checks that the
+// escalation came and that nothing was touched. (A slow dependency that is a Deployment of
 // the cluster raises its own VigilWorkloadHighLatency, which the suite's
 // saturation policy answers by scaling it: that is the saturation
 // scenario's case.)
@@ -92,7 +93,7 @@ func slowdepScenario() scenario {
 			s.srv = newServerOn(t, e.hostIP, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if s.slow.Load() {
 					select {
-					case <-time.After(1300 * time.Millisecond):
+					case <-time.After(3 * time.Second):
 					case <-r.Context().Done():
 					case <-stop:
 					}
