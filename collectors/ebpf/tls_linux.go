@@ -95,11 +95,10 @@ func newTLSManager(procFS, rootFS string, max int, progs map[string]*ebpf.Progra
 		execs: make(chan uint32, tlsQueueLen), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
-// start pins the host's libssl, scans the running processes, and then
-// follows exec events until close.
+// start pins the host's libssl, then (in the background) scans the
+// running processes and follows exec events until close.
 func (t *tlsManager) start() {
 	t.pinHostLibs()
-	t.rescan()
 	go t.run()
 }
 
@@ -123,6 +122,9 @@ func (t *tlsManager) exited(pid uint32) {
 
 func (t *tlsManager) run() {
 	defer close(t.done)
+	// The first scan inspects every executable running: off the
+	// collector's start.
+	t.rescan()
 	type due struct {
 		pid  uint32
 		at   time.Time

@@ -10,6 +10,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"debug/elf"
+	"debug/gosym"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -565,5 +567,89 @@ func TestTLSRedis(t *testing.T) {
 	}
 	if got := env.value(t, "vigil_redis_requests_total", series{"unit": unit}); got != 6 {
 		t.Errorf("vigil_redis_requests_total{unit=%q} sums to %v, want 6", unit, got)
+	}
+}
+
+// findSymbols, which streams the tables, finds what debug/elf's full
+// load finds, for the test binary's Go functions and libssl's API.
+func TestTLSFindSymbols(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	libs, _ := filepath.Glob("/usr/lib/*/libssl.so.3")
+	for _, c := range []struct {
+		path  string
+		typ   elf.SectionType
+		names []string
+	}{
+		{exe, elf.SHT_SYMTAB, []string{goTLSWrite, goTLSRead, "main.main", "runtime.main"}},
+		{libs[0], elf.SHT_DYNSYM, []string{"SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"}},
+	} {
+		f, err := elf.Open(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := findSymbols(f, c.typ, c.names)
+		load := f.Symbols
+		if c.typ == elf.SHT_DYNSYM {
+			load = f.DynamicSymbols
+		}
+		all, err := load()
+		if err != nil || !ok {
+			t.Fatalf("%s: %v %v", c.path, err, ok)
+		}
+		want := map[string]uint64{}
+		for _, s := range all {
+			for _, n := range c.names {
+				if s.Name == n && elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Value != 0 {
+					want[n] = s.Value
+				}
+			}
+		}
+		if len(want) != len(c.names) {
+			t.Fatalf("%s: debug/elf finds %v", c.path, want)
+		}
+		for n, v := range want {
+			if got[n].Value != v {
+				t.Errorf("%s: %s at %#x, debug/elf says %#x", c.path, n, got[n].Value, v)
+			}
+		}
+		f.Close()
+	}
+}
+
+// goPclntab, which walks .gopclntab itself, finds the functions
+// debug/gosym finds, in the test binary and a stripped copy of it.
+func TestTLSPclntab(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stripped := filepath.Join(t.TempDir(), "stripped")
+	if out, err := exec.Command("objcopy", "--strip-all", exe, stripped).CombinedOutput(); err != nil {
+		t.Fatalf("objcopy: %v\n%s", err, out)
+	}
+	for _, p := range []string{exe, stripped} {
+		f, err := elf.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := f.Section(".gopclntab").Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, f.Section(".text").Addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := goPclntab(f)
+		for _, n := range []string{goTLSWrite, goTLSRead} {
+			fn := tab.LookupFunc(n)
+			if fn == nil || got[n] != (goFunc{fn.Entry, fn.End}) {
+				t.Errorf("%s: %s = %+v, debug/gosym says %+v", p, n, got[n], fn)
+			}
+		}
+		f.Close()
 	}
 }

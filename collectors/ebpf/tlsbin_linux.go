@@ -3,13 +3,15 @@
 package ebpf
 
 import (
+	"bufio"
+	"bytes"
 	"debug/buildinfo"
 	"debug/dwarf"
 	"debug/elf"
-	"debug/gosym"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"strconv"
 	"strings"
@@ -107,7 +109,7 @@ func inspectGo(f *elf.File, version string) tlsBinary {
 			// Neither a symbol table nor a readable .gopclntab: whether it
 			// uses crypto/tls is not known; only a binary that names it
 			// counts as not covered.
-			if hasSection(f, ".gopclntab") && sectionContains(f, ".gopclntab", goTLSRead) {
+			if sec := f.Section(".gopclntab"); sec != nil && len(findStrings(sec, goTLSRead)) > 0 {
 				return tlsBinary{library: tlsLibGo, reason: uncoveredNoFunctions}
 			}
 		}
@@ -165,52 +167,123 @@ func inspectGo(f *elf.File, version string) tlsBinary {
 // goSymbols returns the two functions from the symbol table; ok is false
 // without a symbol table (a stripped executable).
 func goSymbols(f *elf.File) (map[string]goFunc, bool) {
-	syms, err := f.Symbols()
-	if err != nil {
+	syms, ok := findSymbols(f, elf.SHT_SYMTAB, []string{goTLSWrite, goTLSRead})
+	if !ok {
 		return nil, false
 	}
 	out := map[string]goFunc{}
-	for _, s := range syms {
-		if (s.Name == goTLSWrite || s.Name == goTLSRead) && elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Size > 0 {
-			out[s.Name] = goFunc{s.Value, s.Value + s.Size}
+	for n, s := range syms {
+		if s.Size > 0 {
+			out[n] = goFunc{s.Value, s.Value + s.Size}
 		}
 	}
 	return out, true
 }
 
-// goPclntab returns the two functions from .gopclntab, or nil when it
-// cannot be read.
+// goPclntab returns the two functions from .gopclntab (Go 1.18+'s
+// layout), or nil when it cannot be read. It reads the header, finds the
+// names in the function name table, and walks the function table for the
+// entries naming them, a block at a time: debug/gosym would build a table
+// of every function (175 MB allocated for a 119 MB kube-apiserver).
 func goPclntab(f *elf.File) map[string]goFunc {
-	pcln, text := f.Section(".gopclntab"), f.Section(".text")
-	if pcln == nil || text == nil {
+	pcln := f.Section(".gopclntab")
+	if pcln == nil || pcln.Size > maxPclntabBytes {
 		return nil
 	}
-	data, err := pcln.Data()
-	if err != nil {
+	r := &blockReader{r: pcln, size: int64(pcln.Size)}
+	var hdr [8]byte
+	if r.read(hdr[:], 0) != nil {
 		return nil
 	}
-	tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, text.Addr))
-	if err != nil {
+	bo := f.ByteOrder
+	magic := bo.Uint32(hdr[0:4])
+	ptr := int64(hdr[7])
+	if (magic != 0xfffffff0 && magic != 0xfffffff1) || (ptr != 8 && ptr != 4) {
+		return nil // before Go 1.18: not a register-ABI build anyway
+	}
+	word := func(i int64) (uint64, bool) {
+		var b [8]byte
+		if r.read(b[:ptr], 8+i*ptr) != nil {
+			return 0, false
+		}
+		if ptr == 4 {
+			return uint64(bo.Uint32(b[:4])), true
+		}
+		return bo.Uint64(b[:]), true
+	}
+	// pcHeader: magic, pads, minLC, ptrSize, then nfunc, nfiles,
+	// textStart, funcnameOffset, cuOffset, filetabOffset, pctabOffset,
+	// pclnOffset (the function table). textStart is taken from .text, as
+	// debug/gosym does: in a PIE it is left for the dynamic loader.
+	text := f.Section(".text")
+	nfunc, ok1 := word(0)
+	nameTab, ok3 := word(3)
+	funcTab, ok4 := word(7)
+	if text == nil || !ok1 || !ok3 || !ok4 || nfunc > 1<<24 {
 		return nil
+	}
+	textStart := text.Addr
+	want := map[int32]string{}
+	for _, n := range []string{goTLSWrite, goTLSRead} {
+		for _, o := range findStrings(pcln, n) {
+			if int64(o) >= int64(nameTab) {
+				want[int32(int64(o)-int64(nameTab))] = n
+			}
+		}
 	}
 	out := map[string]goFunc{}
-	for _, n := range []string{goTLSWrite, goTLSRead} {
-		if fn := tab.LookupFunc(n); fn != nil && fn.End > fn.Entry {
-			out[n] = goFunc{fn.Entry, fn.End}
+	if len(want) == 0 {
+		return out
+	}
+	var e [16]byte
+	for i := uint64(0); i < nfunc; i++ {
+		// functab: {entryoff, funcoff uint32} per function, then the end.
+		if r.read(e[:16], int64(funcTab)+int64(i)*8) != nil {
+			return nil
+		}
+		entry, fOff, next := bo.Uint32(e[0:4]), bo.Uint32(e[4:8]), bo.Uint32(e[8:12])
+		var fn [8]byte // _func: entryoff uint32, nameoff int32
+		if r.read(fn[:], int64(funcTab)+int64(fOff)) != nil {
+			return nil
+		}
+		if n, ok := want[int32(bo.Uint32(fn[4:8]))]; ok && next > entry {
+			out[n] = goFunc{textStart + uint64(entry), textStart + uint64(next)}
+			if len(out) == 2 {
+				break
+			}
 		}
 	}
 	return out
 }
 
-func hasSection(f *elf.File, name string) bool { return f.Section(name) != nil }
+// blockReader reads a section through a cache of one 64 KB block: the
+// function table and the records it points to are read mostly in order.
+type blockReader struct {
+	r     io.ReaderAt
+	size  int64
+	block []byte
+	at    int64
+}
 
-func sectionContains(f *elf.File, name, s string) bool {
-	sec := f.Section(name)
-	if sec == nil {
-		return false
+func (b *blockReader) read(p []byte, off int64) error {
+	const bs = 64 << 10
+	if off < 0 || off+int64(len(p)) > b.size {
+		return io.ErrUnexpectedEOF
 	}
-	b, err := sec.Data()
-	return err == nil && strings.Contains(string(b), s)
+	if b.block == nil || off < b.at || off+int64(len(p)) > b.at+int64(len(b.block)) {
+		b.at = off
+		n := min(int64(bs), b.size-off)
+		if b.block == nil {
+			b.block = make([]byte, bs)
+		}
+		b.block = b.block[:n]
+		if _, err := b.r.ReadAt(b.block, off); err != nil && !errors.Is(err, io.EOF) {
+			b.block = nil
+			return err
+		}
+	}
+	copy(p, b.block[off-b.at:])
+	return nil
 }
 
 // maxGoFuncBytes bounds the bytes of a function read to disassemble it.
@@ -284,16 +357,34 @@ var goKnownOffsets = [4]uint64{0, 0, 0, 16}
 func goConnOffsets(f *elf.File) (uint64, string) {
 	off := goKnownOffsets
 	src := "the known layout"
-	if d, err := f.DWARF(); err == nil {
+	// Reading DWARF loads and inflates every debug section: only for
+	// executables whose debug information is small.
+	if info := f.Section(".debug_info"); info != nil && info.Size <= maxDWARFBytes {
+		d, err := f.DWARF()
+		if err != nil {
+			return uint64(1)<<63 | packOffsets(off), src
+		}
 		if got, ok := dwarfOffsets(d); ok {
 			off, src = got, "DWARF"
 		}
 	}
-	cookie := uint64(1) << 63
+	return uint64(1)<<63 | packOffsets(off), src
+}
+
+// maxDWARFBytes bounds the .debug_info an executable may have for its
+// DWARF to be read (compressed size; the other debug sections come too).
+const maxDWARFBytes = 16 << 20
+
+// maxPclntabBytes bounds the .gopclntab read to find the functions of a
+// stripped executable.
+const maxPclntabBytes = 64 << 20
+
+func packOffsets(off [4]uint64) uint64 {
+	var c uint64
 	for i, o := range off {
-		cookie |= (o & 0xff) << (8 * i)
+		c |= (o & 0xff) << (8 * i)
 	}
-	return cookie, src
+	return c
 }
 
 // dwarfOffsets reads the four offsets from the DWARF of a Go executable.
@@ -369,17 +460,16 @@ var sslFuncs = []struct {
 // the SSL object, so its layout does not matter).
 func inspectSSL(f *elf.File) tlsBinary {
 	defined := map[string]uint64{}
-	for _, get := range []func() ([]elf.Symbol, error){f.DynamicSymbols, f.Symbols} {
-		syms, err := get()
-		if err != nil {
-			continue
-		}
-		for _, s := range syms {
-			if !strings.HasPrefix(s.Name, "SSL_") || elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Section == elf.SHN_UNDEF || s.Value == 0 {
-				continue
+	names := make([]string, 0, len(sslFuncs))
+	for _, fn := range sslFuncs {
+		names = append(names, fn.name)
+	}
+	for _, typ := range []elf.SectionType{elf.SHT_DYNSYM, elf.SHT_SYMTAB} {
+		syms, _ := findSymbols(f, typ, names)
+		for n, s := range syms {
+			if defined[n] == 0 {
+				defined[n] = s.Value
 			}
-			n, _, _ := strings.Cut(s.Name, "@") // versioned names
-			defined[n] = s.Value
 		}
 	}
 	if defined["SSL_write"] == 0 || defined["SSL_read"] == 0 {
@@ -403,4 +493,91 @@ func inspectSSL(f *elf.File) tlsBinary {
 			tlsProbe{prog: fn.ret, offset: off, ret: true})
 	}
 	return b
+}
+
+// findSymbols looks up the named function symbols of the symbol table of
+// type typ (SHT_SYMTAB or SHT_DYNSYM) without loading the table: the
+// string table is searched for each name, then the table is read through
+// for entries pointing at those strings. Memory stays bounded whatever
+// the binary's size (a Go executable of hundreds of MB has hundreds of
+// thousands of symbols). ok is false when the file has no such table.
+func findSymbols(f *elf.File, typ elf.SectionType, names []string) (map[string]elf.Symbol, bool) {
+	var tab *elf.Section
+	for _, s := range f.Sections {
+		if s.Type == typ {
+			tab = s
+			break
+		}
+	}
+	if tab == nil || int(tab.Link) >= len(f.Sections) || f.Class != elf.ELFCLASS64 {
+		return nil, false
+	}
+	strs := f.Sections[tab.Link]
+	offs := map[uint32]string{}
+	for _, n := range names {
+		for _, o := range findStrings(strs, n) {
+			offs[o] = n
+		}
+	}
+	out := map[string]elf.Symbol{}
+	if len(offs) == 0 {
+		return out, true
+	}
+	r := bufio.NewReaderSize(tab.Open(), 64<<10)
+	var e [24]byte // Elf64_Sym
+	bo := f.ByteOrder
+	for {
+		if _, err := io.ReadFull(r, e[:]); err != nil {
+			break
+		}
+		n, ok := offs[bo.Uint32(e[0:4])]
+		if !ok {
+			continue
+		}
+		s := elf.Symbol{Name: n, Info: e[4], Other: e[5], Section: elf.SectionIndex(bo.Uint16(e[6:8])),
+			Value: bo.Uint64(e[8:16]), Size: bo.Uint64(e[16:24])}
+		if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Section == elf.SHN_UNDEF || s.Value == 0 {
+			continue
+		}
+		out[n] = s
+	}
+	return out, true
+}
+
+// findStrings returns the offsets in a string table of the strings equal
+// to name, or to name@version (a versioned dynamic symbol), reading the
+// table in chunks.
+func findStrings(strs *elf.Section, name string) []uint32 {
+	var out []uint32
+	r := strs.Open()
+	const chunk = 1 << 20
+	buf := make([]byte, 0, chunk+len(name)+64)
+	base := 0 // table offset of buf[0]
+	// Not anchored at a preceding NUL: a linker may point a name into
+	// the tail of a longer string; entries are matched by exact offset.
+	pat := []byte(name)
+	for {
+		n, err := io.ReadFull(r, buf[len(buf):cap(buf)][:chunk])
+		buf = buf[:len(buf)+n]
+		for i := 0; ; {
+			j := bytes.Index(buf[i:], pat)
+			if j < 0 {
+				break
+			}
+			end := i + j + len(pat)
+			if end < len(buf) && (buf[end] == 0 || buf[end] == '@') {
+				out = append(out, uint32(base+i+j))
+			}
+			i += j + 1
+		}
+		if err != nil {
+			break
+		}
+		// Keep the tail that may hold the start of a match.
+		keep := min(len(pat)+64, len(buf))
+		base += len(buf) - keep
+		copy(buf, buf[len(buf)-keep:])
+		buf = buf[:keep]
+	}
+	return out
 }
