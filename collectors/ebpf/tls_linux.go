@@ -131,7 +131,12 @@ func (t *tlsManager) run() {
 		last bool
 	}
 	var waiting []due
+	// The exec-delay ticker runs only while processes wait for their
+	// look: on a node where nothing execs it would wake the agent 20
+	// times a second for nothing.
 	tick := time.NewTicker(tlsExecDelay)
+	tick.Stop()
+	ticking := false
 	defer tick.Stop()
 	rescan := time.NewTicker(tlsRescanEvery)
 	defer rescan.Stop()
@@ -142,6 +147,10 @@ func (t *tlsManager) run() {
 		case pid := <-t.execs:
 			if len(waiting) < tlsQueueLen*2 {
 				waiting = append(waiting, due{pid, time.Now().Add(tlsExecDelay), false})
+			}
+			if !ticking {
+				tick.Reset(tlsExecDelay)
+				ticking = true
 			}
 		case now := <-tick.C:
 			kept := waiting[:0]
@@ -156,6 +165,10 @@ func (t *tlsManager) run() {
 				}
 			}
 			waiting = kept
+			if len(waiting) == 0 {
+				tick.Stop()
+				ticking = false
+			}
 		case <-rescan.C:
 			t.rescan()
 		}
