@@ -263,10 +263,18 @@ func (t *tlsManager) scan(pid uint32) {
 	if k, err := statKey(exe); err == nil {
 		files = append(files, file{k, exe})
 	} else {
-		// A kernel thread, or a process already gone.
+		// A kernel thread, or a process already gone; or one of another
+		// user, whose executable the agent may not read without
+		// CAP_SYS_PTRACE: counted, whether it uses TLS is not known.
+		reason := ""
+		if errors.Is(err, os.ErrPermission) {
+			reason = uncoveredNoAccess
+		}
 		t.mu.Lock()
-		if _, ok := t.procs[pid]; !ok && len(t.procs) < tlsMaxProcesses {
-			t.procs[pid] = &tlsProcess{}
+		if p, ok := t.procs[pid]; ok {
+			p.uncovered = reason
+		} else if len(t.procs) < tlsMaxProcesses {
+			t.procs[pid] = &tlsProcess{uncovered: reason}
 		}
 		t.mu.Unlock()
 		return
@@ -485,7 +493,7 @@ func (t *tlsManager) collect(ch chan<- prometheus.Metric) {
 	}
 	reasons := map[string]int{}
 	for _, r := range []string{uncoveredGoVersion, uncoveredArch, uncoveredNoFunctions, uncoveredDisasm, uncoveredLimit,
-		uncoveredAttach, uncoveredGnuTLS, uncoveredNSS} {
+		uncoveredAttach, uncoveredGnuTLS, uncoveredNSS, uncoveredNoAccess} {
 		reasons[r] = 0
 	}
 	for _, p := range t.procs {

@@ -36,6 +36,7 @@ const (
 	uncoveredAttach      = "attach_failed"          // the kernel refused an uprobe
 	uncoveredGnuTLS      = "gnutls"                 // GnuTLS is not followed
 	uncoveredNSS         = "nss"                    // NSS is not followed
+	uncoveredNoAccess    = "no_access"              // the executable of another user's process is not readable (CAP_SYS_PTRACE)
 )
 
 // tlsProbe is one uprobe to attach: the program, where (an offset in the
