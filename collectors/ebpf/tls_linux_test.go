@@ -154,7 +154,7 @@ func tlsServer(t *testing.T, exe, unit, cert, key string) (string, *exec.Cmd) {
 // covered waits until the collector follows the TLS of pid.
 func (e *testEnv) covered(t *testing.T, pid int) {
 	t.Helper()
-	testenv.EventuallyTrue(t, 10*time.Second, "the collector follows the TLS of process "+strconv.Itoa(pid), func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "the collector follows the TLS of process "+strconv.Itoa(pid), func() bool {
 		return e.c.tls != nil && e.c.tls.covers(uint32(pid))
 	})
 }
@@ -364,7 +364,7 @@ func TestTLSLimit(t *testing.T) {
 	cert, key := writeTestCert(t, t.TempDir())
 	_, srv := tlsServer(t, "", "vigil-ebpf-test-tls-limit.service", cert, key)
 	pid := uint32(srv.Process.Pid)
-	testenv.EventuallyTrue(t, 10*time.Second, "the server counted not covered", func() bool {
+	testenv.EventuallyTrue(t, 30*time.Second, "the server counted not covered", func() bool {
 		return env.c.tls.uncoveredReason(pid) == uncoveredLimit
 	})
 	if env.c.tls.covers(pid) {
