@@ -122,9 +122,15 @@ func (t *tlsManager) exited(pid uint32) {
 
 func (t *tlsManager) run() {
 	defer close(t.done)
-	// The first scan inspects every executable running: off the
-	// collector's start.
-	t.rescan()
+	// The first scan inspects every executable running (seconds on a
+	// busy node): off the collector's start, and beside the exec events,
+	// so that a process started now is not kept waiting behind it.
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		t.scanAll(t.stop)
+	}()
+	defer func() { <-first }()
 	type due struct {
 		pid  uint32
 		at   time.Time
@@ -215,6 +221,33 @@ func (t *tlsManager) pinHostLibs() {
 // sslLibName tells libssl.so.3, libssl.so.1.1 and the like.
 func sslLibName(base string) bool {
 	return strings.HasPrefix(base, "libssl.so.") && !strings.HasSuffix(base, ".hmac")
+}
+
+// scanAll looks at every process not known yet, until stop closes; it
+// forgets none (a process exec'd meanwhile is not in its listing).
+func (t *tlsManager) scanAll(stop <-chan struct{}) {
+	ents, err := os.ReadDir(t.procFS)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		n, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil {
+			continue
+		}
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		pid := uint32(n)
+		t.mu.Lock()
+		_, known := t.procs[pid]
+		t.mu.Unlock()
+		if !known {
+			t.scan(pid)
+		}
+	}
 }
 
 // rescan looks at processes not known yet and forgets those gone.
