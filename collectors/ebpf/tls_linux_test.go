@@ -75,6 +75,7 @@ func writeTestCert(t *testing.T, dir string) (certFile, keyFile string) {
 // and serves until its standard input closes.
 func httpsServer(arg string) error {
 	cert, key, _ := strings.Cut(arg, ",")
+	key, h2, _ := strings.Cut(key, ",") // "h2": HTTP/2 offered too
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("fine\n")) })
 	mux.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "broken", http.StatusInternalServerError) })
@@ -84,6 +85,9 @@ func httpsServer(arg string) error {
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}} // no HTTP/2
+	if h2 == "h2" {
+		srv.TLSNextProto = nil // net/http's default: h2 by ALPN
+	}
 	go func() { _ = srv.ServeTLS(ln, cert, key) }()
 	fmt.Println(ln.Addr().String())
 	_, _ = io.Copy(io.Discard, os.Stdin)
@@ -95,6 +99,11 @@ func httpsServer(arg string) error {
 // server of arg ("addr,cert") over one keep-alive connection.
 func httpsClient(arg string) error {
 	addr, cert, _ := strings.Cut(arg, ",")
+	cert, h2, _ := strings.Cut(cert, ",") // "h2": HTTP/2 asked for
+	proto := "HTTP/1.1"
+	if h2 == "h2" {
+		proto = "HTTP/2.0"
+	}
 	pem, err := os.ReadFile(cert)
 	if err != nil {
 		return err
@@ -104,7 +113,8 @@ func httpsClient(arg string) error {
 	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
 		return err
 	}
-	cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, TLSClientConfig: &tls.Config{RootCAs: pool},
+		ForceAttemptHTTP2: h2 == "h2"}}
 	defer cl.CloseIdleConnections()
 	for _, r := range tlsRequests {
 		for range r.n {
@@ -114,8 +124,8 @@ func httpsClient(arg string) error {
 			}
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != r.status || resp.Proto != "HTTP/1.1" || resp.TLS == nil {
-				return fmt.Errorf("GET %s: %s %d, want HTTP/1.1 over TLS %d", r.path, resp.Proto, resp.StatusCode, r.status)
+			if resp.StatusCode != r.status || resp.Proto != proto || resp.TLS == nil {
+				return fmt.Errorf("GET %s: %s %d, want %s over TLS %d", r.path, resp.Proto, resp.StatusCode, proto, r.status)
 			}
 		}
 	}
@@ -651,5 +661,34 @@ func TestTLSPclntab(t *testing.T) {
 			}
 		}
 		f.Close()
+	}
+}
+
+// TestTLSHTTP2Counted: HTTP/2 inside TLS (what a Go client and server
+// negotiate by default) is not followed; its start is counted, and none
+// of its requests is counted as something else.
+func TestTLSHTTP2Counted(t *testing.T) {
+	env := startCollector(t, spansConfig("socket"))
+	if env.c.tls == nil {
+		t.Fatal("the TLS programs did not load")
+	}
+	dir := t.TempDir()
+	cert, key := writeTestCert(t, dir)
+	const srvUnit, cliUnit = "vigil-ebpf-test-tls-h2-server.service", "vigil-ebpf-test-tls-h2-client.service"
+	addr, srv := tlsServer(t, "", srvUnit, cert, key+",h2")
+	env.covered(t, srv.Process.Pid)
+	h2 := map[string]string{"reason": "h2"}
+	before := env.value(t, "vigil_ebpf_tls_calls_dropped_total", h2)
+	runTLSClient(t, "", cliUnit, addr+","+cert+",h2", func(pid int) { env.covered(t, pid) })
+	// The client's preface and the server's read of it: two starts.
+	testenv.EventuallyTrue(t, 30*time.Second, "vigil_ebpf_tls_calls_dropped_total{reason=h2}", func() bool {
+		return env.value(t, "vigil_ebpf_tls_calls_dropped_total", h2) >= before+2
+	})
+	for _, u := range []string{srvUnit, cliUnit} {
+		for _, m := range []string{"vigil_http_requests_total", "vigil_grpc_requests_total"} {
+			if got := env.value(t, m, map[string]string{"unit": u}); got != 0 {
+				t.Errorf("%s{unit=%q} = %v: HTTP/2 inside TLS is not followed", m, u, got)
+			}
+		}
 	}
 }
