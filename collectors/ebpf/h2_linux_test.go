@@ -3,12 +3,15 @@
 package ebpf
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,22 +33,17 @@ import (
 // one 511-byte window (its DATA frame is skipped by the kernel's walk).
 const grpcBigReply = 2000
 
-// startGRPCServer serves, in the test's own process (its workload is the
-// server side), grpc-go's stock health service and, through its unknown
-// service handler, /test.Flaky/Call (UNAVAILABLE), /test.Big/Get (a
-// grpcBigReply-byte message) and UNIMPLEMENTED for anything else.
-func startGRPCServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+// newGRPCServer serves grpc-go's stock health service and, through its
+// unknown service handler, /test.Flaky/Call (UNAVAILABLE), /test.Big/Get
+// and /vigiltest.Concurrent/Call (a grpcBigReply-byte message) and
+// UNIMPLEMENTED for anything else, on ln.
+func newGRPCServer(ln net.Listener) *grpc.Server {
 	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 		m, _ := grpc.MethodFromServerStream(stream)
 		switch m {
 		case "/test.Flaky/Call":
 			return status.Error(codes.Unavailable, "flaky")
-		case "/test.Big/Get":
+		case "/test.Big/Get", "/vigiltest.Concurrent/Call":
 			if err := stream.RecvMsg(&emptypb.Empty{}); err != nil {
 				return err
 			}
@@ -55,8 +53,59 @@ func startGRPCServer(t *testing.T) string {
 	}))
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
-	return ln.Addr().String()
+	return srv
+}
+
+// grpcServer is the gRPC server helper: it serves newGRPCServer on
+// 127.0.0.1:0 and prints its address.
+func grpcServer(string) error {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr().String())
+	newGRPCServer(ln)
+	select {}
+}
+
+// h2cServer is the unencrypted HTTP/2 server helper: /h2c/ok answers 200,
+// /h2c/down 503, anything else 404; it prints its address.
+func h2cServer(string) error {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr().String())
+	var h2only http.Protocols
+	h2only.SetUnencryptedHTTP2(true)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /h2c/ok", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	mux.HandleFunc("GET /h2c/down", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	})
+	srv := &http.Server{Handler: mux, Protocols: &h2only}
+	return srv.Serve(ln)
+}
+
+// startHelperServer runs server helper name in the cgroup at dir and
+// returns the address it printed.
+func startHelperServer(t *testing.T, dir, name string) string {
+	t.Helper()
+	cmd := helperCmd(t, dir, name, "")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return strings.TrimSpace(addr)
 }
 
 // grpcClient makes TestGRPC's calls to the server at arg: on one
@@ -135,7 +184,7 @@ func h2cClient(arg string) error {
 		path string
 		n    int
 		want int
-	}{{"/ok", 3, 200}, {"/missing/12345", 2, 404}, {"/down", 1, 503}} {
+	}{{"/h2c/ok", 3, 200}, {"/h2c/missing/12345", 2, 404}, {"/h2c/down", 1, 503}} {
 		for range r.n {
 			resp, err := cl.Get("http://" + arg + r.path)
 			if err != nil {
@@ -151,8 +200,8 @@ func h2cClient(arg string) error {
 	return nil
 }
 
-// TestGRPC runs a grpc-go server (in the test's process) and client (a
-// helper in a cgroup of its own) over clear-text HTTP/2 and checks the
+// TestGRPC runs a grpc-go server and client (helpers, each in a cgroup of
+// its own) over clear-text HTTP/2 and checks the
 // calls counted on both sides exactly, as the socket path's frame walk
 // sends them (the syscall path does not follow HTTP/2: docs/ebpf.md).
 func TestGRPC(t *testing.T) {
@@ -161,11 +210,11 @@ func TestGRPC(t *testing.T) {
 	}
 	env := startCollector(t, spansConfig("socket"))
 	requireHTTPHook(t, env, "socket")
-	addr := startGRPCServer(t)
-	const unit = "vigil-ebpf-test-grpc.service"
-	cg := testCgroup(t, unit)
+	const unit, serverUnit = "vigil-ebpf-test-grpc.service", "vigil-ebpf-test-grpc-server.service"
+	cg, serverCg := testCgroup(t, unit), testCgroup(t, serverUnit)
 	env.knownCgroup(t, cg)
-	own := ownWorkload(t, env)
+	env.knownCgroup(t, serverCg)
+	addr := startHelperServer(t, serverCg, "grpc-server")
 	dropped := func(reason string) float64 {
 		return env.value(t, "vigil_ebpf_h2_dropped_total", map[string]string{"reason": reason})
 	}
@@ -192,12 +241,9 @@ func TestGRPC(t *testing.T) {
 			{"test.Big", "Get", "OK", 2},
 		} {
 			l := series{"kind": kind, "service": c.service, "method": c.method, "code": c.code}
-			if kind == "client" {
-				l["unit"] = unit
-			} else {
-				for k, v := range own {
-					l[k] = v
-				}
+			l["unit"] = unit
+			if kind == "server" {
+				l["unit"] = serverUnit
 			}
 			checks = append(checks, struct {
 				labels series
@@ -205,6 +251,14 @@ func TestGRPC(t *testing.T) {
 			}{l, c.n})
 		}
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, r := range []string{"no_preface", "gap", "bad_frame", "hpack_error", "overflow", "evicted", "stream_lost", "stream_unfinished"} {
+				t.Logf("vigil_ebpf_h2_dropped_total{reason=%q} = %v", r, dropped(r))
+			}
+			t.Logf("vigil_ebpf_events_lost_total = %v", env.value(t, "vigil_ebpf_events_lost_total", nil))
+		}
+	})
 	for _, c := range checks {
 		testenv.EventuallyTrue(t, 30*time.Second, fmt.Sprintf("vigil_grpc_requests_total%v", c.labels), func() bool {
 			return env.value(t, "vigil_grpc_requests_total", c.labels) >= c.want
@@ -224,8 +278,10 @@ func TestGRPC(t *testing.T) {
 			t.Errorf("vigil_grpc_request_duration_seconds_count%v = %v, want %v", c.labels, got, c.want)
 		}
 	}
-	if got := env.value(t, "vigil_grpc_requests_total", series{"unit": unit}); got != 9 {
-		t.Errorf("vigil_grpc_requests_total{unit=%q} = %v, want 9 (nothing else counted)", unit, got)
+	for _, u := range []string{unit, serverUnit} {
+		if got := env.value(t, "vigil_grpc_requests_total", series{"unit": u}); got != 9 {
+			t.Errorf("vigil_grpc_requests_total{unit=%q} = %v, want 9 (nothing else counted)", u, got)
+		}
 	}
 	if got := dropped("overflow") - overflow0; got != 2 {
 		t.Errorf("vigil_ebpf_h2_dropped_total{reason=overflow} grew by %v, want 2", got)
@@ -266,8 +322,8 @@ func TestGRPC(t *testing.T) {
 	}
 }
 
-// TestH2C runs net/http's unencrypted HTTP/2 server (in the test's
-// process) and client (a helper in a cgroup of its own): its requests are
+// TestH2C runs net/http's unencrypted HTTP/2 server and client (helpers,
+// each in a cgroup of its own): its requests are
 // counted in the HTTP families, exactly, on both sides.
 func TestH2C(t *testing.T) {
 	if !kernelHasSocketTracepoints() {
@@ -275,26 +331,12 @@ func TestH2C(t *testing.T) {
 	}
 	env := startCollector(t, spansConfig("socket"))
 	requireHTTPHook(t, env, "socket")
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var h2only http.Protocols
-	h2only.SetUnencryptedHTTP2(true)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /ok", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
-	mux.HandleFunc("GET /down", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "down", http.StatusServiceUnavailable)
-	})
-	srv := &http.Server{Handler: mux, Protocols: &h2only}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-
-	const unit = "vigil-ebpf-test-h2c.service"
-	cg := testCgroup(t, unit)
+	const unit, serverUnit = "vigil-ebpf-test-h2c.service", "vigil-ebpf-test-h2c-server.service"
+	cg, serverCg := testCgroup(t, unit), testCgroup(t, serverUnit)
 	env.knownCgroup(t, cg)
-	own := ownWorkload(t, env)
-	if out, err := helperCmd(t, cg, "h2c-client", ln.Addr().String()).CombinedOutput(); err != nil {
+	env.knownCgroup(t, serverCg)
+	addr := startHelperServer(t, serverCg, "h2c-server")
+	if out, err := helperCmd(t, cg, "h2c-client", addr).CombinedOutput(); err != nil {
 		t.Fatalf("h2c client: %v\n%s", err, out)
 	}
 	type series map[string]string
@@ -306,14 +348,10 @@ func TestH2C(t *testing.T) {
 		for _, c := range []struct {
 			route, class string
 			n            float64
-		}{{"/ok", "2xx", 3}, {"/missing/{id}", "4xx", 2}, {"/down", "5xx", 1}} {
-			l := series{"kind": kind, "method": "GET", "route": c.route, "status_class": c.class}
-			if kind == "client" {
-				l["unit"] = unit
-			} else {
-				for k, v := range own {
-					l[k] = v
-				}
+		}{{"/h2c/ok", "2xx", 3}, {"/h2c/missing/{id}", "4xx", 2}, {"/h2c/down", "5xx", 1}} {
+			l := series{"kind": kind, "method": "GET", "route": c.route, "status_class": c.class, "unit": unit}
+			if kind == "server" {
+				l["unit"] = serverUnit
 			}
 			checks = append(checks, struct {
 				labels series
@@ -332,16 +370,18 @@ func TestH2C(t *testing.T) {
 			t.Errorf("vigil_http_requests_total%v = %v, want %v", c.labels, got, c.want)
 		}
 	}
-	if got := env.value(t, "vigil_http_requests_total", series{"unit": unit}); got != 6 {
-		t.Errorf("vigil_http_requests_total{unit=%q} = %v, want 6", unit, got)
+	for _, u := range []string{unit, serverUnit} {
+		if got := env.value(t, "vigil_http_requests_total", series{"unit": u}); got != 6 {
+			t.Errorf("vigil_http_requests_total{unit=%q} = %v, want 6", u, got)
+		}
 	}
 	// Spans: every request on both sides (spansConfig samples all), as
 	// HTTP/2.
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := addr[strings.LastIndexByte(addr, ':')+1:]
 	var v2 []ptrace.Span
 	testenv.EventuallyTrue(t, 10*time.Second, "12 HTTP/2 spans", func() bool {
 		v2 = env.findSpans(func(sp ptrace.Span) bool {
-			return strAttr(sp, "server.port") == fmt.Sprint(port) && strAttr(sp, "http.request.method") == "GET"
+			return strAttr(sp, "server.port") == port && strAttr(sp, "http.request.method") == "GET"
 		})
 		return len(v2) >= 12
 	})
@@ -354,6 +394,76 @@ func TestH2C(t *testing.T) {
 		}
 	}
 	for _, r := range []string{"no_preface", "gap", "bad_frame", "hpack_error", "overflow"} {
+		if v := env.value(t, "vigil_ebpf_h2_dropped_total", map[string]string{"reason": r}); v != 0 {
+			t.Errorf("vigil_ebpf_h2_dropped_total{reason=%q} = %v, want 0", r, v)
+		}
+	}
+}
+
+// TestGRPCConcurrent makes 16 goroutines share one grpc-go connection, 200
+// UNIMPLEMENTED calls and 200 calls with a 2,000-byte reply each, client and
+// server in the test's process: reads and writes then carry frames of many
+// streams at once (up to about a hundred a transfer), and every call is
+// counted on both sides, none lost.
+func TestGRPCConcurrent(t *testing.T) {
+	if !kernelHasSocketTracepoints() {
+		t.Skip("HTTP/2 is followed on the socket path only (Linux 6.4+)")
+	}
+	env := startCollector(t, spansConfig("socket"))
+	requireHTTPHook(t, env, "socket")
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(newGRPCServer(ln).Stop)
+	addr := ln.Addr().String()
+	own := ownWorkload(t, env)
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const goroutines, calls = 16, 200
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range calls {
+				if err := cc.Invoke(ctx, "/vigiltest.Concurrent/Missing", &emptypb.Empty{}, &emptypb.Empty{}); status.Code(err) != codes.Unimplemented {
+					t.Errorf("/vigiltest.Concurrent/Missing: %v, want UNIMPLEMENTED", err)
+					return
+				}
+				var b wrapperspb.BytesValue
+				if err := cc.Invoke(ctx, "/vigiltest.Concurrent/Call", &emptypb.Empty{}, &b); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, kind := range []string{"client", "server"} {
+		for _, m := range []struct{ method, code string }{{"Missing", "UNIMPLEMENTED"}, {"Call", "OK"}} {
+			// The server side runs in the test's process, whose
+			// workload other processes may share (the root cgroup):
+			// a service name of its own tells its calls apart.
+			l := map[string]string{"kind": kind, "service": "vigiltest.Concurrent", "method": m.method, "code": m.code}
+			for k, v := range own {
+				l[k] = v
+			}
+			testenv.EventuallyTrue(t, 30*time.Second, fmt.Sprintf("vigil_grpc_requests_total%v", l), func() bool {
+				return env.value(t, "vigil_grpc_requests_total", l) >= goroutines*calls
+			})
+			time.Sleep(100 * time.Millisecond)
+			if got := env.value(t, "vigil_grpc_requests_total", l); got != goroutines*calls {
+				t.Errorf("vigil_grpc_requests_total%v = %v, want %d", l, got, goroutines*calls)
+			}
+		}
+	}
+	for _, r := range []string{"no_preface", "gap", "bad_frame", "hpack_error", "overflow", "stream_lost"} {
 		if v := env.value(t, "vigil_ebpf_h2_dropped_total", map[string]string{"reason": r}); v != 0 {
 			t.Errorf("vigil_ebpf_h2_dropped_total{reason=%q} = %v, want 0", r, v)
 		}

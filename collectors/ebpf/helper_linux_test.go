@@ -55,6 +55,10 @@ func runHelper(name, arg string) int {
 		err = grpcClient(arg)
 	case "h2c-client":
 		err = h2cClient(arg)
+	case "grpc-server":
+		err = grpcServer(arg)
+	case "h2c-server":
+		err = h2cServer(arg)
 	case "dns-go-client":
 		err = dnsGoClient(arg)
 	case "https-server":

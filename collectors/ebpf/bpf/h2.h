@@ -25,7 +25,7 @@
 // Pieces one transfer may send (each a record of up to one window), and so
 // the steps of its walk: a frame not needed costs one, a needed one one per
 // window of it.
-#define VIGIL_H2_MAX_STEPS 64
+#define VIGIL_H2_MAX_STEPS 256
 #define VIGIL_H2_PREFACE_LEN 24
 
 // Record flags, in the event's has_prefix field for proto VIGIL_L7_H2.
