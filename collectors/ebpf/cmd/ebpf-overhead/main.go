@@ -4,7 +4,8 @@
 // workloads they watch: it times a loopback connect loop, a keep-alive
 // HTTP loop, (when Debian's redis-server is installed) a Redis GET loop
 // on one connection, and UDP loops on a connected socket, one not DNS and
-// one of DNS queries to a server on a DNS port (both sides in this
+// one of DNS queries to a server on a DNS port, and a gRPC loop of unary
+// calls over one clear-text HTTP/2 connection (both sides in this
 // process), with the programs detached and attached, alternating
 // rounds in one run, and reports the ratio, the events consumed per second
 // and the events lost. hack/bench/ebpf.sh runs it for `make bench`; it
@@ -38,6 +39,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/vigil-agent/vigil/collectors"
 	"github.com/vigil-agent/vigil/collectors/ebpf"
@@ -54,6 +59,7 @@ func main() {
 	flag.IntVar(&httpsReqs, "https-requests", 20000, "requests per round of the keep-alive HTTPS loop (Go crypto/tls on both sides; 0: none)")
 	flag.IntVar(&udpReqs, "udp-requests", 20000, "round trips per round of the UDP loop that is not DNS (0: none)")
 	flag.IntVar(&dnsReqs, "dns-requests", 20000, "queries per round of the DNS/UDP loop (0: none)")
+	flag.IntVar(&grpcReqs, "grpc-requests", 20000, "unary calls per round of the gRPC loop (grpc-go health checks over one HTTP/2 connection, both sides in this process; 0: none)")
 	flag.IntVar(&dnsPort, "dns-port", 0, "internal, with -agent: the DNS loop's server port, given to the collector as dns_ports")
 	flag.BoolVar(&bpfStats, "bpf-stats", false, "enable the kernel's BPF run-time statistics and report each program's cost (adds a little overhead)")
 	flag.StringVar(&agentProfile, "agent-cpuprofile", "", "write a CPU profile of the agent process of the last attached phase to this file")
@@ -85,6 +91,7 @@ var (
 	httpsReqs     int
 	dnsReqs       int
 	dnsPort       int
+	grpcReqs      int
 )
 
 // selectPrograms switches on only the named program groups.
@@ -525,6 +532,41 @@ func udpLoop(port int, msg []byte, n int) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
+// startGRPC serves grpc-go's health service on a free loopback port.
+func startGRPC() (string, func(), error) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go func() { _ = srv.Serve(l) }()
+	return l.Addr().String(), srv.Stop, nil
+}
+
+// grpcLoop makes n health checks, one at a time, over a new connection
+// (the programs follow HTTP/2 from a connection's preface: one opened
+// before they attached is not followed).
+func grpcLoop(addr string, n int) (time.Duration, error) {
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Close()
+	hc := healthpb.NewHealthClient(cc)
+	ctx := context.Background()
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil { // connects
+		return 0, err
+	}
+	start := time.Now()
+	for range n {
+		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
+}
+
 // pairedRatio is the median over rounds of with/without.
 func pairedRatio(with, without []time.Duration) float64 {
 	r := make([]float64, len(with))
@@ -618,12 +660,21 @@ func run(conns, reqs, rounds int) error {
 		defer stop()
 		httpsURL, httpsClient = u, cl
 	}
+	grpcAddr := ""
+	if grpcReqs > 0 {
+		addr, stop, err := startGRPC()
+		if err != nil {
+			return err
+		}
+		defer stop()
+		grpcAddr = addr
+	}
 
 	// Per mode (without, hooks only, with eBPF) the wall and CPU times of
 	// each round.
 	type result struct{ wall, cpu [3][]time.Duration }
 	const without, hooks, with = 0, 1, 2
-	var tcp, web, rds, udp, dns, sec result
+	var tcp, web, rds, udp, dns, sec, grp result
 	var events, lost float64
 	var eventTime, agentCPU time.Duration
 	runTime, runs := map[string]float64{}, map[string]float64{}
@@ -651,6 +702,11 @@ func run(conns, reqs, rounds int) error {
 	}
 	if dnsReqs > 0 {
 		if _, err := udpLoop(dnsPort, dnsQuery, 1000); err != nil {
+			return err
+		}
+	}
+	if grpcReqs > 0 {
+		if _, err := grpcLoop(grpcAddr, 1000); err != nil {
 			return err
 		}
 	}
@@ -709,6 +765,13 @@ func run(conns, reqs, rounds int) error {
 				return err
 			}
 			dns.wall[mode], dns.cpu[mode] = append(dns.wall[mode], d5), append(dns.cpu[mode], c5)
+		}
+		if grpcReqs > 0 {
+			d6, c6, err := measure(func() (time.Duration, error) { return grpcLoop(grpcAddr, grpcReqs) })
+			if err != nil {
+				return err
+			}
+			grp.wall[mode], grp.cpu[mode] = append(grp.wall[mode], d6), append(grp.cpu[mode], c6)
 		}
 		tcp.wall[mode], tcp.cpu[mode] = append(tcp.wall[mode], d), append(tcp.cpu[mode], c)
 		web.wall[mode], web.cpu[mode] = append(web.wall[mode], d2), append(web.cpu[mode], c2)
@@ -769,6 +832,9 @@ func run(conns, reqs, rounds int) error {
 		if dnsReqs > 0 {
 			row(fmt.Sprintf("DNS/UDP loop, %d queries", dnsReqs), dns)
 		}
+		if grpcReqs > 0 {
+			row(fmt.Sprintf("gRPC loop, %d unary calls", grpcReqs), grp)
+		}
 	}
 	// What Vigil's programs add per request or connection over the
 	// do-nothing programs: the loops' CPU time, paired per round.
@@ -788,10 +854,13 @@ func run(conns, reqs, rounds int) error {
 	if dnsReqs > 0 {
 		fmt.Printf("%-34s DNS loop %s per query (both sides in this process)\n", "", pairedDiff(dns.cpu[with], dns.cpu[hooks], dnsReqs))
 	}
+	if grpcReqs > 0 {
+		fmt.Printf("%-34s gRPC loop %s per unary call (both sides in this process)\n", "", pairedDiff(grp.cpu[with], grp.cpu[hooks], grpcReqs))
+	}
 	fmt.Printf("%-34s %12.0f events/s over %d rounds (%.0f events), lost %.0f\n", "events consumed", events/eventTime.Seconds(), rounds, events, lost)
 	busy := agentCPU - time.Duration(rounds)*idleCPU
 	fmt.Printf("%-34s %12s over %d rounds (start-up %s each excluded): %.1f µs per connection+request\n", "agent process CPU (user+sys)",
-		busy.Round(time.Millisecond), rounds, idleCPU.Round(time.Millisecond), float64(busy.Microseconds())/float64(rounds*(conns+reqs+redisReqs+httpsReqs+udpReqs+dnsReqs)))
+		busy.Round(time.Millisecond), rounds, idleCPU.Round(time.Millisecond), float64(busy.Microseconds())/float64(rounds*(conns+reqs+redisReqs+httpsReqs+udpReqs+dnsReqs+grpcReqs)))
 	if bpfStats {
 		total := 0.0
 		for _, p := range slices.Sorted(maps.Keys(runTime)) {
@@ -813,8 +882,8 @@ func run(conns, reqs, rounds int) error {
 			}
 			return t
 		}
-		fmt.Printf("  kernel: HTTP programs %s per HTTP request, Redis command, UDP round trip or DNS query, TCP programs %s per connection (upper bounds: the statistics count part of their own clock reads)\n",
-			time.Duration(group("http_")/float64(rounds*(reqs+redisReqs+httpsReqs+udpReqs+dnsReqs))*1e9), time.Duration(group("tcp_")/float64(rounds*conns)*1e9))
+		fmt.Printf("  kernel: HTTP programs %s per HTTP request, Redis command, UDP round trip, DNS query or gRPC call, TCP programs %s per connection (upper bounds: the statistics count part of their own clock reads)\n",
+			time.Duration(group("http_")/float64(rounds*(reqs+redisReqs+httpsReqs+udpReqs+dnsReqs+grpcReqs))*1e9), time.Duration(group("tcp_")/float64(rounds*conns)*1e9))
 		if httpsReqs > 0 {
 			tlsT := group("go_tls_") + group("ssl_")
 			fmt.Printf("  kernel: TLS programs %s per HTTPS request\n", time.Duration(tlsT/float64(rounds*httpsReqs)*1e9))
