@@ -469,3 +469,82 @@ func TestGRPCConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestH2NotSettings: a server whose first write only looks like an HTTP/2
+// SETTINGS frame header (nine bytes: an empty SETTINGS), then reads an
+// HTTP/1.1 request instead of the client preface, is given up at that
+// read: its request and response are counted as HTTP/1.x on both sides,
+// and nothing is counted as HTTP/2.
+func TestH2NotSettings(t *testing.T) {
+	if !kernelHasSocketTracepoints() {
+		t.Skip("HTTP/2 is followed on the socket path only (Linux 6.4+)")
+	}
+	env := startCollector(t, spansConfig("socket"))
+	requireHTTPHook(t, env, "socket")
+	own := ownWorkload(t, env)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0}); err != nil {
+			done <- err
+			return
+		}
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		_ = req.Body.Close()
+		done <- err
+	}()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if _, err := io.ReadFull(r, make([]byte, 9)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET /vigiltest/not-h2 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"client", "server"} {
+		l := map[string]string{"kind": kind, "route": "/vigiltest/not-h2", "status_class": "2xx"}
+		for k, v := range own {
+			l[k] = v
+		}
+		testenv.EventuallyTrue(t, 10*time.Second, fmt.Sprintf("vigil_http_requests_total%v", l), func() bool {
+			return env.value(t, "vigil_http_requests_total", l) >= 1
+		})
+		time.Sleep(100 * time.Millisecond)
+		if got := env.value(t, "vigil_http_requests_total", l); got != 1 {
+			t.Errorf("vigil_http_requests_total%v = %v, want 1", l, got)
+		}
+	}
+	for _, r := range []string{"no_preface", "gap", "bad_frame", "overflow"} {
+		if v := env.value(t, "vigil_ebpf_h2_dropped_total", map[string]string{"reason": r}); v != 0 {
+			t.Errorf("vigil_ebpf_h2_dropped_total{reason=%q} = %v, want 0", r, v)
+		}
+	}
+}

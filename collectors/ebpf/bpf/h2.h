@@ -259,11 +259,19 @@ static __always_inline int vigil_h2_walk(const struct sock *sk, struct vigil_h2_
 		w.err = 3; // more frames than one walk follows
 	s->d[dir & 1].pos += (__u32)total;
 	if (w.err) {
-		s->state = VIGIL_H2_OFF;
 		e->off = 0;
 		e->captured = 0;
-		e->has_prefix = w.flags | VIGIL_H2_LOST;
 		e->window = w.err;
+		if (s->state == VIGIL_H2_CANDIDATE) {
+			// A write that only looked like a SETTINGS frame, whose
+			// "frames" could not be walked: not HTTP/2. Given up,
+			// so the socket's transfers go the usual way again.
+			bpf_sk_storage_delete(&h2_socks, (struct sock *)sk);
+			e->has_prefix = VIGIL_H2_ABANDON;
+		} else {
+			s->state = VIGIL_H2_OFF;
+			e->has_prefix = w.flags | VIGIL_H2_LOST;
+		}
 		if (bpf_ringbuf_output(&http_events, e, offsetof(struct vigil_http_event, data), 0) != 0)
 			vigil_count_lost(prog);
 	}
