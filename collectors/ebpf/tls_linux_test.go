@@ -499,17 +499,11 @@ func testTLSPostgres(t *testing.T, hook string) {
 		{client("SELECT", "none"), 2}, {client("CREATE", "none"), 1}, {client("INSERT", "none"), 1}, {client("SELECT", "42"), 1},
 		{server("SELECT", "none"), 2}, {server("CREATE", "none"), 1}, {server("INSERT", "none"), 1}, {server("SELECT", "42"), 1},
 	}
-	for _, c := range checks {
-		testenv.EventuallyTrue(t, 30*time.Second, fmt.Sprintf("vigil_postgres_requests_total%v", c.labels), func() bool {
-			return env.value(t, "vigil_postgres_requests_total", c.labels) >= c.want
-		})
+	want := make([]tlsCount, len(checks))
+	for i, c := range checks {
+		want[i] = tlsCount{c.labels, c.want}
 	}
-	time.Sleep(200 * time.Millisecond) // anything counted twice would show now
-	for _, c := range checks {
-		if got := env.value(t, "vigil_postgres_requests_total", c.labels); got != c.want {
-			t.Errorf("vigil_postgres_requests_total%v = %v, want %v", c.labels, got, c.want)
-		}
-	}
+	env.exactCounts(t, "vigil_postgres_requests_total", want)
 	if got := env.value(t, "vigil_postgres_requests_total", series{"unit": unit}); got != 5 {
 		t.Errorf("vigil_postgres_requests_total{unit=%q} sums to %v, want 5", unit, got)
 	}
@@ -564,17 +558,11 @@ func TestTLSRedis(t *testing.T) {
 		{client("SET", "none"), 1}, {client("GET", "none"), 1}, {client("LPUSH", "WRONGTYPE"), 1}, {client("INCR", "none"), 3},
 		{server("SET", "none"), 1}, {server("GET", "none"), 1}, {server("LPUSH", "WRONGTYPE"), 1}, {server("INCR", "none"), 3},
 	}
-	for _, c := range checks {
-		testenv.EventuallyTrue(t, 30*time.Second, fmt.Sprintf("vigil_redis_requests_total%v", c.labels), func() bool {
-			return env.value(t, "vigil_redis_requests_total", c.labels) >= c.want
-		})
+	want := make([]tlsCount, len(checks))
+	for i, c := range checks {
+		want[i] = tlsCount{c.labels, c.want}
 	}
-	time.Sleep(200 * time.Millisecond) // anything counted twice would show now
-	for _, c := range checks {
-		if got := env.value(t, "vigil_redis_requests_total", c.labels); got != c.want {
-			t.Errorf("vigil_redis_requests_total%v = %v, want %v", c.labels, got, c.want)
-		}
-	}
+	env.exactCounts(t, "vigil_redis_requests_total", want)
 	if got := env.value(t, "vigil_redis_requests_total", series{"unit": unit}); got != 6 {
 		t.Errorf("vigil_redis_requests_total{unit=%q} sums to %v, want 6", unit, got)
 	}
@@ -690,5 +678,48 @@ func TestTLSHTTP2Counted(t *testing.T) {
 				t.Errorf("%s{unit=%q} = %v: HTTP/2 inside TLS is not followed", m, u, got)
 			}
 		}
+	}
+}
+
+// tlsCount is a series and the count it must reach.
+type tlsCount struct {
+	labels map[string]string
+	want   float64
+}
+
+// exactCounts waits (up to 30 s) until every series of metric reaches its
+// count, then checks that none went past it; on failure it logs every
+// series and what the TLS programs dropped, so that a run in CI says
+// which side or call was missed.
+func (e *testEnv) exactCounts(t *testing.T, metric string, want []tlsCount) {
+	t.Helper()
+	reached := func() bool {
+		for _, c := range want {
+			if e.value(t, metric, c.labels) < c.want {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(30 * time.Second); !reached() && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // anything counted twice would show now
+	failed := false
+	for _, c := range want {
+		if got := e.value(t, metric, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", metric, c.labels, got, c.want)
+			failed = true
+		}
+	}
+	if failed {
+		for _, r := range tlsCountNames {
+			t.Logf("vigil_ebpf_tls_calls_dropped_total{reason=%q} = %v", r, e.value(t, "vigil_ebpf_tls_calls_dropped_total", map[string]string{"reason": r}))
+		}
+		for _, r := range []string{"malformed", "unexpected", "attaching"} {
+			t.Logf("vigil_ebpf_protocol_rejected_total{reason=%q} = %v", r, e.value(t, "vigil_ebpf_protocol_rejected_total", map[string]string{"reason": r}))
+		}
+		t.Logf("vigil_ebpf_tls_processes{library=openssl} = %v, events lost %v", e.value(t, "vigil_ebpf_tls_processes", map[string]string{"library": "openssl"}),
+			e.value(t, "vigil_ebpf_events_lost_total", nil))
 	}
 }
