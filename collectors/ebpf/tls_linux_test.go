@@ -569,12 +569,11 @@ func TestTLSRedis(t *testing.T) {
 }
 
 // findSymbols, which streams the tables, finds what debug/elf's full
-// load finds, for the test binary's Go functions and libssl's API.
+// load finds, for a Go HTTPS client's functions and libssl's API. The
+// client is built here with its symbol table: go test links the test
+// binary without one (go test -c keeps it), as go build -ldflags=-s does.
 func TestTLSFindSymbols(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	exe := buildGoWithSymbols(t)
 	libs, _ := filepath.Glob("/usr/lib/*/libssl.so.3")
 	for _, c := range []struct {
 		path  string
@@ -615,6 +614,28 @@ func TestTLSFindSymbols(t *testing.T) {
 		}
 		f.Close()
 	}
+}
+
+// buildGoWithSymbols builds a small Go program that uses crypto/tls, with
+// its symbol table, and returns its path.
+func buildGoWithSymbols(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	src := "package main\n\nimport (\n\t\"crypto/tls\"\n\t\"os\"\n)\n\n" +
+		"func main() {\n\tc := tls.Client(nil, &tls.Config{})\n\tif len(os.Args) > 2 {\n\t\t_, _ = c.Write(nil)\n\t\t_, _ = c.Read(nil)\n\t}\n}\n"
+	for name, content := range map[string]string{"go.mod": "module tlssymbols\n\ngo 1.22\n", "main.go": src} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exe := filepath.Join(dir, "tlssymbols")
+	cmd := exec.Command("go", "build", "-o", exe, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOFLAGS=", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return exe
 }
 
 // goPclntab, which walks .gopclntab itself, finds the functions
