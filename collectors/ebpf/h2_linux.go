@@ -51,6 +51,7 @@ type h2Conn struct {
 	comm          [16]int8
 	wl            workload.Identity
 	local, remote netip.AddrPort
+	tls           bool   // TLS plaintext (bpf/tls.h): the cursor is in h2_tls
 	last          uint64 // kernel time of its last record
 }
 
@@ -97,7 +98,7 @@ func (h *handlers) handleH2(e *httpEvent) {
 			h.evictH2()
 		}
 		c = &h2Conn{dec: h2.NewConn(h2.DefaultLimits(), &st.cnt), cgroup: e.CgroupId, pid: e.Pid, comm: e.Comm,
-			local: addrPort(e.Family, e.Saddr, e.Sport), remote: addrPort(e.Family, e.Daddr, e.Dport)}
+			local: addrPort(e.Family, e.Saddr, e.Sport), remote: addrPort(e.Family, e.Daddr, e.Dport), tls: e.Tls != 0}
 		c.wl = h.identity(e.CgroupId, e.TsNs)
 		st.conns[key] = c
 	case c == nil:
@@ -182,7 +183,7 @@ func h2Method(m string) int {
 func (h *handlers) finishH2(c *h2Conn, ex *h2.Exchange) {
 	server := ex.Side == h2.Server
 	p := pendingRequest{server: server, start: h.clock.time(ex.Start), method: h2Method(ex.Method), version: "2",
-		wl: c.wl, cgroup: c.cgroup, pid: c.pid, comm: c.comm, local: c.local, remote: c.remote}
+		wl: c.wl, cgroup: c.cgroup, pid: c.pid, comm: c.comm, local: c.local, remote: c.remote, tls: c.tls}
 	if !ex.GRPC {
 		end := ex.Response
 		if end == 0 {

@@ -37,8 +37,8 @@ const grpcBigReply = 2000
 // unknown service handler, /test.Flaky/Call (UNAVAILABLE), /test.Big/Get
 // and /vigiltest.Concurrent/Call (a grpcBigReply-byte message) and
 // UNIMPLEMENTED for anything else, on ln.
-func newGRPCServer(ln net.Listener) *grpc.Server {
-	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+func newGRPCServer(ln net.Listener, opts ...grpc.ServerOption) *grpc.Server {
+	srv := grpc.NewServer(append(opts, grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 		m, _ := grpc.MethodFromServerStream(stream)
 		switch m {
 		case "/test.Flaky/Call":
@@ -50,7 +50,7 @@ func newGRPCServer(ln net.Listener) *grpc.Server {
 			return stream.SendMsg(wrapperspb.Bytes(make([]byte, grpcBigReply)))
 		}
 		return status.Errorf(codes.Unimplemented, "unknown method %s", m)
-	}))
+	}))...)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go func() { _ = srv.Serve(ln) }()
 	return srv

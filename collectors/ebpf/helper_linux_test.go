@@ -61,6 +61,10 @@ func runHelper(name, arg string) int {
 		err = h2cServer(arg)
 	case "dns-go-client":
 		err = dnsGoClient(arg)
+	case "grpc-tls-server":
+		err = grpcTLSServer(arg)
+	case "grpc-tls-client":
+		err = grpcTLSClient(arg)
 	case "https-server":
 		err = httpsServer(arg)
 	case "https-client":

@@ -384,6 +384,9 @@ func fillRPCSpan(sp ptrace.Span, s *httpSpan) {
 		a.PutStr("error.type", rpc.codeName)
 		sp.Status().SetCode(ptrace.StatusCodeError)
 	}
+	if p.tls {
+		a.PutBool("tls", true)
+	}
 }
 
 func hostOr(host, fallback string) string {

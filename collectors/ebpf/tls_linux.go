@@ -499,7 +499,7 @@ var tlsDescs = tlsMetrics{
 	callsDropped: prometheus.NewDesc("vigil_ebpf_tls_calls_dropped_total",
 		"TLS reads and writes whose plaintext was not taken, by reason (go_no_fd: the descriptor behind a tls.Conn could not be read; "+
 			"go_read_unseen: a Read returned whose entry was not seen; ssl_no_fd: an SSL call on a connection whose socket was never seen; "+
-			"h2: the start of HTTP/2 inside TLS, whose connection is not followed).",
+			"h2: the start of HTTP/2 inside TLS that found no room for its frame cursor, and is not followed).",
 		[]string{"reason"}, nil),
 }
 

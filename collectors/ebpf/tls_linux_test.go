@@ -4,6 +4,7 @@ package ebpf
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -27,6 +28,12 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/vigil-agent/vigil/internal/testenv"
 )
@@ -79,6 +86,7 @@ func httpsServer(arg string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("fine\n")) })
 	mux.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "broken", http.StatusInternalServerError) })
+	mux.HandleFunc("/down", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusServiceUnavailable) })
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -100,9 +108,9 @@ func httpsServer(arg string) error {
 func httpsClient(arg string) error {
 	addr, cert, _ := strings.Cut(arg, ",")
 	cert, h2, _ := strings.Cut(cert, ",") // "h2": HTTP/2 asked for
-	proto := "HTTP/1.1"
+	proto, requests := "HTTP/1.1", tlsRequests
 	if h2 == "h2" {
-		proto = "HTTP/2.0"
+		proto, requests = "HTTP/2.0", tlsH2Requests
 	}
 	pem, err := os.ReadFile(cert)
 	if err != nil {
@@ -116,7 +124,7 @@ func httpsClient(arg string) error {
 	cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, TLSClientConfig: &tls.Config{RootCAs: pool},
 		ForceAttemptHTTP2: h2 == "h2"}}
 	defer cl.CloseIdleConnections()
-	for _, r := range tlsRequests {
+	for _, r := range requests {
 		for range r.n {
 			resp, err := cl.Get("https://" + addr + r.path)
 			if err != nil {
@@ -673,11 +681,22 @@ func TestTLSPclntab(t *testing.T) {
 	}
 }
 
-// TestTLSHTTP2Counted: HTTP/2 inside TLS (what a Go client and server
-// negotiate by default) is not followed; its start is counted, and none
-// of its requests is counted as something else.
-func TestTLSHTTP2Counted(t *testing.T) {
-	env := startCollector(t, spansConfig("socket"))
+// tlsH2Requests are the requests of the HTTPS client over HTTP/2.
+var tlsH2Requests = []struct {
+	path   string
+	status int
+	n      int
+}{{"/ok", 200, 3}, {"/missing", 404, 2}, {"/down", 503, 1}}
+
+// TestTLSHTTP2Counted: a Go HTTPS server and client that negotiate HTTP/2
+// (net/http's default, by ALPN): the frames of the plaintext are walked
+// by the TLS uprobes with their cursor in h2_tls (bpf/h2.h), and every
+// request is counted once on each side as HTTP/2, with tls=true spans.
+func TestTLSHTTP2Counted(t *testing.T) { forEachHTTPHook(t, testTLSHTTP2Counted) }
+
+func testTLSHTTP2Counted(t *testing.T, hook string) {
+	env := startCollector(t, spansConfig(hook))
+	requireHTTPHook(t, env, hook)
 	if env.c.tls == nil {
 		t.Fatal("the TLS programs did not load")
 	}
@@ -689,15 +708,198 @@ func TestTLSHTTP2Counted(t *testing.T) {
 	h2 := map[string]string{"reason": "h2"}
 	before := env.value(t, "vigil_ebpf_tls_calls_dropped_total", h2)
 	runTLSClient(t, "", cliUnit, addr+","+cert+",h2", func(pid int) { env.covered(t, pid) })
-	// The client's preface and the server's read of it: two starts.
-	testenv.EventuallyTrue(t, 30*time.Second, "vigil_ebpf_tls_calls_dropped_total{reason=h2}", func() bool {
-		return env.value(t, "vigil_ebpf_tls_calls_dropped_total", h2) >= before+2
-	})
+
+	var want []tlsCount
+	total := 0
+	for _, r := range tlsH2Requests {
+		class := strconv.Itoa(r.status/100) + "xx"
+		for _, c := range []struct{ kind, unit string }{{"client", cliUnit}, {"server", srvUnit}} {
+			want = append(want, tlsCount{map[string]string{"kind": c.kind, "unit": c.unit, "method": "GET",
+				"route": r.path, "status_class": class}, float64(r.n)})
+		}
+		total += r.n
+	}
+	env.exactCounts(t, "vigil_http_requests_total", want)
 	for _, u := range []string{srvUnit, cliUnit} {
-		for _, m := range []string{"vigil_http_requests_total", "vigil_grpc_requests_total"} {
-			if got := env.value(t, m, map[string]string{"unit": u}); got != 0 {
-				t.Errorf("%s{unit=%q} = %v: HTTP/2 inside TLS is not followed", m, u, got)
-			}
+		if got := env.value(t, "vigil_http_requests_total", map[string]string{"unit": u}); got != float64(total) {
+			t.Errorf("vigil_http_requests_total{unit=%q} sums to %v, want %v", u, got, total)
+		}
+	}
+	if got := env.value(t, "vigil_ebpf_tls_calls_dropped_total", h2); got != before {
+		t.Errorf("vigil_ebpf_tls_calls_dropped_total{reason=h2} grew by %v, want 0", got-before)
+	}
+	for _, r := range []string{"no_preface", "gap", "bad_frame", "hpack_error", "overflow"} {
+		if v := env.value(t, "vigil_ebpf_h2_dropped_total", map[string]string{"reason": r}); v != 0 {
+			t.Errorf("vigil_ebpf_h2_dropped_total{reason=%q} = %v, want 0", r, v)
+		}
+	}
+	// Server spans say https and tls=true.
+	var spans []ptrace.Span
+	testenv.EventuallyTrue(t, 30*time.Second, "the HTTP/2 TLS server spans", func() bool {
+		spans = env.findSpans(func(s ptrace.Span) bool {
+			return s.Kind() == ptrace.SpanKindServer && strAttr(s, "server.port") == strings.Split(addr, ":")[1]
+		})
+		return len(spans) >= total
+	})
+	for _, s := range spans {
+		if v, ok := s.Attributes().Get("tls"); !ok || !v.Bool() || strAttr(s, "url.scheme") != "https" ||
+			strAttr(s, "network.protocol.version") != "2" {
+			t.Errorf("server span %q: want tls=true, https, version 2: %v", s.Name(), s.Attributes().AsRaw())
+		}
+	}
+}
+
+// grpcTLSServer is the gRPC server helper over TLS: arg is "cert,key"
+// (grpc-go's credentials); it prints its address.
+func grpcTLSServer(arg string) error {
+	cert, key, _ := strings.Cut(arg, ",")
+	creds, err := credentials.NewServerTLSFromFile(cert, key)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr().String())
+	newGRPCServer(ln, grpc.Creds(creds))
+	select {}
+}
+
+// grpcTLSClient makes TestTLSGRPC's calls over TLS to the server of arg
+// ("addr,cert"), on one connection: 3 health checks, 2 UNAVAILABLE, 1
+// UNIMPLEMENTED.
+func grpcTLSClient(arg string) error {
+	addr, cert, _ := strings.Cut(arg, ",")
+	creds, err := credentials.NewClientTLSFromFile(cert, "localhost")
+	if err != nil {
+		return err
+	}
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	hc := healthpb.NewHealthClient(cc)
+	for range 3 {
+		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			return fmt.Errorf("health check: %w", err)
+		}
+	}
+	call := func(method string, want codes.Code) error {
+		err := cc.Invoke(ctx, method, &emptypb.Empty{}, &emptypb.Empty{})
+		if status.Code(err) != want {
+			return fmt.Errorf("%s: %v, want %v", method, err, want)
+		}
+		return nil
+	}
+	for range 2 {
+		if err := call("/test.Flaky/Call", codes.Unavailable); err != nil {
+			return err
+		}
+	}
+	return call("/test.Missing/Do", codes.Unimplemented)
+}
+
+// TestTLSGRPC: a grpc-go server and client over TLS (grpc-go's
+// credentials, a certificate made here), each in its own cgroup: every
+// call is counted exactly on both sides from the TLS plaintext, with
+// tls=true spans.
+func TestTLSGRPC(t *testing.T) { forEachHTTPHook(t, testTLSGRPC) }
+
+func testTLSGRPC(t *testing.T, hook string) {
+	env := startCollector(t, spansConfig(hook))
+	requireHTTPHook(t, env, hook)
+	if env.c.tls == nil {
+		t.Fatal("the TLS programs did not load")
+	}
+	dir := t.TempDir()
+	cert, key := writeTestCert(t, dir)
+	const srvUnit, cliUnit = "vigil-ebpf-test-tls-grpc-server.service", "vigil-ebpf-test-tls-grpc-client.service"
+	srvCg := testCgroup(t, srvUnit)
+	cmd := helperCmd(t, srvCg, "grpc-tls-server", cert+","+key)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("grpc tls server: %v", err)
+	}
+	addr := strings.TrimSpace(line)
+	env.covered(t, cmd.Process.Pid)
+
+	cliCg := testCgroup(t, cliUnit)
+	cli := helperCmd(t, cliCg, "grpc-tls-client", addr+","+cert)
+	stdin, err := cli.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cliOut strings.Builder
+	cli.Stdout, cli.Stderr = &cliOut, &cliOut
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	env.covered(t, cli.Process.Pid)
+	_, _ = stdin.Write([]byte("go\n"))
+	stdin.Close()
+	if err := cli.Wait(); err != nil {
+		t.Fatalf("grpc tls client: %v\n%s", err, cliOut.String())
+	}
+
+	var want []tlsCount
+	for _, kind := range []string{"client", "server"} {
+		unit := cliUnit
+		if kind == "server" {
+			unit = srvUnit
+		}
+		for _, c := range []struct {
+			service, method, code string
+			n                     float64
+		}{
+			{"grpc.health.v1.Health", "Check", "OK", 3},
+			{"test.Flaky", "Call", "UNAVAILABLE", 2},
+			{"test.Missing", "Do", "UNIMPLEMENTED", 1},
+		} {
+			want = append(want, tlsCount{map[string]string{"kind": kind, "unit": unit, "service": c.service,
+				"method": c.method, "code": c.code}, c.n})
+		}
+	}
+	env.exactCounts(t, "vigil_grpc_requests_total", want)
+	for _, u := range []string{srvUnit, cliUnit} {
+		if got := env.value(t, "vigil_grpc_requests_total", map[string]string{"unit": u}); got != 6 {
+			t.Errorf("vigil_grpc_requests_total{unit=%q} = %v, want 6", u, got)
+		}
+		if got := env.value(t, "vigil_http_requests_total", map[string]string{"unit": u}); got != 0 {
+			t.Errorf("vigil_http_requests_total{unit=%q} = %v, want 0 (gRPC calls are not HTTP requests)", u, got)
+		}
+	}
+	// The failed calls' spans (UNAVAILABLE is an error on both sides),
+	// with tls=true.
+	port := addr[strings.LastIndexByte(addr, ':')+1:]
+	var flaky []ptrace.Span
+	testenv.EventuallyTrue(t, 10*time.Second, "4 test.Flaky/Call spans", func() bool {
+		flaky = env.findSpans(func(sp ptrace.Span) bool {
+			return sp.Name() == "test.Flaky/Call" && strAttr(sp, "server.port") == port
+		})
+		return len(flaky) >= 4
+	})
+	if len(flaky) != 4 {
+		t.Errorf("%d test.Flaky/Call spans, want 4 (2 calls, client and server)", len(flaky))
+	}
+	for _, sp := range flaky {
+		if v, ok := sp.Attributes().Get("tls"); !ok || !v.Bool() || strAttr(sp, "rpc.grpc.status_code") != "14" {
+			t.Errorf("span %s (%s): want tls=true and status 14: %v", sp.Name(), sp.Kind(), sp.Attributes().AsRaw())
 		}
 	}
 }

@@ -175,6 +175,7 @@ const (
 	vigilMapEvents                 = "events"
 	vigilMapGoTlsReads             = "go_tls_reads"
 	vigilMapH2Socks                = "h2_socks"
+	vigilMapH2Tls                  = "h2_tls"
 	vigilMapHttpControl            = "http_control"
 	vigilMapHttpEvents             = "http_events"
 	vigilMapHttpScratch            = "http_scratch"
@@ -301,6 +302,7 @@ type vigilMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	GoTlsReads  *ebpf.MapSpec `ebpf:"go_tls_reads"`
 	H2Socks     *ebpf.MapSpec `ebpf:"h2_socks"`
+	H2Tls       *ebpf.MapSpec `ebpf:"h2_tls"`
 	HttpControl *ebpf.MapSpec `ebpf:"http_control"`
 	HttpEvents  *ebpf.MapSpec `ebpf:"http_events"`
 	HttpScratch *ebpf.MapSpec `ebpf:"http_scratch"`
@@ -355,6 +357,7 @@ type vigilMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	GoTlsReads  *ebpf.Map `ebpf:"go_tls_reads"`
 	H2Socks     *ebpf.Map `ebpf:"h2_socks"`
+	H2Tls       *ebpf.Map `ebpf:"h2_tls"`
 	HttpControl *ebpf.Map `ebpf:"http_control"`
 	HttpEvents  *ebpf.Map `ebpf:"http_events"`
 	HttpScratch *ebpf.Map `ebpf:"http_scratch"`
@@ -374,6 +377,7 @@ func (m *vigilMaps) Close() error {
 		m.Events,
 		m.GoTlsReads,
 		m.H2Socks,
+		m.H2Tls,
 		m.HttpControl,
 		m.HttpEvents,
 		m.HttpScratch,

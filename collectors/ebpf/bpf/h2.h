@@ -70,6 +70,38 @@ struct {
 	__type(value, struct vigil_h2_sock);
 } h2_socks SEC(".maps");
 
+// h2_tls holds the cursor of each HTTP/2 connection inside TLS, whose
+// plaintext comes from uprobes (bpf/tls.h): a uprobe program cannot reach
+// socket-local storage, so the cursor is kept by the socket's address
+// (found from the descriptor) in a bounded hash, removed when the socket
+// moves to TCP_CLOSE (bpf/tcp.h). LRU: a connection pushed out by 8192
+// newer ones is no longer followed (its decoder waits for pieces that do
+// not come and is evicted in user space).
+#define VIGIL_H2_TLS_MAX 8192
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, VIGIL_H2_TLS_MAX);
+	__type(key, __u64);
+	__type(value, struct vigil_h2_sock);
+} h2_tls SEC(".maps");
+
+// vigil_h2_tls_closed removes the cursor of a socket moved to TCP_CLOSE
+// (bpf/tcp.h): its address may be a new socket's next.
+static __always_inline void vigil_h2_tls_closed(__u64 key)
+{
+	bpf_map_delete_elem(&h2_tls, &key);
+}
+
+// vigil_h2_forget gives up the cursor of a socket: its socket-local
+// storage (sk set, the socket programs), or its h2_tls entry.
+static __always_inline void vigil_h2_forget(const struct sock *sk, __u64 key)
+{
+	if (sk)
+		bpf_sk_storage_delete(&h2_socks, (struct sock *)sk);
+	else
+		bpf_map_delete_elem(&h2_tls, &key);
+}
+
 // vigil_h2_needed tells the frame types whose payload user space reads.
 static __always_inline bool vigil_h2_needed(__u8 type)
 {
@@ -216,8 +248,10 @@ static long vigil_h2_step(__u64 i, void *ctx)
 
 // vigil_h2_walk sends the pieces of one transfer of an HTTP/2 socket (n of
 // its total bytes readable at buf) and moves the direction's cursor on.
-static __always_inline int vigil_h2_walk(const struct sock *sk, struct vigil_h2_sock *s, __u32 fd, const void *buf,
-					 __u64 n, __u64 total, __u8 dir, __u32 prog)
+// sk is the socket on the socket programs' path; 0 for TLS plaintext
+// (key is then its h2_tls key), whose socket is found from fd.
+static __always_inline int vigil_h2_walk(const struct sock *sk, __u64 key, struct vigil_h2_sock *s, __u32 fd,
+					 const void *buf, __u64 n, __u64 total, __u8 dir, __u32 prog)
 {
 	__u32 zero = 0;
 	__u64 id = bpf_get_current_pid_tgid();
@@ -231,8 +265,14 @@ static __always_inline int vigil_h2_walk(const struct sock *sk, struct vigil_h2_
 	if (!cpu)
 		return 0;
 	e = &cpu->ev;
-	vigil_sock_addrs(sk, &e->family, &e->sport, &e->dport, e->saddr, e->daddr);
-	e->cgroup_id = vigil_current_cgroup_id_btf();
+	if (sk) {
+		vigil_sock_addrs(sk, &e->family, &e->sport, &e->dport, e->saddr, e->daddr);
+		e->cgroup_id = vigil_current_cgroup_id_btf();
+	} else {
+		if (!vigil_http_sock(fd, e))
+			e->family = 0; // cannot happen: the caller found the socket
+		e->cgroup_id = vigil_task_cgroup_id((struct task_struct *)bpf_get_current_task(), true);
+	}
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->pid = id >> 32;
@@ -243,7 +283,7 @@ static __always_inline int vigil_h2_walk(const struct sock *sk, struct vigil_h2_
 	e->prefix = 0;
 	e->window = 0;
 	e->proto = VIGIL_L7_H2;
-	e->tls = 0;
+	e->tls = sk ? 0 : 1;
 
 	w.s = s;
 	w.cpu = cpu;
@@ -266,7 +306,7 @@ static __always_inline int vigil_h2_walk(const struct sock *sk, struct vigil_h2_
 			// A write that only looked like a SETTINGS frame, whose
 			// "frames" could not be walked: not HTTP/2. Given up,
 			// so the socket's transfers go the usual way again.
-			bpf_sk_storage_delete(&h2_socks, (struct sock *)sk);
+			vigil_h2_forget(sk, key);
 			e->has_prefix = VIGIL_H2_ABANDON;
 		} else {
 			s->state = VIGIL_H2_OFF;
@@ -282,14 +322,30 @@ static __always_inline int vigil_h2_walk(const struct sock *sk, struct vigil_h2_
 // transfer's first bytes (head, already read): l7 is VIGIL_L7_H2 for the
 // preface, VIGIL_L7_H2_SETTINGS for a SETTINGS frame header. The preface
 // is sent whole as the first piece; its frames follow.
-static __always_inline int vigil_h2_start(const struct sock *sk, __u8 l7, __u32 fd, const void *buf, __u64 n,
-					  __u64 total, __u8 dir, __u32 prog)
+// On the TLS path sk is 0 and key the socket's h2_tls key.
+static __always_inline int vigil_h2_start(const struct sock *sk, __u64 key, __u8 l7, __u32 fd, const void *buf,
+					  __u64 n, __u64 total, __u8 dir, __u32 prog)
 {
 	struct vigil_h2_sock *s;
 
 	if (l7 == VIGIL_L7_H2_SETTINGS && dir != VIGIL_HTTP_WRITE)
 		return 0;
-	s = bpf_sk_storage_get(&h2_socks, (struct sock *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (sk) {
+		s = bpf_sk_storage_get(&h2_socks, (struct sock *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	} else {
+		// The value is copied from the per-CPU scratch event's
+		// data (whatever it holds: it is reset below), which saves
+		// the stack its size.
+		__u32 zero = 0;
+		struct vigil_http_cpu *cpu = bpf_map_lookup_elem(&http_scratch, &zero);
+		if (!cpu)
+			return 0;
+		if (bpf_map_update_elem(&h2_tls, &key, cpu->ev.data, BPF_ANY) != 0) {
+			vigil_tls_h2();
+			return 0;
+		}
+		s = bpf_map_lookup_elem(&h2_tls, &key);
+	}
 	if (!s)
 		return 0;
 	__builtin_memset(s, 0, sizeof(*s));
@@ -300,14 +356,14 @@ static __always_inline int vigil_h2_start(const struct sock *sk, __u8 l7, __u32 
 		s->d[dir & 1].next = VIGIL_H2_PREFACE_LEN;
 		s->d[dir & 1].send_to = VIGIL_H2_PREFACE_LEN;
 	}
-	return vigil_h2_walk(sk, s, fd, buf, n, total, dir, prog);
+	return vigil_h2_walk(sk, key, s, fd, buf, n, total, dir, prog);
 }
 
 // vigil_h2_confirm decides a candidate socket on its first read: the
 // preface makes it HTTP/2; anything else gives it up (user space is told
 // to forget the SETTINGS it was sent) and returns false.
-static __always_inline bool vigil_h2_confirm(const struct sock *sk, struct vigil_h2_sock *s, __u32 fd, const void *buf,
-					     __u64 n)
+static __always_inline bool vigil_h2_confirm(const struct sock *sk, __u64 key, struct vigil_h2_sock *s, __u32 fd,
+					     const void *buf, __u64 n)
 {
 	__u8 p[8] = {};
 	struct vigil_h2_dir *d = &s->d[VIGIL_HTTP_READ];
@@ -322,7 +378,7 @@ static __always_inline bool vigil_h2_confirm(const struct sock *sk, struct vigil
 		return true;
 	}
 	s->state = VIGIL_H2_OFF;
-	bpf_sk_storage_delete(&h2_socks, (struct sock *)sk);
+	vigil_h2_forget(sk, key);
 	cpu = bpf_map_lookup_elem(&http_scratch, &zero);
 	if (cpu) {
 		struct vigil_http_event *e = &cpu->ev;
@@ -350,8 +406,29 @@ static __always_inline int vigil_h2_sock_io(const struct sock *sk, __u32 fd, con
 
 	if (!s)
 		return 0;
-	if (s->state == VIGIL_H2_CANDIDATE && dir == VIGIL_HTTP_READ && !vigil_h2_confirm(sk, s, fd, buf, n))
+	if (s->state == VIGIL_H2_CANDIDATE && dir == VIGIL_HTTP_READ && !vigil_h2_confirm(sk, 0, s, fd, buf, n))
 		return 0;
-	vigil_h2_walk(sk, s, fd, buf, n, total, dir, prog);
+	vigil_h2_walk(sk, 0, s, fd, buf, n, total, dir, prog);
+	return 1;
+}
+
+// vigil_h2_tls_io is vigil_h2_sock_io for TLS plaintext: the cursor is
+// looked up in h2_tls by the socket's address (*key, 0 when fd is not a
+// TCP socket of the process).
+static __always_inline int vigil_h2_tls_io(__u64 *key, __u32 fd, const void *buf, __u64 n, __u64 total, __u8 dir,
+					   __u32 prog)
+{
+	struct vigil_h2_sock *s;
+	__u64 k = vigil_fd_sock(fd);
+
+	*key = k;
+	if (!k)
+		return 0;
+	s = bpf_map_lookup_elem(&h2_tls, &k);
+	if (!s)
+		return 0;
+	if (s->state == VIGIL_H2_CANDIDATE && dir == VIGIL_HTTP_READ && !vigil_h2_confirm(0, k, s, fd, buf, n))
+		return 0;
+	vigil_h2_walk(0, k, s, fd, buf, n, total, dir, prog);
 	return 1;
 }

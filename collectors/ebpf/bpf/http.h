@@ -245,9 +245,9 @@ static __always_inline __u8 vigil_dns_tcp(const __u8 *b, __u32 len)
 	return 0;
 }
 
-// vigil_http_sock finds the socket behind fd in the current task and fills
-// the addresses; it returns false for anything but a TCP socket.
-static __always_inline bool vigil_http_sock(__u32 fd, struct vigil_http_event *e)
+// vigil_fd_sock returns the address of the TCP socket behind fd in the
+// current task, or 0.
+static __always_inline __u64 vigil_fd_sock(__u32 fd)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
@@ -257,16 +257,27 @@ static __always_inline bool vigil_http_sock(__u32 fd, struct vigil_http_event *e
 	__u32 max = BPF_CORE_READ(fdt, max_fds);
 
 	if (fd >= max)
-		return false;
+		return 0;
 	fds = BPF_CORE_READ(fdt, fd);
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	if (!f)
-		return false;
+		return 0;
 	if ((BPF_CORE_READ(f, f_inode, i_mode) & VIGIL_S_IFMT) != VIGIL_S_IFSOCK)
-		return false;
+		return 0;
 	struct socket *so = BPF_CORE_READ(f, private_data);
 	sk = BPF_CORE_READ(so, sk);
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != 6)
+		return 0;
+	return (__u64)sk;
+}
+
+// vigil_http_sock finds the socket behind fd in the current task and fills
+// the addresses; it returns false for anything but a TCP socket.
+static __always_inline bool vigil_http_sock(__u32 fd, struct vigil_http_event *e)
+{
+	struct sock *sk = (struct sock *)vigil_fd_sock(fd);
+
+	if (!sk)
 		return false;
 	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
@@ -312,13 +323,14 @@ static __always_inline __u8 vigil_http_request_tail(const __u8 *b)
 	return 0;
 }
 
-#include "h2.h"
-
 // vigil_tls_note_fd is in bpf/tls.h: it tells an OpenSSL call in flight on
 // this thread which socket the call's own reads and writes use.
 static __always_inline void vigil_tls_note_fd(__u32 fd);
-// vigil_tls_h2 (bpf/tls.h) counts an HTTP/2 connection seen inside TLS.
+// vigil_tls_h2 (bpf/tls.h) counts an HTTP/2 connection inside TLS that
+// could not be followed (no room for its cursor).
 static __always_inline void vigil_tls_h2(void);
+
+#include "h2.h"
 
 // vigil_tls_record tells whether b starts a TLS record (content type
 // change_cipher_spec, alert, handshake or application_data, then major
@@ -347,6 +359,7 @@ static __always_inline int vigil_l7_capture(__u32 fd, const struct sock *sk, con
 	__u64 id;
 	__u8 pfx = 0, l7 = 0;
 	__u32 zero = 0;
+	__u64 tkey = 0;
 	struct vigil_http_control *ctl;
 	__u32 windows;
 	struct vigil_http_cpu *cpu;
@@ -361,11 +374,15 @@ static __always_inline int vigil_l7_capture(__u32 fd, const struct sock *sk, con
 		vigil_tls_note_fd(fd);
 	if (!buf || n == 0)
 		return 0;
-	if (dir == VIGIL_HTTP_READ && n == 1)
-		return 0; // Go's one-byte read-ahead: see vigil_http_request_tail
 	ctl = bpf_map_lookup_elem(&http_control, &zero);
 	if (!sk && vigil_http_sampled_out(ctl, (bpf_get_current_pid_tgid() & ~0xffffffffULL) | fd))
 		return 0; // the socket-layer programs checked the socket before
+	// HTTP/2 inside TLS: walked with its cursor in h2_tls (before the
+	// one-byte read check: a walk must see every transfer).
+	if (tls && vigil_h2_tls_io(&tkey, fd, buf, n, total, dir, prog))
+		return 0;
+	if (dir == VIGIL_HTTP_READ && n == 1)
+		return 0; // Go's one-byte read-ahead: see vigil_http_request_tail
 	windows = http_head_windows;
 	if (ctl && ctl->head_windows && ctl->head_windows < windows)
 		windows = ctl->head_windows;
@@ -401,12 +418,13 @@ static __always_inline int vigil_l7_capture(__u32 fd, const struct sock *sk, con
 			if (!l7)
 				return 0;
 			if (l7 == VIGIL_L7_H2 || l7 == VIGIL_L7_H2_SETTINGS) {
-				// Followed on the socket path only (the syscall
-				// path has no socket-local storage).
+				// Clear text is followed on the socket path only
+				// (the syscall path has no socket-local storage);
+				// TLS plaintext on both, its cursor in h2_tls.
 				if (sk)
-					return vigil_h2_start(sk, l7, fd, buf, n, total, dir, prog);
-				if (tls)
-					vigil_tls_h2(); // counted: HTTP/2 inside TLS is not followed
+					return vigil_h2_start(sk, 0, l7, fd, buf, n, total, dir, prog);
+				if (tls && tkey)
+					return vigil_h2_start(0, tkey, l7, fd, buf, n, total, dir, prog);
 				return 0;
 			}
 		}

@@ -115,6 +115,8 @@ static __always_inline int vigil_tcp_emit(const struct sock *sk, __u8 kind, stru
 	return 0;
 }
 
+static __always_inline void vigil_h2_tls_closed(__u64 key);
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(vigil_tcp_state, const struct sock *sk, const int oldstate, const int newstate)
 {
@@ -170,6 +172,8 @@ int BPF_PROG(vigil_tcp_state, const struct sock *sk, const int oldstate, const i
 		return 0;
 	}
 
+	if (newstate == VIGIL_TCP_CLOSE)
+		vigil_h2_tls_closed(key); // its HTTP/2-in-TLS cursor, if any (bpf/h2.h)
 	s = bpf_map_lookup_elem(&socks, &key);
 	if (!s || s->closed)
 		return 0;

@@ -57,7 +57,7 @@ enum vigil_tls_count {
 	VIGIL_TLS_GO_NO_FD = 0,      // a Go call whose descriptor could not be read
 	VIGIL_TLS_GO_READ_UNSEEN = 1, // a Go Read return without its entry
 	VIGIL_TLS_SSL_NO_FD = 2,     // an SSL call whose socket was never seen
-	VIGIL_TLS_H2 = 3,            // HTTP/2 inside TLS: not followed (its cursor needs the socket's storage)
+	VIGIL_TLS_H2 = 3,            // HTTP/2 inside TLS not followed: no room for its cursor (h2_tls)
 	VIGIL_TLS_COUNT_MAX = 4,
 };
 
