@@ -25,7 +25,13 @@ const keepAll = "all"
 //     handle (open_by_handle_at). Only a systemd unit grants it; the
 //     DaemonSet does not, and nothing is kept that was not held;
 //   - sys_admin, on kernels without CAP_BPF (before 5.8) only, where it is
-//     what loads eBPF programs.
+//     what loads eBPF programs;
+//   - what started components said they use at run time
+//     (capability.UseAtRunTime): sys_admin and sys_ptrace for the eBPF
+//     collector's TLS discovery, which attaches uprobes (the kernel's
+//     uprobe PMU wants CAP_SYS_ADMIN) to processes as they start and reads
+//     their executables. Kept only if held: the DaemonSet grants neither
+//     unless asked to (docs/kube.md, "Capabilities").
 //
 // Everything else is dropped: sys_resource raised RLIMIT_MEMLOCK at start
 // (kernels before 5.11) and the raised limit stays; the listener is bound;
@@ -33,7 +39,7 @@ const keepAll = "all"
 // as its owner; the exec actuator's commands and the signals it sends to
 // their process group run as the agent's own uid.
 func runtimeCapabilities() capability.Set {
-	keep := capability.Of(capability.BPF, capability.Perfmon, capability.DACReadSearch)
+	keep := capability.Of(capability.BPF, capability.Perfmon, capability.DACReadSearch) | capability.RunTimeUse()
 	if !capability.KernelKnows(capability.BPF) {
 		keep |= capability.Of(capability.SysAdmin)
 	}

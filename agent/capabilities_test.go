@@ -31,4 +31,13 @@ func TestKeepCapabilitiesConfig(t *testing.T) {
 	if keep, _ := keepCapabilities(nil); !keep.Has(capability.BPF) || !keep.Has(capability.Perfmon) || keep.Has(capability.SysResource) {
 		t.Errorf("default keep = %s", keep)
 	}
+	// What a started component uses at run time (the TLS discovery's
+	// uprobes) joins the default set, not a configured one.
+	capability.UseAtRunTime(capability.Of(capability.SysAdmin, capability.SysPtrace))
+	if keep, _ := keepCapabilities(nil); !keep.Has(capability.SysAdmin) || !keep.Has(capability.SysPtrace) || keep.Has(capability.SysResource) {
+		t.Errorf("default keep with the TLS discovery = %s", keep)
+	}
+	if keep, _ := keepCapabilities([]string{"bpf"}); keep != capability.Of(capability.BPF) {
+		t.Errorf("keep_capabilities [bpf] with the TLS discovery = %s", keep)
+	}
 }

@@ -88,10 +88,10 @@ func TestCapabilitiesDroppedAfterStart(t *testing.T) {
 	os.WriteFile(cfg, ebpfConfig("", "100ms"), 0o644)
 	cmd, base, logBuf := startBinary(t, bin, cfg)
 
-	want := capability.Of(capability.BPF, capability.Perfmon, capability.DACReadSearch)
-	if !capability.KernelKnows(capability.BPF) {
-		want |= capability.Of(capability.SysAdmin)
-	}
+	// The TLS programs are on by default: their discovery attaches uprobes
+	// (CAP_SYS_ADMIN) to processes as they start and reads their
+	// executables (CAP_SYS_PTRACE), so the agent keeps both when held.
+	want := capability.Of(capability.BPF, capability.Perfmon, capability.DACReadSearch, capability.SysAdmin, capability.SysPtrace)
 	st := statusCaps(t, cmd.Process.Pid)
 	t.Logf("after ready: CapEff=%s CapBnd=%s NoNewPrivs=%v", st.Effective, st.Bounding, st.NoNewPrivs)
 	for name, got := range map[string]capability.Set{"CapEff": st.Effective, "CapPrm": st.Permitted, "CapBnd": st.Bounding} {
@@ -125,8 +125,8 @@ func TestCapabilitiesDroppedAfterStart(t *testing.T) {
 			t.Errorf("%s = %q, want 1; got %v", key, m[key], m)
 		}
 	}
-	if _, ok := m[`vigil_capabilities{capability="sys_admin",set="effective"}`]; ok && capability.KernelKnows(capability.BPF) {
-		t.Errorf("sys_admin still effective: %v", m)
+	if _, ok := m[`vigil_capabilities{capability="sys_resource",set="effective"}`]; ok {
+		t.Errorf("sys_resource still effective: %v", m)
 	}
 
 	loaded := func() int { return programsLoaded(t, base) }

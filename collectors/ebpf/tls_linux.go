@@ -18,6 +18,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-agent/vigil/internal/capability"
 )
 
 // TLS discovery: which executables and libraries get the TLS uprobes
@@ -75,7 +77,12 @@ type tlsManager struct {
 	log    *slog.Logger
 	self   int
 
-	mu        sync.Mutex
+	mu sync.Mutex
+	// refused is set when the kernel refused an uprobe for want of a
+	// privilege: nothing more is attached (every later try would be
+	// refused the same way) and processes using TLS count as
+	// no_privilege.
+	refused   bool
 	attached  map[fileKey]*tlsAttached
 	inspected map[fileKey]tlsBinary
 	procs     map[uint32]*tlsProcess
@@ -98,6 +105,7 @@ func newTLSManager(procFS, rootFS string, max int, progs map[string]*ebpf.Progra
 // start pins the host's libssl, then (in the background) scans the
 // running processes and follows exec events until close.
 func (t *tlsManager) start() {
+	capability.UseAtRunTime(capability.Of(capability.SysAdmin, capability.SysPtrace))
 	t.pinHostLibs()
 	go t.run()
 }
@@ -348,12 +356,19 @@ func (t *tlsManager) scan(pid uint32) {
 		}
 		a := t.attached[f.key]
 		if a == nil {
+			if t.refused {
+				uncovered = uncoveredPrivilege
+				continue
+			}
 			if len(t.attached) >= t.max {
 				uncovered = uncoveredLimit
 				continue
 			}
 			if a = t.attach(f.key, f.path); a == nil {
 				uncovered = uncoveredAttach
+				if t.refused {
+					uncovered = uncoveredPrivilege
+				}
 				continue
 			}
 		}
@@ -400,7 +415,7 @@ func (t *tlsManager) attach(k fileKey, path string) *tlsAttached {
 		return a
 	}
 	b := t.verdict(k, path)
-	if b.library == "" || b.reason != "" || len(t.attached) >= t.max {
+	if t.refused || b.library == "" || b.reason != "" || len(t.attached) >= t.max {
 		return nil
 	}
 	ex, err := link.OpenExecutable(path)
@@ -430,6 +445,17 @@ func (t *tlsManager) attach(k fileKey, path string) *tlsAttached {
 	if err != nil {
 		for _, l := range a.links {
 			_ = l.Close()
+		}
+		if errors.Is(err, os.ErrPermission) {
+			// The kernel's uprobe PMU wants CAP_SYS_ADMIN (Linux 6.18
+			// refuses CAP_PERFMON alone): say it once, try no more.
+			t.refused = true
+			reason := "the kernel refuses uprobes to the agent"
+			if c, cerr := capability.Current(); cerr == nil && !c.Effective.Has(capability.SysAdmin) {
+				reason += " (CAP_SYS_ADMIN missing)"
+			}
+			t.log.Warn("TLS uprobes not attached: TLS is not seen", "reason", reason, "path", path, "err", err)
+			return nil
 		}
 		t.log.Warn("cannot attach TLS uprobes", "path", path, "err", err)
 		return nil
@@ -526,7 +552,7 @@ func (t *tlsManager) collect(ch chan<- prometheus.Metric) {
 	}
 	reasons := map[string]int{}
 	for _, r := range []string{uncoveredGoVersion, uncoveredArch, uncoveredNoFunctions, uncoveredDisasm, uncoveredLimit,
-		uncoveredAttach, uncoveredGnuTLS, uncoveredNSS, uncoveredNoAccess} {
+		uncoveredAttach, uncoveredPrivilege, uncoveredGnuTLS, uncoveredNSS, uncoveredNoAccess} {
 		reasons[r] = 0
 	}
 	for _, p := range t.procs {

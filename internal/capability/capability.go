@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // Cap is a Linux capability number (CAP_CHOWN is 0).
@@ -16,6 +17,7 @@ type Cap int
 const (
 	DACReadSearch Cap = 2
 	SetPCap       Cap = 8
+	SysPtrace     Cap = 19
 	SysAdmin      Cap = 21
 	SysResource   Cap = 24
 	Perfmon       Cap = 38
@@ -104,3 +106,14 @@ func (s State) Sets() map[string]Set {
 		"ambient": s.Ambient, "bounding": s.Bounding,
 	}
 }
+
+// runTimeUse is what started components use after the start (UseAtRunTime).
+var runTimeUse atomic.Uint64
+
+// UseAtRunTime records that a started component uses the capabilities of
+// s after the agent's start (the TLS discovery attaches uprobes to
+// processes as they start), so the agent's drop keeps those it holds.
+func UseAtRunTime(s Set) { runTimeUse.Or(uint64(s)) }
+
+// RunTimeUse is what UseAtRunTime recorded.
+func RunTimeUse() Set { return Set(runTimeUse.Load()) }
