@@ -3,7 +3,9 @@
 // Command ebpf-overhead measures what Vigil's eBPF programs cost the
 // workloads they watch: it times a loopback connect loop, a keep-alive
 // HTTP loop, (when Debian's redis-server is installed) a Redis GET loop
-// on one connection, and UDP loops on a connected socket, one not DNS and
+// on one connection, (when Debian's postgresql is installed) PostgreSQL
+// SELECT 1 loops on one connection (simple and extended query protocol),
+// and UDP loops on a connected socket, one not DNS and
 // one of DNS queries to a server on a DNS port, and a gRPC loop of unary
 // calls over one clear-text HTTP/2 connection (both sides in this
 // process), with the programs detached and attached, alternating
@@ -56,6 +58,8 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds per mode; the median is reported")
 	flag.IntVar(&redisReqs, "redis-requests", 20000, "commands per round of the Redis loop (0: no Redis loop)")
 	flag.StringVar(&redisServer, "redis-server", "redis-server", "the redis-server binary for the Redis loop (skipped with a message when it is missing)")
+	flag.IntVar(&pgReqs, "pg-requests", 20000, "queries per round of each PostgreSQL loop, simple and extended protocol (0: no PostgreSQL loops)")
+	flag.StringVar(&pgBin, "pg-bin", "", "the folder of PostgreSQL's initdb and postgres (default: PATH, else the newest /usr/lib/postgresql/*/bin; the loops are skipped with a message when they are missing)")
 	flag.IntVar(&httpsReqs, "https-requests", 20000, "requests per round of the keep-alive HTTPS loop (Go crypto/tls on both sides; 0: none)")
 	flag.IntVar(&udpReqs, "udp-requests", 20000, "round trips per round of the UDP loop that is not DNS (0: none)")
 	flag.IntVar(&dnsReqs, "dns-requests", 20000, "queries per round of the DNS/UDP loop (0: none)")
@@ -87,6 +91,8 @@ var (
 	programGroups string
 	redisReqs     int
 	redisServer   string
+	pgReqs        int
+	pgBin         string
 	udpReqs       int
 	httpsReqs     int
 	dnsReqs       int
@@ -421,29 +427,65 @@ func startRedis() (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	addr, port, err := freeLoopbackAddr()
 	if err != nil {
 		return "", nil, err
 	}
-	addr := l.Addr().String()
-	_, port, _ := net.SplitHostPort(addr)
-	l.Close()
 	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--logfile", "")
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	stop, err := startServer("redis-server on "+addr, cmd, func() error {
 		c, err := net.Dial("tcp4", addr)
 		if err == nil {
 			c.Close()
-			return addr, stop, nil
+		}
+		return err
+	})
+	return addr, stop, err
+}
+
+// freeLoopbackAddr returns a free 127.0.0.1 address and its port.
+func freeLoopbackAddr() (string, string, error) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return "", "", err
+	}
+	defer l.Close()
+	addr := l.Addr().String()
+	_, port, err := net.SplitHostPort(addr)
+	return addr, port, err
+}
+
+// startServer starts a server process (Redis, PostgreSQL) and waits up to
+// 10 s until ready passes. It returns a function that stops it (SIGINT:
+// a fast shutdown for both; killed after 10 s).
+func startServer(name string, cmd *exec.Cmd, ready func() error) (func(), error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		err := ready()
+		if err == nil {
+			return stop, nil
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return "", nil, fmt.Errorf("redis-server on %s: %w", addr, err)
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-done:
+			return nil, fmt.Errorf("%s exited: %s (%w)", name, cmd.ProcessState, err)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
@@ -630,6 +672,18 @@ func run(conns, reqs, rounds int) error {
 		}
 	}
 
+	pgDSN := ""
+	if pgReqs > 0 {
+		dsn, stop, err := startPostgres()
+		if err != nil {
+			fmt.Printf("no PostgreSQL loops: %v\n", err)
+			pgReqs = 0
+		} else {
+			defer stop()
+			pgDSN = dsn
+		}
+	}
+
 	// UDP: a server that echoes (not on a DNS port) and one that answers
 	// DNS queries on the port the agent is told is a DNS port.
 	udpPort := 0
@@ -674,7 +728,7 @@ func run(conns, reqs, rounds int) error {
 	// each round.
 	type result struct{ wall, cpu [3][]time.Duration }
 	const without, hooks, with = 0, 1, 2
-	var tcp, web, rds, udp, dns, sec, grp result
+	var tcp, web, rds, pgs, pge, udp, dns, sec, grp result
 	var events, lost float64
 	var eventTime, agentCPU time.Duration
 	runTime, runs := map[string]float64{}, map[string]float64{}
@@ -688,6 +742,13 @@ func run(conns, reqs, rounds int) error {
 	if redisReqs > 0 {
 		if _, err := redisLoop(redisAddr, 1000); err != nil {
 			return err
+		}
+	}
+	if pgReqs > 0 {
+		for _, extended := range []bool{false, true} {
+			if _, err := pgLoop(pgDSN, 1000, extended); err != nil {
+				return err
+			}
 		}
 	}
 	if httpsReqs > 0 {
@@ -744,6 +805,18 @@ func run(conns, reqs, rounds int) error {
 				return err
 			}
 			rds.wall[mode], rds.cpu[mode] = append(rds.wall[mode], d3), append(rds.cpu[mode], c3)
+		}
+		if pgReqs > 0 {
+			for _, r := range []struct {
+				res      *result
+				extended bool
+			}{{&pgs, false}, {&pge, true}} {
+				d, c, err := measure(func() (time.Duration, error) { return pgLoop(pgDSN, pgReqs, r.extended) })
+				if err != nil {
+					return err
+				}
+				r.res.wall[mode], r.res.cpu[mode] = append(r.res.wall[mode], d), append(r.res.cpu[mode], c)
+			}
 		}
 		if httpsReqs > 0 {
 			d6, c6, err := measure(func() (time.Duration, error) { return httpsLoop(httpsClient, httpsURL, httpsReqs) })
@@ -823,6 +896,10 @@ func run(conns, reqs, rounds int) error {
 		if redisReqs > 0 {
 			row(fmt.Sprintf("Redis GET loop, %d commands", redisReqs), rds)
 		}
+		if pgReqs > 0 {
+			row(fmt.Sprintf("PostgreSQL simple, %d SELECT 1", pgReqs), pgs)
+			row(fmt.Sprintf("PostgreSQL extended, %d SELECT", pgReqs), pge)
+		}
 		if httpsReqs > 0 {
 			row(fmt.Sprintf("keep-alive HTTPS, %d requests", httpsReqs), sec)
 		}
@@ -844,6 +921,10 @@ func run(conns, reqs, rounds int) error {
 		fmt.Printf("%-34s Redis loop %s per command (client side only: the server is another process)\n", "",
 			pairedDiff(rds.cpu[with], rds.cpu[hooks], redisReqs))
 	}
+	if pgReqs > 0 {
+		fmt.Printf("%-34s PostgreSQL %s per simple query, %s per extended query (client side only: the server is another process)\n", "",
+			pairedDiff(pgs.cpu[with], pgs.cpu[hooks], pgReqs), pairedDiff(pge.cpu[with], pge.cpu[hooks], pgReqs))
+	}
 	if httpsReqs > 0 {
 		fmt.Printf("%-34s keep-alive HTTPS %s per request over hooks only, %s over no programs (both sides in this process: 4 TLS uprobe hits a request)\n", "",
 			pairedDiff(sec.cpu[with], sec.cpu[hooks], httpsReqs), pairedDiff(sec.cpu[with], sec.cpu[without], httpsReqs))
@@ -860,7 +941,7 @@ func run(conns, reqs, rounds int) error {
 	fmt.Printf("%-34s %12.0f events/s over %d rounds (%.0f events), lost %.0f\n", "events consumed", events/eventTime.Seconds(), rounds, events, lost)
 	busy := agentCPU - time.Duration(rounds)*idleCPU
 	fmt.Printf("%-34s %12s over %d rounds (start-up %s each excluded): %.1f µs per connection+request\n", "agent process CPU (user+sys)",
-		busy.Round(time.Millisecond), rounds, idleCPU.Round(time.Millisecond), float64(busy.Microseconds())/float64(rounds*(conns+reqs+redisReqs+httpsReqs+udpReqs+dnsReqs+grpcReqs)))
+		busy.Round(time.Millisecond), rounds, idleCPU.Round(time.Millisecond), float64(busy.Microseconds())/float64(rounds*(conns+reqs+redisReqs+2*pgReqs+httpsReqs+udpReqs+dnsReqs+grpcReqs)))
 	if bpfStats {
 		total := 0.0
 		for _, p := range slices.Sorted(maps.Keys(runTime)) {
@@ -870,7 +951,7 @@ func run(conns, reqs, rounds int) error {
 			total += runTime[p]
 		}
 		fmt.Printf("  kernel: all programs %.3f s over %s of attached rounds\n", total, eventTime.Round(time.Millisecond))
-		// Per unit of work: the HTTP programs (which also see Redis) by
+		// Per unit of work: the HTTP programs (which also see Redis and PostgreSQL) by
 		// request or command, TCP's by connection (each runs almost only
 		// in its own loop).
 		group := func(prefix string) float64 {
@@ -882,8 +963,8 @@ func run(conns, reqs, rounds int) error {
 			}
 			return t
 		}
-		fmt.Printf("  kernel: HTTP programs %s per HTTP request, Redis command, UDP round trip, DNS query or gRPC call, TCP programs %s per connection (upper bounds: the statistics count part of their own clock reads)\n",
-			time.Duration(group("http_")/float64(rounds*(reqs+redisReqs+httpsReqs+udpReqs+dnsReqs+grpcReqs))*1e9), time.Duration(group("tcp_")/float64(rounds*conns)*1e9))
+		fmt.Printf("  kernel: HTTP programs %s per HTTP request, Redis command, PostgreSQL query, UDP round trip, DNS query or gRPC call, TCP programs %s per connection (upper bounds: the statistics count part of their own clock reads)\n",
+			time.Duration(group("http_")/float64(rounds*(reqs+redisReqs+2*pgReqs+httpsReqs+udpReqs+dnsReqs+grpcReqs))*1e9), time.Duration(group("tcp_")/float64(rounds*conns)*1e9))
 		if httpsReqs > 0 {
 			tlsT := group("go_tls_") + group("ssl_")
 			fmt.Printf("  kernel: TLS programs %s per HTTPS request\n", time.Duration(tlsT/float64(rounds*httpsReqs)*1e9))
