@@ -58,7 +58,12 @@ func (s *collectorSet) collectors() []collectors.Collector {
 func (s *collectorSet) Describe(chan<- *prometheus.Desc) {}
 
 // Collect implements prometheus.Collector.
-func (s *collectorSet) Collect(ch chan<- prometheus.Metric) {
+func (s *collectorSet) Collect(ch chan<- prometheus.Metric) { s.CollectNames(nil, ch) }
+
+// CollectNames implements metricreg.NamesCollector: a collector that is a
+// collectors.NamesUpdater is asked only for the families keep accepts
+// (nil: everything, as Collect).
+func (s *collectorSet) CollectNames(keep func(name string) bool, ch chan<- prometheus.Metric) {
 	s.mu.RLock()
 	running := make([]*runningCollector, 0, len(s.running))
 	for _, rc := range s.running {
@@ -72,17 +77,17 @@ func (s *collectorSet) Collect(ch chan<- prometheus.Metric) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.collectOne(rc, timeout, ch)
+			s.collectOne(rc, timeout, keep, ch)
 		}()
 	}
 	wg.Wait()
 }
 
-func (s *collectorSet) collectOne(rc *runningCollector, timeout time.Duration, ch chan<- prometheus.Metric) {
+func (s *collectorSet) collectOne(rc *runningCollector, timeout time.Duration, keep func(string) bool, ch chan<- prometheus.Metric) {
 	start := time.Now()
 	err := rc.err
 	if rc.started {
-		err = runUpdate(rc, timeout, ch)
+		err = runUpdate(rc, timeout, keep, ch)
 	}
 	success := 1.0
 	if err != nil {
@@ -99,7 +104,7 @@ var errCollectorTimeout = errors.New("collector did not finish within collector_
 // channel, so a collector that overruns its deadline can never write to the
 // scrape's channel after the scrape has moved on; a goroutine drains what it
 // still sends until it returns.
-func runUpdate(rc *runningCollector, timeout time.Duration, out chan<- prometheus.Metric) (err error) {
+func runUpdate(rc *runningCollector, timeout time.Duration, keep func(string) bool, out chan<- prometheus.Metric) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	in := make(chan prometheus.Metric, 64)
@@ -111,6 +116,10 @@ func runUpdate(rc *runningCollector, timeout time.Duration, out chan<- prometheu
 			}
 			close(in)
 		}()
+		if nu, ok := rc.c.(collectors.NamesUpdater); ok && keep != nil {
+			done <- nu.UpdateNames(ctx, keep, in)
+			return
+		}
 		done <- rc.c.Update(ctx, in)
 	}()
 	for {

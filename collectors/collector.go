@@ -26,6 +26,15 @@ type Collector interface {
 	Update(ctx context.Context, ch chan<- prometheus.Metric) error
 }
 
+// NamesUpdater is implemented by collectors that can read less when only
+// some metric families are wanted (the local TSDB's ingest, which keeps
+// only the families its rules read). UpdateNames sends at least every
+// family keep accepts, with the values Update would send; it may send
+// others, which the caller drops.
+type NamesUpdater interface {
+	UpdateNames(ctx context.Context, keep func(name string) bool, ch chan<- prometheus.Metric) error
+}
+
 // Lifecycle is implemented by collectors that run in the background (eBPF
 // readers, log tailers, informers). Start is called once before the first
 // Update; Shutdown releases everything Start acquired and must be safe to

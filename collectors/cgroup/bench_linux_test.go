@@ -64,6 +64,10 @@ func writeV2Tree(tb testing.TB, root string, pods, containersPerPod, services in
 }
 
 func benchUpdate(b *testing.B, c *Collector) {
+	benchUpdateWith(b, func(ch chan<- prometheus.Metric) error { return c.Update(context.Background(), ch) })
+}
+
+func benchUpdateWith(b *testing.B, update func(chan<- prometheus.Metric) error) {
 	ch := make(chan prometheus.Metric, 1024)
 	done := make(chan int)
 	go func() {
@@ -76,7 +80,7 @@ func benchUpdate(b *testing.B, c *Collector) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if err := c.Update(context.Background(), ch); err != nil {
+		if err := update(ch); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -149,4 +153,27 @@ func BenchmarkUpdateRealProcesses(b *testing.B) {
 			benchUpdate(b, newStarted(b, cfg, "/sys", nil, nil))
 		})
 	}
+}
+
+// BenchmarkUpdateNamesRealV1 is BenchmarkUpdateRealV1's hierarchy
+// collected in full (what /metrics does) and through UpdateNames with the
+// default rules' families (what the rules ingest does), side by side.
+func BenchmarkUpdateNamesRealV1(b *testing.B) {
+	r := newRealCgroups(b)
+	if r.l.kind == LayoutV2 {
+		b.Skip("needs a v1 or hybrid cgroup layout")
+	}
+	parent := "/vigil-bench-" + randHex(8)
+	for p := range 50 {
+		pod := fmt.Sprintf("%s/kubepods/burstable/pod%08x-0000-0000-0000-%012x", parent, p, p)
+		for c := range 4 {
+			r.mkdir(pod + "/" + fmt.Sprintf("%064x", p*100+c))
+		}
+	}
+	c := newStarted(b, NewConfig(), "/sys", nil, nil)
+	b.Run("all", func(b *testing.B) { benchUpdate(b, c) })
+	keep := keepOf(defaultRuleNames)
+	b.Run("default_rules", func(b *testing.B) {
+		benchUpdateWith(b, func(ch chan<- prometheus.Metric) error { return c.UpdateNames(context.Background(), keep, ch) })
+	})
 }

@@ -163,6 +163,51 @@ func (c *Collector) readError(file string, err error) {
 // Update walks the hierarchy once, selects the cgroups to report, reads
 // each one's files and sends its metrics.
 func (c *Collector) Update(ctx context.Context, ch chan<- prometheus.Metric) error {
+	return c.update(ctx, allFields, true, ch)
+}
+
+// familyFields says which fields each per-cgroup family is computed from.
+var familyFields = []struct {
+	name   string
+	fields uint32
+}{
+	{"vigil_cgroup_cpu_usage_seconds_total", hasCPUUsage},
+	{"vigil_cgroup_cpu_user_seconds_total", hasCPUUser},
+	{"vigil_cgroup_cpu_system_seconds_total", hasCPUSystem},
+	{"vigil_cgroup_cpu_periods_total", hasPeriods},
+	{"vigil_cgroup_cpu_throttled_periods_total", hasThrottled},
+	{"vigil_cgroup_cpu_throttled_seconds_total", hasThrottledTime},
+	{"vigil_cgroup_memory_usage_bytes", hasMemUsage},
+	{"vigil_cgroup_memory_working_set_bytes", hasMemUsage | hasInactiveFile},
+	{"vigil_cgroup_memory_rss_bytes", hasRSS},
+	{"vigil_cgroup_memory_cache_bytes", hasCache},
+	{"vigil_cgroup_memory_limit_bytes", hasMemLimit},
+	{"vigil_cgroup_oom_kills_total", hasOOMKills},
+	{"vigil_cgroup_memory_limit_hits_total", hasLimitHits},
+	{"vigil_cgroup_cpu_pressure_waiting_seconds_total", hasCPUPressure},
+	{"vigil_cgroup_memory_pressure_waiting_seconds_total", hasMemPressureSome},
+	{"vigil_cgroup_memory_pressure_stalled_seconds_total", hasMemPressureFull},
+}
+
+// UpdateNames implements collectors.NamesUpdater: it sends what Update
+// sends (at least every family keep accepts, with the same values) but
+// reads only the cgroup files behind the families keep accepts, and the
+// processes' descriptors only when keep accepts vigil_cgroup_process_*.
+// Cgroups are counted as by Update: one none of whose wanted files could
+// be read is read in full to tell whether it still exists. Read errors and
+// fd_processes_skipped_total count only what was read.
+func (c *Collector) UpdateNames(ctx context.Context, keep func(name string) bool, ch chan<- prometheus.Metric) error {
+	var want uint32
+	for _, f := range familyFields {
+		if keep(f.name) {
+			want |= f.fields
+		}
+	}
+	fds := keep("vigil_cgroup_process_open_fds") || keep("vigil_cgroup_process_max_fds")
+	return c.update(ctx, want, fds, ch)
+}
+
+func (c *Collector) update(ctx context.Context, want uint32, wantFDs bool, ch chan<- prometheus.Metric) error {
 	c.mu.Lock()
 	l, started := c.layout, c.started
 	c.mu.Unlock()
@@ -193,11 +238,11 @@ func (c *Collector) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 		if i%64 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
-		var s stats
-		if l.kind == LayoutV2 {
-			s = r.readV2(root + cand.rel)
-		} else {
-			s = r.readV1(&l, cand.rel)
+		s := r.readCgroup(&l, root, cand.rel, want)
+		if s.has == 0 && want != allFields {
+			// Nothing wanted was read: the full read tells, as in Update,
+			// whether the cgroup is still there.
+			s = r.readCgroup(&l, root, cand.rel, allFields)
 		}
 		if s.has == 0 {
 			continue // removed since the walk
@@ -206,7 +251,7 @@ func (c *Collector) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 		id := workload.FromCgroupPath(cand.rel)
 		c.set.Enricher.Enrich(&id)
 		var fds fdUsage
-		if cand.kind != kindPod && c.cfg.MaxFDProcesses > 0 {
+		if wantFDs && cand.kind != kindPod && c.cfg.MaxFDProcesses > 0 {
 			fds = r.readFDs(root+cand.rel, procfs, &fdb)
 		}
 		emit(ch, &s, fds, append(id.Labels(), cand.rel))
@@ -233,6 +278,14 @@ func (c *Collector) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 		c.logger.Debug("max_cgroups reached; cgroups left out", "max_cgroups", c.cfg.MaxCgroups, "dropped", dropped)
 	}
 	return nil
+}
+
+// readCgroup reads the fields in want of the cgroup at rel.
+func (r *fileReader) readCgroup(l *layout, root, rel string, want uint32) stats {
+	if l.kind == LayoutV2 {
+		return r.readV2(root+rel, want)
+	}
+	return r.readV1(l, rel, want)
 }
 
 // emit sends one cgroup's metrics; a field that was not read is left out.

@@ -31,6 +31,19 @@ const (
 	hasCPUPressure
 	hasMemPressureSome
 	hasMemPressureFull
+
+	// allFields is every field: what Update reads.
+	allFields = hasMemPressureFull<<1 - 1
+)
+
+// Which fields each file fills, so that a collection that wants only some
+// fields (UpdateNames) opens only the files behind them.
+const (
+	cpuStatFields  = hasCPUUsage | hasCPUUser | hasCPUSystem | hasPeriods | hasThrottled | hasThrottledTime
+	memStatFields  = hasRSS | hasCache | hasInactiveFile
+	v2EventFields  = hasOOMKills | hasLimitHits
+	memPSIFields   = hasMemPressureSome | hasMemPressureFull
+	v1CPUStatField = hasPeriods | hasThrottled | hasThrottledTime
 )
 
 // stats is what one cgroup's files say. CPU times are in seconds, memory in
@@ -213,24 +226,54 @@ var (
 // readV2 reads a cgroup v2 directory: cpu.stat (always present: the kernel
 // keeps usage without the cpu controller), memory.current, memory.max,
 // memory.stat and memory.events (with the memory controller), and the
-// pressure files.
-func (r *fileReader) readV2(dir string) stats {
+// pressure files. Only the files behind the fields in want are read (a
+// file is read whole: its other fields are set too).
+func (r *fileReader) readV2(dir string, want uint32) stats {
 	var s stats
 	var v [6]uint64
-	f := r.readKeyed(dir, "cpu.stat", v2CPUKeys, v[:])
-	s.cpuUsage, s.cpuUser, s.cpuSystem = float64(v[0])/1e6, float64(v[1])/1e6, float64(v[2])/1e6
-	s.periods, s.throttled, s.throttledTime = v[3], v[4], float64(v[5])/1e6
-	s.has |= f // bit order of v2CPUKeys matches hasCPUUsage…hasThrottledTime
+	var f uint32
+	if want&cpuStatFields != 0 {
+		f = r.readKeyed(dir, "cpu.stat", v2CPUKeys, v[:])
+		s.cpuUsage, s.cpuUser, s.cpuSystem = float64(v[0])/1e6, float64(v[1])/1e6, float64(v[2])/1e6
+		s.periods, s.throttled, s.throttledTime = v[3], v[4], float64(v[5])/1e6
+		s.has |= f // bit order of v2CPUKeys matches hasCPUUsage…hasThrottledTime
+	}
 
-	if u, _, ok := r.readUint(dir, "memory.current", false); ok {
-		s.memUsage = u
-		s.set(hasMemUsage)
+	if want&hasMemUsage != 0 {
+		if u, _, ok := r.readUint(dir, "memory.current", false); ok {
+			s.memUsage = u
+			s.set(hasMemUsage)
+		}
 	}
-	if l, isMax, ok := r.readUint(dir, "memory.max", true); ok && !isMax && l < unlimited {
-		s.memLimit = l
-		s.set(hasMemLimit)
+	if want&hasMemLimit != 0 {
+		if l, isMax, ok := r.readUint(dir, "memory.max", true); ok && !isMax && l < unlimited {
+			s.memLimit = l
+			s.set(hasMemLimit)
+		}
 	}
-	f = r.readKeyed(dir, "memory.stat", v2MemKeys, v[:3])
+	if want&v2EventFields != 0 {
+		f = r.readKeyed(dir, "memory.events", v2EventKeys, v[:2])
+		if f&1 != 0 {
+			s.oomKills = v[0]
+			s.set(hasOOMKills)
+		}
+		if f&2 != 0 {
+			s.limitHits = v[1]
+			s.set(hasLimitHits)
+		}
+	}
+	if want&memStatFields != 0 {
+		r.readMemStat(&s, dir, v2MemKeys)
+	}
+	r.readPressure(&s, dir, want)
+	return s
+}
+
+// readMemStat reads memory.stat's anonymous, page cache and inactive file
+// totals (keys names them, v2's or v1's).
+func (r *fileReader) readMemStat(s *stats, dir string, keys []string) {
+	var v [3]uint64
+	f := r.readKeyed(dir, "memory.stat", keys, v[:])
 	if f&1 != 0 {
 		s.rss = v[0]
 		s.set(hasRSS)
@@ -243,17 +286,6 @@ func (r *fileReader) readV2(dir string) stats {
 		s.inactiveFile = v[2]
 		s.set(hasInactiveFile)
 	}
-	f = r.readKeyed(dir, "memory.events", v2EventKeys, v[:2])
-	if f&1 != 0 {
-		s.oomKills = v[0]
-		s.set(hasOOMKills)
-	}
-	if f&2 != 0 {
-		s.limitHits = v[1]
-		s.set(hasLimitHits)
-	}
-	r.readPressure(&s, dir)
-	return s
 }
 
 // readPressure reads the pressure stall totals of the cgroup2 directory
@@ -262,12 +294,17 @@ func (r *fileReader) readV2(dir string) stats {
 // or without controllers, so on a hybrid node they come from the cgroup2
 // mount while the other numbers come from the v1 controllers: PSI is
 // accounted to a task's cgroup2 cgroup whatever hierarchy limits it.
-func (r *fileReader) readPressure(s *stats, dir string) {
+func (r *fileReader) readPressure(s *stats, dir string, want uint32) {
 	var some, full float64
 	var f uint32
-	if some, _, f = r.readPSI(dir, "cpu.pressure"); f&1 != 0 {
-		s.cpuSome = some
-		s.set(hasCPUPressure)
+	if want&hasCPUPressure != 0 {
+		if some, _, f = r.readPSI(dir, "cpu.pressure"); f&1 != 0 {
+			s.cpuSome = some
+			s.set(hasCPUPressure)
+		}
+	}
+	if want&memPSIFields == 0 {
+		return
 	}
 	some, full, f = r.readPSI(dir, "memory.pressure")
 	if f&1 != 0 {
@@ -343,64 +380,67 @@ func (r *fileReader) readPSI(dir, name string) (some, full float64, found uint32
 // memory.usage_in_bytes, memory.limit_in_bytes, memory.stat (the
 // hierarchical total_* fields, since usage includes descendants),
 // memory.oom_control (oom_kill, Linux 4.13+) and memory.failcnt; and the
-// pressure files from the cgroup2 mount at the same path, if any.
-func (r *fileReader) readV1(l *layout, rel string) stats {
+// pressure files from the cgroup2 mount at the same path, if any. Only the
+// files behind the fields in want are read.
+func (r *fileReader) readV1(l *layout, rel string, want uint32) stats {
 	var s stats
 	var v [3]uint64
 	if l.cpuacct != "" {
 		dir := l.cpuacct + rel
-		if u, _, ok := r.readUint(dir, "cpuacct.usage", false); ok {
-			s.cpuUsage = float64(u) / 1e9
-			s.set(hasCPUUsage)
+		if want&hasCPUUsage != 0 {
+			if u, _, ok := r.readUint(dir, "cpuacct.usage", false); ok {
+				s.cpuUsage = float64(u) / 1e9
+				s.set(hasCPUUsage)
+			}
 		}
-		if u, _, ok := r.readUint(dir, "cpuacct.usage_user", false); ok {
-			s.cpuUser = float64(u) / 1e9
-			s.set(hasCPUUser)
+		if want&hasCPUUser != 0 {
+			if u, _, ok := r.readUint(dir, "cpuacct.usage_user", false); ok {
+				s.cpuUser = float64(u) / 1e9
+				s.set(hasCPUUser)
+			}
 		}
-		if u, _, ok := r.readUint(dir, "cpuacct.usage_sys", false); ok {
-			s.cpuSystem = float64(u) / 1e9
-			s.set(hasCPUSystem)
+		if want&hasCPUSystem != 0 {
+			if u, _, ok := r.readUint(dir, "cpuacct.usage_sys", false); ok {
+				s.cpuSystem = float64(u) / 1e9
+				s.set(hasCPUSystem)
+			}
 		}
 	}
-	if l.cpu != "" {
+	if l.cpu != "" && want&v1CPUStatField != 0 {
 		f := r.readKeyed(l.cpu+rel, "cpu.stat", v1CPUKeys, v[:])
 		s.periods, s.throttled, s.throttledTime = v[0], v[1], float64(v[2])/1e9
 		s.has |= f << 3 // to hasPeriods, hasThrottled, hasThrottledTime
 	}
 	if l.memory != "" {
 		dir := l.memory + rel
-		if u, _, ok := r.readUint(dir, "memory.usage_in_bytes", false); ok {
-			s.memUsage = u
-			s.set(hasMemUsage)
+		if want&hasMemUsage != 0 {
+			if u, _, ok := r.readUint(dir, "memory.usage_in_bytes", false); ok {
+				s.memUsage = u
+				s.set(hasMemUsage)
+			}
 		}
-		if u, _, ok := r.readUint(dir, "memory.limit_in_bytes", false); ok && u < unlimited {
-			s.memLimit = u
-			s.set(hasMemLimit)
+		if want&hasMemLimit != 0 {
+			if u, _, ok := r.readUint(dir, "memory.limit_in_bytes", false); ok && u < unlimited {
+				s.memLimit = u
+				s.set(hasMemLimit)
+			}
 		}
-		f := r.readKeyed(dir, "memory.stat", v1MemKeys, v[:])
-		if f&1 != 0 {
-			s.rss = v[0]
-			s.set(hasRSS)
+		if want&memStatFields != 0 {
+			r.readMemStat(&s, dir, v1MemKeys)
 		}
-		if f&2 != 0 {
-			s.cache = v[1]
-			s.set(hasCache)
-		}
-		if f&4 != 0 {
-			s.inactiveFile = v[2]
-			s.set(hasInactiveFile)
-		}
-		if r.readKeyed(dir, "memory.oom_control", oomKillKeys, v[:1]) != 0 {
+		if want&hasOOMKills != 0 && r.readKeyed(dir, "memory.oom_control", oomKillKeys, v[:1]) != 0 {
 			s.oomKills = v[0]
 			s.set(hasOOMKills)
 		}
-		if u, _, ok := r.readUint(dir, "memory.failcnt", false); ok {
-			s.limitHits = u
-			s.set(hasLimitHits)
+		if want&hasLimitHits != 0 {
+			if u, _, ok := r.readUint(dir, "memory.failcnt", false); ok {
+				s.limitHits = u
+				s.set(hasLimitHits)
+			}
 		}
 	}
 	if l.v2 != "" {
-		r.readPressure(&s, l.v2+rel)
+		r.readPressure(&s, l.v2+rel, want)
 	}
 	return s
 }

@@ -107,7 +107,16 @@ func descKey(c prometheus.Collector) string {
 	return strings.Join(parts, "\n")
 }
 
-// GatherNames collects every registered collector and returns, as metric
+// NamesCollector is a collector that can collect less when only the
+// families keep accepts are wanted. CollectNames sends at least those
+// families, with the values Collect would send; GatherNames drops the rest.
+type NamesCollector interface {
+	CollectNames(keep func(name string) bool, ch chan<- prometheus.Metric)
+}
+
+// GatherNames collects every registered collector (through CollectNames
+// when it is a NamesCollector, which may call keep from several goroutines
+// at once) and returns, as metric
 // families, only the metrics whose family name keep accepts; the others
 // are dropped before they are converted or checked, and counted in
 // skipped (one per metric: a histogram or a summary counts once). Metrics
@@ -130,7 +139,11 @@ func (r *Registry) GatherNames(keep func(name string) bool) (mfs []*dto.MetricFa
 		go func() {
 			defer wg.Done()
 			for c := range work {
-				c.Collect(ch)
+				if nc, ok := c.(NamesCollector); ok {
+					nc.CollectNames(keep, ch)
+				} else {
+					c.Collect(ch)
+				}
 			}
 		}()
 	}
