@@ -288,19 +288,7 @@ func fillDBSpan(sp ptrace.Span, s *httpSpan) {
 	a.EnsureCapacity(10)
 	a.PutStr("db.system.name", db.system)
 	a.PutStr("db.operation.name", db.operation)
-	a.PutStr("network.transport", "tcp")
-	a.PutStr("network.peer.address", p.remote.Addr().String())
-	a.PutInt("network.peer.port", int64(p.remote.Port()))
-	server := p.remote
-	sp.SetKind(ptrace.SpanKindClient)
-	if p.server {
-		sp.SetKind(ptrace.SpanKindServer)
-		server = p.local
-		a.PutStr("client.address", p.remote.Addr().String())
-		a.PutInt("client.port", int64(p.remote.Port()))
-	}
-	a.PutStr("server.address", server.Addr().String())
-	a.PutInt("server.port", int64(server.Port()))
+	putTCPEnds(sp, a, p)
 	if db.errType != "" {
 		a.PutStr("error.type", db.errType)
 		sp.Status().SetCode(ptrace.StatusCodeError)
@@ -367,6 +355,19 @@ func fillRPCSpan(sp ptrace.Span, s *httpSpan) {
 	a.PutInt("rpc.grpc.status_code", int64(rpc.code))
 	a.PutStr("network.protocol.name", "http")
 	a.PutStr("network.protocol.version", "2")
+	putTCPEnds(sp, a, p)
+	if rpc.failed {
+		a.PutStr("error.type", rpc.codeName)
+		sp.Status().SetCode(ptrace.StatusCodeError)
+	}
+	if p.tls {
+		a.PutBool("tls", true)
+	}
+}
+
+// putTCPEnds sets a database or RPC span's kind and its TCP ends: the
+// peer, the server and, on the server side, the client.
+func putTCPEnds(sp ptrace.Span, a pcommon.Map, p *pendingRequest) {
 	a.PutStr("network.transport", "tcp")
 	a.PutStr("network.peer.address", p.remote.Addr().String())
 	a.PutInt("network.peer.port", int64(p.remote.Port()))
@@ -380,13 +381,6 @@ func fillRPCSpan(sp ptrace.Span, s *httpSpan) {
 	}
 	a.PutStr("server.address", server.Addr().String())
 	a.PutInt("server.port", int64(server.Port()))
-	if rpc.failed {
-		a.PutStr("error.type", rpc.codeName)
-		sp.Status().SetCode(ptrace.StatusCodeError)
-	}
-	if p.tls {
-		a.PutBool("tls", true)
-	}
 }
 
 func hostOr(host, fallback string) string {
