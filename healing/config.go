@@ -73,6 +73,12 @@ type KubeConfig struct {
 	// ReadinessCondition is the pod condition the reroute action owns;
 	// pods opt in by listing it in spec.readinessGates.
 	ReadinessCondition string `yaml:"readiness_condition"`
+	// OpenReadinessGates makes the agent open ReadinessCondition on the
+	// new pods of its node that declare it (see gates.go). Off where no
+	// pod declares the gate (one pod watch less on the API server) or
+	// where something else opens it; gated pods then stay unready until
+	// that something does.
+	OpenReadinessGates bool `yaml:"open_readiness_gates"`
 	// EnrichTimeout bounds the lookups that add owner and dependency
 	// labels to an alert before it is matched; on timeout or error the
 	// alert is matched without them.
@@ -112,6 +118,7 @@ func NewConfig() *Config {
 			RequestTimeout:     10 * time.Second,
 			Retries:            3,
 			ReadinessCondition: DefaultReadinessCondition,
+			OpenReadinessGates: true,
 			EnrichTimeout:      2 * time.Second,
 			EnrichCacheTTL:     30 * time.Second,
 		},

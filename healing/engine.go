@@ -181,7 +181,7 @@ func New(cfg *Config, opts Options) (*Engine, error) {
 	if kube != nil {
 		e.enr = newEnricher(env, cfg.Kubernetes.EnrichCacheTTL, opts.Logger, e.m.enrichments)
 	}
-	if watchKube != nil && opts.NodeName != "" {
+	if watchKube != nil && opts.NodeName != "" && cfg.Kubernetes.OpenReadinessGates {
 		e.gates = &gateOpener{kube: watchKube, node: opts.NodeName, cond: corev1.PodConditionType(cfg.Kubernetes.ReadinessCondition),
 			identity: identity, namespaces: opts.PodNamespaces, logger: opts.Logger.With("part", "readiness_gates"),
 			opened: e.m.gatesOpened, errors: e.m.gateErrors}

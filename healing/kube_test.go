@@ -1156,6 +1156,83 @@ policies:
 		}
 	})
 
+	// healing.kubernetes.open_readiness_gates: false: the agent leaves the
+	// gates of its node's pods alone. An agent with the opener on, started
+	// beside it for another node, shows how soon a gate would have been
+	// opened.
+	t.Run("ReadinessGatesLeftAloneWhenTheOpenerIsOff", func(t *testing.T) {
+		ctx := t.Context()
+		ns := c.namespace(t)
+		off, on := "gates-off", "gates-on"
+		for _, n := range []string{off, on} {
+			if _, err := c.admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.admin.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{}) })
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pod-" + n, Namespace: ns}, Spec: corev1.PodSpec{
+				NodeName: n, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}},
+				ReadinessGates: []corev1.PodReadinessGate{{ConditionType: DefaultReadinessCondition}}}}
+			if _, err := c.admin.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gate := func(ctx context.Context, name string) (string, error) {
+			p, err := c.admin.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return "", err
+			}
+			for _, cd := range p.Status.Conditions {
+				if cd.Type == DefaultReadinessCondition {
+					return string(cd.Status) + " " + cd.Reason, nil
+				}
+			}
+			return "none", nil
+		}
+		hOff := startEngine(t, "dry_run: true\nidentity: agent-off\nkubernetes:\n  open_readiness_gates: false\npolicies:\n  routes:"+memPolicy, func(o *Options) {
+			o.Kube = c.agent
+			o.NodeName = off
+		})
+		hOn := startEngine(t, "dry_run: true\nidentity: agent-on\npolicies:\n  routes:"+memPolicy, func(o *Options) {
+			o.Kube = c.agent
+			o.NodeName = on
+		})
+		testenv.Eventually(t, time.Minute, 50*time.Millisecond, "gate of the pod on "+on+" opened", func(ctx context.Context) error {
+			g, err := gate(ctx, "pod-"+on)
+			if err == nil && g != "True "+GateOpenedReason {
+				err = fmt.Errorf("condition %s", g)
+			}
+			return err
+		})
+		// Pods created after both agents started: the one with the
+		// opener on opens its pod's gate; by then the other would have too.
+		for _, n := range []string{off, on} {
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "later-" + n, Namespace: ns}, Spec: corev1.PodSpec{
+				NodeName: n, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}},
+				ReadinessGates: []corev1.PodReadinessGate{{ConditionType: DefaultReadinessCondition}}}}
+			if _, err := c.admin.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testenv.Eventually(t, time.Minute, 50*time.Millisecond, "gate of the later pod on "+on+" opened", func(ctx context.Context) error {
+			g, err := gate(ctx, "later-"+on)
+			if err == nil && g != "True "+GateOpenedReason {
+				err = fmt.Errorf("condition %s", g)
+			}
+			return err
+		})
+		for _, name := range []string{"pod-" + off, "later-" + off} {
+			if g, err := gate(ctx, name); err != nil || g != "none" {
+				t.Errorf("pod %s on the node whose agent has the opener off: gate condition %s (%v), want none", name, g, err)
+			}
+		}
+		if n := testutil.ToFloat64(hOff.e.m.gatesOpened); n != 0 {
+			t.Errorf("opener off: vigil_healing_readiness_gates_opened_total = %v, want 0", n)
+		}
+		if n := testutil.ToFloat64(hOn.e.m.gatesOpened); n != 2 {
+			t.Errorf("opener on: vigil_healing_readiness_gates_opened_total = %v, want 2", n)
+		}
+	})
+
 	t.Run("ShippedRBACAllowsExactlyWhatActuatorsNeed", func(t *testing.T) {
 		type check struct {
 			group, resource, sub, verb, ns string
