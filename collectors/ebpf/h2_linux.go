@@ -193,7 +193,7 @@ func (h *handlers) finishH2(c *h2Conn, ex *h2.Exchange) {
 		if !server {
 			p.host = h.http.host([]byte(ex.Authority))
 		}
-		h.decide(&p, nil, ex.Start)
+		h.decide(&p, []byte(ex.Traceparent), ex.Start)
 		h.countHTTP(&p, ex.Status, end)
 		return
 	}
@@ -243,7 +243,7 @@ func (h *handlers) grpcSpan(p *pendingRequest, ex *h2.Exchange) {
 		h.m.spansUnexported.Inc()
 		return
 	}
-	h.decide(p, nil, ex.Start)
+	h.decide(p, []byte(ex.Traceparent), ex.Start)
 	failed := ex.GRPCStatus != 0
 	if p.server {
 		failed = grpcServerErrors[ex.GRPCStatus]

@@ -114,6 +114,10 @@ func startHelperServer(t *testing.T, dir, name string) string {
 // block of about four windows); then, on a second connection, one health
 // check with 6 KB of metadata, a header block longer than the kernel sends
 // (the connection is lost on both sides).
+// grpcTraceparent is the traceparent the gRPC client sends with its first
+// test.Flaky/Call.
+const grpcTraceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
 func grpcClient(arg string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -138,10 +142,13 @@ func grpcClient(arg string) error {
 		}
 		return nil
 	}
-	for range 2 {
-		if err := call("/test.Flaky/Call", codes.Unavailable, &emptypb.Empty{}); err != nil {
-			return err
-		}
+	// The first call carries a traceparent (as an instrumented caller's
+	// would): both sides' spans join that trace.
+	if err := cc.Invoke(metadata.AppendToOutgoingContext(ctx, "traceparent", grpcTraceparent), "/test.Flaky/Call", &emptypb.Empty{}, &emptypb.Empty{}); status.Code(err) != codes.Unavailable {
+		return fmt.Errorf("/test.Flaky/Call with a traceparent: %v, want %v", err, codes.Unavailable)
+	}
+	if err := call("/test.Flaky/Call", codes.Unavailable, &emptypb.Empty{}); err != nil {
+		return err
 	}
 	if err := call("/test.Missing/Do", codes.Unimplemented, &emptypb.Empty{}); err != nil {
 		return err
@@ -319,6 +326,22 @@ func TestGRPC(t *testing.T) {
 		if sp.Status().Code() != ptrace.StatusCodeError {
 			t.Errorf("span %s (%s): status %v, want error", sp.Name(), sp.Kind(), sp.Status().Code())
 		}
+	}
+	// The call that carried a traceparent: its client and server spans are
+	// in that trace, children of the span it names; the other call's are
+	// not.
+	kinds := map[ptrace.SpanKind]int{}
+	for _, sp := range flaky {
+		if sp.TraceID().String() != grpcTraceparent[3:35] {
+			continue
+		}
+		kinds[sp.Kind()]++
+		if got := sp.ParentSpanID().String(); got != grpcTraceparent[36:52] {
+			t.Errorf("span %s (%s) in the caller's trace: parent %s, want %s", sp.Name(), sp.Kind(), got, grpcTraceparent[36:52])
+		}
+	}
+	if kinds[ptrace.SpanKindClient] != 1 || kinds[ptrace.SpanKindServer] != 1 {
+		t.Errorf("test.Flaky/Call spans in the traceparent's trace: %v, want one client and one server", kinds)
 	}
 }
 

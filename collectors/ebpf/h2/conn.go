@@ -54,6 +54,7 @@ type stream struct {
 	ex        Exchange
 	responded bool // a final (non-1xx) response HEADERS was seen
 	status    int  // :status of the block being decoded
+	tpFields  int  // traceparent fields seen in the request
 }
 
 // dirState follows one direction of the connection.
@@ -653,6 +654,13 @@ func (d *dirState) field(f hpack.HeaderField) {
 			s.ex.Authority = bounded(f.Value, MaxAuthorityLength)
 		case "content-type":
 			s.ex.GRPC = isGRPCContentType(f.Value)
+		case "traceparent":
+			// W3C Trace Context: more than one is invalid.
+			if s.tpFields++; s.tpFields == 1 && len(f.Value) <= MaxTraceparentLength {
+				s.ex.Traceparent = f.Value
+			} else {
+				s.ex.Traceparent = ""
+			}
 		}
 	case blockResponse, blockTrailers:
 		switch f.Name {

@@ -97,6 +97,10 @@ const (
 	MaxAuthorityLength = 256 // :authority
 	MaxMessageLength   = 128 // grpc-message
 	MaxNameLength      = 128 // a gRPC service or method name
+	// MaxTraceparentLength bounds a traceparent field that is kept (version
+	// 00 is 55 bytes; later versions may append fields): a longer one is
+	// not kept, since a cut one would not parse.
+	MaxTraceparentLength = 256
 )
 
 // Exchange is one completed request and response (or reset) of a stream.
@@ -113,6 +117,10 @@ type Exchange struct {
 	// Route folds it for labels.
 	Path      string
 	Authority string
+	// Traceparent is the request's traceparent field (W3C Trace Context)
+	// as sent, unchecked; empty without one, with more than one, or with
+	// one longer than MaxTraceparentLength.
+	Traceparent string
 	// GRPC is set when the request's content-type is application/grpc
 	// (with or without a +subtype); GRPCService and GRPCMethod then come
 	// from the path "/<service>/<method>", or are "_OTHER" when it is not

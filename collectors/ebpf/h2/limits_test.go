@@ -401,3 +401,26 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+// TestTraceparent: a request's traceparent field is kept as sent; two of
+// them (invalid in W3C Trace Context) or one past MaxTraceparentLength
+// leave none, and a stream without one has none.
+func TestTraceparent(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	p := newPair(t, DefaultLimits())
+	p.request(1, "/pkg.Svc/One", "traceparent", tp)
+	p.response(1, "0")
+	p.request(3, "/pkg.Svc/Two", "traceparent", tp, "traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	p.response(3, "0")
+	p.request(5, "/pkg.Svc/Long", "traceparent", tp+strings.Repeat("-x", MaxTraceparentLength))
+	p.response(5, "0")
+	p.request(7, "/pkg.Svc/None")
+	p.response(7, "0")
+	p.flush()
+	p.want(Counters{}, "pkg.Svc/One OK", "pkg.Svc/Two OK", "pkg.Svc/Long OK", "pkg.Svc/None OK")
+	for i, want := range []string{tp, "", "", ""} {
+		if i < len(p.ex) && p.ex[i].Traceparent != want {
+			t.Errorf("%s: traceparent %q, want %q", p.ex[i].Path, p.ex[i].Traceparent, want)
+		}
+	}
+}
