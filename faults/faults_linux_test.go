@@ -80,10 +80,9 @@ policies:
           params: {namespace: "{{.namespace}}", pod: "{{.pod}}"}
           verify: {window: 30s}
     # A replica throttled by its CPU quota: restarting adds no CPU; a larger
-    # limit or more replicas is a person's call. No cooldown, as slowdep.
+    # limit or more replicas is a person's call.
     - name: cpu-throttled
       matchers: ['alertname="VigilWorkloadCPUThrottled"', 'namespace=~"faults-.*"']
-      cooldown: 0s
       steps:
         - action: webhook
           params: {url: "{{ESCALATE}}"}
@@ -97,10 +96,9 @@ policies:
     # A node filesystem filling up: what to delete is a person's call, and
     # evicting pods or cordoning the node moves work without freeing the
     # space. Scoped to the suite's own filesystems, as the other routes are
-    # to its namespaces. No cooldown, as slowdep.
+    # to its namespaces.
     - name: node-filesystem
       matchers: ['alertname=~"VigilNodeFilesystem.*"', 'mountpoint=~".*/vigil-fill-[0-9]+"']
-      cooldown: 0s
       steps:
         - action: webhook
           params: {url: "{{ESCALATE}}"}
