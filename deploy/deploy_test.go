@@ -62,6 +62,20 @@ func TestHelmAndKustomizeAgree(t *testing.T) {
 		}))
 		assertSame(t, kust, helm)
 	})
+	// The component keeps its copy of vigil.yaml the base's but for
+	// rootfs: this comparison with the chart, whose default config is the
+	// base's (above), is what holds it there.
+	t.Run("no-host-root", func(t *testing.T) {
+		kust := overlay(t, "no-host-root")
+		for _, u := range kust {
+			if u.GetKind() == "DaemonSet" {
+				checkHostRoot(t, u.Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any), false)
+			}
+		}
+		assertSame(t, kust, mustHelm(t, c, "vigil", "vigil", helmDefaults(map[string]any{
+			"hostRootFsMount": map[string]any{"enabled": false},
+		})))
+	})
 }
 
 // TestDaemonSetContract checks what the issue asks of the DaemonSet, on the
