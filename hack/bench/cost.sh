@@ -177,5 +177,5 @@ window "${PODS}pods"
 
 if [ -z "$COROOT" ]; then
   echo
-  echo "coroot-node-agent: not measured: github.com/coroot/coroot-node-agent is not served by the Go module proxy here (403) and its repository snapshot lacks the generated eBPF file (ebpftracer/ebpf.go); set COROOT_NODE_AGENT=/path/to/coroot-node-agent to add it"
+  echo "coroot-node-agent: not measured: github.com/coroot/coroot-node-agent is not served by the Go module proxy here (403); where it is built, set COROOT_NODE_AGENT=/path/to/coroot-node-agent to add it. It needs kprobes (it exits when its path_get kprobe cannot be attached), so it cannot run on a kernel without them (docs/cost.md)"
 fi
