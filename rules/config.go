@@ -25,8 +25,8 @@ type Config struct {
 	// new series beyond it are dropped and counted.
 	MaxSeries int `yaml:"max_series"`
 	// IngestAll stores every series of the agent's metrics in the local
-	// TSDB; by default only the metric names the loaded rules read are
-	// stored (for the query API, every series is then queryable).
+	// TSDB; by default only the series the loaded rules' selectors can
+	// match are stored (for the query API, every series is then queryable).
 	IngestAll bool `yaml:"ingest_all"`
 	// StorageDir is where the TSDB head memory-maps full chunks; empty
 	// means a fresh temporary directory removed at shutdown.

@@ -429,7 +429,7 @@ func (e *Engine) ApplyConfig(_ context.Context, cfg *Config) error {
 // loaded rules read, unless cfg says to store everything or a rule selects
 // series without a fixed metric name.
 func (e *Engine) selectIngest(cfg *Config) {
-	var want map[string]bool
+	var want Selection
 	if !cfg.IngestAll {
 		want = ruleMetricNames(e.manager.RuleGroups())
 	}
@@ -441,12 +441,15 @@ func (e *Engine) selectIngest(cfg *Config) {
 	}
 }
 
-// ruleMetricNames returns the metric names the rules' expressions select,
-// or nil when one selector has no fixed name (a regular expression on
-// __name__, or none), or an alert's labels or annotations run a query of
-// their own (the template function query): then every series may be read.
-func ruleMetricNames(groups []*promrules.Group) map[string]bool {
-	want := map[string]bool{}
+// ruleMetricNames returns the metric names the rules' expressions select
+// with each selector's other label matchers, or nil when one selector has
+// no fixed name (a regular expression on __name__, or none), or an alert's
+// labels or annotations run a query of their own (the template function
+// query): then every series may be read. A name that one selector reads
+// with no other matcher stores all its series.
+func ruleMetricNames(groups []*promrules.Group) Selection {
+	want := Selection{}
+	allOf := map[string]bool{}
 	for _, g := range groups {
 		for _, r := range g.Rules() {
 			if ar, ok := r.(*promrules.AlertingRule); ok {
@@ -463,21 +466,31 @@ func ruleMetricNames(groups []*promrules.Group) map[string]bool {
 					return nil
 				}
 				name := vs.Name
+				var ms []*labels.Matcher
 				for _, m := range vs.LabelMatchers {
-					if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
+					switch {
+					case m.Name != model.MetricNameLabel:
+						ms = append(ms, m)
+					case m.Type == labels.MatchEqual:
 						name = m.Value
 					}
 				}
 				if name == "" {
 					all = true
 				}
-				want[name] = true
+				if len(ms) == 0 {
+					allOf[name] = true
+				}
+				want[name] = append(want[name], ms)
 				return nil
 			})
 			if all {
 				return nil
 			}
 		}
+	}
+	for name := range allOf {
+		want[name] = nil
 	}
 	return want
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/vigil-agent/vigil/collectors/workload"
 	"github.com/vigil-agent/vigil/internal/metricreg"
@@ -36,7 +37,7 @@ func testIngestSelectedNames(t *testing.T, reg interface {
 	reg.MustRegister(c, g, h)
 	s := newTestStorage(t, 10*time.Minute, 1000)
 	now := time.Now()
-	s.Select(map[string]bool{"g": true, "h_seconds_bucket": true})
+	s.Select(Selection{"g": nil, "h_seconds_bucket": nil})
 	if err := s.Ingest(reg, now, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func testIngestSelectedNames(t *testing.T, reg interface {
 	if !has("c_total", t2) {
 		t.Error("with no selection c_total is not stored")
 	}
-	s.Select(map[string]bool{"c_total": true})
+	s.Select(Selection{"c_total": nil})
 	t3 := t2.Add(5 * time.Second)
 	if err := s.Ingest(reg, t3, 3); err != nil {
 		t.Fatal(err)
@@ -71,6 +72,115 @@ func testIngestSelectedNames(t *testing.T, reg interface {
 	}
 	if !has("c_total", t3) {
 		t.Error("c_total, selected, is not stored")
+	}
+}
+
+// A name selected with matchers stores the series that match one of its
+// selectors, every matcher of it (a label absent or empty matches ""),
+// skips and counts the others; a name also selected bare stores them all,
+// and a series a new selection leaves out goes stale.
+func TestIngestSelectedSeries(t *testing.T) {
+	reg := metricreg.New()
+	req := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "req_total", Help: "h"}, []string{"kind", "code"})
+	for _, lv := range [][2]string{{"server", "200"}, {"server", "500"}, {"client", "200"}, {"client", "503"}, {"client", ""}} {
+		req.WithLabelValues(lv[0], lv[1]).Add(1)
+	}
+	reg.MustRegister(req)
+	s := newTestStorage(t, 10*time.Minute, 1000)
+	now := time.Now()
+	sel := func(exprs ...string) [][]*labels.Matcher {
+		var sets [][]*labels.Matcher
+		for _, e := range exprs {
+			ms, err := Parser.ParseMetricSelector(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sets = append(sets, ms)
+		}
+		return sets
+	}
+	count := func(q string, at time.Time) int { return len(instant(t, s, q, at)) }
+	ingest := func(at time.Time, gen uint64) {
+		t.Helper()
+		if err := s.Ingest(reg, at, gen); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	s.Select(Selection{"req_total": sel(`{kind="server"}`, `{kind="client",code=~"5.."}`, `{code=""}`)})
+	ingest(now, 1)
+	for q, want := range map[string]int{
+		`req_total`:                               1 + 1 + 1 + 1, // all but client 200
+		`req_total{kind="server"}`:                2,
+		`req_total{kind="client",code="503"}`:     1,
+		`req_total{kind="client",code=""}`:        1,
+		`req_total{kind="client",code="200"}`:     0,
+		`req_total{kind="client",code!~"5..|^$"}`: 0,
+	} {
+		if got := count(q, now); got != want {
+			t.Errorf("%s: %d series stored, want %d", q, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(s.skipped); got != 1 {
+		t.Errorf("skipped samples = %v, want 1 (client 200)", got)
+	}
+
+	// The same name also selected bare: every series.
+	s.Select(Selection{"req_total": nil})
+	t2 := now.Add(5 * time.Second)
+	ingest(t2, 2)
+	if got := count(`req_total`, t2); got != 5 {
+		t.Errorf("bare selection: %d series stored, want 5", got)
+	}
+
+	// Only the server side: the three client series go stale at once.
+	s.Select(Selection{"req_total": sel(`{kind="server"}`)})
+	t3 := t2.Add(5 * time.Second)
+	ingest(t3, 3)
+	if got := count(`req_total`, t3); got != 2 {
+		t.Errorf("after selecting kind=server: %d series, want 2 (client series stale)", got)
+	}
+	if got := testutil.ToFloat64(s.skipped); got != 1+3 {
+		t.Errorf("skipped samples = %v, want 4", got)
+	}
+}
+
+// The engine stores the series its rules' selectors match: a name read
+// only with matchers keeps only the series that match one of them.
+func TestEngineStoresWhatItsSelectorsMatch(t *testing.T) {
+	dir := t.TempDir()
+	req := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "req_total", Help: "h"}, []string{"kind", "code"})
+	for _, lv := range [][2]string{{"server", "200"}, {"server", "500"}, {"client", "200"}, {"client", "503"}} {
+		req.WithLabelValues(lv[0], lv[1]).Add(1)
+	}
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "g", Help: "h"}, []string{"kind"})
+	g.WithLabelValues("server").Set(1)
+	g.WithLabelValues("client").Set(1)
+	cfg := NewConfig()
+	cfg.EvaluationInterval = 100 * time.Millisecond
+	cfg.RuleFiles = []string{writeFile(t, dir, "rules.yml", `
+groups:
+  - name: g
+    rules:
+      - record: x:req:rate1m
+        expr: sum by (code) (rate(req_total{kind="server"}[1m]))
+      - alert: ClientErrors
+        expr: sum(rate(req_total{kind="client",code=~"5.."}[1m])) > 0
+      - record: x:g
+        expr: g{kind="server"} + on() group_left count(g)
+`)}
+	te := startEngine(t, cfg, req, g)
+	count := func(q string) int { return len(te.query(t, q).Data.Result) }
+	testenv.EventuallyTrue(t, 10*time.Second, "req_total stored", func() bool { return count("req_total") > 0 })
+	for q, want := range map[string]int{
+		`req_total{kind="server"}`:            2,
+		`req_total{kind="client",code="503"}`: 1,
+		`req_total{kind="client",code="200"}`: 0,
+		`g`:                                   2, // also read bare
+	} {
+		if got := count(q); got != want {
+			t.Errorf("%s: %d series stored, want %d", q, got, want)
+		}
 	}
 }
 

@@ -42,9 +42,10 @@ type LocalStorage struct {
 	// as long as data is retained: a counter that comes back is not new.
 	lastIngest int64
 	gone       map[uint64]int64
-	// want holds the metric names the loaded rules read; nil stores every
-	// series (rules.ingest_all, or a selector without a fixed name).
-	want map[string]bool
+	// want holds the metric names the loaded rules read and their
+	// selectors' matchers; nil stores every series (rules.ingest_all, or
+	// a selector without a fixed name).
+	want Selection
 
 	skipped prometheus.Counter
 
@@ -114,7 +115,7 @@ func NewLocalStorage(o StorageOptions) (*LocalStorage, error) {
 	s.stale = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_stale_markers_total", Help: "Staleness markers written for series that disappeared from the agent's metrics."})
 	s.ingestErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_ingest_errors_total", Help: "Ingest cycles that failed (gather or commit errors)."})
 	s.ingestDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_rules_tsdb_ingest_duration_seconds", Help: "Time to gather the agent's metrics and append them to the local TSDB.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)})
-	s.skipped = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_samples_skipped_total", Help: "Samples of the agent's metrics not stored in the local TSDB because no loaded rule reads their metric name (rules.ingest_all stores them all); a histogram or summary of which no rule reads any part is left out before it is read and counts once."})
+	s.skipped = prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_rules_tsdb_samples_skipped_total", Help: "Samples of the agent's metrics not stored in the local TSDB because no loaded rule reads their metric name or no selector of it matches their labels (rules.ingest_all stores them all); a histogram or summary of which no rule reads any part is left out before it is read and counts once."})
 	s.seriesGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vigil_rules_tsdb_series", Help: "Series in the local TSDB head."}, func() float64 { return float64(head.NumSeries()) })
 	if o.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.samples, s.dropped, s.skipped, s.stale, s.zeros, s.ingestErrors, s.ingestDuration, s.seriesGauge} {
@@ -140,10 +141,37 @@ func (s *LocalStorage) SetLimits(retention time.Duration, maxSeries int) {
 	s.retention, s.maxSeries = retention, maxSeries
 }
 
-// Select stores only the series of the metric names in want from the next
+// Selection is what the local TSDB stores: for each metric name the rules
+// read, the label matchers (other than the name) of the selectors that
+// read it. A series of the name is stored when it matches every matcher of
+// one of them; a name with no matcher set, or with an empty one (a
+// selector of the bare name), stores every series of the name. A series
+// that matches none of a name's selectors can never be in a rule's
+// result, so leaving it out changes no rule.
+type Selection map[string][][]*labels.Matcher
+
+// stores reports whether the selection stores the series lset of name.
+func (sel Selection) stores(name string, lset labels.Labels) bool {
+	sets := sel[name]
+	if len(sets) == 0 {
+		return true
+	}
+next:
+	for _, ms := range sets {
+		for _, m := range ms {
+			if !m.Matches(lset.Get(m.Name)) {
+				continue next
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// Select stores only the series selection want selects from the next
 // ingest on; nil stores every series. A series that stops being stored
 // gets a staleness marker, as one that vanished does.
-func (s *LocalStorage) Select(want map[string]bool) {
+func (s *LocalStorage) Select(want Selection) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.want = want
@@ -201,7 +229,12 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 	if ng, ok := g.(NameGatherer); ok && want != nil {
 		selective = true
 		mfs, unread, gerr = ng.GatherNames(func(name string) bool {
-			return want[name] || want[name+"_bucket"] || want[name+"_sum"] || want[name+"_count"]
+			for _, n := range [...]string{name, name + "_bucket", name + "_sum", name + "_count"} {
+				if _, ok := want[n]; ok {
+					return true
+				}
+			}
+			return false
 		})
 	} else {
 		mfs, gerr = g.Gather()
@@ -228,9 +261,11 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 	// exits would never count. A series seen before (vanished and back) gets
 	// no zero: its value may be an old cumulative total.
 	add := func(name string, lp []*dto.LabelPair, extraName, extraValue string, v float64, cumulative bool, created int64) {
-		if want != nil && !want[name] {
-			skipped++
-			return
+		if want != nil {
+			if _, ok := want[name]; !ok {
+				skipped++
+				return
+			}
 		}
 		b.Reset()
 		b.Add(model.MetricNameLabel, name)
@@ -244,6 +279,10 @@ func (s *LocalStorage) Ingest(g prometheus.Gatherer, ts time.Time, gen uint64) e
 		}
 		b.Sort()
 		lset := b.Labels()
+		if want != nil && !want.stores(name, lset) {
+			skipped++
+			return
+		}
 		h := lset.Hash()
 		var e *ingested
 		for _, c := range s.series[h] {
