@@ -50,6 +50,11 @@ type Options struct {
 	// serve vigil_capabilities. vigil run sets it; tests that run an agent
 	// inside their own process leave it off.
 	DropCapabilities bool
+	// SetMemoryLimit makes Run and each reload set the Go runtime's soft
+	// memory limit from global.memory_limit (a process-wide setting):
+	// vigil run sets it; tests that run an agent in their process leave it
+	// off.
+	SetMemoryLimit bool
 }
 
 // Agent is one running Vigil.
@@ -189,6 +194,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	cfg := a.cfg.Load()
+	if a.opts.SetMemoryLimit {
+		a.applyMemoryLimit(cfg)
+	}
 	if err := a.apply(ctx, cfg, true); err != nil {
 		a.listener.Close()
 		return err
@@ -295,6 +303,9 @@ func (a *Agent) Reload(ctx context.Context) error {
 	}
 	a.cfg.Store(cfg)
 	a.applyLogLevel(cfg)
+	if a.opts.SetMemoryLimit {
+		a.applyMemoryLimit(cfg)
+	}
 	a.reloadSuccess.Set(1)
 	a.reloadTimestamp.SetToCurrentTime()
 	a.logger.Info("configuration reloaded", "config", configName(cfg))

@@ -67,6 +67,11 @@ type GlobalConfig struct {
 	// perfmon, dac_read_search; sys_admin on kernels before 5.8); [all]
 	// drops nothing. Read at start only.
 	KeepCapabilities []string `yaml:"keep_capabilities"`
+	// MemoryLimit is the Go runtime's soft memory limit under vigil run:
+	// auto (80% of the agent's cgroup memory limit, none without one), off,
+	// or a size ("48MiB", at least 16MiB). GOMEMLIMIT in the environment
+	// wins. Applied at start and at each reload.
+	MemoryLimit string `yaml:"memory_limit"`
 }
 
 // ServerConfig configures the HTTP server.
@@ -130,6 +135,7 @@ func defaultConfig() *Config {
 			SysFS:            "/sys",
 			RootFS:           "/",
 			CollectorTimeout: 10 * time.Second,
+			MemoryLimit:      MemoryLimitAuto,
 		},
 		Server: ServerConfig{
 			ListenAddress:     DefaultListenAddress,
@@ -352,6 +358,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	add("global.keep_capabilities", validateKeepCapabilities(c.Global.KeepCapabilities))
+	add("global.memory_limit", validateMemoryLimit(c.Global.MemoryLimit))
 	if c.Global.CollectorTimeout <= 0 {
 		add("global.collector_timeout", fmt.Errorf("must be positive, got %s", c.Global.CollectorTimeout))
 	}

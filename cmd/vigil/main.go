@@ -83,7 +83,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		app.Usage(nil)
 		return 2
 	case run.FullCommand():
-		return runAgent(*runConfig, agent.Options{ListenAddress: *runListen, WebConfigFile: *runWebConfig, EnableLifecycle: *runLifecycle, DropCapabilities: true}, stderr)
+		return runAgent(*runConfig, agent.Options{ListenAddress: *runListen, WebConfigFile: *runWebConfig, EnableLifecycle: *runLifecycle, DropCapabilities: true, SetMemoryLimit: true}, stderr)
 	case cfgCheck.FullCommand():
 		return checkConfig(*cfgCheckFiles, stdout, stderr)
 	case cfgShowDefault.FullCommand():

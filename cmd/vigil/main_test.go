@@ -191,3 +191,43 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 		t.Errorf("the log does not explain the failed reload:\n%s", logBuf.String())
 	}
 }
+
+// vigil run sets the Go runtime's soft memory limit from
+// global.memory_limit (served as go_gc_gomemlimit_bytes), and a reload
+// changes it.
+func TestRunSetsTheMemoryLimit(t *testing.T) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		t.Skip("GOMEMLIMIT is set in the environment, and wins")
+	}
+	cfg := filepath.Join(t.TempDir(), "vigil.yaml")
+	if err := os.WriteFile(cfg, []byte("global:\n  memory_limit: 64MiB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd, url, logBuf := startVigil(t, "run", "--config", cfg, "--web.listen-address", "127.0.0.1:0")
+	limit := func() string {
+		resp, err := http.Get(url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "go_gc_gomemlimit_bytes "); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	if got := limit(); got != "6.7108864e+07" {
+		t.Fatalf("go_gc_gomemlimit_bytes %q with memory_limit: 64MiB; log:\n%s", got, logBuf.String())
+	}
+	os.WriteFile(cfg, []byte("global:\n  memory_limit: \"off\"\n"), 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(30 * time.Second)
+	for limit() != "9.223372036854776e+18" {
+		if time.Now().After(deadline) {
+			t.Fatalf("go_gc_gomemlimit_bytes %q after a reload with memory_limit: off; log:\n%s", limit(), logBuf.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
