@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -189,6 +190,25 @@ func testCgroup(t *testing.T, name string) string {
 		}
 	})
 	return dir
+}
+
+// serverInCgroup moves a server that testenv started (and so the children
+// it forks later, PostgreSQL's backends) into a test cgroup of its own
+// named unit, waits until the collector resolves that cgroup, and stops the
+// server before the cgroup is removed. It returns the workload labels the
+// server's series carry. Counted in the test's own cgroup instead, a
+// server's side would take in every other server of its kind in that
+// cgroup: other packages' tests start redis-server and postgres at the same
+// time, in the same (root) cgroup under CI.
+func serverInCgroup(t *testing.T, env *testEnv, p *testenv.Process, unit string) map[string]string {
+	t.Helper()
+	dir := testCgroup(t, unit)
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(p.Pid())), 0o644); err != nil {
+		t.Fatalf("move %s into %s: %v", p.Name(), dir, err)
+	}
+	t.Cleanup(func() { _ = p.Stop() }) // before testCgroup's removal of dir
+	env.knownCgroup(t, dir)
+	return map[string]string{"unit": unit}
 }
 
 // inCgroup returns a command that runs argv inside the cgroup at dir.

@@ -29,6 +29,7 @@ func testPostgres(t *testing.T, hook string) {
 	psql := testenv.PostgresBinary(t, "psql")
 	env := startCollector(t, spansConfig(hook))
 	requireHTTPHook(t, env, hook)
+	own := serverInCgroup(t, env, srv.Process, "vigil-ebpf-test-postgres-server.service")
 
 	const psqlUnit = "vigil-ebpf-test-psql.service"
 	psqlCg := testCgroup(t, psqlUnit)
@@ -66,8 +67,7 @@ func testPostgres(t *testing.T, hook string) {
 	client := func(unit, cmd, errClass string) series {
 		return series{"unit": unit, "kind": "client", "command": cmd, "error": errClass}
 	}
-	// The server side: postgres runs in the test's own cgroup.
-	own := ownWorkload(t, env)
+	// The server side: the postgres backends' unit (serverInCgroup).
 	onServer := func(l series) series {
 		l["kind"] = "server"
 		for k, v := range own {

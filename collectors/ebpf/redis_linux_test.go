@@ -32,6 +32,7 @@ func testRedis(t *testing.T, hook string) {
 	cli := testenv.Binary(t, "redis-cli")
 	env := startCollector(t, spansConfig(hook))
 	requireHTTPHook(t, env, hook)
+	own := serverInCgroup(t, env, srv.Process, "vigil-ebpf-test-redis-server.service")
 	cliPort := strconv.Itoa(srv.Port)
 
 	// redis-cli, one connection per invocation: RESP2, and RESP3 (-3, which
@@ -65,8 +66,7 @@ func testRedis(t *testing.T, hook string) {
 
 	stats := redisStats(t, srv.Addr)
 	type series map[string]string
-	// The server side: redis-server runs in the test's own cgroup.
-	own := ownWorkload(t, env)
+	// The server side: redis-server's unit (serverInCgroup).
 	onServer := func(l series) series {
 		l["kind"] = "server"
 		for k, v := range own {

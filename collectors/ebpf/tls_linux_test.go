@@ -465,6 +465,7 @@ func testTLSPostgres(t *testing.T, hook string) {
 	psql := testenv.PostgresBinary(t, "psql")
 	env := startCollector(t, spansConfig(hook))
 	requireHTTPHook(t, env, hook)
+	own := serverInCgroup(t, env, srv.Process, "vigil-ebpf-test-tls-postgres-server.service")
 	if v := env.value(t, "vigil_ebpf_tls_attached", map[string]string{"library": "openssl"}); v < 1 {
 		t.Fatalf("vigil_ebpf_tls_attached{library=openssl} = %v: the host's libssl is not attached", v)
 	}
@@ -489,7 +490,6 @@ func testTLSPostgres(t *testing.T, hook string) {
 		}
 	}
 	type series map[string]string
-	own := ownWorkload(t, env)
 	server := func(cmd, errClass string) series {
 		l := series{"kind": "server", "command": cmd, "error": errClass}
 		for k, v := range own {
@@ -532,6 +532,7 @@ func TestTLSRedis(t *testing.T) {
 	if v := env.value(t, "vigil_ebpf_tls_attached", map[string]string{"library": "openssl"}); v < 1 {
 		t.Fatalf("vigil_ebpf_tls_attached{library=openssl} = %v: the host's libssl is not attached", v)
 	}
+	own := serverInCgroup(t, env, srv.Process, "vigil-ebpf-test-tls-redis-server.service")
 	const unit = "vigil-ebpf-test-tls-redis-cli.service"
 	cg := testCgroup(t, unit)
 	env.knownCgroup(t, cg)
@@ -548,7 +549,6 @@ func TestTLSRedis(t *testing.T) {
 		}
 	}
 	type series map[string]string
-	own := ownWorkload(t, env)
 	server := func(cmd, errCode string) series {
 		l := series{"kind": "server", "command": cmd, "error": errCode}
 		for k, v := range own {
