@@ -60,20 +60,28 @@ func testOutcomeEvidence(t *testing.T, hook string) {
 		quitter = "vigil-ebpf-test-ev-quitter.service"
 		dialer  = "vigil-ebpf-test-ev-dialer.service"
 	)
-	failAddr := startServer(t, testCgroup(t, failing), "5xx")
-	hungAddr := startServer(t, testCgroup(t, hung), "hung")
-	slowAddr := startServer(t, testCgroup(t, slow), "300ms")
+	// Every cgroup is known to the collector before its traffic starts
+	// (knownCgroup): a first request read before the cgroup's mkdir event
+	// would not be attributed to its unit.
+	cg := func(unit string) string {
+		dir := testCgroup(t, unit)
+		env.knownCgroup(t, dir)
+		return dir
+	}
+	failAddr := startServer(t, cg(failing), "5xx")
+	hungAddr := startServer(t, cg(hung), "hung")
+	slowAddr := startServer(t, cg(slow), "300ms")
 	closed := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 
-	if out, err := helperCmd(t, testCgroup(t, caller), "fault-gets", "5,"+failAddr+","+slowAddr).CombinedOutput(); err != nil {
+	if out, err := helperCmd(t, cg(caller), "fault-gets", "5,"+failAddr+","+slowAddr).CombinedOutput(); err != nil {
 		t.Fatalf("caller: %v\n%s", err, out)
 	}
-	if out, err := helperCmd(t, testCgroup(t, dialer), "dial-refused", "6,"+closed).CombinedOutput(); err != nil {
+	if out, err := helperCmd(t, cg(dialer), "dial-refused", "6,"+closed).CombinedOutput(); err != nil {
 		t.Fatalf("dialer: %v\n%s", err, out)
 	}
 	// A caller that gives up after 300 ms on a server that never answers:
 	// four requests the server counts unanswered, the caller slow.
-	if out, err := helperCmd(t, testCgroup(t, quitter), "timeout-gets", "4,300ms,"+hungAddr).CombinedOutput(); err != nil {
+	if out, err := helperCmd(t, cg(quitter), "timeout-gets", "4,300ms,"+hungAddr).CombinedOutput(); err != nil {
 		t.Fatalf("quitter: %v\n%s", err, out)
 	}
 
