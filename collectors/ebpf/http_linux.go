@@ -123,6 +123,9 @@ type httpState struct {
 
 	// l7 is the state of the other protocols on the ring (l7_linux.go).
 	l7 *l7State
+	// gen is the loss generation (bpf/common.h, http_ring_gen) of the
+	// last record read: a record with another one follows lost records.
+	gen uint32
 	// dns is DNS's (dns_linux.go).
 	dns *dnsState
 	// h2 is HTTP/2's and gRPC's (h2_linux.go).
@@ -184,6 +187,10 @@ func (h *handlers) handleHTTP(b []byte) {
 		h.m.decodeErrors.WithLabelValues("http_events").Inc()
 		h.log.Debug("dropped undecodable eBPF HTTP event", "err", err)
 		return
+	}
+	if e.Gen != st.gen {
+		st.gen = e.Gen
+		h.ringGap()
 	}
 	key := connKey{e.Pid, e.Fd}
 	if st.events++; st.events%32 == 0 {
@@ -334,6 +341,28 @@ func (h *handlers) decide(p *pendingRequest, tpHeader []byte, nowNS uint64) {
 		st.ratioMax = ratioMax
 	}
 	p.sampled = lo <= ratioMax && st.limiter.allow(nowNS)
+}
+
+// ringGap forgets what records lost from the HTTP ring could have
+// mismatched: the pending HTTP/1 requests (a lost response would have a
+// later one credited to an older request, with its status and latency)
+// and the queued Redis and PostgreSQL requests (a lost request or reply
+// shifts the queue), all counted unmatched, and the Redis and PostgreSQL
+// reply tails. DNS pairs by ID and HTTP/2 by stream, and the kernel
+// tells of HTTP/2 pieces it could not send (VIGIL_H2_LOST): they stay.
+func (h *handlers) ringGap() {
+	st := h.http
+	h.m.ringGaps.WithLabelValues("http").Inc()
+	if n := len(st.pending); n > 0 {
+		for key, i := range st.pending {
+			h.dropPending(key, i)
+		}
+		h.m.httpUnmatched.Add(float64(n))
+	}
+	for _, c := range st.l7.conns {
+		c.forget(h)
+		c.tail = false
+	}
 }
 
 // dropPending forgets pending request i of key.

@@ -330,9 +330,16 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 	spec.Maps["http_events"].MaxEntries = uint32(cfg.HTTPRingBufferBytes)
 	spec.Maps["socks"].MaxEntries = uint32(cfg.MaxTrackedSockets)
 
+	// .bss holds http_ring_gen (bpf/common.h), which every program that
+	// writes to http_events must share: it is created once, like the
+	// maps, with the flag the library gives data sections, so that each
+	// program's collection takes it as a replacement.
+	if ms := spec.Maps[".bss"]; ms != nil {
+		ms.Flags |= unix.BPF_F_MMAPABLE
+	}
 	o := &objects{maps: map[string]*ebpf.Map{}, progs: map[string]*ebpf.Program{}, links: map[string]link.Link{}}
 	for name, ms := range spec.Maps {
-		if strings.HasPrefix(name, ".") {
+		if strings.HasPrefix(name, ".") && name != ".bss" {
 			continue // .rodata and friends belong to each program's collection
 		}
 		m, err := ebpf.NewMap(ms)

@@ -146,6 +146,7 @@ type metrics struct {
 	pgCap          *capper
 	protoRejected  *prometheus.CounterVec
 	protoUnmatched *prometheus.CounterVec
+	ringGaps       *prometheus.CounterVec
 
 	// DNS queries (dns_linux.go).
 	dnsRequests *prometheus.CounterVec
@@ -245,6 +246,9 @@ func newMetrics(cfg *Config) *metrics {
 	m.protoUnmatched = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_protocol_unmatched_total",
 		Help: "Redis, PostgreSQL and DNS requests forgotten without a reply: their replies were past the captured window, too many were in flight, or the server skipped them after an error (DNS: a query over TCP unanswered after dns_timeout, or max_pending_requests reached)."},
 		[]string{"protocol"})
+	m.ringGaps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_ring_gaps_total",
+		Help: "Times the reader found that records were lost from a ring buffer (it was full) before the one it read; on the http ring, the HTTP/1, Redis and PostgreSQL requests waiting for replies were then forgotten (counted unmatched), lest later replies be credited to the wrong request."},
+		[]string{"ring"})
 	m.dnsRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_dns_requests_total",
 		Help: "DNS queries seen (UDP, and TCP), by side (client or server), query type, response code (timeout: no answer within dns_timeout) and whether it failed (any rcode but NOERROR)."},
 		labelNames("kind", "qtype", "rcode", "failed"))
@@ -270,6 +274,6 @@ func (m *metrics) collectors() []prometheus.Collector {
 		m.seriesOverflow, m.fastPath, m.outcomesDropped, m.spansDropped, m.spansSampledOut, m.spansUnexported, m.httpUnmatched, m.unresolved,
 		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
 		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration, m.httpPeer, m.httpPeerSeconds, m.httpUnanswered,
-		m.redisRequests, m.redisDuration, m.pgRequests, m.pgDuration, m.protoRejected, m.protoUnmatched, m.dnsRequests, m.dnsDuration,
+		m.redisRequests, m.redisDuration, m.pgRequests, m.pgDuration, m.protoRejected, m.protoUnmatched, m.ringGaps, m.dnsRequests, m.dnsDuration,
 		m.grpcRequests, m.grpcDuration, m.h2Dropped}
 }

@@ -84,7 +84,8 @@ type vigilVigilHttpEvent struct {
 	Proto     uint8
 	Off       uint32
 	Tls       uint8
-	Pad       [7]uint8
+	Pad       [3]uint8
+	Gen       uint32
 	Saddr     [16]uint8
 	Daddr     [16]uint8
 	Comm      [16]int8
@@ -218,6 +219,7 @@ const (
 	vigilVarEventsWakeupBytes      = "events_wakeup_bytes"
 	vigilVarExitAll                = "exit_all"
 	vigilVarHttpHeadWindows        = "http_head_windows"
+	vigilVarHttpRingGen            = "http_ring_gen"
 	vigilVarHttpWakeupBytes        = "http_wakeup_bytes"
 	vigilVarVigilUnusedCgroup      = "vigil_unused_cgroup"
 	vigilVarVigilUnusedHttp        = "vigil_unused_http"
@@ -326,6 +328,7 @@ type vigilVariableSpecs struct {
 	EventsWakeupBytes *ebpf.VariableSpec `ebpf:"events_wakeup_bytes"`
 	ExitAll           *ebpf.VariableSpec `ebpf:"exit_all"`
 	HttpHeadWindows   *ebpf.VariableSpec `ebpf:"http_head_windows"`
+	HttpRingGen       *ebpf.VariableSpec `ebpf:"http_ring_gen"`
 	HttpWakeupBytes   *ebpf.VariableSpec `ebpf:"http_wakeup_bytes"`
 	VigilUnusedCgroup *ebpf.VariableSpec `ebpf:"vigil_unused_cgroup"`
 	VigilUnusedHttp   *ebpf.VariableSpec `ebpf:"vigil_unused_http"`
@@ -402,6 +405,7 @@ type vigilVariables struct {
 	EventsWakeupBytes *ebpf.Variable `ebpf:"events_wakeup_bytes"`
 	ExitAll           *ebpf.Variable `ebpf:"exit_all"`
 	HttpHeadWindows   *ebpf.Variable `ebpf:"http_head_windows"`
+	HttpRingGen       *ebpf.Variable `ebpf:"http_ring_gen"`
 	HttpWakeupBytes   *ebpf.Variable `ebpf:"http_wakeup_bytes"`
 	VigilUnusedCgroup *ebpf.Variable `ebpf:"vigil_unused_cgroup"`
 	VigilUnusedHttp   *ebpf.Variable `ebpf:"vigil_unused_http"`

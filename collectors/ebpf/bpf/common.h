@@ -106,6 +106,22 @@ static __always_inline void vigil_count_lost(__u32 prog)
 		__sync_fetch_and_add(n, 1);
 }
 
+// http_ring_gen is the HTTP ring's loss generation: bumped every time a
+// record could not be put on http_events (the ring was full), and stamped
+// into every record sent (vigil_http_event.gen). User space that reads a
+// record whose generation differs from the previous record's knows that
+// records were lost in between, and forgets the request queues they could
+// have shifted (collectors/ebpf/http_linux.go, ringGap).
+__u32 http_ring_gen = 0;
+
+// vigil_http_lost counts a record program prog could not put on
+// http_events and starts a new loss generation.
+static __always_inline void vigil_http_lost(__u32 prog)
+{
+	vigil_count_lost(prog);
+	__sync_fetch_and_add(&http_ring_gen, 1);
+}
+
 // A ring buffer record's size: the data and an 8-byte header, rounded up
 // to 8 bytes.
 #define VIGIL_RB_RECORD(size) ((((__u64)(size)) + 8 + 7) & ~7ULL)

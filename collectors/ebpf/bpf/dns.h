@@ -100,10 +100,11 @@ static __always_inline int vigil_dns_capture(const struct sock *sk, __u32 fd, co
 	e->proto = VIGIL_L7_DNS;
 	e->off = 0;
 	e->captured = len;
+	e->gen = http_ring_gen;
 	size = offsetof(struct vigil_http_event, data) + len;
 	flags = vigil_wake_mark(&cpu->unwoken, http_wakeup_bytes, size, false);
 	if (bpf_ringbuf_output(&http_events, e, size, flags) != 0)
-		vigil_count_lost(prog);
+		vigil_http_lost(prog);
 	return 0;
 }
 

@@ -133,10 +133,11 @@ static __always_inline bool vigil_h2_emit(struct vigil_h2_walk *w, struct vigil_
 	e->captured = len;
 	e->off = d->pos + cur;
 	e->has_prefix = w->flags;
+	e->gen = http_ring_gen;
 	size = offsetof(struct vigil_http_event, data) + len;
 	flags = vigil_wake_mark(&w->cpu->unwoken, http_wakeup_bytes, size, false);
 	if (bpf_ringbuf_output(&http_events, e, size, flags) != 0) {
-		vigil_count_lost(w->prog);
+		vigil_http_lost(w->prog);
 		w->err = 1;
 		return false;
 	}
@@ -312,8 +313,9 @@ static __always_inline int vigil_h2_walk(const struct sock *sk, __u64 key, struc
 			s->state = VIGIL_H2_OFF;
 			e->has_prefix = w.flags | VIGIL_H2_LOST;
 		}
+		e->gen = http_ring_gen;
 		if (bpf_ringbuf_output(&http_events, e, offsetof(struct vigil_http_event, data), 0) != 0)
-			vigil_count_lost(prog);
+			vigil_http_lost(prog);
 	}
 	return 0;
 }
@@ -390,7 +392,9 @@ static __always_inline bool vigil_h2_confirm(const struct sock *sk, __u64 key, s
 		e->proto = VIGIL_L7_H2;
 		e->has_prefix = VIGIL_H2_ABANDON;
 		e->ts_ns = bpf_ktime_get_ns();
-		bpf_ringbuf_output(&http_events, e, offsetof(struct vigil_http_event, data), 0);
+		e->gen = http_ring_gen;
+		if (bpf_ringbuf_output(&http_events, e, offsetof(struct vigil_http_event, data), 0) != 0)
+			__sync_fetch_and_add(&http_ring_gen, 1); // no program to count it against
 	}
 	return false;
 }

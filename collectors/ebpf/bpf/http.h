@@ -65,7 +65,8 @@ struct vigil_http_event {
 	__u8 proto; // enum vigil_l7_proto
 	__u32 off;  // HTTP/2: the piece's offset in its direction's byte stream (h2.h)
 	__u8 tls;   // plaintext of a TLS library's call (bpf/tls.h), not the socket's bytes
-	__u8 _pad[7];
+	__u8 _pad[3];
+	__u32 gen; // http_ring_gen when sent (common.h): a change tells of lost records
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[VIGIL_COMM_LEN];
@@ -466,6 +467,7 @@ static __always_inline int vigil_l7_capture(__u32 fd, const struct sock *sk, con
 	tmpl->off = 0;
 	tmpl->tls = tls;
 	__builtin_memset(tmpl->_pad, 0, sizeof(tmpl->_pad));
+	tmpl->gen = http_ring_gen;
 
 	for (i = 0; i < VIGIL_HTTP_MAX_WINDOWS; i++) {
 		__u64 off = (__u64)i * VIGIL_HTTP_WINDOW;
@@ -490,7 +492,7 @@ static __always_inline int vigil_l7_capture(__u32 fd, const struct sock *sk, con
 		size = offsetof(struct vigil_http_event, data) + len;
 		flags = vigil_wake_mark(&cpu->unwoken, http_wakeup_bytes, size, false);
 		if (bpf_ringbuf_output(&http_events, tmpl, size, flags) != 0) {
-			vigil_count_lost(prog);
+			vigil_http_lost(prog);
 			return 0;
 		}
 	}
