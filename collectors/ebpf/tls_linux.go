@@ -195,12 +195,43 @@ func (t *tlsManager) close() {
 	<-t.done
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	var links []link.Link
 	for k, a := range t.attached {
-		for _, l := range a.links {
-			_ = l.Close()
-		}
+		links = append(links, a.links...)
 		delete(t.attached, k)
 	}
+	closeLinks(links)
+}
+
+// closeLinks detaches uprobe links, several at a time: the kernel waits
+// for an RCU grace period in each uprobe's unregistration (tens of
+// milliseconds on a VM), and waits of concurrent closes overlap. One at a
+// time, the 9 probes of each of max_tls_targets files took seconds to tens
+// of seconds at shutdown, against the kubelet's 30 s grace period.
+func closeLinks(links []link.Link) {
+	const workers = 32
+	if len(links) <= 1 {
+		for _, l := range links {
+			_ = l.Close()
+		}
+		return
+	}
+	next := make(chan link.Link)
+	var wg sync.WaitGroup
+	for range min(workers, len(links)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for l := range next {
+				_ = l.Close()
+			}
+		}()
+	}
+	for _, l := range links {
+		next <- l
+	}
+	close(next)
+	wg.Wait()
 }
 
 // pinHostLibs attaches the host's libssl files.
@@ -443,9 +474,7 @@ func (t *tlsManager) attach(k fileKey, path string) *tlsAttached {
 		a.links = append(a.links, l)
 	}
 	if err != nil {
-		for _, l := range a.links {
-			_ = l.Close()
-		}
+		closeLinks(a.links)
 		if errors.Is(err, os.ErrPermission) {
 			// The kernel's uprobe PMU wants CAP_SYS_ADMIN (Linux 6.18
 			// refuses CAP_PERFMON alone): say it once, try no more.
@@ -479,9 +508,7 @@ func (t *tlsManager) forget(pid uint32) {
 		}
 		delete(a.pids, pid)
 		if len(a.pids) == 0 && !a.pinned {
-			for _, l := range a.links {
-				_ = l.Close()
-			}
+			closeLinks(a.links)
 			delete(t.attached, k)
 		}
 	}
