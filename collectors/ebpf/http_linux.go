@@ -344,21 +344,20 @@ func (h *handlers) decide(p *pendingRequest, tpHeader []byte, nowNS uint64) {
 }
 
 // ringGap forgets what records lost from the HTTP ring could have
-// mismatched: the pending HTTP/1 requests (a lost response would have a
-// later one credited to an older request, with its status and latency)
-// and the queued Redis and PostgreSQL requests (a lost request or reply
-// shifts the queue), all counted unmatched, and the Redis and PostgreSQL
-// reply tails. DNS pairs by ID and HTTP/2 by stream, and the kernel
-// tells of HTTP/2 pieces it could not send (VIGIL_H2_LOST): they stay.
+// mismatched for good: the queued Redis and PostgreSQL requests (a lost
+// request or reply shifts the queue, and every later reply on the
+// connection would be credited to the wrong command), counted unmatched,
+// and their reply tails. Pending HTTP/1 requests stay: each connection has
+// at most one, the next request replaces it (counted given up or
+// unmatched), so a loss costs at most one sample per connection, while
+// forgetting them all would drop every request in flight on the node,
+// the server requests that wait to be counted unanswered (the hang
+// evidence) among them, whenever any record anywhere is lost. DNS pairs by
+// ID and HTTP/2 by stream, and the kernel tells of HTTP/2 pieces it could
+// not send (VIGIL_H2_LOST): they stay too.
 func (h *handlers) ringGap() {
 	st := h.http
 	h.m.ringGaps.WithLabelValues("http").Inc()
-	if n := len(st.pending); n > 0 {
-		for key, i := range st.pending {
-			h.dropPending(key, i)
-		}
-		h.m.httpUnmatched.Add(float64(n))
-	}
 	for _, c := range st.l7.conns {
 		c.forget(h)
 		c.tail = false
