@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/vigil-agent/vigil/internal/kubeclient"
@@ -167,12 +168,17 @@ func TestClientAgainstAPIServer(t *testing.T) {
 	if _, err := admin.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	sc, err := c.Deployments(ns).GetScale(ctx, "d", metav1.GetOptions{})
-	if err != nil || sc.Spec.Replicas != 1 {
-		t.Fatalf("get scale: %+v %v", sc.Spec, err)
-	}
-	sc.Spec.Replicas = 3
-	if _, err := c.Deployments(ns).UpdateScale(ctx, "d", sc, metav1.UpdateOptions{}); err != nil {
+	// The deployment controller writes the deployment's status meanwhile, so
+	// an update can meet a conflict; the healing actuator retries the same way.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		sc, err := c.Deployments(ns).GetScale(ctx, "d", metav1.GetOptions{})
+		if err != nil || sc.Spec.Replicas != 1 {
+			t.Fatalf("get scale: %+v %v", sc, err)
+		}
+		sc.Spec.Replicas = 3
+		_, err = c.Deployments(ns).UpdateScale(ctx, "d", sc, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Deployments(ns).Patch(ctx, "d", types.StrategicMergePatchType, []byte(`{"metadata":{"annotations":{"vigil.dev/t":"1"}}}`), metav1.PatchOptions{FieldManager: "vigil"}); err != nil {
