@@ -1046,6 +1046,29 @@ policies:
 		}
 	})
 
+	// Nodes without a kubelet and pods bound to them, for the readiness
+	// gate subtests.
+	gateNodes := func(t *testing.T, names ...string) {
+		t.Helper()
+		for _, n := range names {
+			if _, err := c.admin.CoreV1().Nodes().Create(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.admin.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{}) })
+		}
+	}
+	gatePod := func(t *testing.T, ns, name, node string, gate bool) {
+		t.Helper()
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: corev1.PodSpec{
+			NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}}}}
+		if gate {
+			p.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: DefaultReadinessCondition}}
+		}
+		if _, err := c.admin.CoreV1().Pods(ns).Create(t.Context(), p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// The agent opens the readiness gate of the new pods of its own node
 	// (dry-run or not), and only those: not on another node, not without
 	// the gate, and never over a condition that is set. The nodes here
@@ -1057,22 +1080,10 @@ policies:
 		ctx := t.Context()
 		ns := c.namespace(t)
 		here, there := "gates-here", "gates-there"
-		for _, n := range []string{here, there} {
-			if _, err := c.admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = c.admin.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{}) })
-		}
+		gateNodes(t, here, there)
 		pod := func(name, node string, gate bool) {
 			t.Helper()
-			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: corev1.PodSpec{
-				NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}}}}
-			if gate {
-				p.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: DefaultReadinessCondition}}
-			}
-			if _, err := c.admin.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			gatePod(t, ns, name, node, gate)
 		}
 		setGate := func(name string, st corev1.ConditionStatus, reason string) {
 			t.Helper()
@@ -1164,17 +1175,9 @@ policies:
 		ctx := t.Context()
 		ns := c.namespace(t)
 		off, on := "gates-off", "gates-on"
+		gateNodes(t, off, on)
 		for _, n := range []string{off, on} {
-			if _, err := c.admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = c.admin.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{}) })
-			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pod-" + n, Namespace: ns}, Spec: corev1.PodSpec{
-				NodeName: n, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}},
-				ReadinessGates: []corev1.PodReadinessGate{{ConditionType: DefaultReadinessCondition}}}}
-			if _, err := c.admin.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			gatePod(t, ns, "pod-"+n, n, true)
 		}
 		gate := func(ctx context.Context, name string) (string, error) {
 			p, err := c.admin.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
@@ -1206,12 +1209,7 @@ policies:
 		// Pods created after both agents started: the one with the
 		// opener on opens its pod's gate; by then the other would have too.
 		for _, n := range []string{off, on} {
-			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "later-" + n, Namespace: ns}, Spec: corev1.PodSpec{
-				NodeName: n, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}},
-				ReadinessGates: []corev1.PodReadinessGate{{ConditionType: DefaultReadinessCondition}}}}
-			if _, err := c.admin.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			gatePod(t, ns, "later-"+n, n, true)
 		}
 		testenv.Eventually(t, time.Minute, 50*time.Millisecond, "gate of the later pod on "+on+" opened", func(ctx context.Context) error {
 			g, err := gate(ctx, "later-"+on)
