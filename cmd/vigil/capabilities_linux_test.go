@@ -192,6 +192,8 @@ func ebpfConfig(keep, poll string) []byte {
 func startBinary(t *testing.T, bin, cfg string) (*exec.Cmd, string, *lockedBuffer) {
 	t.Helper()
 	cmd := exec.Command(bin, "run", "--config", cfg, "--web.listen-address", "127.0.0.1:0")
+	// Its temporary TSDB directory goes with the test: Kill leaves it.
+	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

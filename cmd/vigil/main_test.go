@@ -99,7 +99,8 @@ func (l *lockedBuffer) String() string {
 func startVigil(t *testing.T, args ...string) (*exec.Cmd, string, *lockedBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "VIGIL_TEST_MAIN=1")
+	// Its temporary TSDB directory goes with the test: Kill leaves it.
+	cmd.Env = append(os.Environ(), "VIGIL_TEST_MAIN=1", "TMPDIR="+t.TempDir())
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
