@@ -13,19 +13,19 @@ func Protocols() (Dashboard, error) {
 		workloadVars: true,
 		sections: []section{
 			protocolSection(protocol{
-				name: "Redis", requests: mRedisRequests, duration: mRedisDuration, what: "commands", detail: "command",
+				name: "Redis", byServer: true, requests: mRedisRequests, duration: mRedisDuration, what: "commands", detail: "command",
 				errLabel: "error", errNone: `error!="none"`, errCodes: "error codes (ERR, WRONGTYPE, OOM, …)",
 				failed: `error=~"` + redisServerErrors + `"`, alert: "VigilWorkloadRedisErrors",
 				failedDesc: "server-side errors (" + redisServerErrors + ")",
 			}),
 			protocolSection(protocol{
-				name: "PostgreSQL", requests: mPostgresRequests, duration: mPostgresDuration, what: "queries", detail: "command",
+				name: "PostgreSQL", byServer: true, requests: mPostgresRequests, duration: mPostgresDuration, what: "queries", detail: "command",
 				errLabel: "error", errNone: `error!="none"`, errCodes: "SQLSTATE classes (42, 23, 57, …)",
 				failed: `error=~"` + postgresServerErrors + `"`, alert: "VigilWorkloadPostgresErrors",
 				failedDesc: "server-side SQLSTATE classes (" + postgresServerErrors + ")",
 			}),
 			protocolSection(protocol{
-				name: "DNS", requests: mDNSRequests, duration: mDNSDuration, what: "queries", detail: "qtype",
+				name: "DNS", byServer: true, requests: mDNSRequests, duration: mDNSDuration, what: "queries", detail: "qtype",
 				errLabel: "rcode", errNone: `rcode!="NOERROR"`,
 				errDesc: "DNS queries per second answered with another code than NOERROR, or not answered (timeout), by side and response code. NXDOMAIN is an answer (the name does not exist; a resolver's search list makes many): the failure ratio leaves it out.",
 				failed:  `rcode=~"` + dnsFailures + `"`, total: `rcode!="NXDOMAIN"`, alert: "VigilWorkloadDNSFailures",
@@ -57,6 +57,9 @@ type protocol struct {
 	// requests its ratio divides by (all of them unless total says).
 	failed, total     string
 	alert, failedDesc string
+	// byServer: the series carry destination (the server's ip:port), so
+	// the section breaks the clients' failures and latency down by server.
+	byServer bool
 }
 
 // protocolSection is a row of panels for one protocol: requests by side,
@@ -83,7 +86,7 @@ func protocolSection(p protocol) section {
 	if p.total != "" {
 		total += ", " + p.total
 	}
-	return section{title: p.name, panels: []panelB{
+	panels := []panelB{
 		timeSeries(panelOpts{title: p.name + " " + p.what, unit: "reqps", width: 8,
 			desc: p.name + " " + p.what + " per second, by side: sent (client) or served (server)."},
 			q(rate("", ", kind"), legend+" {{kind}}")),
@@ -100,5 +103,17 @@ func protocolSection(p protocol) section {
 		tablePanel(panelOpts{title: p.name + " " + p.what + " by " + p.detail, unit: "short", width: 12,
 			desc: p.name + " " + p.what + " over the dashboard's time range, by " + p.detail + ", side and " + p.errLabel + "."},
 			q("sort_desc("+perWorkload("sum by ("+byWorkload+", "+p.detail+", kind, "+p.errLabel+") (increase("+p.requests+"{%s}[$__range]))")+")", "")),
-	}}
+	}
+	if p.byServer {
+		// Which of a workload's servers fails or is slow: the same ratio
+		// and p99 as above, per destination (the server's ip:port).
+		panels = append(panels,
+			timeSeries(panelOpts{title: p.name + " failure ratio by server (clients)", unit: "percentunit", width: 12,
+				desc: "The failure ratio above, per server the workload sent to (destination: its ip:port; overflow when the agent's max_series was reached): which server the failures come from."},
+				q("("+rate(`, kind="client", `+p.failed, ", destination")+")\n/\n("+rate(total, ", destination")+")", legend+" → {{destination}}")),
+			timeSeries(panelOpts{title: p.name + " duration p99 by server (clients)", unit: "s", width: 12,
+				desc: "Time from the request to the first byte of its reply, p99, per server the workload sent to (destination: its ip:port): which server is slow."},
+				q("histogram_quantile(0.99, "+perWorkload("sum by ("+byWorkload+", destination, le) (rate("+p.duration+`_bucket{%s, kind="client"}`+rateInterval+"))")+")", legend+" → {{destination}} p99")))
+	}
+	return section{title: p.name, panels: panels}
 }

@@ -282,13 +282,16 @@ groups:
 // alerts use; a histogram's _count, which no rule reads, is not stored.
 func TestDefaultRulesStoreTheProtocolMetrics(t *testing.T) {
 	labels := func(extra ...string) []string { return append(append([]string{}, workload.LabelNames...), extra...) }
-	redis := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_redis_requests_total", Help: "h"}, labels("command", "kind", "error"))
-	redisDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_redis_request_duration_seconds", Help: "h", Buckets: []float64{0.001, 0.1}}, labels("command", "kind", "error"))
-	pg := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_postgres_requests_total", Help: "h"}, labels("command", "kind", "error"))
-	pgDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_postgres_request_duration_seconds", Help: "h", Buckets: []float64{0.001, 1}}, labels("command", "kind", "error"))
-	dns := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_dns_requests_total", Help: "h"}, labels("kind", "qtype", "rcode", "failed"))
+	redis := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_redis_requests_total", Help: "h"}, labels("destination", "command", "kind", "error"))
+	redisDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_redis_request_duration_seconds", Help: "h", Buckets: []float64{0.001, 0.1}}, labels("destination", "command", "kind", "error"))
+	pg := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_postgres_requests_total", Help: "h"}, labels("destination", "command", "kind", "error"))
+	pgDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_postgres_request_duration_seconds", Help: "h", Buckets: []float64{0.001, 1}}, labels("destination", "command", "kind", "error"))
+	dns := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_dns_requests_total", Help: "h"}, labels("destination", "kind", "qtype", "rcode", "failed"))
 	wl := workload.Identity{Namespace: "shop", Pod: "cart-1", Container: "cart"}.Labels()
-	with := func(extra ...string) []string { return append(append([]string{}, wl...), extra...) }
+	// Each caller's servers (destination) add up in the recording rules.
+	with := func(dest string, extra ...string) []string {
+		return append(append(append([]string{}, wl...), dest), extra...)
+	}
 
 	cfg := NewConfig()
 	cfg.EvaluationInterval = 100 * time.Millisecond
@@ -310,13 +313,13 @@ func TestDefaultRulesStoreTheProtocolMetrics(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			redis.WithLabelValues(with("GET", "client", "none")...).Inc()
-			redis.WithLabelValues(with("SET", "client", "OOM")...).Inc()
-			redisDur.WithLabelValues(with("GET", "client", "none")...).Observe(0.0005)
-			pg.WithLabelValues(with("SELECT", "client", "57")...).Inc()
-			pgDur.WithLabelValues(with("SELECT", "client", "57")...).Observe(0.5)
-			dns.WithLabelValues(with("client", "A", "SERVFAIL", "true")...).Inc()
-			dns.WithLabelValues(with("client", "A", "NXDOMAIN", "true")...).Inc()
+			redis.WithLabelValues(with("10.0.0.5:6379", "GET", "client", "none")...).Inc()
+			redis.WithLabelValues(with("10.0.0.6:6379", "SET", "client", "OOM")...).Inc()
+			redisDur.WithLabelValues(with("10.0.0.5:6379", "GET", "client", "none")...).Observe(0.0005)
+			pg.WithLabelValues(with("10.0.0.7:5432", "SELECT", "client", "57")...).Inc()
+			pgDur.WithLabelValues(with("10.0.0.7:5432", "SELECT", "client", "57")...).Observe(0.5)
+			dns.WithLabelValues(with("10.96.0.10:53", "client", "A", "SERVFAIL", "true")...).Inc()
+			dns.WithLabelValues(with("10.96.0.10:53", "client", "A", "NXDOMAIN", "true")...).Inc()
 		}
 	}()
 	defer func() { close(stop); <-done }()

@@ -59,6 +59,7 @@ type dnsQuery struct {
 // dnsSeriesKey names the series a finished query updates.
 type dnsSeriesKey struct {
 	cgroup uint64
+	dest   netip.AddrPort // the server's address (remote, or local on the server side)
 	server bool
 	qtype  uint8
 	rcode  uint8
@@ -151,7 +152,11 @@ func (h *handlers) finishDNS(q *dnsQuery, rcode uint8, endNS uint64) {
 		clear(st.series)
 		st.reset = time.Now()
 	}
-	k := dnsSeriesKey{cgroup: q.cgroup, server: q.server, qtype: q.qtype, rcode: rcode}
+	dest := q.remote
+	if q.server {
+		dest = q.local
+	}
+	k := dnsSeriesKey{cgroup: q.cgroup, dest: dest, server: q.server, qtype: q.qtype, rcode: rcode}
 	s, ok := st.series[k]
 	if !ok {
 		if len(st.series) >= maxCachedSeries {
@@ -165,7 +170,7 @@ func (h *handlers) finishDNS(q *dnsQuery, rcode uint8, endNS uint64) {
 		if rcode == 0 {
 			failed = "false"
 		}
-		lv := h.m.dnsCap.workloadLabels(q.wl, kind, dnsproto.QTypeNames[q.qtype], dnsRCodes[rcode], failed)
+		lv := h.m.dnsCap.labels(q.wl, destination(q.server, q.local, q.remote), kind, dnsproto.QTypeNames[q.qtype], dnsRCodes[rcode], failed)
 		s = httpSeries{h.m.dnsRequests.WithLabelValues(lv...), h.m.dnsDuration.WithLabelValues(lv...)}
 		if resolved(q.wl) {
 			st.series[k] = s

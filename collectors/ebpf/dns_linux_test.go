@@ -131,12 +131,24 @@ func TestDNS(t *testing.T) {
 	}
 
 	type series map[string]string
+	// The destination is the address each client dialled: NSD's
+	// (srv.Addr), the hole's for the queries that time out, and
+	// testenv.DNSPort53Addr port 53 for glibc's.
+	holeAddr := fmt.Sprintf("127.0.0.1:%d", holePort)
+	port53 := testenv.DNSPort53Addr + ":53"
 	client := func(unit, qtype, rcode string) series {
 		failed := "true"
 		if rcode == "NOERROR" {
 			failed = "false"
 		}
-		return series{"unit": unit, "kind": "client", "qtype": qtype, "rcode": rcode, "failed": failed}
+		dest := srv.Addr
+		switch {
+		case rcode == "timeout":
+			dest = holeAddr
+		case unit == glibcUnit:
+			dest = port53
+		}
+		return series{"unit": unit, "kind": "client", "destination": dest, "qtype": qtype, "rcode": rcode, "failed": failed}
 	}
 	checks := []struct {
 		labels series
@@ -211,6 +223,14 @@ func TestDNS(t *testing.T) {
 	if got := env.value(t, "vigil_dns_requests_total", server); got != toServer {
 		t.Errorf("vigil_dns_requests_total{kind=server} = %v, want %v", got, toServer)
 	}
+	// By listening address: glibc's four queries went to port 53.
+	for dest, want := range map[string]float64{srv.Addr: toServer - 4, port53: 4} {
+		server["destination"] = dest
+		if got := env.value(t, "vigil_dns_requests_total", server); got != want {
+			t.Errorf("vigil_dns_requests_total{kind=server,destination=%q} = %v, want %v", dest, got, want)
+		}
+	}
+	delete(server, "destination")
 	server["rcode"] = "timeout"
 	if got := env.value(t, "vigil_dns_requests_total", server); got != 0 {
 		t.Errorf("vigil_dns_requests_total{kind=server,rcode=timeout} = %v, want 0", got)

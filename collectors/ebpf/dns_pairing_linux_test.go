@@ -40,7 +40,11 @@ func TestDNSPairing(t *testing.T) {
 		if rcode == "NOERROR" {
 			failed = "false"
 		}
-		return testutil.ToFloat64(h.m.dnsRequests.WithLabelValues(append(make([]string, len(labelNames())), kind, qtype, rcode, failed)...))
+		dest := sampleRemote // the server a client sent to; a server's own (listening) address
+		if kind == "server" {
+			dest = sampleLocal
+		}
+		return testutil.ToFloat64(h.m.dnsRequests.WithLabelValues(append(make([]string, len(labelNames())), dest, kind, qtype, rcode, failed)...))
 	}
 	// glibc: A and AAAA on one socket, answered in the other order.
 	send(sampleL7(protoDNS, httpWrite, true, 10, dnsMsg(t, 1, dnsmessage.TypeA, -1)))

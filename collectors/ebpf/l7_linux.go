@@ -80,6 +80,7 @@ type l7Conn struct {
 // l7Key names the series a finished request updates.
 type l7Key struct {
 	cgroup uint64
+	dest   netip.AddrPort // the server's address (remote, or local on the server side)
 	proto  uint8
 	server bool
 	cmd    uint16
@@ -369,7 +370,11 @@ func (h *handlers) finishL7(c *l7Conn, it *l7Item, errIdx uint8, endNS uint64) {
 		clear(st.series)
 		st.reset = time.Now()
 	}
-	k := l7Key{cgroup: c.cgroup, proto: c.proto, server: c.server, cmd: it.cmd, err: errIdx}
+	dest := c.remote
+	if c.server {
+		dest = c.local
+	}
+	k := l7Key{cgroup: c.cgroup, dest: dest, proto: c.proto, server: c.server, cmd: it.cmd, err: errIdx}
 	s, ok := st.series[k]
 	if !ok {
 		if len(st.series) >= maxCachedSeries {
@@ -391,7 +396,7 @@ func (h *handlers) finishL7(c *l7Conn, it *l7Item, errIdx uint8, endNS uint64) {
 			cmd, errName = pgproto.CommandNames[it.cmd], pgproto.ErrorClasses[errIdx]
 			reqs, dur, cp = h.m.pgRequests, h.m.pgDuration, h.m.pgCap
 		}
-		lv := cp.labels(c.wl, cmd, kind, errName)
+		lv := cp.labelsWith(c.wl, destination(c.server, c.local, c.remote), cmd, cmd, kind, errName)
 		s = httpSeries{reqs.WithLabelValues(lv...), dur.WithLabelValues(lv...)}
 		if resolved(c.wl) {
 			st.series[k] = s

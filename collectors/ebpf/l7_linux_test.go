@@ -4,8 +4,11 @@ package ebpf
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -25,6 +28,14 @@ func sampleL7(proto, dir uint8, request bool, ts uint64, payload string) httpEve
 	}
 	return e
 }
+
+// The destination label values of sampleHTTP's socket: its remote
+// address (a client's server) and its local one (a server's listening
+// address).
+const (
+	sampleRemote = "127.0.0.1:40000"
+	sampleLocal  = "127.0.0.1:8080"
+)
 
 func pgMsg(t byte, body string) string {
 	return string(t) + string(binary.BigEndian.AppendUint32(nil, uint32(len(body)+4))) + body
@@ -68,7 +79,7 @@ func TestL7Pairing(t *testing.T) {
 		cmd, err string
 		want     float64
 	}{{"GET", "none", 2}, {"INCR", "WRONGTYPE", 1}, {"PING", "none", 2}} {
-		if got := testutil.ToFloat64(m.redisRequests.WithLabelValues(append(make([]string, len(workload.LabelNames)), c.cmd, "client", c.err)...)); got != c.want {
+		if got := testutil.ToFloat64(m.redisRequests.WithLabelValues(append(make([]string, len(workload.LabelNames)), sampleRemote, c.cmd, "client", c.err)...)); got != c.want {
 			t.Errorf("redis %s %s = %v, want %v", c.cmd, c.err, got, c.want)
 		}
 	}
@@ -78,7 +89,7 @@ func TestL7Pairing(t *testing.T) {
 	if got := testutil.ToFloat64(m.protoRejected.WithLabelValues("redis", "unexpected")); got != 2 {
 		t.Errorf("unexpected = %v, want 2 (the stray reply, the reply that put the side right)", got)
 	}
-	if got := testutil.ToFloat64(m.redisRequests.WithLabelValues(append(make([]string, len(workload.LabelNames)), "other", "server", "none")...)); got != 0 {
+	if got := testutil.ToFloat64(m.redisRequests.WithLabelValues(append(make([]string, len(workload.LabelNames)), sampleLocal, "other", "server", "none")...)); got != 0 {
 		t.Errorf("server-side commands = %v, want 0", got)
 	}
 
@@ -101,7 +112,7 @@ func TestL7Pairing(t *testing.T) {
 		cmd, err string
 		want     float64
 	}{{"INSERT", "23", 1}, {"INSERT", "none", 0}, {"SELECT", "none", 1}} {
-		if got := testutil.ToFloat64(m.pgRequests.WithLabelValues(append(make([]string, len(workload.LabelNames)), c.cmd, "client", c.err)...)); got != c.want {
+		if got := testutil.ToFloat64(m.pgRequests.WithLabelValues(append(make([]string, len(workload.LabelNames)), sampleRemote, c.cmd, "client", c.err)...)); got != c.want {
 			t.Errorf("postgres %s %s = %v, want %v", c.cmd, c.err, got, c.want)
 		}
 	}
@@ -167,7 +178,7 @@ func TestL7RequestWhileAttaching(t *testing.T) {
 	if got := testutil.ToFloat64(h.m.protoRejected.WithLabelValues("redis", "attaching")); got != 1 {
 		t.Errorf("attaching = %v, want 1", got)
 	}
-	labels := append(make([]string, len(workload.LabelNames)), "GET", "client", "none")
+	labels := append(make([]string, len(workload.LabelNames)), sampleRemote, "GET", "client", "none")
 	if got := testutil.ToFloat64(h.m.redisRequests.WithLabelValues(labels...)); got != 1 {
 		t.Errorf("GET = %v, want 1", got)
 	}
@@ -177,5 +188,60 @@ func TestL7RequestWhileAttaching(t *testing.T) {
 	}
 	if got := m.GetHistogram().GetSampleSum(); got < 0.0019 || got > 0.0021 {
 		t.Errorf("GET timed %v s, want 0.002 (from its own send, not the one before)", got)
+	}
+}
+
+// Hostile input for the destination label: a client that talks to more
+// Redis servers and DNS resolvers than max_series allows gets a series
+// for each of the first ones; every later request goes to the overflow
+// series (no workload, destination "overflow") and is counted in
+// vigil_ebpf_series_overflow_total.
+func TestDestinationCap(t *testing.T) {
+	const limit, servers = 3, 50
+	cfg := NewConfig()
+	cfg.MaxSeries = limit
+	h := samplingHandlers(cfg)
+	send := func(e httpEvent) { h.handleHTTP(encode(t, e)) }
+	now := monotonicNS() // a periodic sweep would time out older queries
+	for i := range servers {
+		server := [16]uint8{10, 0, byte(i >> 8), byte(i)}
+		req := sampleL7(protoRedis, httpWrite, true, now+uint64(10*i+1), "*2\r\n$3\r\nGET\r\n$1\r\na\r\n")
+		req.Fd, req.Daddr, req.Dport = uint32(100+i), server, 6379
+		send(req)
+		reply := sampleL7(protoRedis, httpRead, false, now+uint64(10*i+2), "$1\r\nx\r\n")
+		reply.Fd = req.Fd
+		send(reply)
+
+		q := sampleL7(protoDNS, httpWrite, true, now+uint64(10*i+3), dnsMsg(t, uint16(i), dnsmessage.TypeA, -1))
+		q.Fd, q.Daddr, q.Dport = uint32(1000+i), server, 53
+		send(q)
+		a := sampleL7(protoDNS, httpRead, false, now+uint64(10*i+4), dnsMsg(t, uint16(i), dnsmessage.TypeA, 0))
+		a.Fd = q.Fd
+		send(a)
+	}
+	noWorkload := make([]string, len(workload.LabelNames))
+	for _, c := range []struct {
+		family string
+		vec    *prometheus.CounterVec
+		rest   []string
+	}{
+		{"redis", h.m.redisRequests, []string{"GET", "client", "none"}},
+		{"dns", h.m.dnsRequests, []string{"client", "A", "NOERROR", "false"}},
+	} {
+		if got := testutil.CollectAndCount(c.vec); got != limit+1 {
+			t.Errorf("%s: %d series, want %d and the overflow series", c.family, got, limit)
+		}
+		for i := range limit {
+			dest := fmt.Sprintf("10.0.0.%d:%s", i, map[string]string{"redis": "6379", "dns": "53"}[c.family])
+			if got := testutil.ToFloat64(c.vec.WithLabelValues(append(append([]string{}, noWorkload...), append([]string{dest}, c.rest...)...)...)); got != 1 {
+				t.Errorf("%s{destination=%q} = %v, want 1", c.family, dest, got)
+			}
+		}
+		if got := testutil.ToFloat64(c.vec.WithLabelValues(append(append([]string{}, noWorkload...), append([]string{overflowValue}, c.rest...)...)...)); got != servers-limit {
+			t.Errorf("%s{destination=overflow} = %v, want %d", c.family, got, servers-limit)
+		}
+		if got := testutil.ToFloat64(h.m.seriesOverflow.WithLabelValues(c.family)); got != servers-limit {
+			t.Errorf("vigil_ebpf_series_overflow_total{family=%s} = %v, want %d", c.family, got, servers-limit)
+		}
 	}
 }

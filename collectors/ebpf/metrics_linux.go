@@ -3,6 +3,7 @@
 package ebpf
 
 import (
+	"net/netip"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,6 +55,36 @@ func (c *capper) labels(wl workload.Identity, v string, rest ...string) []string
 		v = overflowValue
 	}
 	return append(append(vals, v), rest...)
+}
+
+// labelsWith is labels, with sub (a small enumeration such as a command,
+// which is also among rest) counted in the key: Redis and PostgreSQL
+// spend a key per workload, destination and command, so that adding the
+// destination did not raise the bound on their series (max_series keys,
+// each at most kinds × error codes series).
+func (c *capper) labelsWith(wl workload.Identity, v, sub string, rest ...string) []string {
+	vals := wl.Labels()
+	if !c.allow(wl.CgroupPath + "\x00" + v + "\x00" + sub) {
+		clear(vals)
+		v = overflowValue
+	}
+	return append(append(vals, v), rest...)
+}
+
+// destination is the destination label value of a request on a connection
+// or socket with addresses local and remote: the server's address, which
+// is remote for a client and local (the listening address, as for
+// vigil_tcp_accepts_total) for a server; empty when the record had no
+// socket address.
+func destination(server bool, local, remote netip.AddrPort) string {
+	a := remote
+	if server {
+		a = local
+	}
+	if !a.IsValid() || a.Port() == 0 && a.Addr().IsUnspecified() {
+		return ""
+	}
+	return a.String()
 }
 
 // workloadLabels is labels for families keyed by workload alone: past the
@@ -229,17 +260,17 @@ func newMetrics(cfg *Config) *metrics {
 			Help: "HTTP/1.x requests the workload read as a server and had not answered after http_unanswered_after, counted once each (answered later or never)."}, labelNames()),
 	}
 	m.redisRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_redis_requests_total",
-		Help: "Redis commands seen (RESP2 and RESP3), by side (server or client), command (unknown ones as other) and error code (none when the reply is not an error)."},
-		labelNames("command", "kind", "error"))
+		Help: "Redis commands seen (RESP2 and RESP3), by server address (destination: the server's ip:port, on the server side its listening address), side (server or client), command (unknown ones as other) and error code (none when the reply is not an error)."},
+		labelNames("destination", "command", "kind", "error"))
 	m.redisDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_redis_request_duration_seconds",
 		Help: "Time from a Redis command to the start of its reply, as seen in the process's syscalls.", Buckets: requestBuckets},
-		labelNames("command", "kind", "error"))
+		labelNames("destination", "command", "kind", "error"))
 	m.pgRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_postgres_requests_total",
-		Help: "PostgreSQL queries seen (simple queries and extended-protocol Executes), by side (server or client), SQL command (its first keyword) and error (the SQLSTATE class, none without error)."},
-		labelNames("command", "kind", "error"))
+		Help: "PostgreSQL queries seen (simple queries and extended-protocol Executes), by server address (destination: the server's ip:port, on the server side its listening address), side (server or client), SQL command (its first keyword) and error (the SQLSTATE class, none without error)."},
+		labelNames("destination", "command", "kind", "error"))
 	m.pgDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_postgres_request_duration_seconds",
 		Help: "Time from a PostgreSQL query to the start of its result, as seen in the process's syscalls.", Buckets: requestBuckets},
-		labelNames("command", "kind", "error"))
+		labelNames("destination", "command", "kind", "error"))
 	m.protoRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_protocol_rejected_total",
 		Help: "Transfers the kernel's quick check sent as a protocol that user space did not take: malformed (not that protocol), unexpected (a reply with no request waiting on its connection) or attaching (a request sent while the programs were being attached, whose reply may have gone by unseen)."},
 		[]string{"protocol", "reason"})
@@ -250,11 +281,11 @@ func newMetrics(cfg *Config) *metrics {
 		Help: "Times the reader found that records were lost from a ring buffer (it was full) before the one it read; on the http ring, the HTTP/1, Redis and PostgreSQL requests waiting for replies were then forgotten (counted unmatched), lest later replies be credited to the wrong request."},
 		[]string{"ring"})
 	m.dnsRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_dns_requests_total",
-		Help: "DNS queries seen (UDP, and TCP), by side (client or server), query type, response code (timeout: no answer within dns_timeout) and whether it failed (any rcode but NOERROR)."},
-		labelNames("kind", "qtype", "rcode", "failed"))
+		Help: "DNS queries seen (UDP, and TCP), by server address (destination: the resolver's ip:port, on the server side its listening address), side (client or server), query type, response code (timeout: no answer within dns_timeout) and whether it failed (any rcode but NOERROR)."},
+		labelNames("destination", "kind", "qtype", "rcode", "failed"))
 	m.dnsDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_dns_request_duration_seconds",
 		Help: "Time from a DNS query to its answer (or to its timeout), as seen in the process's syscalls.", Buckets: requestBuckets},
-		labelNames("kind", "qtype", "rcode", "failed"))
+		labelNames("destination", "kind", "qtype", "rcode", "failed"))
 	m.dnsCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("dns"))
 	m.redisCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("redis"))
 	m.pgCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("postgres"))

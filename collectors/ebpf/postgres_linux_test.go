@@ -64,12 +64,17 @@ func testPostgres(t *testing.T, hook string) {
 	}
 
 	type series map[string]string
+	// Both sides name the address the clients dialled (host=127.0.0.1
+	// port=…): the server's on the client side, the listening one on the
+	// server's.
+	dest := srv.Addr
 	client := func(unit, cmd, errClass string) series {
-		return series{"unit": unit, "kind": "client", "command": cmd, "error": errClass}
+		return series{"unit": unit, "kind": "client", "destination": dest, "command": cmd, "error": errClass}
 	}
 	// The server side: the postgres backends' unit (serverInCgroup).
 	onServer := func(l series) series {
 		l["kind"] = "server"
+		l["destination"] = dest
 		for k, v := range own {
 			l[k] = v
 		}
@@ -127,6 +132,8 @@ func testPostgres(t *testing.T, hook string) {
 	}{
 		{series{"kind": "client", "unit": psqlUnit}, 9},
 		{series{"kind": "client", "unit": pgxUnit}, 12},
+		{series{"kind": "client", "unit": psqlUnit, "destination": dest}, 9},
+		{series{"kind": "client", "unit": pgxUnit, "destination": dest}, 12},
 		{onServer(series{"kind": "server"}), 21},
 	} {
 		if got := env.value(t, "vigil_postgres_requests_total", side.labels); got != side.want {

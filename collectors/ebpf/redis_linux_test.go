@@ -66,33 +66,40 @@ func testRedis(t *testing.T, hook string) {
 
 	stats := redisStats(t, srv.Addr)
 	type series map[string]string
+	// Both sides name the address the clients dialled (127.0.0.1:port):
+	// the server's on the client side, the listening one on the server's.
+	dest := "127.0.0.1:" + cliPort
 	// The server side: redis-server's unit (serverInCgroup).
 	onServer := func(l series) series {
 		l["kind"] = "server"
+		l["destination"] = dest
 		for k, v := range own {
 			l[k] = v
 		}
 		return l
 	}
+	client := func(unit, cmd, code string) series {
+		return series{"unit": unit, "kind": "client", "destination": dest, "command": cmd, "error": code}
+	}
 	checks := []struct {
 		labels series
 		want   float64
 	}{
-		{series{"unit": cliUnit, "kind": "client", "command": "SET", "error": "none"}, 1},
-		{series{"unit": cliUnit, "kind": "client", "command": "GET", "error": "none"}, 2},
-		{series{"unit": cliUnit, "kind": "client", "command": "HELLO", "error": "none"}, 2},
-		{series{"unit": cliUnit, "kind": "client", "command": "HGETALL", "error": "none"}, 1},
-		{series{"unit": cliUnit, "kind": "client", "command": "LPUSH", "error": "WRONGTYPE"}, 1},
-		{series{"unit": cliUnit, "kind": "client", "command": "other", "error": "ERR"}, 1},
-		{series{"unit": cliUnit, "kind": "client", "command": "INCR", "error": "none"}, 3},
-		{series{"unit": goUnit, "kind": "client", "command": "SET", "error": "none"}, 2},
-		{series{"unit": goUnit, "kind": "client", "command": "GET", "error": "none"}, 4},
-		{series{"unit": goUnit, "kind": "client", "command": "HGET", "error": "WRONGTYPE"}, 1},
-		{series{"unit": goUnit, "kind": "client", "command": "DEL", "error": "none"}, 1},
-		{series{"unit": goUnit, "kind": "client", "command": "INCR", "error": "none"}, 10},
+		{client(cliUnit, "SET", "none"), 1},
+		{client(cliUnit, "GET", "none"), 2},
+		{client(cliUnit, "HELLO", "none"), 2},
+		{client(cliUnit, "HGETALL", "none"), 1},
+		{client(cliUnit, "LPUSH", "WRONGTYPE"), 1},
+		{client(cliUnit, "other", "ERR"), 1},
+		{client(cliUnit, "INCR", "none"), 3},
+		{client(goUnit, "SET", "none"), 2},
+		{client(goUnit, "GET", "none"), 4},
+		{client(goUnit, "HGET", "WRONGTYPE"), 1},
+		{client(goUnit, "DEL", "none"), 1},
+		{client(goUnit, "INCR", "none"), 10},
 		// go-redis says HELLO 3 on each connection it opens (the
 		// server's own statistics below tell how many).
-		{series{"unit": goUnit, "kind": "client", "command": "HELLO", "error": "none"}, stats.calls["HELLO"] - 2},
+		{client(goUnit, "HELLO", "none"), stats.calls["HELLO"] - 2},
 		// The server side: both clients' commands, as the server counts
 		// them itself.
 		{onServer(series{"command": "SET", "error": "none"}), 3},
@@ -115,6 +122,13 @@ func testRedis(t *testing.T, hook string) {
 		}
 		if got := env.value(t, "vigil_redis_request_duration_seconds", c.labels); got != c.want {
 			t.Errorf("vigil_redis_request_duration_seconds_count%v = %v, want %v", c.labels, got, c.want)
+		}
+	}
+	// No command of these clients went without the server's address.
+	for _, unit := range []string{cliUnit, goUnit} {
+		all := env.value(t, "vigil_redis_requests_total", series{"unit": unit})
+		if got := env.value(t, "vigil_redis_requests_total", series{"unit": unit, "destination": dest}); got != all || all == 0 {
+			t.Errorf("vigil_redis_requests_total{unit=%q,destination=%q} = %v, want all %v of the unit's", unit, dest, got, all)
 		}
 	}
 	// Every command the server executed, and every error it answered,

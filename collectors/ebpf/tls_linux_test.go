@@ -490,15 +490,17 @@ func testTLSPostgres(t *testing.T, hook string) {
 		}
 	}
 	type series map[string]string
+	// Both sides name the address psql dialled (the listening address on
+	// the server's side).
 	server := func(cmd, errClass string) series {
-		l := series{"kind": "server", "command": cmd, "error": errClass}
+		l := series{"kind": "server", "destination": srv.Addr, "command": cmd, "error": errClass}
 		for k, v := range own {
 			l[k] = v
 		}
 		return l
 	}
 	client := func(cmd, errClass string) series {
-		return series{"unit": unit, "kind": "client", "command": cmd, "error": errClass}
+		return series{"unit": unit, "kind": "client", "destination": srv.Addr, "command": cmd, "error": errClass}
 	}
 	checks := []struct {
 		labels series
@@ -549,15 +551,18 @@ func TestTLSRedis(t *testing.T) {
 		}
 	}
 	type series map[string]string
+	// Both sides name the TLS port redis-cli dialled (the listening
+	// address on the server's side).
+	dest := "127.0.0.1:" + strconv.Itoa(srv.TLSPort)
 	server := func(cmd, errCode string) series {
-		l := series{"kind": "server", "command": cmd, "error": errCode}
+		l := series{"kind": "server", "destination": dest, "command": cmd, "error": errCode}
 		for k, v := range own {
 			l[k] = v
 		}
 		return l
 	}
 	client := func(cmd, errCode string) series {
-		return series{"unit": unit, "kind": "client", "command": cmd, "error": errCode}
+		return series{"unit": unit, "kind": "client", "destination": dest, "command": cmd, "error": errCode}
 	}
 	checks := []struct {
 		labels series
