@@ -152,6 +152,7 @@ func discoverIn(cfg *Config, sysfs string, log *slog.Logger) *capabilities {
 	// while tp_btf works. The collector sets it from the real loads.
 	caps.features["tracepoint"] = wrapProbe("tracepoint programs", features.HaveProgramType(ebpf.TracePoint))
 	caps.features["uprobe"] = uprobeSupport()
+	caps.features["uprobe_multi"] = wrapProbe("uprobe_multi links (Linux 6.6+)", features.HaveBPFLinkUprobeMulti())
 
 	caps.tracefsDir, err = findTracefs(tracefsCandidates(sysfs), cfg.MountTracefs, log)
 	caps.features["tracefs"] = err
@@ -161,7 +162,9 @@ func discoverIn(cfg *Config, sysfs string, log *slog.Logger) *capabilities {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if err := caps.features[n]; err != nil {
+		if err := caps.features[n]; err != nil && n != "uprobe_multi" {
+			// Without uprobe_multi the TLS uprobes are attached one by
+			// one: the TLS discovery says which mode it uses.
 			log.Warn("eBPF feature unavailable", "feature", n, "reason", err)
 		}
 	}
@@ -253,6 +256,13 @@ type objects struct {
 	maps  map[string]*ebpf.Map
 	progs map[string]*ebpf.Program // by program.name
 	links map[string]link.Link     // by program.name
+	// uprobeMulti: the uprobe programs were loaded for uprobe_multi
+	// links (attach type BPF_TRACE_UPROBE_MULTI), and can be attached
+	// only so; otherwise for one perf-event uprobe link per offset.
+	// Chosen before load from the uprobe_multi feature;
+	// noUprobeMulti is why not.
+	uprobeMulti   bool
+	noUprobeMulti error
 }
 
 func (o *objects) close() {
@@ -337,7 +347,8 @@ func load(opts loadOptions, caps *capabilities, log *slog.Logger) (*objects, err
 	if ms := spec.Maps[".bss"]; ms != nil {
 		ms.Flags |= unix.BPF_F_MMAPABLE
 	}
-	o := &objects{maps: map[string]*ebpf.Map{}, progs: map[string]*ebpf.Program{}, links: map[string]link.Link{}}
+	o := &objects{maps: map[string]*ebpf.Map{}, progs: map[string]*ebpf.Program{}, links: map[string]link.Link{},
+		uprobeMulti: caps.features["uprobe_multi"] == nil, noUprobeMulti: caps.features["uprobe_multi"]}
 	for name, ms := range spec.Maps {
 		if strings.HasPrefix(name, ".") && name != ".bss" {
 			continue // .rodata and friends belong to each program's collection
@@ -416,7 +427,11 @@ func (o *objects) loadUprobe(spec *ebpf.CollectionSpec, p program, caps *capabil
 			return false
 		}
 	}
-	prog, err := loadDetached(spec, p, o.maps)
+	attach := ebpf.AttachNone // SEC("uprobe"), SEC("uretprobe")
+	if o.uprobeMulti {
+		attach = ebpf.AttachTraceUprobeMulti
+	}
+	prog, err := loadDetached(spec, p, o.maps, attach)
 	if err != nil {
 		log.Warn("eBPF program not loaded", "program", p.name, "reason", err)
 		return false
@@ -475,7 +490,7 @@ func (o *objects) loadHTTP(spec *ebpf.CollectionSpec, hook string, caps *capabil
 // loadOne loads program p from a copy of spec that holds only p, reusing
 // the shared maps, and attaches it.
 func loadOne(spec *ebpf.CollectionSpec, p program, maps map[string]*ebpf.Map) (*ebpf.Program, link.Link, error) {
-	prog, err := loadDetached(spec, p, maps)
+	prog, err := loadDetached(spec, p, maps, ebpf.AttachNone)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -494,8 +509,9 @@ func loadOne(spec *ebpf.CollectionSpec, p program, maps map[string]*ebpf.Map) (*
 }
 
 // loadDetached loads program p from a copy of spec that holds only p,
-// reusing the shared maps.
-func loadDetached(spec *ebpf.CollectionSpec, p program, maps map[string]*ebpf.Map) (*ebpf.Program, error) {
+// reusing the shared maps; attach, unless AttachNone, replaces the
+// object's expected attach type.
+func loadDetached(spec *ebpf.CollectionSpec, p program, maps map[string]*ebpf.Map, attach ebpf.AttachType) (*ebpf.Program, error) {
 	s := spec.Copy()
 	for n := range s.Programs {
 		if n != p.fn {
@@ -504,6 +520,9 @@ func loadDetached(spec *ebpf.CollectionSpec, p program, maps map[string]*ebpf.Ma
 	}
 	if s.Programs[p.fn] == nil {
 		return nil, fmt.Errorf("program %s missing from the object", p.fn)
+	}
+	if attach != ebpf.AttachNone {
+		s.Programs[p.fn].AttachType = attach
 	}
 	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: maps})
 	if err != nil {

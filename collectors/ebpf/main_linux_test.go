@@ -53,6 +53,14 @@ func (a updateAdapter) Collect(ch chan<- prometheus.Metric) {
 // may change the settings it gets (an enricher, for example).
 func startCollector(t *testing.T, cfg *Config, opts ...func(*collectors.Settings)) *testEnv {
 	t.Helper()
+	return startCollectorPretending(t, cfg, nil, opts...)
+}
+
+// startCollectorPretending is startCollector with the kernel's features,
+// once discovered, changed by pretend (when not nil): a stand-in for a
+// kernel that lacks one.
+func startCollectorPretending(t *testing.T, cfg *Config, pretend func(*capabilities), opts ...func(*collectors.Settings)) *testEnv {
+	t.Helper()
 	testenv.RequireRoot(t, "loading eBPF programs (CAP_BPF, CAP_PERFMON)")
 	if cfg == nil {
 		cfg = NewConfig()
@@ -75,6 +83,14 @@ func startCollector(t *testing.T, cfg *Config, opts ...func(*collectors.Settings
 		t.Fatal(err)
 	}
 	env.c = c.(*collector)
+	if pretend != nil {
+		discovered := env.c.probe
+		env.c.probe = func(cfg *Config, log *slog.Logger) *capabilities {
+			caps := discovered(cfg, log)
+			pretend(caps)
+			return caps
+		}
+	}
 	if err := env.c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -158,9 +174,13 @@ func TestProgramsLoad(t *testing.T) {
 		t.Error("the kernel lacks the socket-layer tracepoints, which CI's kernel has")
 	}
 	requireHTTPHook(t, env, hook)
-	for _, f := range []string{"btf", "ringbuf", "tp_btf", "tracepoint", "tracefs"} {
+	for _, f := range []string{"btf", "ringbuf", "tp_btf", "tracepoint", "tracefs", "uprobe"} {
 		if v := env.value(t, "vigil_ebpf_feature_available", map[string]string{"feature": f}); v != 1 {
 			t.Errorf("vigil_ebpf_feature_available{feature=%q} = %v, want 1", f, v)
 		}
+	}
+	// uprobe_multi links: Linux 6.6+, which CI's kernel is.
+	if v := env.value(t, "vigil_ebpf_feature_available", map[string]string{"feature": "uprobe_multi"}); v != 1 && os.Getenv("CI") == "true" {
+		t.Errorf("vigil_ebpf_feature_available{feature=\"uprobe_multi\"} = %v, want 1 on CI's kernel", v)
 	}
 }

@@ -197,7 +197,7 @@ func newMetrics(cfg *Config) *metrics {
 		programLoaded: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_ebpf_program_loaded",
 			Help: "Whether the eBPF program is loaded and attached (1) or not (0)."}, []string{"program"}),
 		featureAvailable: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_ebpf_feature_available",
-			Help: "Whether the kernel offers the eBPF feature (btf, ringbuf, tp_btf, tracepoint, uprobe, tracefs)."}, []string{"feature"}),
+			Help: "Whether the kernel offers the eBPF feature (btf, ringbuf, tp_btf, tracepoint, uprobe, uprobe_multi, tracefs)."}, []string{"feature"}),
 		eventsLost: prometheus.NewDesc("vigil_ebpf_events_lost_total",
 			"Events the eBPF program could not hand to user space because its ring buffer was full.", []string{"program"}, nil),
 		programRunTime: prometheus.NewDesc("vigil_ebpf_program_run_seconds_total",

@@ -74,8 +74,12 @@ type tlsManager struct {
 	root   string // the host's root (collectors.Paths.RootFS)
 	max    int
 	progs  map[string]*ebpf.Program
-	log    *slog.Logger
-	self   int
+	// multi: the programs were loaded for uprobe_multi links, one per
+	// program and kind a file (attachMulti); else one uprobe link per
+	// offset (attachEach).
+	multi bool
+	log   *slog.Logger
+	self  int
 
 	mu sync.Mutex
 	// refused is set when the kernel refused an uprobe for want of a
@@ -93,11 +97,11 @@ type tlsManager struct {
 	done chan struct{}
 }
 
-func newTLSManager(procFS, rootFS string, max int, progs map[string]*ebpf.Program, log *slog.Logger) *tlsManager {
+func newTLSManager(procFS, rootFS string, max int, progs map[string]*ebpf.Program, multi bool, log *slog.Logger) *tlsManager {
 	if rootFS == "" {
 		rootFS = "/"
 	}
-	return &tlsManager{procFS: procFS, root: rootFS, max: max, progs: progs, log: log, self: os.Getpid(),
+	return &tlsManager{procFS: procFS, root: rootFS, max: max, progs: progs, multi: multi, log: log, self: os.Getpid(),
 		attached: map[fileKey]*tlsAttached{}, inspected: map[fileKey]tlsBinary{}, procs: map[uint32]*tlsProcess{},
 		execs: make(chan uint32, tlsQueueLen), stop: make(chan struct{}), done: make(chan struct{})}
 }
@@ -449,32 +453,21 @@ func (t *tlsManager) attach(k fileKey, path string) *tlsAttached {
 		return nil
 	}
 	a := &tlsAttached{library: b.library, path: path, pids: map[uint32]struct{}{}}
-	for _, p := range b.probes {
-		prog := t.progs[p.prog]
-		if prog == nil {
-			err = errors.New("program " + p.prog + " not loaded")
-			break
-		}
-		opts := &link.UprobeOptions{Address: p.offset, Cookie: p.cookie}
-		var l link.Link
-		if p.ret {
-			l, err = ex.Uretprobe("", prog, opts)
-		} else {
-			l, err = ex.Uprobe("", prog, opts)
-		}
-		if err != nil {
-			break
-		}
-		a.links = append(a.links, l)
+	if t.multi {
+		a.links, err = t.attachMulti(ex, b.probes)
+	} else {
+		a.links, err = t.attachEach(ex, b.probes)
 	}
 	if err != nil {
 		closeLinks(a.links)
 		if errors.Is(err, os.ErrPermission) {
 			// The kernel's uprobe PMU wants CAP_SYS_ADMIN (Linux 6.18
-			// refuses CAP_PERFMON alone): say it once, try no more.
+			// refuses CAP_PERFMON alone); uprobe_multi links do not
+			// (CAP_BPF and CAP_PERFMON load the programs, measured on
+			// 6.18). Say it once, try no more.
 			t.refused = true
 			reason := "the kernel refuses uprobes to the agent"
-			if c, cerr := capability.Current(); cerr == nil && !c.Effective.Has(capability.SysAdmin) {
+			if c, cerr := capability.Current(); cerr == nil && !c.Effective.Has(capability.SysAdmin) && !t.multi {
 				reason += " (CAP_SYS_ADMIN missing)"
 			}
 			t.log.Warn("TLS uprobes not attached: TLS is not seen", "reason", reason, "path", path, "err", err)
@@ -485,6 +478,74 @@ func (t *tlsManager) attach(k fileKey, path string) *tlsAttached {
 	}
 	t.attached[k] = a
 	return a
+}
+
+// attachEach sets one perf-event uprobe link per probe. On an error it
+// returns the links made so far, for the caller to close.
+func (t *tlsManager) attachEach(ex *link.Executable, probes []tlsProbe) ([]link.Link, error) {
+	var links []link.Link
+	for _, p := range probes {
+		prog := t.progs[p.prog]
+		if prog == nil {
+			return links, errors.New("program " + p.prog + " not loaded")
+		}
+		opts := &link.UprobeOptions{Address: p.offset, Cookie: p.cookie}
+		var l link.Link
+		var err error
+		if p.ret {
+			l, err = ex.Uretprobe("", prog, opts)
+		} else {
+			l, err = ex.Uprobe("", prog, opts)
+		}
+		if err != nil {
+			return links, err
+		}
+		links = append(links, l)
+	}
+	return links, nil
+}
+
+// attachMulti sets one uprobe_multi link per program and kind (entry or
+// return) covering all its offsets in the file, each with its own attach
+// cookie (bpf_get_attach_cookie in bpf/tls.h reads it alike). The
+// programs were loaded for it (objects.uprobeMulti). On an error it
+// returns the links made so far, for the caller to close.
+func (t *tlsManager) attachMulti(ex *link.Executable, probes []tlsProbe) ([]link.Link, error) {
+	type group struct {
+		prog string
+		ret  bool
+	}
+	var order []group
+	addrs := map[group][]uint64{}
+	cookies := map[group][]uint64{}
+	for _, p := range probes {
+		g := group{p.prog, p.ret}
+		if _, ok := addrs[g]; !ok {
+			order = append(order, g)
+		}
+		addrs[g] = append(addrs[g], p.offset)
+		cookies[g] = append(cookies[g], p.cookie)
+	}
+	var links []link.Link
+	for _, g := range order {
+		prog := t.progs[g.prog]
+		if prog == nil {
+			return links, errors.New("program " + g.prog + " not loaded")
+		}
+		opts := &link.UprobeMultiOptions{Addresses: addrs[g], Cookies: cookies[g]}
+		var l link.Link
+		var err error
+		if g.ret {
+			l, err = ex.UretprobeMulti(nil, prog, opts)
+		} else {
+			l, err = ex.UprobeMulti(nil, prog, opts)
+		}
+		if err != nil {
+			return links, err
+		}
+		links = append(links, l)
+	}
+	return links, nil
 }
 
 // forget drops a process and detaches the files it was the last user of;
@@ -671,5 +732,12 @@ func newTLSManagerFor(o *objects, procFS, rootFS string, max int, log *slog.Logg
 	if len(progs) == 0 {
 		return nil
 	}
-	return newTLSManager(procFS, rootFS, max, progs, log)
+	if o.uprobeMulti {
+		log.Info("TLS uprobes attached with uprobe_multi links: one link per program and file, each detached with one kernel grace period",
+			"uprobe_multi", true)
+	} else {
+		log.Info("TLS uprobes attached one link per probe: each detaches with its own kernel grace period",
+			"uprobe_multi", false, "reason", o.noUprobeMulti)
+	}
+	return newTLSManager(procFS, rootFS, max, progs, o.uprobeMulti, log)
 }

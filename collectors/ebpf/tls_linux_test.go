@@ -4,6 +4,7 @@ package ebpf
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,6 +15,7 @@ import (
 	"debug/elf"
 	"debug/gosym"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -22,11 +24,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -213,8 +217,110 @@ func runTLSClient(t *testing.T, exe, unit, arg string, wait func(pid int)) {
 // symbol table and DWARF stripped is followed through .gopclntab.
 func TestTLSGo(t *testing.T) { forEachHTTPHook(t, testTLSGo) }
 
-func testTLSGo(t *testing.T, hook string) {
-	env := startCollector(t, spansConfig(hook))
+func testTLSGo(t *testing.T, hook string) { tlsGo(t, startCollector(t, spansConfig(hook)), hook) }
+
+// TestTLSPerProbeLinks runs the Go and OpenSSL TLS tests with the kernel's
+// uprobe_multi links pretended missing (a fake: this kernel has them, Linux
+// 6.6+): the programs are loaded as plain uprobes and attached with one
+// link per probe, and every request is counted the same. On the syscall
+// HTTP path, which kernels without uprobe_multi mostly use (before 6.4).
+func TestTLSPerProbeLinks(t *testing.T) {
+	noMulti := func(caps *capabilities) {
+		caps.features["uprobe_multi"] = errors.New("uprobe_multi links not supported (pretended by the test)")
+	}
+	for _, c := range []struct {
+		name string
+		test func(*testing.T, *testEnv, string)
+	}{{"go", tlsGo}, {"openssl", tlsOpenSSL}} {
+		t.Run(c.name, func(t *testing.T) {
+			c.test(t, startCollectorPretending(t, spansConfig("syscalls"), noMulti), "syscalls")
+		})
+	}
+}
+
+// tlsLinks checks how the files of TLS library lib are attached: with
+// uprobe_multi, when the collector reports it available, one link per
+// program and kind (entry, return), whose offsets, cookies and kind read
+// back from the kernel are exactly the file's probes; otherwise one link
+// per probe.
+func (e *testEnv) tlsLinks(t *testing.T, lib string) {
+	t.Helper()
+	multi := e.value(t, "vigil_ebpf_feature_available", map[string]string{"feature": "uprobe_multi"}) == 1
+	if multi != e.c.tls.multi {
+		t.Errorf("vigil_ebpf_feature_available{feature=uprobe_multi} says %v, the TLS discovery attaches with uprobe_multi %v",
+			multi, e.c.tls.multi)
+	}
+	tm := e.c.tls
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	progName := map[ebpf.ProgramID]string{}
+	for n, p := range tm.progs {
+		info, err := p.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := info.ID()
+		progName[id] = n
+	}
+	files := 0
+	for k, a := range tm.attached {
+		if a.library != lib {
+			continue
+		}
+		files++
+		probes := tm.inspected[k].probes
+		if !multi {
+			if len(a.links) != len(probes) {
+				t.Errorf("%s: %d links for %d probes, want one each", a.path, len(a.links), len(probes))
+			}
+			continue
+		}
+		type site struct {
+			prog           string
+			ret            bool
+			offset, cookie uint64
+		}
+		var want, got []site
+		kinds := map[site]bool{}
+		for _, p := range probes {
+			want = append(want, site{p.prog, p.ret, p.offset, p.cookie})
+			kinds[site{prog: p.prog, ret: p.ret}] = true
+		}
+		if len(a.links) != len(kinds) {
+			t.Errorf("%s: %d links for %d programs and kinds, want one each", a.path, len(a.links), len(kinds))
+		}
+		for _, l := range a.links {
+			info, err := l.Info()
+			if err != nil {
+				t.Fatalf("%s: link info: %v", a.path, err)
+			}
+			um := info.UprobeMulti()
+			if um == nil {
+				t.Fatalf("%s: a %v link, want uprobe_multi", a.path, info.Type)
+			}
+			offs, ok := um.Offsets()
+			if !ok {
+				t.Fatalf("%s: the kernel did not give the link's offsets", a.path)
+			}
+			for _, o := range offs {
+				got = append(got, site{progName[info.Program], um.Flags&1 != 0, o.Offset, o.Cookie}) // BPF_F_UPROBE_MULTI_RETURN
+			}
+		}
+		order := func(x, y site) int {
+			return cmp.Or(strings.Compare(x.prog, y.prog), cmp.Compare(x.offset, y.offset), cmp.Compare(x.cookie, y.cookie))
+		}
+		slices.SortFunc(want, order)
+		slices.SortFunc(got, order)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: the uprobe_multi links hold\n%v\nwant the probes\n%v", a.path, got, want)
+		}
+	}
+	if files == 0 {
+		t.Errorf("no %s file attached", lib)
+	}
+}
+
+func tlsGo(t *testing.T, env *testEnv, hook string) {
 	requireHTTPHook(t, env, hook)
 	if env.c.tls == nil {
 		t.Fatal("the TLS programs did not load")
@@ -226,6 +332,7 @@ func testTLSGo(t *testing.T, hook string) {
 	addr, srv := tlsServer(t, "", srvUnit, cert, key)
 	env.covered(t, srv.Process.Pid)
 	runTLSClient(t, "", cliUnit, addr+","+cert, func(pid int) { env.covered(t, pid) })
+	env.tlsLinks(t, "go")
 
 	// The same client stripped of its symbols and DWARF: another file,
 	// found when it execs, its functions read from .gopclntab.
@@ -299,11 +406,14 @@ func testTLSGo(t *testing.T, hook string) {
 func TestTLSOpenSSL(t *testing.T) { forEachHTTPHook(t, testTLSOpenSSL) }
 
 func testTLSOpenSSL(t *testing.T, hook string) {
+	tlsOpenSSL(t, startCollector(t, spansConfig(hook)), hook)
+}
+
+func tlsOpenSSL(t *testing.T, env *testEnv, hook string) {
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		t.Fatalf("curl (hack/apt/ebpf.txt): %v", err)
 	}
-	env := startCollector(t, spansConfig(hook))
 	requireHTTPHook(t, env, hook)
 	if env.c.tls == nil {
 		t.Fatal("the TLS programs did not load")
@@ -311,6 +421,7 @@ func testTLSOpenSSL(t *testing.T, hook string) {
 	if v := env.value(t, "vigil_ebpf_tls_attached", map[string]string{"library": "openssl"}); v < 1 {
 		t.Fatalf("vigil_ebpf_tls_attached{library=openssl} = %v: the host's libssl is not attached", v)
 	}
+	env.tlsLinks(t, "openssl")
 	dir := t.TempDir()
 	cert, key := writeTestCert(t, dir)
 	const srvUnit, curlUnit = "vigil-ebpf-test-tls-curl-server.service", "vigil-ebpf-test-tls-curl.service"

@@ -34,7 +34,7 @@ const (
 	uncoveredDisasm      = "disassembly"            // a return instruction could not be found
 	uncoveredLimit       = "limit"                  // max_tls_targets reached
 	uncoveredAttach      = "attach_failed"          // the kernel refused an uprobe
-	uncoveredPrivilege   = "no_privilege"           // the kernel refuses uprobes to the agent (CAP_SYS_ADMIN)
+	uncoveredPrivilege   = "no_privilege"           // the kernel refuses uprobes to the agent (CAP_SYS_ADMIN, without uprobe_multi)
 	uncoveredGnuTLS      = "gnutls"                 // GnuTLS is not followed
 	uncoveredNSS         = "nss"                    // NSS is not followed
 	uncoveredNoAccess    = "no_access"              // the executable of another user's process is not readable (CAP_SYS_PTRACE)
