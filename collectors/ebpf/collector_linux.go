@@ -165,7 +165,7 @@ func (c *collector) Start(ctx context.Context) error {
 		name   string
 		handle func([]byte)
 		idle   func()
-	}{{"events", c.handlers.handleEvent, func() { c.handlers.flushTallies(c.handlers.tcpTallies, time.Now()) }}, {"http_events", c.handlers.handleHTTP, func() { c.handlers.sweepHTTP(time.Now()) }}}
+	}{{"events", c.handlers.handleEvent, func() { c.handlers.flushTallies(c.handlers.tcpTallies, time.Now()) }}, {"http_events", c.handlers.handleHTTP, func() { c.handlers.sweepHTTP(time.Now()); c.handlers.closeH2(monotonicNS()) }}}
 	for _, r := range rings {
 		rd, err := ringbuf.NewReader(objs.maps[r.name])
 		if err != nil {

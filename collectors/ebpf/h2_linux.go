@@ -4,6 +4,8 @@ package ebpf
 
 import (
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,7 +54,63 @@ type h2Conn struct {
 	wl            workload.Identity
 	local, remote netip.AddrPort
 	tls           bool   // TLS plaintext (bpf/tls.h): the cursor is in h2_tls
-	last          uint64 // kernel time of its last record
+	first, last   uint64 // kernel time of its first and last record
+}
+
+// h2Sock names a decoder by its connection's socket, as a TCP close
+// event names it: the cgroup the kernel attributed the socket to and its
+// two addresses (the cgroup tells apart loopback connections of two
+// network namespaces).
+type h2Sock struct {
+	cgroup        uint64
+	local, remote netip.AddrPort
+}
+
+// h2Closed is a TCP connection the events reader saw close (kernel time
+// ts), for the HTTP reader to close its HTTP/2 decoder.
+type h2Closed struct {
+	sock h2Sock
+	ts   uint64
+}
+
+const (
+	// maxH2Closes bounds the closes waiting for the HTTP reader; past it
+	// a close is not queued (counted: reason close_missed) and its
+	// decoder lives until it is evicted, as before closes were followed.
+	maxH2Closes = 4096
+	// h2CloseDelay is how long after a close (kernel time) the HTTP
+	// reader acts on it: the connection's last pieces, sent before it
+	// closed, may still be in the HTTP ring, which another goroutine
+	// reads. Acted on once the HTTP reader has read a record this much
+	// later, or found its ring empty this much later.
+	h2CloseDelay = uint64(100 * time.Millisecond)
+)
+
+// h2Closes hands TCP closes from the events reader to the HTTP reader.
+type h2Closes struct {
+	// open is the number of decoders (written by the HTTP reader): while
+	// there are none, closes are not queued.
+	open   atomic.Int64
+	mu     sync.Mutex
+	q      []h2Closed
+	missed uint64 // closes not queued because q was full
+	// hook, when set (tests), is called on the HTTP reader with the
+	// process and descriptor of each decoder a close ended.
+	hook atomic.Pointer[func(pid, fd uint32)]
+}
+
+// post queues the close of a TCP connection (events reader).
+func (q *h2Closes) post(sock h2Sock, ts uint64) {
+	if q.open.Load() == 0 {
+		return
+	}
+	q.mu.Lock()
+	if len(q.q) < maxH2Closes {
+		q.q = append(q.q, h2Closed{sock, ts})
+	} else {
+		q.missed++
+	}
+	q.mu.Unlock()
 }
 
 // grpcKey names the series a finished gRPC call updates.
@@ -66,15 +124,90 @@ type grpcKey struct {
 // h2State is the HTTP reader's state for HTTP/2.
 type h2State struct {
 	conns    map[connKey]*h2Conn
-	cnt      h2.Counters // what the decoders could not decode
-	reported h2.Counters // cnt as last added to vigil_ebpf_h2_dropped_total
+	bySock   map[h2Sock]connKey // conns by socket, for closes
+	closing  []h2Closed         // closes taken from the queue, not yet due
+	missed   uint64             // h2Closes.missed as last counted
+	cnt      h2.Counters        // what the decoders could not decode
+	reported h2.Counters        // cnt as last added to vigil_ebpf_h2_dropped_total
 	out      []h2.Exchange
 	series   map[grpcKey]httpSeries
 	reset    time.Time
 }
 
 func newH2State() *h2State {
-	return &h2State{conns: map[connKey]*h2Conn{}, series: map[grpcKey]httpSeries{}}
+	return &h2State{conns: map[connKey]*h2Conn{}, bySock: map[h2Sock]connKey{}, series: map[grpcKey]httpSeries{}}
+}
+
+func (c *h2Conn) sock() h2Sock { return h2Sock{c.cgroup, c.local, c.remote} }
+
+// putH2 adds connection c under key, and dropH2 removes the one there;
+// both keep the socket index and the count of open decoders.
+func (h *handlers) putH2(key connKey, c *h2Conn) {
+	st := h.http.h2
+	st.conns[key] = c
+	st.bySock[c.sock()] = key
+	h.h2Closes.open.Store(int64(len(st.conns)))
+	h.m.h2Conns.Set(float64(len(st.conns)))
+}
+
+func (h *handlers) dropH2(key connKey) {
+	st := h.http.h2
+	c := st.conns[key]
+	if c == nil {
+		return
+	}
+	delete(st.conns, key)
+	if st.bySock[c.sock()] == key {
+		delete(st.bySock, c.sock())
+	}
+	h.h2Closes.open.Store(int64(len(st.conns)))
+	h.m.h2Conns.Set(float64(len(st.conns)))
+}
+
+// closeH2 closes the decoders of the TCP connections the events reader
+// saw close at least h2CloseDelay before horizon (kernel time: the time of
+// the record the HTTP reader is at, or now when its ring is empty). A
+// decoder that started after the close (the same addresses reused) stays.
+// Its streams still open are counted stream_unfinished.
+func (h *handlers) closeH2(horizon uint64) {
+	st, q := h.http.h2, &h.h2Closes
+	q.mu.Lock()
+	st.closing = append(st.closing, q.q...)
+	clear(q.q)
+	q.q = q.q[:0]
+	missed := q.missed
+	q.mu.Unlock()
+	if d := missed - st.missed; d > 0 {
+		h.m.h2Dropped.WithLabelValues("close_missed").Add(float64(d))
+		st.missed = missed
+	}
+	hook := q.hook.Load()
+	keep := st.closing[:0]
+	for _, cl := range st.closing {
+		if cl.ts+h2CloseDelay > horizon {
+			keep = append(keep, cl)
+			continue
+		}
+		key, ok := st.bySock[cl.sock]
+		if !ok {
+			continue
+		}
+		if c := st.conns[key]; c.first <= cl.ts {
+			c.dec.Close()
+			h.dropH2(key)
+			if hook != nil {
+				(*hook)(key.pid, key.fd)
+			}
+		}
+	}
+	clear(st.closing[len(keep):])
+	st.closing = keep
+	if len(st.closing) > maxH2Closes {
+		// The HTTP reader's horizon stood still while closes came: keep
+		// the newest.
+		st.closing = append(st.closing[:0], st.closing[len(st.closing)-maxH2Closes:]...)
+	}
+	h.flushH2Counters()
 }
 
 // handleH2 handles one piece of an HTTP/2 connection.
@@ -87,20 +220,20 @@ func (h *handlers) handleH2(e *httpEvent) {
 		// A server's first write looked like SETTINGS, and no preface
 		// followed: not HTTP/2, nothing to count.
 		if c != nil && c.dec.Side() == h2.SideUnknown {
-			delete(st.conns, key)
+			h.dropH2(key)
 		}
 		return
 	case e.HasPrefix&h2Start != 0:
 		if c != nil {
 			c.dec.Close() // the descriptor was reused: the old connection closed
-		}
-		if c == nil && len(st.conns) >= maxH2Conns {
+			h.dropH2(key)
+		} else if len(st.conns) >= maxH2Conns {
 			h.evictH2()
 		}
 		c = &h2Conn{dec: h2.NewConn(h2.DefaultLimits(), &st.cnt), cgroup: e.CgroupId, pid: e.Pid, comm: e.Comm,
-			local: addrPort(e.Family, e.Saddr, e.Sport), remote: addrPort(e.Family, e.Daddr, e.Dport), tls: e.Tls != 0}
+			local: addrPort(e.Family, e.Saddr, e.Sport), remote: addrPort(e.Family, e.Daddr, e.Dport), tls: e.Tls != 0, first: e.TsNs}
 		c.wl = h.identity(e.CgroupId, e.TsNs)
-		st.conns[key] = c
+		h.putH2(key, c)
 	case c == nil:
 		return // its decoder was evicted (counted then)
 	}
@@ -149,7 +282,7 @@ func (h *handlers) evictH2() {
 	}
 	if oldest != nil {
 		oldest.dec.Lose(h2.Evicted)
-		delete(st.conns, old)
+		h.dropH2(old)
 	}
 }
 
@@ -264,8 +397,10 @@ func newH2Metrics(m *metrics, cfg *Config) {
 	m.grpcDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vigil_grpc_request_duration_seconds",
 		Help: "Time from a gRPC call's request headers to the end of its response (trailers or reset), as seen in the process's syscalls.", Buckets: requestBuckets},
 		labelNames("service", "method", "code", "kind"))
+	m.h2Conns = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_ebpf_h2_connections",
+		Help: "HTTP/2 connections being decoded (at most 1024): closed when their TCP connection closes, or evicted."})
 	m.h2Dropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_h2_dropped_total",
-		Help: "HTTP/2 connections (no_preface, gap, bad_frame, hpack_error, table_over_cap, string_over_limit, overflow, evicted) and streams (stream_lost, stream_refused, stream_unfinished, streams_over_limit) and header blocks (header_list_over_limit) not decoded, by reason."},
+		Help: "HTTP/2 connections (no_preface, gap, bad_frame, hpack_error, table_over_cap, string_over_limit, overflow, evicted; close_missed: a TCP close not followed, the queue of 4096 full) and streams (stream_lost, stream_refused, stream_unfinished, streams_over_limit) and header blocks (header_list_over_limit) not decoded, by reason."},
 		[]string{"reason"})
 	m.grpcCap = newCapper(cfg.MaxSeries, m.seriesOverflow.WithLabelValues("grpc"))
 	m.grpcMethodCap = newCapper(cfg.MaxRoutes, m.seriesOverflow.WithLabelValues("grpc_method"))

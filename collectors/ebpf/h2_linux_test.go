@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -570,4 +571,172 @@ func TestH2NotSettings(t *testing.T) {
 			t.Errorf("vigil_ebpf_h2_dropped_total{reason=%q} = %v, want 0", r, v)
 		}
 	}
+}
+
+// An HTTP/2 decoder is closed when the events reader sees its TCP
+// connection close (same cgroup and addresses), once the HTTP reader is
+// past the close by h2CloseDelay; a close of another connection, one too
+// recent, or one before the decoder started (its addresses reused) leaves
+// it; a queue that is full counts the closes it drops.
+func TestH2ClosedWithItsConnection(t *testing.T) {
+	h := newTestHandlers()
+	const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	now := monotonicNS()
+	start := func(fd uint32, sport uint16, ts uint64) {
+		e := sampleL7(protoH2, httpWrite, true, ts, preface)
+		e.HasPrefix, e.Fd, e.Sport, e.CgroupId = h2Start, fd, sport, 7
+		h.handleHTTP(encode(t, e))
+	}
+	closeTCP := func(sport uint16, cgroup uint64, ts uint64) {
+		e := sampleTCP()
+		e.Kind, e.TsNs, e.CgroupId = tcpClose, ts, cgroup
+		// sampleHTTP's socket: local 127.0.0.1:sport, remote 127.0.0.1:40000.
+		e.Sport, e.Dport = sport, 40000
+		h.handleEvent(encode(t, e))
+	}
+	var closed []uint32
+	hook := func(pid, fd uint32) { closed = append(closed, fd) }
+	h.h2Closes.hook.Store(&hook)
+	start(3, 8080, now)
+	start(4, 8081, now+1)
+	start(5, 8082, now+10)
+	if n := testutil.ToFloat64(h.m.h2Conns); n != 3 {
+		t.Fatalf("vigil_ebpf_h2_connections = %v, want 3", n)
+	}
+	closeTCP(8080, 8, now+2)   // another cgroup: not this connection
+	closeTCP(9999, 7, now+2)   // another port
+	closeTCP(8082, 7, now+5)   // before fd 5's decoder started: an earlier connection
+	closeTCP(8081, 7, now+100) // fd 4's
+	h.closeH2(now + 100 + h2CloseDelay - 1)
+	if len(closed) != 0 {
+		t.Errorf("closed %v before h2CloseDelay passed", closed)
+	}
+	h.closeH2(now + 100 + h2CloseDelay)
+	if len(closed) != 1 || closed[0] != 4 {
+		t.Errorf("closed descriptors %v, want [4]", closed)
+	}
+	if n := testutil.ToFloat64(h.m.h2Conns); n != 2 {
+		t.Errorf("vigil_ebpf_h2_connections = %v, want 2", n)
+	}
+	if _, ok := h.http.h2.conns[connKey{7, 4}]; ok {
+		t.Error("fd 4's decoder is still there")
+	}
+	if len(h.http.h2.closing) != 0 || len(h.h2Closes.q) != 0 {
+		t.Errorf("%d closes pending, %d queued; want none", len(h.http.h2.closing), len(h.h2Closes.q))
+	}
+	// Hostile: more closes than the queue holds before the HTTP reader
+	// takes them; the rest are counted.
+	for i := range maxH2Closes + 10 {
+		closeTCP(uint16(10000+i%1000), 7, now+200)
+	}
+	h.closeH2(now + 200 + h2CloseDelay)
+	if got := testutil.ToFloat64(h.m.h2Dropped.WithLabelValues("close_missed")); got != 10 {
+		t.Errorf("vigil_ebpf_h2_dropped_total{reason=close_missed} = %v, want 10", got)
+	}
+	// No decoders, nothing queued.
+	h.closeH2(now + 1<<40)
+	closeTCP(8080, 7, now+300)
+	closeTCP(8082, 7, now+300)
+	h.closeH2(now + 300 + h2CloseDelay)
+	if n := testutil.ToFloat64(h.m.h2Conns); n != 0 {
+		t.Errorf("vigil_ebpf_h2_connections = %v after every connection closed, want 0", n)
+	}
+	h.closeH2(now + 1<<40)
+	closeTCP(8080, 7, now+400)
+	if len(h.h2Closes.q) != 0 {
+		t.Errorf("%d closes queued with no decoder open, want 0", len(h.h2Closes.q))
+	}
+}
+
+// fdListener records the descriptor of each connection it accepts.
+type fdListener struct {
+	net.Listener
+	fds chan uint32
+}
+
+func (l fdListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.fds <- connFD(c)
+	}
+	return c, err
+}
+
+// connFD is the descriptor of a TCP connection.
+func connFD(c net.Conn) uint32 {
+	var fd uint32
+	if sc, err := c.(*net.TCPConn).SyscallConn(); err == nil {
+		_ = sc.Control(func(f uintptr) { fd = uint32(f) })
+	}
+	return fd
+}
+
+// TestH2ClosedOnRealClose: a grpc-go client and server in the test's
+// process, one connection and one call; when the client closes the
+// connection, the kernel's TCP close events end both sides' HTTP/2
+// decoders (before, they lived until 1,024 newer connections evicted
+// them).
+func TestH2ClosedOnRealClose(t *testing.T) {
+	if !kernelHasSocketTracepoints() {
+		t.Skip("HTTP/2 is followed on the socket path only (Linux 6.4+)")
+	}
+	env := startCollector(t, spansConfig("socket"))
+	requireHTTPHook(t, env, "socket")
+	closed := make(chan [2]uint32, 1024)
+	hook := func(pid, fd uint32) {
+		select {
+		case closed <- [2]uint32{pid, fd}:
+		default:
+		}
+	}
+	env.c.handlers.h2Closes.hook.Store(&hook)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan uint32, 4)
+	t.Cleanup(newGRPCServer(fdListener{ln, accepted}).Stop)
+	var clientFD uint32
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp4", addr)
+		if err == nil {
+			clientFD = connFD(c)
+		}
+		return c, err
+	}
+	cc, err := grpc.NewClient("passthrough:///"+ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(dial))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := cc.Invoke(ctx, "/vigiltest.Closing/Call", &emptypb.Empty{}, &emptypb.Empty{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("/vigiltest.Closing/Call: %v, want UNIMPLEMENTED", err)
+	}
+	// Both sides' decoders exist: the call is counted on both.
+	for _, kind := range []string{"client", "server"} {
+		l := map[string]string{"kind": kind, "service": "vigiltest.Closing"}
+		testenv.EventuallyTrue(t, 30*time.Second, fmt.Sprintf("vigil_grpc_requests_total%v", l), func() bool {
+			return env.value(t, "vigil_grpc_requests_total", l) == 1
+		})
+	}
+	serverFD := <-accepted
+	if err := cc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closedAt := time.Now()
+	want := map[uint32]bool{clientFD: true, serverFD: true}
+	pid := uint32(os.Getpid())
+	deadline := time.After(20 * time.Second)
+	for len(want) > 0 {
+		select {
+		case c := <-closed:
+			if c[0] == pid {
+				delete(want, c[1])
+			}
+		case <-deadline:
+			t.Fatalf("decoders of descriptors %v (client %d, server %d) not closed after the connection closed", want, clientFD, serverFD)
+		}
+	}
+	t.Logf("both decoders closed %v after the client closed the connection", time.Since(closedAt).Round(time.Millisecond))
 }

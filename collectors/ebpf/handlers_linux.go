@@ -35,6 +35,9 @@ type handlers struct {
 
 	// Used by the HTTP reader only.
 	http *httpState
+	// h2Closes hands TCP closes from the events reader to the HTTP
+	// reader, which closes the HTTP/2 decoders of those connections.
+	h2Closes h2Closes
 	// shed is the overhead governor's level (nil: none).
 	shed *shedState
 	// attachedNS is when the last program was attached (the kernel's
@@ -185,6 +188,7 @@ func (h *handlers) handleTCP(e *tcpEvent) {
 	case tcpClose:
 		s.active.Dec()
 		s.lifetime.Observe(secs)
+		h.h2Closes.post(h2Sock{e.CgroupId, addrPort(e.Family, e.Saddr, e.Sport), addrPort(e.Family, e.Daddr, e.Dport)}, e.TsNs)
 	case tcpRetransmit:
 		s.retrans.Inc()
 	case tcpResetSent:

@@ -195,6 +195,7 @@ func (h *handlers) handleHTTP(b []byte) {
 	key := connKey{e.Pid, e.Fd}
 	if st.events++; st.events%32 == 0 {
 		h.sweepHTTP(time.Now())
+		h.closeH2(e.TsNs)
 	}
 	if e.Proto != protoHTTP {
 		h.handleL7(e)

@@ -190,6 +190,7 @@ type metrics struct {
 	grpcCap       *capper
 	grpcMethodCap *capper
 	h2Dropped     *prometheus.CounterVec
+	h2Conns       prometheus.Gauge
 }
 
 func newMetrics(cfg *Config) *metrics {
@@ -306,5 +307,5 @@ func (m *metrics) collectors() []prometheus.Collector {
 		m.tcpAttempts, m.tcpFailures, m.tcpConnect, m.tcpAccepts, m.tcpActive, m.tcpLifetime, m.tcpRetrans, m.tcpResets,
 		m.procExecs, m.procExits, m.oomKills, m.httpRequests, m.httpDuration, m.httpPeer, m.httpPeerSeconds, m.httpUnanswered,
 		m.redisRequests, m.redisDuration, m.pgRequests, m.pgDuration, m.protoRejected, m.protoUnmatched, m.ringGaps, m.dnsRequests, m.dnsDuration,
-		m.grpcRequests, m.grpcDuration, m.h2Dropped}
+		m.grpcRequests, m.grpcDuration, m.h2Dropped, m.h2Conns}
 }

@@ -114,10 +114,19 @@ func TestTCPLifecycle(t *testing.T) {
 			return env.value(t, c.metric, c.labels) >= c.min
 		})
 	}
-	// Every connection the client opened is closed again.
+	// Every connection the client opened is closed again, on both sides:
+	// the server's closes (through TIME_WAIT, whose socket took the local
+	// port) name the listening address as its accepts did.
 	testenv.EventuallyTrue(t, 30*time.Second, "no active outbound connections", func() bool {
 		return env.value(t, "vigil_tcp_active_connections", client(okAddr, "direction", "outbound")) == 0
 	})
+	inbound := map[string]string{"destination": okAddr, "direction": "inbound"}
+	testenv.EventuallyTrue(t, 30*time.Second, "the 4 inbound connections closed", func() bool {
+		return env.value(t, "vigil_tcp_connection_duration_seconds", inbound) >= 4
+	})
+	if v := env.value(t, "vigil_tcp_active_connections", inbound); v != 0 {
+		t.Errorf("vigil_tcp_active_connections%v = %v after every connection closed, want 0", inbound, v)
+	}
 	if v := env.value(t, "vigil_tcp_connect_failures_total", client(okAddr)); v != 0 {
 		t.Errorf("connects to %s counted as failed: %v", okAddr, v)
 	}

@@ -164,7 +164,7 @@ type vigilVigilTcpSock struct {
 	Pid           uint32
 	Inbound       uint8
 	Closed        uint8
-	Pad           [2]uint8
+	Sport         uint16
 	Comm          [16]int8
 }
 

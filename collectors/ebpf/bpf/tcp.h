@@ -50,7 +50,11 @@ struct vigil_tcp_sock {
 	__u32 pid;
 	__u8 inbound;
 	__u8 closed;
-	__u8 _pad[2];
+	// sport is the local port (host order), kept when the connection is
+	// established: a socket that reaches CLOSE through TIME_WAIT has
+	// given its port to the timewait socket by then (skc_num is 0), and
+	// its close must name the same connection as its accept.
+	__u16 sport;
 	char comm[VIGIL_COMM_LEN];
 };
 
@@ -100,6 +104,8 @@ static __always_inline int vigil_tcp_emit(const struct sock *sk, __u8 kind, stru
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
 	vigil_tcp_addrs(sk, e);
+	if (s && !e->sport)
+		e->sport = s->sport;
 	if (s) {
 		e->pid = s->pid;
 		e->cgroup_id = s->cgroup_id;
@@ -179,6 +185,7 @@ int BPF_PROG(vigil_tcp_state, const struct sock *sk, const int oldstate, const i
 		return 0;
 	if (newstate == VIGIL_TCP_ESTABLISHED && !s->established_ns) {
 		s->established_ns = now;
+		s->sport = sk->__sk_common.skc_num;
 		return vigil_tcp_emit(sk, s->inbound ? VIGIL_TCP_EV_ACCEPT : VIGIL_TCP_EV_CONNECT, s, now,
 				      now - s->start_ns, 0, VIGIL_PROG_TCP_STATE);
 	}
