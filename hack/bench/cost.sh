@@ -13,6 +13,11 @@
 # Peers: prometheus-node-exporter (Debian, default collectors) and
 # coroot-node-agent when COROOT_NODE_AGENT names a binary (its Go module is
 # not served by the module proxy here, so it is not built; the table says so).
+# COST_BENCH_STEADY=<seconds> (default 0) keeps the pods and goes on in
+# windows of 300 s for that long, a row each: the local TSDB fills for its
+# retention (20 minutes by default) and the memory grows with it, so the
+# rows after 20 minutes are the steady state the DaemonSet's memory request
+# must cover.
 # COST_BENCH_BASE=<git revision> adds the agent built from that revision as
 # a peer ("vigil@<rev>"), to measure a change side by side in one run.
 # COST_BENCH_PPROF=<dir> builds the agent with -tags vigil_pprof and saves a
@@ -137,13 +142,16 @@ window() {
     d=$(($(ticks "$p") - t0[i]))
     local series
     series=$(curl -s "${urls[i]}" | grep -vc '^#' || true)
-    local ev=""
-    [[ ${names[i]} == vigil* ]] && ev=$(($(ebpf_events "${urls[i]}") - e0[i]))
-    printf '%-10s %-18s %7.2f %8.1f %8.1f %8.1f %8s %8s\n' "$1" "${names[i]}" \
+    local ev="" tsdb=""
+    if [[ ${names[i]} == vigil* ]]; then
+      ev=$(($(ebpf_events "${urls[i]}") - e0[i]))
+      tsdb=$(curl -s "${urls[i]}" | awk '/^vigil_rules_tsdb_series / {printf "%d", $NF}')
+    fi
+    printf '%-10s %-18s %7.2f %8.1f %8.1f %8.1f %8s %8s %8s\n' "$1" "${names[i]}" \
       "$(awk -v d="$d" -v hz="$hz" -v w="$W" 'BEGIN{print d*100/hz/w}')" \
       "$(awk -v k="$(rollup "$p" Rss)" 'BEGIN{print k/1024}')" \
       "$(awk -v k="$(rollup "$p" Anonymous)" 'BEGIN{print k/1024}')" \
-      "$(awk -v k="$(rollup "$p" Pss_File)" 'BEGIN{print k/1024}')" "$series" "$ev"
+      "$(awk -v k="$(rollup "$p" Pss_File)" 'BEGIN{print k/1024}')" "$series" "$ev" "$tsdb"
   done
 }
 
@@ -151,7 +159,7 @@ window() {
 sleep 35
 echo
 echo "-- idle and with $PODS pods, ${W}s each, a scrape every ${SCRAPE}s; memory MiB"
-printf '%-10s %-18s %7s %8s %8s %8s %8s %8s\n' phase agent "cpu%" rss anon file series events
+printf '%-10s %-18s %7s %8s %8s %8s %8s %8s %8s\n' phase agent "cpu%" rss anon file series events tsdb
 window idle
 
 # PODS pods of the cgroupfs layout, a pause and an app container each, each
@@ -174,6 +182,14 @@ for ((p = 0; p < PODS; p++)); do
 done
 sleep $SCRAPE
 window "${PODS}pods"
+steady=${COST_BENCH_STEADY:-0}
+if [ "$steady" -gt 0 ]; then
+  start=$SECONDS
+  W=300
+  while [ $((SECONDS - start)) -lt "$steady" ]; do
+    window "+$(((SECONDS - start + W) / 60))m"
+  done
+fi
 
 if [ -z "$COROOT" ]; then
   echo
