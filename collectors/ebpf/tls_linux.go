@@ -208,10 +208,15 @@ func (t *tlsManager) close() {
 }
 
 // closeLinks detaches uprobe links, several at a time: the kernel waits
-// for an RCU grace period in each uprobe's unregistration (about 0.2 s
-// each on this VM), and waits of concurrent closes overlap. One at a time,
-// 41 Go TLS binaries (370 uprobes) took 76-81 s to detach at shutdown; 32
-// at a time, 45 s (docs/ebpf.md, Troubleshooting).
+// for a grace period in each link's unregistration (about 0.2 s each on
+// this VM), and waits of concurrent closes overlap. With one perf-event
+// link per probe (kernels without uprobe_multi), 41 Go TLS binaries (370
+// uprobes) took 76-81 s to detach at shutdown one at a time, 45 s 32 at a
+// time; measured again on 2026-12-04 with hack/bench/tlsstop.sh (40 Go
+// copies plus the host's, about 380 uprobes, 32 at a time): 38-39 s, 77 s
+// under load. With uprobe_multi links (3 a Go binary, 4 a libssl; one
+// synchronisation each for all its offsets) the same took 0.3 s, four
+// runs alternated with those (docs/ebpf.md, Troubleshooting).
 func closeLinks(links []link.Link) {
 	const workers = 32
 	next := make(chan link.Link)
