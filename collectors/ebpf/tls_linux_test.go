@@ -307,7 +307,8 @@ func (e *testEnv) tlsLinks(t *testing.T, lib string) {
 			}
 		}
 		order := func(x, y site) int {
-			return cmp.Or(strings.Compare(x.prog, y.prog), cmp.Compare(x.offset, y.offset), cmp.Compare(x.cookie, y.cookie))
+			return cmp.Or(strings.Compare(x.prog, y.prog), cmp.Compare(x.offset, y.offset), cmp.Compare(x.cookie, y.cookie),
+				compareBool(x.ret, y.ret))
 		}
 		slices.SortFunc(want, order)
 		slices.SortFunc(got, order)
@@ -318,6 +319,16 @@ func (e *testEnv) tlsLinks(t *testing.T, lib string) {
 	if files == 0 {
 		t.Errorf("no %s file attached", lib)
 	}
+}
+
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 func tlsGo(t *testing.T, env *testEnv, hook string) {
