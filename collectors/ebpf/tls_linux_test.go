@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -1071,5 +1072,76 @@ func (e *testEnv) exactCounts(t *testing.T, metric string, want []tlsCount) {
 		}
 		t.Logf("vigil_ebpf_tls_processes{library=openssl} = %v, events lost %v", e.value(t, "vigil_ebpf_tls_processes", map[string]string{"library": "openssl"}),
 			e.value(t, "vigil_ebpf_events_lost_total", nil))
+	}
+}
+
+// BenchmarkTLSAttachDetach attaches the TLS uprobes to one Go executable
+// (the test binary: 9 probes) and detaches them, per iteration, with
+// uprobe_multi links and with one perf-event link per probe, side by
+// side: what the agent pays per file at its stop and when a file's last
+// process exits (closeLinks, 32 at a time).
+func BenchmarkTLSAttachDetach(b *testing.B) {
+	testenv.RequireRoot(b, "loading eBPF programs (CAP_BPF, CAP_PERFMON)")
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	k, err := statKey(exe)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, multi := range []bool{true, false} {
+		name := "per_probe"
+		if multi {
+			name = "uprobe_multi"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := NewConfig()
+			log := slog.New(slog.DiscardHandler)
+			caps := discover(cfg, log)
+			if !multi {
+				caps.features["uprobe_multi"] = errors.New("uprobe_multi links not supported (pretended by the benchmark)")
+			} else if err := caps.features["uprobe_multi"]; err != nil {
+				b.Skip(err)
+			}
+			o, err := load(loadOptions{cfg: cfg, cgroupHierarchy: -1}, caps, log)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer o.close()
+			tm := newTLSManagerFor(o, "/proc", "/", cfg.MaxTLSTargets, log)
+			if tm == nil {
+				b.Fatal("the TLS programs did not load")
+			}
+			// The file is inspected once, outside the timing.
+			tm.mu.Lock()
+			if v := tm.verdict(k, exe); len(v.probes) == 0 {
+				tm.mu.Unlock()
+				b.Fatalf("the test binary has no TLS probes: %+v", v)
+			}
+			tm.mu.Unlock()
+			links, n := 0, 0
+			var attach, detach time.Duration
+			for b.Loop() {
+				tm.mu.Lock()
+				start := time.Now()
+				a := tm.attach(k, exe)
+				if a == nil {
+					tm.mu.Unlock()
+					b.Fatal("the test binary was not attached")
+				}
+				attached := time.Now()
+				links = len(a.links)
+				closeLinks(a.links)
+				detach += time.Since(attached)
+				attach += attached.Sub(start)
+				n++
+				delete(tm.attached, k)
+				tm.mu.Unlock()
+			}
+			b.ReportMetric(float64(links), "links/op")
+			b.ReportMetric(float64(attach.Microseconds())/float64(n), "attach-µs/op")
+			b.ReportMetric(float64(detach.Microseconds())/float64(n), "detach-µs/op")
+		})
 	}
 }
