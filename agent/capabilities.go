@@ -29,8 +29,9 @@ const keepAll = "all"
 //   - what started components said they use at run time
 //     (capability.UseAtRunTime): sys_admin and sys_ptrace for the eBPF
 //     collector's TLS discovery, which attaches uprobes (the kernel's
-//     uprobe PMU wants CAP_SYS_ADMIN) to processes as they start and reads
-//     their executables. Kept only if held: the DaemonSet grants neither
+//     uprobe PMU wants CAP_SYS_ADMIN; uprobe_multi links, used on Linux
+//     6.6+, do not, but it is kept alike) to processes as they start and
+//     reads their executables. Kept only if held: the DaemonSet grants neither
 //     unless asked to (docs/kube.md, "Capabilities").
 //
 // Everything else is dropped: sys_resource raised RLIMIT_MEMLOCK at start
