@@ -192,7 +192,7 @@ func TestL7RequestWhileAttaching(t *testing.T) {
 }
 
 // Hostile input for the destination label: a client that talks to more
-// Redis servers and DNS resolvers than max_series allows gets a series
+// Redis and PostgreSQL servers and DNS resolvers than max_series allows gets a series
 // for each of the first ones; every later request goes to the overflow
 // series (no workload, destination "overflow") and is counted in
 // vigil_ebpf_series_overflow_total.
@@ -212,6 +212,13 @@ func TestDestinationCap(t *testing.T) {
 		reply.Fd = req.Fd
 		send(reply)
 
+		pq := sampleL7(protoPostgres, httpWrite, true, now+uint64(10*i+5), pgMsg('Q', "select 1\x00"))
+		pq.Fd, pq.Daddr, pq.Dport = uint32(2000+i), server, 5432
+		send(pq)
+		pr := sampleL7(protoPostgres, httpRead, false, now+uint64(10*i+6), pgMsg('C', "SELECT 1\x00")+pgMsg('Z', "I"))
+		pr.Fd = pq.Fd
+		send(pr)
+
 		q := sampleL7(protoDNS, httpWrite, true, now+uint64(10*i+3), dnsMsg(t, uint16(i), dnsmessage.TypeA, -1))
 		q.Fd, q.Daddr, q.Dport = uint32(1000+i), server, 53
 		send(q)
@@ -226,13 +233,14 @@ func TestDestinationCap(t *testing.T) {
 		rest   []string
 	}{
 		{"redis", h.m.redisRequests, []string{"GET", "client", "none"}},
+		{"postgres", h.m.pgRequests, []string{"SELECT", "client", "none"}},
 		{"dns", h.m.dnsRequests, []string{"client", "A", "NOERROR", "false"}},
 	} {
 		if got := testutil.CollectAndCount(c.vec); got != limit+1 {
 			t.Errorf("%s: %d series, want %d and the overflow series", c.family, got, limit)
 		}
 		for i := range limit {
-			dest := fmt.Sprintf("10.0.0.%d:%s", i, map[string]string{"redis": "6379", "dns": "53"}[c.family])
+			dest := fmt.Sprintf("10.0.0.%d:%s", i, map[string]string{"redis": "6379", "postgres": "5432", "dns": "53"}[c.family])
 			if got := testutil.ToFloat64(c.vec.WithLabelValues(append(append([]string{}, noWorkload...), append([]string{dest}, c.rest...)...)...)); got != 1 {
 				t.Errorf("%s{destination=%q} = %v, want 1", c.family, dest, got)
 			}
