@@ -9,9 +9,10 @@ import (
 
 // ProtocolDependencyAlerts are the default alerts on a caller's failing
 // dependency by protocol (rules/defaults/workload.rules.yml), by alert
-// name, with the dependency each is about. Their metrics name no server
-// address, so they carry no destination: they name the caller alone
-// (namespace, pod, container and the owner labels the engine adds).
+// name, with the dependency each is about. They sum over the servers
+// (the Redis, PostgreSQL and DNS metrics' destination; gRPC's have none),
+// so they carry no destination: they name the caller alone (namespace,
+// pod, container and the owner labels the engine adds).
 var ProtocolDependencyAlerts = map[string]string{
 	"VigilWorkloadRedisErrors":    "Redis",
 	"VigilWorkloadRedisSlow":      "Redis",
