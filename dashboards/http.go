@@ -7,6 +7,9 @@ func HTTP() (Dashboard, error) {
 	rate := func(extra, by string) string {
 		return perWorkload("sum by (" + byWorkload + by + ") (rate(" + mHTTPRequests + "{%s" + extra + "}" + rateInterval + "))")
 	}
+	byDest := func(metric, extra string) string {
+		return perWorkload("sum by (" + byWorkload + ", destination) (rate(" + metric + "{%s" + extra + "}" + rateInterval + "))")
+	}
 	quantile := func(phi, kind string) string {
 		return "histogram_quantile(" + phi + ", " + perWorkload("sum by ("+byWorkload+", le) (rate("+mHTTPDuration+`_bucket{%s, kind="`+kind+`"}`+rateInterval+"))") + ")"
 	}
@@ -37,6 +40,12 @@ func HTTP() (Dashboard, error) {
 					q("("+rate(`, kind="client", status_class="5xx"`, "")+")\n/\n("+rate(`, kind="client"`, "")+")", legend)),
 				timeSeries(panelOpts{title: "Outgoing duration (p99)", unit: "s", width: 8, desc: "Time from request sent to response start, p99."},
 					q(quantile("0.99", "client"), legend+" p99")),
+				// The dependency alerts' view (VigilWorkloadDependency*):
+				// which server the caller's errors and waits come from.
+				timeSeries(panelOpts{title: "Outgoing error ratio (5xx) by server", unit: "percentunit", width: 12, desc: "Share of requests sent to each server (destination: its ip:port; overflow past the agent's max_series) answered with a 5xx, as the dependency alerts see it."},
+					q("("+byDest(mHTTPByDest, `, status_class="5xx"`)+")\n/\n("+byDest(mHTTPByDest, "")+")", legend+" → {{destination}}")),
+				timeSeries(panelOpts{title: "Outgoing mean duration by server", unit: "s", width: 12, desc: "Mean time from request sent to response start, per server the workload sent to: the summed request time over the request count."},
+					q("("+byDest(mHTTPByDestSeconds, "")+")\n/\n("+byDest(mHTTPByDest, "")+")", legend+" → {{destination}}")),
 			}},
 		},
 	}.build()

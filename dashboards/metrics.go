@@ -63,6 +63,8 @@ const (
 	mTCPResets         = "vigil_tcp_resets_total"
 	mHTTPRequests      = "vigil_http_requests_total"
 	mHTTPDuration      = "vigil_http_request_duration_seconds" // histogram
+	mHTTPByDest        = "vigil_http_client_requests_by_destination_total"
+	mHTTPByDestSeconds = "vigil_http_client_request_seconds_by_destination_total"
 	mRedisRequests     = "vigil_redis_requests_total"
 	mRedisDuration     = "vigil_redis_request_duration_seconds" // histogram
 	mPostgresRequests  = "vigil_postgres_requests_total"
