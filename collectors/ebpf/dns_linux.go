@@ -152,10 +152,7 @@ func (h *handlers) finishDNS(q *dnsQuery, rcode uint8, endNS uint64) {
 		clear(st.series)
 		st.reset = time.Now()
 	}
-	dest := q.remote
-	if q.server {
-		dest = q.local
-	}
+	dest := serverAddr(q.server, q.local, q.remote)
 	k := dnsSeriesKey{cgroup: q.cgroup, dest: dest, server: q.server, qtype: q.qtype, rcode: rcode}
 	s, ok := st.series[k]
 	if !ok {
@@ -170,7 +167,7 @@ func (h *handlers) finishDNS(q *dnsQuery, rcode uint8, endNS uint64) {
 		if rcode == 0 {
 			failed = "false"
 		}
-		lv := h.m.dnsCap.labels(q.wl, destination(q.server, q.local, q.remote), kind, dnsproto.QTypeNames[q.qtype], dnsRCodes[rcode], failed)
+		lv := h.m.dnsCap.labels(q.wl, destination(dest), kind, dnsproto.QTypeNames[q.qtype], dnsRCodes[rcode], failed)
 		s = httpSeries{h.m.dnsRequests.WithLabelValues(lv...), h.m.dnsDuration.WithLabelValues(lv...)}
 		if resolved(q.wl) {
 			st.series[k] = s

@@ -370,10 +370,7 @@ func (h *handlers) finishL7(c *l7Conn, it *l7Item, errIdx uint8, endNS uint64) {
 		clear(st.series)
 		st.reset = time.Now()
 	}
-	dest := c.remote
-	if c.server {
-		dest = c.local
-	}
+	dest := serverAddr(c.server, c.local, c.remote)
 	k := l7Key{cgroup: c.cgroup, dest: dest, proto: c.proto, server: c.server, cmd: it.cmd, err: errIdx}
 	s, ok := st.series[k]
 	if !ok {
@@ -396,7 +393,7 @@ func (h *handlers) finishL7(c *l7Conn, it *l7Item, errIdx uint8, endNS uint64) {
 			cmd, errName = pgproto.CommandNames[it.cmd], pgproto.ErrorClasses[errIdx]
 			reqs, dur, cp = h.m.pgRequests, h.m.pgDuration, h.m.pgCap
 		}
-		lv := cp.labelsWith(c.wl, destination(c.server, c.local, c.remote), cmd, cmd, kind, errName)
+		lv := cp.labelsWith(c.wl, destination(dest), cmd, cmd, kind, errName)
 		s = httpSeries{reqs.WithLabelValues(lv...), dur.WithLabelValues(lv...)}
 		if resolved(c.wl) {
 			st.series[k] = s

@@ -49,12 +49,7 @@ func (c *capper) allow(key string) bool {
 // count towards the cap). Past the cap, the workload labels are emptied and
 // v becomes "overflow".
 func (c *capper) labels(wl workload.Identity, v string, rest ...string) []string {
-	vals := wl.Labels()
-	if !c.allow(wl.CgroupPath + "\x00" + v) {
-		clear(vals)
-		v = overflowValue
-	}
-	return append(append(vals, v), rest...)
+	return c.labelsWith(wl, v, "", rest...)
 }
 
 // labelsWith is labels, with sub (a small enumeration such as a command,
@@ -64,23 +59,30 @@ func (c *capper) labels(wl workload.Identity, v string, rest ...string) []string
 // each at most kinds × error codes series).
 func (c *capper) labelsWith(wl workload.Identity, v, sub string, rest ...string) []string {
 	vals := wl.Labels()
-	if !c.allow(wl.CgroupPath + "\x00" + v + "\x00" + sub) {
+	key := wl.CgroupPath + "\x00" + v
+	if sub != "" {
+		key += "\x00" + sub
+	}
+	if !c.allow(key) {
 		clear(vals)
 		v = overflowValue
 	}
 	return append(append(vals, v), rest...)
 }
 
-// destination is the destination label value of a request on a connection
-// or socket with addresses local and remote: the server's address, which
-// is remote for a client and local (the listening address, as for
-// vigil_tcp_accepts_total) for a server; empty when the record had no
-// socket address.
-func destination(server bool, local, remote netip.AddrPort) string {
-	a := remote
+// serverAddr is the server's address of a request on a connection or
+// socket with addresses local and remote: remote for a client, local (the
+// listening address, as for vigil_tcp_accepts_total) for a server.
+func serverAddr(server bool, local, remote netip.AddrPort) netip.AddrPort {
 	if server {
-		a = local
+		return local
 	}
+	return remote
+}
+
+// destination is the destination label value of server address a; empty
+// when the record had no socket address.
+func destination(a netip.AddrPort) string {
 	if !a.IsValid() || a.Port() == 0 && a.Addr().IsUnspecified() {
 		return ""
 	}
@@ -279,7 +281,7 @@ func newMetrics(cfg *Config) *metrics {
 		Help: "Redis, PostgreSQL and DNS requests forgotten without a reply: their replies were past the captured window, too many were in flight, or the server skipped them after an error (DNS: a query over TCP unanswered after dns_timeout, or max_pending_requests reached)."},
 		[]string{"protocol"})
 	m.ringGaps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_ebpf_ring_gaps_total",
-		Help: "Times the reader found that records were lost from a ring buffer (it was full) before the one it read; on the http ring, the HTTP/1, Redis and PostgreSQL requests waiting for replies were then forgotten (counted unmatched), lest later replies be credited to the wrong request."},
+		Help: "Times the reader found that records were lost from a ring buffer (it was full) before the one it read; on the http ring, the Redis and PostgreSQL requests waiting for replies were then forgotten (counted unmatched), lest later replies be credited to the wrong request."},
 		[]string{"ring"})
 	m.dnsRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_dns_requests_total",
 		Help: "DNS queries seen (UDP, and TCP), by server address (destination: the resolver's ip:port, on the server side its listening address), side (client or server), query type, response code (timeout: no answer within dns_timeout) and whether it failed (any rcode but NOERROR)."},
